@@ -1,0 +1,214 @@
+"""MemoryBackend: the in-memory twin of SES, for tests and benchmarks.
+
+It delivers nothing: every accepted email is recorded as a :class:`SentRecord` with the trio-clock
+times at which ``send`` was entered and returned, so tests under ``MockClock`` can assert exact
+timing and concurrency. It can imitate what SES does to a sender:
+
+- ``latency`` (plus up to ``latency_jitter``) seconds of ``trio.sleep`` per call, so the autojump
+  clock skips it and benchmarks can model a slow provider;
+- ``throttle_rate``: that fraction of calls fails with ``TransientSendError(throttled=True,
+  code="TooManyRequestsException")``. Whether a call is throttled depends only on ``seed`` and the
+  email (request id, attempt, recipient), never on the order in which concurrent tasks happen to
+  run, so a run is reproducible and a retry (next attempt) draws again;
+- ``script``: a function called with each email that may raise any ``SendError``, for tests that
+  need a precise failure on a precise email;
+- ``pause(reason)`` / ``resume()``: while paused every send raises ``AccountSendError`` and
+  ``account_status()`` reports ``can_send=False``, like an SES account whose sending is paused.
+
+Black-box trigger (for tests that only control the submitted data, e.g. end-to-end tests against
+the running service): a recipient whose local part starts with ``reject`` (case-insensitive, e.g.
+``reject@example.com``, ``rejected+7@example.com``) fails with
+``PermanentSendError(code="MessageRejected")``, as SES does for content it refuses.
+
+Order of checks in ``send``: latency, then paused, script, ``reject`` trigger, throttling.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import trio
+
+from sesender.backends.base import AccountStatus, OutgoingEmail
+from sesender.errors import (
+    AccountSendError,
+    PermanentSendError,
+    SendError,
+    TransientSendError,
+)
+
+__all__ = ["MemoryBackend", "MemoryStatistics", "SentRecord"]
+
+REJECT_PREFIX = "reject"
+
+
+@dataclass(frozen=True, slots=True)
+class SentRecord:
+    """One accepted email and the trio-clock times its ``send`` call started and finished."""
+
+    message_id: str
+    email: OutgoingEmail
+    started_at: float
+    finished_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryStatistics:
+    """A snapshot of what the backend has seen.
+
+    ``throttled`` counts every ``TransientSendError`` with ``throttled=True`` (drawn or scripted);
+    ``failed`` counts every other ``SendError``. ``attempts == sent + throttled + failed +
+    in_flight`` at any moment (a cancelled call counts as an attempt only).
+    """
+
+    attempts: int
+    sent: int
+    throttled: int
+    failed: int
+    in_flight: int
+    peak_in_flight: int
+    paused: bool
+
+
+class MemoryBackend:
+    """Records messages instead of sending them; see the module docstring for the knobs."""
+
+    name = "memory"
+
+    def __init__(
+        self,
+        *,
+        latency: float = 0.0,
+        latency_jitter: float = 0.0,
+        throttle_rate: float = 0.0,
+        seed: int | None = None,
+        script: Callable[[OutgoingEmail], None] | None = None,
+        max_send_rate: float | None = None,
+        clock: Callable[[], float] = trio.current_time,
+    ) -> None:
+        if latency < 0 or latency_jitter < 0:
+            raise ValueError("latency and latency_jitter must not be negative")
+        if not 0.0 <= throttle_rate <= 1.0:
+            raise ValueError(f"throttle_rate must be between 0 and 1, got {throttle_rate}")
+        self.latency = latency
+        self.latency_jitter = latency_jitter
+        self.throttle_rate = throttle_rate
+        # Without a seed, draws are still per-email but differ from run to run.
+        self.seed = seed if seed is not None else int.from_bytes(os.urandom(8), "big")
+        self.script = script
+        self.max_send_rate = max_send_rate
+        self.clock = clock
+        self.closed = False
+        self._sent: list[SentRecord] = []
+        self._sent_changed = trio.Event()
+        self._pause_reason: str | None = None
+        self._attempts = 0
+        self._throttled = 0
+        self._failed = 0
+        self._in_flight = 0
+        self._peak_in_flight = 0
+
+    @property
+    def sent(self) -> list[SentRecord]:
+        """Every accepted email so far, in the order ``send`` returned (a copy)."""
+        return list(self._sent)
+
+    def pause(self, reason: str = "paused") -> None:
+        """Make every following send raise ``AccountSendError`` until :meth:`resume`."""
+        self._pause_reason = reason
+
+    def resume(self) -> None:
+        """Undo :meth:`pause`."""
+        self._pause_reason = None
+
+    async def wait_sent(self, count: int) -> None:
+        """Return once at least ``count`` emails have been accepted (woken, never polling)."""
+        while len(self._sent) < count:
+            await self._sent_changed.wait()
+
+    async def send(self, email: OutgoingEmail) -> str:
+        """Record ``email`` after the configured latency, or raise the failure chosen for it."""
+        started_at = self.clock()
+        self._attempts += 1
+        self._in_flight += 1
+        self._peak_in_flight = max(self._peak_in_flight, self._in_flight)
+        try:
+            draw = random.Random(
+                f"{self.seed}:{email.request_id}:{email.attempt}:{email.recipient}"
+            )
+            jitter = draw.uniform(0.0, self.latency_jitter) if self.latency_jitter else 0.0
+            await trio.sleep(self.latency + jitter)
+            try:
+                self._raise_failure_for(email, throttle_draw=draw.random())
+            except TransientSendError as exc:
+                if exc.throttled:
+                    self._throttled += 1
+                else:
+                    self._failed += 1
+                raise
+            except SendError:
+                self._failed += 1
+                raise
+            record = SentRecord(
+                message_id=f"memory-{uuid.uuid4()}",
+                email=email,
+                started_at=started_at,
+                finished_at=self.clock(),
+            )
+            self._sent.append(record)
+            self._sent_changed.set()
+            self._sent_changed = trio.Event()
+            return record.message_id
+        finally:
+            self._in_flight -= 1
+
+    def _raise_failure_for(self, email: OutgoingEmail, *, throttle_draw: float) -> None:
+        """Raise the failure this email gets, if any (the order is in the module docstring)."""
+        if self._pause_reason is not None:
+            raise AccountSendError(
+                f"sending paused: {self._pause_reason}", code="SendingPausedException"
+            )
+        if self.script is not None:
+            self.script(email)
+        local_part = email.recipient.rpartition("@")[0]
+        if local_part.lower().startswith(REJECT_PREFIX):
+            raise PermanentSendError(
+                f"recipient {email.recipient!r} is rejected by the memory backend",
+                code="MessageRejected",
+            )
+        if throttle_draw < self.throttle_rate:
+            raise TransientSendError(
+                "Maximum sending rate exceeded. (memory backend)",
+                code="TooManyRequestsException",
+                throttled=True,
+            )
+
+    async def account_status(self) -> AccountStatus:
+        """``can_send`` is False while paused, with the pause reason."""
+        await trio.lowlevel.checkpoint()
+        if self._pause_reason is not None:
+            return AccountStatus(
+                can_send=False, max_send_rate=self.max_send_rate, reason=self._pause_reason
+            )
+        return AccountStatus(can_send=True, max_send_rate=self.max_send_rate)
+
+    async def aclose(self) -> None:
+        """Nothing to release; marks the backend closed so tests can check who closes it."""
+        await trio.lowlevel.checkpoint()
+        self.closed = True
+
+    def statistics(self) -> MemoryStatistics:
+        """Return a frozen snapshot of the counters."""
+        return MemoryStatistics(
+            attempts=self._attempts,
+            sent=len(self._sent),
+            throttled=self._throttled,
+            failed=self._failed,
+            in_flight=self._in_flight,
+            peak_in_flight=self._peak_in_flight,
+            paused=self._pause_reason is not None,
+        )

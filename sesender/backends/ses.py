@@ -1,0 +1,403 @@
+"""SesBackend: sends through Amazon SES v2 ``SendEmail`` with one shared boto3 client.
+
+Three decisions shape this module:
+
+- **One client, no botocore retries.** :func:`build_ses_client` builds a single thread-safe
+  ``sesv2`` client (reference 3.8) from an explicit ``boto3.session.Session`` with
+  ``total_max_attempts=1``: every retry must go back through sesender's own rate limiter and take a
+  token, otherwise botocore's hidden retries (3 attempts in standard mode, reference 3.7) would
+  push the real send rate over the account's limit exactly when SES is already throttling. The
+  connection pool is at least as large as the thread lane, so no connection is opened and thrown
+  away per call. When ``endpoint_url`` is None, boto3 itself honours ``AWS_ENDPOINT_URL_SESV2`` /
+  ``AWS_ENDPOINT_URL`` (that is how tests and local stacks point it elsewhere).
+- **Blocking calls only in the lane.** Every client call runs in the injected ``ThreadLane``; the
+  lane never abandons a call on cancellation, so a send that reached SES is always reported.
+- **Errors translated here and only here** (reference 3.5): :func:`classify_client_error` is a
+  pure table from (code, HTTP status, message) to a ``SendError``; :func:`translate_error` applies
+  it to botocore's exceptions. Nothing from botocore escapes this module.
+
+Before any call, :func:`build_send_email_request` checks what SES would refuse anyway (header
+limits, CR/LF injection, non-ASCII addresses) so such an email fails at once, without spending a
+rate-limiter token, and punycodes non-ASCII domains.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import boto3.session
+from botocore.config import Config
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    CredentialRetrievalError,
+    HTTPClientError,
+    NoCredentialsError,
+    PartialCredentialsError,
+)
+from botocore.exceptions import (
+    ConnectionError as BotocoreConnectionError,
+)
+
+from actors import ThreadLane
+from sesender.backends.addresses import ascii_address
+from sesender.backends.base import AccountStatus, OutgoingEmail
+from sesender.backends.headers import require_single_line, validate_custom_headers
+from sesender.backends.text import html_to_text
+from sesender.errors import (
+    AccountSendError,
+    PermanentSendError,
+    SendError,
+    TransientSendError,
+)
+
+if TYPE_CHECKING:
+    from mypy_boto3_sesv2 import SESV2Client
+    from mypy_boto3_sesv2.type_defs import (
+        BodyTypeDef,
+        GetAccountResponseTypeDef,
+        MessageTagTypeDef,
+        MessageTypeDef,
+        SendEmailRequestTypeDef,
+        SendEmailResponseTypeDef,
+    )
+
+__all__ = [
+    "SesBackend",
+    "SesStatistics",
+    "build_send_email_request",
+    "build_ses_client",
+    "classify_client_error",
+    "ses_tag_part",
+    "translate_error",
+]
+
+# SES's (and the AWS SDKs') throttling codes: slow down and retry.
+THROTTLING_CODES = frozenset(
+    {
+        "TooManyRequestsException",
+        "Throttling",
+        "ThrottlingException",
+        "LimitExceededException",
+        "RequestLimitExceeded",
+        "SlowDown",
+    }
+)
+# Transient failures that are not throttling: retry after a backoff.
+TRANSIENT_CODES = frozenset(
+    {
+        "RequestTimeout",
+        "RequestTimeoutException",
+        "PriorRequestNotComplete",
+        "InternalFailure",
+        "InternalError",
+        "InternalServerError",
+        "ServiceUnavailable",
+        "ServiceUnavailableException",
+    }
+)
+# The account cannot send anything: pause, fail nothing.
+ACCOUNT_CODES = frozenset(
+    {
+        "SendingPausedException",
+        "AccountSuspendedException",
+        # SES v1 spellings, in case an endpoint or proxy speaks v1 errors.
+        "AccountSendingPausedException",
+        "ConfigurationSetSendingPausedException",
+    }
+)
+# Credentials or permissions are wrong: no email can be sent until an operator fixes them, so
+# failing each email permanently would fail the whole queue (SPEC 3: never do that). Pause instead.
+AUTHORISATION_CODES = frozenset(
+    {
+        "AccessDenied",
+        "AccessDeniedException",
+        "UnrecognizedClientException",
+        "InvalidClientTokenId",
+        "ExpiredToken",
+        "ExpiredTokenException",
+        "SignatureDoesNotMatch",
+        "InvalidSignatureException",
+        "IncompleteSignature",
+        "MissingAuthenticationToken",
+    }
+)
+DAILY_QUOTA = re.compile(r"daily|24[ -]?hour", re.IGNORECASE)
+TAG_FORBIDDEN = re.compile(r"[^A-Za-z0-9_-]")
+MAX_TAG_LENGTH = 256
+UTF8 = "UTF-8"
+
+
+def classify_client_error(code: str, status: int | None, message: str) -> SendError:
+    """Map one SES error response to the ``SendError`` the pipeline acts on (reference 3.5).
+
+    Pure and table-driven: ``code`` is ``response["Error"]["Code"]``, ``status`` the HTTP status
+    (None when unknown), ``message`` the error message. The returned error carries ``code``.
+    """
+    text = f"SES {code or status}: {message}".rstrip(": ")
+    if code in THROTTLING_CODES:
+        # A throttle that names the daily quota will not clear with a backoff: pause until the
+        # 24-hour window frees up (SES v1 says "Daily message quota exceeded." with "Throttling").
+        if DAILY_QUOTA.search(message):
+            return AccountSendError(text, code=code)
+        return TransientSendError(text, code=code, throttled=True)
+    if code in ACCOUNT_CODES or code in AUTHORISATION_CODES:
+        return AccountSendError(text, code=code)
+    if code in TRANSIENT_CODES:
+        return TransientSendError(text, code=code)
+    if status is not None:
+        if status == 429:
+            return TransientSendError(text, code=code, throttled=True)
+        if status >= 500:
+            return TransientSendError(text, code=code)
+        if status in (401, 403):
+            return AccountSendError(text, code=code)
+    # MessageRejected, MailFromDomainNotVerifiedException, NotFoundException,
+    # BadRequestException and everything unknown: this message will not go as it is.
+    return PermanentSendError(text, code=code)
+
+
+def translate_error(exc: BotoCoreError | ClientError) -> SendError:
+    """Translate a botocore exception into a ``SendError`` (the caller raises it ``from exc``)."""
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        return classify_client_error(
+            str(error.get("Code", "")), status, str(error.get("Message", ""))
+        )
+    code = type(exc).__name__
+    if isinstance(exc, BotocoreConnectionError | HTTPClientError):
+        # Connection refused or reset, connect/read timeouts, TLS and proxy failures.
+        return TransientSendError(f"SES unreachable: {exc}", code=code)
+    if isinstance(exc, NoCredentialsError | PartialCredentialsError | CredentialRetrievalError):
+        return AccountSendError(f"no usable AWS credentials: {exc}", code=code)
+    return PermanentSendError(f"SES request failed: {exc}", code=code)
+
+
+def ses_tag_part(value: str) -> str:
+    """Make ``value`` a valid SES tag name or value: ``[A-Za-z0-9_-]``, 1 to 256 characters.
+
+    Other characters become ``_`` (so ``topic.2024/05`` reads ``topic_2024_05``); an empty value
+    becomes ``_``.
+    """
+    return TAG_FORBIDDEN.sub("_", value)[:MAX_TAG_LENGTH] or "_"
+
+
+def build_send_email_request(email: OutgoingEmail) -> SendEmailRequestTypeDef:
+    """Build the ``send_email`` keyword arguments for ``email`` (pure).
+
+    Raises :class:`PermanentSendError` for what SES would refuse (see the module docstring). The
+    text part is generated from the HTML and left out only when the HTML has no text at all.
+    Tags keep the first occurrence of each (sanitised) name.
+    """
+    sender = ascii_address(email.sender, field="sender")
+    recipient = ascii_address(email.recipient, field="recipient")
+    require_single_line("subject", email.subject)
+    validate_custom_headers(email.headers)
+
+    body: BodyTypeDef = {"Html": {"Data": email.html, "Charset": UTF8}}
+    text = html_to_text(email.html)
+    if text:
+        body["Text"] = {"Data": text, "Charset": UTF8}
+    simple: MessageTypeDef = {"Subject": {"Data": email.subject, "Charset": UTF8}, "Body": body}
+    if email.headers:
+        simple["Headers"] = [{"Name": name, "Value": value} for name, value in email.headers]
+    request: SendEmailRequestTypeDef = {
+        "FromEmailAddress": sender,
+        "Destination": {"ToAddresses": [recipient]},
+        "Content": {"Simple": simple},
+    }
+    tags: dict[str, MessageTagTypeDef] = {}
+    for name, value in email.tags:
+        tag_name = ses_tag_part(name)
+        tags.setdefault(tag_name, {"Name": tag_name, "Value": ses_tag_part(value)})
+    if tags:
+        request["EmailTags"] = list(tags.values())
+    if email.configuration_set:
+        request["ConfigurationSetName"] = email.configuration_set
+    return request
+
+
+def build_ses_client(
+    *,
+    region: str,
+    pool_size: int,
+    connect_timeout: float,
+    read_timeout: float,
+    endpoint_url: str | None = None,
+    access_key_id: str | None = None,
+    secret_access_key: str | None = None,
+    session_token: str | None = None,
+) -> SESV2Client:
+    """Build the one ``sesv2`` client the service shares (see the module docstring).
+
+    Credentials left as None come from boto3's usual chain (environment, profile, instance or
+    task role). ``pool_size`` should be the SES thread lane's limit. This call is blocking (it
+    loads the service model): make it once at start.
+    """
+    if (access_key_id is None) != (secret_access_key is None):
+        raise ValueError("give both access_key_id and secret_access_key, or neither")
+    session = boto3.session.Session(
+        aws_access_key_id=access_key_id,
+        aws_secret_access_key=secret_access_key,
+        aws_session_token=session_token,
+        region_name=region,
+    )
+    config = Config(
+        retries={"mode": "standard", "total_max_attempts": 1},
+        max_pool_connections=max(pool_size, 10),
+        connect_timeout=connect_timeout,
+        read_timeout=read_timeout,
+    )
+    return session.client("sesv2", endpoint_url=endpoint_url, config=config)
+
+
+@dataclass(frozen=True, slots=True)
+class SesStatistics:
+    """A snapshot of the backend's work.
+
+    ``attempts`` counts ``SendEmail`` calls made; ``sent``, ``throttled``, ``transient`` and
+    ``account`` split their outcomes. ``permanent`` also counts emails refused before any call
+    (invalid headers or addresses), which are not attempts. ``in_flight`` is calls running now.
+    """
+
+    attempts: int
+    sent: int
+    throttled: int
+    transient: int
+    permanent: int
+    account: int
+    in_flight: int
+
+
+class SesBackend:
+    """Sends each email with one ``SendEmail`` call on the shared client, in the SES lane."""
+
+    name = "ses"
+
+    def __init__(self, *, client: SESV2Client, lane: ThreadLane) -> None:
+        self.client = client
+        self.lane = lane
+        self._attempts = 0
+        self._sent = 0
+        self._throttled = 0
+        self._transient = 0
+        self._permanent = 0
+        self._account = 0
+        self._in_flight = 0
+
+    async def send(self, email: OutgoingEmail) -> str:
+        """Send ``email`` and return SES's MessageId; raise the translated ``SendError``."""
+        try:
+            request = build_send_email_request(email)
+        except PermanentSendError:
+            self._permanent += 1
+            raise
+
+        def call() -> SendEmailResponseTypeDef:
+            return self.client.send_email(**request)
+
+        self._attempts += 1
+        self._in_flight += 1
+        try:
+            response = await self.lane.run(call)
+        except (BotoCoreError, ClientError) as exc:
+            error = translate_error(exc)
+            self._count_failure(error)
+            raise error from exc
+        finally:
+            self._in_flight -= 1
+        self._sent += 1
+        return response["MessageId"]
+
+    def _count_failure(self, error: SendError) -> None:
+        """Count a failed call under the kind of failure the pipeline will see."""
+        if isinstance(error, TransientSendError):
+            if error.throttled:
+                self._throttled += 1
+            else:
+                self._transient += 1
+        elif isinstance(error, AccountSendError):
+            self._account += 1
+        else:
+            self._permanent += 1
+
+    async def account_status(self) -> AccountStatus:
+        """Read ``GetAccount``: can the account send, and at what ``MaxSendRate``.
+
+        When ``GetAccount`` cannot be used (not permitted by the IAM policy, not implemented by a
+        local stand-in such as moto), sending is assumed possible with an unknown rate: the sends
+        themselves will say otherwise. When it fails transiently or the credentials are unusable,
+        ``can_send`` is False with the reason, so a pause is not ended on a guess. Never raises
+        for provider errors.
+        """
+
+        def call() -> GetAccountResponseTypeDef:
+            return self.client.get_account()
+
+        try:
+            response = await self.lane.run(call)
+        except NotImplementedError as exc:
+            # moto's in-process mock raises this for operations it does not implement.
+            return AccountStatus(
+                can_send=True,
+                reason=f"get_account unavailable: {exc}",
+                details={"error_code": "NotImplemented"},
+            )
+        except (BotoCoreError, ClientError) as exc:
+            error = translate_error(exc)
+            details = {"error_code": error.code}
+            if isinstance(error, PermanentSendError) or error.code in (
+                "AccessDenied",
+                "AccessDeniedException",
+            ):
+                return AccountStatus(
+                    can_send=True, reason=f"get_account unavailable: {error}", details=details
+                )
+            return AccountStatus(
+                can_send=False, reason=f"get_account failed: {error}", details=details
+            )
+        return account_status_from(response)
+
+    async def aclose(self) -> None:
+        """Close the client's connection pool (in the lane: it may block on sockets)."""
+        await self.lane.run(self.client.close)
+
+    def statistics(self) -> SesStatistics:
+        """Return a frozen snapshot of the counters."""
+        return SesStatistics(
+            attempts=self._attempts,
+            sent=self._sent,
+            throttled=self._throttled,
+            transient=self._transient,
+            permanent=self._permanent,
+            account=self._account,
+            in_flight=self._in_flight,
+        )
+
+
+def account_status_from(response: GetAccountResponseTypeDef) -> AccountStatus:
+    """Interpret a ``GetAccount`` response (reference 3.6); pure."""
+    sending_enabled = bool(response.get("SendingEnabled", True))
+    enforcement = str(response.get("EnforcementStatus", ""))
+    quota = response.get("SendQuota", {})
+    max_send_rate = quota.get("MaxSendRate")
+    reasons = []
+    if not sending_enabled:
+        reasons.append("sending is disabled for the account")
+    if enforcement == "SHUTDOWN":
+        reasons.append("the account's enforcement status is SHUTDOWN")
+    details = {
+        "enforcement_status": enforcement,
+        "production_access": str(response.get("ProductionAccessEnabled", "")),
+        "max_24_hour_send": str(quota.get("Max24HourSend", "")),
+        "sent_last_24_hours": str(quota.get("SentLast24Hours", "")),
+    }
+    return AccountStatus(
+        can_send=not reasons,
+        max_send_rate=float(max_send_rate) if max_send_rate is not None else None,
+        reason="; ".join(reasons),
+        details=details,
+    )

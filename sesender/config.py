@@ -1,0 +1,438 @@
+"""Configuration: read once from the environment (and an optional ``.env``), validated at start.
+
+Every setting is parsed by :class:`SettingsReader`, which records every problem instead of stopping
+at the first, so an operator sees the whole list in one :class:`~sesender.errors.ConfigError`
+(exit code 2). The result is a tree of frozen dataclasses passed explicitly to whatever needs it;
+no other module reads ``os.environ``. Secrets are kept out of ``repr`` and out of
+:meth:`Config.public_settings`, which is what the start-up log line prints.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import re
+import secrets
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from dotenv import dotenv_values
+
+from sesender.errors import ConfigError
+from sesender.tracking import derive_secret
+
+T = TypeVar("T")
+
+#: The hard ceiling of SES and of the original service: recipients in one POST /v1/messages.
+DEFAULT_MAX_RECIPIENTS = 10_000
+
+
+class BackendKind(enum.StrEnum):
+    """Which mail backend sends: picked by configuration type, never by a dotted path."""
+
+    OUTBOX = "outbox"
+    SES = "ses"
+    MEMORY = "memory"
+
+
+class LogFormat(enum.StrEnum):
+    TEXT = "text"
+    JSON = "json"
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    host: str
+    port: int
+    public_url: str
+    api_key: str = field(repr=False)
+    api_key_generated: bool
+    max_request_bytes: int
+    max_recipients_per_request: int
+    shutdown_timeout: float
+    keep_alive_timeout: float
+    read_timeout: float
+
+
+@dataclass(frozen=True, slots=True)
+class DatabaseConfig:
+    path: Path
+    busy_timeout: float
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineConfig:
+    max_send_per_second: float
+    burst: float
+    send_channel_size: int
+    post_channel_size: int
+    scheduler_interval: float
+    schedule_timezone: ZoneInfo
+    max_attempts: int
+    retry_base_delay: float
+    retry_max_delay: float
+    pause_probe_interval: float
+    flush_size: int
+    flush_interval: float
+    cap_to_account_rate: bool
+
+
+@dataclass(frozen=True, slots=True)
+class AwsConfig:
+    region: str
+    from_email: str
+    configuration_set: str | None
+    endpoint_url: str | None
+    access_key_id: str | None = field(repr=False)
+    secret_access_key: str | None = field(repr=False)
+    session_token: str | None = field(repr=False)
+    connect_timeout: float
+    read_timeout: float
+
+
+@dataclass(frozen=True, slots=True)
+class BackendConfig:
+    kind: BackendKind
+    outbox_dir: Path
+    memory_latency: float
+    memory_throttle_rate: float
+    aws: AwsConfig
+
+
+@dataclass(frozen=True, slots=True)
+class TrackingConfig:
+    secret: bytes = field(repr=False)
+    accept_plain_ids: bool
+
+
+@dataclass(frozen=True, slots=True)
+class FeedbackConfig:
+    cert_url_pattern: re.Pattern[str] | None
+    topic_arns: frozenset[str] | None
+    max_age: float
+    events_queue_url: str | None
+    unsubscribe_enabled: bool
+    suppress_after_transient_bounces: int
+
+
+@dataclass(frozen=True, slots=True)
+class ObservabilityConfig:
+    log_level: str
+    log_format: LogFormat
+    sentry_dsn: str | None = field(repr=False)
+    sentry_environment: str
+    sentry_traces_sample_rate: float
+    metrics_enabled: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The whole validated configuration of one sesender process."""
+
+    server: ServerConfig
+    database: DatabaseConfig
+    pipeline: PipelineConfig
+    backend: BackendConfig
+    tracking: TrackingConfig
+    feedback: FeedbackConfig
+    observability: ObservabilityConfig
+
+    def public_settings(self) -> dict[str, object]:
+        """The effective settings worth logging at start: everything but secrets."""
+        aws = self.backend.aws
+        return {
+            "server_host": self.server.host,
+            "server_port": self.server.port,
+            "server_url": self.server.public_url,
+            "api_key": "generated" if self.server.api_key_generated else "set",
+            "database_path": str(self.database.path),
+            "sender_backend": self.backend.kind.value,
+            "outbox_dir": str(self.backend.outbox_dir),
+            "max_send_per_second": self.pipeline.max_send_per_second,
+            "burst": self.pipeline.burst,
+            "send_channel_size": self.pipeline.send_channel_size,
+            "post_channel_size": self.pipeline.post_channel_size,
+            "scheduler_interval_seconds": self.pipeline.scheduler_interval,
+            "schedule_timezone": str(self.pipeline.schedule_timezone),
+            "max_attempts": self.pipeline.max_attempts,
+            "aws_region": aws.region,
+            "aws_ses_from_email": aws.from_email,
+            "aws_ses_configuration_set": aws.configuration_set,
+            "aws_endpoint_url_sesv2": aws.endpoint_url,
+            "aws_credentials": "explicit" if aws.access_key_id else "default chain",
+            "sentry": "enabled" if self.observability.sentry_dsn else "disabled",
+            "log_level": self.observability.log_level,
+            "log_format": self.observability.log_format.value,
+            "metrics_enabled": self.observability.metrics_enabled,
+            "ses_events_queue_url": self.feedback.events_queue_url,
+            "unsubscribe_enabled": self.feedback.unsubscribe_enabled,
+        }
+
+
+class SettingsReader:
+    """Parses named settings from a mapping, collecting every problem instead of raising.
+
+    Each accessor returns a usable default when the value is invalid so that parsing can carry on
+    and report the next problem; :meth:`raise_if_problems` then raises one ``ConfigError``.
+    """
+
+    def __init__(self, values: Mapping[str, str]) -> None:
+        self._values = values
+        self.problems: list[str] = []
+
+    def raw(self, name: str) -> str | None:
+        """The trimmed value of ``name``, or None when unset or empty."""
+        value = self._values.get(name)
+        if value is None:
+            return None
+        value = value.strip()
+        return value or None
+
+    def text(self, name: str, default: str) -> str:
+        value = self.raw(name)
+        return default if value is None else value
+
+    def optional_text(self, name: str) -> str | None:
+        return self.raw(name)
+
+    def integer(self, name: str, default: int, *, minimum: int, maximum: int) -> int:
+        return self._parsed(name, default, int, "a whole number", minimum, maximum)
+
+    def number(self, name: str, default: float, *, minimum: float, maximum: float) -> float:
+        return self._parsed(name, default, _finite_float, "a number", minimum, maximum)
+
+    def boolean(self, name: str, default: bool) -> bool:
+        value = self.raw(name)
+        if value is None:
+            return default
+        lowered = value.lower()
+        if lowered in {"1", "true", "yes", "on"}:
+            return True
+        if lowered in {"0", "false", "no", "off"}:
+            return False
+        self.problems.append(f"{name}={value!r} is not a boolean (use true or false)")
+        return default
+
+    def choice(self, name: str, enum_type: type[T], default: T) -> T:
+        value = self.raw(name)
+        if value is None:
+            return default
+        try:
+            return enum_type(value.lower())  # type: ignore[call-arg]
+        except ValueError:
+            allowed = ", ".join(str(member.value) for member in enum_type)  # type: ignore[attr-defined]
+            self.problems.append(f"{name}={value!r} is not one of: {allowed}")
+            return default
+
+    def timezone(self, name: str, default: str) -> ZoneInfo:
+        value = self.text(name, default)
+        try:
+            return ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            self.problems.append(f"{name}={value!r} is not a known IANA time zone")
+            return ZoneInfo(default)
+
+    def url(self, name: str, default: str | None, *, schemes: tuple[str, ...]) -> str | None:
+        value = self.raw(name)
+        if value is None:
+            return default
+        parts = urlsplit(value)
+        if parts.scheme not in schemes or not parts.netloc:
+            self.problems.append(
+                f"{name}={value!r} is not an absolute URL ({' or '.join(schemes)})"
+            )
+            return default
+        return value.rstrip("/")
+
+    def regex(self, name: str) -> re.Pattern[str] | None:
+        value = self.raw(name)
+        if value is None:
+            return None
+        try:
+            return re.compile(value)
+        except re.error as exc:
+            self.problems.append(f"{name} is not a valid regular expression: {exc}")
+            return None
+
+    def raise_if_problems(self) -> None:
+        if self.problems:
+            raise ConfigError(self.problems)
+
+    def _parsed(
+        self,
+        name: str,
+        default: T,
+        parse: Callable[[str], T],
+        kind: str,
+        minimum: float,
+        maximum: float,
+    ) -> T:
+        value = self.raw(name)
+        if value is None:
+            return default
+        try:
+            parsed = parse(value)
+        except ValueError:
+            self.problems.append(f"{name}={value!r} is not {kind}")
+            return default
+        if not minimum <= parsed <= maximum:  # type: ignore[operator]
+            self.problems.append(f"{name}={value!r} must be between {minimum:g} and {maximum:g}")
+            return default
+        return parsed
+
+
+def _finite_float(value: str) -> float:
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(value)
+    return number
+
+
+def read_environment(
+    environ: Mapping[str, str], *, env_file: Path | None = Path(".env")
+) -> dict[str, str]:
+    """Merge the optional ``.env`` file under the real environment (the environment wins)."""
+    values: dict[str, str] = {}
+    if env_file is not None and env_file.is_file():
+        values.update({key: value for key, value in dotenv_values(env_file).items() if value})
+    values.update(environ)
+    return values
+
+
+def load_config(values: Mapping[str, str]) -> Config:
+    """Validate every setting and build the frozen configuration, or raise one ConfigError."""
+    reader = SettingsReader(values)
+
+    port = reader.integer("SERVER_PORT", 3000, minimum=0, maximum=65535)
+    backend_kind = reader.choice("SENDER_BACKEND", BackendKind, BackendKind.OUTBOX)
+    api_key = reader.optional_text("API_KEY")
+    api_key_generated = False
+    if api_key is None:
+        if backend_kind is BackendKind.SES:
+            reader.problems.append("API_KEY is required when SENDER_BACKEND=ses")
+        api_key = secrets.token_urlsafe(24)
+        api_key_generated = True
+
+    server = ServerConfig(
+        host=reader.text("SERVER_HOST", "0.0.0.0"),
+        port=port,
+        public_url=reader.url("SERVER_URL", f"http://localhost:{port}", schemes=("http", "https"))
+        or f"http://localhost:{port}",
+        api_key=api_key,
+        api_key_generated=api_key_generated,
+        max_request_bytes=reader.integer(
+            "MAX_REQUEST_BYTES", 16 * 1024 * 1024, minimum=1024, maximum=1024**3
+        ),
+        max_recipients_per_request=reader.integer(
+            "MAX_RECIPIENTS_PER_REQUEST", DEFAULT_MAX_RECIPIENTS, minimum=1, maximum=1_000_000
+        ),
+        shutdown_timeout=reader.number("SHUTDOWN_TIMEOUT_SECONDS", 10.0, minimum=0.1, maximum=3600),
+        keep_alive_timeout=reader.number(
+            "HTTP_KEEP_ALIVE_TIMEOUT_SECONDS", 5.0, minimum=0.1, maximum=3600
+        ),
+        read_timeout=reader.number("HTTP_READ_TIMEOUT_SECONDS", 30.0, minimum=0.1, maximum=3600),
+    )
+
+    database = DatabaseConfig(
+        path=Path(reader.text("DATABASE_PATH", "./sesender.db")),
+        busy_timeout=reader.number("DATABASE_BUSY_TIMEOUT_SECONDS", 30.0, minimum=0.1, maximum=600),
+    )
+
+    rate = reader.number("MAX_SEND_PER_SECOND", 24.0, minimum=0.01, maximum=100_000)
+    pipeline = PipelineConfig(
+        max_send_per_second=rate,
+        burst=reader.number("SEND_BURST", max(1.0, rate / 10), minimum=1, maximum=1_000_000),
+        send_channel_size=reader.integer("SEND_CHANNEL_SIZE", 10_000, minimum=1, maximum=1_000_000),
+        post_channel_size=reader.integer("POST_CHANNEL_SIZE", 1_000, minimum=1, maximum=1_000_000),
+        scheduler_interval=reader.number(
+            "SCHEDULER_INTERVAL_SECONDS", 10.0, minimum=0.01, maximum=86_400
+        ),
+        schedule_timezone=reader.timezone("SCHEDULE_TIMEZONE", "UTC"),
+        max_attempts=reader.integer("MAX_ATTEMPTS", 5, minimum=1, maximum=100),
+        retry_base_delay=reader.number("RETRY_BASE_SECONDS", 1.0, minimum=0.001, maximum=3600),
+        retry_max_delay=reader.number("RETRY_MAX_SECONDS", 300.0, minimum=0.001, maximum=86_400),
+        pause_probe_interval=reader.number(
+            "PAUSE_PROBE_SECONDS", 60.0, minimum=0.01, maximum=86_400
+        ),
+        flush_size=reader.integer("POST_FLUSH_SIZE", 100, minimum=1, maximum=100_000),
+        flush_interval=reader.number("POST_FLUSH_SECONDS", 0.5, minimum=0.001, maximum=60),
+        cap_to_account_rate=reader.boolean("CAP_TO_ACCOUNT_RATE", False),
+    )
+
+    region = reader.text("AWS_REGION", "us-east-1")
+    from_email = reader.optional_text("AWS_SES_FROM_EMAIL")
+    if from_email is None:
+        if backend_kind is BackendKind.SES:
+            reader.problems.append("AWS_SES_FROM_EMAIL is required when SENDER_BACKEND=ses")
+        from_email = "sesender@localhost"
+    aws = AwsConfig(
+        region=region,
+        from_email=from_email,
+        configuration_set=reader.optional_text("AWS_SES_CONFIGURATION_SET"),
+        endpoint_url=reader.url("AWS_ENDPOINT_URL_SESV2", None, schemes=("http", "https"))
+        or reader.url("AWS_ENDPOINT_URL", None, schemes=("http", "https")),
+        access_key_id=reader.optional_text("AWS_ACCESS_KEY_ID"),
+        secret_access_key=reader.optional_text("AWS_SECRET_ACCESS_KEY"),
+        session_token=reader.optional_text("AWS_SESSION_TOKEN"),
+        connect_timeout=reader.number("AWS_CONNECT_TIMEOUT_SECONDS", 5.0, minimum=0.1, maximum=300),
+        read_timeout=reader.number("AWS_READ_TIMEOUT_SECONDS", 15.0, minimum=0.1, maximum=300),
+    )
+    backend = BackendConfig(
+        kind=backend_kind,
+        outbox_dir=Path(reader.text("OUTBOX_DIR", "./outbox")),
+        memory_latency=reader.number("MEMORY_LATENCY_MS", 0.0, minimum=0, maximum=600_000) / 1000,
+        memory_throttle_rate=reader.number("MEMORY_THROTTLE_RATE", 0.0, minimum=0, maximum=1),
+        aws=aws,
+    )
+
+    tracking_secret = reader.optional_text("TRACKING_SECRET")
+    tracking = TrackingConfig(
+        secret=tracking_secret.encode() if tracking_secret else derive_secret(api_key),
+        accept_plain_ids=reader.boolean("TRACKING_ACCEPT_PLAIN_IDS", False),
+    )
+
+    topic_arns = reader.optional_text("SNS_TOPIC_ARNS")
+    feedback = FeedbackConfig(
+        cert_url_pattern=reader.regex("SNS_CERT_URL_PATTERN"),
+        topic_arns=frozenset(arn.strip() for arn in topic_arns.split(",") if arn.strip())
+        if topic_arns
+        else None,
+        max_age=reader.number("SNS_MAX_AGE_SECONDS", 3900.0, minimum=1, maximum=7 * 86_400),
+        events_queue_url=reader.url("SES_EVENTS_QUEUE_URL", None, schemes=("http", "https")),
+        unsubscribe_enabled=reader.boolean("UNSUBSCRIBE_ENABLED", backend_kind is BackendKind.SES),
+        suppress_after_transient_bounces=reader.integer(
+            "SUPPRESS_AFTER_TRANSIENT_BOUNCES", 0, minimum=0, maximum=1000
+        ),
+    )
+
+    log_level = reader.text("LOG_LEVEL", "info").upper()
+    if log_level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+        reader.problems.append(
+            f"LOG_LEVEL={log_level.lower()!r} is not one of: debug, info, warning, error, critical"
+        )
+        log_level = "INFO"
+    observability = ObservabilityConfig(
+        log_level=log_level,
+        log_format=reader.choice("LOG_FORMAT", LogFormat, LogFormat.TEXT),
+        sentry_dsn=reader.optional_text("SENTRY_DSN"),
+        sentry_environment=reader.text("SENTRY_ENVIRONMENT", "production"),
+        sentry_traces_sample_rate=reader.number(
+            "SENTRY_TRACES_SAMPLE_RATE", 0.0, minimum=0, maximum=1
+        ),
+        metrics_enabled=reader.boolean("METRICS_ENABLED", True),
+    )
+
+    reader.raise_if_problems()
+    return Config(
+        server=server,
+        database=database,
+        pipeline=pipeline,
+        backend=backend,
+        tracking=tracking,
+        feedback=feedback,
+        observability=observability,
+    )

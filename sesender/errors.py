@@ -1,0 +1,77 @@
+"""The one error tree of sesender.
+
+Every third-party exception (sqlite3, botocore, httpx, cryptography) is translated into one of
+these at exactly one boundary, with ``raise ... from exc``, so callers never catch library types::
+
+    SesenderError
+    ├── ConfigError                 invalid configuration; lists every problem (exit code 2)
+    ├── StoreError                  the database failed
+    │   └── StoreUnavailable        read-only, disk full, locked: writes refused until it clears
+    ├── SendError                   one send attempt failed (carried as a value, never escapes)
+    │   ├── TransientSendError      throttling, 5xx, timeouts, connection errors: retry later
+    │   ├── PermanentSendError      this message can never be sent: fail it at once
+    │   └── AccountSendError        the account cannot send (paused, suspended, quota): pause all
+    └── SnsError                    an SNS message was refused
+        ├── SnsMalformed            not a well-formed SNS message (HTTP 400)
+        └── SnsSignatureInvalid     signature, certificate or freshness check failed (HTTP 403)
+"""
+
+from __future__ import annotations
+
+
+class SesenderError(Exception):
+    """Base of every error sesender raises on purpose."""
+
+
+class ConfigError(SesenderError):
+    """The configuration is invalid; ``problems`` lists every problem found, not just the first."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = list(problems)
+        super().__init__(
+            "invalid configuration:\n" + "\n".join(f"  - {problem}" for problem in self.problems)
+        )
+
+
+class StoreError(SesenderError):
+    """The database failed in a way the caller cannot fix by changing its input."""
+
+
+class StoreUnavailable(StoreError):
+    """The database refuses writes for now (read-only file, disk full, busy); retry later."""
+
+
+class SendError(SesenderError):
+    """One send attempt failed. ``code`` is the provider's error code when it has one."""
+
+    def __init__(self, message: str, *, code: str = "") -> None:
+        self.code = code
+        super().__init__(message)
+
+
+class TransientSendError(SendError):
+    """Worth retrying after a backoff: throttling, server errors, timeouts, connection errors."""
+
+    def __init__(self, message: str, *, code: str = "", throttled: bool = False) -> None:
+        self.throttled = throttled
+        super().__init__(message, code=code)
+
+
+class PermanentSendError(SendError):
+    """The message can never be sent as it is (rejected content, invalid address...)."""
+
+
+class AccountSendError(SendError):
+    """The sending account cannot send at all right now: pause the pipeline, fail nothing."""
+
+
+class SnsError(SesenderError):
+    """An SNS message was refused."""
+
+
+class SnsMalformed(SnsError):
+    """The body is not a well-formed SNS message (answered with 400)."""
+
+
+class SnsSignatureInvalid(SnsError):
+    """The message failed signature, certificate, topic or freshness checks (answered with 403)."""

@@ -1,0 +1,101 @@
+"""The quart-trio application: routes, authentication and JSON errors everywhere.
+
+Authentication is applied in one ``before_request`` hook to every matched route except the public
+ones listed in :data:`PUBLIC_ENDPOINTS`, so a new route cannot forget it. Unknown routes answer 404
+(JSON), wrong methods 405, oversized bodies 413, and an unexpected exception a 500 with no stack
+trace, reported to Sentry.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from quart import Response, request
+from quart_trio import QuartTrio
+from werkzeug.exceptions import HTTPException
+
+from sesender.http.auth import check_api_key
+from sesender.http.context import AppContext
+from sesender.http.events import events_blueprint
+from sesender.http.health import health_blueprint
+from sesender.http.messages import messages_blueprint
+from sesender.http.responses import ApiError, error_response
+from sesender.http.topics import topics_blueprint
+from sesender.monitoring import report_exception
+
+logger = logging.getLogger(__name__)
+
+#: Endpoints reachable without X-API-KEY (SPEC section 2).
+PUBLIC_ENDPOINTS = frozenset(
+    {
+        "health.health",
+        "health.ready",
+        "events.open_pixel",
+        "events.sns_results",
+        "unsubscribe.unsubscribe_page",
+        "unsubscribe.unsubscribe_post",
+        "metrics.metrics",
+        "docs.openapi",
+        "dashboard.dashboard",
+    }
+)
+
+HTTP_MESSAGES = {
+    400: "Bad request",
+    404: "Not found",
+    405: "Method not allowed",
+    408: "Request timeout",
+    413: "Request body too large",
+    415: "Unsupported media type",
+}
+
+
+class SesenderApp(QuartTrio):
+    """The app, carrying its typed :class:`AppContext` (no globals, no ``current_app`` lookups
+    of untyped config)."""
+
+    context: AppContext
+
+
+def create_app(context: AppContext) -> SesenderApp:
+    app = SesenderApp("sesender")
+    app.context = context
+    app.config["MAX_CONTENT_LENGTH"] = context.config.server.max_request_bytes
+    app.config["BODY_TIMEOUT"] = context.config.server.read_timeout
+    app.config["JSON_SORT_KEYS"] = False
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    for blueprint in (health_blueprint, messages_blueprint, topics_blueprint, events_blueprint):
+        app.register_blueprint(blueprint)
+
+    @app.before_request
+    async def authenticate() -> None:
+        if request.url_rule is None or request.endpoint in PUBLIC_ENDPOINTS:
+            return
+        check_api_key(request.headers.get("X-API-KEY"), context.config.server.api_key)
+
+    @app.errorhandler(ApiError)
+    async def api_error(error: ApiError) -> Response:
+        return error_response(error.status, error.message)
+
+    @app.errorhandler(HTTPException)
+    async def http_error(error: HTTPException) -> Response:
+        status = error.code or 500
+        message = HTTP_MESSAGES.get(status, error.name)
+        response = error_response(status, message)
+        if status == 405 and error.valid_methods:  # type: ignore[attr-defined]
+            response.headers["Allow"] = ", ".join(error.valid_methods)  # type: ignore[attr-defined]
+        return response
+
+    @app.errorhandler(Exception)
+    async def unexpected_error(error: Exception) -> Response:
+        logger.error(
+            "unexpected error in %s %s",
+            request.method,
+            request.path,
+            exc_info=error,
+            extra={"event": "http_500"},
+        )
+        report_exception(error, route=str(request.url_rule or request.path))
+        return error_response(500, "Internal server error")
+
+    return app

@@ -1,0 +1,52 @@
+"""``/health`` (liveness: the process answers) and ``/ready`` (it can do its job)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, cast
+
+from quart import Blueprint, Response, current_app
+
+from sesender.errors import StoreError
+from sesender.http.responses import json_response
+
+if TYPE_CHECKING:
+    from sesender.http.app import SesenderApp
+
+health_blueprint = Blueprint("health", __name__)
+
+
+@health_blueprint.get("/health")
+async def health() -> Response:
+    return json_response({"status": "ok"})
+
+
+@health_blueprint.get("/ready")
+async def ready() -> Response:
+    """200 when the database answers and every actor runs, even while sending is paused by the
+    provider (the process is healthy; the account is not); 503 otherwise or while draining."""
+    context = cast("SesenderApp", current_app).context
+    problems: list[str] = []
+    database = "ok"
+    try:
+        await context.store.ping()
+    except StoreError as exc:
+        database = f"error: {exc}"
+        problems.append("database unreachable")
+    actors = {actor.name: actor.state.value for actor in context.supervisor.statistics().actors}
+    if not context.supervisor.all_running(context.required_actors):
+        problems.append("not every actor is running")
+    if context.shutdown.is_set:
+        problems.append("shutting down")
+    gate = context.pipeline.gate_statistics()
+    body: dict[str, Any] = {
+        "status": "ready" if not problems else "not ready",
+        "backend": context.config.backend.kind.value,
+        "database": database,
+        "sending": "paused" if gate.paused else "active",
+        "actors": actors,
+    }
+    if gate.paused:
+        body["sending_paused_reason"] = gate.reason
+    if problems:
+        body["problems"] = problems
+    return json_response(body, 200 if not problems else 503)

@@ -1,0 +1,155 @@
+"""``POST /v1/messages`` (submit) and ``GET /v1/messages/{request_id}`` (one email's story)."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import TYPE_CHECKING, Any, cast
+
+from quart import Blueprint, Response, current_app, request
+
+from sesender.errors import StoreUnavailable
+from sesender.http.responses import ApiError, json_response
+from sesender.http.submission import (
+    IDEMPOTENCY_WINDOW,
+    body_digest,
+    due_at_ms,
+    parse_json,
+    parse_submission,
+)
+from sesender.models import IdempotencyRecord, Submission
+
+if TYPE_CHECKING:
+    from sesender.http.app import SesenderApp
+    from sesender.http.context import AppContext
+
+messages_blueprint = Blueprint("messages", __name__)
+
+MAX_IDEMPOTENCY_KEY = 255
+
+
+def app_context() -> AppContext:
+    return cast("SesenderApp", current_app).context
+
+
+def require_json() -> None:
+    mimetype = request.mimetype or ""
+    if mimetype != "application/json" and not mimetype.endswith("+json"):
+        raise ApiError(415, "Content-Type must be application/json")
+
+
+@messages_blueprint.post("/v1/messages")
+async def submit_messages() -> Response:
+    started = time.perf_counter()
+    context = app_context()
+    require_json()
+    raw = await request.get_data(cache=False, as_text=False, parse_form_data=False)
+    payload = parse_json(raw)
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and (
+        not key.strip() or len(key) > MAX_IDEMPOTENCY_KEY or not key.isprintable()
+    ):
+        raise ApiError(
+            400, f"Idempotency-Key must be 1..{MAX_IDEMPOTENCY_KEY} printable characters"
+        )
+    now_ms = context.now_ms()
+    since_ms = now_ms - int(IDEMPOTENCY_WINDOW.total_seconds() * 1000)
+    digest = body_digest(payload)
+    if key is not None:
+        existing = await context.store.find_idempotency(key, since_ms=since_ms)
+        if existing is not None:
+            return replay(existing, digest)
+
+    parsed = parse_submission(
+        payload,
+        max_recipients=context.config.server.max_recipients_per_request,
+        timezone=context.config.pipeline.schedule_timezone,
+    )
+    due = due_at_ms(parsed.scheduled_at, now_ms)
+    scheduled = parsed.scheduled_at is not None and due > now_ms
+    body: dict[str, Any] = {
+        "total": parsed.total,
+        "success": parsed.accepted,
+        "errors": parsed.rejected_count,
+        "duration_ms": 0,
+        "scheduled": scheduled,
+        "duplicates": parsed.duplicates,
+        "rejected": [{"email": r.email, "reason": r.reason} for r in parsed.rejected],
+    }
+    if parsed.scheduled_at is not None:
+        body["scheduled_at"] = parsed.scheduled_at.isoformat()
+    body["duration_ms"] = elapsed_ms(started)
+    record = None
+    if key is not None:
+        record = IdempotencyRecord(
+            key=key, body_digest=digest, response=json.dumps(body), created_at_ms=now_ms
+        )
+    try:
+        receipt = await context.store.submit(
+            Submission(messages=parsed.messages, due_at_ms=due, created_at_ms=now_ms),
+            idempotency=record,
+            idempotency_since_ms=since_ms,
+        )
+    except StoreUnavailable as exc:
+        raise ApiError(503, f"Storage unavailable, nothing was stored: {exc}") from exc
+    if receipt.replayed is not None:
+        return replay(receipt.replayed, digest)
+    if receipt.stored and not scheduled:
+        context.pipeline.notify_submitted()
+    body["duration_ms"] = elapsed_ms(started)
+    if receipt.first_request_id is not None:
+        body["first_request_id"] = receipt.first_request_id
+    return json_response(body)
+
+
+def replay(record: IdempotencyRecord, digest: bytes) -> Response:
+    if record.body_digest != digest:
+        raise ApiError(409, "Idempotency-Key was already used with a different body")
+    response = json_response(json.loads(record.response))
+    response.headers["Idempotent-Replayed"] = "true"
+    return response
+
+
+def elapsed_ms(started: float) -> int:
+    return int((time.perf_counter() - started) * 1000)
+
+
+@messages_blueprint.get("/v1/messages/<int:request_id>")
+async def message_detail(request_id: int) -> Response:
+    detail = await app_context().store.request_detail(request_id)
+    if detail is None:
+        raise ApiError(404, f"No email with request id {request_id}")
+    return json_response(
+        {
+            "request_id": detail.request_id,
+            "topic_id": detail.topic_id,
+            "email": detail.email,
+            "status": detail.status.label,
+            "attempts": detail.attempts,
+            "message_id": detail.message_id,
+            "error": detail.error,
+            "failure_kind": detail.failure_kind.value if detail.failure_kind else None,
+            "created_at": iso(detail.created_at_ms),
+            "updated_at": iso(detail.updated_at_ms),
+            "due_at": iso(detail.due_at_ms),
+            "sent_at": iso(detail.sent_at_ms),
+            "events": [
+                {
+                    "type": event.event_type,
+                    "count": event.count,
+                    "first_at": iso(event.first_at_ms),
+                    "last_at": iso(event.last_at_ms),
+                    "detail": event.detail,
+                }
+                for event in detail.events
+            ],
+        }
+    )
+
+
+def iso(milliseconds: int | None) -> str | None:
+    if milliseconds is None:
+        return None
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(milliseconds / 1000, UTC).isoformat(timespec="milliseconds")

@@ -1,0 +1,35 @@
+"""``GET /v1/topics/{topic_id}`` (statistics) and ``DELETE`` (structured cancellation)."""
+
+from __future__ import annotations
+
+from quart import Blueprint, Response
+
+from sesender.errors import StoreUnavailable
+from sesender.http.messages import app_context
+from sesender.http.responses import ApiError, json_response
+from sesender.models import Status
+
+topics_blueprint = Blueprint("topics", __name__)
+
+#: Event types always listed (with zeros) for a known topic, as the original service did.
+DOCUMENTED_RESULTS = ("Delivery", "Open", "Bounce", "Complaint")
+
+
+@topics_blueprint.get("/v1/topics/<path:topic_id>")
+async def topic_stats(topic_id: str) -> Response:
+    stats = await app_context().store.topic_stats(topic_id)
+    if not stats.request_counts and not stats.result_counts:
+        return json_response({"request_counts": {}, "result_counts": {}})
+    request_counts = {status.label: stats.request_counts.get(status.label, 0) for status in Status}
+    result_counts = {name: stats.result_counts.get(name, 0) for name in DOCUMENTED_RESULTS}
+    result_counts.update(stats.result_counts)
+    return json_response({"request_counts": request_counts, "result_counts": result_counts})
+
+
+@topics_blueprint.delete("/v1/topics/<path:topic_id>")
+async def cancel_topic(topic_id: str) -> Response:
+    try:
+        stopped = await app_context().pipeline.cancel_topic(topic_id)
+    except StoreUnavailable as exc:
+        raise ApiError(503, f"Storage unavailable: {exc}") from exc
+    return json_response({"status": "ok", "stopped": stopped})

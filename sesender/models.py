@@ -1,0 +1,185 @@
+"""Domain records shared by the store, the pipeline and the HTTP API.
+
+They are plain frozen dataclasses with no SQLite (or any other driver) type in them, so a second
+store implementation (PostgreSQL) can produce the same records.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class Status(enum.IntEnum):
+    """An email's lifecycle. Numbers are the original service's; names are API-visible."""
+
+    CREATED = 0  # stored, waiting for its due time
+    PROCESSED = 1  # claimed by the pipeline
+    SENT = 2
+    FAILED = 3
+    STOPPED = 4  # cancelled before it reached the provider
+    SUPPRESSED = 5  # the address is on the suppression list
+
+    @property
+    def label(self) -> str:
+        """The API name: ``Created``, ``Processed``, ..."""
+        return self.name.capitalize()
+
+
+class FailureKind(enum.StrEnum):
+    """Why an email failed; decides whether ``POST /topics/{id}/retry`` may requeue it."""
+
+    PERMANENT = "permanent"  # the provider rejected this message: never retried
+    EXHAUSTED = "exhausted"  # transient errors until MAX_ATTEMPTS ran out: retryable
+    CONFIG = "config"  # the service could not build the message: retryable after a fix
+
+
+@dataclass(frozen=True, slots=True)
+class NewMessage:
+    """One message of a submission: a content sent to a list of already validated addresses."""
+
+    topic_id: str
+    subject: str
+    body: str
+    emails: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    """A whole ``POST /v1/messages``: stored in one transaction or not at all."""
+
+    messages: tuple[NewMessage, ...]
+    due_at_ms: int
+    created_at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotencyRecord:
+    """A stored response for an ``Idempotency-Key``: replayed while the body digest matches."""
+
+    key: str
+    body_digest: bytes
+    response: str
+    created_at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class SubmissionReceipt:
+    stored: int
+    first_request_id: int | None
+    #: set instead when the idempotency key was already used within the window: nothing stored.
+    replayed: IdempotencyRecord | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ResultEvent:
+    """Something that happened to a sent email (an open, an SES event), to be recorded once per
+    email and type. Matched by the provider's ``message_id`` first, else by ``request_id``."""
+
+    event_type: str
+    occurred_at_ms: int
+    request_id: int | None = None
+    message_id: str | None = None
+    detail: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Content:
+    subject: str
+    body: str
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedEmail:
+    """An email taken out of the queue by the scheduler, content joined once per batch."""
+
+    request_id: int
+    topic_id: str
+    email: str
+    content: Content
+    attempts: int  # attempts already made before this claim
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimBatch:
+    emails: tuple[ClaimedEmail, ...]
+    suppressed: int  # claimed but ended Suppressed in the same transaction
+
+
+# Outcomes travel as values from the sender pool to the post-processor.
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    request_id: int
+    message_id: str
+    attempts: int
+    sent_at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    request_id: int
+    error: str
+    kind: FailureKind
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    """A transient failure: back to ``Created``, due again at ``due_at_ms``."""
+
+    request_id: int
+    error: str
+    attempts: int
+    due_at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Deferred:
+    """Not attempted (sending paused, or shut down mid-queue): back to ``Created`` untouched."""
+
+    request_id: int
+    due_at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Stopped:
+    """Dropped by cancellation before reaching the provider."""
+
+    request_id: int
+
+
+Outcome = Sent | Failed | Retry | Deferred | Stopped
+
+
+@dataclass(frozen=True, slots=True)
+class TopicStats:
+    request_counts: dict[str, int]
+    result_counts: dict[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class EventRecord:
+    event_type: str
+    count: int
+    first_at_ms: int
+    last_at_ms: int
+    detail: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class RequestDetail:
+    request_id: int
+    topic_id: str
+    email: str
+    status: Status
+    attempts: int
+    message_id: str | None
+    error: str | None
+    failure_kind: FailureKind | None
+    created_at_ms: int
+    updated_at_ms: int
+    due_at_ms: int
+    sent_at_ms: int | None
+    events: tuple[EventRecord, ...]

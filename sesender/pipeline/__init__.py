@@ -1,0 +1,1 @@
+"""The send pipeline: Scheduler -> RateLimiter -> SenderPool -> PostProcessor, bounded pipes."""

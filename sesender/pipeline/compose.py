@@ -1,0 +1,76 @@
+"""Turns a claimed email into what the backend sends: pixel, tags, headers, configuration set."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from html import escape
+
+from sesender.backends.base import OutgoingEmail
+from sesender.models import ClaimedEmail
+from sesender.tracking import TokenSigner
+
+_BODY_CLOSE = re.compile(r"</body\s*>", re.IGNORECASE)
+
+#: Tag names carried on every SES send; SES events echo them back in ``mail.tags``.
+REQUEST_ID_TAG = "sesender_request_id"
+TOPIC_TAG = "sesender_topic"
+
+
+def insert_pixel(html: str, pixel_url: str) -> str:
+    """Insert the 1x1 tracking image before the last ``</body>``, or append it."""
+    image = (
+        f'<img src="{escape(pixel_url, quote=True)}" width="1" height="1" alt="" '
+        'style="display:none;border:0" />'
+    )
+    matches = list(_BODY_CLOSE.finditer(html))
+    if not matches:
+        return html + image
+    position = matches[-1].start()
+    return html[:position] + image + html[position:]
+
+
+def tag_value(value: str) -> str:
+    """SES tag values allow only ``[A-Za-z0-9_-]``, 1..256 characters."""
+    cleaned = re.sub(r"[^A-Za-z0-9_-]", "_", value)[:256]
+    return cleaned or "_"
+
+
+@dataclass(frozen=True, slots=True)
+class MessageComposer:
+    sender: str
+    public_url: str
+    signer: TokenSigner
+    configuration_set: str | None
+    unsubscribe_enabled: bool
+
+    def pixel_url(self, request_id: int) -> str:
+        token = self.signer.sign("open", request_id)
+        return f"{self.public_url}/v1/events/open?request_id={token}"
+
+    def unsubscribe_url(self, request_id: int) -> str:
+        token = self.signer.sign("unsubscribe", request_id)
+        return f"{self.public_url}/v1/unsubscribe?token={token}"
+
+    def compose(self, email: ClaimedEmail) -> OutgoingEmail:
+        headers: tuple[tuple[str, str], ...] = ()
+        if self.unsubscribe_enabled:
+            headers = (
+                ("List-Unsubscribe", f"<{self.unsubscribe_url(email.request_id)}>"),
+                ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),
+            )
+        tags = [(REQUEST_ID_TAG, str(email.request_id))]
+        if email.topic_id:
+            tags.append((TOPIC_TAG, tag_value(email.topic_id)))
+        return OutgoingEmail(
+            request_id=email.request_id,
+            topic_id=email.topic_id,
+            sender=self.sender,
+            recipient=email.email,
+            subject=email.content.subject,
+            html=insert_pixel(email.content.body, self.pixel_url(email.request_id)),
+            headers=headers,
+            tags=tuple(tags),
+            configuration_set=self.configuration_set,
+            attempt=email.attempts + 1,
+        )

@@ -1,0 +1,162 @@
+"""The narrow shared state of the pipeline: how feedback flows upstream without a channel.
+
+The actor graph is a DAG (scheduler -> rate limiter -> sender pool -> post-processor). Everything
+that must travel against that direction goes through this module instead: a wake-up for the
+scheduler, the set of cancelled topics, the sending gate that an account-level error closes, the
+"stop sending" signal of a graceful shutdown, and the register of emails handed to the provider
+whose outcome is not yet persisted (which cancellation must not mark ``Stopped``).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import trio
+
+logger = logging.getLogger(__name__)
+
+
+class Wakeup:
+    """A level-triggered wake-up: ``set`` any number of times, ``wait`` returns once per round."""
+
+    def __init__(self) -> None:
+        self._event = trio.Event()
+
+    def set(self) -> None:
+        self._event.set()
+
+    async def wait(self) -> None:
+        await self._event.wait()
+
+    def clear(self) -> None:
+        if self._event.is_set():
+            self._event = trio.Event()
+
+
+class CancelledTopics:
+    """Topics cancelled by ``DELETE /v1/topics/{id}``, each up to the highest request id that
+    existed at that moment: emails accepted later for the same topic are not affected."""
+
+    def __init__(self) -> None:
+        self._up_to: dict[str, int] = {}
+
+    def cancel(self, topic_id: str, up_to_id: int) -> None:
+        self._up_to[topic_id] = max(up_to_id, self._up_to.get(topic_id, 0))
+
+    def is_cancelled(self, topic_id: str, request_id: int) -> bool:
+        up_to = self._up_to.get(topic_id)
+        return up_to is not None and request_id <= up_to
+
+    def __len__(self) -> int:
+        return len(self._up_to)
+
+
+@dataclass(frozen=True, slots=True)
+class GateStatistics:
+    paused: bool
+    reason: str
+    paused_since: float | None
+    pauses_total: int
+
+
+class SendingGate:
+    """Open while the account can send; closed (paused) after an account-level error.
+
+    Closing never fails an email: the sender defers it back to the queue. The account monitor
+    probes the provider and reopens the gate.
+    """
+
+    def __init__(self) -> None:
+        self._open = trio.Event()
+        self._open.set()
+        self._closed = trio.Event()
+        self._reason = ""
+        self._paused_since: float | None = None
+        self._pauses = 0
+
+    @property
+    def is_paused(self) -> bool:
+        return not self._open.is_set()
+
+    @property
+    def reason(self) -> str:
+        return self._reason
+
+    def pause(self, reason: str) -> bool:
+        """Close the gate; return True when this call paused it (False if already paused)."""
+        if self.is_paused:
+            return False
+        self._open = trio.Event()
+        self._closed.set()
+        self._reason = reason
+        self._paused_since = trio.current_time()
+        self._pauses += 1
+        return True
+
+    def resume(self) -> None:
+        if self.is_paused:
+            self._reason = ""
+            self._paused_since = None
+            self._closed = trio.Event()
+            self._open.set()
+
+    async def wait_open(self) -> None:
+        await self._open.wait()
+
+    async def wait_paused(self) -> None:
+        """Return once the gate is closed (used by the account monitor)."""
+        await self._closed.wait()
+
+    def statistics(self) -> GateStatistics:
+        return GateStatistics(
+            paused=self.is_paused,
+            reason=self._reason,
+            paused_since=self._paused_since,
+            pauses_total=self._pauses,
+        )
+
+
+class PipelineControl:
+    """The shared control surface of one pipeline (one instance per service)."""
+
+    def __init__(self) -> None:
+        self.scheduler_wakeup = Wakeup()
+        self.cancelled = CancelledTopics()
+        self.gate = SendingGate()
+        self.stop_sending = trio.Event()
+        #: request id -> topic of every email handed to the backend whose outcome is not yet
+        #: persisted: cancellation leaves these alone, and they bound duplicates after a crash.
+        self.handed_over: dict[int, str] = {}
+        #: lets cancellation interrupt the rate limiter's wait for a token for its head email.
+        self.token_wait: tuple[str, int, trio.CancelScope] | None = None
+        #: free room in the send pipe at which the scheduler wants waking (set by the scheduler).
+        self.scheduler_low_water = 1
+
+    def note_room(self, free_room: int) -> None:
+        """The rate limiter took an email: wake the scheduler when room reaches its mark."""
+        if free_room == self.scheduler_low_water:
+            self.scheduler_wakeup.set()
+
+    def wake_scheduler(self) -> None:
+        self.scheduler_wakeup.set()
+
+    def begin_stop(self) -> None:
+        """Graceful shutdown: stop claiming, stop taking tokens, defer what is queued in memory."""
+        self.stop_sending.set()
+        self.scheduler_wakeup.set()
+        if self.token_wait is not None:
+            self.token_wait[2].cancel()
+
+    def cancel_topic_in_memory(self, topic_id: str, up_to_id: int) -> list[int]:
+        """Mark the topic cancelled; interrupt a token wait for it; return ids to keep.
+
+        Synchronous on purpose: between this call and the store update no email of the topic can
+        be handed to the backend, because every hand-over checks ``cancelled`` first.
+        """
+        self.cancelled.cancel(topic_id, up_to_id)
+        if self.token_wait is not None:
+            waiting_topic, request_id, scope = self.token_wait
+            if waiting_topic == topic_id and request_id <= up_to_id:
+                scope.cancel()
+        return [rid for rid, topic in self.handed_over.items() if topic == topic_id]

@@ -1,0 +1,171 @@
+"""Pipeline: builds the four send actors and their pipes, and is the HTTP layer's handle on them.
+
+The graph (capacities from configuration)::
+
+    Scheduler --send(SEND_CHANNEL_SIZE)--> RateLimiter --dispatch(0)--> SenderPool
+                                               |                            |
+                                               +--outcome(POST_CHANNEL_SIZE)+--> PostProcessor
+
+The dispatch pipe is a rendezvous: the sender pool takes an email only when it has a free slot,
+so an email that got its token is never parked where cancellation cannot see it. The
+AccountMonitor sits beside the graph and only opens and closes the sending gate.
+
+Shutdown drains by end of channel: ``begin_stop`` makes the scheduler stop claiming and close its
+pipe; the rate limiter defers what is left in memory back to the queue and closes its pipes; the
+sender pool waits for sends in flight and closes the outcome pipe; the post-processor flushes and
+returns. ``wait_drained`` returns when the post-processor has returned.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import trio
+
+from actors import PipeStatistics, Supervisor, TokenBucket, open_pipe
+from sesender.backends.base import Backend
+from sesender.models import ClaimedEmail, Outcome
+from sesender.pipeline.account_monitor import AccountMonitor
+from sesender.pipeline.compose import MessageComposer
+from sesender.pipeline.control import GateStatistics, PipelineControl
+from sesender.pipeline.post_processor import PostProcessor
+from sesender.pipeline.rate_limiter import RateLimiter
+from sesender.pipeline.retry import RetryPolicy
+from sesender.pipeline.scheduler import Scheduler
+from sesender.pipeline.sender_pool import SenderPool
+from sesender.store.base import Store
+
+#: The actor names, in start order (downstream first, so nothing sends into an unstarted actor).
+ACTOR_NAMES = ("post-processor", "sender-pool", "rate-limiter", "scheduler", "account-monitor")
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineSettings:
+    rate: float
+    burst: float
+    send_channel_size: int
+    post_channel_size: int
+    scheduler_interval: float
+    retry: RetryPolicy
+    flush_size: int
+    flush_interval: float
+    pause_probe_interval: float
+    cap_to_account_rate: bool
+    max_in_flight: int | None = None  # default: 2 x rate
+
+    def in_flight_limit(self) -> int:
+        return self.max_in_flight or max(1, int(2 * self.rate))
+
+
+class Pipeline:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        backend: Backend,
+        composer: MessageComposer,
+        settings: PipelineSettings,
+        now_ms: Callable[[], int],
+        rng: random.Random | None = None,
+        on_flush: Callable[[list[Outcome]], None] | None = None,
+    ) -> None:
+        self.control = PipelineControl()
+        self._store = store
+        self._now_ms = now_ms
+        send_tx, send_rx = open_pipe[ClaimedEmail]("send", settings.send_channel_size)
+        dispatch_tx, dispatch_rx = open_pipe[ClaimedEmail]("dispatch", 0)
+        outcome_tx, outcome_rx = open_pipe[Outcome]("outcome", settings.post_channel_size)
+        self.pipes = (send_tx, dispatch_tx, outcome_tx)
+        self.bucket = TokenBucket(settings.rate, settings.burst)
+        self.scheduler = Scheduler(
+            store=store,
+            send_tx=send_tx,
+            control=self.control,
+            interval=settings.scheduler_interval,
+            now_ms=now_ms,
+        )
+        self.rate_limiter = RateLimiter(
+            bucket=self.bucket,
+            send_rx=send_rx,
+            dispatch_tx=dispatch_tx,
+            outcome_tx=outcome_tx.clone(),
+            control=self.control,
+            now_ms=now_ms,
+        )
+        self.sender_pool = SenderPool(
+            backend=backend,
+            composer=composer,
+            dispatch_rx=dispatch_rx,
+            outcome_tx=outcome_tx,
+            control=self.control,
+            retry=settings.retry,
+            max_in_flight=settings.in_flight_limit(),
+            now_ms=now_ms,
+            rng=rng,
+        )
+        self.post_processor = PostProcessor(
+            store=store,
+            outcome_rx=outcome_rx,
+            control=self.control,
+            now_ms=now_ms,
+            flush_size=settings.flush_size,
+            flush_interval=settings.flush_interval,
+            on_flush=on_flush,
+        )
+        self.account_monitor = AccountMonitor(
+            backend=backend,
+            control=self.control,
+            bucket=self.bucket,
+            probe_interval=settings.pause_probe_interval,
+            cap_to_account_rate=settings.cap_to_account_rate,
+        )
+        self._drained = trio.Event()
+
+    async def start(self, supervisor: Supervisor) -> None:
+        """Start every actor under ``supervisor``, downstream first."""
+        await supervisor.start("post-processor", self._run_post_processor)
+        await supervisor.start("sender-pool", self.sender_pool.run)
+        await supervisor.start("rate-limiter", self.rate_limiter.run)
+        await supervisor.start("scheduler", self.scheduler.run)
+        await supervisor.start("account-monitor", self.account_monitor.run)
+
+    async def _run_post_processor(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        try:
+            await self.post_processor.run(task_status=task_status)
+        finally:
+            self._drained.set()
+
+    # -- the HTTP layer's handle -----------------------------------------------------------
+
+    def notify_submitted(self) -> None:
+        """New immediate emails are stored: claim them now rather than at the next poll."""
+        self.control.wake_scheduler()
+
+    async def cancel_topic(self, topic_id: str) -> int:
+        """Stop every email of the topic accepted so far that has not been handed over yet."""
+        up_to_id = await self._store.max_request_id()
+        keep = self.control.cancel_topic_in_memory(topic_id, up_to_id)
+        result = await self._store.stop_topic(
+            topic_id, up_to_id=up_to_id, keep=keep, now_ms=self._now_ms()
+        )
+        return result.stopped
+
+    def begin_stop(self) -> None:
+        self.control.begin_stop()
+
+    async def wait_drained(self) -> None:
+        await self._drained.wait()
+
+    @property
+    def draining(self) -> bool:
+        return self.control.stop_sending.is_set()
+
+    def gate_statistics(self) -> GateStatistics:
+        return self.control.gate.statistics()
+
+    def pipe_statistics(self) -> tuple[PipeStatistics, ...]:
+        return tuple(pipe.statistics() for pipe in self.pipes)

@@ -1,0 +1,123 @@
+"""PostProcessor: persists send outcomes in batches.
+
+A batch is written when it holds ``flush_size`` outcomes or when its oldest outcome has waited
+``flush_interval`` seconds, whichever comes first: one transaction per batch, not per email. If the
+database refuses writes (read-only, disk full) the batch is kept and retried with backoff, never
+dropped; meanwhile the bounded outcome pipe fills and the pipeline slows to a stop instead of
+losing anything. After a flush it releases the emails from the "handed over" register and wakes
+the scheduler when retries or deferred emails went back to the queue.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import trio
+
+from actors import PipeReceiver
+from sesender.errors import StoreError
+from sesender.models import Deferred, Outcome, Retry
+from sesender.pipeline.control import PipelineControl
+from sesender.store.base import Store
+
+logger = logging.getLogger(__name__)
+
+RETRY_WRITE_DELAYS = (0.1, 0.5, 1.0, 2.0, 5.0)
+
+
+@dataclass(frozen=True, slots=True)
+class PostProcessorStatistics:
+    flushes: int
+    flushed: int
+    pending: int
+    write_failures: int
+    largest_batch: int
+
+
+class PostProcessor:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        outcome_rx: PipeReceiver[Outcome],
+        control: PipelineControl,
+        now_ms: Callable[[], int],
+        flush_size: int = 100,
+        flush_interval: float = 0.5,
+        on_flush: Callable[[list[Outcome]], None] | None = None,
+    ) -> None:
+        self._store = store
+        self._outcome_rx = outcome_rx
+        self._control = control
+        self._now_ms = now_ms
+        self.flush_size = flush_size
+        self.flush_interval = flush_interval
+        self._on_flush = on_flush
+        self._batch: list[Outcome] = []
+        self._flushes = 0
+        self._flushed = 0
+        self._write_failures = 0
+        self._largest = 0
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with self._outcome_rx:
+            task_status.started()
+            deadline = float("inf")
+            while True:
+                with trio.move_on_at(deadline):
+                    try:
+                        outcome = await self._outcome_rx.receive()
+                    except trio.EndOfChannel:
+                        break
+                    if not self._batch:
+                        deadline = trio.current_time() + self.flush_interval
+                    self._batch.append(outcome)
+                    if len(self._batch) < self.flush_size:
+                        continue
+                await self._flush()
+                deadline = float("inf")
+            await self._flush()
+
+    async def _flush(self) -> None:
+        if not self._batch:
+            return
+        batch, self._batch = self._batch, []
+        delays = iter(RETRY_WRITE_DELAYS)
+        while True:
+            try:
+                await self._store.record_outcomes(batch, now_ms=self._now_ms())
+                break
+            except StoreError as exc:
+                self._write_failures += 1
+                delay = next(delays, RETRY_WRITE_DELAYS[-1])
+                logger.error(
+                    "could not persist %d outcomes (%s); retrying in %.1fs",
+                    len(batch),
+                    exc,
+                    delay,
+                    extra={"event": "outcome_write_failed"},
+                )
+                await trio.sleep(delay)
+        self._flushes += 1
+        self._flushed += len(batch)
+        self._largest = max(self._largest, len(batch))
+        handed_over = self._control.handed_over
+        requeued = False
+        for outcome in batch:
+            handed_over.pop(outcome.request_id, None)
+            requeued = requeued or isinstance(outcome, Retry | Deferred)
+        if requeued:
+            self._control.wake_scheduler()
+        if self._on_flush is not None:
+            self._on_flush(batch)
+
+    def statistics(self) -> PostProcessorStatistics:
+        return PostProcessorStatistics(
+            flushes=self._flushes,
+            flushed=self._flushed,
+            pending=len(self._batch),
+            write_failures=self._write_failures,
+            largest_batch=self._largest,
+        )

@@ -1,0 +1,286 @@
+"""The composition root: store, backend, pipeline and HTTP in one supervisor.
+
+:func:`open_service` builds every component from the configuration and yields a frozen
+:class:`Service`; nothing else in sesender opens a long-lived nursery. The shutdown sequence is
+fixed (ARCHITECTURE house rule 4) and runs in the ``lifecycle`` actor when the shutdown trigger
+fires (SIGTERM/SIGINT, or a caller)::
+
+    stop HTTP intake -> stop claiming -> drain by end of channel -> deadline -> cancel
+
+Restart policy: none in-process. An actor crash is logged and reported with the actor's name, the
+supervisor cancels everything, and the process exits non-zero for its orchestrator to restart;
+emails left ``Processed`` are requeued at the next start.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import trio
+
+from actors import (
+    ShutdownTrigger,
+    Supervisor,
+    ThreadLane,
+    open_pipe,
+    open_supervisor,
+    watch_signals,
+)
+from sesender.backends.base import Backend
+from sesender.backends.memory import MemoryBackend
+from sesender.backends.outbox import OutboxBackend
+from sesender.backends.ses import SesBackend, build_ses_client
+from sesender.config import BackendKind, Config
+from sesender.http.app import create_app
+from sesender.http.context import AppContext
+from sesender.http.server import hypercorn_config, serve_http
+from sesender.monitoring import report_actor_crash
+from sesender.pipeline.compose import MessageComposer
+from sesender.pipeline.pipeline import ACTOR_NAMES, Pipeline, PipelineSettings
+from sesender.pipeline.result_writer import ResultWrite, ResultWriter
+from sesender.pipeline.retry import RetryPolicy
+from sesender.store.base import Store
+from sesender.store.sqlite import open_sqlite_store
+from sesender.tracking import TokenSigner
+
+logger = logging.getLogger(__name__)
+
+
+def wall_clock_ms() -> int:
+    """Unix milliseconds (UTC) for stored timestamps; pipeline timing uses the trio clock."""
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Service:
+    """The running service, as handed to the caller of :func:`open_service`."""
+
+    config: Config
+    store: Store
+    backend: Backend
+    pipeline: Pipeline
+    supervisor: Supervisor
+    shutdown: ShutdownTrigger
+    urls: tuple[str, ...]
+    recovered: int
+
+
+async def build_backend(config: Config) -> Backend:
+    """Pick the backend by configuration type (never a dotted path)."""
+    backend = config.backend
+    pool = max(1, int(2 * config.pipeline.max_send_per_second))
+    match backend.kind:
+        case BackendKind.MEMORY:
+            return MemoryBackend(
+                latency=backend.memory_latency, throttle_rate=backend.memory_throttle_rate
+            )
+        case BackendKind.OUTBOX:
+            return OutboxBackend(
+                directory=backend.outbox_dir, lane=ThreadLane("outbox", min(pool, 16))
+            )
+        case BackendKind.SES:
+            aws = backend.aws
+            lane = ThreadLane("ses", pool)
+            client = await lane.run(
+                lambda: build_ses_client(
+                    region=aws.region,
+                    pool_size=pool,
+                    connect_timeout=aws.connect_timeout,
+                    read_timeout=aws.read_timeout,
+                    endpoint_url=aws.endpoint_url,
+                    access_key_id=aws.access_key_id,
+                    secret_access_key=aws.secret_access_key,
+                    session_token=aws.session_token,
+                )
+            )
+            return SesBackend(client=client, lane=lane)
+
+
+def pipeline_settings(config: Config) -> PipelineSettings:
+    pipeline = config.pipeline
+    return PipelineSettings(
+        rate=pipeline.max_send_per_second,
+        burst=pipeline.burst,
+        send_channel_size=pipeline.send_channel_size,
+        post_channel_size=pipeline.post_channel_size,
+        scheduler_interval=pipeline.scheduler_interval,
+        retry=RetryPolicy(
+            max_attempts=pipeline.max_attempts,
+            base_delay=pipeline.retry_base_delay,
+            max_delay=pipeline.retry_max_delay,
+        ),
+        flush_size=pipeline.flush_size,
+        flush_interval=pipeline.flush_interval,
+        pause_probe_interval=pipeline.pause_probe_interval,
+        cap_to_account_rate=pipeline.cap_to_account_rate,
+    )
+
+
+@asynccontextmanager
+async def open_service(
+    config: Config,
+    *,
+    backend: Backend | None = None,
+    handle_signals: bool = True,
+    now_ms: Callable[[], int] = wall_clock_ms,
+    rng: random.Random | None = None,
+) -> AsyncIterator[Service]:
+    """Start everything; the block's exit waits until shutdown completes.
+
+    Leave the block after ``service.shutdown.trigger(...)`` for a graceful stop; an exception in
+    the block cancels everything at once.
+    """
+    shutdown = ShutdownTrigger()
+    async with open_sqlite_store(
+        config.database.path, busy_timeout=config.database.busy_timeout
+    ) as store:
+        recovered = await store.recover_claimed(now_ms=now_ms())
+        if recovered:
+            logger.warning(
+                "requeued %d emails left claimed by the previous run; they may be sent twice"
+                " (at most the sends in flight and unflushed outcomes at the crash)",
+                recovered,
+                extra={"event": "recovered", "count": recovered},
+            )
+        owned_backend = backend is None
+        if backend is None:
+            backend = await build_backend(config)
+        try:
+            composer = MessageComposer(
+                sender=config.backend.aws.from_email,
+                public_url=config.server.public_url,
+                signer=TokenSigner(config.tracking.secret),
+                configuration_set=config.backend.aws.configuration_set,
+                unsubscribe_enabled=config.feedback.unsubscribe_enabled,
+            )
+            pipeline = Pipeline(
+                store=store,
+                backend=backend,
+                composer=composer,
+                settings=pipeline_settings(config),
+                now_ms=now_ms,
+                rng=rng,
+            )
+            async with open_supervisor("sesender", on_crash=report_actor_crash) as supervisor:
+                service = await _start_actors(
+                    config,
+                    store,
+                    backend,
+                    pipeline,
+                    supervisor,
+                    shutdown,
+                    recovered,
+                    now_ms,
+                    handle_signals=handle_signals,
+                )
+                yield service
+        finally:
+            if owned_backend:
+                with trio.move_on_after(5, shield=True):
+                    await backend.aclose()
+
+
+async def _start_actors(
+    config: Config,
+    store: Store,
+    backend: Backend,
+    pipeline: Pipeline,
+    supervisor: Supervisor,
+    shutdown: ShutdownTrigger,
+    recovered: int,
+    now_ms: Callable[[], int],
+    *,
+    handle_signals: bool,
+) -> Service:
+    http_stop = trio.Event()
+    http_done = trio.Event()
+    if handle_signals:
+        await supervisor.start("signals", watch_signals, shutdown)
+    await pipeline.start(supervisor)
+    result_tx, result_rx = open_pipe[ResultWrite]("results", 10_000)
+    result_writer = ResultWriter(store=store, write_rx=result_rx, now_ms=now_ms)
+    results_done = trio.Event()
+
+    async def run_result_writer(*, task_status: trio.TaskStatus[None]) -> None:
+        try:
+            await result_writer.run(task_status=task_status)
+        finally:
+            results_done.set()
+
+    await supervisor.start("result-writer", run_result_writer)
+    context = AppContext(
+        config=config,
+        store=store,
+        pipeline=pipeline,
+        supervisor=supervisor,
+        shutdown=shutdown,
+        signer=TokenSigner(config.tracking.secret),
+        now_ms=now_ms,
+        result_tx=result_tx,
+        required_actors=(*ACTOR_NAMES, "result-writer", "http"),
+    )
+    app = create_app(context)
+
+    async def run_http(*, task_status: trio.TaskStatus[list[str]]) -> None:
+        try:
+            await serve_http(
+                app, hypercorn_config(config.server), http_stop.wait, task_status=task_status
+            )
+        finally:
+            http_done.set()
+
+    urls: list[str] = await supervisor.start("http", run_http)
+    logger.info(
+        "listening on %s",
+        ", ".join(urls),
+        extra={"event": "listening", "urls": urls, "backend": config.backend.kind.value},
+    )
+
+    async def lifecycle(*, task_status: trio.TaskStatus[None]) -> None:
+        task_status.started()
+        await shutdown.wait()
+        deadline = config.server.shutdown_timeout
+        logger.info(
+            "shutting down: %s",
+            shutdown.reason,
+            extra={"event": "shutdown", "reason": shutdown.reason, "deadline": deadline},
+        )
+        with trio.move_on_after(deadline) as scope:
+            http_stop.set()  # 1. stop HTTP intake (hypercorn drains open requests)
+            await http_done.wait()
+            result_tx.close()  # no request can queue result events any more
+            pipeline.begin_stop()  # 2. stop claiming; 3. drain by end of channel
+            await pipeline.wait_drained()
+            await results_done.wait()
+        if scope.cancelled_caught:  # 4. deadline
+            logger.warning(
+                "shutdown deadline of %ss reached; cancelling what is left",
+                deadline,
+                extra={"event": "shutdown_deadline"},
+            )
+        else:
+            logger.info("drained", extra={"event": "drained"})
+        supervisor.cancel()  # 5. cancel the rest (signal watcher, account monitor)
+
+    await supervisor.start("lifecycle", lifecycle)
+    return Service(
+        config=config,
+        store=store,
+        backend=backend,
+        pipeline=pipeline,
+        supervisor=supervisor,
+        shutdown=shutdown,
+        urls=tuple(urls),
+        recovered=recovered,
+    )
+
+
+async def run_service(config: Config) -> None:
+    """Run until SIGTERM/SIGINT (or a crash, which raises ActorCrashed)."""
+    async with open_service(config) as service:
+        await service.shutdown.wait()

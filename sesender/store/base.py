@@ -1,0 +1,100 @@
+"""The store interface: everything sesender keeps, behind one async Protocol.
+
+Only domain records of :mod:`sesender.models` cross it, never a driver type, so a PostgreSQL store
+for multi-instance deployments can sit beside the SQLite one. Timestamps are Unix milliseconds
+(UTC), supplied by the caller so that tests control time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from sesender.models import (
+    ClaimBatch,
+    IdempotencyRecord,
+    Outcome,
+    RequestDetail,
+    ResultEvent,
+    Submission,
+    SubmissionReceipt,
+    TopicStats,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class StopResult:
+    stopped: int
+
+
+class Store(Protocol):
+    """Persistence for requests, contents, results, suppressions and bookkeeping."""
+
+    async def submit(
+        self,
+        submission: Submission,
+        *,
+        idempotency: IdempotencyRecord | None = None,
+        idempotency_since_ms: int = 0,
+    ) -> SubmissionReceipt:
+        """Store every email of the submission (and its idempotency record) in one transaction.
+
+        When the key already has a record created at or after ``idempotency_since_ms``, nothing
+        is stored and the receipt carries that record in ``replayed`` (checked inside the same
+        transaction, so two concurrent requests with one key store the emails once).
+        """
+        ...
+
+    async def record_results(self, events: Sequence[ResultEvent], *, now_ms: int) -> int:
+        """Record events once per (email, type), counting repeats; return how many matched."""
+        ...
+
+    async def find_idempotency(self, key: str, *, since_ms: int) -> IdempotencyRecord | None:
+        """The record for ``key`` stored at or after ``since_ms``, if any."""
+        ...
+
+    async def claim_due(self, *, now_ms: int, limit: int) -> ClaimBatch:
+        """Mark up to ``limit`` due emails ``Processed``, oldest first, and return them.
+
+        Emails to suppressed addresses end ``Suppressed`` in the same transaction instead.
+        """
+        ...
+
+    async def next_due_at(self) -> int | None:
+        """When the earliest ``Created`` email falls due, or None when the queue is empty."""
+        ...
+
+    async def record_outcomes(self, outcomes: Sequence[Outcome], *, now_ms: int) -> None:
+        """Persist a batch of send outcomes in one transaction (per-row fallback on failure)."""
+        ...
+
+    async def recover_claimed(self, *, now_ms: int) -> int:
+        """Requeue emails a previous run left ``Processed``; return how many (at-least-once)."""
+        ...
+
+    async def max_request_id(self) -> int:
+        """The highest request id stored so far (0 when empty)."""
+        ...
+
+    async def stop_topic(
+        self, topic_id: str, *, up_to_id: int, keep: Sequence[int], now_ms: int
+    ) -> StopResult:
+        """Stop the topic's unsent emails with id <= ``up_to_id``, except those in ``keep``."""
+        ...
+
+    async def topic_stats(self, topic_id: str) -> TopicStats: ...
+
+    async def count_sent_since(self, since_ms: int) -> int: ...
+
+    async def request_detail(self, request_id: int) -> RequestDetail | None: ...
+
+    async def queued_count(self) -> int:
+        """Emails waiting or claimed (``Created`` + ``Processed``)."""
+        ...
+
+    async def ping(self) -> None:
+        """Raise StoreError unless the database answers a read."""
+        ...
+
+    async def aclose(self) -> None: ...

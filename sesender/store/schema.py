@@ -1,0 +1,150 @@
+"""The SQLite schema as versioned migrations, tracked in ``PRAGMA user_version``.
+
+A migration is appended, never edited: a database at version N gets migrations N+1.. applied in
+order, each in its own transaction, at start and by ``sesender init-db``.
+
+Why the schema looks the way it does:
+
+- ``contents`` holds subject and body once per distinct content (keyed by a digest), not per
+  recipient: a 10,000-recipient submission stores its body once.
+- ``requests.due_at`` is the one queue key: immediate emails are due at submission time, scheduled
+  ones at their time, retries at their backoff time. The partial index ``requests_queue`` holds only
+  ``Created`` rows, so the scheduler's claim stays cheap however many emails were already sent.
+- ``topic_counts`` and ``topic_result_counts`` are counters kept exact by triggers (and by the
+  store for inserts, which it does in bulk), so topic statistics cost the same on a topic of ten
+  emails or ten million.
+- ``sent_minutes`` buckets successful sends per minute for ``/v1/events/counts/sent``; the store
+  counts the partial minute at the window's edge exactly from ``requests_sent_at``.
+- ``results`` keeps one row per (email, event type) with a counter, which is what the API reports
+  ("counted once per recipient"); ``sns_messages`` remembers SNS message ids for deduplication.
+"""
+
+from __future__ import annotations
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: the initial schema.
+    """
+    CREATE TABLE contents (
+        id INTEGER PRIMARY KEY,
+        digest BLOB NOT NULL UNIQUE,
+        subject TEXT NOT NULL,
+        body TEXT NOT NULL,
+        created_at INTEGER NOT NULL
+    );
+
+    CREATE TABLE requests (
+        id INTEGER PRIMARY KEY,
+        topic_id TEXT NOT NULL,
+        content_id INTEGER NOT NULL REFERENCES contents (id),
+        email TEXT NOT NULL,
+        status INTEGER NOT NULL DEFAULT 0,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        due_at INTEGER NOT NULL,
+        message_id TEXT,
+        error TEXT,
+        failure_kind TEXT,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        sent_at INTEGER
+    );
+    -- The scheduler: due Created emails, oldest first.
+    CREATE INDEX requests_queue ON requests (due_at, id) WHERE status = 0;
+    -- Crash recovery: emails claimed by a previous run.
+    CREATE INDEX requests_claimed ON requests (id) WHERE status = 1;
+    -- Cancellation and retry of a topic, by status.
+    CREATE INDEX requests_topic_status ON requests (topic_id, status);
+    -- Counts of recent sends (the partial minute at the window's edge).
+    CREATE INDEX requests_sent_at ON requests (sent_at) WHERE sent_at IS NOT NULL;
+    -- SES events are matched by the provider's message id.
+    CREATE INDEX requests_message_id ON requests (message_id) WHERE message_id IS NOT NULL;
+
+    CREATE TABLE topic_counts (
+        topic_id TEXT NOT NULL,
+        status INTEGER NOT NULL,
+        count INTEGER NOT NULL,
+        PRIMARY KEY (topic_id, status)
+    ) WITHOUT ROWID;
+
+    CREATE TRIGGER requests_status_counts AFTER UPDATE OF status ON requests
+    WHEN OLD.status <> NEW.status
+    BEGIN
+        UPDATE topic_counts SET count = count - 1
+            WHERE topic_id = OLD.topic_id AND status = OLD.status;
+        INSERT INTO topic_counts (topic_id, status, count) VALUES (NEW.topic_id, NEW.status, 1)
+            ON CONFLICT (topic_id, status) DO UPDATE SET count = count + 1;
+    END;
+
+    CREATE TABLE sent_minutes (
+        minute INTEGER PRIMARY KEY,
+        count INTEGER NOT NULL
+    );
+
+    CREATE TRIGGER requests_sent_minutes AFTER UPDATE OF status ON requests
+    WHEN NEW.status = 2 AND OLD.status <> 2 AND NEW.sent_at IS NOT NULL
+    BEGIN
+        INSERT INTO sent_minutes (minute, count) VALUES (NEW.sent_at / 60000, 1)
+            ON CONFLICT (minute) DO UPDATE SET count = count + 1;
+    END;
+
+    CREATE TABLE results (
+        id INTEGER PRIMARY KEY,
+        request_id INTEGER NOT NULL REFERENCES requests (id),
+        topic_id TEXT NOT NULL,
+        event_type TEXT NOT NULL,
+        count INTEGER NOT NULL DEFAULT 1,
+        first_at INTEGER NOT NULL,
+        last_at INTEGER NOT NULL,
+        detail TEXT,
+        UNIQUE (request_id, event_type)
+    );
+
+    CREATE TABLE topic_result_counts (
+        topic_id TEXT NOT NULL,
+        event_type TEXT NOT NULL,
+        count INTEGER NOT NULL,
+        PRIMARY KEY (topic_id, event_type)
+    ) WITHOUT ROWID;
+
+    CREATE TRIGGER results_counts AFTER INSERT ON results
+    BEGIN
+        INSERT INTO topic_result_counts (topic_id, event_type, count)
+            VALUES (NEW.topic_id, NEW.event_type, 1)
+            ON CONFLICT (topic_id, event_type) DO UPDATE SET count = count + 1;
+    END;
+
+    CREATE TABLE suppressions (
+        email TEXT PRIMARY KEY,
+        reason TEXT NOT NULL,
+        source TEXT NOT NULL,
+        detail TEXT,
+        created_at INTEGER NOT NULL
+    ) WITHOUT ROWID;
+
+    CREATE TABLE idempotency_keys (
+        key TEXT PRIMARY KEY,
+        body_digest BLOB NOT NULL,
+        response TEXT NOT NULL,
+        created_at INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX idempotency_keys_created ON idempotency_keys (created_at);
+
+    CREATE TABLE sns_messages (
+        message_id TEXT PRIMARY KEY,
+        received_at INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX sns_messages_received ON sns_messages (received_at);
+    """,
+)
+
+#: PRAGMAs set on every connection (SPEC section 6). ``auto_vacuum`` only takes effect on a new
+#: database, before the first table exists, so :func:`apply_migrations` sets it first.
+CONNECTION_PRAGMAS: tuple[str, ...] = (
+    "PRAGMA journal_mode = WAL",
+    "PRAGMA synchronous = NORMAL",
+    "PRAGMA mmap_size = 268435456",
+    "PRAGMA cache_size = -65536",
+    "PRAGMA temp_store = MEMORY",
+    "PRAGMA foreign_keys = ON",
+)
+
+LATEST_VERSION = len(MIGRATIONS)

@@ -1,0 +1,249 @@
+"""SqliteStore: the :class:`~sesender.store.base.Store` on SQLite, driven through thread lanes.
+
+One writer connection on a lane of size 1 serialises every write, so SQLite never sees two
+writers and never answers "database is locked" to ourselves; reads run on their own lane with a
+small pool of connections in WAL mode, so a long statistics query never waits for a write and a
+write never waits for it. ``sqlite3`` errors are translated here, and only here, into
+:class:`~sesender.errors.StoreError` / :class:`~sesender.errors.StoreUnavailable`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sqlite3
+import threading
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import TypeVar, TypeVarTuple, Unpack
+
+import trio
+
+from actors import ThreadLane
+from sesender.errors import StoreError, StoreUnavailable
+from sesender.models import (
+    ClaimBatch,
+    IdempotencyRecord,
+    Outcome,
+    RequestDetail,
+    ResultEvent,
+    Submission,
+    SubmissionReceipt,
+    TopicStats,
+)
+from sesender.store import sqlite_queries as queries
+from sesender.store.base import StopResult
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Ts = TypeVarTuple("Ts")
+
+#: sqlite3 messages that mean "the database cannot take writes right now" rather than a bug.
+_UNAVAILABLE_MARKERS = (
+    "readonly",
+    "read-only",
+    "disk is full",
+    "database or disk is full",
+    "disk i/o error",
+    "database is locked",
+    "unable to open",
+)
+
+
+def translate(exc: sqlite3.Error) -> StoreError:
+    """Map a sqlite3 error onto our tree (the one boundary where that happens)."""
+    message = str(exc).lower()
+    if isinstance(exc, sqlite3.OperationalError) and any(
+        marker in message for marker in _UNAVAILABLE_MARKERS
+    ):
+        return StoreUnavailable(f"database unavailable: {exc}")
+    return StoreError(f"database error: {exc}")
+
+
+class ReaderPool:
+    """A few reader connections handed out one per thread call (sqlite3 connections are not
+    safe for concurrent use, but are fine to pass between threads one at a time)."""
+
+    def __init__(self, factory: Callable[[], sqlite3.Connection], size: int) -> None:
+        self._factory = factory
+        self._idle: list[sqlite3.Connection] = []
+        self._all: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._size = size
+
+    def run(self, function: Callable[[sqlite3.Connection, Unpack[Ts]], T], *args: *Ts) -> T:
+        with self._lock:
+            connection = self._idle.pop() if self._idle else None
+        if connection is None:
+            connection = self._factory()
+            with self._lock:
+                self._all.append(connection)
+        try:
+            return function(connection, *args)
+        finally:
+            with self._lock:
+                self._idle.append(connection)
+
+    def close(self) -> None:
+        with self._lock:
+            for connection in self._all:
+                connection.close()
+            self._all.clear()
+            self._idle.clear()
+
+
+class SqliteStore:
+    """The SQLite implementation of the store. Build it with :func:`open_sqlite_store`."""
+
+    def __init__(self, path: Path, *, busy_timeout: float, readers: int = 4) -> None:
+        self.path = path
+        self._busy_timeout = busy_timeout
+        self._writer_lane = ThreadLane("sqlite-writer", 1)
+        self._reader_lane = ThreadLane("sqlite-reader", readers)
+        self._writer: sqlite3.Connection | None = None
+        self._readers = ReaderPool(self._open_reader, readers)
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def open(self) -> list[int]:
+        """Open the writer, apply pending migrations; return the versions applied."""
+        return await self._write(self._open_writer)
+
+    def _open_writer(self) -> list[int]:
+        if self.path.parent != Path(""):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        connection = queries.connect(str(self.path), busy_timeout=self._busy_timeout)
+        applied = queries.apply_migrations(connection)
+        self._writer = connection
+        return applied
+
+    def _open_reader(self) -> sqlite3.Connection:
+        return queries.connect(str(self.path), busy_timeout=self._busy_timeout)
+
+    async def aclose(self) -> None:
+        def close_all() -> None:
+            if self._writer is not None:
+                with contextlib.suppress(sqlite3.Error):  # best effort on the way out
+                    self._writer.execute("PRAGMA optimize")
+                self._writer.close()
+                self._writer = None
+            self._readers.close()
+
+        await self._writer_lane.run(close_all)
+
+    # -- runners: the one place sqlite3 errors become StoreErrors ---------------------------
+
+    async def _write(self, function: Callable[[Unpack[Ts]], T], *args: *Ts) -> T:
+        try:
+            return await self._writer_lane.run(function, *args)
+        except sqlite3.Error as exc:
+            raise translate(exc) from exc
+
+    async def _with_writer(
+        self, function: Callable[[sqlite3.Connection, Unpack[Ts]], T], *args: *Ts
+    ) -> T:
+        def call() -> T:
+            if self._writer is None:
+                raise StoreError("the store is not open")
+            return function(self._writer, *args)
+
+        return await self._write(call)
+
+    async def _read(self, function: Callable[[sqlite3.Connection, Unpack[Ts]], T], *args: *Ts) -> T:
+        try:
+            return await self._reader_lane.run(self._readers.run, function, *args)
+        except sqlite3.Error as exc:
+            raise translate(exc) from exc
+
+    # -- the Store interface ----------------------------------------------------------------
+
+    async def submit(
+        self,
+        submission: Submission,
+        *,
+        idempotency: IdempotencyRecord | None = None,
+        idempotency_since_ms: int = 0,
+    ) -> SubmissionReceipt:
+        return await self._with_writer(
+            queries.submit, submission, idempotency, idempotency_since_ms
+        )
+
+    async def record_results(self, events: Sequence[ResultEvent], *, now_ms: int) -> int:
+        return await self._with_writer(queries.record_results, events, now_ms)
+
+    async def find_idempotency(self, key: str, *, since_ms: int) -> IdempotencyRecord | None:
+        return await self._read(queries.find_idempotency, key, since_ms)
+
+    async def claim_due(self, *, now_ms: int, limit: int) -> ClaimBatch:
+        return await self._with_writer(queries.claim_due, now_ms, limit)
+
+    async def next_due_at(self) -> int | None:
+        return await self._read(queries.next_due_at)
+
+    async def record_outcomes(self, outcomes: Sequence[Outcome], *, now_ms: int) -> None:
+        unwritten = await self._with_writer(queries.record_outcomes, outcomes, now_ms)
+        if unwritten:
+            logger.error(
+                "%d outcomes could not be recorded; they will be retried after restart", unwritten
+            )
+
+    async def recover_claimed(self, *, now_ms: int) -> int:
+        return await self._with_writer(queries.recover_claimed, now_ms)
+
+    async def max_request_id(self) -> int:
+        return await self._read(queries.max_request_id)
+
+    async def stop_topic(
+        self, topic_id: str, *, up_to_id: int, keep: Sequence[int], now_ms: int
+    ) -> StopResult:
+        stopped = await self._with_writer(queries.stop_topic, topic_id, up_to_id, keep, now_ms)
+        return StopResult(stopped=stopped)
+
+    async def topic_stats(self, topic_id: str) -> TopicStats:
+        return await self._read(queries.topic_stats, topic_id)
+
+    async def count_sent_since(self, since_ms: int) -> int:
+        return await self._read(queries.count_sent_since, since_ms)
+
+    async def request_detail(self, request_id: int) -> RequestDetail | None:
+        return await self._read(queries.request_detail, request_id)
+
+    async def queued_count(self) -> int:
+        return await self._read(queries.queued_count)
+
+    async def ping(self) -> None:
+        await self._read(queries.ping)
+
+    def lanes(self) -> tuple[ThreadLane, ThreadLane]:
+        """The writer and reader lanes, for statistics and metrics."""
+        return self._writer_lane, self._reader_lane
+
+
+@asynccontextmanager
+async def open_sqlite_store(
+    path: Path, *, busy_timeout: float = 30.0, readers: int = 4
+) -> AsyncIterator[SqliteStore]:
+    """Open (and migrate) the database, and close it on the way out."""
+    store = SqliteStore(path, busy_timeout=busy_timeout, readers=readers)
+    applied = await store.open()
+    if applied:
+        logger.info("database migrated", extra={"path": str(path), "versions": applied})
+    try:
+        yield store
+    finally:
+        # Closing is the last write (PRAGMA optimize): shielded, bounded, even when cancelled.
+        with trio.move_on_after(10, shield=True):
+            await store.aclose()
+
+
+def migrate(path: Path, *, busy_timeout: float = 30.0) -> list[int]:
+    """Synchronous migration for ``sesender init-db`` (no trio needed)."""
+    if path.parent != Path(""):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    connection = queries.connect(str(path), busy_timeout=busy_timeout)
+    try:
+        return queries.apply_migrations(connection)
+    finally:
+        connection.close()

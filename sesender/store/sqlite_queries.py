@@ -1,0 +1,546 @@
+"""Synchronous SQL against one ``sqlite3.Connection``; run only inside the store's thread lanes.
+
+Each write function runs one whole transaction (``BEGIN IMMEDIATE`` ... ``COMMIT``) so that a
+failure leaves nothing half-written. The async facade in :mod:`sesender.store.sqlite` decides which
+lane (writer or reader) a function runs on and translates ``sqlite3`` errors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import sqlite3
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+from sesender.models import (
+    ClaimBatch,
+    ClaimedEmail,
+    Content,
+    Deferred,
+    EventRecord,
+    Failed,
+    FailureKind,
+    IdempotencyRecord,
+    Outcome,
+    RequestDetail,
+    ResultEvent,
+    Retry,
+    Sent,
+    Status,
+    Stopped,
+    Submission,
+    SubmissionReceipt,
+    TopicStats,
+)
+from sesender.store.schema import CONNECTION_PRAGMAS, LATEST_VERSION, MIGRATIONS
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: Stay well under SQLite's bound-parameter limit when building ``IN (...)`` lists.
+PARAMETER_CHUNK = 500
+
+
+def connect(path: str, *, busy_timeout: float, read_only: bool = False) -> sqlite3.Connection:
+    """Open a connection in autocommit mode (we issue BEGIN/COMMIT ourselves) with our PRAGMAs."""
+    if read_only:
+        connection = sqlite3.connect(
+            f"file:{path}?mode=ro",
+            uri=True,
+            timeout=busy_timeout,
+            check_same_thread=False,
+            isolation_level=None,
+        )
+    else:
+        connection = sqlite3.connect(
+            path, timeout=busy_timeout, check_same_thread=False, isolation_level=None
+        )
+    # auto_vacuum only takes effect before the first table exists (a no-op afterwards), and only
+    # when set before WAL mode is: so it goes first, on every connection.
+    connection.execute("PRAGMA auto_vacuum = INCREMENTAL")
+    for pragma in CONNECTION_PRAGMAS:
+        if read_only and pragma.startswith("PRAGMA journal_mode"):
+            continue
+        connection.execute(pragma)
+    return connection
+
+
+@contextmanager
+def transaction(connection: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT``, rolled back on any exception."""
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        yield connection
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise
+    connection.execute("COMMIT")
+
+
+def schema_version(connection: sqlite3.Connection) -> int:
+    return int(connection.execute("PRAGMA user_version").fetchone()[0])
+
+
+def apply_migrations(connection: sqlite3.Connection) -> list[int]:
+    """Bring the schema to the latest version; return the versions applied (maybe none)."""
+    current = schema_version(connection)
+    if current > LATEST_VERSION:
+        raise sqlite3.DatabaseError(
+            f"database schema version {current} is newer than this sesender ({LATEST_VERSION})"
+        )
+    applied: list[int] = []
+    for version in range(current + 1, LATEST_VERSION + 1):
+        script = MIGRATIONS[version - 1]
+        try:
+            connection.executescript(
+                f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version = {version};\nCOMMIT;"
+            )
+        except BaseException:
+            if connection.in_transaction:
+                connection.execute("ROLLBACK")
+            raise
+        applied.append(version)
+    return applied
+
+
+def chunks(items: Sequence[T], size: int = PARAMETER_CHUNK) -> Iterator[Sequence[T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def placeholders(count: int) -> str:
+    return ",".join("?" * count)
+
+
+def content_digest(subject: str, body: str) -> bytes:
+    return hashlib.sha256(
+        subject.encode("utf-8", "surrogatepass") + b"\x00" + body.encode("utf-8", "surrogatepass")
+    ).digest()
+
+
+# --- submission -----------------------------------------------------------------------------
+
+
+def submit(
+    connection: sqlite3.Connection,
+    submission: Submission,
+    idempotency: IdempotencyRecord | None,
+    idempotency_since_ms: int,
+) -> SubmissionReceipt:
+    """Insert every email of a submission in one transaction, contents deduplicated."""
+    now = submission.created_at_ms
+    due = submission.due_at_ms
+    stored = 0
+    first_id: int | None = None
+    with transaction(connection):
+        if idempotency is not None:
+            existing = find_idempotency(connection, idempotency.key, idempotency_since_ms)
+            if existing is not None:
+                return SubmissionReceipt(stored=0, first_request_id=None, replayed=existing)
+        per_topic: Counter[str] = Counter()
+        for message in submission.messages:
+            if not message.emails:
+                continue
+            content_id = _content_id(connection, message.subject, message.body, now)
+            rows = [
+                (message.topic_id, content_id, email, due, now, now) for email in message.emails
+            ]
+            cursor = connection.executemany(
+                "INSERT INTO requests (topic_id, content_id, email, status, attempts, due_at,"
+                " created_at, updated_at) VALUES (?, ?, ?, 0, 0, ?, ?, ?)",
+                rows,
+            )
+            if first_id is None:
+                first_id = (
+                    int(connection.execute("SELECT last_insert_rowid()").fetchone()[0])
+                    - len(rows)
+                    + 1
+                )
+            stored += cursor.rowcount
+            per_topic[message.topic_id] += len(rows)
+        connection.executemany(
+            "INSERT INTO topic_counts (topic_id, status, count) VALUES (?, 0, ?)"
+            " ON CONFLICT (topic_id, status) DO UPDATE SET count = count + excluded.count",
+            per_topic.items(),
+        )
+        if idempotency is not None:
+            connection.execute(
+                "INSERT INTO idempotency_keys (key, body_digest, response, created_at)"
+                " VALUES (?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET body_digest ="
+                " excluded.body_digest, response = excluded.response, created_at ="
+                " excluded.created_at",
+                (
+                    idempotency.key,
+                    idempotency.body_digest,
+                    idempotency.response,
+                    idempotency.created_at_ms,
+                ),
+            )
+    return SubmissionReceipt(stored=stored, first_request_id=first_id)
+
+
+def _content_id(connection: sqlite3.Connection, subject: str, body: str, now: int) -> int:
+    digest = content_digest(subject, body)
+    row = connection.execute(
+        "INSERT INTO contents (digest, subject, body, created_at) VALUES (?, ?, ?, ?)"
+        " ON CONFLICT (digest) DO UPDATE SET digest = excluded.digest RETURNING id",
+        (digest, subject, body, now),
+    ).fetchone()
+    return int(row[0])
+
+
+def find_idempotency(
+    connection: sqlite3.Connection, key: str, since_ms: int
+) -> IdempotencyRecord | None:
+    row = connection.execute(
+        "SELECT key, body_digest, response, created_at FROM idempotency_keys"
+        " WHERE key = ? AND created_at >= ?",
+        (key, since_ms),
+    ).fetchone()
+    if row is None:
+        return None
+    return IdempotencyRecord(
+        key=row[0], body_digest=bytes(row[1]), response=row[2], created_at_ms=row[3]
+    )
+
+
+# --- the queue ------------------------------------------------------------------------------
+
+
+def claim_due(connection: sqlite3.Connection, now_ms: int, limit: int) -> ClaimBatch:
+    """Claim due emails atomically, join their contents once, end suppressed ones."""
+    if limit <= 0:
+        return ClaimBatch(emails=(), suppressed=0)
+    with transaction(connection):
+        rows = connection.execute(
+            "UPDATE requests SET status = 1, updated_at = ? WHERE id IN ("
+            " SELECT id FROM requests WHERE status = 0 AND due_at <= ?"
+            " ORDER BY due_at, id LIMIT ?)"
+            " RETURNING id, topic_id, content_id, email, attempts, due_at",
+            (now_ms, now_ms, limit),
+        ).fetchall()
+        if not rows:
+            return ClaimBatch(emails=(), suppressed=0)
+        rows.sort(key=lambda row: (row[5], row[0]))
+        suppressed_addresses = _suppressed_among(connection, {row[3].lower() for row in rows})
+        suppressed_ids = [row[0] for row in rows if row[3].lower() in suppressed_addresses]
+        for chunk in chunks(suppressed_ids):
+            connection.execute(
+                f"UPDATE requests SET status = 5, updated_at = ? WHERE id IN"
+                f" ({placeholders(len(chunk))})",
+                (now_ms, *chunk),
+            )
+        contents = _contents(connection, {row[2] for row in rows})
+    suppressed_set = set(suppressed_ids)
+    emails = tuple(
+        ClaimedEmail(
+            request_id=row[0],
+            topic_id=row[1],
+            email=row[3],
+            content=contents[row[2]],
+            attempts=row[4],
+        )
+        for row in rows
+        if row[0] not in suppressed_set
+    )
+    return ClaimBatch(emails=emails, suppressed=len(suppressed_ids))
+
+
+def _suppressed_among(connection: sqlite3.Connection, addresses: set[str]) -> set[str]:
+    found: set[str] = set()
+    ordered = sorted(addresses)
+    for chunk in chunks(ordered):
+        found.update(
+            row[0]
+            for row in connection.execute(
+                f"SELECT email FROM suppressions WHERE email IN ({placeholders(len(chunk))})",
+                chunk,
+            )
+        )
+    return found
+
+
+def _contents(connection: sqlite3.Connection, content_ids: set[int]) -> dict[int, Content]:
+    contents: dict[int, Content] = {}
+    ordered = sorted(content_ids)
+    for chunk in chunks(ordered):
+        for content_id, subject, body in connection.execute(
+            f"SELECT id, subject, body FROM contents WHERE id IN ({placeholders(len(chunk))})",
+            chunk,
+        ):
+            contents[content_id] = Content(subject=subject, body=body)
+    return contents
+
+
+def next_due_at(connection: sqlite3.Connection) -> int | None:
+    row = connection.execute(
+        "SELECT due_at FROM requests WHERE status = 0 ORDER BY due_at, id LIMIT 1"
+    ).fetchone()
+    return None if row is None else int(row[0])
+
+
+def recover_claimed(connection: sqlite3.Connection, now_ms: int) -> int:
+    """Requeue what a previous process left claimed; due now so it goes first."""
+    with transaction(connection):
+        cursor = connection.execute(
+            "UPDATE requests SET status = 0, updated_at = ?, due_at = MIN(due_at, ?)"
+            " WHERE status = 1",
+            (now_ms, now_ms),
+        )
+        return cursor.rowcount
+
+
+# --- outcomes -------------------------------------------------------------------------------
+
+_SENT_SQL = (
+    "UPDATE requests SET status = 2, message_id = ?, attempts = ?, sent_at = ?, error = NULL,"
+    " failure_kind = NULL, updated_at = ? WHERE id = ? AND status = 1"
+)
+_FAILED_SQL = (
+    "UPDATE requests SET status = 3, error = ?, failure_kind = ?, attempts = ?, updated_at = ?"
+    " WHERE id = ? AND status = 1"
+)
+_RETRY_SQL = (
+    "UPDATE requests SET status = 0, error = ?, attempts = ?, due_at = ?, updated_at = ?"
+    " WHERE id = ? AND status = 1"
+)
+_DEFERRED_SQL = (
+    "UPDATE requests SET status = 0, due_at = ?, updated_at = ? WHERE id = ? AND status = 1"
+)
+_STOPPED_SQL = "UPDATE requests SET status = 4, updated_at = ? WHERE id = ? AND status IN (0, 1)"
+
+
+def _outcome_statement(outcome: Outcome, now_ms: int) -> tuple[str, tuple[Any, ...]]:
+    match outcome:
+        case Sent():
+            return _SENT_SQL, (
+                outcome.message_id,
+                outcome.attempts,
+                outcome.sent_at_ms,
+                now_ms,
+                outcome.request_id,
+            )
+        case Failed():
+            return _FAILED_SQL, (
+                outcome.error,
+                outcome.kind.value,
+                outcome.attempts,
+                now_ms,
+                outcome.request_id,
+            )
+        case Retry():
+            return _RETRY_SQL, (
+                outcome.error,
+                outcome.attempts,
+                outcome.due_at_ms,
+                now_ms,
+                outcome.request_id,
+            )
+        case Deferred():
+            return _DEFERRED_SQL, (outcome.due_at_ms, now_ms, outcome.request_id)
+        case Stopped():
+            return _STOPPED_SQL, (now_ms, outcome.request_id)
+
+
+def record_outcomes(
+    connection: sqlite3.Connection, outcomes: Sequence[Outcome], now_ms: int
+) -> int:
+    """Bulk-apply outcomes in one transaction; on failure, fall back to one row at a time.
+
+    Returns how many outcomes could not be written even alone (they are logged): the email
+    stays ``Processed`` and is sent again after the next restart (at-least-once).
+    """
+    grouped: dict[str, list[tuple[Any, ...]]] = {}
+    for outcome in outcomes:
+        sql, parameters = _outcome_statement(outcome, now_ms)
+        grouped.setdefault(sql, []).append(parameters)
+    try:
+        with transaction(connection):
+            for sql, rows in grouped.items():
+                connection.executemany(sql, rows)
+        return 0
+    except sqlite3.OperationalError:
+        raise  # the database itself is unavailable: the caller keeps the batch and retries
+    except sqlite3.DatabaseError:
+        logger.warning("bulk outcome update failed; writing %d outcomes one by one", len(outcomes))
+    failed = 0
+    for outcome in outcomes:
+        sql, parameters = _outcome_statement(outcome, now_ms)
+        try:
+            with transaction(connection):
+                connection.execute(sql, parameters)
+        except sqlite3.OperationalError:
+            raise
+        except sqlite3.DatabaseError:
+            failed += 1
+            logger.exception("could not record outcome for request %d", outcome.request_id)
+    return failed
+
+
+# --- cancellation ---------------------------------------------------------------------------
+
+
+def max_request_id(connection: sqlite3.Connection) -> int:
+    row = connection.execute("SELECT MAX(id) FROM requests").fetchone()
+    return int(row[0] or 0)
+
+
+def stop_topic(
+    connection: sqlite3.Connection,
+    topic_id: str,
+    up_to_id: int,
+    keep: Sequence[int],
+    now_ms: int,
+) -> int:
+    with transaction(connection):
+        connection.execute("CREATE TEMP TABLE IF NOT EXISTS stop_keep (id INTEGER PRIMARY KEY)")
+        connection.execute("DELETE FROM stop_keep")
+        connection.executemany(
+            "INSERT OR IGNORE INTO stop_keep (id) VALUES (?)", ((i,) for i in keep)
+        )
+        stopped = 0
+        for status in (Status.CREATED, Status.PROCESSED):
+            cursor = connection.execute(
+                "UPDATE requests SET status = 4, updated_at = ?"
+                " WHERE topic_id = ? AND status = ? AND id <= ?"
+                " AND id NOT IN (SELECT id FROM stop_keep)",
+                (now_ms, topic_id, int(status), up_to_id),
+            )
+            stopped += cursor.rowcount
+        connection.execute("DELETE FROM stop_keep")
+    return stopped
+
+
+# --- results -------------------------------------------------------------------------------
+
+
+def record_results(
+    connection: sqlite3.Connection, events: Sequence[ResultEvent], now_ms: int
+) -> int:
+    """Upsert one row per (email, event type); repeats bump its counter and last time."""
+    rows: list[tuple[Any, ...]] = []
+    with transaction(connection):
+        for event in events:
+            match = None
+            if event.message_id:
+                match = connection.execute(
+                    "SELECT id, topic_id FROM requests WHERE message_id = ? LIMIT 1",
+                    (event.message_id,),
+                ).fetchone()
+            if match is None and event.request_id is not None:
+                match = connection.execute(
+                    "SELECT id, topic_id FROM requests WHERE id = ?", (event.request_id,)
+                ).fetchone()
+            if match is None:
+                continue
+            rows.append(
+                (
+                    match[0],
+                    match[1],
+                    event.event_type,
+                    event.occurred_at_ms,
+                    event.occurred_at_ms,
+                    event.detail,
+                )
+            )
+        connection.executemany(
+            "INSERT INTO results (request_id, topic_id, event_type, count, first_at, last_at,"
+            " detail) VALUES (?, ?, ?, 1, ?, ?, ?) ON CONFLICT (request_id, event_type) DO UPDATE"
+            " SET count = count + 1, last_at = MAX(last_at, excluded.last_at),"
+            " detail = COALESCE(excluded.detail, detail)",
+            rows,
+        )
+    return len(rows)
+
+
+# --- reads ----------------------------------------------------------------------------------
+
+
+def topic_stats(connection: sqlite3.Connection, topic_id: str) -> TopicStats:
+    request_counts = {
+        Status(status).label: count
+        for status, count in connection.execute(
+            "SELECT status, count FROM topic_counts WHERE topic_id = ? AND count > 0", (topic_id,)
+        )
+    }
+    result_counts = {
+        event_type: count
+        for event_type, count in connection.execute(
+            "SELECT event_type, count FROM topic_result_counts WHERE topic_id = ? AND count > 0",
+            (topic_id,),
+        )
+    }
+    return TopicStats(request_counts=request_counts, result_counts=result_counts)
+
+
+def count_sent_since(connection: sqlite3.Connection, since_ms: int) -> int:
+    """Whole minutes from the buckets, the partial first minute exactly from the index."""
+    first_full_minute = -(-since_ms // 60_000)
+    buckets = connection.execute(
+        "SELECT COALESCE(SUM(count), 0) FROM sent_minutes WHERE minute >= ?", (first_full_minute,)
+    ).fetchone()[0]
+    edge = connection.execute(
+        "SELECT COUNT(*) FROM requests WHERE sent_at >= ? AND sent_at < ? AND status = 2",
+        (since_ms, first_full_minute * 60_000),
+    ).fetchone()[0]
+    return int(buckets) + int(edge)
+
+
+def queued_count(connection: sqlite3.Connection) -> int:
+    row = connection.execute(
+        "SELECT COALESCE(SUM(count), 0) FROM topic_counts WHERE status IN (0, 1)"
+    ).fetchone()
+    return int(row[0])
+
+
+def request_detail(connection: sqlite3.Connection, request_id: int) -> RequestDetail | None:
+    row = connection.execute(
+        "SELECT id, topic_id, email, status, attempts, message_id, error, failure_kind,"
+        " created_at, updated_at, due_at, sent_at FROM requests WHERE id = ?",
+        (request_id,),
+    ).fetchone()
+    if row is None:
+        return None
+    events = tuple(
+        EventRecord(event_type=r[0], count=r[1], first_at_ms=r[2], last_at_ms=r[3], detail=r[4])
+        for r in connection.execute(
+            "SELECT event_type, count, first_at, last_at, detail FROM results"
+            " WHERE request_id = ? ORDER BY first_at, id",
+            (request_id,),
+        )
+    )
+    return RequestDetail(
+        request_id=row[0],
+        topic_id=row[1],
+        email=row[2],
+        status=Status(row[3]),
+        attempts=row[4],
+        message_id=row[5],
+        error=row[6],
+        failure_kind=FailureKind(row[7]) if row[7] else None,
+        created_at_ms=row[8],
+        updated_at_ms=row[9],
+        due_at_ms=row[10],
+        sent_at_ms=row[11],
+        events=events,
+    )
+
+
+def ping(connection: sqlite3.Connection) -> None:
+    connection.execute("SELECT 1 FROM requests LIMIT 1").fetchall()
+
+
+def statuses(connection: sqlite3.Connection, ids: Iterable[int]) -> dict[int, Status]:
+    """Test and tooling helper: the status of each given request."""
+    result: dict[int, Status] = {}
+    ordered = sorted(ids)
+    for chunk in chunks(ordered):
+        for request_id, status in connection.execute(
+            f"SELECT id, status FROM requests WHERE id IN ({placeholders(len(chunk))})", chunk
+        ):
+            result[request_id] = Status(status)
+    return result

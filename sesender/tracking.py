@@ -1,0 +1,165 @@
+"""Signed tokens for the open-tracking pixel and the unsubscribe links.
+
+Tracking URLs are public and unauthenticated (a mail client loads the pixel, a mailbox provider
+POSTs the one-click unsubscribe with no cookies), so the token in them is the only credential. The
+original service put the plain request id in the URL, letting anyone record opens for, or (worse)
+unsubscribe, every recipient by counting. A token here is::
+
+    base64url_nopad( varint(request_id) || HMAC-SHA256(key[purpose], varint(request_id))[:16] )
+
+- 23 to 34 characters, URL-safe, no padding: short enough for a URL, 128-bit tag so forging one
+  means guessing 2**128 values.
+- Each purpose ("open", "unsubscribe") has its own key derived from the secret, so a token seen in
+  a pixel URL (which mail clients and proxies fetch and log freely) never works as an unsubscribe
+  token, and vice versa.
+- Verification never raises and answers ``None`` for anything it did not sign: the HTTP handlers
+  answer the same way whatever the token, so they reveal nothing about validity.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import re
+from typing import Final, Literal, get_args
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+__all__ = [
+    "MAX_REQUEST_ID",
+    "MAX_TOKEN_LENGTH",
+    "TOKEN_PURPOSES",
+    "TokenPurpose",
+    "TokenSigner",
+    "derive_secret",
+]
+
+TokenPurpose = Literal["open", "unsubscribe"]
+"""What a token may be used for; a token signed for one purpose fails for every other."""
+
+TOKEN_PURPOSES: Final[frozenset[str]] = frozenset(get_args(TokenPurpose))
+MAX_REQUEST_ID: Final = 2**63 - 1
+"""Request ids are SQLite INTEGER PRIMARY KEYs: positive, at most 2**63 - 1."""
+MIN_SECRET_BYTES: Final = 16
+TAG_BYTES: Final = 16
+MAX_TOKEN_LENGTH: Final = 34
+"""The longest token :meth:`TokenSigner.sign` produces (a 9-byte varint plus the tag)."""
+
+_MIN_TOKEN_LENGTH: Final = 23  # a 1-byte varint plus the tag
+_TOKEN_TEXT = re.compile(rf"[A-Za-z0-9_-]{{{_MIN_TOKEN_LENGTH},{MAX_TOKEN_LENGTH}}}", re.ASCII)
+_KEY_LABEL: Final = b"sesender tracking token v1\x00"
+_SECRET_SALT: Final = b"sesender/tracking-secret/v1"
+_SECRET_INFO: Final = b"sesender tracking secret derived from API_KEY"
+
+
+def _encode_varint(value: int) -> bytes:
+    """Unsigned LEB128: 7 bits per byte, low bits first, high bit set on all but the last byte."""
+    out = bytearray()
+    while True:
+        low = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(low | 0x80)
+        else:
+            out.append(low)
+            return bytes(out)
+
+
+def _decode_varint(data: bytes) -> int | None:
+    """Decode a whole-buffer LEB128 integer, refusing non-minimal or out-of-range encodings."""
+    if not data or len(data) > 9:
+        return None
+    value = 0
+    for index, byte in enumerate(data):
+        last = index == len(data) - 1
+        if (byte & 0x80 == 0) != last:
+            return None  # a continuation bit where it ends, or none where it goes on
+        value |= (byte & 0x7F) << (7 * index)
+    if len(data) > 1 and data[-1] == 0:
+        return None  # non-minimal: a trailing zero group
+    return value if 1 <= value <= MAX_REQUEST_ID else None
+
+
+def _encode_token(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+class TokenSigner:
+    """Signs and verifies request-id tokens for one purpose at a time.
+
+    Only keys derived from ``secret`` are kept, never the secret itself, and ``repr`` shows
+    neither. ``secret`` must be at least 16 bytes (use :func:`derive_secret` when no tracking
+    secret is configured).
+    """
+
+    __slots__ = ("_keys",)
+
+    def __init__(self, secret: bytes) -> None:
+        if not isinstance(secret, bytes) or len(secret) < MIN_SECRET_BYTES:
+            raise ValueError(f"the tracking secret must be at least {MIN_SECRET_BYTES} bytes")
+        self._keys = {
+            purpose: hmac.new(secret, _KEY_LABEL + purpose.encode("ascii"), hashlib.sha256).digest()
+            for purpose in TOKEN_PURPOSES
+        }
+
+    def __repr__(self) -> str:
+        return "TokenSigner(secret=<hidden>)"
+
+    def _tag(self, key: bytes, payload: bytes) -> bytes:
+        return hmac.new(key, payload, hashlib.sha256).digest()[:TAG_BYTES]
+
+    def sign(self, purpose: TokenPurpose, request_id: int) -> str:
+        """Return the token for ``request_id`` used for ``purpose``.
+
+        Raises ``ValueError`` for an unknown purpose or a request id outside 1..2**63-1: both are
+        programming errors, never user input.
+        """
+        key = self._keys.get(purpose)
+        if key is None:
+            raise ValueError(f"unknown token purpose {purpose!r}")
+        if isinstance(request_id, bool) or not isinstance(request_id, int):
+            raise ValueError("request_id must be an int")
+        if not 1 <= request_id <= MAX_REQUEST_ID:
+            raise ValueError(f"request_id must be between 1 and {MAX_REQUEST_ID}")
+        payload = _encode_varint(request_id)
+        return _encode_token(payload + self._tag(key, payload))
+
+    def verify(self, purpose: TokenPurpose, token: str) -> int | None:
+        """Return the request id ``token`` was signed with for ``purpose``, else ``None``.
+
+        ``None`` for a forged, truncated, extended, re-encoded or wrong-purpose token, for
+        non-ASCII or over-long text, and for anything that is not a ``str``. Never raises. The tag
+        is compared with :func:`hmac.compare_digest`; the checks before it only look at the
+        token's public shape.
+        """
+        key = self._keys.get(purpose) if isinstance(purpose, str) else None
+        if key is None or not isinstance(token, str):
+            return None
+        if len(token) > MAX_TOKEN_LENGTH or _TOKEN_TEXT.fullmatch(token) is None:
+            return None
+        try:
+            raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        except (binascii.Error, ValueError):
+            return None
+        if _encode_token(raw) != token:
+            return None  # unused low bits set: another spelling of a real token
+        payload, tag = raw[:-TAG_BYTES], raw[-TAG_BYTES:]
+        if not payload or not hmac.compare_digest(tag, self._tag(key, payload)):
+            return None
+        return _decode_varint(payload)
+
+
+def derive_secret(api_key: str) -> bytes:
+    """Derive a 32-byte tracking secret from ``api_key`` when ``TRACKING_SECRET`` is unset.
+
+    HKDF-SHA256 with a fixed salt and label, so the tracking secret is not the API key itself and
+    reveals nothing about it. Changing the API key changes every tracking token (old pixel and
+    unsubscribe links stop working), which is why a separate ``TRACKING_SECRET`` is better.
+    """
+    if not api_key:
+        raise ValueError("cannot derive a tracking secret from an empty API key")
+    kdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=_SECRET_SALT, info=_SECRET_INFO)
+    return kdf.derive(api_key.encode("utf-8", "surrogatepass"))

@@ -1,0 +1,181 @@
+"""Starts the real service as a process on a free loopback port, for black-box tests.
+
+The process is the console script (``sesender``) with ``LOG_FORMAT=json``; the harness reads its
+stderr on a thread, learns the bound URL from the ``listening`` log line, and keeps every line for
+assertions. Waiting is always "poll a condition with a deadline", never a fixed sleep.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+STARTUP_TIMEOUT = 30.0
+
+
+def console_script() -> list[str]:
+    """The installed ``sesender`` script next to this interpreter (falls back to -m)."""
+    script = Path(sys.executable).with_name("sesender")
+    if script.exists():
+        return [str(script)]
+    found = shutil.which("sesender")
+    return [found] if found else [sys.executable, "-m", "sesender"]
+
+
+def wait_for(
+    condition: Callable[[], Any], *, timeout: float, interval: float = 0.05, what: str = ""
+) -> Any:
+    """Poll ``condition`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or condition}")
+        time.sleep(interval)
+
+
+class ServiceProcess:
+    """One running ``sesender`` process."""
+
+    def __init__(self, workdir: Path, env: Mapping[str, str]) -> None:
+        self.workdir = workdir
+        self.env = dict(env)
+        self.lines: list[dict[str, Any]] = []
+        self.raw_lines: list[str] = []
+        self.stdout_lines: list[str] = []
+        self.url = ""
+        self.process: subprocess.Popen[str] | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def api_key(self) -> str:
+        return self.env["API_KEY"]
+
+    def start(self, *, wait: bool = True) -> ServiceProcess:
+        environment = {
+            key: value
+            for key, value in os.environ.items()
+            if not key.startswith(("AWS_", "SENTRY_", "SES_", "SNS_"))
+        }
+        environment.update(self.env)
+        self.process = subprocess.Popen(
+            console_script(),
+            cwd=self.workdir,
+            env=environment,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self._readers = [
+            threading.Thread(target=self._read_stderr, daemon=True),
+            threading.Thread(target=self._read_stdout, daemon=True),
+        ]
+        for reader in self._readers:
+            reader.start()
+        if wait:
+            event = wait_for(
+                lambda: self.find("listening") or self._exited_early(),
+                timeout=STARTUP_TIMEOUT,
+                what="the listening log line",
+            )
+            if event is True:
+                raise AssertionError(
+                    f"sesender exited with {self.process.returncode}:\n" + "\n".join(self.raw_lines)
+                )
+            self.url = event["urls"][0].replace("0.0.0.0", "127.0.0.1")
+        return self
+
+    def _exited_early(self) -> bool:
+        return self.process is not None and self.process.poll() is not None
+
+    def _read_stderr(self) -> None:
+        assert self.process is not None
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            with self._lock:
+                self.raw_lines.append(line.rstrip("\n"))
+                with contextlib.suppress(json.JSONDecodeError):
+                    self.lines.append(json.loads(line))
+
+    def _read_stdout(self) -> None:
+        assert self.process is not None
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            with self._lock:
+                self.stdout_lines.append(line.rstrip("\n"))
+
+    def find(self, event: str) -> dict[str, Any] | None:
+        with self._lock:
+            for line in self.lines:
+                if line.get("event") == event:
+                    return line
+        return None
+
+    def client(self, **kwargs: Any) -> httpx.Client:
+        headers = {"X-API-KEY": self.env.get("API_KEY", "")}
+        headers.update(kwargs.pop("headers", {}))
+        return httpx.Client(base_url=self.url, headers=headers, timeout=30, **kwargs)
+
+    def signal(self, number: int = signal.SIGTERM) -> None:
+        assert self.process is not None
+        self.process.send_signal(number)
+
+    def wait(self, timeout: float) -> int:
+        assert self.process is not None
+        code = self.process.wait(timeout=timeout)
+        self._close_pipes()
+        return code
+
+    def kill(self) -> None:
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+        self._close_pipes()
+
+    def _close_pipes(self) -> None:
+        """Let the readers reach end of file, then close the pipes (no ResourceWarning)."""
+        assert self.process is not None
+        for reader in self._readers:
+            reader.join(timeout=10)
+        for pipe in (self.process.stdout, self.process.stderr):
+            if pipe is not None and not pipe.closed:
+                pipe.close()
+
+    def stop(self, timeout: float = 15) -> int:
+        """SIGTERM and wait; returns the exit code."""
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.signal(signal.SIGTERM)
+        return self.wait(timeout)
+
+
+def base_env(workdir: Path, **overrides: str) -> dict[str, str]:
+    env = {
+        "SERVER_HOST": "127.0.0.1",
+        "SERVER_PORT": "0",
+        "API_KEY": "test-key",
+        "DATABASE_PATH": str(workdir / "sesender.db"),
+        "OUTBOX_DIR": str(workdir / "outbox"),
+        "LOG_FORMAT": "json",
+        "LOG_LEVEL": "info",
+        "SCHEDULER_INTERVAL_SECONDS": "1",
+    }
+    env.update(overrides)
+    return env

@@ -1,0 +1,99 @@
+"""Custom-header rules (SES v2 limits, injection) and 7-bit address normalisation."""
+
+from __future__ import annotations
+
+import pytest
+
+from sesender.backends.addresses import ascii_address
+from sesender.backends.headers import require_single_line, validate_custom_headers
+from sesender.errors import PermanentSendError
+
+UNSUBSCRIBE = (
+    ("List-Unsubscribe", "<https://example.com/v1/unsubscribe?token=abc>"),
+    ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),
+)
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        (),
+        UNSUBSCRIBE,
+        tuple((f"X-Custom-{n}", "value") for n in range(15)),
+        (("X", "v" * 995),),
+        (("N" * 126, "v" * 870),),
+        (("X-Spaces", "a value with spaces"),),
+    ],
+)
+def test_valid_headers_pass(headers: tuple[tuple[str, str], ...]) -> None:
+    validate_custom_headers(headers)
+
+
+@pytest.mark.parametrize(
+    ("headers", "problem"),
+    [
+        (tuple((f"X-Custom-{n}", "value") for n in range(16)), "at most 15"),
+        ((("X:Colon", "v"),), "invalid header name"),
+        ((("X Space", "v"),), "invalid header name"),
+        ((("", "v"),), "invalid header name"),
+        ((("N" * 127, "v"),), "invalid header name"),
+        ((("X-Ünicode", "v"),), "invalid header name"),
+        ((("X-Empty", ""),), "invalid value"),
+        ((("X-Long", "v" * 996),), "invalid value"),
+        ((("X-Accent", "café"),), "invalid value"),
+        ((("X-Tab", "a\tb"),), "invalid value"),
+        ((("N" * 126, "v" * 871),), "together exceed 996"),
+        ((("Bcc", "everyone@example.com"),), "cannot be set"),
+        ((("message-id", "<x@y>"),), "cannot be set"),
+        ((("CONTENT-TYPE", "text/plain"),), "cannot be set"),
+        ((*UNSUBSCRIBE, ("list-unsubscribe", "<https://x>")), "appears twice"),
+        ((("X-Inject", "a\r\nBcc: victim@example.com"),), "line break"),
+        ((("X-Inject", "a\nBcc: victim@example.com"),), "line break"),
+        ((("X-Inject\r\nBcc", "v"),), "line break"),
+    ],
+)
+def test_invalid_headers_fail_permanently(
+    headers: tuple[tuple[str, str], ...], problem: str
+) -> None:
+    with pytest.raises(PermanentSendError, match=problem) as caught:
+        validate_custom_headers(headers)
+    assert caught.value.code == "InvalidHeaders"
+
+
+@pytest.mark.parametrize("value", ["a\rb", "a\nb", "a\r\nb"])
+def test_require_single_line(value: str) -> None:
+    with pytest.raises(PermanentSendError, match="subject contains a line break"):
+        require_single_line("subject", value)
+
+
+@pytest.mark.parametrize(
+    ("address", "expected"),
+    [
+        ("user@example.org", "user@example.org"),
+        ("user@bücher.de", "user@xn--bcher-kva.de"),
+        ("user@BÜCHER.de", "user@xn--bcher-kva.de"),
+        ("News <news@example.com>", "News <news@example.com>"),
+        ("Grüße <news@bücher.de>", "=?utf-8?b?R3LDvMOfZQ==?= <news@xn--bcher-kva.de>"),
+        ("../../etc/passwd@x.com", "../../etc/passwd@x.com"),
+    ],
+)
+def test_ascii_address(address: str, expected: str) -> None:
+    assert ascii_address(address, field="recipient") == expected
+
+
+@pytest.mark.parametrize(
+    ("address", "problem"),
+    [
+        ("", "not exactly one address"),
+        ("a@example.org, b@example.org", "not exactly one address"),
+        ("no-domain", "has no domain"),
+        ("josé@example.org", "non-ASCII local part"),
+        ("user@-bad-.ü", "not a valid internationalised domain"),
+        ("user\x00@example.org", "control characters"),
+        ("user@example.org\r\nBcc: x@y", "control characters"),
+    ],
+)
+def test_unusable_addresses_fail_permanently(address: str, problem: str) -> None:
+    with pytest.raises(PermanentSendError, match=problem) as caught:
+        ascii_address(address, field="recipient")
+    assert caught.value.code == "InvalidAddress"

@@ -1,0 +1,172 @@
+"""The four actors together under one supervisor, on the fake store and the memory backend."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import trio
+import trio.testing
+
+from actors import ActorCrashed, open_supervisor
+from sesender.backends.base import OutgoingEmail
+from sesender.backends.memory import MemoryBackend
+from sesender.errors import AccountSendError
+from sesender.models import Status
+from sesender.pipeline.compose import MessageComposer
+from sesender.pipeline.pipeline import Pipeline, PipelineSettings
+from sesender.pipeline.retry import RetryPolicy
+from sesender.tracking import TokenSigner
+from tests.unit.pipeline.fakes import FakeQueueStore, trio_ms
+
+COMPOSER = MessageComposer(
+    sender="from@example.com",
+    public_url="http://localhost:3000",
+    signer=TokenSigner(b"k" * 32),
+    configuration_set=None,
+    unsubscribe_enabled=False,
+)
+
+
+def settings(rate: float = 10, **overrides: object) -> PipelineSettings:
+    values: dict[str, object] = {
+        "rate": rate,
+        "burst": 1,
+        "send_channel_size": 100,
+        "post_channel_size": 100,
+        "scheduler_interval": 10,
+        "retry": RetryPolicy(5, 1.0, 10.0),
+        "flush_size": 100,
+        "flush_interval": 0.5,
+        "pause_probe_interval": 5.0,
+        "cap_to_account_rate": False,
+    }
+    values.update(overrides)
+    return PipelineSettings(**values)  # type: ignore[arg-type]
+
+
+def build(store: FakeQueueStore, backend: MemoryBackend, **overrides: object) -> Pipeline:
+    return Pipeline(
+        store=store,
+        backend=backend,
+        composer=COMPOSER,  # type: ignore[arg-type]
+        settings=settings(**overrides),
+        now_ms=trio_ms,
+        rng=random.Random(3),
+    )
+
+
+async def drain(pipeline: Pipeline, supervisor_cancel: trio.CancelScope) -> None:
+    pipeline.begin_stop()
+    await pipeline.wait_drained()
+    supervisor_cancel.cancel()
+
+
+async def test_all_sent_at_the_configured_rate(autojump_clock: trio.testing.MockClock) -> None:
+    store = FakeQueueStore()
+    store.add(50)
+    backend = MemoryBackend(latency=0.05)
+    pipeline = build(store, backend, rate=10)
+    async with open_supervisor() as supervisor:
+        await pipeline.start(supervisor)
+        await backend.wait_sent(50)
+        await trio.sleep(1)
+        await drain(pipeline, supervisor.cancel_scope)
+    assert len(store.by_status(Status.SENT)) == 50
+    starts = sorted(r.started_at for r in backend.sent)
+    assert starts[0] == 0
+    assert starts[-1] == pytest.approx(4.9)  # one every 100 ms, burst 1
+    assert backend.statistics().peak_in_flight <= 20
+
+
+async def test_throttling_is_retried_until_everything_is_sent(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    store = FakeQueueStore()
+    store.add(100)
+    backend = MemoryBackend(throttle_rate=0.2, seed=7)
+    pipeline = build(store, backend, rate=20)
+    async with open_supervisor() as supervisor:
+        await pipeline.start(supervisor)
+        await backend.wait_sent(100)
+        await trio.sleep(1)
+        await drain(pipeline, supervisor.cancel_scope)
+    assert len(store.by_status(Status.SENT)) == 100
+    stats = backend.statistics()
+    assert stats.throttled > 0
+    assert stats.attempts == 100 + stats.throttled
+    assert sum(row.attempts for row in store.rows.values()) == stats.attempts
+    # Every attempt took a token: attempts / elapsed never beats the rate (+ burst).
+    last = max(r.started_at for r in backend.sent)
+    assert stats.attempts <= 20 * last + 1
+
+
+async def test_account_pause_fails_nothing_and_resumes_after_a_probe(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    store = FakeQueueStore()
+    store.add(20)
+    backend = MemoryBackend()
+
+    def pause_once(email: OutgoingEmail) -> None:
+        if email.request_id == 5 and not paused_once:
+            paused_once.append(True)
+            backend.pause("Sending paused for this account")
+            raise AccountSendError("Sending paused for this account", code="SendingPausedException")
+
+    paused_once: list[bool] = []
+    backend.script = pause_once
+    pipeline = build(store, backend, rate=10, pause_probe_interval=5.0)
+    async with open_supervisor() as supervisor:
+        await pipeline.start(supervisor)
+        await pipeline.control.gate.wait_paused()
+        paused_at = trio.current_time()
+        await trio.sleep(30)
+        assert pipeline.control.gate.is_paused  # probes at +5, +15 (doubling) still see a pause
+        assert store.by_status(Status.FAILED) == []
+        backend.resume()
+        await backend.wait_sent(20)
+        resumed_at = trio.current_time()
+        await drain(pipeline, supervisor.cancel_scope)
+    assert len(store.by_status(Status.SENT)) == 20
+    assert store.by_status(Status.FAILED) == []
+    assert resumed_at > paused_at + 30
+
+
+async def test_cancel_stops_queued_and_spares_other_topics(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    store = FakeQueueStore()
+    store.add(40, topic="a")
+    store.add(40, topic="b")
+    backend = MemoryBackend(latency=0.05)
+    pipeline = build(store, backend, rate=10)
+    async with open_supervisor() as supervisor:
+        await pipeline.start(supervisor)
+        await trio.sleep(1.05)
+        cancelled_at = trio.current_time()
+        stopped = await pipeline.cancel_topic("a")
+        await backend.wait_sent(len([r for r in backend.sent if r.email.topic_id == "a"]) + 40)
+        await trio.sleep(1)
+        await drain(pipeline, supervisor.cancel_scope)
+    sent_a = [r for r in backend.sent if r.email.topic_id == "a"]
+    assert all(r.started_at <= cancelled_at for r in sent_a)
+    assert len(sent_a) + stopped == 40
+    assert len(store.by_status(Status.STOPPED)) == stopped
+    assert len([r for r in backend.sent if r.email.topic_id == "b"]) == 40
+
+
+async def test_a_crashing_actor_takes_the_service_down_with_its_name(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    class BrokenStore(FakeQueueStore):
+        async def next_due_at(self) -> int | None:
+            raise RuntimeError("boom")
+
+    pipeline = build(BrokenStore(), MemoryBackend())
+    crashes: list[str] = []
+    with pytest.raises(ActorCrashed) as caught:
+        async with open_supervisor(on_crash=lambda name, exc: crashes.append(name)) as supervisor:
+            await pipeline.start(supervisor)
+    assert caught.value.actor == "scheduler"
+    assert crashes == ["scheduler"]

@@ -1,0 +1,100 @@
+"""PostProcessor: batches by size and by time; a failing database loses nothing."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+import trio.testing
+
+from actors import open_pipe
+from sesender.models import Outcome, Sent, Status
+from sesender.pipeline.control import PipelineControl
+from sesender.pipeline.post_processor import PostProcessor
+from tests.unit.pipeline.fakes import FakeQueueStore, trio_ms
+
+
+def rig(store: FakeQueueStore):  # type: ignore[no-untyped-def]
+    outcome_tx, outcome_rx = open_pipe[Outcome]("outcome", 1000)
+    control = PipelineControl()
+    post = PostProcessor(
+        store=store,
+        outcome_rx=outcome_rx,
+        control=control,
+        now_ms=trio_ms,
+        flush_size=100,
+        flush_interval=0.5,
+    )
+    return post, outcome_tx, control
+
+
+def claimed(store: FakeQueueStore, count: int) -> list[int]:
+    ids = store.add(count)
+    for request_id in ids:
+        store.rows[request_id].status = Status.PROCESSED
+    return ids
+
+
+async def test_flushes_by_size_at_once_and_by_time_after_half_a_second(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    store = FakeQueueStore()
+    ids = claimed(store, 250)
+    post, outcome_tx, _ = rig(store)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(post.run)
+        for request_id in ids:
+            await outcome_tx.send(Sent(request_id, f"m{request_id}", 1, 0))
+        await trio.sleep(2)
+        await outcome_tx.aclose()
+    assert store.flushes == [(0, 100), (0, 100), (0.5, 50)]
+    assert len(store.by_status(Status.SENT)) == 250
+
+
+async def test_the_time_limit_counts_from_the_oldest_outcome(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    store = FakeQueueStore()
+    ids = claimed(store, 3)
+    post, outcome_tx, _ = rig(store)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(post.run)
+        await trio.sleep(1)
+        await outcome_tx.send(Sent(ids[0], "a", 1, 0))
+        await trio.sleep(0.3)
+        await outcome_tx.send(Sent(ids[1], "b", 1, 0))
+        await trio.sleep(0.4)
+        await outcome_tx.send(Sent(ids[2], "c", 1, 0))
+        await outcome_tx.aclose()
+    # The third outcome came at 1.7 and the pipe closed at once: flushed at 1.7, alone.
+    assert store.flushes == [(1.5, 2), (pytest.approx(1.7), 1)]
+
+
+async def test_end_of_channel_flushes_what_is_left(autojump_clock: trio.testing.MockClock) -> None:
+    store = FakeQueueStore()
+    ids = claimed(store, 2)
+    post, outcome_tx, control = rig(store)
+    control.handed_over.update({ids[0]: "t", ids[1]: "t"})
+    async with trio.open_nursery() as nursery:
+        await nursery.start(post.run)
+        await outcome_tx.send(Sent(ids[0], "a", 1, 0))
+        await outcome_tx.send(Sent(ids[1], "b", 1, 0))
+        await outcome_tx.aclose()
+    assert store.flushes == [(0, 2)]
+    assert control.handed_over == {}
+
+
+async def test_a_refusing_database_is_retried_and_nothing_is_lost(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    store = FakeQueueStore(unavailable_writes=3)
+    ids = claimed(store, 5)
+    post, outcome_tx, _ = rig(store)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(post.run)
+        for request_id in ids:
+            await outcome_tx.send(Sent(request_id, "m", 1, 0))
+        await outcome_tx.aclose()
+    # The pipe closed at once (flush at 0), then three refusals retried after 0.1 + 0.5 + 1.0 s.
+    assert store.flushes == [(pytest.approx(1.6), 5)]
+    assert post.statistics().write_failures == 3
+    assert len(store.by_status(Status.SENT)) == 5

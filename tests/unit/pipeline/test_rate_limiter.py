@@ -1,0 +1,121 @@
+"""RateLimiter: exact release times, cancellation without tokens, deferral on shutdown."""
+
+from __future__ import annotations
+
+import trio
+import trio.testing
+
+from actors import TokenBucket, open_pipe
+from sesender.models import ClaimedEmail, Content, Deferred, Outcome, Stopped
+from sesender.pipeline.control import PipelineControl
+from sesender.pipeline.rate_limiter import RateLimiter
+from tests.unit.pipeline.fakes import trio_ms
+
+
+def email(request_id: int, topic: str = "t") -> ClaimedEmail:
+    return ClaimedEmail(request_id, topic, f"u{request_id}@example.com", Content("s", "b"), 0)
+
+
+class Rig:
+    def __init__(self, rate: float = 10, burst: float = 1) -> None:
+        self.control = PipelineControl()
+        self.send_tx, send_rx = open_pipe[ClaimedEmail]("send", 100)
+        dispatch_tx, self.dispatch_rx = open_pipe[ClaimedEmail]("dispatch", 0)
+        outcome_tx, self.outcome_rx = open_pipe[Outcome]("outcome", 100)
+        self.bucket = TokenBucket(rate, burst)
+        self.limiter = RateLimiter(
+            bucket=self.bucket,
+            send_rx=send_rx,
+            dispatch_tx=dispatch_tx,
+            outcome_tx=outcome_tx,
+            control=self.control,
+            now_ms=trio_ms,
+        )
+        self.passed: list[tuple[float, int]] = []
+
+    async def consume(self) -> None:
+        async for item in self.dispatch_rx:
+            self.passed.append((trio.current_time(), item.request_id))
+
+
+async def test_releases_at_exactly_the_configured_rate(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    rig = Rig(rate=10, burst=1)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(rig.limiter.run)
+        nursery.start_soon(rig.consume)
+        for i in range(1, 31):
+            rig.send_tx.send_nowait(email(i))
+        await rig.send_tx.aclose()
+    times = [t for t, _ in rig.passed]
+    # The bucket starts full (burst 1): the first goes at 0, then one every 100 ms.
+    assert len(times) == 30
+    assert all(abs(t - 0.1 * k) < 1e-9 for k, t in enumerate(times)), times
+    assert [i for _, i in rig.passed] == list(range(1, 31))
+
+
+async def test_cancelled_topic_is_dropped_without_a_token(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    rig = Rig(rate=1, burst=1)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(rig.limiter.run)
+        nursery.start_soon(rig.consume)
+        rig.send_tx.send_nowait(email(1, "keep"))  # takes the one token at t=0
+        rig.send_tx.send_nowait(email(2, "drop"))  # waits for a token until t=1 ...
+        rig.send_tx.send_nowait(email(3, "drop"))
+        rig.send_tx.send_nowait(email(4, "keep"))
+        await trio.sleep(0.5)
+        kept = rig.control.cancel_topic_in_memory("drop", up_to_id=3)  # ... interrupted at 0.5
+        assert kept == []
+        await rig.send_tx.aclose()
+    assert rig.passed == [(0, 1), (1.0, 4)]
+    outcomes = [rig.outcome_rx.receive_nowait() for _ in range(2)]
+    assert outcomes == [Stopped(2), Stopped(3)]
+    assert rig.bucket.statistics().acquired_total == 2
+
+
+async def test_emails_accepted_after_a_cancel_still_pass(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    rig = Rig()
+    rig.control.cancel_topic_in_memory("t", up_to_id=5)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(rig.limiter.run)
+        nursery.start_soon(rig.consume)
+        rig.send_tx.send_nowait(email(5))
+        rig.send_tx.send_nowait(email(6))
+        await rig.send_tx.aclose()
+    assert [i for _, i in rig.passed] == [6]
+
+
+async def test_stop_defers_what_is_still_queued(autojump_clock: trio.testing.MockClock) -> None:
+    rig = Rig(rate=1, burst=1)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(rig.limiter.run)
+        nursery.start_soon(rig.consume)
+        for i in range(1, 6):
+            rig.send_tx.send_nowait(email(i))
+        await trio.sleep(1.5)  # 1 at t=0, 2 at t=1; 3 waits for its token
+        rig.control.begin_stop()
+        await rig.send_tx.aclose()
+    assert [i for _, i in rig.passed] == [1, 2]
+    deferred = [rig.outcome_rx.receive_nowait() for _ in range(3)]
+    assert all(isinstance(d, Deferred) for d in deferred)
+    assert [d.request_id for d in deferred] == [3, 4, 5]
+    assert trio.current_time() == 1.5
+
+
+async def test_waits_while_the_gate_is_closed(autojump_clock: trio.testing.MockClock) -> None:
+    rig = Rig(rate=100, burst=1)
+    rig.control.gate.pause("SendingPausedException")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(rig.limiter.run)
+        nursery.start_soon(rig.consume)
+        rig.send_tx.send_nowait(email(1))
+        await trio.sleep(60)
+        assert rig.passed == []
+        rig.control.gate.resume()
+        await rig.send_tx.aclose()
+    assert rig.passed == [(60, 1)]

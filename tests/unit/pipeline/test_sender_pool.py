@@ -1,0 +1,156 @@
+"""SenderPool: in-flight bound, outcome per error class, pause, cancellation at hand-over."""
+
+from __future__ import annotations
+
+import random
+
+import trio
+import trio.testing
+
+from actors import open_pipe
+from sesender.backends.base import OutgoingEmail
+from sesender.backends.memory import MemoryBackend
+from sesender.errors import AccountSendError, PermanentSendError, TransientSendError
+from sesender.models import (
+    ClaimedEmail,
+    Content,
+    Deferred,
+    Failed,
+    FailureKind,
+    Outcome,
+    Retry,
+    Sent,
+    Stopped,
+)
+from sesender.pipeline.compose import MessageComposer
+from sesender.pipeline.control import PipelineControl
+from sesender.pipeline.retry import RetryPolicy
+from sesender.pipeline.sender_pool import SenderPool
+from sesender.tracking import TokenSigner
+from tests.unit.pipeline.fakes import trio_ms
+
+
+def email(request_id: int, attempts: int = 0, topic: str = "t") -> ClaimedEmail:
+    return ClaimedEmail(
+        request_id, topic, f"u{request_id}@example.com", Content("s", "<body>b</body>"), attempts
+    )
+
+
+COMPOSER = MessageComposer(
+    sender="from@example.com",
+    public_url="http://localhost:3000",
+    signer=TokenSigner(b"k" * 32),
+    configuration_set=None,
+    unsubscribe_enabled=False,
+)
+
+
+async def run_pool(
+    backend: MemoryBackend,
+    emails: list[ClaimedEmail],
+    *,
+    max_in_flight: int = 4,
+    control: PipelineControl | None = None,
+) -> list[Outcome]:
+    control = control or PipelineControl()
+    dispatch_tx, dispatch_rx = open_pipe[ClaimedEmail]("dispatch", 0)
+    outcome_tx, outcome_rx = open_pipe[Outcome]("outcome", 1000)
+    pool = SenderPool(
+        backend=backend,
+        composer=COMPOSER,
+        dispatch_rx=dispatch_rx,
+        outcome_tx=outcome_tx,
+        control=control,
+        retry=RetryPolicy(max_attempts=3, base_delay=1.0, max_delay=10.0),
+        max_in_flight=max_in_flight,
+        now_ms=trio_ms,
+        rng=random.Random(1),
+    )
+    async with trio.open_nursery() as nursery:
+        await nursery.start(pool.run)
+        async with dispatch_tx:
+            for item in emails:
+                await dispatch_tx.send(item)
+    return [o async for o in outcome_rx]
+
+
+async def test_in_flight_never_exceeds_the_limit(autojump_clock: trio.testing.MockClock) -> None:
+    backend = MemoryBackend(latency=1.0)
+    outcomes = await run_pool(backend, [email(i) for i in range(1, 21)], max_in_flight=4)
+    assert len(outcomes) == 20
+    assert all(isinstance(o, Sent) for o in outcomes)
+    assert backend.statistics().peak_in_flight == 4
+    assert trio.current_time() == 5.0  # 20 sends of 1 s, 4 at a time
+
+
+async def test_each_error_class_becomes_its_outcome(autojump_clock: trio.testing.MockClock) -> None:
+    def script(outgoing: OutgoingEmail) -> None:
+        match outgoing.request_id:
+            case 2:
+                raise TransientSendError(
+                    "slow down", code="TooManyRequestsException", throttled=True
+                )
+            case 3:
+                raise TransientSendError("timeout", code="RequestTimeout")
+            case 4:
+                raise PermanentSendError("Email address is not verified", code="MessageRejected")
+
+    backend = MemoryBackend(script=script)
+    outcomes = {
+        o.request_id: o
+        for o in await run_pool(backend, [email(1), email(2), email(3, attempts=2), email(4)])
+    }
+    assert isinstance(outcomes[1], Sent)
+    assert outcomes[1].attempts == 1
+    retry = outcomes[2]
+    assert isinstance(retry, Retry)
+    assert retry.attempts == 1
+    assert 500 <= retry.due_at_ms <= 1000  # first backoff: 0.5..1 s of equal jitter
+    exhausted = outcomes[3]
+    assert isinstance(exhausted, Failed)
+    assert exhausted.kind is FailureKind.EXHAUSTED
+    assert exhausted.attempts == 3
+    assert "RequestTimeout" in exhausted.error
+    permanent = outcomes[4]
+    assert isinstance(permanent, Failed)
+    assert permanent.kind is FailureKind.PERMANENT
+    assert permanent.error == "MessageRejected: Email address is not verified"
+
+
+async def test_account_error_pauses_and_defers(autojump_clock: trio.testing.MockClock) -> None:
+    def script(outgoing: OutgoingEmail) -> None:
+        if outgoing.request_id == 1:
+            raise AccountSendError("Sending paused for this account", code="SendingPausedException")
+
+    control = PipelineControl()
+    outcomes = await run_pool(
+        MemoryBackend(script=script), [email(1), email(2)], max_in_flight=1, control=control
+    )
+    assert [type(o) for o in outcomes] == [Deferred, Deferred]
+    assert control.gate.is_paused
+    assert "SendingPausedException" in control.gate.reason
+
+
+async def test_cancelled_before_hand_over_is_stopped_not_sent(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    control = PipelineControl()
+    control.cancel_topic_in_memory("t", up_to_id=1)
+    backend = MemoryBackend()
+    outcomes = await run_pool(backend, [email(1), email(2)], control=control)
+    assert outcomes[0] == Stopped(1)
+    assert isinstance(outcomes[1], Sent)
+    assert [r.email.request_id for r in backend.sent] == [2]
+
+
+async def test_pixel_and_tags_reach_the_backend(autojump_clock: trio.testing.MockClock) -> None:
+    backend = MemoryBackend()
+    await run_pool(backend, [email(7)])
+    (record,) = backend.sent
+    token = TokenSigner(b"k" * 32).sign("open", 7)
+    assert record.email.html == (
+        '<body>b<img src="http://localhost:3000/v1/events/open?request_id='
+        + token
+        + '" width="1" height="1" alt="" style="display:none;border:0" /></body>'
+    )
+    assert dict(record.email.tags) == {"sesender_request_id": "7", "sesender_topic": "t"}

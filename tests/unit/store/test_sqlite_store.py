@@ -1,0 +1,309 @@
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sesender.errors import StoreUnavailable
+from sesender.models import (
+    Deferred,
+    Failed,
+    FailureKind,
+    NewMessage,
+    Retry,
+    Sent,
+    Status,
+    Stopped,
+    Submission,
+)
+from sesender.store.schema import LATEST_VERSION
+from sesender.store.sqlite import SqliteStore, migrate, open_sqlite_store
+
+NOW = 1_700_000_000_000
+
+
+def submission(*messages: NewMessage, due: int = NOW, now: int = NOW) -> Submission:
+    return Submission(messages=messages, due_at_ms=due, created_at_ms=now)
+
+
+def message(topic: str, count: int, *, body: str = "<p>hi</p>", start: int = 0) -> NewMessage:
+    return NewMessage(
+        topic_id=topic,
+        subject="Subject",
+        body=body,
+        emails=tuple(f"user{i}@example.com" for i in range(start, start + count)),
+    )
+
+
+def rows(store: SqliteStore, sql: str, *args: object) -> list[tuple[object, ...]]:
+    connection = sqlite3.connect(store.path)
+    try:
+        return connection.execute(sql, args).fetchall()
+    finally:
+        connection.close()
+
+
+async def test_a_submission_of_10000_is_stored_with_one_content(store: SqliteStore) -> None:
+    receipt = await store.submit(submission(message("t", 10_000)))
+    assert receipt.stored == 10_000
+    assert receipt.first_request_id == 1
+    assert rows(store, "SELECT COUNT(*) FROM requests") == [(10_000,)]
+    assert rows(store, "SELECT COUNT(*) FROM contents") == [(1,)]
+    # The same content again is not stored again.
+    await store.submit(submission(message("u", 3)))
+    assert rows(store, "SELECT COUNT(*) FROM contents") == [(1,)]
+    stats = await store.topic_stats("t")
+    assert stats.request_counts == {"Created": 10_000}
+    assert stats.result_counts == {}
+
+
+async def test_a_failing_submission_stores_nothing(store: SqliteStore) -> None:
+    bad = NewMessage(topic_id="t", subject="s", body="b", emails=("a@example.com", "\ud800"))
+    with pytest.raises(Exception):  # noqa: B017, PT011 - any error, as long as nothing is kept
+        await store.submit(submission(message("t", 5), bad))
+    assert rows(store, "SELECT COUNT(*) FROM requests") == [(0,)]
+    assert await store.topic_stats("t") == await store.topic_stats("nothing")
+
+
+async def test_claim_takes_due_emails_oldest_first_in_bounded_batches(store: SqliteStore) -> None:
+    await store.submit(submission(message("later", 2), due=NOW + 60_000))
+    await store.submit(submission(message("now", 5, body="other"), due=NOW - 10))
+    first = await store.claim_due(now_ms=NOW, limit=3)
+    assert [e.request_id for e in first.emails] == [3, 4, 5]
+    assert all(e.content.body == "other" and e.topic_id == "now" for e in first.emails)
+    second = await store.claim_due(now_ms=NOW, limit=10)
+    assert [e.request_id for e in second.emails] == [6, 7]
+    assert (await store.claim_due(now_ms=NOW, limit=10)).emails == ()
+    assert await store.next_due_at() == NOW + 60_000
+    later = await store.claim_due(now_ms=NOW + 60_000, limit=10)
+    assert [e.request_id for e in later.emails] == [1, 2]
+    assert await store.next_due_at() is None
+    assert (await store.topic_stats("now")).request_counts == {"Processed": 5}
+
+
+async def test_claim_ends_suppressed_addresses(store: SqliteStore) -> None:
+    await store.submit(submission(message("t", 3)))
+    connection = sqlite3.connect(store.path)
+    connection.execute(
+        "INSERT INTO suppressions VALUES ('user1@example.com', 'bounce', 'test', NULL, 0)"
+    )
+    connection.commit()
+    connection.close()
+    batch = await store.claim_due(now_ms=NOW, limit=10)
+    assert [e.email for e in batch.emails] == ["user0@example.com", "user2@example.com"]
+    assert batch.suppressed == 1
+    assert (await store.topic_stats("t")).request_counts == {"Processed": 2, "Suppressed": 1}
+
+
+async def test_outcomes_are_applied_and_counted(store: SqliteStore) -> None:
+    await store.submit(submission(message("t", 5)))
+    batch = await store.claim_due(now_ms=NOW, limit=10)
+    ids = [e.request_id for e in batch.emails]
+    await store.record_outcomes(
+        [
+            Sent(request_id=ids[0], message_id="m-1", attempts=1, sent_at_ms=NOW + 5),
+            Failed(
+                request_id=ids[1],
+                error="MessageRejected: no",
+                kind=FailureKind.PERMANENT,
+                attempts=1,
+            ),
+            Retry(request_id=ids[2], error="throttled", attempts=1, due_at_ms=NOW + 1000),
+            Deferred(request_id=ids[3], due_at_ms=NOW),
+            Stopped(request_id=ids[4]),
+        ],
+        now_ms=NOW + 10,
+    )
+    stats = await store.topic_stats("t")
+    assert stats.request_counts == {"Sent": 1, "Failed": 1, "Created": 2, "Stopped": 1}
+    sent = await store.request_detail(ids[0])
+    assert sent is not None
+    assert (sent.status, sent.message_id, sent.attempts, sent.sent_at_ms) == (
+        Status.SENT,
+        "m-1",
+        1,
+        NOW + 5,
+    )
+    failed = await store.request_detail(ids[1])
+    assert failed is not None
+    assert (failed.status, failed.error, failed.failure_kind) == (
+        Status.FAILED,
+        "MessageRejected: no",
+        FailureKind.PERMANENT,
+    )
+    retry = await store.request_detail(ids[2])
+    assert retry is not None
+    assert (retry.status, retry.attempts, retry.due_at_ms) == (Status.CREATED, 1, NOW + 1000)
+    assert await store.next_due_at() == NOW
+    assert await store.count_sent_since(NOW) == 1
+    assert await store.queued_count() == 2
+
+
+async def test_outcomes_never_overwrite_a_final_status(store: SqliteStore) -> None:
+    await store.submit(submission(message("t", 1)))
+    (email,) = (await store.claim_due(now_ms=NOW, limit=1)).emails
+    await store.record_outcomes([Stopped(request_id=email.request_id)], now_ms=NOW)
+    await store.record_outcomes(
+        [Sent(request_id=email.request_id, message_id="late", attempts=1, sent_at_ms=NOW)],
+        now_ms=NOW,
+    )
+    detail = await store.request_detail(email.request_id)
+    assert detail is not None
+    assert detail.status is Status.STOPPED
+
+
+async def test_per_row_fallback_when_the_bulk_update_fails(store: SqliteStore) -> None:
+    await store.submit(submission(message("t", 3)))
+    ids = [e.request_id for e in (await store.claim_due(now_ms=NOW, limit=3)).emails]
+    connection = sqlite3.connect(store.path)
+    connection.execute(
+        "CREATE TRIGGER refuse BEFORE UPDATE OF message_id ON requests"
+        " WHEN NEW.message_id = 'poison' BEGIN SELECT RAISE(ABORT, 'poison'); END"
+    )
+    connection.commit()
+    connection.close()
+    await store.record_outcomes(
+        [
+            Sent(request_id=ids[0], message_id="ok-0", attempts=1, sent_at_ms=NOW),
+            Sent(request_id=ids[1], message_id="poison", attempts=1, sent_at_ms=NOW),
+            Sent(request_id=ids[2], message_id="ok-2", attempts=1, sent_at_ms=NOW),
+        ],
+        now_ms=NOW,
+    )
+    assert (await store.topic_stats("t")).request_counts == {"Sent": 2, "Processed": 1}
+
+
+async def test_recover_requeues_claimed_emails(store: SqliteStore) -> None:
+    await store.submit(submission(message("t", 4)))
+    await store.claim_due(now_ms=NOW, limit=3)
+    assert await store.recover_claimed(now_ms=NOW + 1) == 3
+    assert (await store.topic_stats("t")).request_counts == {"Created": 4}
+    assert await store.recover_claimed(now_ms=NOW + 2) == 0
+
+
+async def test_stop_topic_spares_kept_ids_later_emails_and_other_topics(store: SqliteStore) -> None:
+    await store.submit(submission(message("a", 5), message("b", 2, start=100)))
+    claimed = await store.claim_due(now_ms=NOW, limit=2)
+    up_to = await store.max_request_id()
+    await store.submit(submission(message("a", 2, start=50)))  # accepted after the DELETE
+    result = await store.stop_topic(
+        "a", up_to_id=up_to, keep=[claimed.emails[0].request_id], now_ms=NOW
+    )
+    assert result.stopped == 4
+    assert (await store.topic_stats("a")).request_counts == {
+        "Processed": 1,
+        "Stopped": 4,
+        "Created": 2,
+    }
+    assert (await store.topic_stats("b")).request_counts == {"Created": 2}
+
+
+async def test_count_sent_since_is_exact_at_minute_edges(store: SqliteStore) -> None:
+    minute = 60_000
+    base = (NOW // minute) * minute
+    times = [base - 1, base, base + 1, base + minute - 1, base + minute, base + 5 * minute + 7]
+    await store.submit(submission(message("t", len(times))))
+    emails = (await store.claim_due(now_ms=NOW, limit=100)).emails
+    await store.record_outcomes(
+        [
+            Sent(request_id=e.request_id, message_id=f"m{i}", attempts=1, sent_at_ms=t)
+            for i, (e, t) in enumerate(zip(emails, times, strict=True))
+        ],
+        now_ms=NOW,
+    )
+    for since in [
+        base - 2,
+        base - 1,
+        base,
+        base + 1,
+        base + 2,
+        base + minute,
+        base + 6 * minute,
+        base + minute - 1,
+        base + 5 * minute + 7,
+        base + 5 * minute + 8,
+    ]:
+        expected = sum(1 for t in times if t >= since)
+        assert await store.count_sent_since(since) == expected, since
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    plan=st.lists(
+        st.tuples(
+            st.sampled_from("abc"),
+            st.integers(1, 20),
+            st.sampled_from(["sent", "failed", "retry", "stop", "none"]),
+        ),
+        min_size=1,
+        max_size=8,
+    )
+)
+def test_counters_always_equal_a_recount(
+    tmp_path_factory: pytest.TempPathFactory, plan: list[tuple[str, int, str]]
+) -> None:
+    """Whatever happens, the trigger-kept counters equal a GROUP BY over the requests."""
+    import trio
+
+    async def scenario() -> None:
+        path = tmp_path_factory.mktemp("counters") / "db.sqlite"
+        async with open_sqlite_store(path) as store:
+            for topic, count, action in plan:
+                await store.submit(submission(message(topic, count)))
+                emails = (await store.claim_due(now_ms=NOW, limit=count)).emails
+                if action == "stop":
+                    await store.stop_topic(
+                        topic, up_to_id=await store.max_request_id(), keep=[], now_ms=NOW
+                    )
+                    continue
+                outcomes = {
+                    "sent": lambda e: Sent(e.request_id, f"m{e.request_id}", 1, NOW),
+                    "failed": lambda e: Failed(e.request_id, "x", FailureKind.PERMANENT, 1),
+                    "retry": lambda e: Retry(e.request_id, "x", 1, NOW),
+                }
+                if action in outcomes:
+                    await store.record_outcomes([outcomes[action](e) for e in emails], now_ms=NOW)
+            for topic in "abc":
+                recount = {
+                    Status(status).label: n
+                    for status, n in rows(
+                        store,
+                        "SELECT status, COUNT(*) FROM requests WHERE topic_id = ? GROUP BY status",
+                        topic,
+                    )
+                }
+                assert (await store.topic_stats(topic)).request_counts == recount
+
+    trio.run(scenario)
+
+
+def test_migrations_are_versioned_and_idempotent(tmp_path: Path) -> None:
+    path = tmp_path / "m.db"
+    assert migrate(path) == list(range(1, LATEST_VERSION + 1))
+    assert migrate(path) == []
+    connection = sqlite3.connect(path)
+    assert connection.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    assert connection.execute("PRAGMA auto_vacuum").fetchone() == (2,)  # incremental
+    connection.close()
+
+
+async def test_pragmas_on_store_connections(store: SqliteStore) -> None:
+    connection = store._writer  # the one writer connection
+    assert connection is not None
+    assert connection.execute("PRAGMA synchronous").fetchone() == (1,)  # NORMAL
+    assert connection.execute("PRAGMA temp_store").fetchone() == (2,)  # MEMORY
+    assert connection.execute("PRAGMA cache_size").fetchone() == (-65536,)
+    assert connection.execute("PRAGMA mmap_size").fetchone() == (268435456,)
+
+
+async def test_a_database_refusing_writes_is_unavailable_not_a_crash(store: SqliteStore) -> None:
+    """Root ignores file permissions, so make the writer connection itself read-only."""
+    assert store._writer is not None
+    store._writer.execute("PRAGMA query_only = ON")
+    with pytest.raises(StoreUnavailable, match="readonly"):
+        await store.submit(submission(message("t", 1)))
+    store._writer.execute("PRAGMA query_only = OFF")
+    assert (await store.submit(submission(message("t", 1)))).stored == 1

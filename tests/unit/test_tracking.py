@@ -1,0 +1,206 @@
+"""Signed tracking tokens: unforgeable, purpose-bound, compact, and never an exception."""
+
+from __future__ import annotations
+
+import base64
+import string
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sesender import tracking
+from sesender.tracking import (
+    MAX_REQUEST_ID,
+    MAX_TOKEN_LENGTH,
+    TokenPurpose,
+    TokenSigner,
+    derive_secret,
+)
+
+SECRET = b"0123456789abcdef0123456789abcdef"
+SIGNER = TokenSigner(SECRET)
+PURPOSES: list[TokenPurpose] = ["open", "unsubscribe"]
+URL_SAFE = set(string.ascii_letters + string.digits + "-_")
+REQUEST_IDS = st.integers(min_value=1, max_value=MAX_REQUEST_ID)
+
+
+@settings(max_examples=500, deadline=None)
+@given(request_id=REQUEST_IDS, purpose=st.sampled_from(PURPOSES))
+def test_round_trip(request_id: int, purpose: TokenPurpose) -> None:
+    token = SIGNER.sign(purpose, request_id)
+
+    assert SIGNER.verify(purpose, token) == request_id
+    assert set(token) <= URL_SAFE
+    assert len(token) <= MAX_TOKEN_LENGTH
+
+
+@settings(max_examples=200, deadline=None)
+@given(request_id=REQUEST_IDS)
+def test_a_token_only_works_for_its_own_purpose(request_id: int) -> None:
+    assert SIGNER.verify("unsubscribe", SIGNER.sign("open", request_id)) is None
+    assert SIGNER.verify("open", SIGNER.sign("unsubscribe", request_id)) is None
+
+
+@settings(max_examples=200, deadline=None)
+@given(request_id=REQUEST_IDS, other=st.binary(min_size=16, max_size=64))
+def test_a_token_only_works_with_its_own_secret(request_id: int, other: bytes) -> None:
+    if other != SECRET:
+        assert TokenSigner(other).verify("open", SIGNER.sign("open", request_id)) is None
+
+
+@settings(max_examples=1000, deadline=None)
+@given(text=st.text(max_size=80) | st.text(alphabet=sorted(URL_SAFE), min_size=20, max_size=40))
+def test_random_text_never_verifies_and_never_raises(text: str) -> None:
+    for purpose in PURPOSES:
+        assert SIGNER.verify(purpose, text) is None
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.binary(min_size=17, max_size=25))
+def test_well_formed_but_unsigned_tokens_never_verify(data: bytes) -> None:
+    token = base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+    assert SIGNER.verify("open", token) is None
+
+
+def test_every_single_character_change_is_refused() -> None:
+    for request_id in (1, 127, 128, 300, 2**32, MAX_REQUEST_ID):
+        token = SIGNER.sign("unsubscribe", request_id)
+        for index, original in enumerate(token):
+            for replacement in "AQgw-_9":  # covers every residue of the last character's bits
+                if replacement == original:
+                    continue
+                forged = token[:index] + replacement + token[index + 1 :]
+                assert SIGNER.verify("unsubscribe", forged) is None, (request_id, index)
+
+
+def test_truncated_and_extended_tokens_are_refused() -> None:
+    token = SIGNER.sign("open", 123456)
+    for length in range(len(token)):
+        assert SIGNER.verify("open", token[:length]) is None
+    for suffix in ("A", "AA", "=", "==", "\n", " ", "%3D", "." * 100):
+        assert SIGNER.verify("open", token + suffix) is None
+    assert SIGNER.verify("open", " " + token) is None
+
+
+def test_padding_and_standard_alphabet_spellings_are_refused() -> None:
+    token = next(
+        t for t in (SIGNER.sign("open", n) for n in range(1, 1000)) if "-" in t or "_" in t
+    )
+    standard = token.replace("-", "+").replace("_", "/")
+    assert SIGNER.verify("open", standard) is None
+    padded = token + "=" * (-len(token) % 4)
+    if padded != token:
+        assert SIGNER.verify("open", padded) is None
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        "",
+        "A",
+        "0",
+        "42",
+        "-1",
+        "é" * 30,
+        "\x00" * 30,
+        "A" * 10_000,
+        "A" * 23,
+        "A" * 25,  # a length no base64 text can have
+    ],
+)
+def test_garbage_is_refused(garbage: str) -> None:
+    assert SIGNER.verify("open", garbage) is None
+
+
+def test_look_alike_characters_are_refused() -> None:
+    """A valid token spelt in fullwidth letters (NFKC-equal to the real one) is not a token."""
+    token = SIGNER.sign("open", 7)
+    fullwidth = "".join(chr(ord(character) + 0xFEE0) for character in token)
+    assert SIGNER.verify("open", fullwidth) is None
+
+
+@pytest.mark.parametrize("value", [None, 42, b"token", ["token"], object()])
+def test_non_strings_are_refused_without_raising(value: Any) -> None:
+    assert SIGNER.verify("open", value) is None
+
+
+@pytest.mark.parametrize("purpose", ["", "Open", "click", None, ["open"], {}])
+def test_unknown_purpose_never_verifies(purpose: Any) -> None:
+    token = SIGNER.sign("open", 7)
+    assert SIGNER.verify(purpose, token) is None
+
+
+def test_tokens_are_compact() -> None:
+    assert len(SIGNER.sign("open", 1)) == 23
+    assert len(SIGNER.sign("open", 10_000_000)) == 27  # 4-byte varint + 16-byte tag
+    assert len(SIGNER.sign("open", MAX_REQUEST_ID)) == MAX_TOKEN_LENGTH == 34
+    assert "=" not in SIGNER.sign("unsubscribe", 2**40)
+
+
+def test_tokens_are_deterministic_and_distinct() -> None:
+    assert SIGNER.sign("open", 5) == TokenSigner(SECRET).sign("open", 5)
+    tokens = {SIGNER.sign(purpose, n) for purpose in PURPOSES for n in range(1, 2000)}
+    assert len(tokens) == 2 * 1999
+
+
+@pytest.mark.parametrize("request_id", [0, -1, MAX_REQUEST_ID + 1, True, 1.0, "1"])
+def test_sign_refuses_impossible_request_ids(request_id: Any) -> None:
+    with pytest.raises(ValueError, match="request_id"):
+        SIGNER.sign("open", request_id)
+
+
+def test_sign_refuses_unknown_purposes() -> None:
+    with pytest.raises(ValueError, match="purpose"):
+        SIGNER.sign("click", 1)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("secret", [b"", b"short", b"x" * 15, "a string secret of enough length"])
+def test_signer_refuses_weak_secrets(secret: Any) -> None:
+    with pytest.raises(ValueError, match="secret"):
+        TokenSigner(secret)
+
+
+def test_repr_hides_the_secret() -> None:
+    assert repr(SIGNER) == "TokenSigner(secret=<hidden>)"
+    assert SECRET.decode() not in repr(SIGNER)
+
+
+def test_derive_secret() -> None:
+    secret = derive_secret("my-api-key")
+
+    assert len(secret) == 32
+    assert secret == derive_secret("my-api-key")
+    assert secret != derive_secret("my-api-kez")
+    assert b"my-api-key" not in secret
+    signer = TokenSigner(secret)
+    assert signer.verify("open", signer.sign("open", 9)) == 9
+    assert derive_secret("\udcff")  # an undecodable byte from os.environ does not crash
+    with pytest.raises(ValueError, match="empty"):
+        derive_secret("")
+
+
+@pytest.mark.parametrize(
+    ("payload", "expected"),
+    [
+        (b"\x01", 1),
+        (b"\x7f", 127),
+        (b"\x80\x01", 128),
+        (b"\xff" * 8 + b"\x7f", MAX_REQUEST_ID),
+        (b"", None),
+        (b"\x00", None),  # zero is not a request id
+        (b"\x81\x00", None),  # non-minimal encoding of 1
+        (b"\x81", None),  # continuation bit on the last byte
+        (b"\x01\x01", None),  # no continuation bit before the last byte
+        (b"\xff" * 8 + b"\xff\x01", None),  # ten bytes
+        (b"\x80" * 8 + b"\x01", 2**56),
+        (b"\x80" * 9, None),
+        (b"\xff" * 9, None),
+    ],
+)
+def test_varint_decoding_is_strict(payload: bytes, expected: int | None) -> None:
+    """Behind the MAC, only the one canonical encoding of an id in range is accepted."""
+    assert tracking._decode_varint(payload) == expected
+    if expected is not None:
+        assert tracking._encode_varint(expected) == payload
