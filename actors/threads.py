@@ -48,6 +48,17 @@ class ThreadLane:
         """How many threads this lane may use at once."""
         return int(self._limiter.total_tokens)
 
+    async def run_abandonable(self, function: Callable[[*Ts], T], *args: *Ts) -> T:
+        """Like :meth:`run`, but on cancellation return at once and let the thread finish alone.
+
+        Only for calls whose result may be lost without harm, such as a long poll that merely
+        receives (the messages become visible again later). The abandoned thread still holds its
+        lane slot until it returns.
+        """
+        return await trio.to_thread.run_sync(
+            function, *args, limiter=self._limiter, abandon_on_cancel=True
+        )
+
     async def run(self, function: Callable[[*Ts], T], *args: *Ts) -> T:
         """Run ``function(*args)`` in a worker thread of this lane and return its result.
 

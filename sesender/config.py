@@ -115,6 +115,8 @@ class FeedbackConfig:
     topic_arns: frozenset[str] | None
     max_age: float
     events_queue_url: str | None
+    queue_endpoint_url: str | None
+    queue_wait_seconds: int
     unsubscribe_enabled: bool
     suppress_after_transient_bounces: int
 
@@ -401,8 +403,11 @@ def load_config(values: Mapping[str, str]) -> Config:
         topic_arns=frozenset(arn.strip() for arn in topic_arns.split(",") if arn.strip())
         if topic_arns
         else None,
-        max_age=reader.number("SNS_MAX_AGE_SECONDS", 3900.0, minimum=1, maximum=7 * 86_400),
+        max_age=reader.number("SNS_MAX_AGE_SECONDS", 3600.0, minimum=1, maximum=7 * 86_400),
         events_queue_url=reader.url("SES_EVENTS_QUEUE_URL", None, schemes=("http", "https")),
+        queue_endpoint_url=reader.url("AWS_ENDPOINT_URL_SQS", None, schemes=("http", "https"))
+        or reader.url("AWS_ENDPOINT_URL", None, schemes=("http", "https")),
+        queue_wait_seconds=reader.integer("SQS_WAIT_SECONDS", 20, minimum=0, maximum=20),
         unsubscribe_enabled=reader.boolean("UNSUBSCRIBE_ENABLED", backend_kind is BackendKind.SES),
         suppress_after_transient_bounces=reader.integer(
             "SUPPRESS_AFTER_TRANSIENT_BOUNCES", 0, minimum=0, maximum=1000

@@ -14,6 +14,8 @@ these at exactly one boundary, with ``raise ... from exc``, so callers never cat
     └── SnsError                    an SNS message was refused
         ├── SnsMalformed            not a well-formed SNS message (HTTP 400)
         └── SnsSignatureInvalid     signature, certificate or freshness check failed (HTTP 403)
+            └── SnsCertificateUnavailable  the certificate could not be fetched (HTTP 503, so
+                                           SNS retries: a passing network fault loses nothing)
 """
 
 from __future__ import annotations
@@ -75,3 +77,7 @@ class SnsMalformed(SnsError):
 
 class SnsSignatureInvalid(SnsError):
     """The message failed signature, certificate, topic or freshness checks (answered with 403)."""
+
+
+class SnsCertificateUnavailable(SnsSignatureInvalid):
+    """The signing certificate could not be downloaded; the message may well be genuine."""

@@ -154,6 +154,49 @@ Outcome = Sent | Failed | Retry | Deferred | Stopped
 
 
 @dataclass(frozen=True, slots=True)
+class Suppression:
+    """An address that must not be mailed again (stored lower-cased).
+
+    Either ``email`` is given, or ``request_id`` names the email whose address is meant (one-click
+    unsubscribe knows only its token's request id).
+    """
+
+    reason: str  # bounce, complaint, unsubscribe, manual, transient-bounces
+    source: str  # what caused it: an SNS message id, "api", "one-click"...
+    email: str | None = None
+    request_id: int | None = None
+    detail: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SuppressionEntry:
+    email: str
+    reason: str
+    source: str
+    detail: str | None
+    created_at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class FeedbackItem:
+    """One unit of feedback written in a group commit: events to record, addresses to suppress,
+    transient bounces to count. ``source_id`` (an SNS MessageId) makes it idempotent: an item
+    whose source was already processed changes nothing."""
+
+    events: tuple[ResultEvent, ...] = ()
+    suppressions: tuple[Suppression, ...] = ()
+    transient_bounces: tuple[str, ...] = ()
+    source_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FeedbackReport:
+    matched: int = 0
+    duplicates: int = 0
+    suppressed: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class TopicStats:
     request_counts: dict[str, int]
     result_counts: dict[str, int]

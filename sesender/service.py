@@ -14,12 +14,14 @@ emails left ``Processed`` are requeued at the next start.
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 import trio
 
@@ -36,13 +38,17 @@ from sesender.backends.memory import MemoryBackend
 from sesender.backends.outbox import OutboxBackend
 from sesender.backends.ses import SesBackend, build_ses_client
 from sesender.config import BackendKind, Config
+from sesender.feedback.fetch import SnsHttp
+from sesender.feedback.intake import FeedbackIntake
+from sesender.feedback.sns import SnsVerifier
+from sesender.feedback.sqs_poller import SqsPoller, build_sqs_client
 from sesender.http.app import create_app
 from sesender.http.context import AppContext
 from sesender.http.server import hypercorn_config, serve_http
 from sesender.monitoring import report_actor_crash
 from sesender.pipeline.compose import MessageComposer
 from sesender.pipeline.pipeline import ACTOR_NAMES, Pipeline, PipelineSettings
-from sesender.pipeline.result_writer import ResultWrite, ResultWriter
+from sesender.pipeline.result_writer import ResultWrite, ResultWriter, write_and_wait
 from sesender.pipeline.retry import RetryPolicy
 from sesender.store.base import Store
 from sesender.store.sqlite import open_sqlite_store
@@ -137,7 +143,9 @@ async def open_service(
     """
     shutdown = ShutdownTrigger()
     async with open_sqlite_store(
-        config.database.path, busy_timeout=config.database.busy_timeout
+        config.database.path,
+        busy_timeout=config.database.busy_timeout,
+        suppress_after_transient=config.feedback.suppress_after_transient_bounces,
     ) as store:
         recovered = await store.recover_claimed(now_ms=now_ms())
         if recovered:
@@ -166,8 +174,12 @@ async def open_service(
                 now_ms=now_ms,
                 rng=rng,
             )
-            async with open_supervisor("sesender", on_crash=report_actor_crash) as supervisor:
+            async with (
+                SnsHttp.build_client() as http_client,
+                open_supervisor("sesender", on_crash=report_actor_crash) as supervisor,
+            ):
                 service = await _start_actors(
+                    SnsHttp(http_client),
                     config,
                     store,
                     backend,
@@ -186,6 +198,7 @@ async def open_service(
 
 
 async def _start_actors(
+    sns_http: SnsHttp,
     config: Config,
     store: Store,
     backend: Backend,
@@ -213,6 +226,18 @@ async def _start_actors(
             results_done.set()
 
     await supervisor.start("result-writer", run_result_writer)
+    verifier = SnsVerifier(
+        fetch_pem=sns_http.fetch_pem,
+        now=lambda: datetime.fromtimestamp(now_ms() / 1000, UTC),
+        max_age=timedelta(seconds=config.feedback.max_age),
+        topic_arns=config.feedback.topic_arns,
+        cert_url_pattern=config.feedback.cert_url_pattern,
+    )
+    intake = FeedbackIntake(
+        verifier=verifier,
+        write=functools.partial(write_and_wait, result_tx),
+        confirm_subscription=sns_http.confirm_subscription,
+    )
     context = AppContext(
         config=config,
         store=store,
@@ -222,9 +247,19 @@ async def _start_actors(
         signer=TokenSigner(config.tracking.secret),
         now_ms=now_ms,
         result_tx=result_tx,
-        required_actors=(*ACTOR_NAMES, "result-writer", "http"),
+        intake=intake,
+        sns_rejections={},
+        required_actors=(
+            *ACTOR_NAMES,
+            "result-writer",
+            "http",
+            *(("sqs-poller",) if config.feedback.events_queue_url else ()),
+        ),
     )
     app = create_app(context)
+    poller_scope = trio.CancelScope()
+    if config.feedback.events_queue_url:
+        await supervisor.start("sqs-poller", _run_sqs_poller, config, intake, poller_scope)
 
     async def run_http(*, task_status: trio.TaskStatus[list[str]]) -> None:
         try:
@@ -251,7 +286,8 @@ async def _start_actors(
             extra={"event": "shutdown", "reason": shutdown.reason, "deadline": deadline},
         )
         with trio.move_on_after(deadline) as scope:
-            http_stop.set()  # 1. stop HTTP intake (hypercorn drains open requests)
+            http_stop.set()  # 1. stop HTTP and SQS intake (hypercorn drains open requests)
+            poller_scope.cancel()
             await http_done.wait()
             result_tx.close()  # no request can queue result events any more
             pipeline.begin_stop()  # 2. stop claiming; 3. drain by end of channel
@@ -278,6 +314,39 @@ async def _start_actors(
         urls=tuple(urls),
         recovered=recovered,
     )
+
+
+async def _run_sqs_poller(
+    config: Config,
+    intake: FeedbackIntake,
+    scope: trio.CancelScope,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """The SQS intake, stoppable on its own by ``scope`` (shutdown stops intake first)."""
+    aws = config.backend.aws
+    queue_url = config.feedback.events_queue_url
+    assert queue_url is not None
+    lane = ThreadLane("sqs", 2)
+    client = await lane.run(
+        lambda: build_sqs_client(
+            region=aws.region,
+            endpoint_url=config.feedback.queue_endpoint_url,
+            access_key_id=aws.access_key_id,
+            secret_access_key=aws.secret_access_key,
+            session_token=aws.session_token,
+            read_timeout=config.feedback.queue_wait_seconds + 10,
+        )
+    )
+    poller = SqsPoller(
+        client=client,
+        queue_url=queue_url,
+        intake=intake,
+        lane=lane,
+        wait_seconds=config.feedback.queue_wait_seconds,
+    )
+    with scope:
+        await poller.run(task_status=task_status)
 
 
 async def run_service(config: Config) -> None:

@@ -40,7 +40,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 
-from sesender.errors import SnsMalformed, SnsSignatureInvalid
+from sesender.errors import SnsCertificateUnavailable, SnsMalformed, SnsSignatureInvalid
 from sesender.feedback.parsing import load_json_object, parse_timestamp
 
 __all__ = [
@@ -505,10 +505,16 @@ class SnsVerifier:
         self, reason: RejectionReason, message: str, cause: BaseException | None = None
     ) -> NoReturn:
         self._rejected[reason] = self._rejected.get(reason, 0) + 1
-        raise SnsSignatureInvalid(f"SNS message rejected ({reason}): {message}") from cause
+        error = SnsCertificateUnavailable if reason == "cert_fetch" else SnsSignatureInvalid
+        raise error(f"SNS message rejected ({reason}): {message}") from cause
 
-    async def verify(self, envelope: SnsEnvelope) -> None:
+    async def verify(self, envelope: SnsEnvelope, *, check_freshness: bool = True) -> None:
         """Return if ``envelope`` is authentic, fresh and for an accepted topic; else raise.
+
+        ``check_freshness=False`` is for messages read from our own SQS queue: they may wait
+        there longer than an hour while sesender is down, and only the queue's writers (SNS, by
+        queue policy) can put them there, so their age proves nothing; the signature, topic and
+        certificate checks still apply.
 
         Raises :class:`SnsSignatureInvalid` naming the failed check (see :data:`RejectionReason`),
         or :class:`SnsMalformed` for an envelope built by hand with impossible text. Always a
@@ -542,7 +548,7 @@ class SnsVerifier:
         now = self._now()
         if now.tzinfo is None:
             raise TypeError("SnsVerifier's now() must return an aware datetime")
-        if envelope.timestamp < now - self._max_age - self._future_skew:
+        if check_freshness and envelope.timestamp < now - self._max_age - self._future_skew:
             self._reject("too_old", "Timestamp is older than the accepted window")
         if envelope.timestamp > now + self._future_skew:
             self._reject("in_future", "Timestamp is in the future")

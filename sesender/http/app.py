@@ -17,10 +17,14 @@ from werkzeug.exceptions import HTTPException
 from sesender.http.auth import check_api_key
 from sesender.http.context import AppContext
 from sesender.http.events import events_blueprint
+from sesender.http.feedback import feedback_blueprint
 from sesender.http.health import health_blueprint
 from sesender.http.messages import messages_blueprint
+from sesender.http.openapi import docs_blueprint
 from sesender.http.responses import ApiError, error_response
+from sesender.http.suppressions import suppressions_blueprint
 from sesender.http.topics import topics_blueprint
+from sesender.http.unsubscribe import unsubscribe_blueprint
 from sesender.monitoring import report_exception
 
 logger = logging.getLogger(__name__)
@@ -31,7 +35,7 @@ PUBLIC_ENDPOINTS = frozenset(
         "health.health",
         "health.ready",
         "events.open_pixel",
-        "events.sns_results",
+        "events_results.sns_results",
         "unsubscribe.unsubscribe_page",
         "unsubscribe.unsubscribe_post",
         "metrics.metrics",
@@ -64,7 +68,16 @@ def create_app(context: AppContext) -> SesenderApp:
     app.config["BODY_TIMEOUT"] = context.config.server.read_timeout
     app.config["JSON_SORT_KEYS"] = False
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    for blueprint in (health_blueprint, messages_blueprint, topics_blueprint, events_blueprint):
+    for blueprint in (
+        health_blueprint,
+        messages_blueprint,
+        topics_blueprint,
+        events_blueprint,
+        docs_blueprint,
+        feedback_blueprint,
+        suppressions_blueprint,
+        unsubscribe_blueprint,
+    ):
         app.register_blueprint(blueprint)
 
     @app.before_request

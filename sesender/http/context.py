@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from actors import PipeSender, ShutdownTrigger, Supervisor
 from sesender.config import Config
+from sesender.feedback.intake import FeedbackIntake
 from sesender.pipeline.pipeline import Pipeline
 from sesender.pipeline.result_writer import ResultWrite
 from sesender.store.base import Store
@@ -24,5 +25,8 @@ class AppContext:
     now_ms: Callable[[], int]
     #: group-commit path for opens and SES events (see ResultWriter).
     result_tx: PipeSender[ResultWrite]
+    intake: FeedbackIntake
+    #: SNS messages refused, by kind (malformed / invalid), for metrics.
+    sns_rejections: dict[str, int]
     #: the actors /ready requires to be running (the HTTP actor answers, so it is running).
     required_actors: tuple[str, ...]

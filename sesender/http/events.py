@@ -8,7 +8,7 @@ from quart import Blueprint, Response, request
 
 from sesender.http.messages import app_context
 from sesender.http.responses import ApiError, json_response
-from sesender.models import ResultEvent
+from sesender.models import FeedbackItem, ResultEvent
 from sesender.pipeline.result_writer import ResultWrite
 
 events_blueprint = Blueprint("events", __name__)
@@ -44,7 +44,7 @@ async def open_pixel() -> Response:
         event = ResultEvent(
             event_type="Open", occurred_at_ms=context.now_ms(), request_id=request_id
         )
-        await context.result_tx.send(ResultWrite(events=(event,)))
+        await context.result_tx.send(ResultWrite(item=FeedbackItem(events=(event,))))
     return pixel_response()
 
 

@@ -116,7 +116,7 @@ def elapsed_ms(started: float) -> int:
 
 @messages_blueprint.get("/v1/messages/<int:request_id>")
 async def message_detail(request_id: int) -> Response:
-    detail = await app_context().store.request_detail(request_id)
+    detail = await app_context().store.request_detail(request_id) if request_id < 2**63 else None
     if detail is None:
         raise ApiError(404, f"No email with request id {request_id}")
     return json_response(

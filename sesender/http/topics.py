@@ -33,3 +33,17 @@ async def cancel_topic(topic_id: str) -> Response:
     except StoreUnavailable as exc:
         raise ApiError(503, f"Storage unavailable: {exc}") from exc
     return json_response({"status": "ok", "stopped": stopped})
+
+
+@topics_blueprint.post("/v1/topics/<path:topic_id>/retry")
+async def retry_failed(topic_id: str) -> Response:
+    """Requeue the topic's emails that failed for transient reasons (not permanent rejections,
+    not suppressed addresses); they get the full number of attempts again."""
+    context = app_context()
+    try:
+        requeued = await context.store.retry_failed(topic_id, now_ms=context.now_ms())
+    except StoreUnavailable as exc:
+        raise ApiError(503, f"Storage unavailable: {exc}") from exc
+    if requeued:
+        context.pipeline.notify_submitted()
+    return json_response({"status": "ok", "requeued": requeued})

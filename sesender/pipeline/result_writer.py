@@ -10,14 +10,14 @@ event and waits for it; the open pixel does not wait.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import trio
 
 from actors import PipeReceiver, PipeSender
 from sesender.errors import StoreError
-from sesender.models import ResultEvent
+from sesender.models import FeedbackItem, FeedbackReport
 from sesender.store.base import Store
 
 logger = logging.getLogger(__name__)
@@ -25,11 +25,11 @@ logger = logging.getLogger(__name__)
 
 @dataclass(slots=True)
 class ResultWrite:
-    """Events to record, and optionally a way for the caller to learn they were committed."""
+    """Feedback to record, and optionally a way for the caller to learn it was committed."""
 
-    events: Sequence[ResultEvent]
+    item: FeedbackItem
     committed: trio.Event | None = None
-    matched: int = 0
+    report: FeedbackReport | None = None
     error: StoreError | None = field(default=None)
 
 
@@ -72,7 +72,7 @@ class ResultWriter:
                 batch = [first]
                 # Let concurrent callers join this commit for a few milliseconds.
                 with trio.move_on_after(self._gather_interval):
-                    while sum(len(w.events) for w in batch) < self._max_batch:
+                    while len(batch) < self._max_batch:
                         try:
                             batch.append(await self._write_rx.receive())
                         except trio.EndOfChannel:
@@ -80,21 +80,21 @@ class ResultWriter:
                 await self._commit(batch)
 
     async def _commit(self, batch: list[ResultWrite]) -> None:
-        events = [event for write in batch for event in write.events]
+        items = [write.item for write in batch]
         try:
-            matched = await self._store.record_results(events, now_ms=self._now_ms())
+            report = await self._store.record_feedback(items, now_ms=self._now_ms())
         except StoreError as exc:
             self._failures += 1
-            logger.error("could not record %d result events: %s", len(events), exc)
+            logger.error("could not record %d feedback items: %s", len(items), exc)
             for write in batch:
                 write.error = exc
         else:
             self._commits += 1
-            self._events += len(events)
-            self._matched += matched
-            # Per-write match counts are not tracked separately: a write learns the batch's.
+            self._events += sum(len(item.events) for item in items)
+            self._matched += report.matched
+            # Reports are per commit: every write of the batch learns the batch's totals.
             for write in batch:
-                write.matched = matched
+                write.report = report
         for write in batch:
             if write.committed is not None:
                 write.committed.set()
@@ -108,11 +108,13 @@ class ResultWriter:
         )
 
 
-async def write_and_wait(write_tx: PipeSender[ResultWrite], events: Sequence[ResultEvent]) -> None:
-    """Queue events and return once they are committed (raise StoreError if they were not)."""
-    write = ResultWrite(events=events, committed=trio.Event())
+async def write_and_wait(write_tx: PipeSender[ResultWrite], item: FeedbackItem) -> FeedbackReport:
+    """Queue feedback and return once it is committed (raise StoreError if it was not)."""
+    committed = trio.Event()
+    write = ResultWrite(item=item, committed=committed)
     await write_tx.send(write)
-    assert write.committed is not None
-    await write.committed.wait()
+    await committed.wait()
     if write.error is not None:
         raise write.error
+    assert write.report is not None
+    return write.report

@@ -13,12 +13,15 @@ from typing import Protocol
 
 from sesender.models import (
     ClaimBatch,
+    FeedbackItem,
+    FeedbackReport,
     IdempotencyRecord,
     Outcome,
     RequestDetail,
-    ResultEvent,
     Submission,
     SubmissionReceipt,
+    Suppression,
+    SuppressionEntry,
     TopicStats,
 )
 
@@ -46,8 +49,34 @@ class Store(Protocol):
         """
         ...
 
-    async def record_results(self, events: Sequence[ResultEvent], *, now_ms: int) -> int:
-        """Record events once per (email, type), counting repeats; return how many matched."""
+    async def record_feedback(
+        self, items: Sequence[FeedbackItem], *, now_ms: int
+    ) -> FeedbackReport:
+        """Apply feedback in one transaction: events once per (email, type) with a repeat
+        counter, suppressions, transient-bounce counts; items whose ``source_id`` was seen
+        before change nothing."""
+        ...
+
+    async def put_suppression(
+        self, suppression: Suppression, *, now_ms: int
+    ) -> SuppressionEntry: ...
+
+    async def get_suppression(self, email: str) -> SuppressionEntry | None: ...
+
+    async def delete_suppression(self, email: str) -> bool: ...
+
+    async def list_suppressions(
+        self, *, email_contains: str | None, after: str | None, limit: int
+    ) -> list[SuppressionEntry]: ...
+
+    async def retry_failed(self, topic_id: str, *, now_ms: int) -> int:
+        """Requeue the topic's emails that failed for transient reasons; return how many."""
+        ...
+
+    async def email_of(self, request_id: int) -> str | None: ...
+
+    async def prune(self, *, before_ms: int) -> tuple[int, int]:
+        """Forget deduplication records older than ``before_ms``: (SNS ids, idempotency keys)."""
         ...
 
     async def find_idempotency(self, key: str, *, since_ms: int) -> IdempotencyRecord | None:

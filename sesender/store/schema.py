@@ -134,6 +134,14 @@ MIGRATIONS: tuple[str, ...] = (
     ) WITHOUT ROWID;
     CREATE INDEX sns_messages_received ON sns_messages (received_at);
     """,
+    # 2: transient bounces per address, for SUPPRESS_AFTER_TRANSIENT_BOUNCES.
+    """
+    CREATE TABLE address_bounces (
+        email TEXT PRIMARY KEY,
+        transient INTEGER NOT NULL,
+        last_at INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    """,
 )
 
 #: PRAGMAs set on every connection (SPEC section 6). ``auto_vacuum`` only takes effect on a new

@@ -24,12 +24,15 @@ from actors import ThreadLane
 from sesender.errors import StoreError, StoreUnavailable
 from sesender.models import (
     ClaimBatch,
+    FeedbackItem,
+    FeedbackReport,
     IdempotencyRecord,
     Outcome,
     RequestDetail,
-    ResultEvent,
     Submission,
     SubmissionReceipt,
+    Suppression,
+    SuppressionEntry,
     TopicStats,
 )
 from sesender.store import sqlite_queries as queries
@@ -97,8 +100,17 @@ class ReaderPool:
 class SqliteStore:
     """The SQLite implementation of the store. Build it with :func:`open_sqlite_store`."""
 
-    def __init__(self, path: Path, *, busy_timeout: float, readers: int = 4) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        busy_timeout: float,
+        readers: int = 4,
+        suppress_after_transient: int = 0,
+    ) -> None:
         self.path = path
+        #: SUPPRESS_AFTER_TRANSIENT_BOUNCES (0: transient bounces are counted, never suppress).
+        self.suppress_after_transient = suppress_after_transient
         self._busy_timeout = busy_timeout
         self._writer_lane = ThreadLane("sqlite-writer", 1)
         self._reader_lane = ThreadLane("sqlite-reader", readers)
@@ -170,8 +182,35 @@ class SqliteStore:
             queries.submit, submission, idempotency, idempotency_since_ms
         )
 
-    async def record_results(self, events: Sequence[ResultEvent], *, now_ms: int) -> int:
-        return await self._with_writer(queries.record_results, events, now_ms)
+    async def record_feedback(
+        self, items: Sequence[FeedbackItem], *, now_ms: int
+    ) -> FeedbackReport:
+        return await self._with_writer(
+            queries.record_feedback, items, self.suppress_after_transient, now_ms
+        )
+
+    async def put_suppression(self, suppression: Suppression, *, now_ms: int) -> SuppressionEntry:
+        return await self._with_writer(queries.put_suppression, suppression, now_ms)
+
+    async def get_suppression(self, email: str) -> SuppressionEntry | None:
+        return await self._read(queries.get_suppression, email)
+
+    async def delete_suppression(self, email: str) -> bool:
+        return await self._with_writer(queries.delete_suppression, email)
+
+    async def list_suppressions(
+        self, *, email_contains: str | None, after: str | None, limit: int
+    ) -> list[SuppressionEntry]:
+        return await self._read(queries.list_suppressions, email_contains, after, limit)
+
+    async def retry_failed(self, topic_id: str, *, now_ms: int) -> int:
+        return await self._with_writer(queries.retry_failed, topic_id, now_ms)
+
+    async def email_of(self, request_id: int) -> str | None:
+        return await self._read(queries.email_of, request_id)
+
+    async def prune(self, *, before_ms: int) -> tuple[int, int]:
+        return await self._with_writer(queries.prune_before, before_ms)
 
     async def find_idempotency(self, key: str, *, since_ms: int) -> IdempotencyRecord | None:
         return await self._read(queries.find_idempotency, key, since_ms)
@@ -223,10 +262,19 @@ class SqliteStore:
 
 @asynccontextmanager
 async def open_sqlite_store(
-    path: Path, *, busy_timeout: float = 30.0, readers: int = 4
+    path: Path,
+    *,
+    busy_timeout: float = 30.0,
+    readers: int = 4,
+    suppress_after_transient: int = 0,
 ) -> AsyncIterator[SqliteStore]:
     """Open (and migrate) the database, and close it on the way out."""
-    store = SqliteStore(path, busy_timeout=busy_timeout, readers=readers)
+    store = SqliteStore(
+        path,
+        busy_timeout=busy_timeout,
+        readers=readers,
+        suppress_after_transient=suppress_after_transient,
+    )
     applied = await store.open()
     if applied:
         logger.info("database migrated", extra={"path": str(path), "versions": applied})

@@ -23,6 +23,8 @@ from sesender.models import (
     EventRecord,
     Failed,
     FailureKind,
+    FeedbackItem,
+    FeedbackReport,
     IdempotencyRecord,
     Outcome,
     RequestDetail,
@@ -33,6 +35,8 @@ from sesender.models import (
     Stopped,
     Submission,
     SubmissionReceipt,
+    Suppression,
+    SuppressionEntry,
     TopicStats,
 )
 from sesender.store.schema import CONNECTION_PRAGMAS, LATEST_VERSION, MIGRATIONS
@@ -418,43 +422,181 @@ def stop_topic(
 # --- results -------------------------------------------------------------------------------
 
 
-def record_results(
-    connection: sqlite3.Connection, events: Sequence[ResultEvent], now_ms: int
-) -> int:
-    """Upsert one row per (email, event type); repeats bump its counter and last time."""
-    rows: list[tuple[Any, ...]] = []
+def record_feedback(
+    connection: sqlite3.Connection,
+    items: Sequence[FeedbackItem],
+    suppress_after_transient: int,
+    now_ms: int,
+) -> FeedbackReport:
+    """Apply a group of feedback items in one transaction (see :class:`FeedbackItem`)."""
+    matched = duplicates = suppressed = 0
     with transaction(connection):
-        for event in events:
-            match = None
-            if event.message_id:
-                match = connection.execute(
-                    "SELECT id, topic_id FROM requests WHERE message_id = ? LIMIT 1",
-                    (event.message_id,),
-                ).fetchone()
-            if match is None and event.request_id is not None:
-                match = connection.execute(
-                    "SELECT id, topic_id FROM requests WHERE id = ?", (event.request_id,)
-                ).fetchone()
-            if match is None:
-                continue
-            rows.append(
-                (
-                    match[0],
-                    match[1],
-                    event.event_type,
-                    event.occurred_at_ms,
-                    event.occurred_at_ms,
-                    event.detail,
+        for item in items:
+            if item.source_id is not None:
+                cursor = connection.execute(
+                    "INSERT OR IGNORE INTO sns_messages (message_id, received_at) VALUES (?, ?)",
+                    (item.source_id, now_ms),
                 )
-            )
-        connection.executemany(
-            "INSERT INTO results (request_id, topic_id, event_type, count, first_at, last_at,"
-            " detail) VALUES (?, ?, ?, 1, ?, ?, ?) ON CONFLICT (request_id, event_type) DO UPDATE"
-            " SET count = count + 1, last_at = MAX(last_at, excluded.last_at),"
-            " detail = COALESCE(excluded.detail, detail)",
-            rows,
+                if cursor.rowcount == 0:
+                    duplicates += 1
+                    continue
+            for event in item.events:
+                matched += _record_event(connection, event)
+            for suppression in item.suppressions:
+                suppressed += _suppress(connection, suppression, now_ms)
+            for email in item.transient_bounces:
+                count = connection.execute(
+                    "INSERT INTO address_bounces (email, transient, last_at) VALUES (?, 1, ?)"
+                    " ON CONFLICT (email) DO UPDATE SET transient = transient + 1,"
+                    " last_at = excluded.last_at RETURNING transient",
+                    (email.lower(), now_ms),
+                ).fetchone()[0]
+                if suppress_after_transient and count >= suppress_after_transient:
+                    suppressed += _suppress(
+                        connection,
+                        Suppression(
+                            reason="transient-bounces",
+                            source=item.source_id or "feedback",
+                            email=email,
+                            detail=f"{count} transient bounces",
+                        ),
+                        now_ms,
+                    )
+    return FeedbackReport(matched=matched, duplicates=duplicates, suppressed=suppressed)
+
+
+def _record_event(connection: sqlite3.Connection, event: ResultEvent) -> int:
+    match = None
+    if event.message_id:
+        match = connection.execute(
+            "SELECT id, topic_id FROM requests WHERE message_id = ? LIMIT 1", (event.message_id,)
+        ).fetchone()
+    if match is None and event.request_id is not None:
+        match = connection.execute(
+            "SELECT id, topic_id FROM requests WHERE id = ?", (event.request_id,)
+        ).fetchone()
+    if match is None:
+        return 0
+    connection.execute(
+        "INSERT INTO results (request_id, topic_id, event_type, count, first_at, last_at, detail)"
+        " VALUES (?, ?, ?, 1, ?, ?, ?) ON CONFLICT (request_id, event_type) DO UPDATE"
+        " SET count = count + 1, last_at = MAX(last_at, excluded.last_at),"
+        " detail = COALESCE(excluded.detail, detail)",
+        (
+            match[0],
+            match[1],
+            event.event_type,
+            event.occurred_at_ms,
+            event.occurred_at_ms,
+            event.detail,
+        ),
+    )
+    return 1
+
+
+def _suppress(connection: sqlite3.Connection, suppression: Suppression, now_ms: int) -> int:
+    """Insert a suppression (the first reason for an address is kept); return 1 if new."""
+    email = suppression.email
+    if email is None and suppression.request_id is not None:
+        row = connection.execute(
+            "SELECT email FROM requests WHERE id = ?", (suppression.request_id,)
+        ).fetchone()
+        email = None if row is None else row[0]
+    if not email:
+        return 0
+    cursor = connection.execute(
+        "INSERT OR IGNORE INTO suppressions (email, reason, source, detail, created_at)"
+        " VALUES (?, ?, ?, ?, ?)",
+        (email.lower(), suppression.reason, suppression.source, suppression.detail, now_ms),
+    )
+    return cursor.rowcount
+
+
+def put_suppression(
+    connection: sqlite3.Connection, suppression: Suppression, now_ms: int
+) -> SuppressionEntry:
+    """Add or replace a suppression (manual entries overwrite the reason)."""
+    assert suppression.email is not None
+    email = suppression.email.lower()
+    with transaction(connection):
+        connection.execute(
+            "INSERT INTO suppressions (email, reason, source, detail, created_at)"
+            " VALUES (?, ?, ?, ?, ?) ON CONFLICT (email) DO UPDATE SET reason = excluded.reason,"
+            " source = excluded.source, detail = excluded.detail",
+            (email, suppression.reason, suppression.source, suppression.detail, now_ms),
         )
-    return len(rows)
+    entry = get_suppression(connection, email)
+    assert entry is not None
+    return entry
+
+
+def get_suppression(connection: sqlite3.Connection, email: str) -> SuppressionEntry | None:
+    row = connection.execute(
+        "SELECT email, reason, source, detail, created_at FROM suppressions WHERE email = ?",
+        (email.lower(),),
+    ).fetchone()
+    return None if row is None else SuppressionEntry(*row)
+
+
+def delete_suppression(connection: sqlite3.Connection, email: str) -> bool:
+    with transaction(connection):
+        cursor = connection.execute("DELETE FROM suppressions WHERE email = ?", (email.lower(),))
+        connection.execute("DELETE FROM address_bounces WHERE email = ?", (email.lower(),))
+    return cursor.rowcount > 0
+
+
+def list_suppressions(
+    connection: sqlite3.Connection, email_contains: str | None, after: str | None, limit: int
+) -> list[SuppressionEntry]:
+    """A page of suppressions ordered by address; ``after`` is the last address of the previous
+    page (keyset pagination: stable under concurrent inserts)."""
+    clauses: list[str] = []
+    parameters: list[Any] = []
+    if email_contains:
+        escaped = email_contains.lower().replace("\\", "\\\\").replace("%", "\\%")
+        escaped = escaped.replace("_", "\\_")
+        clauses.append("email LIKE ? ESCAPE '\\'")
+        parameters.append(f"%{escaped}%")
+    if after:
+        clauses.append("email > ?")
+        parameters.append(after.lower())
+    where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+    rows = connection.execute(
+        f"SELECT email, reason, source, detail, created_at FROM suppressions {where}"
+        " ORDER BY email LIMIT ?",
+        (*parameters, limit),
+    ).fetchall()
+    return [SuppressionEntry(*row) for row in rows]
+
+
+def retry_failed(connection: sqlite3.Connection, topic_id: str, now_ms: int) -> int:
+    """Requeue the topic's emails that failed for transient reasons (not permanent rejections);
+    their attempt counter starts again so they get the full MAX_ATTEMPTS."""
+    with transaction(connection):
+        cursor = connection.execute(
+            "UPDATE requests SET status = 0, attempts = 0, due_at = ?, updated_at = ?,"
+            " failure_kind = NULL WHERE topic_id = ? AND status = 3"
+            " AND failure_kind IN ('exhausted', 'config')",
+            (now_ms, now_ms, topic_id),
+        )
+        return cursor.rowcount
+
+
+def email_of(connection: sqlite3.Connection, request_id: int) -> str | None:
+    row = connection.execute("SELECT email FROM requests WHERE id = ?", (request_id,)).fetchone()
+    return None if row is None else str(row[0])
+
+
+def prune_before(connection: sqlite3.Connection, before_ms: int) -> tuple[int, int]:
+    """Forget SNS message ids and idempotency keys older than the dedup windows."""
+    with transaction(connection):
+        sns = connection.execute(
+            "DELETE FROM sns_messages WHERE received_at < ?", (before_ms,)
+        ).rowcount
+        keys = connection.execute(
+            "DELETE FROM idempotency_keys WHERE created_at < ?", (before_ms,)
+        ).rowcount
+    return sns, keys
 
 
 # --- reads ----------------------------------------------------------------------------------

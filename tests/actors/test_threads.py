@@ -103,3 +103,27 @@ async def test_cancelled_while_running_waits_for_the_thread() -> None:
         release.set()
     assert written == ["row"]
     assert lane.statistics().completed == 1
+
+
+async def test_run_abandonable_returns_at_once_when_cancelled() -> None:
+    release = threading.Event()
+    started = threading.Event()
+    lane = ThreadLane("poll", 1)
+
+    def block() -> str:
+        started.set()
+        release.wait(10)
+        return "done"
+
+    with trio.CancelScope() as scope:
+        async with trio.open_nursery() as nursery:
+
+            async def cancel_when_started() -> None:
+                await trio.to_thread.run_sync(started.wait, 10)
+                scope.cancel()
+
+            nursery.start_soon(cancel_when_started)
+            await lane.run_abandonable(block)
+    assert scope.cancelled_caught
+    release.set()
+    assert await lane.run_abandonable(lambda: "again") == "again"

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from sesender.store.schema import LATEST_VERSION
 from tests.e2e.harness import ServiceProcess, base_env, console_script, wait_for
 
 
@@ -62,7 +63,7 @@ def test_python_dash_m_and_init_db(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "sesender.db").exists()
-    assert '"applied": [1]' in result.stderr
+    assert f'"applied": {list(range(1, LATEST_VERSION + 1))}' in result.stderr
     again = subprocess.run(
         [sys.executable, "-m", "sesender", "init-db"],
         cwd=tmp_path,
