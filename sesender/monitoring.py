@@ -12,6 +12,7 @@ import re
 from typing import Any
 
 import sentry_sdk
+from sentry_sdk.integrations.logging import ignore_logger
 
 from sesender import __version__
 from sesender.config import ObservabilityConfig
@@ -45,6 +46,9 @@ def init_sentry(config: ObservabilityConfig) -> bool:
     """Initialise Sentry when a DSN is configured; return whether it is on."""
     if not config.sentry_dsn:
         return False
+    # The supervisor logs a crash and then calls report_actor_crash, which tags the event with
+    # the actor; Sentry's deduplication would keep only the first (untagged) one.
+    ignore_logger("actors.supervisor")
     sentry_sdk.init(
         dsn=config.sentry_dsn,
         environment=config.sentry_environment,

@@ -45,6 +45,7 @@ from sesender.feedback.sqs_poller import SqsPoller, build_sqs_client
 from sesender.http.app import create_app
 from sesender.http.context import AppContext
 from sesender.http.server import hypercorn_config, serve_http
+from sesender.metrics import Metrics, PipelineCollector
 from sesender.monitoring import report_actor_crash
 from sesender.pipeline.compose import MessageComposer
 from sesender.pipeline.pipeline import ACTOR_NAMES, Pipeline, PipelineSettings
@@ -166,6 +167,7 @@ async def open_service(
                 configuration_set=config.backend.aws.configuration_set,
                 unsubscribe_enabled=config.feedback.unsubscribe_enabled,
             )
+            metrics = Metrics() if config.observability.metrics_enabled else None
             pipeline = Pipeline(
                 store=store,
                 backend=backend,
@@ -173,6 +175,7 @@ async def open_service(
                 settings=pipeline_settings(config),
                 now_ms=now_ms,
                 rng=rng,
+                observer=metrics,
             )
             async with (
                 SnsHttp.build_client() as http_client,
@@ -180,6 +183,7 @@ async def open_service(
             ):
                 service = await _start_actors(
                     SnsHttp(http_client),
+                    metrics,
                     config,
                     store,
                     backend,
@@ -199,6 +203,7 @@ async def open_service(
 
 async def _start_actors(
     sns_http: SnsHttp,
+    metrics: Metrics | None,
     config: Config,
     store: Store,
     backend: Backend,
@@ -237,7 +242,19 @@ async def _start_actors(
         verifier=verifier,
         write=functools.partial(write_and_wait, result_tx),
         confirm_subscription=sns_http.confirm_subscription,
+        on_recorded=(lambda kind: metrics.ses_events.labels(kind).inc()) if metrics else None,
     )
+    sns_rejections: dict[str, int] = {}
+    if metrics is not None:
+        metrics.attach(
+            PipelineCollector(
+                pipeline=pipeline,
+                supervisor=supervisor,
+                verifier=verifier,
+                sns_rejections=sns_rejections,
+                state=metrics.state,
+            )
+        )
     context = AppContext(
         config=config,
         store=store,
@@ -248,7 +265,8 @@ async def _start_actors(
         now_ms=now_ms,
         result_tx=result_tx,
         intake=intake,
-        sns_rejections={},
+        sns_rejections=sns_rejections,
+        metrics=metrics,
         required_actors=(
             *ACTOR_NAMES,
             "result-writer",

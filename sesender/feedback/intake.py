@@ -57,7 +57,9 @@ class FeedbackIntake:
         verifier: SnsVerifier,
         write: Callable[[FeedbackItem], Awaitable[FeedbackReport]],
         confirm_subscription: Callable[[str], Awaitable[None]],
+        on_recorded: Callable[[str], None] | None = None,
     ) -> None:
+        self._on_recorded = on_recorded
         self._verifier = verifier
         self._write = write
         self._confirm = confirm_subscription
@@ -118,6 +120,8 @@ class FeedbackIntake:
             )
         else:
             outcome = IntakeOutcome.RECORDED
+            if self._on_recorded is not None:
+                self._on_recorded(event.event_type)
         return IntakeResult(outcome, message_type, event.event_type, report)
 
     async def _confirm_subscription(self, envelope: SnsEnvelope) -> IntakeResult:

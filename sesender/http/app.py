@@ -9,8 +9,9 @@ trace, reported to Sentry.
 from __future__ import annotations
 
 import logging
+import time
 
-from quart import Response, request
+from quart import Response, g, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
@@ -20,6 +21,7 @@ from sesender.http.events import events_blueprint
 from sesender.http.feedback import feedback_blueprint
 from sesender.http.health import health_blueprint
 from sesender.http.messages import messages_blueprint
+from sesender.http.metrics_route import metrics_blueprint
 from sesender.http.openapi import docs_blueprint
 from sesender.http.responses import ApiError, error_response
 from sesender.http.suppressions import suppressions_blueprint
@@ -77,8 +79,22 @@ def create_app(context: AppContext) -> SesenderApp:
         feedback_blueprint,
         suppressions_blueprint,
         unsubscribe_blueprint,
+        metrics_blueprint,
     ):
         app.register_blueprint(blueprint)
+
+    @app.before_request
+    async def start_timer() -> None:
+        g.started = time.perf_counter()
+
+    @app.after_request
+    async def observe(response: Response) -> Response:
+        if context.metrics is not None:
+            route = request.url_rule.rule if request.url_rule is not None else "unmatched"
+            started = getattr(g, "started", None)
+            elapsed = time.perf_counter() - started if started is not None else 0.0
+            context.metrics.observe_http(route, request.method, response.status_code, elapsed)
+        return response
 
     @app.before_request
     async def authenticate() -> None:
@@ -101,6 +117,8 @@ def create_app(context: AppContext) -> SesenderApp:
 
     @app.errorhandler(Exception)
     async def unexpected_error(error: Exception) -> Response:
+        # Reported first, with the route tag: Sentry deduplicates the log record's copy.
+        report_exception(error, route=str(request.url_rule or request.path))
         logger.error(
             "unexpected error in %s %s",
             request.method,
@@ -108,7 +126,6 @@ def create_app(context: AppContext) -> SesenderApp:
             exc_info=error,
             extra={"event": "http_500"},
         )
-        report_exception(error, route=str(request.url_rule or request.path))
         return error_response(500, "Internal server error")
 
     return app

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from actors import PipeSender, ShutdownTrigger, Supervisor
 from sesender.config import Config
 from sesender.feedback.intake import FeedbackIntake
+from sesender.metrics import Metrics
 from sesender.pipeline.pipeline import Pipeline
 from sesender.pipeline.result_writer import ResultWrite
 from sesender.store.base import Store
@@ -28,5 +29,7 @@ class AppContext:
     intake: FeedbackIntake
     #: SNS messages refused, by kind (malformed / invalid), for metrics.
     sns_rejections: dict[str, int]
+    #: None when METRICS_ENABLED=false.
+    metrics: Metrics | None
     #: the actors /ready requires to be running (the HTTP actor answers, so it is running).
     required_actors: tuple[str, ...]

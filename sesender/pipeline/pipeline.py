@@ -19,8 +19,9 @@ returns. ``wait_drained`` returns when the post-processor has returned.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import trio
 
@@ -39,6 +40,19 @@ from sesender.store.base import Store
 
 #: The actor names, in start order (downstream first, so nothing sends into an unstarted actor).
 ACTOR_NAMES = ("post-processor", "sender-pool", "rate-limiter", "scheduler", "account-monitor")
+
+
+class PipelineObserver(Protocol):
+    """What the pipeline reports as it works (metrics implement it); every method is sync and
+    cheap, called on the trio thread."""
+
+    def outcomes_persisted(self, outcomes: Sequence[Outcome]) -> None: ...
+
+    def emails_stopped(self, count: int) -> None: ...
+
+    def emails_suppressed(self, count: int) -> None: ...
+
+    def send_latency(self, seconds: float) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,9 +83,10 @@ class Pipeline:
         settings: PipelineSettings,
         now_ms: Callable[[], int],
         rng: random.Random | None = None,
-        on_flush: Callable[[list[Outcome]], None] | None = None,
+        observer: PipelineObserver | None = None,
     ) -> None:
         self.control = PipelineControl()
+        self._observer = observer
         self._store = store
         self._now_ms = now_ms
         send_tx, send_rx = open_pipe[ClaimedEmail]("send", settings.send_channel_size)
@@ -85,6 +100,7 @@ class Pipeline:
             control=self.control,
             interval=settings.scheduler_interval,
             now_ms=now_ms,
+            on_suppressed=observer.emails_suppressed if observer else None,
         )
         self.rate_limiter = RateLimiter(
             bucket=self.bucket,
@@ -104,6 +120,7 @@ class Pipeline:
             max_in_flight=settings.in_flight_limit(),
             now_ms=now_ms,
             rng=rng,
+            on_send_latency=observer.send_latency if observer else None,
         )
         self.post_processor = PostProcessor(
             store=store,
@@ -112,7 +129,7 @@ class Pipeline:
             now_ms=now_ms,
             flush_size=settings.flush_size,
             flush_interval=settings.flush_interval,
-            on_flush=on_flush,
+            on_flush=observer.outcomes_persisted if observer else None,
         )
         self.account_monitor = AccountMonitor(
             backend=backend,
@@ -152,6 +169,8 @@ class Pipeline:
         result = await self._store.stop_topic(
             topic_id, up_to_id=up_to_id, keep=keep, now_ms=self._now_ms()
         )
+        if self._observer is not None:
+            self._observer.emails_stopped(result.stopped)
         return result.stopped
 
     def begin_stop(self) -> None:

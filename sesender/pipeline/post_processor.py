@@ -11,7 +11,7 @@ the scheduler when retries or deferred emails went back to the queue.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import trio
@@ -46,7 +46,7 @@ class PostProcessor:
         now_ms: Callable[[], int],
         flush_size: int = 100,
         flush_interval: float = 0.5,
-        on_flush: Callable[[list[Outcome]], None] | None = None,
+        on_flush: Callable[[Sequence[Outcome]], None] | None = None,
     ) -> None:
         self._store = store
         self._outcome_rx = outcome_rx

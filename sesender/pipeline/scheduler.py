@@ -43,7 +43,9 @@ class Scheduler:
         interval: float,
         now_ms: Callable[[], int],
         max_batch: int = 1000,
+        on_suppressed: Callable[[int], None] | None = None,
     ) -> None:
+        self._on_suppressed = on_suppressed
         self._store = store
         self._send_tx = send_tx
         self._control = control
@@ -81,6 +83,8 @@ class Scheduler:
         self._claims += 1
         self._claimed += len(batch.emails)
         self._suppressed += batch.suppressed
+        if batch.suppressed and self._on_suppressed is not None:
+            self._on_suppressed(batch.suppressed)
         for email in batch.emails:
             self._send_tx.send_nowait(email)
         if batch.emails:

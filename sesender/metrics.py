@@ -1,0 +1,248 @@
+"""Prometheus metrics: a private registry per service, most figures read at scrape time.
+
+Two kinds of sources:
+
+- Events counted where they happen, with prometheus-client instruments: persisted outcomes
+  (fed by the post-processor after each flush, so the numbers are what the database holds), topic
+  cancellations, SES events by type, HTTP requests by route and status, send latency.
+- State read from the components' ``statistics()`` snapshots when Prometheus scrapes, by
+  :class:`PipelineCollector`: pipe depths and capacities, the token bucket, attempts, retries and
+  throttles, scheduler claims, the sending gate, actor states, SNS verification failures. Nothing
+  is copied into gauges on the hot path.
+
+There is no global registry: each service owns a :class:`Metrics`, so tests can run several.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from actors import Supervisor
+from sesender.feedback.sns import SnsVerifier
+from sesender.models import Failed, Outcome, Retry, Sent
+from sesender.pipeline.pipeline import Pipeline
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+@dataclass(slots=True)
+class ScrapeState:
+    """Values that need an ``await`` (the database) and are refreshed by the handler per scrape."""
+
+    queued_in_database: int = 0
+
+
+class PipelineCollector(Collector):
+    """Reads component statistics at scrape time."""
+
+    def __init__(
+        self,
+        *,
+        pipeline: Pipeline,
+        supervisor: Supervisor,
+        verifier: SnsVerifier | None,
+        sns_rejections: dict[str, int],
+        state: ScrapeState,
+    ) -> None:
+        self._pipeline = pipeline
+        self._supervisor = supervisor
+        self._verifier = verifier
+        self._sns_rejections = sns_rejections
+        self._state = state
+
+    def collect(self) -> Iterable[Metric]:
+        pipeline = self._pipeline
+        depth = GaugeMetricFamily(
+            "sesender_channel_depth", "Items buffered in a pipeline channel", labels=["channel"]
+        )
+        capacity = GaugeMetricFamily(
+            "sesender_channel_capacity", "Capacity of a pipeline channel", labels=["channel"]
+        )
+        for stats in pipeline.pipe_statistics():
+            depth.add_metric([stats.name], stats.depth)
+            capacity.add_metric([stats.name], stats.capacity)
+        yield depth
+        yield capacity
+
+        bucket = pipeline.bucket.statistics()
+        yield GaugeMetricFamily(
+            "sesender_rate_limit_tokens", "Tokens in the send token bucket", value=bucket.tokens
+        )
+        yield GaugeMetricFamily(
+            "sesender_rate_limit_per_second", "Configured send rate", value=bucket.rate
+        )
+        yield GaugeMetricFamily(
+            "sesender_rate_limit_burst", "Token bucket depth", value=bucket.burst
+        )
+        yield GaugeMetricFamily(
+            "sesender_rate_limit_waiting", "Emails waiting for a token", value=bucket.waiting
+        )
+
+        pool = pipeline.sender_pool.statistics()
+        yield CounterMetricFamily(
+            "sesender_send_attempts", "Send attempts handed to the backend", value=pool.attempts
+        )
+        yield CounterMetricFamily(
+            "sesender_send_retries",
+            "Attempts that failed transiently and were requeued",
+            value=pool.retried,
+        )
+        yield CounterMetricFamily(
+            "sesender_ses_throttles", "Attempts the provider throttled", value=pool.throttled
+        )
+        yield GaugeMetricFamily(
+            "sesender_sends_in_flight", "Sends in progress", value=pool.in_flight
+        )
+        yield GaugeMetricFamily(
+            "sesender_sends_in_flight_limit",
+            "Most sends allowed at once",
+            value=pool.max_in_flight,
+        )
+
+        scheduler = pipeline.scheduler.statistics()
+        yield CounterMetricFamily(
+            "sesender_scheduler_claims",
+            "Claim transactions run by the scheduler",
+            value=scheduler.claims,
+        )
+        yield CounterMetricFamily(
+            "sesender_scheduler_claimed_emails",
+            "Emails claimed by the scheduler",
+            value=scheduler.claimed,
+        )
+        yield GaugeMetricFamily(
+            "sesender_queued_emails",
+            "Emails Created or Processed in the database",
+            value=self._state.queued_in_database,
+        )
+
+        gate = pipeline.gate_statistics()
+        yield GaugeMetricFamily(
+            "sesender_sending_paused",
+            "1 while the provider paused sending",
+            value=1 if gate.paused else 0,
+        )
+        yield CounterMetricFamily(
+            "sesender_sending_pauses", "Times sending was paused", value=gate.pauses_total
+        )
+
+        actors = GaugeMetricFamily(
+            "sesender_actor_up", "1 while an actor runs", labels=["actor", "state"]
+        )
+        crashed = 0
+        for actor in self._supervisor.statistics().actors:
+            actors.add_metric(
+                [actor.name, actor.state.value], 1 if actor.state.value == "running" else 0
+            )
+            crashed += actor.state.value == "crashed"
+        yield actors
+        yield CounterMetricFamily(
+            "sesender_actor_crashes",
+            "Actors that crashed (the service then exits)",
+            value=crashed,
+        )
+
+        failures = CounterMetricFamily(
+            "sesender_webhook_verification_failures",
+            "SNS messages refused, by reason",
+            labels=["reason"],
+        )
+        reasons: dict[str, int] = {}
+        if self._verifier is not None:
+            reasons.update(self._verifier.statistics().rejected)
+        if "malformed" in self._sns_rejections:
+            reasons["malformed"] = self._sns_rejections["malformed"]
+        for reason, count in sorted(reasons.items()):
+            failures.add_metric([reason], count)
+        yield failures
+
+
+class Metrics:
+    """The service's instruments and registry."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.state = ScrapeState()
+        self.emails = Counter(
+            "sesender_emails",
+            "Emails by persisted outcome (failed by reason class)",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.ses_events = Counter(
+            "sesender_ses_events",
+            "SES events recorded, by type",
+            ["type"],
+            registry=self.registry,
+        )
+        self.send_latency_histogram = Histogram(
+            "sesender_send_latency_seconds",
+            "Duration of one send call to the backend",
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.http_requests = Counter(
+            "sesender_http_requests",
+            "HTTP requests by route, method and status",
+            ["route", "method", "status"],
+            registry=self.registry,
+        )
+        self.http_latency = Histogram(
+            "sesender_http_request_duration_seconds",
+            "HTTP request duration by route",
+            ["route", "method"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        for outcome in (
+            "sent",
+            "failed_permanent",
+            "failed_exhausted",
+            "retried",
+            "stopped",
+            "suppressed",
+        ):
+            self.emails.labels(outcome)
+
+    def attach(self, collector: PipelineCollector) -> None:
+        self.registry.register(collector)
+
+    # -- PipelineObserver --------------------------------------------------------------------
+
+    def emails_stopped(self, count: int) -> None:
+        self.count("stopped", count)
+
+    def emails_suppressed(self, count: int) -> None:
+        self.count("suppressed", count)
+
+    def send_latency(self, seconds: float) -> None:
+        self.send_latency_histogram.observe(seconds)
+
+    def outcomes_persisted(self, outcomes: Sequence[Outcome]) -> None:
+        """The post-processor's on_flush hook: only what was persisted is counted."""
+        for outcome in outcomes:
+            match outcome:
+                case Sent():
+                    self.emails.labels("sent").inc()
+                case Failed():
+                    self.emails.labels(f"failed_{outcome.kind.value}").inc()
+                case Retry():
+                    self.emails.labels("retried").inc()
+
+    def count(self, outcome: str, amount: int) -> None:
+        if amount:
+            self.emails.labels(outcome).inc(amount)
+
+    def observe_http(self, route: str, method: str, status: int, seconds: float) -> None:
+        self.http_requests.labels(route, method, str(status)).inc()
+        self.http_latency.labels(route, method).observe(seconds)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
