@@ -203,6 +203,14 @@ class TopicStats:
 
 
 @dataclass(frozen=True, slots=True)
+class TopicSummary:
+    topic_id: str
+    created_at_ms: int
+    updated_at_ms: int
+    stats: TopicStats
+
+
+@dataclass(frozen=True, slots=True)
 class EventRecord:
     event_type: str
     count: int

@@ -24,6 +24,7 @@ from sesender.http.messages import messages_blueprint
 from sesender.http.metrics_route import metrics_blueprint
 from sesender.http.openapi import docs_blueprint
 from sesender.http.responses import ApiError, error_response
+from sesender.http.stats import stats_blueprint
 from sesender.http.suppressions import suppressions_blueprint
 from sesender.http.topics import topics_blueprint
 from sesender.http.unsubscribe import unsubscribe_blueprint
@@ -80,6 +81,7 @@ def create_app(context: AppContext) -> SesenderApp:
         suppressions_blueprint,
         unsubscribe_blueprint,
         metrics_blueprint,
+        stats_blueprint,
     ):
         app.register_blueprint(blueprint)
 

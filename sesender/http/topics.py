@@ -2,28 +2,34 @@
 
 from __future__ import annotations
 
-from quart import Blueprint, Response
+from quart import Blueprint, Response, request
 
 from sesender.errors import StoreUnavailable
-from sesender.http.messages import app_context
+from sesender.http.messages import app_context, iso
 from sesender.http.responses import ApiError, json_response
-from sesender.models import Status
+from sesender.models import Status, TopicStats
 
 topics_blueprint = Blueprint("topics", __name__)
 
 #: Event types always listed (with zeros) for a known topic, as the original service did.
 DOCUMENTED_RESULTS = ("Delivery", "Open", "Bounce", "Complaint")
+MAX_TOPICS = 200
 
 
 @topics_blueprint.get("/v1/topics/<path:topic_id>")
 async def topic_stats(topic_id: str) -> Response:
-    stats = await app_context().store.topic_stats(topic_id)
+    return json_response(stats_json(await app_context().store.topic_stats(topic_id)))
+
+
+def stats_json(stats: TopicStats) -> dict[str, dict[str, int]]:
+    """Counts by status name and by event type; zeros listed for a known topic, as the original
+    service did; empty maps for an unknown one."""
     if not stats.request_counts and not stats.result_counts:
-        return json_response({"request_counts": {}, "result_counts": {}})
+        return {"request_counts": {}, "result_counts": {}}
     request_counts = {status.label: stats.request_counts.get(status.label, 0) for status in Status}
     result_counts = {name: stats.result_counts.get(name, 0) for name in DOCUMENTED_RESULTS}
     result_counts.update(stats.result_counts)
-    return json_response({"request_counts": request_counts, "result_counts": result_counts})
+    return {"request_counts": request_counts, "result_counts": result_counts}
 
 
 @topics_blueprint.delete("/v1/topics/<path:topic_id>")
@@ -47,3 +53,29 @@ async def retry_failed(topic_id: str) -> Response:
     if requeued:
         context.pipeline.notify_submitted()
     return json_response({"status": "ok", "requeued": requeued})
+
+
+@topics_blueprint.get("/v1/topics")
+async def recent_topics() -> Response:
+    """The most recently submitted topics with their counts (for the dashboard)."""
+    raw = request.args.get("limit", "20")
+    try:
+        limit = int(raw)
+    except ValueError:
+        raise ApiError(400, f"limit must be a whole number from 1 to {MAX_TOPICS}") from None
+    if not 1 <= limit <= MAX_TOPICS:
+        raise ApiError(400, f"limit must be a whole number from 1 to {MAX_TOPICS}")
+    topics = await app_context().store.recent_topics(limit=limit)
+    return json_response(
+        {
+            "topics": [
+                {
+                    "topic_id": topic.topic_id,
+                    "created_at": iso(topic.created_at_ms),
+                    "updated_at": iso(topic.updated_at_ms),
+                    **stats_json(topic.stats),
+                }
+                for topic in topics
+            ]
+        }
+    )

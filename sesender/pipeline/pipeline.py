@@ -32,6 +32,7 @@ from sesender.pipeline.account_monitor import AccountMonitor
 from sesender.pipeline.compose import MessageComposer
 from sesender.pipeline.control import GateStatistics, PipelineControl
 from sesender.pipeline.post_processor import PostProcessor
+from sesender.pipeline.rate_history import SendRateHistory
 from sesender.pipeline.rate_limiter import RateLimiter
 from sesender.pipeline.retry import RetryPolicy
 from sesender.pipeline.scheduler import Scheduler
@@ -87,6 +88,7 @@ class Pipeline:
     ) -> None:
         self.control = PipelineControl()
         self._observer = observer
+        self.rate_history = SendRateHistory(now_ms=now_ms)
         self._store = store
         self._now_ms = now_ms
         send_tx, send_rx = open_pipe[ClaimedEmail]("send", settings.send_channel_size)
@@ -121,6 +123,7 @@ class Pipeline:
             now_ms=now_ms,
             rng=rng,
             on_send_latency=observer.send_latency if observer else None,
+            on_sent=self.rate_history.record,
         )
         self.post_processor = PostProcessor(
             store=store,

@@ -68,7 +68,9 @@ class SenderPool:
         now_ms: Callable[[], int],
         rng: random.Random | None = None,
         on_send_latency: Callable[[float], None] | None = None,
+        on_sent: Callable[[], None] | None = None,
     ) -> None:
+        self._on_sent = on_sent
         self._backend = backend
         self._composer = composer
         self._dispatch_rx = dispatch_rx
@@ -169,6 +171,8 @@ class SenderPool:
             if self._on_send_latency is not None:
                 self._on_send_latency(time.perf_counter() - started)
         self._counts["sent"] += 1
+        if self._on_sent is not None:
+            self._on_sent()
         return Sent(
             request_id=email.request_id,
             message_id=message_id,

@@ -23,6 +23,7 @@ from sesender.models import (
     Suppression,
     SuppressionEntry,
     TopicStats,
+    TopicSummary,
 )
 
 
@@ -113,6 +114,10 @@ class Store(Protocol):
         ...
 
     async def topic_stats(self, topic_id: str) -> TopicStats: ...
+
+    async def recent_topics(self, *, limit: int) -> list[TopicSummary]:
+        """The most recently submitted topics, newest first, with their counts."""
+        ...
 
     async def count_sent_since(self, since_ms: int) -> int: ...
 

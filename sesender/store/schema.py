@@ -142,6 +142,17 @@ MIGRATIONS: tuple[str, ...] = (
         last_at INTEGER NOT NULL
     ) WITHOUT ROWID;
     """,
+    # 3: topics by recency, for the dashboard's list of recent topics.
+    """
+    CREATE TABLE topics (
+        topic_id TEXT PRIMARY KEY,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX topics_recent ON topics (updated_at);
+    INSERT INTO topics (topic_id, created_at, updated_at)
+        SELECT topic_id, MIN(created_at), MAX(created_at) FROM requests GROUP BY topic_id;
+    """,
 )
 
 #: PRAGMAs set on every connection (SPEC section 6). ``auto_vacuum`` only takes effect on a new

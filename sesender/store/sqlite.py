@@ -34,6 +34,7 @@ from sesender.models import (
     Suppression,
     SuppressionEntry,
     TopicStats,
+    TopicSummary,
 )
 from sesender.store import sqlite_queries as queries
 from sesender.store.base import StopResult
@@ -242,6 +243,9 @@ class SqliteStore:
 
     async def topic_stats(self, topic_id: str) -> TopicStats:
         return await self._read(queries.topic_stats, topic_id)
+
+    async def recent_topics(self, *, limit: int) -> list[TopicSummary]:
+        return await self._read(queries.recent_topics, limit)
 
     async def count_sent_since(self, since_ms: int) -> int:
         return await self._read(queries.count_sent_since, since_ms)

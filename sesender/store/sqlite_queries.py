@@ -38,6 +38,7 @@ from sesender.models import (
     Suppression,
     SuppressionEntry,
     TopicStats,
+    TopicSummary,
 )
 from sesender.store.schema import CONNECTION_PRAGMAS, LATEST_VERSION, MIGRATIONS
 
@@ -166,6 +167,11 @@ def submit(
                 )
             stored += cursor.rowcount
             per_topic[message.topic_id] += len(rows)
+        connection.executemany(
+            "INSERT INTO topics (topic_id, created_at, updated_at) VALUES (?, ?, ?)"
+            " ON CONFLICT (topic_id) DO UPDATE SET updated_at = excluded.updated_at",
+            ((topic, now, now) for topic in per_topic),
+        )
         connection.executemany(
             "INSERT INTO topic_counts (topic_id, status, count) VALUES (?, 0, ?)"
             " ON CONFLICT (topic_id, status) DO UPDATE SET count = count + excluded.count",
@@ -617,6 +623,23 @@ def topic_stats(connection: sqlite3.Connection, topic_id: str) -> TopicStats:
         )
     }
     return TopicStats(request_counts=request_counts, result_counts=result_counts)
+
+
+def recent_topics(connection: sqlite3.Connection, limit: int) -> list[TopicSummary]:
+    rows = connection.execute(
+        "SELECT topic_id, created_at, updated_at FROM topics ORDER BY updated_at DESC, topic_id"
+        " LIMIT ?",
+        (limit,),
+    ).fetchall()
+    return [
+        TopicSummary(
+            topic_id=topic_id,
+            created_at_ms=created_at,
+            updated_at_ms=updated_at,
+            stats=topic_stats(connection, topic_id),
+        )
+        for topic_id, created_at, updated_at in rows
+    ]
 
 
 def count_sent_since(connection: sqlite3.Connection, since_ms: int) -> int:

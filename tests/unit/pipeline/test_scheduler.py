@@ -109,3 +109,20 @@ async def test_stop_closes_the_pipe(autojump_clock: trio.testing.MockClock) -> N
         await nursery.start(scheduler.run)
         control.begin_stop()
     assert [x async for x in send_rx] == []
+
+
+def test_send_rate_history_counts_whole_seconds() -> None:
+    from sesender.pipeline.rate_history import SendRateHistory
+
+    now = [10_500]
+    history = SendRateHistory(now_ms=lambda: now[0], window_seconds=5)
+    history.record()
+    history.record(2)
+    now[0] = 11_200
+    history.record()
+    now[0] = 13_000
+    assert history.snapshot(3) == [(10, 3), (11, 1), (12, 0)]
+    now[0] = 16_100  # slot of second 11 reused by 16: old counts never leak
+    history.record()
+    now[0] = 17_000
+    assert history.snapshot(4) == [(13, 0), (14, 0), (15, 0), (16, 1)]
