@@ -52,10 +52,18 @@ class SendError(SesenderError):
 
 
 class TransientSendError(SendError):
-    """Worth retrying after a backoff: throttling, server errors, timeouts, connection errors."""
+    """Worth retrying after a backoff: throttling, server errors, timeouts, connection errors.
 
-    def __init__(self, message: str, *, code: str = "", throttled: bool = False) -> None:
+    ``unreachable`` means the request never reached the provider (connection refused, DNS, TLS):
+    the provider is down, not the email at fault, so the pipeline pauses and probes instead of
+    spending the email's attempts.
+    """
+
+    def __init__(
+        self, message: str, *, code: str = "", throttled: bool = False, unreachable: bool = False
+    ) -> None:
         self.throttled = throttled
+        self.unreachable = unreachable
         super().__init__(message, code=code)
 
 

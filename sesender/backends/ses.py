@@ -168,9 +168,13 @@ def translate_error(exc: BotoCoreError | ClientError) -> SendError:
             str(error.get("Code", "")), status, str(error.get("Message", ""))
         )
     code = type(exc).__name__
-    if isinstance(exc, BotocoreConnectionError | HTTPClientError):
-        # Connection refused or reset, connect/read timeouts, TLS and proxy failures.
-        return TransientSendError(f"SES unreachable: {exc}", code=code)
+    if isinstance(exc, BotocoreConnectionError):
+        # Connection refused, connect timeout, DNS, TLS and proxy failures: the request never
+        # reached SES. Not this email's fault: the pipeline pauses until SES answers again.
+        return TransientSendError(f"SES unreachable: {exc}", code=code, unreachable=True)
+    if isinstance(exc, HTTPClientError):
+        # Read timeouts and dropped connections: SES may have sent it; retry (at-least-once).
+        return TransientSendError(f"SES connection failed: {exc}", code=code)
     if isinstance(exc, NoCredentialsError | PartialCredentialsError | CredentialRetrievalError):
         return AccountSendError(f"no usable AWS credentials: {exc}", code=code)
     return PermanentSendError(f"SES request failed: {exc}", code=code)

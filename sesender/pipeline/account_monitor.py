@@ -21,6 +21,9 @@ from sesender.pipeline.control import PipelineControl
 
 logger = logging.getLogger(__name__)
 
+#: First probe after the provider became unreachable (then doubling like any pause).
+QUICK_PROBE = 1.0
+
 
 @dataclass(frozen=True, slots=True)
 class AccountMonitorStatistics:
@@ -54,7 +57,9 @@ class AccountMonitor:
         gate = self._control.gate
         while True:
             await gate.wait_paused()
-            interval = self._probe_interval
+            interval = (
+                min(self._probe_interval, QUICK_PROBE) if gate.probe_soon else self._probe_interval
+            )
             while gate.is_paused:
                 await trio.sleep(interval)
                 if await self._probe():

@@ -74,6 +74,7 @@ class SendingGate:
         self._reason = ""
         self._paused_since: float | None = None
         self._pauses = 0
+        self.probe_soon = False
 
     @property
     def is_paused(self) -> bool:
@@ -83,10 +84,15 @@ class SendingGate:
     def reason(self) -> str:
         return self._reason
 
-    def pause(self, reason: str) -> bool:
-        """Close the gate; return True when this call paused it (False if already paused)."""
+    def pause(self, reason: str, *, probe_soon: bool = False) -> bool:
+        """Close the gate; return True when this call paused it (False if already paused).
+
+        ``probe_soon`` asks for a quick first probe: an unreachable provider is usually back in
+        seconds, an account-level pause takes much longer.
+        """
         if self.is_paused:
             return False
+        self.probe_soon = probe_soon
         self._open = trio.Event()
         self._closed.set()
         self._reason = reason

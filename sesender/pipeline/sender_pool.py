@@ -147,6 +147,8 @@ class SenderPool:
         try:
             message_id = await self._backend.send(outgoing)
         except TransientSendError as exc:
+            if exc.unreachable:
+                return self._pause(email, exc, probe_soon=True)
             return self._transient(email, attempts, exc)
         except PermanentSendError as exc:
             self._counts["failed"] += 1
@@ -158,14 +160,7 @@ class SenderPool:
                 attempts=attempts,
             )
         except AccountSendError as exc:
-            self._counts["deferred"] += 1
-            if control.gate.pause(_describe(exc)):
-                logger.error(
-                    "sending paused by the provider: %s; emails stay queued until it clears",
-                    _describe(exc),
-                    extra={"event": "sending_paused", "reason": _describe(exc)},
-                )
-            return Deferred(request_id=email.request_id, due_at_ms=self._now_ms())
+            return self._pause(email, exc, probe_soon=False)
         finally:
             self._in_flight -= 1
             if self._on_send_latency is not None:
@@ -179,6 +174,19 @@ class SenderPool:
             attempts=attempts,
             sent_at_ms=self._now_ms(),
         )
+
+    def _pause(self, email: ClaimedEmail, exc: SendError, *, probe_soon: bool) -> Outcome:
+        """Close the sending gate (account paused, or provider unreachable) and defer the email
+        back to the queue without counting the attempt: nothing fails while it lasts."""
+        self._counts["deferred"] += 1
+        reason = _describe(exc)
+        if self._control.gate.pause(reason, probe_soon=probe_soon):
+            logger.error(
+                "sending paused: %s; emails stay queued until it clears",
+                reason,
+                extra={"event": "sending_paused", "reason": reason},
+            )
+        return Deferred(request_id=email.request_id, due_at_ms=self._now_ms())
 
     def _transient(self, email: ClaimedEmail, attempts: int, exc: TransientSendError) -> Outcome:
         if exc.throttled:

@@ -9,9 +9,9 @@ import trio
 import trio.testing
 
 from actors import ActorCrashed, open_supervisor
-from sesender.backends.base import OutgoingEmail
+from sesender.backends.base import AccountStatus, OutgoingEmail
 from sesender.backends.memory import MemoryBackend
-from sesender.errors import AccountSendError
+from sesender.errors import AccountSendError, TransientSendError
 from sesender.models import Status
 from sesender.pipeline.compose import MessageComposer
 from sesender.pipeline.pipeline import Pipeline, PipelineSettings
@@ -170,3 +170,41 @@ async def test_a_crashing_actor_takes_the_service_down_with_its_name(
             await pipeline.start(supervisor)
     assert caught.value.actor == "scheduler"
     assert crashes == ["scheduler"]
+
+
+async def test_an_unreachable_provider_pauses_instead_of_failing(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Connection refused for 30 s: emails wait (no attempt spent), then all go."""
+    store = FakeQueueStore()
+    store.add(30)
+    outage = [False]  # SES answers the start-up account check, then goes away
+
+    class DownBackend(MemoryBackend):
+        async def account_status(self) -> AccountStatus:
+            return AccountStatus(can_send=not outage[0], reason="connection refused")
+
+    def refuse(email: OutgoingEmail) -> None:
+        if outage[0]:
+            raise TransientSendError(
+                "SES unreachable: connection refused",
+                code="EndpointConnectionError",
+                unreachable=True,
+            )
+
+    backend = DownBackend(script=refuse)
+    pipeline = build(store, backend, rate=10, retry=RetryPolicy(2, 0.1, 0.2))
+    async with open_supervisor() as supervisor:
+        await pipeline.start(supervisor)
+        outage[0] = True
+        await pipeline.control.gate.wait_paused()
+        await trio.sleep(30)
+        assert store.by_status(Status.FAILED) == []
+        assert "EndpointConnectionError" in pipeline.control.gate.reason
+        outage[0] = False
+        await backend.wait_sent(30)
+        await drain(pipeline, supervisor.cancel_scope)
+    assert len(store.by_status(Status.SENT)) == 30
+    assert store.by_status(Status.FAILED) == []
+    # Probes came quickly (1 s, then doubling), so sending resumed soon after the outage.
+    assert max(r.started_at for r in backend.sent) < 30 + 32 + 5
