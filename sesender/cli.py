@@ -1,4 +1,5 @@
-"""The ``sesender`` command: ``serve`` (the default) and ``init-db``.
+"""The ``sesender`` command: ``serve`` (the default) and ``init-db``; and the client commands
+(``send``, ``stats``, ``cancel``, ``retry``, ``suppressions``, see ``sesender.client.commands``).
 
 Configuration is read here, once, from the environment and an optional ``.env`` file, and passed
 explicitly to everything else. Exit codes: 0 after a clean shutdown, 1 when an actor crashed,
@@ -18,6 +19,12 @@ import trio
 
 from actors import ActorCrashed
 from sesender import __version__
+from sesender.client.commands import (
+    CLIENT_COMMANDS,
+    CommandParser,
+    add_client_commands,
+    run_client_command,
+)
 from sesender.config import Config, load_config, read_environment
 from sesender.errors import ConfigError, StoreError
 from sesender.logs import configure_logging
@@ -38,14 +45,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--env-file", type=Path, default=Path(".env"), help="optional .env file (default ./.env)"
     )
-    commands = parser.add_subparsers(dest="command")
+    commands = parser.add_subparsers(dest="command", parser_class=CommandParser)
     commands.add_parser("serve", help="run the service (the default)")
     commands.add_parser("init-db", help="create or migrate the database, then exit")
+    add_client_commands(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = build_parser().parse_args(argv)
+    if arguments.command in CLIENT_COMMANDS:
+        # A client of a running server: never reads the server's configuration or .env file.
+        return run_client_command(arguments, os.environ)
     try:
         config = load_config(read_environment(os.environ, env_file=arguments.env_file))
     except ConfigError as exc:
