@@ -15,9 +15,6 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import trio
-
-from actors import ActorCrashed
 from sesender import __version__
 from sesender.client.commands import (
     CLIENT_COMMANDS,
@@ -28,7 +25,6 @@ from sesender.client.commands import (
 from sesender.config import Config, load_config, read_environment
 from sesender.errors import ConfigError, StoreError
 from sesender.logs import configure_logging
-from sesender.monitoring import flush, init_sentry
 
 logger = logging.getLogger("sesender")
 
@@ -86,6 +82,11 @@ def init_db(config: Config) -> int:
 
 
 def serve(config: Config) -> int:
+    # Imported here so that the client commands start fast (no trio, no Sentry).
+    import trio
+
+    from actors import ActorCrashed
+    from sesender.monitoring import flush, init_sentry
     from sesender.service import run_service
 
     sentry = init_sentry(config.observability)
