@@ -15,8 +15,10 @@ from quart import Response, g, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
+from sesender.errors import StoreUnavailable
 from sesender.http.auth import check_api_key
 from sesender.http.context import AppContext
+from sesender.http.dashboard import dashboard_blueprint
 from sesender.http.events import events_blueprint
 from sesender.http.feedback import feedback_blueprint
 from sesender.http.health import health_blueprint
@@ -67,6 +69,8 @@ class SesenderApp(QuartTrio):
 def create_app(context: AppContext) -> SesenderApp:
     app = SesenderApp("sesender")
     app.context = context
+    # "//" in a path is data (a topic id may contain slashes), not a reason for an HTML redirect.
+    app.url_map.merge_slashes = False
     app.config["MAX_CONTENT_LENGTH"] = context.config.server.max_request_bytes
     app.config["BODY_TIMEOUT"] = context.config.server.read_timeout
     app.config["JSON_SORT_KEYS"] = False
@@ -82,6 +86,7 @@ def create_app(context: AppContext) -> SesenderApp:
         unsubscribe_blueprint,
         metrics_blueprint,
         stats_blueprint,
+        dashboard_blueprint,
     ):
         app.register_blueprint(blueprint)
 
@@ -107,6 +112,13 @@ def create_app(context: AppContext) -> SesenderApp:
     @app.errorhandler(ApiError)
     async def api_error(error: ApiError) -> Response:
         return error_response(error.status, error.message)
+
+    @app.errorhandler(StoreUnavailable)
+    async def store_unavailable(error: StoreUnavailable) -> Response:
+        logger.error("database unavailable: %s", error, extra={"event": "store_unavailable"})
+        response = error_response(503, "The database is unavailable; retry later")
+        response.headers["Retry-After"] = "5"
+        return response
 
     @app.errorhandler(HTTPException)
     async def http_error(error: HTTPException) -> Response:
