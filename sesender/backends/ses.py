@@ -306,7 +306,10 @@ class SesBackend:
         self._attempts += 1
         self._in_flight += 1
         try:
-            response = await self.lane.run(call)
+            # Abandonable: at the shutdown deadline a hanging call must not hold the process
+            # for the whole read timeout. Its email stays Processed and is sent again after the
+            # restart, exactly as after a crash (at-least-once).
+            response = await self.lane.run_abandonable(call)
         except (BotoCoreError, ClientError) as exc:
             error = translate_error(exc)
             self._count_failure(error)
@@ -342,7 +345,7 @@ class SesBackend:
             return self.client.get_account()
 
         try:
-            response = await self.lane.run(call)
+            response = await self.lane.run_abandonable(call)  # a read: safe to abandon
         except NotImplementedError as exc:
             # moto's in-process mock raises this for operations it does not implement.
             return AccountStatus(
@@ -393,6 +396,19 @@ def account_status_from(response: GetAccountResponseTypeDef) -> AccountStatus:
         reasons.append("sending is disabled for the account")
     if enforcement == "SHUTDOWN":
         reasons.append("the account's enforcement status is SHUTDOWN")
+    max_24_hours = quota.get("Max24HourSend")
+    sent_24_hours = quota.get("SentLast24Hours")
+    # -1 means unlimited. A used-up daily quota clears only as the 24-hour window moves on:
+    # without this, every probe would resume sending just to be refused again.
+    if (
+        max_24_hours is not None
+        and sent_24_hours is not None
+        and max_24_hours >= 0
+        and sent_24_hours >= max_24_hours
+    ):
+        reasons.append(
+            f"the daily sending quota is used up ({sent_24_hours:g} of {max_24_hours:g})"
+        )
     details = {
         "enforcement_status": enforcement,
         "production_access": str(response.get("ProductionAccessEnabled", "")),

@@ -23,6 +23,8 @@ logger = logging.getLogger(__name__)
 
 #: First probe after the provider became unreachable (then doubling like any pause).
 QUICK_PROBE = 1.0
+#: How long the start-up account check may take before sending starts without it.
+STARTUP_CHECK_TIMEOUT = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,8 +54,16 @@ class AccountMonitor:
         self._account_rate: float | None = None
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        await self._check_rate()
+        # Ready at once: a slow or hanging provider must not delay the service's start.
         task_status.started()
+        with trio.move_on_after(STARTUP_CHECK_TIMEOUT) as scope:
+            await self._check_rate()
+        if scope.cancelled_caught:
+            logger.warning(
+                "the account status did not answer within %ss; sending starts anyway and the"
+                " first errors will tell",
+                STARTUP_CHECK_TIMEOUT,
+            )
         gate = self._control.gate
         while True:
             await gate.wait_paused()

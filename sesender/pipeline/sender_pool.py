@@ -218,4 +218,6 @@ class SenderPool:
 
 
 def _describe(exc: SendError) -> str:
-    return f"{exc.code}: {exc}" if exc.code else str(exc)
+    """The error with its code in front, unless the message already names it."""
+    text = str(exc)
+    return f"{exc.code}: {text}" if exc.code and exc.code not in text else text

@@ -16,7 +16,10 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from email.parser import BytesHeaderParser
+from email.policy import default as default_policy
 from pathlib import Path
 from typing import Any
 
@@ -126,6 +129,11 @@ class ServiceProcess:
                     return line
         return None
 
+    def events(self, event: str) -> list[dict[str, Any]]:
+        """Every JSON log line of this process whose ``event`` is ``event``, in order."""
+        with self._lock:
+            return [line for line in self.lines if line.get("event") == event]
+
     def client(self, **kwargs: Any) -> httpx.Client:
         headers = {"X-API-KEY": self.env.get("API_KEY", "")}
         headers.update(kwargs.pop("headers", {}))
@@ -179,3 +187,106 @@ def base_env(workdir: Path, **overrides: str) -> dict[str, str]:
     }
     env.update(overrides)
     return env
+
+
+# -- API helpers ---------------------------------------------------------------------------------
+
+
+def submit(
+    client: httpx.Client,
+    *,
+    topic: str,
+    emails: Iterable[str],
+    subject: str = "Hello",
+    content: str = "<html><body><p>Hello!</p></body></html>",
+) -> range:
+    """POST one message to ``emails``; every address must be accepted. Returns the request ids.
+
+    The store inserts one message's recipients in one transaction with consecutive ids, starting
+    at the response's ``first_request_id``.
+    """
+    recipients = list(emails)
+    response = client.post(
+        "/v1/messages",
+        json={
+            "messages": [
+                {"topic_id": topic, "emails": recipients, "subject": subject, "content": content}
+            ]
+        },
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["success"] == len(recipients), body
+    assert body["errors"] == 0, body
+    first = body["first_request_id"]
+    return range(first, first + len(recipients))
+
+
+def topic_counts(client: httpx.Client, topic: str) -> dict[str, int]:
+    response = client.get(f"/v1/topics/{topic}")
+    assert response.status_code == 200, response.text
+    counts: dict[str, int] = response.json()["request_counts"]
+    return counts
+
+
+def wait_topic(
+    client: httpx.Client,
+    topic: str,
+    *,
+    timeout: float,
+    status: str = "Sent",
+    count: int,
+    interval: float = 0.1,
+) -> dict[str, int]:
+    """Poll the topic's statistics until ``count`` of its emails have ``status``."""
+    last: dict[str, int] = {}
+
+    def reached() -> bool:
+        nonlocal last
+        last = topic_counts(client, topic)
+        return last.get(status, 0) >= count
+
+    try:
+        wait_for(reached, timeout=timeout, interval=interval, what=f"{count} {status} in {topic}")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; last counts {last}") from None
+    return last
+
+
+def message_details(client: httpx.Client, request_ids: Iterable[int]) -> list[dict[str, Any]]:
+    """``GET /v1/messages/{id}`` for each id (all must exist)."""
+    details = []
+    for request_id in request_ids:
+        response = client.get(f"/v1/messages/{request_id}")
+        assert response.status_code == 200, response.text
+        details.append(response.json())
+    return details
+
+
+# -- outbox ----------------------------------------------------------------------------------------
+
+
+def outbox_files(directory: Path) -> list[Path]:
+    """The finished ``.eml`` files (the backend's temporary files are dot-files)."""
+    if not directory.exists():
+        return []
+    return [path for path in directory.iterdir() if path.suffix == ".eml" and path.name[0] != "."]
+
+
+def count_outbox(directory: Path) -> int:
+    return len(outbox_files(directory))
+
+
+def outbox_headers(directory: Path) -> list[Any]:
+    """The parsed headers of every ``.eml`` file in ``directory``."""
+    parser = BytesHeaderParser(policy=default_policy)
+    headers = []
+    for path in outbox_files(directory):
+        with path.open("rb") as file:
+            headers.append(parser.parse(file))
+    return headers
+
+
+def outbox_recipients(directory: Path) -> Counter[str]:
+    """How many files each recipient (the ``To:`` header) got."""
+    return Counter(str(message["To"]) for message in outbox_headers(directory))

@@ -1,0 +1,180 @@
+"""A daily-quota pause with the SES backend, in process: the pause holds until the quota frees.
+
+SPEC section 3 lists "daily quota exceeded" among the account-level errors: pause sending, keep
+the emails queued, resume later. SES answers ``LimitExceededException: Daily message quota
+exceeded.`` once the day's quota is used, and ``GetAccount`` (what the account monitor probes)
+then reports ``SentLast24Hours >= Max24HourSend`` while ``SendingEnabled`` stays true. The SES
+backend runs on an injected fake sesv2 client (the two calls the service makes, plus ``close``),
+never a patched boto3.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import trio
+from botocore.exceptions import ClientError
+
+from actors import ThreadLane
+from sesender.backends.ses import SesBackend
+from sesender.config import load_config
+from sesender.service import open_service
+
+T = TypeVar("T")
+API_KEY = "integration-key"
+
+
+async def wait_until(condition: Callable[[], Awaitable[T | None]], *, interval: float = 0.02) -> T:
+    """Poll ``condition`` until it returns something truthy (callers bound it with a deadline)."""
+    while True:
+        value = await condition()
+        if value:
+            return value
+        await trio.sleep(interval)
+
+
+DAILY_QUOTA_EXCEEDED: Any = {
+    "Error": {"Code": "LimitExceededException", "Message": "Daily message quota exceeded."},
+    "ResponseMetadata": {"HTTPStatusCode": 400},
+}
+
+
+class QuotaClient:
+    """A sesv2 client whose account may send ``quota`` emails a day; ``new_day()`` resets it."""
+
+    def __init__(self, quota: int) -> None:
+        self.quota = quota
+        self.sent_today = 0
+        self.send_calls = 0
+        self.sent: list[str] = []
+        self._lock = threading.Lock()
+
+    def new_day(self, quota: int) -> None:
+        with self._lock:
+            self.quota = quota
+            self.sent_today = 0
+
+    def send_email(self, **request: Any) -> dict[str, Any]:
+        with self._lock:
+            self.send_calls += 1
+            if self.sent_today >= self.quota:
+                raise ClientError(DAILY_QUOTA_EXCEEDED, "SendEmail")
+            self.sent_today += 1
+            (recipient,) = request["Destination"]["ToAddresses"]
+            self.sent.append(recipient)
+            return {"MessageId": f"fake-{len(self.sent)}"}
+
+    def get_account(self) -> dict[str, Any]:
+        with self._lock:
+            quota = {
+                "Max24HourSend": float(self.quota),
+                "MaxSendRate": 100.0,
+                "SentLast24Hours": float(self.sent_today),
+            }
+        return {
+            "SendingEnabled": True,
+            "EnforcementStatus": "HEALTHY",
+            "ProductionAccessEnabled": True,
+            "SendQuota": quota,
+        }
+
+    def close(self) -> None:
+        pass
+
+
+async def test_daily_quota_pause_holds_while_get_account_reports_the_quota_used(
+    tmp_path: Path,
+) -> None:
+    config = load_config(
+        {
+            "SENDER_BACKEND": "memory",  # the backend is injected; this only skips AWS checks
+            "SERVER_HOST": "127.0.0.1",
+            "SERVER_PORT": "0",
+            "API_KEY": API_KEY,
+            "DATABASE_PATH": str(tmp_path / "sesender.db"),
+            "MAX_SEND_PER_SECOND": "50",
+            "PAUSE_PROBE_SECONDS": "0.1",
+            "SCHEDULER_INTERVAL_SECONDS": "1",
+            "SHUTDOWN_TIMEOUT_SECONDS": "5",
+        }
+    )
+    client = QuotaClient(quota=5)
+    backend = SesBackend(client=client, lane=ThreadLane("ses", 8))  # type: ignore[arg-type]
+    recipients = [f"quota{n}@example.org" for n in range(20)]
+
+    with trio.fail_after(30):
+        async with open_service(config, backend=backend, handle_signals=False) as service:
+            url = service.urls[0].replace("0.0.0.0", "127.0.0.1")
+            async with httpx.AsyncClient(
+                base_url=url, headers={"X-API-KEY": API_KEY}, timeout=10
+            ) as http:
+                response = await http.post(
+                    "/v1/messages",
+                    json={
+                        "messages": [
+                            {
+                                "topic_id": "quota",
+                                "emails": recipients,
+                                "subject": "Quota",
+                                "content": "<p>Hello</p>",
+                            }
+                        ]
+                    },
+                )
+                assert response.json()["success"] == 20
+
+                async def paused() -> dict[str, Any] | None:
+                    body: dict[str, Any] = (await http.get("/ready")).json()
+                    return body if body["sending"] == "paused" else None
+
+                with trio.fail_after(10):
+                    body = await wait_until(paused)
+                assert "Daily message quota exceeded" in body["sending_paused_reason"]
+
+                # Three probes of the account, which still has no quota left: the pause must
+                # hold, so no further SendEmail call is made (and nothing fails).
+                monitor = service.pipeline.account_monitor
+
+                async def probed(count: int) -> bool:
+                    await trio.lowlevel.checkpoint()
+                    return monitor.statistics().probes >= count
+
+                with trio.fail_after(10):
+                    await wait_until(lambda: probed(1))
+                calls_after_first_probe = client.send_calls
+                with trio.fail_after(10):
+                    await wait_until(lambda: probed(4))
+                gate = service.pipeline.gate_statistics()
+
+                async def quota_recorded() -> dict[str, int] | None:
+                    current: dict[str, int] = (await http.get("/v1/topics/quota")).json()[
+                        "request_counts"
+                    ]
+                    return current if current["Sent"] >= 5 else None
+
+                with trio.fail_after(5):  # the quota's worth was sent (flushed within 0.5 s)
+                    counts = await wait_until(quota_recorded)
+                assert counts["Failed"] == 0
+                assert counts["Sent"] == 5
+                assert gate.paused, "resumed although GetAccount reports the daily quota used up"
+                assert gate.pauses_total == 1, (
+                    f"the pause flapped {gate.pauses_total} times: every probe resumed sending"
+                )
+                assert client.send_calls == calls_after_first_probe, (
+                    "SendEmail was called again while the daily quota was used up"
+                )
+
+                client.new_day(quota=1000)
+
+                async def all_sent() -> bool:
+                    current = (await http.get("/v1/topics/quota")).json()["request_counts"]
+                    return bool(current["Sent"] == 20)
+
+                with trio.fail_after(15):
+                    await wait_until(all_sent)
+                assert sorted(client.sent) == sorted(recipients)
+            service.shutdown.trigger("test finished")
