@@ -48,6 +48,7 @@ from sesender.http.server import hypercorn_config, serve_http
 from sesender.metrics import Metrics, PipelineCollector
 from sesender.monitoring import report_actor_crash
 from sesender.pipeline.compose import MessageComposer
+from sesender.pipeline.housekeeper import Housekeeper
 from sesender.pipeline.pipeline import ACTOR_NAMES, Pipeline, PipelineSettings
 from sesender.pipeline.result_writer import ResultWrite, ResultWriter, write_and_wait
 from sesender.pipeline.retry import RetryPolicy
@@ -231,6 +232,7 @@ async def _start_actors(
             results_done.set()
 
     await supervisor.start("result-writer", run_result_writer)
+    await supervisor.start("housekeeper", Housekeeper(store=store, now_ms=now_ms).run)
     verifier = SnsVerifier(
         fetch_pem=sns_http.fetch_pem,
         now=lambda: datetime.fromtimestamp(now_ms() / 1000, UTC),
@@ -270,6 +272,7 @@ async def _start_actors(
         required_actors=(
             *ACTOR_NAMES,
             "result-writer",
+            "housekeeper",
             "http",
             *(("sqs-poller",) if config.feedback.events_queue_url else ()),
         ),

@@ -307,3 +307,17 @@ async def test_a_database_refusing_writes_is_unavailable_not_a_crash(store: Sqli
         await store.submit(submission(message("t", 1)))
     store._writer.execute("PRAGMA query_only = OFF")
     assert (await store.submit(submission(message("t", 1)))).stored == 1
+
+
+async def test_prune_forgets_only_old_dedup_records(store: SqliteStore) -> None:
+    from sesender.models import FeedbackItem, IdempotencyRecord
+
+    await store.record_feedback([FeedbackItem(source_id="old")], now_ms=NOW - 10_000)
+    await store.record_feedback([FeedbackItem(source_id="new")], now_ms=NOW)
+    await store.submit(
+        submission(message("t", 1)),
+        idempotency=IdempotencyRecord("k-old", b"d", "{}", NOW - 10_000),
+    )
+    assert await store.prune(before_ms=NOW - 5_000) == (1, 1)
+    assert rows(store, "SELECT message_id FROM sns_messages") == [("new",)]
+    assert await store.find_idempotency("k-old", since_ms=0) is None
