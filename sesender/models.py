@@ -69,6 +69,8 @@ class SubmissionReceipt:
     first_request_id: int | None
     #: set instead when the idempotency key was already used within the window: nothing stored.
     replayed: IdempotencyRecord | None = None
+    #: with an idempotency key: the response as stored for replays (to be returned verbatim).
+    response: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,9 +11,10 @@ from __future__ import annotations
 import logging
 import time
 
+import trio
 from quart import Response, g, request
 from quart_trio import QuartTrio
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from sesender.errors import StoreUnavailable
 from sesender.http.auth import check_api_key
@@ -93,6 +94,24 @@ def create_app(context: AppContext) -> SesenderApp:
     @app.before_request
     async def start_timer() -> None:
         g.started = time.perf_counter()
+
+    @app.after_request
+    async def finish_reading_the_body(response: Response) -> Response:
+        """Read what the client is still sending before answering early (401, 404, 405, 413,
+        415...). Otherwise hypercorn closes the connection from inside the response, quart-trio
+        cancels the request on the disconnect it sees, the close is interrupted halfway, and a
+        keep-alive client's next request on that connection hangs until the read timeout."""
+        if request.content_length or "transfer-encoding" in request.headers:
+            finished = False
+            try:
+                with trio.move_on_after(context.config.server.read_timeout):
+                    await request.get_data(cache=False, as_text=False, parse_form_data=False)
+                    finished = True
+            except RequestEntityTooLarge:
+                finished = False
+            if not finished:
+                response.headers["Connection"] = "close"
+        return response
 
     @app.after_request
     async def observe(response: Response) -> Response:

@@ -96,6 +96,8 @@ async def submit_messages() -> Response:
         return replay(receipt.replayed, digest)
     if receipt.stored and not scheduled:
         context.pipeline.notify_submitted()
+    if receipt.response is not None:
+        return json_response(json.loads(receipt.response))  # what a replay will return
     body["duration_ms"] = elapsed_ms(started)
     if receipt.first_request_id is not None:
         body["first_request_id"] = receipt.first_request_id

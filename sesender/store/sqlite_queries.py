@@ -8,6 +8,7 @@ lane (writer or reader) a function runs on and translates ``sqlite3`` errors.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import sqlite3
 from collections import Counter
@@ -177,20 +178,22 @@ def submit(
             " ON CONFLICT (topic_id, status) DO UPDATE SET count = count + excluded.count",
             per_topic.items(),
         )
+        response = None
         if idempotency is not None:
+            # The stored response is the one the first caller gets, word for word: it gains
+            # the first request id here, inside the transaction that assigned it.
+            body = json.loads(idempotency.response)
+            if first_id is not None:
+                body["first_request_id"] = first_id
+            response = json.dumps(body)
             connection.execute(
                 "INSERT INTO idempotency_keys (key, body_digest, response, created_at)"
                 " VALUES (?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET body_digest ="
                 " excluded.body_digest, response = excluded.response, created_at ="
                 " excluded.created_at",
-                (
-                    idempotency.key,
-                    idempotency.body_digest,
-                    idempotency.response,
-                    idempotency.created_at_ms,
-                ),
+                (idempotency.key, idempotency.body_digest, response, idempotency.created_at_ms),
             )
-    return SubmissionReceipt(stored=stored, first_request_id=first_id)
+    return SubmissionReceipt(stored=stored, first_request_id=first_id, response=response)
 
 
 def _content_id(connection: sqlite3.Connection, subject: str, body: str, now: int) -> int:
