@@ -7,6 +7,7 @@ store implementation (PostgreSQL) can produce the same records.
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 
@@ -196,6 +197,14 @@ class FeedbackReport:
     matched: int = 0
     duplicates: int = 0
     suppressed: int = 0
+
+    @staticmethod
+    def total(reports: Sequence[FeedbackReport]) -> FeedbackReport:
+        return FeedbackReport(
+            matched=sum(r.matched for r in reports),
+            duplicates=sum(r.duplicates for r in reports),
+            suppressed=sum(r.suppressed for r in reports),
+        )
 
 
 @dataclass(frozen=True, slots=True)

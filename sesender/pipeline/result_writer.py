@@ -82,7 +82,7 @@ class ResultWriter:
     async def _commit(self, batch: list[ResultWrite]) -> None:
         items = [write.item for write in batch]
         try:
-            report = await self._store.record_feedback(items, now_ms=self._now_ms())
+            reports = await self._store.record_feedback(items, now_ms=self._now_ms())
         except StoreError as exc:
             self._failures += 1
             logger.error("could not record %d feedback items: %s", len(items), exc)
@@ -91,9 +91,8 @@ class ResultWriter:
         else:
             self._commits += 1
             self._events += sum(len(item.events) for item in items)
-            self._matched += report.matched
-            # Reports are per commit: every write of the batch learns the batch's totals.
-            for write in batch:
+            self._matched += sum(report.matched for report in reports)
+            for write, report in zip(batch, reports, strict=True):
                 write.report = report
         for write in batch:
             if write.committed is not None:

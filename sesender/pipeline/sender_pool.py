@@ -106,19 +106,30 @@ class SenderPool:
         # post-processor that nothing more will come.
 
     async def _send_one(self, email: ClaimedEmail) -> None:
+        # The slot is released only once the outcome is in the outcome pipe: when the database
+        # stalls, the pipe fills, the pool stops taking emails and the pipeline slows to a stop
+        # instead of piling up finished sends.
         try:
             outcome = await self._attempt(email)
+            await self._hand_over(email, outcome)
         finally:
             self._slots.release()
-        # The send happened (or was decided): its outcome must reach the post-processor even if
-        # we are being cancelled. This is the one shield worth having.
-        with trio.move_on_after(OUTCOME_HANDOFF_TIMEOUT, shield=True) as scope:
+
+    async def _hand_over(self, email: ClaimedEmail, outcome: Outcome) -> None:
+        """Wait as long as it takes for room in the outcome pipe; only when cancelled (the
+        shutdown deadline) try once more, shielded and bounded: the send happened, and its
+        outcome is the one thing worth a shield."""
+        try:
             await self._outcome_tx.send(outcome)
-        if scope.cancelled_caught:
-            logger.error(
-                "outcome of request %d not persisted; it will be sent again after restart",
-                email.request_id,
-            )
+        except trio.Cancelled:
+            with trio.move_on_after(OUTCOME_HANDOFF_TIMEOUT, shield=True) as scope:
+                await self._outcome_tx.send(outcome)
+            if scope.cancelled_caught:
+                logger.error(
+                    "outcome of request %d not persisted; it will be sent again after restart",
+                    email.request_id,
+                )
+            raise
 
     async def _attempt(self, email: ClaimedEmail) -> Outcome:
         control = self._control

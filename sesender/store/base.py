@@ -52,7 +52,7 @@ class Store(Protocol):
 
     async def record_feedback(
         self, items: Sequence[FeedbackItem], *, now_ms: int
-    ) -> FeedbackReport:
+    ) -> list[FeedbackReport]:
         """Apply feedback in one transaction: events once per (email, type) with a repeat
         counter, suppressions, transient-bounce counts; items whose ``source_id`` was seen
         before change nothing."""

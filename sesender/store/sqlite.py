@@ -185,7 +185,7 @@ class SqliteStore:
 
     async def record_feedback(
         self, items: Sequence[FeedbackItem], *, now_ms: int
-    ) -> FeedbackReport:
+    ) -> list[FeedbackReport]:
         return await self._with_writer(
             queries.record_feedback, items, self.suppress_after_transient, now_ms
         )

@@ -436,18 +436,20 @@ def record_feedback(
     items: Sequence[FeedbackItem],
     suppress_after_transient: int,
     now_ms: int,
-) -> FeedbackReport:
-    """Apply a group of feedback items in one transaction (see :class:`FeedbackItem`)."""
-    matched = duplicates = suppressed = 0
+) -> list[FeedbackReport]:
+    """Apply a group of feedback items in one transaction (see :class:`FeedbackItem`); return
+    one report per item, in order, so each caller of a group commit learns its own outcome."""
+    reports: list[FeedbackReport] = []
     with transaction(connection):
         for item in items:
+            matched = suppressed = 0
             if item.source_id is not None:
                 cursor = connection.execute(
                     "INSERT OR IGNORE INTO sns_messages (message_id, received_at) VALUES (?, ?)",
                     (item.source_id, now_ms),
                 )
                 if cursor.rowcount == 0:
-                    duplicates += 1
+                    reports.append(FeedbackReport(duplicates=1))
                     continue
             for event in item.events:
                 matched += _record_event(connection, event)
@@ -471,7 +473,8 @@ def record_feedback(
                         ),
                         now_ms,
                     )
-    return FeedbackReport(matched=matched, duplicates=duplicates, suppressed=suppressed)
+            reports.append(FeedbackReport(matched=matched, suppressed=suppressed))
+    return reports
 
 
 def _record_event(connection: sqlite3.Connection, event: ResultEvent) -> int:

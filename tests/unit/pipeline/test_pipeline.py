@@ -208,3 +208,21 @@ async def test_an_unreachable_provider_pauses_instead_of_failing(
     assert store.by_status(Status.FAILED) == []
     # Probes came quickly (1 s, then doubling), so sending resumed soon after the outage.
     assert max(r.started_at for r in backend.sent) < 30 + 32 + 5
+
+
+async def test_a_stalled_database_slows_the_pipeline_and_loses_no_outcome(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Outcomes wait for the database as long as it takes: finished sends hold their slot, the
+    pool stops taking emails, and every outcome is written once the database is back."""
+    store = FakeQueueStore(unavailable_writes=6)  # refused for 0.1+0.5+1+2+5+5 s
+    store.add(300)
+    backend = MemoryBackend(latency=0.01)
+    pipeline = build(store, backend, rate=100, post_channel_size=10)
+    async with open_supervisor() as supervisor:
+        await pipeline.start(supervisor)
+        await trio.sleep(60)
+        await drain(pipeline, supervisor.cancel_scope)
+    assert len(store.by_status(Status.SENT)) == 300
+    assert len(backend.sent) == 300  # every send recorded, none repeated
+    assert pipeline.post_processor.statistics().write_failures == 6

@@ -1,0 +1,324 @@
+"""Send rate: does the running service hold ``MAX_SEND_PER_SECOND``, and nothing more?
+
+What it measures: for each target rate R in ``--rates`` (default 24, 200, 1000) the real service
+runs in-process, built by ``open_service(config, backend=MemoryBackend(latency=0.05),
+handle_signals=False)`` from ``load_config`` with ``SENDER_BACKEND=memory``,
+``MAX_SEND_PER_SECOND=R`` (burst left at its default, ``max(1, R/10)``), a fresh temporary
+``DATABASE_PATH`` and HTTP on 127.0.0.1, port 0. Before the clock starts, enough emails for the
+whole run (1.2 x R x (warm-up + duration) + burst) are stored with ``service.store.submit`` in
+submissions of 10,000; then ``service.pipeline.notify_submitted()`` wakes the scheduler, the
+service sends for ``--warmup + --duration`` seconds (default 1 + 15) and
+``service.shutdown.trigger("bench")`` stops it gracefully.
+
+Every figure comes from the memory backend's ``sent`` records: ``started_at`` is the trio-clock
+instant each ``send`` call began, i.e. when the email was handed to the provider. With ``t0`` the
+first start:
+
+* **mean rate**: starts in the steady window ``[t0 + warmup, t0 + warmup + duration)`` divided
+  by its length; the warm-up second holds the initial burst (the bucket starts full), which is
+  allowed but is not the sustained rate. Criterion: within 2 % of R. The baseline is the target
+  itself, so the ratio printed is achieved / R.
+* **max 1-s window**: the largest number of starts in any half-open 1-second window sliding over
+  the whole run (start-up burst included), computed exactly from the sorted start times.
+  Criterion: never above R + burst, the most a token bucket of that depth can allow.
+* **peak in-flight**: ``backend.statistics().peak_in_flight``, the most ``send`` calls running at
+  once. Criterion: never above 2 x R (the sender pool's limit).
+
+It also draws sends per second (1-s bins from ``t0``) against the target for every R into
+``--plot`` (default ``docs/rate.png``; pass ``--plot ''`` to skip it).
+
+    python -m bench.rate                               # R = 24, 200, 1000; 15 s steady each
+    python -m bench.rate --rates 24 200 1000 5000 --duration 30
+    python -m bench.rate --quick                       # tiny, for the CI smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import bisect
+import math
+import tempfile
+from collections.abc import Sequence
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from bench.common import (
+    DOCS_DIR,
+    ThreadTimes,
+    add_output_arguments,
+    format_table,
+    make_emails,
+    quiet_logging,
+    service_values,
+    submit_emails,
+    verdict,
+    write_result,
+)
+from sesender.backends.memory import MemoryBackend
+from sesender.config import load_config
+from sesender.service import open_service
+
+NAME = "rate"
+TOPIC = "bench_rate"
+MEAN_TOLERANCE = 0.02
+#: How long after the steady window ends the shutdown is triggered (so the window is all sending).
+TRIGGER_MARGIN = 0.25
+
+
+def max_in_window(starts: Sequence[float], width: float = 1.0) -> int:
+    """The most ``starts`` (sorted) inside any half-open window ``[t, t + width)``.
+
+    The maximum is always reached by a window that opens on one of the starts.
+    """
+    best = 0
+    low = 0
+    for high, start in enumerate(starts):
+        while starts[low] <= start - width:
+            low += 1
+        best = max(best, high - low + 1)
+    return best
+
+
+def per_second(starts: Sequence[float], origin: float, seconds: int) -> list[int]:
+    """Starts in each whole second ``[origin + i, origin + i + 1)`` for i < seconds."""
+    return [
+        bisect.bisect_left(starts, origin + index + 1) - bisect.bisect_left(starts, origin + index)
+        for index in range(seconds)
+    ]
+
+
+async def measure_rate(
+    rate: float, *, warmup: float, duration: float, latency: float, directory: Path
+) -> dict[str, Any]:
+    config = load_config(
+        service_values(
+            directory / f"rate-{rate:g}.db",
+            SENDER_BACKEND="memory",
+            MAX_SEND_PER_SECOND=f"{rate:g}",
+        )
+    )
+    burst = config.pipeline.burst
+    backend = MemoryBackend(latency=latency)
+    total = math.ceil(1.2 * rate * (warmup + duration) + burst)
+    async with open_service(config, backend=backend, handle_signals=False) as service:
+        await submit_emails(service.store, TOPIC, make_emails(total))
+        notified = trio.current_time()
+        loop_times = ThreadTimes.now()
+        service.pipeline.notify_submitted()
+        triggered = notified + warmup + duration + TRIGGER_MARGIN
+        await trio.sleep_until(triggered)
+        loop = ThreadTimes.now().since(loop_times)
+        service.shutdown.trigger("bench")
+        pool = service.pipeline.sender_pool.statistics()
+    starts = sorted(record.started_at for record in backend.sent)
+    if not starts:
+        raise RuntimeError(f"nothing was sent at R={rate:g}")
+    origin = starts[0]
+    window_start = origin + warmup
+    window_end = min(origin + warmup + duration, triggered)
+    steady = bisect.bisect_left(starts, window_end) - bisect.bisect_left(starts, window_start)
+    mean = steady / (window_end - window_start)
+    started_before_trigger = starts[: bisect.bisect_left(starts, triggered)]
+    max_window = max_in_window(started_before_trigger)
+    steady_starts = starts[
+        bisect.bisect_left(starts, window_start) : bisect.bisect_left(starts, window_end)
+    ]
+    peak_in_flight = backend.statistics().peak_in_flight
+    seconds = int(triggered - origin)
+    return {
+        "rate": rate,
+        "burst": burst,
+        "latency": latency,
+        "submitted": total,
+        "sent": len(starts),
+        "first_send_after_notify": origin - notified,
+        "steady_window": [window_start - origin, window_end - origin],
+        "steady_sends": steady,
+        "mean_rate": mean,
+        "mean_ratio": mean / rate,
+        "max_1s_window": max_window,
+        "max_1s_window_steady": max_in_window(steady_starts),
+        "limit_1s_window": rate + burst,
+        "peak_in_flight": peak_in_flight,
+        "pool_peak_in_flight": pool.peak_in_flight,
+        "limit_in_flight": 2 * rate,
+        "per_second": per_second(starts, origin, seconds),
+        **{f"event_loop_{key}": value for key, value in loop.items()},
+        "event_loop_cpu_ms_per_send": 1000 * loop["thread_on_cpu_seconds"] / len(starts),
+        "mean_ok": abs(mean / rate - 1) <= MEAN_TOLERANCE,
+        "window_ok": max_window <= rate + burst,
+        "in_flight_ok": peak_in_flight <= 2 * rate,
+    }
+
+
+def plot(runs: Sequence[dict[str, Any]], path: Path, *, latency: float) -> None:
+    # matplotlib is imported only when a plot is asked for (it takes a second to load).
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(
+        len(runs), 1, figsize=(8, 2.4 * len(runs) + 0.6), squeeze=False, constrained_layout=True
+    )
+    for axis, run in zip(axes[:, 0], runs, strict=True):
+        counts = run["per_second"]
+        seconds = list(range(len(counts)))
+        rate = run["rate"]
+        axis.bar(seconds, counts, width=0.85, align="edge", color="#4c72b0", label="sends")
+        axis.axhline(rate, color="#dd8452", linewidth=2, label=f"target R = {rate:g}/s")
+        axis.axhline(
+            run["limit_1s_window"],
+            color="#c44e52",
+            linestyle=":",
+            linewidth=1.5,
+            label=f"R + burst = {run['limit_1s_window']:g}",
+        )
+        low, high = run["steady_window"]
+        axis.axvspan(low, high, color="#55a868", alpha=0.08, label="steady window")
+        axis.set_xlim(0, max(len(counts), 1))
+        axis.set_ylim(0, run["limit_1s_window"] * 1.25)
+        axis.set_ylabel("sends / s")
+        axis.set_title(
+            f"R = {rate:g}/s: mean {run['mean_rate']:.2f}/s ({run['mean_ratio']:.2%} of R),"
+            f" max 1-s window {run['max_1s_window']}, peak in flight {run['peak_in_flight']}",
+            fontsize=9,
+        )
+    axes[-1, 0].set_xlabel("seconds since the first send (1-s bins)")
+    figure.suptitle(
+        f"sesender send rate, memory backend with {latency * 1000:g} ms latency", fontsize=11
+    )
+    handles, _ = axes[0, 0].get_legend_handles_labels()
+    figure.legend(
+        handles=[handles[index] for index in (3, 0, 1, 2)],  # bars, target, limit, window
+        labels=["sends started per second", "target R", "R + burst (limit)", "steady window"],
+        loc="outside lower center",
+        ncols=4,
+        fontsize=8,
+        frameon=False,
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def report(runs: Sequence[dict[str, Any]]) -> str:
+    figures = format_table(
+        (
+            "R (/s)",
+            "burst",
+            "mean (/s)",
+            "mean / R",
+            "max 1-s window",
+            "R + burst",
+            "peak in flight",
+            "2R",
+        ),
+        (
+            (
+                run["rate"],
+                run["burst"],
+                run["mean_rate"],
+                run["mean_ratio"],
+                run["max_1s_window"],
+                run["limit_1s_window"],
+                run["peak_in_flight"],
+                run["limit_in_flight"],
+            )
+            for run in runs
+        ),
+    )
+    verdicts = format_table(
+        ("R (/s)", "mean within 2 % of R", "no 1-s window above R + burst", "in flight <= 2R"),
+        (
+            (
+                run["rate"],
+                verdict(run["mean_ok"]),
+                verdict(run["window_ok"]),
+                verdict(run["in_flight_ok"]),
+            )
+            for run in runs
+        ),
+    )
+    loop = format_table(
+        (
+            "R (/s)",
+            "event-loop thread on CPU",
+            "runnable, waiting for a CPU",
+            "event-loop CPU per send (ms)",
+        ),
+        (
+            (
+                run["rate"],
+                f"{run['event_loop_thread_on_cpu_share']:.0%}",
+                f"{run['event_loop_thread_waiting_for_cpu_share']:.0%}",
+                run["event_loop_cpu_ms_per_send"],
+            )
+            for run in runs
+        ),
+    )
+    return f"{figures}\n\n{verdicts}\n\n{loop}"
+
+
+def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.rate", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--rates", type=float, nargs="+", default=[24.0, 200.0, 1000.0])
+    parser.add_argument(
+        "--duration", type=float, default=15.0, help="steady window per rate, seconds"
+    )
+    parser.add_argument(
+        "--warmup", type=float, default=1.0, help="seconds excluded from the mean (start burst)"
+    )
+    parser.add_argument(
+        "--latency", type=float, default=0.05, help="memory backend latency, seconds"
+    )
+    parser.add_argument(
+        "--plot", type=str, default=str(DOCS_DIR / "rate.png"), help="PNG path ('' for none)"
+    )
+    add_output_arguments(parser)
+    arguments = parser.parse_args(argv)
+    if arguments.quick:
+        arguments.rates = [24.0, 200.0]
+        arguments.duration = 0.2
+        arguments.warmup = 0.1
+    return arguments
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    arguments = parse_arguments(argv)
+    quiet_logging()
+    runs = []
+    with tempfile.TemporaryDirectory(prefix="sesender-rate-") as directory:
+        for rate in arguments.rates:
+            runs.append(
+                trio.run(
+                    partial(
+                        measure_rate,
+                        rate,
+                        warmup=arguments.warmup,
+                        duration=arguments.duration,
+                        latency=arguments.latency,
+                        directory=Path(directory),
+                    )
+                )
+            )
+    print(report(runs))
+    if arguments.plot:
+        plot(runs, Path(arguments.plot), latency=arguments.latency)
+        print(f"\nplot: {arguments.plot}")
+    figures = {
+        "runs": runs,
+        "passed": all(run["mean_ok"] and run["window_ok"] and run["in_flight_ok"] for run in runs),
+    }
+    path = write_result(NAME, arguments.results_dir, arguments, figures)
+    print(f"results: {path}")
+    return figures
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,51 @@
+"""The benchmarks still run: each one in its ``--quick`` mode, on tiny sizes.
+
+This proves the code paths (service start and stop, the fake SES process, the JSON result) and
+nothing about speed: no timing is asserted. The real figures are in docs/performance.md.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from bench import ceiling, rate, store_ingest
+
+
+def result(directory: Path, name: str) -> dict[str, object]:
+    payload = json.loads((directory / f"{name}.json").read_text(encoding="utf-8"))
+    assert payload["benchmark"] == name
+    assert payload["machine"]["python"]
+    figures: dict[str, object] = payload["figures"]
+    return figures
+
+
+def test_store_ingest_quick(tmp_path: Path) -> None:
+    store_ingest.main(["--quick", "--results-dir", str(tmp_path), "--directory", str(tmp_path)])
+
+    figures = result(tmp_path, "store_ingest")
+    assert figures["recipients"] == 2_000
+    assert isinstance(figures["ratio_median"], float)
+
+
+def test_rate_quick(tmp_path: Path) -> None:
+    # No plot: importing matplotlib alone takes longer than the whole quick run.
+    rate.main(["--quick", "--results-dir", str(tmp_path), "--plot", ""])
+
+    runs = result(tmp_path, "rate")["runs"]
+    assert isinstance(runs, list)
+    assert [run["rate"] for run in runs] == [24.0, 200.0]
+    assert all(run["sent"] > 0 for run in runs)
+
+
+def test_ceiling_quick(tmp_path: Path) -> None:
+    ceiling.main(["--quick", "--results-dir", str(tmp_path), "--directory", str(tmp_path)])
+
+    figures = result(tmp_path, "ceiling")
+    memory = figures["memory"]
+    ses = figures["ses"]
+    assert isinstance(memory, dict)
+    assert isinstance(ses, dict)
+    assert memory["service"]["complete"]
+    assert ses["service"]["complete"]
+    assert ses["service"]["send_email_calls"] == ses["emails"]
