@@ -16,8 +16,9 @@ def test_a_dribbling_client_is_cut_off_and_others_are_served(
 ) -> None:
     service = start_service(HTTP_READ_TIMEOUT_SECONDS="1", HTTP_KEEP_ALIVE_TIMEOUT_SECONDS="1")
     address = urlsplit(service.url)
-    slow = [socket.create_connection((address.hostname, address.port), timeout=10)
-            for _ in range(20)]
+    slow = [
+        socket.create_connection((address.hostname, address.port), timeout=10) for _ in range(20)
+    ]
     try:
         for connection in slow:
             connection.sendall(b"POST /v1/messages HTTP/1.1\r\nHost: x\r\n")  # never finished
