@@ -61,8 +61,10 @@ async def dashboard() -> Response:
     """One endpoint for the three files, so ``PUBLIC_ENDPOINTS`` names them all at once."""
     rule = request.url_rule
     static = STATIC_FILES[rule.rule if rule is not None else "/dashboard"]
-    if static.etag in request.if_none_match:
-        response = Response(b"", status=304)
+    # Weak comparison, as HTTP wants for If-None-Match (a compressing proxy makes ETags weak);
+    # the 304 keeps the file's own content type, so a cache never records a script as HTML.
+    if request.if_none_match.contains_weak(static.etag):
+        response = Response(b"", status=304, content_type=static.content_type)
     else:
         response = Response(static.body, status=200, content_type=static.content_type)
     response.set_etag(static.etag)
