@@ -59,6 +59,10 @@ from sesender.tracking import TokenSigner
 logger = logging.getLogger(__name__)
 
 
+#: Upper bound of the SES thread lane (and of boto3's connection pool).
+MAX_SEND_THREADS = 256
+
+
 def wall_clock_ms() -> int:
     """Unix milliseconds (UTC) for stored timestamps; pipeline timing uses the trio clock."""
     return time.time_ns() // 1_000_000
@@ -81,7 +85,10 @@ class Service:
 async def build_backend(config: Config) -> Backend:
     """Pick the backend by configuration type (never a dotted path)."""
     backend = config.backend
-    pool = max(1, int(2 * config.pipeline.max_send_per_second))
+    # Threads for blocking sends: 2 x rate (the in-flight limit), capped. A call needs a thread
+    # for rate x latency seconds, a few dozen at SES latencies; thousands of threads would only
+    # add GIL contention and connections.
+    pool = min(MAX_SEND_THREADS, max(1, int(2 * config.pipeline.max_send_per_second)))
     match backend.kind:
         case BackendKind.MEMORY:
             return MemoryBackend(
