@@ -152,22 +152,20 @@ def submit(
             if not message.emails:
                 continue
             content_id = _content_id(connection, message.subject, message.body, now)
-            rows = [
-                (message.topic_id, content_id, email, due, now, now) for email in message.emails
-            ]
-            cursor = connection.executemany(
+            # One statement for the whole list: SQLite expands the JSON array itself, which is
+            # about twice as fast as executemany binding 10,000 rows one by one from Python.
+            cursor = connection.execute(
                 "INSERT INTO requests (topic_id, content_id, email, status, attempts, due_at,"
-                " created_at, updated_at) VALUES (?, ?, ?, 0, 0, ?, ?, ?)",
-                rows,
+                " created_at, updated_at) SELECT ?, ?, value, 0, 0, ?, ?, ? FROM json_each(?)",
+                (message.topic_id, content_id, due, now, now, json.dumps(message.emails)),
             )
+            count = len(message.emails)
             if first_id is None:
                 first_id = (
-                    int(connection.execute("SELECT last_insert_rowid()").fetchone()[0])
-                    - len(rows)
-                    + 1
+                    int(connection.execute("SELECT last_insert_rowid()").fetchone()[0]) - count + 1
                 )
             stored += cursor.rowcount
-            per_topic[message.topic_id] += len(rows)
+            per_topic[message.topic_id] += count
         connection.executemany(
             "INSERT INTO topics (topic_id, created_at, updated_at) VALUES (?, ?, ?)"
             " ON CONFLICT (topic_id) DO UPDATE SET updated_at = excluded.updated_at",

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sesender.errors import StoreUnavailable
+from sesender.errors import StoreError, StoreUnavailable
 from sesender.models import (
     Deferred,
     Failed,
@@ -61,8 +61,19 @@ async def test_a_submission_of_10000_is_stored_with_one_content(store: SqliteSto
 
 
 async def test_a_failing_submission_stores_nothing(store: SqliteStore) -> None:
-    bad = NewMessage(topic_id="t", subject="s", body="b", emails=("a@example.com", "\ud800"))
-    with pytest.raises(Exception):  # noqa: B017, PT011 - any error, as long as nothing is kept
+    """The second message of the submission fails (a trigger refuses one address): the first
+    message's rows, already inserted in the same transaction, are rolled back too."""
+    connection = sqlite3.connect(store.path)
+    connection.execute(
+        "CREATE TRIGGER refuse_poison BEFORE INSERT ON requests"
+        " WHEN NEW.email = 'poison@example.com' BEGIN SELECT RAISE(ABORT, 'poison'); END"
+    )
+    connection.commit()
+    connection.close()
+    bad = NewMessage(
+        topic_id="t", subject="s", body="b", emails=("a@example.com", "poison@example.com")
+    )
+    with pytest.raises(StoreError, match="poison"):
         await store.submit(submission(message("t", 5), bad))
     assert rows(store, "SELECT COUNT(*) FROM requests") == [(0,)]
     assert await store.topic_stats("t") == await store.topic_stats("nothing")
