@@ -1,0 +1,53 @@
+"""Smoke test of ``bench/api.py``: the API benchmark runs end to end with tiny sizes.
+
+It measures nothing (no timing assertion): it proves the service processes, the bare baseline
+server, the load generator and the statistics database builder still fit together, that every
+submission was stored, every pixel answered with the PNG and every open persisted, and that the
+statistics answers agree with the database.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_api_benchmark_runs_in_quick_mode(tmp_path: Path) -> None:
+    completed = subprocess.run(
+        [sys.executable, "-m", "bench.api", "--quick", "--results-dir", str(tmp_path)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    assert "sesender duration_ms (server)" in completed.stdout
+    result = json.loads((tmp_path / "api.json").read_text("utf-8"))
+    assert result["benchmark"] == "api"
+    figures = result["figures"]
+    assert figures["parts"] == ["submit", "pixel", "stats"]
+    assert figures["service_errors"] == []
+    assert figures["stats_service_errors"] == []
+
+    submit = figures["submit"]
+    assert submit["server_duration_ms"]["count"] == submit["runs"]
+    assert submit["round_trip_ms"]["median"] > 0
+
+    pixel = figures["pixel"]
+    (run,) = pixel["runs"]
+    for side in ("sesender", "baseline"):
+        assert run[side]["statuses"] == {"200": pixel["opens_per_run"]}
+        assert run[side]["wrong_bodies"] == 0
+    assert pixel["all_persisted"]
+    assert pixel["persisted"]["open_count"] == pixel["distinct_ids_opened"]
+
+    stats = figures["stats"]
+    assert stats["emails"] == 10_000
+    assert stats["cached"] is False  # built in tmp_path, never the repository's cache
+    assert all(endpoint["count"] == stats["requests"] for endpoint in stats["endpoints"].values())
+    assert (tmp_path / "api-stats-10000-8000.db").exists()
