@@ -200,14 +200,18 @@ class OutboxBackend:
     async def send(self, email: OutgoingEmail) -> str:
         """Write ``email`` to a new ``.eml`` file and return its Message-ID (without ``<>``)."""
         unique = uuid.uuid4().hex
-        message = build_message(email, unique=unique, date=self.now())
+        date = self.now()
         name = f"{int(email.request_id)}-{int(email.attempt)}-{unique}.eml"
 
-        def write() -> None:
+        def write() -> str:
+            # Building, serialising and writing all happen in the lane: none of it is the
+            # event loop's work (a refused message raises PermanentSendError from here).
+            message = build_message(email, unique=unique, date=date)
             write_atomically(self.directory, name, serialise(message))
+            return message_id_of(message)
 
         try:
-            await self.lane.run(write)
+            message_id = await self.lane.run(write)
         except OSError as exc:
             self._failed += 1
             raise AccountSendError(
@@ -215,7 +219,7 @@ class OutboxBackend:
                 code=errno.errorcode.get(exc.errno or 0, "OSError"),
             ) from exc
         self._written += 1
-        return message_id_of(message)
+        return message_id
 
     async def account_status(self) -> AccountStatus:
         """``can_send`` is whether the directory exists (or can be created) and is writable."""
