@@ -35,6 +35,8 @@ async def sns_results() -> Response:
     if length is not None and length > MAX_ENVELOPE_BYTES:
         raise ApiError(413, "Request body too large")
     body = await request.get_data(cache=False, as_text=False, parse_form_data=False)
+    if len(body) > MAX_ENVELOPE_BYTES:  # a chunked body gives no Content-Length to check first
+        raise ApiError(413, "Request body too large")
     try:
         result = await context.intake.handle_sns(body, header_type=header_type)
     except SnsMalformed as exc:

@@ -503,3 +503,23 @@ def test_a_refused_message_does_not_stall_the_next_one_on_its_connection(
             except httpx.HTTPError as exc:
                 pytest.fail(f"message {attempt} after a refused one failed: {exc!r}")
             assert response.status_code == 200
+
+
+def test_an_oversized_chunked_webhook_body_is_413(
+    start_service: Callable[..., ServiceProcess],
+) -> None:
+    """Without Content-Length the size is known only after reading: still 413, nothing stored."""
+    service = start_service(SENDER_BACKEND="memory")
+
+    def chunks() -> Iterator[bytes]:
+        for _ in range(300):
+            yield b"x" * 1024
+
+    with service.client() as client:
+        response = client.post(
+            "/v1/events/results",
+            content=chunks(),
+            headers={"x-amz-sns-message-type": "Notification", "Content-Type": "text/plain"},
+        )
+    assert response.status_code == 413
+    assert response.json() == {"error": "Request body too large"}
