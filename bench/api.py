@@ -493,6 +493,9 @@ def measure_pixel(
         "sesender_server_cpu_ms_per_request_best": service_cpu,
         "baseline_server_cpu_ms_per_request_best": baseline_cpu,
         "cpu_ratio": cpu_ratio(baseline_cpu, service_cpu),
+        # Each pair ran back to back: the median of their ratios is the steadier figure.
+        "ratio_median_of_pairs": statistics.median(pair["ratio"] for pair in runs),
+        "cpu_ratio_median_of_pairs": statistics.median(pair["cpu_ratio"] for pair in runs),
         "client_cpu_ms_per_request_median": statistics.median(
             pair[side]["client_cpu_ms_per_request"]
             for pair in runs
@@ -1098,6 +1101,8 @@ def report(figures: dict[str, Any]) -> str:
             f" {pixel['concurrency']}; the load generator spent"
             f" {pixel['client_cpu_ms_per_request_median']:.2f} ms CPU per request (median)"
             f"{client_bound}.\n"
+            f"median of the repeats' ratios: {pixel['ratio_median_of_pairs']:.2f} (rate),"
+            f" {pixel['cpu_ratio_median_of_pairs']:.2f} (CPU).\n"
             f"persisted: topic result_counts Open = {persisted['open_count']:,} of"
             f" {persisted['expected']:,} ids opened ({persisted['seconds_to_persist']:.2f} s after"
             f" the last run); {details['with_one_open']} of {details['sampled']} sampled"
