@@ -1049,7 +1049,7 @@ def report(figures: dict[str, Any]) -> str:
         )
     if "pixel" in figures:
         pixel = figures["pixel"]
-        rows = [
+        pixel_rows: list[tuple[object, ...]] = [
             (
                 index + 1,
                 pair["sesender"]["rate"],
@@ -1061,7 +1061,7 @@ def report(figures: dict[str, Any]) -> str:
             )
             for index, pair in enumerate(pixel["runs"])
         ]
-        rows.append(
+        pixel_rows.append(
             (
                 "best",
                 pixel["sesender_rate_best"],
@@ -1082,7 +1082,7 @@ def report(figures: dict[str, Any]) -> str:
                 "bare CPU ms/req",
                 "CPU ratio",
             ),
-            rows,
+            pixel_rows,
         )
         persisted = pixel["persisted"]
         details = pixel["details"]
