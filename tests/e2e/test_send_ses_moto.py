@@ -8,19 +8,15 @@ is another process.
 
 from __future__ import annotations
 
-import logging
 import re
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from html import unescape
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-import boto3
 import httpx
 import pytest
-from moto.server import ThreadedMotoServer
 
 from sesender.tracking import TokenSigner, derive_secret
 from tests.e2e.harness import (
@@ -30,54 +26,20 @@ from tests.e2e.harness import (
     wait_for,
     wait_topic,
 )
+from tests.e2e.sns_support import REGION, SENDER, MotoSes
+from tests.e2e.sns_support import moto_ses as start_moto_ses
 
 pytestmark = pytest.mark.e2e
 
-REGION = "us-east-1"
-SENDER = "news@example.com"
 PUBLIC_URL = "http://tracking.example.test"
 PIXEL = re.compile(r'<img src="([^"]+)"')
 
 
-@dataclass(frozen=True)
-class MotoSes:
-    url: str
-
-    def messages(self) -> list[dict[str, Any]]:
-        """Every message moto's SES recorded (``SendEmail`` with simple content)."""
-        state = httpx.get(f"{self.url}/moto-api/data.json", timeout=30).json()
-        messages: list[dict[str, Any]] = state.get("ses", {}).get("Message", [])
-        return messages
-
-
 @pytest.fixture
 def moto_ses() -> Iterator[MotoSes]:
-    """A moto server on a free loopback port, reset, with the sender identity created."""
-    werkzeug = logging.getLogger("werkzeug")
-    level = werkzeug.level
-    werkzeug.setLevel(logging.ERROR)  # one access-log line per request otherwise
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        url = f"http://{host}:{port}"
-        # moto's state is process-wide: start from nothing.
-        httpx.post(f"{url}/moto-api/reset", timeout=30).raise_for_status()
-        client = boto3.client(
-            "sesv2",
-            endpoint_url=url,
-            region_name=REGION,
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-        )
-        try:
-            client.create_email_identity(EmailIdentity=SENDER)
-        finally:
-            client.close()
-        yield MotoSes(url)
-    finally:
-        server.stop()
-        werkzeug.setLevel(level)
+    """A moto server on a free loopback port, reset, with the sender's domain as identity."""
+    with start_moto_ses(identity=SENDER.split("@")[1]) as server:
+        yield server
 
 
 def test_500_emails_through_moto_ses_with_signed_pixels(
