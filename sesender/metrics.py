@@ -15,7 +15,7 @@ There is no global registry: each service owns a :class:`Metrics`, so tests can 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -26,6 +26,7 @@ from actors import Supervisor
 from sesender.feedback.sns import SnsVerifier
 from sesender.models import Failed, Outcome, Retry, Sent
 from sesender.pipeline.pipeline import Pipeline
+from sesender.store.health import WriteHealthStatus
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -50,7 +51,9 @@ class PipelineCollector(Collector):
         verifier: SnsVerifier | None,
         sns_rejections: dict[str, int],
         state: ScrapeState,
+        store_writes: Callable[[], WriteHealthStatus],
     ) -> None:
+        self._store_writes = store_writes
         self._pipeline = pipeline
         self._supervisor = supervisor
         self._verifier = verifier
@@ -131,6 +134,18 @@ class PipelineCollector(Collector):
         )
         yield CounterMetricFamily(
             "sesender_sending_pauses", "Times sending was paused", value=gate.pauses_total
+        )
+
+        writes = self._store_writes()
+        yield GaugeMetricFamily(
+            "sesender_store_writes_failing",
+            "1 while the database refuses writes (disk full, read-only file)",
+            value=1 if writes.failing else 0,
+        )
+        yield CounterMetricFamily(
+            "sesender_store_write_failures",
+            "Writes the database refused",
+            value=writes.failures_total,
         )
 
         actors = GaugeMetricFamily(

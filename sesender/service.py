@@ -262,6 +262,7 @@ async def _start_actors(
                 verifier=verifier,
                 sns_rejections=sns_rejections,
                 state=metrics.state,
+                store_writes=store.write_status,
             )
         )
     context = AppContext(

@@ -26,6 +26,7 @@ import contextlib
 import errno
 import os
 import re
+import tempfile
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -168,13 +169,29 @@ def fsync_directory(directory: Path) -> None:
 
 
 def check_writable(directory: Path) -> str:
-    """Return "" when ``directory`` exists (created if needed) and is writable, else a reason."""
+    """Return "" when ``directory`` exists (created if needed) and takes a new file, else a reason.
+
+    A permission check is not enough: a full disk (or a file-size limit) passes it and refuses
+    every ``.eml`` anyway, and the account monitor would resume sending only to pause again. So
+    this writes, syncs and removes a small probe file, as a send would.
+    """
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         return f"cannot create outbox directory {directory}: {exc}"
     if not os.access(directory, os.W_OK | os.X_OK):
         return f"outbox directory {directory} is not writable"
+    try:
+        descriptor, probe = tempfile.mkstemp(dir=directory, prefix=".probe-", suffix=".tmp")
+        try:
+            with os.fdopen(descriptor, "wb") as file:
+                file.write(b"sesender outbox probe\n")
+                file.flush()
+                os.fsync(file.fileno())
+        finally:
+            os.unlink(probe)
+    except OSError as exc:
+        return f"cannot write to outbox directory {directory}: {exc}"
     return ""
 
 

@@ -255,6 +255,11 @@ def build_ses_client(
         max_pool_connections=max(pool_size, 10),
         connect_timeout=connect_timeout,
         read_timeout=read_timeout,
+        # botocore's client-side check of every request against the model costs about a fifth
+        # of its CPU per call (0.18 of 0.95 ms measured), on the one GIL the whole service
+        # shares. The request is built by build_send_email_request only, and a unit test
+        # validates what it builds against the same model; SES itself still checks it.
+        parameter_validation=False,
     )
     return session.client("sesv2", endpoint_url=endpoint_url, config=config)
 

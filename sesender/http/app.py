@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from urllib.parse import unquote_to_bytes
 
 import trio
 from quart import Response, g, request
@@ -123,6 +124,14 @@ def create_app(context: AppContext) -> SesenderApp:
         return response
 
     @app.before_request
+    async def refuse_a_path_that_is_not_utf8() -> None:
+        """Hypercorn decodes an invalid UTF-8 path (``/v1/suppressions/%FF@example.com``) with
+        U+FFFD replacements: a handler would see, and store, a value the client never sent."""
+        raw_path = request.scope.get("raw_path")
+        if isinstance(raw_path, bytes) and not is_utf8(unquote_to_bytes(raw_path)):
+            raise ApiError(400, "The URL path is not valid percent-encoded UTF-8")
+
+    @app.before_request
     async def authenticate() -> None:
         if request.url_rule is None or request.endpoint in PUBLIC_ENDPOINTS:
             return
@@ -130,11 +139,15 @@ def create_app(context: AppContext) -> SesenderApp:
 
     @app.errorhandler(ApiError)
     async def api_error(error: ApiError) -> Response:
-        return error_response(error.status, error.message)
+        response = error_response(error.status, error.message)
+        if error.status == 503:
+            response.headers["Retry-After"] = "5"
+        return response
 
     @app.errorhandler(StoreUnavailable)
     async def store_unavailable(error: StoreUnavailable) -> Response:
-        logger.error("database unavailable: %s", error, extra={"event": "store_unavailable"})
+        # A warning per request: the store logs the episode itself once, at error level.
+        logger.warning("%s; answered 503", error, extra={"event": "request_store_unavailable"})
         response = error_response(503, "The database is unavailable; retry later")
         response.headers["Retry-After"] = "5"
         return response
@@ -162,3 +175,11 @@ def create_app(context: AppContext) -> SesenderApp:
         return error_response(500, "Internal server error")
 
     return app
+
+
+def is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True

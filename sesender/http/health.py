@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any, cast
 from quart import Blueprint, Response, current_app
 
 from sesender.errors import StoreError
+from sesender.http.messages import iso
 from sesender.http.responses import json_response
 
 if TYPE_CHECKING:
@@ -22,8 +23,10 @@ async def health() -> Response:
 
 @health_blueprint.get("/ready")
 async def ready() -> Response:
-    """200 when the database answers and every actor runs, even while sending is paused by the
-    provider (the process is healthy; the account is not); 503 otherwise or while draining."""
+    """200 when the database answers and takes writes and every actor runs, even while sending is
+    paused by the provider (the process is healthy; the account is not); 503 otherwise or while
+    draining. A database that refuses writes (disk full, read-only file) still answers reads, so
+    the writes' own record (``Store.write_status``) decides that part."""
     context = cast("SesenderApp", current_app).context
     problems: list[str] = []
     database = "ok"
@@ -32,6 +35,10 @@ async def ready() -> Response:
     except StoreError as exc:
         database = f"error: {exc}"
         problems.append("database unreachable")
+    writes = context.store.write_status()
+    if writes.failing and database == "ok":
+        database = f"refusing writes since {iso(writes.failing_since_ms)}: {writes.last_error}"
+        problems.append("database refuses writes")
     actors = {actor.name: actor.state.value for actor in context.supervisor.statistics().actors}
     if not context.supervisor.all_running(context.required_actors):
         problems.append("not every actor is running")

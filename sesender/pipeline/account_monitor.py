@@ -21,8 +21,11 @@ from sesender.pipeline.control import PipelineControl
 
 logger = logging.getLogger(__name__)
 
-#: First probe after the provider became unreachable (then doubling like any pause).
+#: First probe after the provider became unreachable, then doubling up to UNREACHABLE_PROBE_CEILING:
+#: a refused connection costs nothing to retry, and an endpoint that comes back after a 30-second
+#: outage should see sending resume within seconds, not after a doubled wait of half a minute.
 QUICK_PROBE = 1.0
+UNREACHABLE_PROBE_CEILING = 5.0
 #: How long the start-up account check may take before sending starts without it.
 STARTUP_CHECK_TIMEOUT = 10.0
 
@@ -67,9 +70,11 @@ class AccountMonitor:
         gate = self._control.gate
         while True:
             await gate.wait_paused()
-            interval = (
-                min(self._probe_interval, QUICK_PROBE) if gate.probe_soon else self._probe_interval
-            )
+            if gate.probe_soon:  # unreachable, not refused by the account
+                interval = min(self._probe_interval, QUICK_PROBE)
+                ceiling = min(self._max_probe_interval, UNREACHABLE_PROBE_CEILING)
+            else:
+                interval, ceiling = self._probe_interval, self._max_probe_interval
             while gate.is_paused:
                 await trio.sleep(interval)
                 if await self._probe():
@@ -77,7 +82,7 @@ class AccountMonitor:
                     logger.warning("sending resumed", extra={"event": "sending_resumed"})
                     self._control.wake_scheduler()
                 else:
-                    interval = min(interval * 2, self._max_probe_interval)
+                    interval = min(interval * 2, ceiling)
 
     async def _probe(self) -> bool:
         self._probes += 1

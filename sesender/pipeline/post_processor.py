@@ -17,14 +17,13 @@ from dataclasses import dataclass
 import trio
 
 from actors import PipeReceiver
-from sesender.errors import StoreError
+from sesender.errors import StoreError, StoreUnavailable
 from sesender.models import Deferred, Outcome, Retry
 from sesender.pipeline.control import PipelineControl
+from sesender.pipeline.retry import store_retry_delay
 from sesender.store.base import Store
 
 logger = logging.getLogger(__name__)
-
-RETRY_WRITE_DELAYS = (0.1, 0.5, 1.0, 2.0, 5.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,15 +83,19 @@ class PostProcessor:
         if not self._batch:
             return
         batch, self._batch = self._batch, []
-        delays = iter(RETRY_WRITE_DELAYS)
+        failures = 0
         while True:
             try:
                 await self._store.record_outcomes(batch, now_ms=self._now_ms())
                 break
             except StoreError as exc:
                 self._write_failures += 1
-                delay = next(delays, RETRY_WRITE_DELAYS[-1])
-                logger.error(
+                failures += 1
+                delay = store_retry_delay(failures)
+                # A refused write is a warning here: the store logs each episode of those once as
+                # an error (and Sentry takes that one), where this repeats every few seconds.
+                logger.log(
+                    logging.WARNING if isinstance(exc, StoreUnavailable) else logging.ERROR,
                     "could not persist %d outcomes (%s); retrying in %.1fs",
                     len(batch),
                     exc,

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import trio
 
 from actors import PipeReceiver, PipeSender
-from sesender.errors import StoreError
+from sesender.errors import StoreError, StoreUnavailable
 from sesender.models import FeedbackItem, FeedbackReport
 from sesender.store.base import Store
 
@@ -85,7 +85,14 @@ class ResultWriter:
             reports = await self._store.record_feedback(items, now_ms=self._now_ms())
         except StoreError as exc:
             self._failures += 1
-            logger.error("could not record %d feedback items: %s", len(items), exc)
+            # Refused writes are logged once per episode by the store; a waiting caller (the
+            # webhook: 503, SNS retries) or the pixel (the open is not counted) handles the rest.
+            logger.log(
+                logging.WARNING if isinstance(exc, StoreUnavailable) else logging.ERROR,
+                "could not record %d feedback items: %s",
+                len(items),
+                exc,
+            )
             for write in batch:
                 write.error = exc
         else:

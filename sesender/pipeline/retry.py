@@ -5,6 +5,15 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+#: Pauses between attempts at a write the database refused (disk full, read-only file), for the
+#: actors that must not lose what they hold: short at first, then every few seconds until it clears.
+STORE_RETRY_DELAYS = (0.1, 0.5, 1.0, 2.0, 5.0)
+
+
+def store_retry_delay(failures: int) -> float:
+    """The pause after the ``failures``-th refused write in a row (1-based)."""
+    return STORE_RETRY_DELAYS[min(failures, len(STORE_RETRY_DELAYS)) - 1]
+
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:

@@ -5,6 +5,10 @@ Immediate and scheduled emails take the same path: both are rows with a ``due_at
 claims at most as many as the pipe has free room for (so ``send_nowait`` never blocks and nothing
 claimed waits outside the pipe), then sleeps until the earliest of: the next due email, the polling
 interval, or a wake-up (new submission, retries written back, room freed in the pipe, shutdown).
+
+While the database refuses writes (disk full, read-only file) a claim fails: nothing was claimed,
+so nothing is lost; the scheduler keeps what it already put in the pipe flowing and claims again
+after a backoff, until the database takes writes again.
 """
 
 from __future__ import annotations
@@ -16,8 +20,10 @@ from dataclasses import dataclass
 import trio
 
 from actors import PipeSender
+from sesender.errors import StoreUnavailable
 from sesender.models import ClaimedEmail
 from sesender.pipeline.control import PipelineControl
+from sesender.pipeline.retry import store_retry_delay
 from sesender.store.base import Store
 
 logger = logging.getLogger(__name__)
@@ -29,6 +35,7 @@ class SchedulerStatistics:
     claimed: int
     suppressed: int
     wakeups: int
+    store_failures: int
 
 
 class Scheduler:
@@ -60,6 +67,8 @@ class Scheduler:
         self._claimed = 0
         self._suppressed = 0
         self._wakeups = 0
+        self._store_failures = 0  # in a row
+        self._store_failures_total = 0
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         control = self._control
@@ -67,11 +76,30 @@ class Scheduler:
             task_status.started()
             while not control.stop_sending.is_set():
                 control.scheduler_wakeup.clear()
-                claimed_full_batch = await self._claim_once()
-                if claimed_full_batch:
-                    await trio.lowlevel.checkpoint()
+                try:
+                    claimed_full_batch = await self._claim_once()
+                    if not claimed_full_batch:
+                        await self._sleep()
+                except StoreUnavailable as exc:
+                    await self._back_off(exc)
                     continue
-                await self._sleep()
+                self._store_failures = 0
+                await trio.lowlevel.checkpoint()
+
+    async def _back_off(self, exc: StoreUnavailable) -> None:
+        """Wait before claiming again after the database refused (the store logs the episode
+        as an error once; this repeats, so it is a warning); a shutdown ends the wait."""
+        self._store_failures += 1
+        self._store_failures_total += 1
+        delay = store_retry_delay(self._store_failures)
+        logger.warning(
+            "could not claim due emails (%s); trying again in %.1fs",
+            exc,
+            delay,
+            extra={"event": "claim_failed"},
+        )
+        with trio.move_on_after(delay):
+            await self._control.stop_sending.wait()
 
     async def _claim_once(self) -> bool:
         """Claim what fits; return True when more may be due right now."""
@@ -110,4 +138,5 @@ class Scheduler:
             claimed=self._claimed,
             suppressed=self._suppressed,
             wakeups=self._wakeups,
+            store_failures=self._store_failures_total,
         )

@@ -25,6 +25,7 @@ from sesender.models import (
     TopicStats,
     TopicSummary,
 )
+from sesender.store.health import WriteHealthStatus
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +130,11 @@ class Store(Protocol):
 
     async def ping(self) -> None:
         """Raise StoreError unless the database answers a read."""
+        ...
+
+    def write_status(self) -> WriteHealthStatus:
+        """Whether the database takes writes, as the latest writes found (a full disk or a
+        read-only file leaves reads, and so ``ping``, working)."""
         ...
 
     async def aclose(self) -> None: ...

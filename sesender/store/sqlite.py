@@ -13,6 +13,7 @@ import contextlib
 import logging
 import sqlite3
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -38,6 +39,7 @@ from sesender.models import (
 )
 from sesender.store import sqlite_queries as queries
 from sesender.store.base import StopResult
+from sesender.store.health import WriteHealth, WriteHealthStatus
 
 logger = logging.getLogger(__name__)
 
@@ -117,6 +119,8 @@ class SqliteStore:
         self._reader_lane = ThreadLane("sqlite-reader", readers)
         self._writer: sqlite3.Connection | None = None
         self._readers = ReaderPool(self._open_reader, readers)
+        #: whether writes work, learned from every write (see :mod:`sesender.store.health`).
+        self.write_health = WriteHealth(now_ms=lambda: int(time.time() * 1000))
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -152,15 +156,23 @@ class SqliteStore:
         try:
             return await self._writer_lane.run(function, *args)
         except sqlite3.Error as exc:
-            raise translate(exc) from exc
+            error = translate(exc)
+            if isinstance(error, StoreUnavailable):
+                self.write_health.refused(error)
+            raise error from exc
 
     async def _with_writer(
         self, function: Callable[[sqlite3.Connection, Unpack[Ts]], T], *args: *Ts
     ) -> T:
         def call() -> T:
-            if self._writer is None:
+            writer = self._writer
+            if writer is None:
                 raise StoreError("the store is not open")
-            return function(self._writer, *args)
+            changes = writer.total_changes
+            result = function(writer, *args)
+            if writer.total_changes != changes:
+                self.write_health.committed()
+            return result
 
         return await self._write(call)
 
@@ -258,6 +270,9 @@ class SqliteStore:
 
     async def ping(self) -> None:
         await self._read(queries.ping)
+
+    def write_status(self) -> WriteHealthStatus:
+        return self.write_health.status()
 
     def lanes(self) -> tuple[ThreadLane, ThreadLane]:
         """The writer and reader lanes, for statistics and metrics."""

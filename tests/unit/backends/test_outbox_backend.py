@@ -6,6 +6,8 @@ import contextlib
 import dataclasses
 import email
 import email.message
+import errno
+import os
 import re
 from datetime import UTC, datetime
 from email import policy
@@ -237,6 +239,29 @@ async def test_an_unwritable_outbox_pauses_instead_of_failing(tmp_path: Path) ->
     assert not status.can_send
     assert "cannot create outbox directory" in status.reason
     assert backend.statistics().failed == 1
+
+
+async def test_a_full_disk_keeps_the_pause_until_a_file_can_be_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A writable-looking directory on a full disk: the probe writes a file, as a send would,
+    so sending does not resume only to pause again; no probe file is left behind."""
+    backend = OutboxBackend(directory=tmp_path / "outbox", lane=ThreadLane("outbox", 1))
+    real_fsync = os.fsync
+
+    def full(descriptor: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(AccountSendError) as caught:
+        await backend.send(outgoing())
+    assert caught.value.code == "ENOSPC"
+    status = await backend.account_status()
+    assert not status.can_send
+    assert "No space left on device" in status.reason
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    assert (await backend.account_status()).can_send
+    assert list((tmp_path / "outbox").iterdir()) == []
 
 
 async def test_relative_directory_is_made_absolute(

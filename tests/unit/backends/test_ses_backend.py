@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import boto3.session
+import botocore.session
 import pytest
 from botocore.config import Config
 from botocore.exceptions import (
@@ -25,6 +26,7 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 from botocore.stub import Stubber
+from botocore.validate import ParamValidationDecorator, validate_parameters
 from moto import mock_aws
 from moto.core.models import DEFAULT_ACCOUNT_ID
 from moto.server import ThreadedMotoServer
@@ -276,6 +278,23 @@ def test_request_has_every_part() -> None:
     }
 
 
+@pytest.mark.parametrize(
+    "email",
+    [
+        BASE,
+        outgoing(headers=(), tags=(), configuration_set=None, html="<img src='x.gif'>"),
+        outgoing(tags=(("topic id", "a/b"), ("topic_id", "second"), ("", ""))),
+    ],
+    ids=["every-part", "minimal", "odd-tags"],
+)
+def test_built_requests_satisfy_botocores_model(email: OutgoingEmail) -> None:
+    """The client skips botocore's parameter validation for speed; this is that validation."""
+    model = botocore.session.get_session().get_service_model("sesv2")
+    shape = model.operation_model("SendEmail").input_shape
+    assert shape is not None
+    validate_parameters(dict(build_send_email_request(email)), shape)  # raises when invalid
+
+
 def test_request_leaves_out_what_is_empty() -> None:
     request = build_send_email_request(
         outgoing(headers=(), tags=(), configuration_set=None, html="<img src='x.gif'>")
@@ -525,6 +544,9 @@ def test_build_ses_client_configuration() -> None:
     )
     config: Any = client.meta.config  # botocore-stubs does not type Config's attributes
     assert config.retries == {"mode": "standard", "total_max_attempts": 1}
+    # Validation off (see test_built_requests_satisfy_botocores_model): botocore then uses its
+    # bare serializer instead of wrapping it in a ParamValidationDecorator.
+    assert not isinstance(client._serializer, ParamValidationDecorator)  # type: ignore[attr-defined]
     assert config.max_pool_connections == 48
     assert (config.connect_timeout, config.read_timeout) == (3.0, 7.0)
     assert client.meta.region_name == "eu-west-1"

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import threading
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
 
+from sesender.http import messages
 from sesender.http.responses import ApiError
 from sesender.http.submission import (
     REJECTED_LIST_CAP,
@@ -18,6 +20,7 @@ from sesender.http.submission import (
     parse_scheduled_at,
     parse_submission,
 )
+from tests.unit.http.conftest import API_KEY, build_app
 
 SEOUL = ZoneInfo("Asia/Seoul")
 
@@ -207,6 +210,14 @@ def test_nul_characters_are_refused(field: str) -> None:
     )
 
 
+@pytest.mark.parametrize("field", ["topic_id", "subject", "content"])
+def test_lone_surrogates_are_refused(field: str) -> None:
+    """JSON allows ``"\\ud800"``; SQLite cannot store it (it was a 500)."""
+    assert refused({"messages": [message(**{field: "a\ud800b"})]}) == (
+        f"messages[0].{field} must not contain lone UTF-16 surrogates"
+    )
+
+
 def test_topic_id_defaults_to_empty() -> None:
     without = message()
     del without["topic_id"]
@@ -333,3 +344,39 @@ def test_the_body_digest_ignores_key_order_and_white_space() -> None:
     changed["messages"][0]["emails"].append("user3@example.com")
     assert body_digest(first) != body_digest(changed)
     assert body_digest({"s": "\ud800"}) != body_digest({"s": "x"})  # lone surrogates hash too
+
+
+# -- large bodies are parsed off the event loop, with the same answers ---------------------------
+
+
+@pytest.mark.parametrize("size", ["small", "large"])
+async def test_large_bodies_are_parsed_in_a_thread_with_the_same_answers(
+    size: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Bodies of OFF_LOOP_BYTES and more go to a worker thread; errors raised there are the same
+    JSON 400s (the context has no store: these requests must be answered before it)."""
+    threads: list[bool] = []
+    real = messages.parse_and_digest
+
+    def spy(raw: bytes) -> Any:
+        threads.append(threading.current_thread() is not threading.main_thread())
+        return real(raw)
+
+    monkeypatch.setattr(messages, "parse_and_digest", spy)
+    count = 10 if size == "small" else 3000  # about 0.3 KB or 90 KB
+    emails = [f"someone.with.a.long.name{n}@example.org" for n in range(count)]
+    body = {"messages": [{"topic_id": "t", "emails": emails, "content": "<p>x</p>"}]}
+    app = build_app()
+    app.context.now_ms = lambda: 0  # type: ignore[misc]
+    client = app.test_client()
+    headers = {"X-API-KEY": API_KEY}
+    response = await client.post("/v1/messages", json=body, headers=headers)
+    assert response.status_code == 400
+    assert await response.get_json() == {"error": "messages[0].subject must be a non-empty string"}
+    broken = json.dumps(body).encode()[:-1]
+    response = await client.post(
+        "/v1/messages", data=broken, headers={**headers, "Content-Type": "application/json"}
+    )
+    assert response.status_code == 400
+    assert "JSON" in (await response.get_json())["error"]
+    assert threads == [size == "large"] * 2

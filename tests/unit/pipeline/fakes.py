@@ -47,6 +47,7 @@ class FakeQueueStore:
     claims: list[tuple[float, int]] = field(default_factory=list)  # (trio time, how many)
     flushes: list[tuple[float, int]] = field(default_factory=list)
     unavailable_writes: int = 0  # the next N record_outcomes calls fail
+    unavailable_claims: int = 0  # the next N claim_due calls fail
     suppressed: set[str] = field(default_factory=set)
 
     def add(self, count: int, *, topic: str = "t", due: int = 0) -> list[int]:
@@ -61,6 +62,9 @@ class FakeQueueStore:
 
     async def claim_due(self, *, now_ms: int, limit: int) -> ClaimBatch:
         await trio.lowlevel.checkpoint()
+        if self.unavailable_claims:
+            self.unavailable_claims -= 1
+            raise StoreUnavailable("database unavailable: database or disk is full")
         due = sorted(
             (r for r in self.rows.values() if r.status is Status.CREATED and r.due_at <= now_ms),
             key=lambda r: (r.due_at, r.request_id),

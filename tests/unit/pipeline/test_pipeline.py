@@ -206,8 +206,9 @@ async def test_an_unreachable_provider_pauses_instead_of_failing(
         await drain(pipeline, supervisor.cancel_scope)
     assert len(store.by_status(Status.SENT)) == 30
     assert store.by_status(Status.FAILED) == []
-    # Probes came quickly (1 s, then doubling), so sending resumed soon after the outage.
-    assert max(r.started_at for r in backend.sent) < 30 + 32 + 5
+    # Probes came quickly (1 s, then doubling to at most 5 s), so sending resumed within 5 s of
+    # the end of the outage, and the 30 emails then took 3 s at 10/s.
+    assert max(r.started_at for r in backend.sent) < 30 + 5 + 3 + 1
 
 
 async def test_a_stalled_database_slows_the_pipeline_and_loses_no_outcome(
@@ -226,3 +227,24 @@ async def test_a_stalled_database_slows_the_pipeline_and_loses_no_outcome(
     assert len(store.by_status(Status.SENT)) == 300
     assert len(backend.sent) == 300  # every send recorded, none repeated
     assert pipeline.post_processor.statistics().write_failures == 6
+
+
+async def test_a_database_refusing_claims_is_waited_out_not_a_crash(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Disk full: the scheduler's claims are refused for a while. It backs off (0.1, 0.5, 1, 2,
+    5, 5 s), stays up, and claims everything once the database takes writes again."""
+    store = FakeQueueStore(unavailable_claims=6)
+    store.add(50)
+    backend = MemoryBackend(latency=0.01)
+    pipeline = build(store, backend, rate=100)
+    async with open_supervisor() as supervisor:
+        await pipeline.start(supervisor)
+        await backend.wait_sent(50)
+        finished = trio.current_time()
+        await drain(pipeline, supervisor.cancel_scope)
+    assert len(store.by_status(Status.SENT)) == 50
+    assert pipeline.scheduler.statistics().store_failures == 6
+    # The first claim came after the six back-offs (13.6 s), not a scheduler interval later.
+    assert 13.6 <= min(r.started_at for r in backend.sent) < 13.6 + 0.1
+    assert finished < 13.6 + 1

@@ -320,6 +320,38 @@ async def test_a_database_refusing_writes_is_unavailable_not_a_crash(store: Sqli
     assert (await store.submit(submission(message("t", 1)))).stored == 1
 
 
+async def test_refused_writes_are_one_episode_until_a_change_commits(
+    store: SqliteStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``write_status`` is what ``/ready`` and the metrics show: reads keep working while the
+    database refuses writes, so only the writes can tell."""
+    assert store._writer is not None
+    assert store.write_status().failing is False
+    await store.submit(submission(message("t", 2)))
+    store._writer.execute("PRAGMA query_only = ON")
+    for _ in range(3):
+        with pytest.raises(StoreUnavailable):
+            await store.submit(submission(message("t", 1)))
+    await store.ping()  # reads still work
+    status = store.write_status()
+    assert status.failing is True
+    assert status.failing_since_ms is not None
+    assert "readonly" in status.last_error
+    assert (status.failures_total, status.episodes_total) == (3, 1)
+    store._writer.execute("PRAGMA query_only = OFF")
+    # A write that changes nothing (no email due) touches no page: it proves nothing.
+    assert (await store.claim_due(now_ms=NOW - 1, limit=10)).emails == ()
+    assert store.write_status().failing is True
+    assert len((await store.claim_due(now_ms=NOW, limit=10)).emails) == 2
+    assert store.write_status().failing is False
+    assert store.write_status().failing_since_ms is None
+    events = [getattr(record, "event", None) for record in caplog.records]
+    assert events.count("store_unavailable") == 1  # once per episode, not per refused write
+    assert events.count("store_recovered") == 1
+    levels = {getattr(r, "event", None): r.levelname for r in caplog.records}
+    assert levels["store_unavailable"] == "ERROR"
+
+
 async def test_prune_forgets_only_old_dedup_records(store: SqliteStore) -> None:
     from sesender.models import FeedbackItem, IdempotencyRecord
 
