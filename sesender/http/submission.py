@@ -82,10 +82,26 @@ def parse_scheduled_at(value: Any, timezone: ZoneInfo) -> datetime | None:
     return parsed
 
 
+def is_unicode(text: str) -> bool:
+    """False for text holding a lone UTF-16 surrogate: JSON allows one (``"\\ud800"``), but no
+    UTF-8 encoder (SQLite's, the email package's) can write it, so storing it would fail."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _require_unicode(value: str, name: str, index: int) -> None:
+    if not is_unicode(value):
+        raise ApiError(400, f"messages[{index}].{name} must not contain lone UTF-16 surrogates")
+
+
 def _text_field(message: dict[str, Any], name: str, index: int) -> str:
     value = message.get(name)
     if not isinstance(value, str) or not value.strip():
         raise ApiError(400, f"messages[{index}].{name} must be a non-empty string")
+    _require_unicode(value, name, index)
     return value
 
 
@@ -125,6 +141,7 @@ def parse_submission(payload: Any, *, max_recipients: int, timezone: ZoneInfo) -
                 f"messages[{index}].topic_id must be at most {MAX_TOPIC_ID_LENGTH} characters"
                 " without control characters",
             )
+        _require_unicode(topic_id, "topic_id", index)
         subject = _text_field(message, "subject", index)
         if len(subject) > MAX_SUBJECT_LENGTH or "\r" in subject or "\n" in subject:
             raise ApiError(

@@ -9,7 +9,7 @@ from quart import Blueprint, Response, request
 from sesender.addresses import check_address
 from sesender.http.messages import app_context, iso, require_json
 from sesender.http.responses import ApiError, json_response
-from sesender.http.submission import parse_json
+from sesender.http.submission import is_unicode, parse_json
 from sesender.models import Suppression, SuppressionEntry
 
 suppressions_blueprint = Blueprint("suppressions", __name__)
@@ -71,6 +71,8 @@ async def put_suppression(email: str) -> Response:
         given = payload.get("reason", reason)
         if not isinstance(given, str) or not given.strip() or len(given) > MAX_REASON:
             raise ApiError(400, f"reason must be a non-empty string of at most {MAX_REASON}")
+        if not is_unicode(given):
+            raise ApiError(400, "reason must not contain lone UTF-16 surrogates")
         reason = given
     context = app_context()
     entry = await context.store.put_suppression(
