@@ -7,6 +7,11 @@ the local part with the same rule email-validator applies to it. Every other add
 internationalised local parts, odd lengths) goes through ``validate_email`` whole. A property test
 compares both paths on generated addresses, so the fast path can only accept what the library
 accepts, normalised the same way.
+
+Addresses whose local part is not ASCII are refused here, at submission (email-validator's
+``allow_smtputf8=False``): sending to one needs SMTPUTF8, which SES does not offer, so accepting it
+would only turn into a permanent ``Failed`` at send time. Non-ASCII domains are fine (they are sent
+as IDNA).
 """
 
 from __future__ import annotations
@@ -57,7 +62,7 @@ def check_address(address: str) -> AddressCheck:
         if len(normalized) <= _MAX_ADDRESS:
             return AddressCheck(normalized, None)
     try:
-        result = validate_email(address, check_deliverability=False)
+        result = validate_email(address, check_deliverability=False, allow_smtputf8=False)
     except EmailNotValidError as exc:
         return AddressCheck(None, str(exc))
     return AddressCheck(result.normalized, None)

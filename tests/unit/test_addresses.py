@@ -11,7 +11,7 @@ from sesender.addresses import check_address
 
 def library(address: str) -> str | None:
     try:
-        return validate_email(address, check_deliverability=False).normalized
+        return validate_email(address, check_deliverability=False, allow_smtputf8=False).normalized
     except EmailNotValidError:
         return None
 
@@ -52,3 +52,13 @@ def test_fast_path_accepts_exactly_what_the_library_accepts(local: str, domain: 
 def test_any_string_never_raises(address: str) -> None:
     result = check_address(address)
     assert (result.normalized is None) != (result.reason is None)
+
+
+def test_a_non_ascii_local_part_is_refused_at_submission_with_a_reason() -> None:
+    """SES has no SMTPUTF8: accepting one would only end Failed at send time."""
+    check = check_address("josé@example.org")
+    assert check.normalized is None
+    assert check.reason is not None
+    assert "internationalized characters before the @-sign" in check.reason.lower()
+    # A non-ASCII domain is fine: it is sent as IDNA.
+    assert check_address("jose@münchen.de").normalized == "jose@münchen.de"
