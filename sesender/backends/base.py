@@ -31,6 +31,10 @@ class OutgoingEmail:
     tags: tuple[tuple[str, str], ...] = ()
     configuration_set: str | None = None
     attempt: int = 1
+    #: The content's HTML as submitted, before the pixel went in. The text part is derived from
+    #: it (see :func:`sesender.backends.text.text_part`): one conversion per content, cached,
+    #: instead of one per recipient of the same content. None: derive it from ``html``.
+    source_html: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -45,7 +45,7 @@ from actors import ThreadLane
 from sesender.backends.addresses import ascii_address
 from sesender.backends.base import AccountStatus, OutgoingEmail
 from sesender.backends.headers import require_single_line, validate_custom_headers
-from sesender.backends.text import html_to_text
+from sesender.backends.text import text_part
 from sesender.errors import AccountSendError, PermanentSendError
 
 __all__ = ["OutboxBackend", "OutboxStatistics", "build_message", "message_id_of"]
@@ -102,7 +102,7 @@ def build_message(email: OutgoingEmail, *, unique: str, date: datetime) -> MIMEM
         message["X-Sesender-Topic"] = header_value("X-Sesender-Topic", email.topic_id)
         for name, value in email.headers:
             message[name] = value
-        message.attach(MIMEText(html_to_text(email.html), "plain", "utf-8"))
+        message.attach(MIMEText(text_part(email), "plain", "utf-8"))
         message.attach(MIMEText(email.html, "html", "utf-8"))
     except (ValueError, MessageError) as exc:
         # The email package refuses what it cannot represent; that is this message's fault.

@@ -45,7 +45,7 @@ from actors import ThreadLane
 from sesender.backends.addresses import ascii_address
 from sesender.backends.base import AccountStatus, OutgoingEmail
 from sesender.backends.headers import require_single_line, validate_custom_headers
-from sesender.backends.text import html_to_text
+from sesender.backends.text import text_part
 from sesender.errors import (
     AccountSendError,
     PermanentSendError,
@@ -202,7 +202,7 @@ def build_send_email_request(email: OutgoingEmail) -> SendEmailRequestTypeDef:
     validate_custom_headers(email.headers)
 
     body: BodyTypeDef = {"Html": {"Data": email.html, "Charset": UTF8}}
-    text = html_to_text(email.html)
+    text = text_part(email)
     if text:
         body["Text"] = {"Data": text, "Charset": UTF8}
     simple: MessageTypeDef = {"Subject": {"Data": email.subject, "Charset": UTF8}, "Body": body}

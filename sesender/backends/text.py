@@ -14,9 +14,14 @@ whitespace collapse to one space (``<pre>`` is not special: mail HTML rarely rel
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from html.parser import HTMLParser
+from typing import TYPE_CHECKING
 
-__all__ = ["html_to_text"]
+if TYPE_CHECKING:
+    from sesender.backends.base import OutgoingEmail
+
+__all__ = ["html_to_text", "text_part"]
 
 # Content of these elements is never shown to a reader (mail clients run no scripts, so
 # <noscript> content is shown and kept).
@@ -149,3 +154,27 @@ def html_to_text(html: str) -> str:
     parser.close()
     lines = (WHITESPACE.sub(" ", line).strip() for line in "".join(parser.chunks).split("\n"))
     return BLANK_LINES.sub("\n\n", "\n".join(lines)).strip()
+
+
+#: Contents whose text part is kept. Claims return one topic's emails together, so a handful
+#: covers interleaved topics; the keys are the contents' own strings, already in memory while
+#: their emails are in flight.
+TEXT_CACHE_SIZE = 16
+
+
+@lru_cache(maxsize=TEXT_CACHE_SIZE)
+def _cached_text(html: str) -> str:
+    return html_to_text(html)
+
+
+def text_part(email: OutgoingEmail) -> str:
+    """The plain-text alternative of ``email``.
+
+    Converting a 16 KB newsletter takes about 9 ms of CPU, which for every recipient would cap one
+    process near 100 emails/s; so the text comes from the content as submitted
+    (``source_html``), once per content. The pixel the composer inserts is an image without alt
+    text, so the text is the same with or without it (a property test holds this).
+    """
+    if email.source_html is None:
+        return html_to_text(email.html)
+    return _cached_text(email.source_html)

@@ -73,4 +73,5 @@ class MessageComposer:
             tags=tuple(tags),
             configuration_set=self.configuration_set,
             attempt=email.attempts + 1,
+            source_html=email.content.body,
         )

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bench import ceiling, rate, store_ingest
+from bench import ceiling, compose, rate, store_ingest
 
 
 def result(directory: Path, name: str) -> dict[str, object]:
@@ -49,3 +49,13 @@ def test_ceiling_quick(tmp_path: Path) -> None:
     assert memory["service"]["complete"]
     assert ses["service"]["complete"]
     assert ses["service"]["send_email_calls"] == ses["emails"]
+
+
+def test_compose_quick(tmp_path: Path) -> None:
+    compose.main(["--quick", "--results-dir", str(tmp_path)])
+
+    figures = result(tmp_path, "compose")
+    assert set(figures) == {"small message", "16 KB newsletter"}
+    newsletter = figures["16 KB newsletter"]
+    assert isinstance(newsletter, dict)
+    assert newsletter["bytes"] > 15_000

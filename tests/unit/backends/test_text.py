@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sesender.backends.text import html_to_text
+from sesender.backends.base import OutgoingEmail
+from sesender.backends.text import _cached_text, html_to_text, text_part
+from sesender.models import ClaimedEmail, Content
+from sesender.pipeline.compose import MessageComposer
+from sesender.tracking import TokenSigner
 
 
 @pytest.mark.parametrize(
@@ -61,3 +67,65 @@ def test_any_input_gives_tidy_text(html: str) -> None:
     assert "\n\n\n" not in text
     assert "\r" not in text
     assert all(line == line.strip() for line in text.split("\n"))
+
+
+# -- the text part comes from the content as submitted, once per content --------------------------
+
+FRAGMENTS = st.lists(
+    st.sampled_from(
+        [
+            "<html>",
+            "<body>",
+            "</body>",
+            "</BODY >",
+            "</html>",
+            "<p>",
+            "</p>",
+            "<br>",
+            "<img src='x.png' alt='Logo'>",
+            '<a href="https://example.com/a">link</a>',
+            "<table><tr><td>cell</td></tr></table>",
+            "<style>p{}</style>",
+            "<pre>a\n b</pre>",
+            "text",
+            " ",
+            "\n",
+            "é",
+            "&amp;",
+            "<!-- comment -->",
+        ]
+    ),
+    max_size=25,
+).map("".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(html=FRAGMENTS)
+def test_the_pixel_never_changes_the_text(html: str) -> None:
+    """Why the text may come from the HTML before the pixel went in (``source_html``)."""
+    composer = MessageComposer(
+        sender="from@example.com",
+        public_url="https://t.example.com",
+        signer=TokenSigner(b"k" * 32),
+        configuration_set=None,
+        unsubscribe_enabled=False,
+    )
+    claimed = ClaimedEmail(7, "topic", "to@example.org", Content("Subject", html), 0)
+    outgoing = composer.compose(claimed)
+    assert outgoing.source_html == html
+    assert outgoing.html != html  # the pixel is in
+    assert text_part(outgoing) == html_to_text(outgoing.html) == html_to_text(html)
+
+
+def test_the_text_is_converted_once_per_content() -> None:
+    html = "<p>Once per content, <b>not</b> per recipient</p>"
+    first = OutgoingEmail(1, "t", "a@example.com", "b@example.org", "s", html + "<img>")
+    calls_before = _cached_text.cache_info()
+    emails = [dataclasses.replace(first, request_id=n, source_html=html) for n in range(50)]
+    texts = {text_part(email) for email in emails}
+    assert texts == {"Once per content, not per recipient"}
+    info = _cached_text.cache_info()
+    assert info.misses - calls_before.misses == 1
+    assert info.hits - calls_before.hits == 49
+    # Without a source (a backend called directly), the HTML itself is converted.
+    assert text_part(first) == html_to_text(first.html)
