@@ -113,6 +113,22 @@ def percentile(values: Sequence[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
+def rates_by_quarter(progress: Sequence[tuple[float, int]]) -> list[float]:
+    """Sends per second in each quarter of the sending window (does the rate hold over time?)."""
+    if len(progress) < 5:
+        return []
+    end = progress[-1][0]
+    rates = []
+    for index in range(4):
+        low, high = end * index / 4, end * (index + 1) / 4
+        inside = [(t, sent) for t, sent in progress if low <= t <= high]
+        if len(inside) < 2:
+            return []
+        (t0, s0), (t1, s1) = inside[0], inside[-1]
+        rates.append((s1 - s0) / (t1 - t0) if t1 > t0 else 0.0)
+    return rates
+
+
 def delivery_event(ses_message_id: str, recipient: str) -> str:
     now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     return json.dumps(
@@ -219,6 +235,7 @@ def run(arguments: argparse.Namespace) -> dict[str, Any]:
             if first:
                 ranges.append((first, first + result["success"] - 1))
     submitted_at = time.monotonic()
+    progress: list[tuple[float, int]] = []  # (seconds since the submissions, Sent so far)
 
     cancelled = False
     stopped = 0
@@ -229,6 +246,7 @@ def run(arguments: argparse.Namespace) -> dict[str, Any]:
         counts = {t: client.get(f"/v1/topics/{t}").json()["request_counts"] for t in TOPICS}
         latencies["topic_stats"].append((time.perf_counter() - begin) / len(TOPICS))
         sent_so_far = sum(c.get("Sent", 0) for c in counts.values())
+        progress.append((time.monotonic() - submitted_at, sent_so_far))
         pending = sum(c.get("Created", 0) + c.get("Processed", 0) for c in counts.values())
         if not cancelled and sent_so_far > arguments.emails * 0.3:
             stopped = client.delete(f"/v1/topics/{TOPICS[-1]}").json()["stopped"]
@@ -298,6 +316,7 @@ def run(arguments: argparse.Namespace) -> dict[str, Any]:
     )
     total_sent = sum(c.get("Sent", 0) for c in request_counts.values())
     window = finished_sending - submitted_at
+    quarter_rates = rates_by_quarter(progress)
     achieved = total_sent / window if window > 0 else 0.0
     quarter = max(1, len(rss) // 4)
     rss_first = statistics.mean(v for _, v, _ in rss[:quarter]) if rss else float("nan")
@@ -321,6 +340,7 @@ def run(arguments: argparse.Namespace) -> dict[str, Any]:
         "sns_events_posted": sns_posted,
         "delivery_results": delivery_total,
         "achieved_rate": achieved,
+        "rate_by_quarter": quarter_rates,
         "sending_window_s": window,
         "rss_mb_first_quarter": rss_first,
         "rss_mb_last_quarter": rss_last,
@@ -380,6 +400,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         [
             "SNS events posted / Delivery results",
             f"{result['sns_events_posted']} / {result['delivery_results']}",
+            "",
+        ],
+        [
+            "rate by quarter of the window (/s)",
+            " / ".join(f"{rate:.0f}" for rate in result["rate_by_quarter"]) or "-",
             "",
         ],
         ["exit code after SIGTERM", result["exit_code"], verdict(result["exit_code"] == 0)],
