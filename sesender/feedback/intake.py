@@ -21,6 +21,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from sesender.addresses import check_address
 from sesender.errors import SesenderError, SnsMalformed
 from sesender.feedback.ses_events import SesEvent, parse_ses_event
 from sesender.feedback.sns import SnsEnvelope, SnsVerifier, parse_envelope
@@ -164,17 +165,29 @@ def feedback_item(event: SesEvent, *, source_id: str | None) -> FeedbackItem:
                 detail=json.dumps(detail, ensure_ascii=False) if detail else None,
             )
         )
-        if recipient.suppresses:
+        if not (recipient.suppresses or recipient.bounce_type == "Transient"):
+            continue
+        # Only a valid address, normalised as submissions are, is suppressed or counted: a
+        # signed event can still carry anything in its recipient fields (found by
+        # tests/e2e/test_signed_hostile_events.py: '" OR 1=1 --' was stored as suppressed).
+        address = check_address(recipient.email.strip()).normalized
+        if address is None:
+            logger.warning(
+                "SES %s event names a recipient that is not a valid address; not suppressed",
+                event.event_type,
+                extra={"event": "ses_event_invalid_recipient"},
+            )
+        elif recipient.suppresses:
             suppressions.append(
                 Suppression(
                     reason=reason.get(str(event.event_type), str(event.event_type).lower()),
                     source=source_id or event.ses_message_id,
-                    email=recipient.email,
+                    email=address,
                     detail=json.dumps(detail, ensure_ascii=False),
                 )
             )
-        elif event.event_type == "Bounce" and recipient.bounce_type == "Transient":
-            transient.append(recipient.email)
+        elif event.event_type == "Bounce":
+            transient.append(address)
     if not events:  # an event without recipients still counts once for its email
         events.append(
             ResultEvent(

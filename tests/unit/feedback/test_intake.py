@@ -256,7 +256,7 @@ async def test_the_sqs_path_records_a_raw_ses_event_without_an_sns_id(rig: Rig) 
     assert item.source_id is None
     (suppression,) = item.suppressions
     assert suppression.source == "ses-message-1"  # falls back to the SES message id
-    assert suppression.email == "Gone@Example.org"  # the store lower-cases
+    assert suppression.email == "Gone@example.org"  # normalised as submissions are
 
 
 # --- subscription messages -----------------------------------------------------------------------
@@ -533,3 +533,29 @@ async def test_each_message_sharing_a_group_commit_is_told_its_own_outcome(
         "fresh": IntakeOutcome.RECORDED,
         "unknown": IntakeOutcome.UNKNOWN_MESSAGE,
     }
+
+
+def test_a_recipient_that_is_not_an_address_is_recorded_but_never_suppressed(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A signed event can carry anything; found by tests/e2e/test_signed_hostile_events.py."""
+    event = parse_ses_event(
+        json.dumps(
+            {
+                "eventType": "Bounce",
+                "mail": {"timestamp": "2026-01-01T00:00:00Z", "messageId": "m-1"},
+                "bounce": {
+                    "bounceType": "Permanent",
+                    "timestamp": "2026-01-01T00:00:00Z",
+                    "bouncedRecipients": [
+                        {"emailAddress": '" OR 1=1 --'},
+                        {"emailAddress": "ok@Example.ORG"},
+                    ],
+                },
+            }
+        )
+    )
+    item = feedback_item(event, source_id="sns-1")
+    assert len(item.events) == 2  # both recorded as events (detail kept for the record)
+    assert [s.email for s in item.suppressions] == ["ok@example.org"]
+    assert any(getattr(r, "event", None) == "ses_event_invalid_recipient" for r in caplog.records)
