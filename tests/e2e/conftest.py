@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.harness import ServiceProcess, base_env
+from tests.e2e.sns_support import CERT_PATH, LoopbackServer, SnsMinter, certificate_server
 
 
 @pytest.fixture
@@ -21,3 +22,16 @@ def start_service(tmp_path: Path) -> Iterator[Callable[..., ServiceProcess]]:
     yield start
     for service in started:
         service.kill()
+
+
+@pytest.fixture(scope="module")
+def cert_server() -> Iterator[LoopbackServer]:
+    """A loopback server for the shared test SNS signing certificate (one per module)."""
+    with certificate_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def minter(cert_server: LoopbackServer) -> SnsMinter:
+    """Mints SNS messages signed with the test key, pointing at ``cert_server``."""
+    return SnsMinter(cert_server.base_url + CERT_PATH)

@@ -41,6 +41,17 @@ pytestmark = [
 
 BEFORE = 1000
 AFTER = 100
+#: The submission made during the fault (refused) and again after it (accepted, same key).
+DURING = {
+    "messages": [
+        {
+            "topic_id": "during",
+            "emails": ["during@example.org"],
+            "subject": "s",
+            "content": "<p>c</p>",
+        }
+    ]
+}
 
 
 @contextmanager
@@ -109,16 +120,7 @@ def test_a_full_disk_pauses_everything_loses_nothing_and_recovers(
             # Writes answer 503 with a JSON error and store nothing...
             refused = client.post(
                 "/v1/messages",
-                json={
-                    "messages": [
-                        {
-                            "topic_id": "during",
-                            "emails": ["during@example.org"],
-                            "subject": "s",
-                            "content": "<p>c</p>",
-                        }
-                    ]
-                },
+                json=DURING,
                 headers={"Idempotency-Key": "during-the-fault"},
             )
             assert refused.status_code == 503, refused.text
@@ -146,16 +148,7 @@ def test_a_full_disk_pauses_everything_loses_nothing_and_recovers(
         # The key of the refused request was not stored: the same request now goes through.
         retried = client.post(
             "/v1/messages",
-            json={
-                "messages": [
-                    {
-                        "topic_id": "during",
-                        "emails": ["during@example.org"],
-                        "subject": "s",
-                        "content": "<p>c</p>",
-                    }
-                ]
-            },
+            json=DURING,
             headers={"Idempotency-Key": "during-the-fault"},
         )
         assert retried.status_code == 200, retried.text

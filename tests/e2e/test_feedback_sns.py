@@ -26,7 +26,6 @@ from tests.e2e.sns_support import (
     MotoSes,
     SnsMinter,
     SubscribeScript,
-    certificate_server,
     envelope_of,
     flip_signature,
     forge,
@@ -46,17 +45,6 @@ API_KEY = "e2e-feedback-key"
 def moto() -> Iterator[MotoSes]:
     with moto_ses() as server:
         yield server
-
-
-@pytest.fixture(scope="module")
-def cert_server() -> Iterator[LoopbackServer]:
-    with certificate_server() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def minter(cert_server: LoopbackServer) -> SnsMinter:
-    return SnsMinter(cert_server.base_url + CERT_PATH)
 
 
 @pytest.fixture(scope="module")

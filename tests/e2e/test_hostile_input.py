@@ -565,19 +565,33 @@ def test_topic_id(sweep: Sweep, name: str) -> None:
     assert_nothing_else_changed(sweep)
 
 
-@pytest.mark.parametrize("name", HOSTILE_IDS)
-def test_subject(sweep: Sweep, name: str) -> None:
-    value = HOSTILE[name]
-    response = sweep.submit(message(topic_id="sweep-subject", subject=value))
-    if refused_as_subject(value) or has_surrogate(value):
+def sent_eml(
+    sweep: Sweep, field: str, value: str, *, refused: bool
+) -> tuple[EmailMessage, bytes] | None:
+    """Submit a message whose ``field`` is ``value``. When it must be ``refused``: check the JSON
+    400 that changed nothing and return None. Otherwise wait until it is Sent and return the
+    ``.eml`` it became, already checked for injected headers."""
+    response = sweep.submit(message(topic_id=f"sweep-{field}", **{field: value}))
+    if refused:
         assert_json_error(response, 400)
         assert_nothing_else_changed(sweep)
-        return
+        return None
     assert response.status_code == 200, response.text
     request_id = response.json()["first_request_id"]
     assert wait_final(sweep.client, request_id)["status"] == "Sent"
     eml, raw = read_eml(sweep.outbox, request_id)
     assert_no_injected_header(eml, raw, request_id)
+    return eml, raw
+
+
+@pytest.mark.parametrize("name", HOSTILE_IDS)
+def test_subject(sweep: Sweep, name: str) -> None:
+    value = HOSTILE[name]
+    refused = refused_as_subject(value) or has_surrogate(value)
+    sent = sent_eml(sweep, "subject", value, refused=refused)
+    if sent is None:
+        return
+    eml, raw = sent
     assert str(eml["Subject"]) == value.lstrip()  # the parser drops leading white space
     if value.isascii():  # written as is: byte for byte after "Subject: "
         assert raw_header(raw, "Subject") == value
@@ -587,16 +601,11 @@ def test_subject(sweep: Sweep, name: str) -> None:
 @pytest.mark.parametrize("name", HOSTILE_IDS)
 def test_content(sweep: Sweep, name: str) -> None:
     value = HOSTILE[name]
-    response = sweep.submit(message(topic_id="sweep-content", content=value))
-    if refused_as_content(value) or has_surrogate(value):
-        assert_json_error(response, 400)
-        assert_nothing_else_changed(sweep)
+    refused = refused_as_content(value) or has_surrogate(value)
+    sent = sent_eml(sweep, "content", value, refused=refused)
+    if sent is None:
         return
-    assert response.status_code == 200, response.text
-    request_id = response.json()["first_request_id"]
-    assert wait_final(sweep.client, request_id)["status"] == "Sent"
-    eml, raw = read_eml(sweep.outbox, request_id)
-    assert_no_injected_header(eml, raw, request_id)
+    eml, _raw = sent
     html = html_of(eml)
     # Verbatim, then the tracking pixel (appended: none of the values has a </body>).
     assert html[: len(value)] == value

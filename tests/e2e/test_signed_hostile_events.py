@@ -27,11 +27,9 @@ import pytest
 from sesender.addresses import check_address
 from tests.e2e.harness import ServiceProcess, submit, wait_topic
 from tests.e2e.sns_support import (
-    CERT_PATH,
     LOOPBACK_PATTERN,
     LoopbackServer,
     SnsMinter,
-    certificate_server,
     post_sns,
     running_service,
     ses_event,
@@ -52,17 +50,6 @@ HOSTILE = {
 }
 FIELDS = ("message_id", "recipient", "bounce_type", "tag", "timestamp")
 KINDS = ("bounce", "complaint", "delivery")
-
-
-@pytest.fixture(scope="module")
-def cert_server() -> Iterator[LoopbackServer]:
-    with certificate_server() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def minter(cert_server: LoopbackServer) -> SnsMinter:
-    return SnsMinter(cert_server.base_url + CERT_PATH)
 
 
 @pytest.fixture(scope="module")
