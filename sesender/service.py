@@ -2,8 +2,8 @@
 
 :func:`open_service` builds every component from the configuration and yields a frozen
 :class:`Service`; nothing else in sesender opens a long-lived nursery. The shutdown sequence is
-fixed (ARCHITECTURE house rule 4) and runs in the ``lifecycle`` actor when the shutdown trigger
-fires (SIGTERM/SIGINT, or a caller)::
+fixed (docs/architecture.md, "Shutdown sequence") and runs in the ``lifecycle`` actor when the
+shutdown trigger fires (SIGTERM/SIGINT, or a caller)::
 
     stop HTTP intake -> stop claiming -> drain by end of channel -> deadline -> cancel
 

@@ -1,4 +1,4 @@
-"""Turning an address into the 7-bit form SES requires (reference 3.1).
+"""Turning an address into the 7-bit form SES requires.
 
 SES accepts only ASCII addresses: a non-ASCII domain must be sent as punycode (IDNA 2008 with
 UTS 46 mapping, the ``idna`` package that email-validator already brings in; the stdlib codec

@@ -18,7 +18,11 @@ class OutgoingEmail:
     """Everything a backend needs to send one email to one recipient.
 
     ``html`` already carries the tracking pixel; ``headers`` are extra headers such as
-    ``List-Unsubscribe`` (already validated against SES's limits); ``tags`` become SES email tags.
+    ``List-Unsubscribe``, not validated yet: a backend that builds a real message (SES, outbox)
+    checks them with :func:`sesender.backends.headers.validate_custom_headers` and raises
+    ``PermanentSendError`` for what SES would refuse; ``tags`` are (name, value) pairs as the
+    pipeline knows them, which the SES backend turns into valid SES email tags
+    (:func:`sesender.backends.ses.ses_tag_part`).
     """
 
     request_id: int

@@ -1,8 +1,9 @@
 """Header checks shared by the backends that build real messages (SES and outbox).
 
 SES v2 accepts custom headers with ``Simple`` content but enforces limits botocore does not check
-(reference 3.2): a violation would come back as a ``BadRequestException`` per email, after a rate
-limiter token was spent. Checking here, before the call, fails the email at once with a message
+(at most 15; names of 1-126 printable ASCII characters without ':'; values of 1-995; no header
+SES builds itself): a violation would come back as a ``BadRequestException`` per email, after a
+rate limiter token was spent. Checking here, before the call, fails the email at once with a message
 that says what is wrong. The outbox applies the same rules so that a message it accepts is one SES
 would accept too.
 
@@ -27,7 +28,8 @@ MAX_CUSTOM_HEADERS = 15
 MAX_NAME_LENGTH = 126
 MAX_VALUE_LENGTH = 995
 MAX_NAME_AND_VALUE_LENGTH = 996
-# SES builds these itself from the request; it refuses them as custom headers (reference 3.2).
+# SES builds these itself from the request; it refuses them as custom headers (the SES
+# developer guide's "Amazon SES header fields").
 FORBIDDEN_CUSTOM_HEADERS = frozenset(
     name.lower()
     for name in (

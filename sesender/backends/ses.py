@@ -2,19 +2,31 @@
 
 Three decisions shape this module:
 
-- **One client, no botocore retries.** :func:`build_ses_client` builds a single thread-safe
-  ``sesv2`` client (reference 3.8) from an explicit ``boto3.session.Session`` with
-  ``total_max_attempts=1``: every retry must go back through sesender's own rate limiter and take a
-  token, otherwise botocore's hidden retries (3 attempts in standard mode, reference 3.7) would
-  push the real send rate over the account's limit exactly when SES is already throttling. The
-  connection pool is at least as large as the thread lane, so no connection is opened and thrown
-  away per call. When ``endpoint_url`` is None, boto3 itself honours ``AWS_ENDPOINT_URL_SESV2`` /
-  ``AWS_ENDPOINT_URL`` (that is how tests and local stacks point it elsewhere).
-- **Blocking calls only in the lane.** Every client call runs in the injected ``ThreadLane``; the
-  lane never abandons a call on cancellation, so a send that reached SES is always reported.
-- **Errors translated here and only here** (reference 3.5): :func:`classify_client_error` is a
-  pure table from (code, HTTP status, message) to a ``SendError``; :func:`translate_error` applies
-  it to botocore's exceptions. Nothing from botocore escapes this module.
+- **One client, no botocore retries.** :func:`build_ses_client` builds a single ``sesv2`` client
+  (boto3 clients are thread-safe; sessions are not, hence one explicit
+  ``boto3.session.Session``) with ``total_max_attempts=1``: every retry must go back through
+  sesender's own rate limiter and take a token, otherwise botocore's hidden retries (3 attempts
+  in its standard retry mode) would push the real send rate over the account's limit exactly
+  when SES is already throttling. The connection pool is at least as large as the thread lane,
+  so no connection is opened and thrown away per call. When ``endpoint_url`` is None, boto3
+  itself honours ``AWS_ENDPOINT_URL_SESV2`` / ``AWS_ENDPOINT_URL`` (that is how tests and local
+  stacks point it elsewhere).
+- **Blocking calls only in the lane, abandoned only when the send itself is cancelled.** Every
+  client call runs in the injected ``ThreadLane`` with ``run_abandonable``. While the service
+  runs and while it drains at shutdown, nothing cancels a send: every call returns or raises,
+  and its outcome is recorded. Only when the awaiting task is cancelled (the shutdown deadline
+  ``SHUTDOWN_TIMEOUT_SECONDS`` passed, or a crashed actor takes the service down) does ``send``
+  give up at once, leaving the worker thread to finish alone, so that a hanging call cannot
+  hold the process for the whole read timeout. What still holds then: the email's outcome is
+  never recorded, so it stays ``Processed`` and is requeued at the next start (at-least-once,
+  exactly as after a crash); whether SES accepted the abandoned call is unknown, so the
+  recipient may get it twice; and such duplicates are bounded by the calls running at that
+  moment, at most the lane's thread count (one per email). A call still waiting for a thread
+  never ran and is simply given up.
+- **Errors translated here and only here**: :func:`classify_client_error` is a pure table from
+  (code, HTTP status, message) to a ``SendError`` (the codes are those SES v2 and the AWS SDKs
+  document); :func:`translate_error` applies it to botocore's exceptions. Nothing from botocore
+  escapes this module.
 
 Before any call, :func:`build_send_email_request` checks what SES would refuse anyway (header
 limits, CR/LF injection, non-ASCII addresses) so such an email fails at once, without spending a
@@ -109,7 +121,8 @@ ACCOUNT_CODES = frozenset(
     }
 )
 # Credentials or permissions are wrong: no email can be sent until an operator fixes them, so
-# failing each email permanently would fail the whole queue (SPEC 3: never do that). Pause instead.
+# failing each email permanently would fail the whole queue for one operator mistake. Pause
+# instead.
 AUTHORISATION_CODES = frozenset(
     {
         "AccessDenied",
@@ -131,7 +144,7 @@ UTF8 = "UTF-8"
 
 
 def classify_client_error(code: str, status: int | None, message: str) -> SendError:
-    """Map one SES error response to the ``SendError`` the pipeline acts on (reference 3.5).
+    """Map one SES error response to the ``SendError`` the pipeline acts on.
 
     Pure and table-driven: ``code`` is ``response["Error"]["Code"]``, ``status`` the HTTP status
     (None when unknown), ``message`` the error message. The returned error carries ``code``.
@@ -399,7 +412,8 @@ class SesBackend:
 
 
 def account_status_from(response: GetAccountResponseTypeDef) -> AccountStatus:
-    """Interpret a ``GetAccount`` response (reference 3.6); pure."""
+    """Interpret a ``GetAccount`` response (``SendingEnabled``, ``EnforcementStatus``,
+    ``SendQuota``); pure."""
     sending_enabled = bool(response.get("SendingEnabled", True))
     enforcement = str(response.get("EnforcementStatus", ""))
     quota = response.get("SendQuota", {})

@@ -36,7 +36,7 @@ from sesender.monitoring import report_exception
 
 logger = logging.getLogger(__name__)
 
-#: Endpoints reachable without X-API-KEY (SPEC section 2).
+#: Endpoints reachable without X-API-KEY (the README's "HTTP API" lists them).
 PUBLIC_ENDPOINTS = frozenset(
     {
         "health.health",

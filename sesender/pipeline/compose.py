@@ -30,12 +30,6 @@ def insert_pixel(html: str, pixel_url: str) -> str:
     return html[:position] + image + html[position:]
 
 
-def tag_value(value: str) -> str:
-    """SES tag values allow only ``[A-Za-z0-9_-]``, 1..256 characters."""
-    cleaned = re.sub(r"[^A-Za-z0-9_-]", "_", value)[:256]
-    return cleaned or "_"
-
-
 @dataclass(frozen=True, slots=True)
 class MessageComposer:
     sender: str
@@ -61,7 +55,8 @@ class MessageComposer:
             )
         tags = [(REQUEST_ID_TAG, str(email.request_id))]
         if email.topic_id:
-            tags.append((TOPIC_TAG, tag_value(email.topic_id)))
+            # As is: the SES backend makes tag names and values valid SES tags (ses_tag_part).
+            tags.append((TOPIC_TAG, email.topic_id))
         return OutgoingEmail(
             request_id=email.request_id,
             topic_id=email.topic_id,

@@ -36,7 +36,8 @@ from sesender.pipeline.retry import RetryPolicy
 
 logger = logging.getLogger(__name__)
 
-#: How long persisting one outcome may hold up cancellation of the pool (see house rule 5).
+#: How long persisting one outcome may hold up cancellation of the pool: a shield must be bounded,
+#: or one stuck database write would hold the shutdown deadline forever.
 OUTCOME_HANDOFF_TIMEOUT = 5.0
 
 

@@ -155,8 +155,9 @@ MIGRATIONS: tuple[str, ...] = (
     """,
 )
 
-#: PRAGMAs set on every connection (SPEC section 6). ``auto_vacuum`` only takes effect on a new
-#: database, before the first table exists, so :func:`apply_migrations` sets it first.
+#: PRAGMAs set on every connection (docs/operations.md explains WAL and backups). ``auto_vacuum``
+#: only takes effect on a new database, before the first table exists, so :func:`connect` (in
+#: sqlite_queries.py) sets it first.
 CONNECTION_PRAGMAS: tuple[str, ...] = (
     "PRAGMA journal_mode = WAL",
     "PRAGMA synchronous = NORMAL",

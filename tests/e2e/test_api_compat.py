@@ -9,7 +9,7 @@ The original README's example is posted byte for byte. Its ``scheduled_at`` ("20
 09:00:00") is in the past: it is accepted and sent at once, so the response says
 ``"scheduled": false`` (the emails do not wait for a schedule) and both emails reach ``Sent``. The
 original answered ``"scheduled": true`` whenever the field was present; the field's meaning here
-is "waits for a future time", which is what a client can act on (SPEC section 2: a past time sends
+is "waits for a future time", which is what a client can act on (openapi.json: a past time sends
 now). A future ``scheduled_at`` answers ``"scheduled": true`` and keeps the emails ``Created``.
 """
 
@@ -602,7 +602,7 @@ def test_an_idempotent_repeat_stores_nothing_and_another_body_is_a_409(
 
 
 def test_an_idempotent_repeat_returns_the_first_response_verbatim(client: httpx.Client) -> None:
-    """SPEC: "a repeat with the same key and the same body ... returns the first response"."""
+    """A repeat with the same key and the same body returns the first response (openapi.json)."""
     body = idempotent_body("compat-idempotent-verbatim")
     first = submit_json(client, body, **{"Idempotency-Key": "compat-verbatim"})
     repeat = submit_json(client, body, **{"Idempotency-Key": "compat-verbatim"})
@@ -621,8 +621,8 @@ def test_an_unusable_idempotency_key_is_a_400(client: httpx.Client, key: str) ->
 
 
 def test_no_response_is_html(service: ServiceProcess) -> None:
-    """SPEC: never an HTML page. Werkzeug answers paths with a doubled slash by a redirect whose
-    body is an HTML page; a JSON API should answer them itself."""
+    """Errors are JSON, never an HTML page. Werkzeug answers paths with a doubled slash by a
+    redirect whose body is an HTML page; a JSON API should answer them itself."""
     with httpx.Client(base_url=service.url, timeout=10, follow_redirects=False) as anonymous:
         for path in ("/v1/topics//x", "//health"):
             response = anonymous.get(path, headers={"X-API-KEY": service.api_key})

@@ -1,4 +1,4 @@
-"""Structured cancellation (SPEC section 2, DELETE /v1/topics/{topic_id}) at the issue's scale.
+"""Structured cancellation (DELETE /v1/topics/{topic_id}, see openapi.json) at the issue's scale.
 
 3,000 emails of topic A and 3,000 of topic B are queued at ``MAX_SEND_PER_SECOND=50``; shortly
 after sending starts, topic A is cancelled over HTTP. The service runs in this process under

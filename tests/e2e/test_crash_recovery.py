@@ -1,10 +1,10 @@
 """Crash safety and graceful shutdown of the real process, with the outbox backend.
 
-SPEC section 3: an accepted email is never lost. After SIGKILL, emails left ``Processed`` are sent
-again at the next start (at least once), the duplicates are bounded by what was in flight or not
-yet flushed at the crash, and their number is logged at start. After SIGTERM the drain is
-graceful: sends in flight finish, outcomes are flushed, everything else goes back to ``Created``,
-so the next start recovers nothing and sends nothing twice.
+An accepted email is never lost (docs/architecture.md). After SIGKILL, emails left ``Processed`` are
+sent again at the next start (at least once), the duplicates are bounded by what was in flight or
+not yet flushed at the crash, and their number is logged at start. After SIGTERM the drain is
+graceful: sends in flight finish, outcomes are flushed, everything else goes back to ``Created``, so
+the next start recovers nothing and sends nothing twice.
 
 Each restart runs on the same ``DATABASE_PATH`` and ``OUTBOX_DIR``, at a higher rate so the rest
 of the queue goes quickly (the rate is not what these tests are about).

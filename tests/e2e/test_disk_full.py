@@ -7,10 +7,10 @@ exactly where a full disk fails with ``ENOSPC``: SQLite's WAL appends ("disk I/O
 outbox's ``.eml`` files, the outbox probe. Python ignores ``SIGXFSZ``, so the process lives on;
 reads still work (the WAL index is mapped memory), as they do on a full disk.
 
-What must hold (SPEC: nothing accepted is lost; bad conditions show in ``/ready`` and the logs):
-writes answer 503 and change nothing, reads answer, ``/ready`` says why, sending pauses without
-failing anything, the service stays up, and once the limit is lifted everything accepted before
-and after is sent exactly once, with one error log line for the whole episode.
+What must hold (docs/architecture.md: nothing accepted is lost; bad conditions show in ``/ready``
+and the logs): writes answer 503 and change nothing, reads answer, ``/ready`` says why, sending
+pauses without failing anything, the service stays up, and once the limit is lifted everything
+accepted before and after is sent exactly once, with one error log line for the whole episode.
 """
 
 from __future__ import annotations

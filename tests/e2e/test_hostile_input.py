@@ -11,18 +11,18 @@ parameters of every GET route, the ``X-API-KEY``, ``Idempotency-Key`` and
 too), the suppression ``reason`` and the fields of the SNS webhook body. Header values with CR,
 LF, NUL or raw non-ASCII bytes, and raw bytes in the request target, go through a raw socket.
 
-Each case asserts what SPEC section 2 and ``openapi.json`` promise, never what the code happens to
-do: a status below 500 (the documented 4xx where the documents name one) with a JSON error body;
-what was accepted reads back verbatim (``GET /v1/messages/{id}``, the topic listing and
+Each case asserts what the README's HTTP API and ``openapi.json`` promise, never what the code
+happens to do: a status below 500 (the documented 4xx where the documents name one) with a JSON
+error body; what was accepted reads back verbatim (``GET /v1/messages/{id}``, the topic listing and
 statistics, the suppression list, or the ``.eml`` the outbox wrote: subject and HTML body); and
-nothing else changed: a canary topic (three emails scheduled far ahead), a canary suppression and
-a canary idempotency key stay as they were, ``%`` and ``_`` never act as wildcards, the total
-number of stored emails is exactly the sum of what was accepted, and the suppression list holds
-exactly what the sweep put there. Every ``.eml`` written has exactly the expected header set, with
-no ``Bcc`` or ``X-Injected`` anywhere. At the end, the service's JSON log has no error record and
-no traceback, and the process stops cleanly (exit 0).
+nothing else changed: a canary topic (three emails scheduled far ahead), a canary suppression and a
+canary idempotency key stay as they were, ``%`` and ``_`` never act as wildcards, the total number
+of stored emails is exactly the sum of what was accepted, and the suppression list holds exactly
+what the sweep put there. Every ``.eml`` written has exactly the expected header set, with no
+``Bcc`` or ``X-Injected`` anywhere. At the end, the service's JSON log has no error record and no
+traceback, and the process stops cleanly (exit 0).
 
-Two behaviours are asserted as they are documented elsewhere, not by SPEC section 2: surrounding
+Two behaviours are asserted as they are documented elsewhere, not in the HTTP API: surrounding
 white space of an address, CR/LF included, is trimmed before validation (a list read from a file;
 tests/unit/http/test_submission.py), while CR/LF inside one makes it invalid; and an
 address with a non-ASCII local part is refused at submission, as SES has no SMTPUTF8.
@@ -497,7 +497,7 @@ def refused_as_topic_id(value: str) -> bool:
 
 
 def refused_as_subject(value: str) -> bool:
-    """SPEC: non-empty, no CR/LF; openapi.json: not blank, at most 998, no CR/LF/NUL."""
+    """The API: non-empty, no CR/LF; openapi.json: not blank, at most 998, no CR/LF/NUL."""
     return not value.strip() or len(value) > 998 or re.search(r"[\r\n\x00]", value) is not None
 
 

@@ -1,6 +1,6 @@
 """The default backend (outbox) sends at the configured rate: not faster, and not much slower.
 
-SPEC section 3: the sustained rate must match ``MAX_SEND_PER_SECOND``. The lower bound on the
+The sustained rate must match ``MAX_SEND_PER_SECOND``. The lower bound on the
 duration is exact (the token bucket allows its depth plus the rate); the upper bound leaves 50%
 slack plus half a second for a loaded CI machine and for polling.
 """

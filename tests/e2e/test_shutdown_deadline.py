@@ -1,8 +1,8 @@
 """SIGTERM while SES calls hang: the process still exits within the shutdown deadline.
 
-SPEC section 3: graceful shutdown lets in-flight calls finish, flushes results and exits 0 *within
-a deadline*. An orchestrator sends SIGKILL when its own grace period ends (Docker: 10 s), so a
-send that hangs must not hold the process past ``SHUTDOWN_TIMEOUT_SECONDS``; an email whose call
+Graceful shutdown (docs/architecture.md) lets in-flight calls finish, flushes results and exits 0
+*within a deadline*. An orchestrator sends SIGKILL when its own grace period ends (Docker: 10 s), so
+a send that hangs must not hold the process past ``SHUTDOWN_TIMEOUT_SECONDS``; an email whose call
 was still open stays ``Processed`` and is requeued at the next start (at least once).
 
 The "SES endpoint" is a loopback TCP server that answers ``GetAccount`` at once (404, as moto

@@ -1,6 +1,6 @@
 """An account-level pause, in process: the whole service on a real socket, the memory backend.
 
-SPEC section 3: an account-level error (sending paused, daily quota) pauses sending, keeps the
+docs/architecture.md: an account-level error (sending paused, daily quota) pauses sending, keeps the
 emails queued, shows on ``/ready`` and resumes later; it never fails the queue. The service runs
 under ``open_service`` with an injected ``MemoryBackend`` whose script pauses the "account" on
 the Nth send, and is driven over HTTP with ``httpx.AsyncClient`` (anyio's trio backend). Real

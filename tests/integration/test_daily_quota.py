@@ -1,6 +1,6 @@
 """A daily-quota pause with the SES backend, in process: the pause holds until the quota frees.
 
-SPEC section 3 lists "daily quota exceeded" among the account-level errors: pause sending, keep
+docs/architecture.md lists a daily quota among the account-level refusals: pause sending, keep
 the emails queued, resume later. SES answers ``LimitExceededException: Daily message quota
 exceeded.`` once the day's quota is used, and ``GetAccount`` (what the account monitor probes)
 then reports ``SentLast24Hours >= Max24HourSend`` while ``SendingEnabled`` stays true. The SES

@@ -128,7 +128,8 @@ def shared_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SESV2Cli
 
 @pytest.fixture
 def moto_client() -> Iterator[SESV2Client]:
-    """An in-process moto SES with the sender's domain created as an identity (reference 5.1)."""
+    """An in-process moto SES with the sender's domain created as an identity (moto refuses
+    senders that are not)."""
     with mock_aws():
         client = make_client()
         client.create_email_identity(EmailIdentity="example.com")
