@@ -1,7 +1,9 @@
 """The one error tree of sesender.
 
 Every third-party exception (sqlite3, botocore, httpx, cryptography) is translated into one of
-these at exactly one boundary, with ``raise ... from exc``, so callers never catch library types::
+these at exactly one boundary, with ``raise ... from exc``, so callers never catch library types
+(the boundaries: the store's query module for sqlite3, the SES backend and the SQS queue wrapper
+for botocore, the SNS fetcher and the client for httpx, the SNS verifier for cryptography)::
 
     SesenderError
     ├── ConfigError                 invalid configuration; lists every problem (exit code 2)
@@ -11,11 +13,20 @@ these at exactly one boundary, with ``raise ... from exc``, so callers never cat
     │   ├── TransientSendError      throttling, 5xx, timeouts, connection errors: retry later
     │   ├── PermanentSendError      this message can never be sent: fail it at once
     │   └── AccountSendError        the account cannot send (paused, suspended, quota): pause all
-    └── SnsError                    an SNS message was refused
-        ├── SnsMalformed            not a well-formed SNS message (HTTP 400)
-        └── SnsSignatureInvalid     signature, certificate or freshness check failed (HTTP 403)
-            └── SnsCertificateUnavailable  the certificate could not be fetched (HTTP 503, so
-                                           SNS retries: a passing network fault loses nothing)
+    ├── SnsError                    an SNS message was refused or could not be acted on
+    │   ├── SnsMalformed            not a well-formed SNS message (HTTP 400)
+    │   ├── SnsSignatureInvalid     signature, certificate or freshness check failed (HTTP 403)
+    │   │   └── SnsCertificateUnavailable  the certificate could not be fetched (HTTP 503, so
+    │   │                                  SNS retries: a passing network fault loses nothing)
+    │   └── SubscriptionConfirmFailed      the SubscribeURL could not be fetched (HTTP 503, so
+    │                                      SNS sends the confirmation again)
+    ├── QueueError                  the SES events queue (SQS) could not be read or written
+    ├── ApiError                    an HTTP handler refuses a request: ``{"error": ...}``, status
+    ├── ClientError                 a request of sesender's own HTTP client failed (one line)
+    ├── UsageError                  a command-line value is wrong (exit code 2)
+    └── InputFileError              a file named on the command line cannot be used
+
+The ``actors`` package is a library of its own and keeps its one error (``ActorCrashed``) there.
 """
 
 from __future__ import annotations
@@ -76,7 +87,7 @@ class AccountSendError(SendError):
 
 
 class SnsError(SesenderError):
-    """An SNS message was refused."""
+    """An SNS message was refused, or could not be acted on."""
 
 
 class SnsMalformed(SnsError):
@@ -89,3 +100,49 @@ class SnsSignatureInvalid(SnsError):
 
 class SnsCertificateUnavailable(SnsSignatureInvalid):
     """The signing certificate could not be downloaded; the message may well be genuine."""
+
+
+class SubscriptionConfirmFailed(SnsError):
+    """The SubscribeURL could not be fetched; answering 5xx makes SNS send the request again."""
+
+
+class QueueError(SesenderError):
+    """SQS refused or failed a call on the SES events queue (network, credentials, throttling).
+
+    Always worth trying again later: an unread message stays in the queue, and an undeleted one
+    comes back after its visibility timeout and is recognised as a duplicate.
+    """
+
+
+class ApiError(SesenderError):
+    """Raised by HTTP handlers for a request they refuse; rendered as ``{"error": message}``
+    with ``status`` (a 4xx, or 503 for a condition that passes)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        self.status = status
+        self.message = message
+        super().__init__(message)
+
+
+class ClientError(SesenderError):
+    """A request of :class:`sesender.client.api.SesenderClient` failed. ``str(error)`` is one
+    line meant for a human.
+
+    ``status`` is the HTTP status when the server answered. ``retryable`` is true when sending the
+    same request again may succeed and cannot do harm by itself (timeouts, connection drops after
+    the request may have been sent, 503): callers retry only requests that are idempotent or carry
+    an ``Idempotency-Key``.
+    """
+
+    def __init__(self, message: str, *, status: int | None = None, retryable: bool = False) -> None:
+        self.status = status
+        self.retryable = retryable
+        super().__init__(" ".join(message.split()))
+
+
+class UsageError(SesenderError):
+    """A command-line value is wrong (exit code 2)."""
+
+
+class InputFileError(SesenderError):
+    """A file named on the command line cannot be used: missing, unreadable, empty, wrong type."""

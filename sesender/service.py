@@ -41,7 +41,8 @@ from sesender.config import BackendKind, Config
 from sesender.feedback.fetch import SnsHttp
 from sesender.feedback.intake import FeedbackIntake
 from sesender.feedback.sns import SnsVerifier
-from sesender.feedback.sqs_poller import SqsPoller, build_sqs_client
+from sesender.feedback.sqs_poller import SqsPoller
+from sesender.feedback.sqs_queue import build_sqs_client
 from sesender.http.app import create_app
 from sesender.http.context import AppContext
 from sesender.http.server import hypercorn_config, serve_http

@@ -2,7 +2,6 @@
 (``send``, ``stats``, ``cancel``, ``retry``, ``suppressions``)."""
 
 from sesender.client.api import (
-    ClientError,
     RejectedAddress,
     SesenderClient,
     SubmitResult,
@@ -10,6 +9,7 @@ from sesender.client.api import (
     SuppressionPage,
     TopicStats,
 )
+from sesender.errors import ClientError
 
 __all__ = [
     "ClientError",

@@ -1,9 +1,9 @@
 """A small typed HTTP client for a running sesender (the ``/v1`` API).
 
 httpx errors and error responses are translated here, at this one boundary, into
-:class:`ClientError`, whose message is one human-readable line::
+:class:`~sesender.errors.ClientError`, whose message is one human-readable line::
 
-    ClientError                 (SesenderError)
+    ClientError                 (in sesender.errors)
         status is None          the server could not be reached, did not answer in time, or
                                 answered something that is not the sesender API
         status == 401           the server refused the API key
@@ -23,27 +23,12 @@ from urllib.parse import quote
 import httpx
 
 from sesender import __version__
-from sesender.errors import SesenderError
+from sesender.errors import ClientError
 
 DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=5.0)
 #: The largest page ``GET /v1/suppressions`` serves.
 MAX_SUPPRESSION_PAGE = 1000
 MAX_ERROR_TEXT = 300
-
-
-class ClientError(SesenderError):
-    """A request to sesender failed. ``str(error)`` is one line meant for a human.
-
-    ``status`` is the HTTP status when the server answered. ``retryable`` is true when sending the
-    same request again may succeed and cannot do harm by itself (timeouts, connection drops after
-    the request may have been sent, 503): callers retry only requests that are idempotent or carry
-    an ``Idempotency-Key``.
-    """
-
-    def __init__(self, message: str, *, status: int | None = None, retryable: bool = False) -> None:
-        self.status = status
-        self.retryable = retryable
-        super().__init__(one_line(message))
 
 
 def one_line(text: str) -> str:

@@ -33,21 +33,19 @@ from rich.table import Table
 from rich.text import Text
 
 from sesender.client.api import (
-    ClientError,
     RejectedAddress,
     SesenderClient,
     SubmitResult,
     TopicStats,
 )
 from sesender.client.recipients import (
-    InputFileError,
     Recipients,
     batches,
     read_recipients_file,
     read_text_file,
     unique,
 )
-from sesender.errors import SesenderError
+from sesender.errors import ClientError, InputFileError, UsageError
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -66,10 +64,6 @@ RATE_WINDOW_SECONDS = 5.0
 ORIGINAL_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 
 CLIENT_COMMANDS = frozenset({"send", "stats", "cancel", "retry", "suppressions"})
-
-
-class UsageError(SesenderError):
-    """A command-line value is wrong (exit code 2)."""
 
 
 # -- parsing ---------------------------------------------------------------------------------------

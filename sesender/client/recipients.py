@@ -20,7 +20,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from sesender.errors import SesenderError
+from sesender.errors import InputFileError
 
 #: Header names recognised as the address column (compared lowercased and stripped).
 EMAIL_COLUMNS = frozenset(
@@ -28,10 +28,6 @@ EMAIL_COLUMNS = frozenset(
 )
 DELIMITERS = (",", ";", "\t")
 SUFFIXES = (".csv", ".txt")
-
-
-class InputFileError(SesenderError):
-    """A file named on the command line cannot be used: missing, unreadable, empty, wrong type."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,8 +11,7 @@ from __future__ import annotations
 import httpx
 
 from sesender import __version__
-from sesender.errors import SnsCertificateUnavailable
-from sesender.feedback.intake import SubscriptionConfirmFailed
+from sesender.errors import SnsCertificateUnavailable, SubscriptionConfirmFailed
 
 #: Real SNS certificates are about 2 KB; anything much larger is not one.
 MAX_CERTIFICATE_BYTES = 16 * 1024

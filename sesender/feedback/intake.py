@@ -22,16 +22,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from sesender.addresses import check_address
-from sesender.errors import SesenderError, SnsMalformed
+from sesender.errors import SnsMalformed
 from sesender.feedback.ses_events import SesEvent, parse_ses_event
 from sesender.feedback.sns import SnsEnvelope, SnsVerifier, parse_envelope
 from sesender.models import FeedbackItem, FeedbackReport, ResultEvent, Suppression
 
 logger = logging.getLogger(__name__)
-
-
-class SubscriptionConfirmFailed(SesenderError):
-    """The SubscribeURL could not be fetched; answering 5xx makes SNS send the request again."""
 
 
 class IntakeOutcome(enum.StrEnum):

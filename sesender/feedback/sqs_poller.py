@@ -10,6 +10,10 @@ A message is deleted only after its feedback is committed, or when it can never 
 queue keeps a copy if the operator wants one). Transient failures (database unavailable,
 certificate unavailable) leave the message in the queue: it becomes visible again after the
 visibility timeout, so nothing is lost while sesender is down or degraded.
+
+SQS itself is reached through :class:`~sesender.feedback.sqs_queue.SqsQueue`, which translates
+botocore's errors into :class:`~sesender.errors.QueueError`: a failed receive is retried after a
+growing pause, a failed delete leaves the messages to come back as duplicates.
 """
 
 from __future__ import annotations
@@ -17,19 +21,21 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import trio
-from botocore.exceptions import BotoCoreError, ClientError
 
 from actors import ThreadLane
 from sesender.errors import (
+    QueueError,
     SnsCertificateUnavailable,
     SnsMalformed,
     SnsSignatureInvalid,
     StoreError,
+    SubscriptionConfirmFailed,
 )
-from sesender.feedback.intake import FeedbackIntake, SubscriptionConfirmFailed
+from sesender.feedback.intake import FeedbackIntake
+from sesender.feedback.sqs_queue import QueueMessage, SqsQueue
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
@@ -60,8 +66,7 @@ class SqsPoller:
         wait_seconds: int = 20,
         visibility_timeout: int = 60,
     ) -> None:
-        self._client = client
-        self._queue_url = queue_url
+        self._queue = SqsQueue(client, queue_url)
         self._intake = intake
         self._lane = lane
         self._wait_seconds = wait_seconds
@@ -74,7 +79,7 @@ class SqsPoller:
         while True:
             try:
                 messages = await self._lane.run_abandonable(self._receive)
-            except (BotoCoreError, ClientError) as exc:
+            except QueueError as exc:
                 self._errors += 1
                 delay = ERROR_BACKOFF[min(failures, len(ERROR_BACKOFF) - 1)]
                 failures += 1
@@ -91,31 +96,25 @@ class SqsPoller:
             if not messages:
                 await trio.lowlevel.checkpoint()
                 continue
-            done: list[dict[str, str]] = []
+            done: list[QueueMessage] = []
             for message in messages:
                 self._messages += 1
                 if await self._handle(message):
-                    done.append(
-                        {"Id": message["MessageId"], "ReceiptHandle": message["ReceiptHandle"]}
-                    )
+                    done.append(message)
                 else:
                     self._kept += 1
             if done:
                 await self._delete(done)
 
-    def _receive(self) -> list[dict[str, Any]]:
-        response = self._client.receive_message(
-            QueueUrl=self._queue_url,
-            MaxNumberOfMessages=10,
-            WaitTimeSeconds=self._wait_seconds,
-            VisibilityTimeout=self._visibility_timeout,
+    def _receive(self) -> list[QueueMessage]:
+        return self._queue.receive(
+            wait_seconds=self._wait_seconds, visibility_timeout=self._visibility_timeout
         )
-        return [dict(message) for message in response.get("Messages", [])]
 
-    async def _handle(self, message: dict[str, Any]) -> bool:
+    async def _handle(self, message: QueueMessage) -> bool:
         """Feed one message to the intake; True when it may be deleted."""
-        body: str = message.get("Body", "")
-        source_id = f"sqs:{message.get('MessageId', '')}"
+        body = message.body
+        source_id = f"sqs:{message.message_id}"
         try:
             if looks_like_sns_envelope(body):
                 await self._intake.handle_sns(
@@ -135,20 +134,13 @@ class SqsPoller:
             return True
         return True
 
-    async def _delete(self, entries: list[dict[str, str]]) -> None:
-        def delete() -> int:
-            response = self._client.delete_message_batch(
-                QueueUrl=self._queue_url,
-                Entries=entries,  # type: ignore[arg-type]
-            )
-            return len(response.get("Successful", []))
-
+    async def _delete(self, messages: list[QueueMessage]) -> None:
         try:
-            self._deleted += await self._lane.run(delete)
-        except (BotoCoreError, ClientError) as exc:
+            self._deleted += await self._lane.run(self._queue.delete, messages)
+        except QueueError as exc:
             # Committed but not deleted: they come back and are recognised as duplicates.
             self._errors += 1
-            logger.warning("could not delete %d SQS messages: %s", len(entries), exc)
+            logger.warning("could not delete %d SQS messages: %s", len(messages), exc)
 
     def statistics(self) -> SqsPollerStatistics:
         return SqsPollerStatistics(
@@ -166,33 +158,3 @@ def looks_like_sns_envelope(body: str) -> bool:
     except ValueError:
         return False
     return isinstance(document, dict) and "Type" in document and "TopicArn" in document
-
-
-def build_sqs_client(
-    *,
-    region: str,
-    endpoint_url: str | None,
-    access_key_id: str | None,
-    secret_access_key: str | None,
-    session_token: str | None,
-    read_timeout: float,
-) -> SQSClient:
-    """One SQS client from an explicit session; the read timeout must outlast the long poll."""
-    import boto3
-    from botocore.config import Config as BotoConfig
-
-    session = boto3.session.Session(
-        aws_access_key_id=access_key_id,
-        aws_secret_access_key=secret_access_key,
-        aws_session_token=session_token,
-        region_name=region,
-    )
-    return session.client(
-        "sqs",
-        endpoint_url=endpoint_url,
-        config=BotoConfig(
-            retries={"mode": "standard", "total_max_attempts": 3},
-            read_timeout=read_timeout,
-            max_pool_connections=2,
-        ),
-    )

@@ -17,7 +17,7 @@ from quart import Response, g, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from sesender.errors import StoreUnavailable
+from sesender.errors import ApiError, StoreUnavailable
 from sesender.http.auth import check_api_key
 from sesender.http.context import AppContext
 from sesender.http.dashboard import dashboard_blueprint
@@ -27,7 +27,7 @@ from sesender.http.health import health_blueprint
 from sesender.http.messages import messages_blueprint
 from sesender.http.metrics_route import metrics_blueprint
 from sesender.http.openapi import docs_blueprint
-from sesender.http.responses import ApiError, error_response
+from sesender.http.responses import error_response
 from sesender.http.stats import stats_blueprint
 from sesender.http.suppressions import suppressions_blueprint
 from sesender.http.topics import topics_blueprint

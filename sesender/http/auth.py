@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hmac
 
-from sesender.http.responses import ApiError
+from sesender.errors import ApiError
 
 MISSING = "Missing X-API-KEY header"
 EMPTY = "Empty API Key"

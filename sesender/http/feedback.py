@@ -12,11 +12,17 @@ import logging
 
 from quart import Blueprint, Response, request
 
-from sesender.errors import SnsCertificateUnavailable, SnsMalformed, SnsSignatureInvalid, StoreError
-from sesender.feedback.intake import SubscriptionConfirmFailed
+from sesender.errors import (
+    ApiError,
+    SnsCertificateUnavailable,
+    SnsMalformed,
+    SnsSignatureInvalid,
+    StoreError,
+    SubscriptionConfirmFailed,
+)
 from sesender.feedback.sns import MAX_ENVELOPE_BYTES
 from sesender.http.messages import app_context
-from sesender.http.responses import ApiError, json_response
+from sesender.http.responses import json_response
 
 logger = logging.getLogger(__name__)
 

@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any, TypeVar, TypeVarTuple, Unpack, cast
 import trio
 from quart import Blueprint, Response, current_app, request
 
-from sesender.errors import StoreUnavailable
-from sesender.http.responses import ApiError, json_response
+from sesender.errors import ApiError, StoreUnavailable
+from sesender.http.responses import json_response
 from sesender.http.submission import (
     IDEMPOTENCY_WINDOW,
     body_digest,

@@ -6,9 +6,8 @@ import contextlib
 
 from quart import Blueprint, Response
 
-from sesender.errors import StoreError
+from sesender.errors import ApiError, StoreError
 from sesender.http.messages import app_context
-from sesender.http.responses import ApiError
 from sesender.metrics import CONTENT_TYPE
 
 metrics_blueprint = Blueprint("metrics", __name__)

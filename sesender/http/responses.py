@@ -7,15 +7,6 @@ from typing import Any
 from quart import Response, jsonify
 
 
-class ApiError(Exception):
-    """Raised by handlers for a client error; rendered as ``{"error": message}``."""
-
-    def __init__(self, status: int, message: str) -> None:
-        self.status = status
-        self.message = message
-        super().__init__(message)
-
-
 def json_response(payload: Any, status: int = 200) -> Response:
     response = jsonify(payload)
     response.status_code = status

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from quart import Blueprint, Response, request
 
+from sesender.errors import ApiError
 from sesender.http.messages import app_context
-from sesender.http.responses import ApiError, json_response
+from sesender.http.responses import json_response
 
 stats_blueprint = Blueprint("stats", __name__)
 

@@ -18,7 +18,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from sesender.addresses import check_address
-from sesender.http.responses import ApiError
+from sesender.errors import ApiError
 from sesender.models import NewMessage
 
 #: How many rejected addresses the response lists (all are counted in ``errors``).

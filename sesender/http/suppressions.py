@@ -7,8 +7,9 @@ from typing import Any
 from quart import Blueprint, Response, request
 
 from sesender.addresses import check_address
+from sesender.errors import ApiError
 from sesender.http.messages import app_context, iso, require_json
-from sesender.http.responses import ApiError, json_response
+from sesender.http.responses import json_response
 from sesender.http.submission import is_unicode, parse_json
 from sesender.models import Suppression, SuppressionEntry
 

@@ -9,7 +9,7 @@ from email_validator import EmailNotValidError, validate_email
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sesender.http.responses import ApiError
+from sesender.errors import ApiError
 from sesender.http.submission import parse_submission
 
 JSON = st.recursive(

@@ -9,7 +9,8 @@ from typing import Any
 import httpx
 import pytest
 
-from sesender.client.api import ClientError, SesenderClient
+from sesender.client.api import SesenderClient
+from sesender.errors import ClientError
 
 URL = "http://sesender.test:3000"
 Handler = Callable[[httpx.Request], httpx.Response]

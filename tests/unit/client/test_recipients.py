@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 
 from sesender.client.recipients import (
-    InputFileError,
     batches,
     parse_csv,
     parse_txt,
     read_recipients_file,
     unique,
 )
+from sesender.errors import InputFileError
 
 
 def write(path: Path, text: str, encoding: str = "utf-8") -> Path:

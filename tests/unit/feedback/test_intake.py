@@ -23,11 +23,10 @@ import trio
 import trio.testing
 
 from actors import open_pipe
-from sesender.errors import SnsMalformed, SnsSignatureInvalid, StoreError
+from sesender.errors import SnsMalformed, SnsSignatureInvalid, StoreError, SubscriptionConfirmFailed
 from sesender.feedback.intake import (
     FeedbackIntake,
     IntakeOutcome,
-    SubscriptionConfirmFailed,
     feedback_item,
 )
 from sesender.feedback.ses_events import parse_ses_event

@@ -12,9 +12,9 @@ import re
 
 import pytest
 
+from sesender.errors import ApiError
 from sesender.http.app import PUBLIC_ENDPOINTS, SesenderApp
 from sesender.http.auth import EMPTY, INVALID, MISSING, check_api_key
-from sesender.http.responses import ApiError
 from tests.unit.http.conftest import API_KEY, build_app
 
 # -- the check ------------------------------------------------------------------------------------

@@ -10,8 +10,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from sesender.errors import ApiError
 from sesender.http import messages
-from sesender.http.responses import ApiError
 from sesender.http.submission import (
     REJECTED_LIST_CAP,
     body_digest,
