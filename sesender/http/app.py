@@ -14,12 +14,11 @@ from urllib.parse import unquote_to_bytes
 
 import trio
 from quart import Response, g, request
-from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from sesender.errors import ApiError, StoreUnavailable
 from sesender.http.auth import check_api_key
-from sesender.http.context import AppContext
+from sesender.http.context import AppContext, SesenderApp
 from sesender.http.dashboard import dashboard_blueprint
 from sesender.http.events import events_blueprint
 from sesender.http.feedback import feedback_blueprint
@@ -33,6 +32,8 @@ from sesender.http.suppressions import suppressions_blueprint
 from sesender.http.topics import topics_blueprint
 from sesender.http.unsubscribe import unsubscribe_blueprint
 from sesender.monitoring import report_exception
+
+__all__ = ["PUBLIC_ENDPOINTS", "SesenderApp", "create_app", "is_utf8"]
 
 logger = logging.getLogger(__name__)
 
@@ -59,13 +60,6 @@ HTTP_MESSAGES = {
     413: "Request body too large",
     415: "Unsupported media type",
 }
-
-
-class SesenderApp(QuartTrio):
-    """The app, carrying its typed :class:`AppContext` (no globals, no ``current_app`` lookups
-    of untyped config)."""
-
-    context: AppContext
 
 
 def create_app(context: AppContext) -> SesenderApp:

@@ -1,9 +1,17 @@
-"""AppContext: everything the HTTP handlers may use, handed to the app as one typed object."""
+"""AppContext: everything the HTTP handlers may use, handed to the app as one typed object.
+
+The app type that carries it (:class:`SesenderApp`) and :func:`app_context`, the one way a
+handler reaches it, live here too: below every blueprint, so no blueprint imports another.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
+
+from quart import current_app
+from quart_trio import QuartTrio
 
 from actors import PipeSender, ShutdownTrigger, Supervisor
 from sesender.config import Config
@@ -33,3 +41,15 @@ class AppContext:
     metrics: Metrics | None
     #: the actors /ready requires to be running (the HTTP actor answers, so it is running).
     required_actors: tuple[str, ...]
+
+
+class SesenderApp(QuartTrio):
+    """The app, carrying its typed :class:`AppContext` (no globals, no ``current_app`` lookups
+    of untyped config)."""
+
+    context: AppContext
+
+
+def app_context() -> AppContext:
+    """The running app's :class:`AppContext`; call it inside a request (or app context)."""
+    return cast(SesenderApp, current_app).context

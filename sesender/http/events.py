@@ -7,7 +7,7 @@ import base64
 from quart import Blueprint, Response, request
 
 from sesender.errors import ApiError
-from sesender.http.messages import app_context
+from sesender.http.context import app_context
 from sesender.http.responses import json_response
 from sesender.models import FeedbackItem, ResultEvent
 from sesender.pipeline.result_writer import ResultWrite

@@ -21,7 +21,7 @@ from sesender.errors import (
     SubscriptionConfirmFailed,
 )
 from sesender.feedback.sns import MAX_ENVELOPE_BYTES
-from sesender.http.messages import app_context
+from sesender.http.context import app_context
 from sesender.http.responses import json_response
 
 logger = logging.getLogger(__name__)

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any
 
-from quart import Blueprint, Response, current_app
+from quart import Blueprint, Response
 
 from sesender.errors import StoreError
-from sesender.http.messages import iso
-from sesender.http.responses import json_response
-
-if TYPE_CHECKING:
-    from sesender.http.app import SesenderApp
+from sesender.http.context import app_context
+from sesender.http.responses import iso, json_response
 
 health_blueprint = Blueprint("health", __name__)
 
@@ -27,7 +24,7 @@ async def ready() -> Response:
     paused by the provider (the process is healthy; the account is not); 503 otherwise or while
     draining. A database that refuses writes (disk full, read-only file) still answers reads, so
     the writes' own record (``Store.write_status``) decides that part."""
-    context = cast("SesenderApp", current_app).context
+    context = app_context()
     problems: list[str] = []
     database = "ok"
     try:

@@ -6,13 +6,15 @@ import functools
 import json
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar, TypeVarTuple, Unpack, cast
+from typing import Any, TypeVar, TypeVarTuple, Unpack
 
 import trio
-from quart import Blueprint, Response, current_app, request
+from quart import Blueprint, Response, request
 
 from sesender.errors import ApiError, StoreUnavailable
-from sesender.http.responses import json_response
+from sesender.http.context import app_context
+from sesender.http.request_body import require_json
+from sesender.http.responses import iso, json_response
 from sesender.http.submission import (
     IDEMPOTENCY_WINDOW,
     body_digest,
@@ -25,23 +27,9 @@ from sesender.models import IdempotencyRecord, Submission
 T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
 
-if TYPE_CHECKING:
-    from sesender.http.app import SesenderApp
-    from sesender.http.context import AppContext
-
 messages_blueprint = Blueprint("messages", __name__)
 
 MAX_IDEMPOTENCY_KEY = 255
-
-
-def app_context() -> AppContext:
-    return cast("SesenderApp", current_app).context
-
-
-def require_json() -> None:
-    mimetype = request.mimetype or ""
-    if mimetype != "application/json" and not mimetype.endswith("+json"):
-        raise ApiError(415, "Content-Type must be application/json")
 
 
 #: Bodies from this size on are parsed and validated in a worker thread: 10,000 recipients take
@@ -187,11 +175,3 @@ async def message_detail(request_id: int) -> Response:
             ],
         }
     )
-
-
-def iso(milliseconds: int | None) -> str | None:
-    if milliseconds is None:
-        return None
-    from datetime import UTC, datetime
-
-    return datetime.fromtimestamp(milliseconds / 1000, UTC).isoformat(timespec="milliseconds")

@@ -7,7 +7,7 @@ import contextlib
 from quart import Blueprint, Response
 
 from sesender.errors import ApiError, StoreError
-from sesender.http.messages import app_context
+from sesender.http.context import app_context
 from sesender.metrics import CONTENT_TYPE
 
 metrics_blueprint = Blueprint("metrics", __name__)

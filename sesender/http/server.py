@@ -10,7 +10,7 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 
 from sesender.config import ServerConfig
-from sesender.http.app import SesenderApp
+from sesender.http.context import SesenderApp
 
 logger = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from quart import Blueprint, Response, request
 
 from sesender.errors import ApiError
-from sesender.http.messages import app_context
+from sesender.http.context import app_context
 from sesender.http.responses import json_response
 
 stats_blueprint = Blueprint("stats", __name__)

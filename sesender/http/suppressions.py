@@ -8,8 +8,9 @@ from quart import Blueprint, Response, request
 
 from sesender.addresses import check_address
 from sesender.errors import ApiError
-from sesender.http.messages import app_context, iso, require_json
-from sesender.http.responses import json_response
+from sesender.http.context import app_context
+from sesender.http.request_body import require_json
+from sesender.http.responses import iso, json_response
 from sesender.http.submission import is_unicode, parse_json
 from sesender.models import Suppression, SuppressionEntry
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from quart import Blueprint, Response, request
 
 from sesender.errors import ApiError, StoreUnavailable
-from sesender.http.messages import app_context, iso
-from sesender.http.responses import json_response
+from sesender.http.context import app_context
+from sesender.http.responses import iso, json_response
 from sesender.models import Status, TopicStats
 
 topics_blueprint = Blueprint("topics", __name__)

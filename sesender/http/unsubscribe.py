@@ -14,7 +14,7 @@ from html import escape
 from quart import Blueprint, Response, request
 
 from sesender.errors import ApiError, StoreError
-from sesender.http.messages import app_context
+from sesender.http.context import app_context
 from sesender.models import FeedbackItem, ResultEvent, Suppression
 from sesender.pipeline.result_writer import write_and_wait
 
