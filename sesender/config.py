@@ -66,6 +66,9 @@ class DatabaseConfig:
 
 @dataclass(frozen=True, slots=True)
 class PipelineConfig:
+    """The send pipeline's settings, handed as this one object to
+    :class:`~sesender.pipeline.pipeline.Pipeline`, which gives each actor its part."""
+
     max_send_per_second: float
     burst: float
     send_channel_size: int
@@ -79,6 +82,11 @@ class PipelineConfig:
     flush_size: int
     flush_interval: float
     cap_to_account_rate: bool
+    #: Sends in flight at once; not a setting of its own: None means twice the rate (at least 1).
+    max_in_flight: int | None = None
+
+    def in_flight_limit(self) -> int:
+        return self.max_in_flight or max(1, int(2 * self.max_send_per_second))
 
 
 @dataclass(frozen=True, slots=True)

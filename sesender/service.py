@@ -50,9 +50,8 @@ from sesender.metrics import Metrics, PipelineCollector
 from sesender.monitoring import report_actor_crash
 from sesender.pipeline.compose import MessageComposer
 from sesender.pipeline.housekeeper import Housekeeper
-from sesender.pipeline.pipeline import ACTOR_NAMES, Pipeline, PipelineSettings
+from sesender.pipeline.pipeline import ACTOR_NAMES, Pipeline
 from sesender.pipeline.result_writer import ResultWrite, ResultWriter, write_and_wait
-from sesender.pipeline.retry import RetryPolicy
 from sesender.store.base import Store
 from sesender.store.sqlite import open_sqlite_store
 from sesender.tracking import TokenSigner
@@ -86,10 +85,10 @@ class Service:
 async def build_backend(config: Config) -> Backend:
     """Pick the backend by configuration type (never a dotted path)."""
     backend = config.backend
-    # Threads for blocking sends: 2 x rate (the in-flight limit), capped. A call needs a thread
-    # for rate x latency seconds, a few dozen at SES latencies; thousands of threads would only
-    # add GIL contention and connections.
-    pool = min(MAX_SEND_THREADS, max(1, int(2 * config.pipeline.max_send_per_second)))
+    # Threads for blocking sends: one per send in flight (2 x rate), capped. A call needs a
+    # thread for rate x latency seconds, a few dozen at SES latencies; thousands of threads would
+    # only add GIL contention and connections.
+    pool = min(MAX_SEND_THREADS, config.pipeline.in_flight_limit())
     match backend.kind:
         case BackendKind.MEMORY:
             return MemoryBackend(
@@ -115,26 +114,6 @@ async def build_backend(config: Config) -> Backend:
                 )
             )
             return SesBackend(client=client, lane=lane)
-
-
-def pipeline_settings(config: Config) -> PipelineSettings:
-    pipeline = config.pipeline
-    return PipelineSettings(
-        rate=pipeline.max_send_per_second,
-        burst=pipeline.burst,
-        send_channel_size=pipeline.send_channel_size,
-        post_channel_size=pipeline.post_channel_size,
-        scheduler_interval=pipeline.scheduler_interval,
-        retry=RetryPolicy(
-            max_attempts=pipeline.max_attempts,
-            base_delay=pipeline.retry_base_delay,
-            max_delay=pipeline.retry_max_delay,
-        ),
-        flush_size=pipeline.flush_size,
-        flush_interval=pipeline.flush_interval,
-        pause_probe_interval=pipeline.pause_probe_interval,
-        cap_to_account_rate=pipeline.cap_to_account_rate,
-    )
 
 
 @asynccontextmanager
@@ -181,7 +160,7 @@ async def open_service(
                 store=store,
                 backend=backend,
                 composer=composer,
-                settings=pipeline_settings(config),
+                settings=config.pipeline,
                 now_ms=now_ms,
                 rng=rng,
                 observer=metrics,

@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Protocol
 
 import trio
 
 from actors import PipeStatistics, Supervisor, TokenBucket, open_pipe
 from sesender.backends.base import Backend
+from sesender.config import PipelineConfig
 from sesender.models import ClaimedEmail, Outcome
 from sesender.pipeline.account_monitor import AccountMonitor
 from sesender.pipeline.compose import MessageComposer
@@ -56,24 +56,6 @@ class PipelineObserver(Protocol):
     def send_latency(self, seconds: float) -> None: ...
 
 
-@dataclass(frozen=True, slots=True)
-class PipelineSettings:
-    rate: float
-    burst: float
-    send_channel_size: int
-    post_channel_size: int
-    scheduler_interval: float
-    retry: RetryPolicy
-    flush_size: int
-    flush_interval: float
-    pause_probe_interval: float
-    cap_to_account_rate: bool
-    max_in_flight: int | None = None  # default: 2 x rate
-
-    def in_flight_limit(self) -> int:
-        return self.max_in_flight or max(1, int(2 * self.rate))
-
-
 class Pipeline:
     def __init__(
         self,
@@ -81,7 +63,7 @@ class Pipeline:
         store: Store,
         backend: Backend,
         composer: MessageComposer,
-        settings: PipelineSettings,
+        settings: PipelineConfig,
         now_ms: Callable[[], int],
         rng: random.Random | None = None,
         observer: PipelineObserver | None = None,
@@ -95,7 +77,7 @@ class Pipeline:
         dispatch_tx, dispatch_rx = open_pipe[ClaimedEmail]("dispatch", 0)
         outcome_tx, outcome_rx = open_pipe[Outcome]("outcome", settings.post_channel_size)
         self.pipes = (send_tx, dispatch_tx, outcome_tx)
-        self.bucket = TokenBucket(settings.rate, settings.burst)
+        self.bucket = TokenBucket(settings.max_send_per_second, settings.burst)
         self.scheduler = Scheduler(
             store=store,
             send_tx=send_tx,
@@ -118,7 +100,11 @@ class Pipeline:
             dispatch_rx=dispatch_rx,
             outcome_tx=outcome_tx,
             control=self.control,
-            retry=settings.retry,
+            retry=RetryPolicy(
+                max_attempts=settings.max_attempts,
+                base_delay=settings.retry_base_delay,
+                max_delay=settings.retry_max_delay,
+            ),
             max_in_flight=settings.in_flight_limit(),
             now_ms=now_ms,
             rng=rng,

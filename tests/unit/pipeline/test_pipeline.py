@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from zoneinfo import ZoneInfo
 
 import pytest
 import trio
@@ -11,11 +12,11 @@ import trio.testing
 from actors import ActorCrashed, open_supervisor
 from sesender.backends.base import AccountStatus, OutgoingEmail
 from sesender.backends.memory import MemoryBackend
+from sesender.config import PipelineConfig
 from sesender.errors import AccountSendError, TransientSendError
 from sesender.models import Status
 from sesender.pipeline.compose import MessageComposer
-from sesender.pipeline.pipeline import Pipeline, PipelineSettings
-from sesender.pipeline.retry import RetryPolicy
+from sesender.pipeline.pipeline import Pipeline
 from sesender.tracking import TokenSigner
 from tests.unit.pipeline.fakes import FakeQueueStore, trio_ms
 
@@ -28,21 +29,24 @@ COMPOSER = MessageComposer(
 )
 
 
-def settings(rate: float = 10, **overrides: object) -> PipelineSettings:
+def settings(rate: float = 10, **overrides: object) -> PipelineConfig:
     values: dict[str, object] = {
-        "rate": rate,
+        "max_send_per_second": rate,
         "burst": 1,
         "send_channel_size": 100,
         "post_channel_size": 100,
         "scheduler_interval": 10,
-        "retry": RetryPolicy(5, 1.0, 10.0),
+        "schedule_timezone": ZoneInfo("UTC"),
+        "max_attempts": 5,
+        "retry_base_delay": 1.0,
+        "retry_max_delay": 10.0,
         "flush_size": 100,
         "flush_interval": 0.5,
         "pause_probe_interval": 5.0,
         "cap_to_account_rate": False,
     }
     values.update(overrides)
-    return PipelineSettings(**values)  # type: ignore[arg-type]
+    return PipelineConfig(**values)  # type: ignore[arg-type]
 
 
 def build(store: FakeQueueStore, backend: MemoryBackend, **overrides: object) -> Pipeline:
@@ -193,7 +197,9 @@ async def test_an_unreachable_provider_pauses_instead_of_failing(
             )
 
     backend = DownBackend(script=refuse)
-    pipeline = build(store, backend, rate=10, retry=RetryPolicy(2, 0.1, 0.2))
+    pipeline = build(
+        store, backend, rate=10, max_attempts=2, retry_base_delay=0.1, retry_max_delay=0.2
+    )
     async with open_supervisor() as supervisor:
         await pipeline.start(supervisor)
         outage[0] = True
