@@ -2,8 +2,9 @@
 
 Every third-party exception (sqlite3, botocore, httpx, cryptography) is translated into one of
 these at exactly one boundary, with ``raise ... from exc``, so callers never catch library types
-(the boundaries: the store's query module for sqlite3, the SES backend and the SQS queue wrapper
-for botocore, the SNS fetcher and the client for httpx, the SNS verifier for cryptography)::
+(the boundaries: the SQLite store's runners for sqlite3, the SES backend and the SQS queue
+wrapper for botocore, the SNS fetcher and sesender's HTTP client for httpx, the SNS verifier for
+cryptography)::
 
     SesenderError
     ├── ConfigError                 invalid configuration; lists every problem (exit code 2)
