@@ -19,10 +19,10 @@ class OutgoingEmail:
 
     ``html`` already carries the tracking pixel; ``headers`` are extra headers such as
     ``List-Unsubscribe``, not validated yet: a backend that builds a real message (SES, outbox)
-    checks them with :func:`sesender.backends.headers.validate_custom_headers` and raises
-    ``PermanentSendError`` for what SES would refuse; ``tags`` are (name, value) pairs as the
-    pipeline knows them, which the SES backend turns into valid SES email tags
-    (:func:`sesender.backends.ses.ses_tag_part`).
+    checks them, with the addresses and the subject, in
+    :func:`sesender.backends.sendable.check_sendable` and raises ``PermanentSendError`` for what
+    SES would refuse; ``tags`` are (name, value) pairs as the pipeline knows them, which the SES
+    backend turns into valid SES email tags (:func:`sesender.backends.ses.ses_tag_part`).
     """
 
     request_id: int

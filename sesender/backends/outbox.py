@@ -42,9 +42,9 @@ from pathlib import Path
 import trio
 
 from actors import ThreadLane
-from sesender.backends.addresses import ascii_address
 from sesender.backends.base import AccountStatus, OutgoingEmail
-from sesender.backends.headers import require_single_line, validate_custom_headers
+from sesender.backends.headers import require_single_line
+from sesender.backends.sendable import check_sendable
 from sesender.backends.text import text_part
 from sesender.errors import AccountSendError, PermanentSendError
 
@@ -85,11 +85,8 @@ def build_message(email: OutgoingEmail, *, unique: str, date: datetime) -> MIMEM
     the GIL away from the event loop; this costs under 1 ms for the same bytes on the wire
     (UTF-8 encoded-words in headers, quoted-printable or base64 bodies).
     """
-    sender = ascii_address(email.sender, field="sender")
-    recipient = ascii_address(email.recipient, field="recipient")
-    require_single_line("subject", email.subject)
-    require_single_line("topic id", email.topic_id)
-    validate_custom_headers(email.headers)
+    sender, recipient = check_sendable(email)
+    require_single_line("topic id", email.topic_id)  # it goes into X-Sesender-Topic
 
     message = MIMEMultipart("alternative")
     try:

@@ -29,8 +29,9 @@ Three decisions shape this module:
   escapes this module.
 
 Before any call, :func:`build_send_email_request` checks what SES would refuse anyway (header
-limits, CR/LF injection, non-ASCII addresses) so such an email fails at once, without spending a
-rate-limiter token, and punycodes non-ASCII domains.
+limits, CR/LF injection, non-ASCII addresses: :func:`~sesender.backends.sendable.check_sendable`)
+so such an email fails at once, without spending a rate-limiter token, and punycodes non-ASCII
+domains.
 """
 
 from __future__ import annotations
@@ -54,9 +55,8 @@ from botocore.exceptions import (
 )
 
 from actors import ThreadLane
-from sesender.backends.addresses import ascii_address
 from sesender.backends.base import AccountStatus, OutgoingEmail
-from sesender.backends.headers import require_single_line, validate_custom_headers
+from sesender.backends.sendable import check_sendable
 from sesender.backends.text import text_part
 from sesender.errors import (
     AccountSendError,
@@ -209,10 +209,7 @@ def build_send_email_request(email: OutgoingEmail) -> SendEmailRequestTypeDef:
     text part is generated from the HTML and left out only when the HTML has no text at all.
     Tags keep the first occurrence of each (sanitised) name.
     """
-    sender = ascii_address(email.sender, field="sender")
-    recipient = ascii_address(email.recipient, field="recipient")
-    require_single_line("subject", email.subject)
-    validate_custom_headers(email.headers)
+    sender, recipient = check_sendable(email)
 
     body: BodyTypeDef = {"Html": {"Data": email.html, "Charset": UTF8}}
     text = text_part(email)

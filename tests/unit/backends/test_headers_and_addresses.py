@@ -1,11 +1,19 @@
-"""Custom-header rules (SES v2 limits, injection) and 7-bit address normalisation."""
+"""Custom-header rules (SES v2 limits, injection), 7-bit address normalisation, and the one check
+of both together that the SES and outbox backends share."""
 
 from __future__ import annotations
+
+import dataclasses
+from datetime import UTC, datetime
 
 import pytest
 
 from sesender.backends.addresses import ascii_address
+from sesender.backends.base import OutgoingEmail
 from sesender.backends.headers import require_single_line, validate_custom_headers
+from sesender.backends.outbox import build_message
+from sesender.backends.sendable import check_sendable
+from sesender.backends.ses import build_send_email_request
 from sesender.errors import PermanentSendError
 
 UNSUBSCRIBE = (
@@ -97,3 +105,43 @@ def test_unusable_addresses_fail_permanently(address: str, problem: str) -> None
     with pytest.raises(PermanentSendError, match=problem) as caught:
         ascii_address(address, field="recipient")
     assert caught.value.code == "InvalidAddress"
+
+
+SENDABLE = OutgoingEmail(
+    request_id=1,
+    topic_id="t",
+    sender="News <news@example.com>",
+    recipient="reader@bücher.example",
+    subject="Hello",
+    html="<p>hi</p>",
+    headers=UNSUBSCRIBE,
+)
+
+
+def test_a_sendable_email_gives_the_addresses_ses_takes() -> None:
+    assert check_sendable(SENDABLE) == ("News <news@example.com>", "reader@xn--bcher-kva.example")
+
+
+@pytest.mark.parametrize(
+    ("changes", "problem"),
+    [
+        ({"sender": "not an address"}, "sender"),
+        ({"recipient": "rëader@example.com"}, "non-ASCII local part"),
+        ({"recipient": "a@example.com, b@example.com"}, "not exactly one address"),
+        ({"subject": "hi\r\nBcc: everyone@example.com"}, "subject contains a line break"),
+        ({"headers": (("Bcc", "everyone@example.com"),)}, "cannot be set as a custom header"),
+    ],
+)
+def test_ses_and_outbox_refuse_the_same_emails_the_same_way(
+    changes: dict[str, object], problem: str
+) -> None:
+    """One check for both backends that build real messages: what SES would refuse, the outbox
+    refuses too, with the same message."""
+    email = dataclasses.replace(SENDABLE, **changes)  # type: ignore[arg-type]
+    with pytest.raises(PermanentSendError, match=problem) as by_check:
+        check_sendable(email)
+    with pytest.raises(PermanentSendError) as by_ses:
+        build_send_email_request(email)
+    with pytest.raises(PermanentSendError) as by_outbox:
+        build_message(email, unique="u", date=datetime(2026, 1, 1, tzinfo=UTC))
+    assert str(by_ses.value) == str(by_outbox.value) == str(by_check.value)
