@@ -7,14 +7,11 @@ from dataclasses import dataclass
 from html import escape
 
 from sesender.backends.base import OutgoingEmail
+from sesender.feedback.ses_events import REQUEST_ID_TAG, TOPIC_TAG
 from sesender.models import ClaimedEmail
 from sesender.tracking import TokenSigner
 
 _BODY_CLOSE = re.compile(r"</body\s*>", re.IGNORECASE)
-
-#: Tag names carried on every SES send; SES events echo them back in ``mail.tags``.
-REQUEST_ID_TAG = "sesender_request_id"
-TOPIC_TAG = "sesender_topic"
 
 
 def insert_pixel(html: str, pixel_url: str) -> str:
@@ -53,6 +50,7 @@ class MessageComposer:
                 ("List-Unsubscribe", f"<{self.unsubscribe_url(email.request_id)}>"),
                 ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),
             )
+        # SES echoes tags back in events' ``mail.tags``; their names live where events are read.
         tags = [(REQUEST_ID_TAG, str(email.request_id))]
         if email.topic_id:
             # As is: the SES backend makes tag names and values valid SES tags (ses_tag_part).
