@@ -6,7 +6,7 @@ answer is 200 with no redirect. A GET never unsubscribes, because link scanners 
 shows a small page whose button POSTs.
 
 A POST whose token does not verify (mangled by a mail client, cut short, forged, or signed with a
-secret no longer accepted) gets a 400 page saying the link is not valid, and a warning in the log
+secret no longer accepted) gets a 404 page saying the link is not valid, and a warning in the log
 with a short reason: answering "Unsubscribed" would tell the recipient a lie. The page says
 nothing more (not which check failed), and the log never holds the token itself. The GET page is
 the same for every token: it only shows the button, and verifying happens once, on the POST.
@@ -61,7 +61,7 @@ def page(title: str, body: str, *, status: int = 200) -> Response:
 
 
 def invalid_link(token: str) -> Response:
-    """The 400 page for a token that does not verify, logged with a reason but not the token."""
+    """The 404 page for a token that does not verify, logged with a reason but not the token."""
     reason = "no token" if not token else "token does not verify"
     logger.warning(
         "invalid unsubscribe link (%s) on %s",
@@ -74,7 +74,7 @@ def invalid_link(token: str) -> Response:
             "method": request.method,
         },
     )
-    return page(INVALID_TITLE, INVALID_BODY, status=400)
+    return page(INVALID_TITLE, INVALID_BODY, status=404)
 
 
 @unsubscribe_blueprint.get("/v1/unsubscribe")

@@ -203,7 +203,7 @@ def test_multipart_one_click_post_also_suppresses(service: ServiceProcess) -> No
 def test_tampered_and_foreign_tokens_are_not_valid_and_suppress_nothing(
     service: ServiceProcess,
 ) -> None:
-    """A token that does not verify answers 400 "not valid" (never "Unsubscribed"), the same page
+    """A token that does not verify answers 404 "not valid" (never "Unsubscribed"), the same page
     whatever is wrong with it, and is logged as a warning without the token."""
     emails = ["kept-1@example.org", "kept-2@example.org"]
     messages = send(service, "tampered", emails)
@@ -211,7 +211,7 @@ def test_tampered_and_foreign_tokens_are_not_valid_and_suppress_nothing(
     warnings_before = len(service.events("unsubscribe_invalid"))
     with provider(service) as client:
         invalid = client.post("/v1/unsubscribe", params={"token": "x"}, data=ONE_CLICK)
-        assert invalid.status_code == 400
+        assert invalid.status_code == 404
         assert "not valid" in invalid.text
         assert "Unsubscribed" not in invalid.text
         assert invalid.headers["content-type"].startswith("text/html")
@@ -225,7 +225,7 @@ def test_tampered_and_foreign_tokens_are_not_valid_and_suppress_nothing(
         ]
         for attempt in attempts:
             response = client.post(attempt, data=ONE_CLICK)
-            assert response.status_code == 400, attempt
+            assert response.status_code == 404, attempt
             assert response.text == invalid_page, attempt
     listed = suppressions(service)
     assert not set(emails) & set(listed), listed
@@ -267,5 +267,5 @@ def test_one_click_posts_on_a_kept_alive_connection_are_all_answered(
                 response = client.post(target if attempt % 2 else tamper(target), data=ONE_CLICK)
             except httpx.HTTPError as exc:
                 pytest.fail(f"one-click POST {attempt} on a reused connection failed: {exc!r}")
-            assert response.status_code == (200 if attempt % 2 else 400)
+            assert response.status_code == (200 if attempt % 2 else 404)
     assert suppressions(service)[email] == "unsubscribe"
