@@ -446,8 +446,11 @@ def load_config(values: Mapping[str, str]) -> Config:
         metrics_enabled=reader.boolean("METRICS_ENABLED", True),
     )
 
-    if backend_kind is BackendKind.SES and (
-        tracking.open_tracking_enabled or feedback.unsubscribe_enabled
+    server_url_unreadable = configured_url is None and reader.raw("SERVER_URL") is not None
+    if (
+        backend_kind is BackendKind.SES
+        and (tracking.open_tracking_enabled or feedback.unsubscribe_enabled)
+        and not server_url_unreadable  # already reported as not an absolute URL
     ):
         problem = public_url_problem(configured_url)
         if problem is not None:

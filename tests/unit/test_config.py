@@ -258,3 +258,10 @@ def test_api_key_is_kept_only_as_a_digest() -> None:
     generated = load_config({})
     assert generated.server.api_key_generated
     assert generated.server.api_key_digest == b""  # matches nothing until the start fills it in
+
+
+def test_an_unreadable_server_url_is_reported_once_with_ses() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config({**SES, "SERVER_URL": "mail.example.com"})
+    (problem,) = caught.value.problems
+    assert problem.startswith("SERVER_URL='mail.example.com' is not an absolute URL")
