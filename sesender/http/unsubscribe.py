@@ -1,9 +1,9 @@
 """One-click unsubscribe (RFC 8058): ``GET`` shows a page, ``POST`` unsubscribes.
 
 Mail providers POST ``List-Unsubscribe=One-Click`` to the URL from the ``List-Unsubscribe``
-header, with no cookies and no auth: the signed token in the URL is the only credential. The
-answer is 200 with no redirect. A GET never unsubscribes, because link scanners prefetch URLs; it
-shows a small page whose button POSTs.
+header, with no cookies and no auth: the signed token in the URL is the only credential. A valid
+token is answered 200 with no redirect. A GET never unsubscribes, because link scanners prefetch
+URLs; it shows a small page whose button POSTs.
 
 A POST whose token does not verify (mangled by a mail client, cut short, forged, or signed with a
 secret no longer accepted) gets a 404 page saying the link is not valid, and a warning in the log
