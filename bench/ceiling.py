@@ -324,12 +324,16 @@ def baseline_client(config: Config, fake: FakeSes) -> SESV2Client:
     )
 
 
+#: Set on the SES runs so the baseline signs its pixels exactly as the service does.
+BASELINE_TRACKING_SECRET = "bench-ceiling-tracking-secret"
+
+
 def baseline_requests(config: Config, emails: Sequence[str]) -> list[SendEmailRequestTypeDef]:
     """Exactly what the service sends for these emails: pixel, tags, unsubscribe headers."""
     composer = MessageComposer(
         sender=config.backend.aws.from_email,
         public_url=config.server.public_url,
-        signer=TokenSigner(config.tracking.secret),
+        signer=TokenSigner(BASELINE_TRACKING_SECRET.encode()),
         configuration_set=config.backend.aws.configuration_set,
         unsubscribe_enabled=config.feedback.unsubscribe_enabled,
     )
@@ -405,6 +409,8 @@ def ses_config(database: Path, fake: FakeSes, rate: float) -> Config:
             AWS_ACCESS_KEY_ID="testing",
             AWS_SECRET_ACCESS_KEY="testing",
             AWS_SES_FROM_EMAIL="bench@example.com",
+            SERVER_URL="https://bench.example.test",
+            TRACKING_SECRET=BASELINE_TRACKING_SECRET,
         )
     )
 

@@ -166,6 +166,7 @@ def run(arguments: argparse.Namespace) -> dict[str, Any]:
             "AWS_SECRET_ACCESS_KEY": "testing",
             "AWS_REGION": "us-east-1",
             "AWS_SES_FROM_EMAIL": "soak@example.com",
+            "SERVER_URL": "https://soak.example.test",
             "MAX_SEND_PER_SECOND": str(arguments.rate),
             # 3 attempts with 10% throttling: about 0.1% of emails fail, for the retry to requeue.
             "MAX_ATTEMPTS": "3",

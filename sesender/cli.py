@@ -1,5 +1,6 @@
-"""The ``sesender`` command: ``serve`` (the default) and ``init-db``; and the client commands
-(``send``, ``stats``, ``cancel``, ``retry``, ``suppressions``, see ``sesender.client.commands``).
+"""The ``sesender`` command: ``serve`` (the default), ``init-db`` and ``reset-api-key``; and the
+client commands (``send``, ``stats``, ``cancel``, ``retry``, ``suppressions``, see
+``sesender.client.commands``).
 
 Configuration is read here, once, from the environment and an optional ``.env`` file, and passed
 explicitly to everything else. Exit codes: 0 after a clean shutdown, 1 when an actor crashed,
@@ -44,6 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", parser_class=CommandParser)
     commands.add_parser("serve", help="run the service (the default)")
     commands.add_parser("init-db", help="create or migrate the database, then exit")
+    commands.add_parser(
+        "reset-api-key",
+        help="without API_KEY: generate a new API key, keep it in the database, print it",
+    )
     add_client_commands(commands)
     return parser
 
@@ -63,6 +68,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if arguments.command == "init-db":
         return init_db(config)
+    if arguments.command == "reset-api-key":
+        return reset_api_key(config)
     return serve(config)
 
 
@@ -81,6 +88,45 @@ def init_db(config: Config) -> int:
     return EXIT_OK
 
 
+def reset_api_key(config: Config) -> int:
+    """Replace the generated API key kept in the database (its digest) and print the new one.
+
+    The only way to see a generated key again after its first start, since only its digest is
+    kept. A running service keeps the key it read at start until it is restarted.
+    """
+    import time
+
+    from sesender.config import api_key_sha256
+    from sesender.startup_secrets import generate_api_key
+    from sesender.store.service_secrets import API_KEY_SHA256
+    from sesender.store.sqlite import replace_service_secret_now
+
+    if not config.server.api_key_generated:
+        print(
+            "sesender: API_KEY is set, so no generated key is used; change API_KEY instead",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
+    key = generate_api_key()
+    try:
+        replace_service_secret_now(
+            config.database.path,
+            API_KEY_SHA256,
+            api_key_sha256(key),
+            now_ms=time.time_ns() // 1_000_000,
+            busy_timeout=config.database.busy_timeout,
+        )
+    except Exception as exc:  # sqlite3 errors and OS errors alike: report, exit non-zero
+        logger.error("could not store a new API key in %s: %s", config.database.path, exc)
+        return EXIT_CRASHED
+    print(
+        f"sesender: new API key kept in {config.database.path} (a running service uses it once"
+        f" restarted): {key}",
+        flush=True,
+    )
+    return EXIT_OK
+
+
 def serve(config: Config) -> int:
     # Imported here so that the client commands start fast (no trio, no Sentry).
     import trio
@@ -95,12 +141,6 @@ def serve(config: Config) -> int:
         __version__,
         extra={"event": "start", "settings": config.public_settings(), "sentry": sentry},
     )
-    if config.server.api_key_generated:
-        # Printed once, on stdout, so the operator of a quick start can use the API.
-        print(
-            f"sesender: no API_KEY set; generated one for this run: {config.server.api_key}",
-            flush=True,
-        )
     try:
         trio.run(run_service, config)
     except ActorCrashed as exc:

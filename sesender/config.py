@@ -10,9 +10,10 @@ no other module reads ``os.environ``. Secrets are kept out of ``repr`` and out o
 from __future__ import annotations
 
 import enum
+import hashlib
+import ipaddress
 import math
 import re
-import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +24,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from dotenv import dotenv_values
 
 from sesender.errors import ConfigError
-from sesender.tracking import derive_secret
+from sesender.tracking import MIN_SECRET_BYTES, derive_secret
 
 T = TypeVar("T")
 
@@ -49,7 +50,10 @@ class ServerConfig:
     host: str
     port: int
     public_url: str
-    api_key: str = field(repr=False)
+    #: SHA-256 of the API key. From ``API_KEY`` when set; otherwise empty (no key matches) until
+    #: the start-up fills in the generated key's, kept in the database (sesender.startup_secrets).
+    api_key_digest: bytes = field(repr=False)
+    #: True when ``API_KEY`` is not set: a key generated once and kept in the database is used.
     api_key_generated: bool
     max_request_bytes: int
     max_recipients_per_request: int
@@ -113,8 +117,18 @@ class BackendConfig:
 
 @dataclass(frozen=True, slots=True)
 class TrackingConfig:
-    secret: bytes = field(repr=False)
+    """The secrets behind pixel and unsubscribe tokens (docs/operations.md, "Tracking secret")."""
+
+    #: ``TRACKING_SECRET``; ``None``: a secret generated once and kept in the database.
+    secret: bytes | None = field(repr=False)
+    #: ``TRACKING_SECRETS_PREVIOUS``: accepted for verification only, after a rotation.
+    previous_secrets: tuple[bytes, ...] = field(repr=False)
+    #: The secret earlier versions derived from ``API_KEY`` (when it is set): links they sent
+    #: stay valid while ``API_KEY`` is unchanged.
+    api_key_secret: bytes | None = field(repr=False)
     accept_plain_ids: bool
+    #: ``OPEN_TRACKING_ENABLED``: whether emails carry the open-tracking pixel.
+    open_tracking_enabled: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,7 +172,10 @@ class Config:
             "server_host": self.server.host,
             "server_port": self.server.port,
             "server_url": self.server.public_url,
-            "api_key": "generated" if self.server.api_key_generated else "set",
+            "api_key": "generated (stored)" if self.server.api_key_generated else "set",
+            "tracking_secret": "set" if self.tracking.secret else "generated (stored)",
+            "tracking_secrets_previous": len(self.tracking.previous_secrets),
+            "open_tracking_enabled": self.tracking.open_tracking_enabled,
             "database_path": str(self.database.path),
             "sender_backend": self.backend.kind.value,
             "outbox_dir": str(self.backend.outbox_dir),
@@ -320,20 +337,16 @@ def load_config(values: Mapping[str, str]) -> Config:
     port = reader.integer("SERVER_PORT", 3000, minimum=0, maximum=65535)
     backend_kind = reader.choice("SENDER_BACKEND", BackendKind, BackendKind.OUTBOX)
     api_key = reader.optional_text("API_KEY")
-    api_key_generated = False
-    if api_key is None:
-        if backend_kind is BackendKind.SES:
-            reader.problems.append("API_KEY is required when SENDER_BACKEND=ses")
-        api_key = secrets.token_urlsafe(24)
-        api_key_generated = True
+    if api_key is None and backend_kind is BackendKind.SES:
+        reader.problems.append("API_KEY is required when SENDER_BACKEND=ses")
+    configured_url = reader.url("SERVER_URL", None, schemes=("http", "https"))
 
     server = ServerConfig(
         host=reader.text("SERVER_HOST", "0.0.0.0"),
         port=port,
-        public_url=reader.url("SERVER_URL", f"http://localhost:{port}", schemes=("http", "https"))
-        or f"http://localhost:{port}",
-        api_key=api_key,
-        api_key_generated=api_key_generated,
+        public_url=configured_url or f"http://localhost:{port}",
+        api_key_digest=api_key_sha256(api_key) if api_key is not None else b"",
+        api_key_generated=api_key is None,
         max_request_bytes=reader.integer(
             "MAX_REQUEST_BYTES", 16 * 1024 * 1024, minimum=1024, maximum=1024**3
         ),
@@ -399,10 +412,12 @@ def load_config(values: Mapping[str, str]) -> Config:
         aws=aws,
     )
 
-    tracking_secret = reader.optional_text("TRACKING_SECRET")
     tracking = TrackingConfig(
-        secret=tracking_secret.encode() if tracking_secret else derive_secret(api_key),
+        secret=_tracking_secret(reader, "TRACKING_SECRET"),
+        previous_secrets=_previous_tracking_secrets(reader, "TRACKING_SECRETS_PREVIOUS"),
+        api_key_secret=derive_secret(api_key) if api_key is not None else None,
         accept_plain_ids=reader.boolean("TRACKING_ACCEPT_PLAIN_IDS", False),
+        open_tracking_enabled=reader.boolean("OPEN_TRACKING_ENABLED", True),
     )
 
     topic_arns = reader.optional_text("SNS_TOPIC_ARNS")
@@ -439,6 +454,21 @@ def load_config(values: Mapping[str, str]) -> Config:
         metrics_enabled=reader.boolean("METRICS_ENABLED", True),
     )
 
+    server_url_unreadable = configured_url is None and reader.raw("SERVER_URL") is not None
+    if (
+        backend_kind is BackendKind.SES
+        and (tracking.open_tracking_enabled or feedback.unsubscribe_enabled)
+        and not server_url_unreadable  # already reported as not an absolute URL
+    ):
+        problem = public_url_problem(configured_url)
+        if problem is not None:
+            reader.problems.append(
+                f"SERVER_URL {problem}; with SENDER_BACKEND=ses it must be this service's public"
+                " URL, because every email's tracking pixel and one-click unsubscribe link point"
+                " there (set SERVER_URL, or turn off both OPEN_TRACKING_ENABLED and"
+                " UNSUBSCRIBE_ENABLED)"
+            )
+
     reader.raise_if_problems()
     return Config(
         server=server,
@@ -449,3 +479,53 @@ def load_config(values: Mapping[str, str]) -> Config:
         feedback=feedback,
         observability=observability,
     )
+
+
+def api_key_sha256(api_key: str) -> bytes:
+    """The digest an API key is checked against (keys are compared as digests, in constant time,
+    so a generated key can be kept as its digest alone)."""
+    return hashlib.sha256(api_key.encode("utf-8", "surrogateescape")).digest()
+
+
+def _secret_bytes(reader: SettingsReader, name: str, value: str) -> bytes | None:
+    secret = value.encode("utf-8", "surrogateescape")
+    if len(secret) < MIN_SECRET_BYTES:
+        reader.problems.append(
+            f"{name} must be at least {MIN_SECRET_BYTES} bytes long"
+            " (for example: python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+        )
+        return None
+    return secret
+
+
+def _tracking_secret(reader: SettingsReader, name: str) -> bytes | None:
+    value = reader.raw(name)
+    return None if value is None else _secret_bytes(reader, name, value)
+
+
+def _previous_tracking_secrets(reader: SettingsReader, name: str) -> tuple[bytes, ...]:
+    value = reader.raw(name) or ""
+    found = (_secret_bytes(reader, name, part.strip()) for part in value.split(",") if part.strip())
+    return tuple(secret for secret in found if secret is not None)
+
+
+def public_url_problem(url: str | None) -> str | None:
+    """Why ``url`` cannot be reached by a recipient's mail client, or ``None`` when it may be.
+
+    Only what is certainly wrong is refused: no URL, or a host that is this machine for whoever
+    resolves it (``localhost``, ``*.localhost``, 127.0.0.0/8, ``::1``, ``0.0.0.0``, ``::``).
+    """
+    if url is None:
+        return "is not set"
+    host = (urlsplit(url).hostname or "").rstrip(".").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return f"{url!r} names this machine (localhost)"
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    if address.is_loopback or address.is_unspecified:
+        return f"{url!r} is a loopback or unspecified address"
+    return None

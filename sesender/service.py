@@ -52,6 +52,7 @@ from sesender.pipeline.compose import MessageComposer
 from sesender.pipeline.housekeeper import Housekeeper
 from sesender.pipeline.pipeline import ACTOR_NAMES, Pipeline
 from sesender.pipeline.result_writer import ResultWrite, ResultWriter, write_and_wait
+from sesender.startup_secrets import announce_api_key, load_startup_secrets
 from sesender.store.base import Store
 from sesender.store.sqlite import open_sqlite_store
 from sesender.tracking import TokenSigner
@@ -136,6 +137,9 @@ async def open_service(
         busy_timeout=config.database.busy_timeout,
         suppress_after_transient=config.feedback.suppress_after_transient_bounces,
     ) as store:
+        startup = await load_startup_secrets(config, store, now_ms=now_ms())
+        config = startup.config  # with the API key in effect
+        announce_api_key(config, startup.new_api_key)
         recovered = await store.recover_claimed(now_ms=now_ms())
         if recovered:
             logger.warning(
@@ -151,9 +155,10 @@ async def open_service(
             composer = MessageComposer(
                 sender=config.backend.aws.from_email,
                 public_url=config.server.public_url,
-                signer=TokenSigner(config.tracking.secret),
+                signer=startup.signer,
                 configuration_set=config.backend.aws.configuration_set,
                 unsubscribe_enabled=config.feedback.unsubscribe_enabled,
+                open_tracking_enabled=config.tracking.open_tracking_enabled,
             )
             metrics = Metrics() if config.observability.metrics_enabled else None
             pipeline = Pipeline(
@@ -171,6 +176,7 @@ async def open_service(
             ):
                 service = await _start_actors(
                     SnsHttp(http_client),
+                    startup.signer,
                     metrics,
                     config,
                     store,
@@ -191,6 +197,7 @@ async def open_service(
 
 async def _start_actors(
     sns_http: SnsHttp,
+    signer: TokenSigner,
     metrics: Metrics | None,
     config: Config,
     store: Store,
@@ -251,7 +258,7 @@ async def _start_actors(
         pipeline=pipeline,
         supervisor=supervisor,
         shutdown=shutdown,
-        signer=TokenSigner(config.tracking.secret),
+        signer=signer,
         now_ms=now_ms,
         result_tx=result_tx,
         intake=intake,

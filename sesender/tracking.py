@@ -12,8 +12,10 @@ unsubscribe, every recipient by counting. A token here is::
 - Each purpose ("open", "unsubscribe") has its own key derived from the secret, so a token seen in
   a pixel URL (which mail clients and proxies fetch and log freely) never works as an unsubscribe
   token, and vice versa.
-- Verification never raises and answers ``None`` for anything it did not sign: the HTTP handlers
-  answer the same way whatever the token, so they reveal nothing about validity.
+- Verification never raises and answers ``None`` for anything it did not sign.
+- Secrets can be rotated: a signer signs with its current secret and also accepts tokens of the
+  previous ones it was given, so links already sent keep working (docs/operations.md, "Tracking
+  secret").
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import binascii
 import hashlib
 import hmac
 import re
+from collections.abc import Sequence
 from typing import Final, Literal, get_args
 
 from cryptography.hazmat.primitives import hashes
@@ -87,23 +90,32 @@ def _encode_token(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
 
 
-class TokenSigner:
-    """Signs and verifies request-id tokens for one purpose at a time.
+def _purpose_keys(secret: bytes) -> dict[str, bytes]:
+    if not isinstance(secret, bytes) or len(secret) < MIN_SECRET_BYTES:
+        raise ValueError(f"the tracking secret must be at least {MIN_SECRET_BYTES} bytes")
+    return {
+        purpose: hmac.new(secret, _KEY_LABEL + purpose.encode("ascii"), hashlib.sha256).digest()
+        for purpose in TOKEN_PURPOSES
+    }
 
-    Only keys derived from ``secret`` are kept, never the secret itself, and ``repr`` shows
-    neither. ``secret`` must be at least 16 bytes (use :func:`derive_secret` when no tracking
-    secret is configured).
+
+class TokenSigner:
+    """Signs request-id tokens with the current secret; verifies them against every secret.
+
+    Only keys derived from the secrets are kept, never the secrets themselves, and ``repr`` shows
+    none of them. Every secret must be at least 16 bytes. ``previous`` secrets are only ever used
+    to verify: after a rotation, links signed before it keep working while new links use
+    ``secret``. A secret's keys do not depend on which other secrets are given, so a token stays
+    valid whichever position its secret has.
     """
 
-    __slots__ = ("_keys",)
+    __slots__ = ("_keys", "_previous_keys")
 
-    def __init__(self, secret: bytes) -> None:
-        if not isinstance(secret, bytes) or len(secret) < MIN_SECRET_BYTES:
-            raise ValueError(f"the tracking secret must be at least {MIN_SECRET_BYTES} bytes")
-        self._keys = {
-            purpose: hmac.new(secret, _KEY_LABEL + purpose.encode("ascii"), hashlib.sha256).digest()
-            for purpose in TOKEN_PURPOSES
-        }
+    def __init__(self, secret: bytes, previous: Sequence[bytes] = ()) -> None:
+        self._keys = _purpose_keys(secret)
+        self._previous_keys = tuple(
+            _purpose_keys(old) for old in dict.fromkeys(previous) if old != secret
+        )
 
     def __repr__(self) -> str:
         return "TokenSigner(secret=<hidden>)"
@@ -147,7 +159,12 @@ class TokenSigner:
         if _encode_token(raw) != token:
             return None  # unused low bits set: another spelling of a real token
         payload, tag = raw[:-TAG_BYTES], raw[-TAG_BYTES:]
-        if not payload or not hmac.compare_digest(tag, self._tag(key, payload)):
+        if not payload:
+            return None
+        keys = (key, *(old_keys[purpose] for old_keys in self._previous_keys))
+        # Every key is tried (no early exit), so the time taken does not say which one matched.
+        matched = [hmac.compare_digest(tag, self._tag(candidate, payload)) for candidate in keys]
+        if not any(matched):
             return None
         return _decode_varint(payload)
 
@@ -156,8 +173,9 @@ def derive_secret(api_key: str) -> bytes:
     """Derive a 32-byte tracking secret from ``api_key`` when ``TRACKING_SECRET`` is unset.
 
     HKDF-SHA256 with a fixed salt and label, so the tracking secret is not the API key itself and
-    reveals nothing about it. Changing the API key changes every tracking token (old pixel and
-    unsubscribe links stop working), which is why a separate ``TRACKING_SECRET`` is better.
+    reveals nothing about it. Versions before the stored tracking secret signed every link with
+    this; it is still accepted for verification while ``API_KEY`` is unchanged, so links sent by
+    them keep working (docs/operations.md, "Tracking secret").
     """
     if not api_key:
         raise ValueError("cannot derive a tracking secret from an empty API key")

@@ -17,7 +17,7 @@ from quart import Response, g, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from sesender.errors import ApiError, StoreUnavailable
-from sesender.http.auth import check_api_key
+from sesender.http.auth import check_api_key_digest
 from sesender.http.context import AppContext, SesenderApp
 from sesender.http.dashboard import dashboard_blueprint
 from sesender.http.events import events_blueprint
@@ -129,7 +129,7 @@ def create_app(context: AppContext) -> SesenderApp:
     async def authenticate() -> None:
         if request.url_rule is None or request.endpoint in PUBLIC_ENDPOINTS:
             return
-        check_api_key(request.headers.get("X-API-KEY"), context.config.server.api_key)
+        check_api_key_digest(request.headers.get("X-API-KEY"), context.config.server.api_key_digest)
 
     @app.errorhandler(ApiError)
     async def api_error(error: ApiError) -> Response:

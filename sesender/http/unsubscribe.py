@@ -1,14 +1,20 @@
 """One-click unsubscribe (RFC 8058): ``GET`` shows a page, ``POST`` unsubscribes.
 
 Mail providers POST ``List-Unsubscribe=One-Click`` to the URL from the ``List-Unsubscribe``
-header, with no cookies and no auth: the signed token in the URL is the only credential. The
-answer is 200 with no redirect. A GET never unsubscribes, because link scanners prefetch URLs; it
-shows a small page whose button POSTs. Valid and invalid tokens get the same answers, so the
-endpoint reveals nothing about which tokens exist.
+header, with no cookies and no auth: the signed token in the URL is the only credential. A valid
+token is answered 200 with no redirect. A GET never unsubscribes, because link scanners prefetch
+URLs; it shows a small page whose button POSTs.
+
+A POST whose token does not verify (mangled by a mail client, cut short, forged, or signed with a
+secret no longer accepted) gets a 404 page saying the link is not valid, and a warning in the log
+with a short reason: answering "Unsubscribed" would tell the recipient a lie. The page says
+nothing more (not which check failed), and the log never holds the token itself. The GET page is
+the same for every token: it only shows the button, and verifying happens once, on the POST.
 """
 
 from __future__ import annotations
 
+import logging
 from html import escape
 
 from quart import Blueprint, Response, request
@@ -18,7 +24,15 @@ from sesender.http.context import app_context
 from sesender.models import FeedbackItem, ResultEvent, Suppression
 from sesender.pipeline.result_writer import write_and_wait
 
+logger = logging.getLogger(__name__)
+
 unsubscribe_blueprint = Blueprint("unsubscribe", __name__)
+
+INVALID_TITLE = "This unsubscribe link is not valid"
+INVALID_BODY = (
+    "<p>This link could not be used to unsubscribe, maybe because it was cut short or changed."
+    " Please use the complete link from the email, or contact the sender.</p>"
+)
 
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">
@@ -30,10 +44,10 @@ background:#f4f4f4;cursor:pointer}}</style></head>
 """
 
 
-def page(title: str, body: str) -> Response:
+def page(title: str, body: str, *, status: int = 200) -> Response:
     return Response(
         PAGE.format(title=escape(title), body=body),
-        status=200,
+        status=status,
         content_type="text/html; charset=utf-8",
         headers={
             "Cache-Control": "no-store",
@@ -43,6 +57,23 @@ def page(title: str, body: str) -> Response:
             "Referrer-Policy": "no-referrer",
         },
     )
+
+
+def invalid_link(token: str) -> Response:
+    """The 404 page for a token that does not verify, logged with a reason but not the token."""
+    reason = "no token" if not token else "token does not verify"
+    logger.warning(
+        "invalid unsubscribe link (%s) on %s",
+        reason,
+        request.method,
+        extra={
+            "event": "unsubscribe_invalid",
+            "reason": reason,
+            "token_length": len(token),
+            "method": request.method,
+        },
+    )
+    return page(INVALID_TITLE, INVALID_BODY, status=404)
 
 
 @unsubscribe_blueprint.get("/v1/unsubscribe")
@@ -62,16 +93,17 @@ async def unsubscribe_post() -> Response:
     context = app_context()
     token = request.args.get("token", "")
     request_id = context.signer.verify("unsubscribe", token)
-    if request_id is not None:
-        now = context.now_ms()
-        item = FeedbackItem(
-            events=(ResultEvent("Unsubscribe", now, request_id=request_id),),
-            suppressions=(
-                Suppression(reason="unsubscribe", source="one-click", request_id=request_id),
-            ),
-        )
-        try:
-            await write_and_wait(context.result_tx, item)
-        except StoreError as exc:
-            raise ApiError(503, "Please try again in a moment") from exc
+    if request_id is None:
+        return invalid_link(token)
+    now = context.now_ms()
+    item = FeedbackItem(
+        events=(ResultEvent("Unsubscribe", now, request_id=request_id),),
+        suppressions=(
+            Suppression(reason="unsubscribe", source="one-click", request_id=request_id),
+        ),
+    )
+    try:
+        await write_and_wait(context.result_tx, item)
+    except StoreError as exc:
+        raise ApiError(503, "Please try again in a moment") from exc
     return page("Unsubscribed", "<p>You will not receive these emails any more.</p>")

@@ -34,6 +34,8 @@ class MessageComposer:
     signer: TokenSigner
     configuration_set: str | None
     unsubscribe_enabled: bool
+    #: OPEN_TRACKING_ENABLED: whether the html carries the tracking pixel.
+    open_tracking_enabled: bool = True
 
     def pixel_url(self, request_id: int) -> str:
         token = self.signer.sign("open", request_id)
@@ -61,7 +63,9 @@ class MessageComposer:
             sender=self.sender,
             recipient=email.email,
             subject=email.content.subject,
-            html=insert_pixel(email.content.body, self.pixel_url(email.request_id)),
+            html=insert_pixel(email.content.body, self.pixel_url(email.request_id))
+            if self.open_tracking_enabled
+            else email.content.body,
             headers=headers,
             tags=tuple(tags),
             configuration_set=self.configuration_set,

@@ -153,6 +153,15 @@ MIGRATIONS: tuple[str, ...] = (
     INSERT INTO topics (topic_id, created_at, updated_at)
         SELECT topic_id, MIN(created_at), MAX(created_at) FROM requests GROUP BY topic_id;
     """,
+    # Secrets the service generates once and must find again at every start (the tracking
+    # secret, the hash of a generated API key): see sesender.store.service_secrets.
+    """
+    CREATE TABLE service_secrets (
+        name TEXT PRIMARY KEY,
+        value BLOB NOT NULL,
+        created_at INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    """,
 )
 
 #: PRAGMAs set on every connection (docs/operations.md explains WAL and backups). ``auto_vacuum``

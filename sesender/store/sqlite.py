@@ -278,6 +278,17 @@ class SqliteStore:
         """The writer and reader lanes, for statistics and metrics."""
         return self._writer_lane, self._reader_lane
 
+    # -- the ServiceSecretsStore interface (sesender.store.service_secrets) -----------------
+
+    async def ensure_service_secret(self, name: str, candidate: bytes, *, now_ms: int) -> bytes:
+        return await self._with_writer(queries.ensure_service_secret, name, candidate, now_ms)
+
+    async def service_secret(self, name: str) -> bytes | None:
+        return await self._read(queries.service_secret, name)
+
+    async def replace_service_secret(self, name: str, value: bytes, *, now_ms: int) -> None:
+        await self._with_writer(queries.replace_service_secret, name, value, now_ms)
+
 
 @asynccontextmanager
 async def open_sqlite_store(
@@ -312,5 +323,20 @@ def migrate(path: Path, *, busy_timeout: float = 30.0) -> list[int]:
     connection = queries.connect(str(path), busy_timeout=busy_timeout)
     try:
         return queries.apply_migrations(connection)
+    finally:
+        connection.close()
+
+
+def replace_service_secret_now(
+    path: Path, name: str, value: bytes, *, now_ms: int, busy_timeout: float = 30.0
+) -> None:
+    """Synchronous :meth:`SqliteStore.replace_service_secret` for the CLI (migrates first, so
+    ``sesender reset-api-key`` works on a new database too)."""
+    if path.parent != Path(""):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    connection = queries.connect(str(path), busy_timeout=busy_timeout)
+    try:
+        queries.apply_migrations(connection)
+        queries.replace_service_secret(connection, name, value, now_ms)
     finally:
         connection.close()

@@ -713,3 +713,42 @@ def statuses(connection: sqlite3.Connection, ids: Iterable[int]) -> dict[int, St
         ):
             result[request_id] = Status(status)
     return result
+
+
+# -- service secrets (see sesender.store.service_secrets) ---------------------------------------
+
+
+def ensure_service_secret(
+    connection: sqlite3.Connection, name: str, candidate: bytes, now_ms: int
+) -> bytes:
+    """Store ``candidate`` under ``name`` unless a value is there; return the stored value.
+
+    One transaction, so two processes starting at once on one database agree on one value.
+    """
+    with transaction(connection):
+        connection.execute(
+            "INSERT INTO service_secrets (name, value, created_at) VALUES (?, ?, ?)"
+            " ON CONFLICT (name) DO NOTHING",
+            (name, candidate, now_ms),
+        )
+        row = connection.execute(
+            "SELECT value FROM service_secrets WHERE name = ?", (name,)
+        ).fetchone()
+    return bytes(row[0])
+
+
+def service_secret(connection: sqlite3.Connection, name: str) -> bytes | None:
+    row = connection.execute("SELECT value FROM service_secrets WHERE name = ?", (name,)).fetchone()
+    return None if row is None else bytes(row[0])
+
+
+def replace_service_secret(
+    connection: sqlite3.Connection, name: str, value: bytes, now_ms: int
+) -> None:
+    with transaction(connection):
+        connection.execute(
+            "INSERT INTO service_secrets (name, value, created_at) VALUES (?, ?, ?)"
+            " ON CONFLICT (name) DO UPDATE SET value = excluded.value,"
+            " created_at = excluded.created_at",
+            (name, value, now_ms),
+        )

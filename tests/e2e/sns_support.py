@@ -410,6 +410,9 @@ class MotoSes:
             "AWS_REGION": REGION,
             "AWS_SES_FROM_EMAIL": SENDER,
             "MAX_SEND_PER_SECOND": "100",
+            # Never fetched: the SES backend refuses a loopback SERVER_URL (the pixel and the
+            # unsubscribe links point there).
+            "SERVER_URL": "https://sesender.example.test",
         }
         env.update(overrides)
         return env

@@ -82,7 +82,7 @@ def test_outbox_quick_start_generates_a_key(
 ) -> None:
     service = start_service(API_KEY="", SENDER_BACKEND=backend)
     line = wait_for(
-        lambda: next((x for x in service.stdout_lines if "generated one for this run" in x), None),
+        lambda: next((x for x in service.stdout_lines if "generated an API key" in x), None),
         timeout=10,
         what="the generated key on stdout",
     )

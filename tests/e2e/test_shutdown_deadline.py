@@ -112,6 +112,7 @@ def test_sigterm_with_hanging_ses_calls_exits_within_the_deadline(
         AWS_READ_TIMEOUT_SECONDS="30",
         MAX_SEND_PER_SECOND="10",
         SHUTDOWN_TIMEOUT_SECONDS=str(shutdown_timeout),
+        SERVER_URL="https://sesender.example.test",
     )
     with service.client() as client:
         submit(client, topic="hang", emails=[f"hang{n}@example.org" for n in range(5)])

@@ -200,16 +200,22 @@ def test_multipart_one_click_post_also_suppresses(service: ServiceProcess) -> No
     assert suppressions(service)[email] == "unsubscribe"
 
 
-def test_tampered_and_foreign_tokens_get_the_same_page_and_suppress_nothing(
+def test_tampered_and_foreign_tokens_are_not_valid_and_suppress_nothing(
     service: ServiceProcess,
 ) -> None:
+    """A token that does not verify answers 404 "not valid" (never "Unsubscribed"), the same page
+    whatever is wrong with it, and is logged as a warning without the token."""
     emails = ["kept-1@example.org", "kept-2@example.org"]
     messages = send(service, "tampered", emails)
     target = unsubscribe_target(messages[emails[0]])
+    warnings_before = len(service.events("unsubscribe_invalid"))
     with provider(service) as client:
-        any_token_page = client.post(
-            "/v1/unsubscribe", params={"token": "x"}, data=ONE_CLICK
-        ).text  # the answer for any token
+        invalid = client.post("/v1/unsubscribe", params={"token": "x"}, data=ONE_CLICK)
+        assert invalid.status_code == 404
+        assert "not valid" in invalid.text
+        assert "Unsubscribed" not in invalid.text
+        assert invalid.headers["content-type"].startswith("text/html")
+        invalid_page = invalid.text  # the answer for any token that does not verify
         attempts = [
             tamper(target),
             "/v1/unsubscribe",  # no token at all
@@ -219,16 +225,30 @@ def test_tampered_and_foreign_tokens_get_the_same_page_and_suppress_nothing(
         ]
         for attempt in attempts:
             response = client.post(attempt, data=ONE_CLICK)
-            assert response.status_code == 200, attempt
-            assert response.text == any_token_page, attempt
+            assert response.status_code == 404, attempt
+            assert response.text == invalid_page, attempt
     listed = suppressions(service)
     assert not set(emails) & set(listed), listed
+    warnings = wait_for(
+        lambda: (
+            (found := service.events("unsubscribe_invalid")[warnings_before:])
+            and len(found) == 1 + len(attempts)
+            and found
+        ),
+        timeout=10,
+        what="a warning per invalid link",
+    )
+    assert {warning["level"] for warning in warnings} == {"warning"}
+    assert {warning["reason"] for warning in warnings} == {"no token", "token does not verify"}
+    tampered_token = tamper(target).split("?token=")[1]
+    for raw in service.raw_lines:
+        assert tampered_token not in raw
 
-    # The untampered token still works afterwards, with the same page.
+    # The untampered token still works afterwards, with the confirmation page.
     with provider(service) as client:
         response = client.post(target, data=ONE_CLICK)
     assert response.status_code == 200
-    assert response.text == any_token_page
+    assert "Unsubscribed" in response.text
     assert suppressions(service).get(emails[0]) == "unsubscribe"
     assert emails[1] not in suppressions(service)
 
@@ -247,5 +267,5 @@ def test_one_click_posts_on_a_kept_alive_connection_are_all_answered(
                 response = client.post(target if attempt % 2 else tamper(target), data=ONE_CLICK)
             except httpx.HTTPError as exc:
                 pytest.fail(f"one-click POST {attempt} on a reused connection failed: {exc!r}")
-            assert response.status_code == 200
+            assert response.status_code == (200 if attempt % 2 else 404)
     assert suppressions(service)[email] == "unsubscribe"

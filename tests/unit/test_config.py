@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from sesender.config import BackendKind, LogFormat, load_config, read_environment
+from sesender.config import BackendKind, LogFormat, api_key_sha256, load_config, read_environment
 from sesender.errors import ConfigError
 
 
@@ -64,7 +64,7 @@ def test_every_problem_is_reported_at_once() -> None:
 
 def test_ses_backend_requires_key_and_sender() -> None:
     with pytest.raises(ConfigError) as caught:
-        load_config({"SENDER_BACKEND": "ses"})
+        load_config({"SENDER_BACKEND": "ses", "SERVER_URL": "https://mail.example.com"})
     assert caught.value.problems == [
         "API_KEY is required when SENDER_BACKEND=ses",
         "AWS_SES_FROM_EMAIL is required when SENDER_BACKEND=ses",
@@ -81,6 +81,7 @@ def test_ses_settings_and_endpoint() -> None:
             "AWS_ENDPOINT_URL_SESV2": "http://127.0.0.1:5000/",
             "AWS_ACCESS_KEY_ID": "AKIDEXAMPLE",
             "AWS_SECRET_ACCESS_KEY": "secret-value",
+            "SERVER_URL": "https://mail.example.com",
         }
     )
     assert config.backend.kind is BackendKind.SES
@@ -96,19 +97,25 @@ def test_secrets_never_in_repr_or_public_settings() -> None:
         {
             "API_KEY": "super-secret-key",
             "SENTRY_DSN": "https://k@sentry/1",
-            "TRACKING_SECRET": "tracking-secret",
+            "TRACKING_SECRET": "tracking-secret-value",
+            "TRACKING_SECRETS_PREVIOUS": "previous-secret-value",
         }
     )
-    for secret in ("super-secret-key", "https://k@sentry/1", "tracking-secret"):
+    for secret in (
+        "super-secret-key",
+        "https://k@sentry/1",
+        "tracking-secret-value",
+        "previous-secret-value",
+    ):
         assert secret not in repr(config)
         assert secret not in str(config.public_settings())
 
 
 def test_tracking_secret_derived_from_api_key_is_not_the_key() -> None:
     config = load_config({"API_KEY": "k1"})
-    assert config.tracking.secret != b"k1"
-    assert load_config({"API_KEY": "k1"}).tracking.secret == config.tracking.secret
-    assert load_config({"API_KEY": "k2"}).tracking.secret != config.tracking.secret
+    assert config.tracking.api_key_secret != b"k1"
+    assert load_config({"API_KEY": "k1"}).tracking.api_key_secret == config.tracking.api_key_secret
+    assert load_config({"API_KEY": "k2"}).tracking.api_key_secret != config.tracking.api_key_secret
 
 
 def test_env_file_is_read_and_environment_wins(tmp_path: Path) -> None:
@@ -143,3 +150,118 @@ def test_out_of_range_values(name: str, value: str) -> None:
 def test_topic_arn_allow_list() -> None:
     config = load_config({"SNS_TOPIC_ARNS": "arn:a, arn:b,,"})
     assert config.feedback.topic_arns == frozenset({"arn:a", "arn:b"})
+
+
+SES = {
+    "SENDER_BACKEND": "ses",
+    "API_KEY": "k",
+    "AWS_SES_FROM_EMAIL": "news@example.com",
+}
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        None,
+        "http://localhost:3000",
+        "https://LOCALHOST.",
+        "http://mail.localhost",
+        "http://127.0.0.1:8080",
+        "http://127.1.2.3",
+        "http://[::1]:3000",
+        "http://[::ffff:127.0.0.1]",
+        "http://0.0.0.0:3000",
+        "http://[::]",
+    ],
+)
+def test_ses_refuses_a_missing_or_loopback_server_url(url: str | None) -> None:
+    values = dict(SES) if url is None else {**SES, "SERVER_URL": url}
+    with pytest.raises(ConfigError) as caught:
+        load_config(values)
+    (problem,) = caught.value.problems
+    assert problem.startswith("SERVER_URL ")
+    assert "SENDER_BACKEND=ses" in problem
+    assert "OPEN_TRACKING_ENABLED" in problem
+    assert "UNSUBSCRIBE_ENABLED" in problem
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://mail.example.com",
+        "http://203.0.113.7:8080",
+        "https://[2001:db8::1]",
+        "https://localhost.example.com",  # a real domain that merely starts with localhost
+        "http://10.0.0.5",  # private, yet reachable from a mail client on that network
+    ],
+)
+def test_ses_accepts_a_public_server_url(url: str) -> None:
+    config = load_config({**SES, "SERVER_URL": url})
+    assert config.server.public_url == url
+
+
+def test_ses_needs_no_server_url_with_tracking_and_unsubscribe_off() -> None:
+    off = {"OPEN_TRACKING_ENABLED": "false", "UNSUBSCRIBE_ENABLED": "false"}
+    config = load_config({**SES, **off})
+    assert config.server.public_url == "http://localhost:3000"
+    assert config.tracking.open_tracking_enabled is False
+    # Either one still on needs the public URL.
+    for still_on in ("OPEN_TRACKING_ENABLED", "UNSUBSCRIBE_ENABLED"):
+        with pytest.raises(ConfigError, match="SERVER_URL"):
+            load_config({**SES, **off, still_on: "true"})
+
+
+def test_other_backends_keep_the_localhost_default() -> None:
+    for backend in ("outbox", "memory"):
+        config = load_config({"SENDER_BACKEND": backend, "UNSUBSCRIBE_ENABLED": "true"})
+        assert config.server.public_url == "http://localhost:3000"
+        assert config.tracking.open_tracking_enabled is True
+
+
+def test_tracking_secrets() -> None:
+    config = load_config({"API_KEY": "k1"})
+    assert config.tracking.secret is None  # the generated one, kept in the database
+    assert config.tracking.previous_secrets == ()
+    assert config.tracking.api_key_secret is not None
+    assert load_config({}).tracking.api_key_secret is None  # no API_KEY, no legacy secret
+
+    config = load_config(
+        {
+            "TRACKING_SECRET": " current-secret-0123 ",
+            "TRACKING_SECRETS_PREVIOUS": "previous-secret-0001, previous-secret-0002,,",
+        }
+    )
+    assert config.tracking.secret == b"current-secret-0123"
+    assert config.tracking.previous_secrets == (b"previous-secret-0001", b"previous-secret-0002")
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("TRACKING_SECRET", "too-short"),
+        ("TRACKING_SECRETS_PREVIOUS", "previous-secret-0001,short"),
+    ],
+)
+def test_a_short_tracking_secret_is_a_configuration_error(name: str, value: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config({name: value})
+    (problem,) = caught.value.problems
+    assert problem.startswith(f"{name} must be at least 16 bytes")
+    assert value not in problem
+
+
+def test_api_key_is_kept_only_as_a_digest() -> None:
+    config = load_config({"API_KEY": "the-key"})
+    assert not config.server.api_key_generated
+    assert config.server.api_key_digest == api_key_sha256("the-key")
+    assert len(config.server.api_key_digest) == 32
+    generated = load_config({})
+    assert generated.server.api_key_generated
+    assert generated.server.api_key_digest == b""  # matches nothing until the start fills it in
+
+
+def test_an_unreadable_server_url_is_reported_once_with_ses() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config({**SES, "SERVER_URL": "mail.example.com"})
+    (problem,) = caught.value.problems
+    assert problem.startswith("SERVER_URL='mail.example.com' is not an absolute URL")

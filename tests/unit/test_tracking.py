@@ -204,3 +204,51 @@ def test_varint_decoding_is_strict(payload: bytes, expected: int | None) -> None
     assert tracking._decode_varint(payload) == expected
     if expected is not None:
         assert tracking._encode_varint(expected) == payload
+
+
+def test_tokens_are_unchanged_from_earlier_versions() -> None:
+    """Known answers, computed with the token code as it was before secret rotation existed:
+    links already in mailboxes must keep verifying, so neither format nor derivation may move."""
+    assert SIGNER.sign("open", 1) == "AfvcaDmGE44lEzdFpJJrbRo"
+    assert SIGNER.sign("unsubscribe", 123456789) == "lZrvOutyi-IUhIlqwRss8CUovho"
+    legacy = TokenSigner(derive_secret("my-api-key"))
+    assert legacy.sign("unsubscribe", 42) == "Kl3CRvU8LfuNt_wvvhxHblM"
+    rotated = TokenSigner(b"n" * 32, previous=[derive_secret("my-api-key")])
+    assert rotated.verify("unsubscribe", "Kl3CRvU8LfuNt_wvvhxHblM") == 42
+
+
+OLD_SECRET = b"old-secret-old-secret-old-secret"
+OLDER_SECRET = b"older-secret-older-secret-older!"
+
+
+@settings(max_examples=200, deadline=None)
+@given(request_id=REQUEST_IDS, purpose=st.sampled_from(PURPOSES))
+def test_previous_secrets_verify_and_the_current_one_signs(
+    request_id: int, purpose: TokenPurpose
+) -> None:
+    rotated = TokenSigner(SECRET, previous=[OLD_SECRET, OLDER_SECRET])
+    for secret in (SECRET, OLD_SECRET, OLDER_SECRET):
+        token = TokenSigner(secret).sign(purpose, request_id)
+        assert rotated.verify(purpose, token) == request_id
+    # New tokens are the current secret's: exactly what a signer of SECRET alone makes.
+    assert rotated.sign(purpose, request_id) == SIGNER.sign(purpose, request_id)
+    assert TokenSigner(OLD_SECRET).verify(purpose, rotated.sign(purpose, request_id)) is None
+
+
+def test_previous_secrets_keep_purposes_apart_and_refuse_strangers() -> None:
+    rotated = TokenSigner(SECRET, previous=[OLD_SECRET])
+    old = TokenSigner(OLD_SECRET)
+    assert rotated.verify("unsubscribe", old.sign("open", 5)) is None
+    assert rotated.verify("open", old.sign("unsubscribe", 5)) is None
+    assert rotated.verify("open", TokenSigner(OLDER_SECRET).sign("open", 5)) is None
+    # A secret no longer listed is no longer accepted: that is how a leaked one is retired.
+    assert TokenSigner(SECRET).verify("open", old.sign("open", 5)) is None
+
+
+def test_previous_secrets_are_checked_like_the_current_one() -> None:
+    with pytest.raises(ValueError, match="at least 16 bytes"):
+        TokenSigner(SECRET, previous=[b"short"])
+    # The current secret repeated, or a secret listed twice, changes nothing.
+    same = TokenSigner(SECRET, previous=[SECRET, OLD_SECRET, OLD_SECRET])
+    assert same.verify("open", TokenSigner(OLD_SECRET).sign("open", 3)) == 3
+    assert "old-secret" not in repr(same)

@@ -12,9 +12,10 @@ import re
 
 import pytest
 
+from sesender.config import api_key_sha256
 from sesender.errors import ApiError
 from sesender.http.app import PUBLIC_ENDPOINTS, SesenderApp
-from sesender.http.auth import EMPTY, INVALID, MISSING, check_api_key
+from sesender.http.auth import EMPTY, INVALID, MISSING, check_api_key, check_api_key_digest
 from tests.unit.http.conftest import API_KEY, build_app
 
 # -- the check ------------------------------------------------------------------------------------
@@ -134,3 +135,12 @@ async def test_authentication_comes_before_the_body_size_limit() -> None:
     too_large = await client.post("/v1/messages", json=body, headers={"X-API-KEY": API_KEY})
     assert too_large.status_code == 413
     assert await too_large.get_json() == {"error": "Request body too large"}
+
+
+def test_an_empty_digest_matches_no_key() -> None:
+    """Before the start-up fills in a generated key's digest, nothing authenticates."""
+    for presented in (API_KEY, "x", "ключ"):
+        with pytest.raises(ApiError) as caught:
+            check_api_key_digest(presented, b"")
+        assert caught.value.message == INVALID
+    check_api_key_digest(API_KEY, api_key_sha256(API_KEY))

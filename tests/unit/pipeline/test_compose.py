@@ -1,0 +1,40 @@
+"""The composer's switches: the open-tracking pixel and the one-click unsubscribe headers."""
+
+from __future__ import annotations
+
+from sesender.models import ClaimedEmail, Content
+from sesender.pipeline.compose import MessageComposer
+from sesender.tracking import TokenSigner
+
+SIGNER = TokenSigner(b"k" * 32)
+BODY = "<html><body><p>Hi</p></body></html>"
+EMAIL = ClaimedEmail(
+    request_id=12, topic_id="t", email="a@example.org", content=Content("s", BODY), attempts=0
+)
+
+
+def composer(*, open_tracking: bool, unsubscribe: bool) -> MessageComposer:
+    return MessageComposer(
+        sender="news@example.com",
+        public_url="https://mail.example.com",
+        signer=SIGNER,
+        configuration_set=None,
+        unsubscribe_enabled=unsubscribe,
+        open_tracking_enabled=open_tracking,
+    )
+
+
+def test_the_pixel_is_there_by_default_and_verifies() -> None:
+    html = composer(open_tracking=True, unsubscribe=False).compose(EMAIL).html
+    token = SIGNER.sign("open", 12)
+    assert f'src="https://mail.example.com/v1/events/open?request_id={token}"' in html
+    assert html.endswith("</body></html>")
+
+
+def test_open_tracking_off_sends_the_body_untouched() -> None:
+    outgoing = composer(open_tracking=False, unsubscribe=True).compose(EMAIL)
+    assert outgoing.html == BODY
+    assert "/v1/events/open" not in outgoing.html
+    headers = dict(outgoing.headers)
+    token = SIGNER.sign("unsubscribe", 12)
+    assert headers["List-Unsubscribe"] == f"<https://mail.example.com/v1/unsubscribe?token={token}>"
