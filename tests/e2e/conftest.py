@@ -26,7 +26,7 @@ def start_service(tmp_path: Path) -> Iterator[Callable[..., ServiceProcess]]:
 
 @pytest.fixture(scope="module")
 def cert_server() -> Iterator[LoopbackServer]:
-    """A loopback server for the shared test SNS signing certificate (one per module)."""
+    """A loopback server for the test SNS signing certificate (one per module)."""
     with certificate_server() as server:
         yield server
 

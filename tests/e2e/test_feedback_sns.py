@@ -2,7 +2,7 @@
 
 The service runs as a process (the console script). SES is moto's server on 127.0.0.1, so the
 SES message ids the events refer to are real ``SendEmail`` answers. The SNS messages are minted
-with the shared test key and point their ``SigningCertURL`` at a loopback server serving the test
+with the test key and point their ``SigningCertURL`` at a loopback server serving the test
 certificate; ``SNS_CERT_URL_PATTERN`` admits that server (and a fake ``SubscribeURL`` beside it),
 and nothing else.
 """

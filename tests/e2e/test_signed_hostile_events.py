@@ -4,7 +4,7 @@
 message stops at 400/403 before its content is read. This module covers the other side: SES
 itself (or a compromised topic that passes the allow-list) delivering events whose fields hold
 SQL metacharacters, NUL, CR/LF, very long strings, lone surrogates and odd unicode. They are
-signed with the shared test key, so they pass verification and reach the SES event parser and
+signed with the test key, so they pass verification and reach the SES event parser and
 the store. What must hold: never a 5xx, never an error in the log, never a suppression stored
 for something that is not a valid address, and an event that names no email of ours changes no
 email of ours.

@@ -1,6 +1,6 @@
 """SNS signature verification against genuine AWS messages, test-signed fixtures and forgeries.
 
-The genuine fixtures (shared/fixtures/sns/genuine/) were signed by AWS SNS; verifying them, and
+The genuine fixtures (tests/fixtures/sns/genuine/) were signed by AWS SNS; verifying them, and
 refusing every single-field change to them, shows the canonicalisation and crypto are the real
 thing and not merely self-consistent with our own signer.
 """
