@@ -28,9 +28,9 @@ COMPOSER = MessageComposer(
 )
 
 
-def settings(rate: float = 10, **overrides: object) -> PipelineSettings:
+def settings(**overrides: object) -> PipelineSettings:
     values: dict[str, object] = {
-        "rate": rate,
+        "rate": 10,
         "burst": 1,
         "send_channel_size": 100,
         "post_channel_size": 100,
@@ -49,7 +49,7 @@ def build(store: FakeQueueStore, backend: MemoryBackend, **overrides: object) ->
     return Pipeline(
         store=store,
         backend=backend,
-        composer=COMPOSER,  # type: ignore[arg-type]
+        composer=COMPOSER,
         settings=settings(**overrides),
         now_ms=trio_ms,
         rng=random.Random(3),
