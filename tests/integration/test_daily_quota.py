@@ -11,9 +11,8 @@ never a patched boto3.
 from __future__ import annotations
 
 import threading
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import trio
@@ -23,18 +22,9 @@ from actors import ThreadLane
 from sesender.backends.ses import SesBackend
 from sesender.config import load_config
 from sesender.service import open_service
+from tests.waiting import wait_until
 
-T = TypeVar("T")
 API_KEY = "integration-key"
-
-
-async def wait_until(condition: Callable[[], Awaitable[T | None]], *, interval: float = 0.02) -> T:
-    """Poll ``condition`` until it returns something truthy (callers bound it with a deadline)."""
-    while True:
-        value = await condition()
-        if value:
-            return value
-        await trio.sleep(interval)
 
 
 DAILY_QUOTA_EXCEEDED: Any = {
@@ -131,8 +121,7 @@ async def test_daily_quota_pause_holds_while_get_account_reports_the_quota_used(
                     body: dict[str, Any] = (await http.get("/ready")).json()
                     return body if body["sending"] == "paused" else None
 
-                with trio.fail_after(10):
-                    body = await wait_until(paused)
+                body = await wait_until(paused, timeout=10, interval=0.02)
                 assert "Daily message quota exceeded" in body["sending_paused_reason"]
 
                 # Three probes of the account, which still has no quota left: the pause must
@@ -143,11 +132,9 @@ async def test_daily_quota_pause_holds_while_get_account_reports_the_quota_used(
                     await trio.lowlevel.checkpoint()
                     return monitor.statistics().probes >= count
 
-                with trio.fail_after(10):
-                    await wait_until(lambda: probed(1))
+                await wait_until(lambda: probed(1), timeout=10, interval=0.02)
                 calls_after_first_probe = client.send_calls
-                with trio.fail_after(10):
-                    await wait_until(lambda: probed(4))
+                await wait_until(lambda: probed(4), timeout=10, interval=0.02)
                 gate = service.pipeline.gate_statistics()
 
                 async def quota_recorded() -> dict[str, int] | None:
@@ -156,8 +143,8 @@ async def test_daily_quota_pause_holds_while_get_account_reports_the_quota_used(
                     ]
                     return current if current["Sent"] >= 5 else None
 
-                with trio.fail_after(5):  # the quota's worth was sent (flushed within 0.5 s)
-                    counts = await wait_until(quota_recorded)
+                # the quota's worth was sent (flushed within 0.5 s)
+                counts = await wait_until(quota_recorded, timeout=5, interval=0.02)
                 assert counts["Failed"] == 0
                 assert counts["Sent"] == 5
                 assert gate.paused, "resumed although GetAccount reports the daily quota used up"
@@ -174,7 +161,6 @@ async def test_daily_quota_pause_holds_while_get_account_reports_the_quota_used(
                     current = (await http.get("/v1/topics/quota")).json()["request_counts"]
                     return bool(current["Sent"] == 20)
 
-                with trio.fail_after(15):
-                    await wait_until(all_sent)
+                await wait_until(all_sent, timeout=15, interval=0.02)
                 assert sorted(client.sent) == sorted(recipients)
             service.shutdown.trigger("test finished")
