@@ -29,6 +29,7 @@ from tests.e2e.harness import ServiceProcess, submit, wait_topic
 from tests.e2e.sns_support import (
     LOOPBACK_PATTERN,
     LoopbackServer,
+    SesKind,
     SnsMinter,
     post_sns,
     running_service,
@@ -49,7 +50,7 @@ HOSTILE = {
     "empty": "",
 }
 FIELDS = ("message_id", "recipient", "bounce_type", "tag", "timestamp")
-KINDS = ("bounce", "complaint", "delivery")
+KINDS: tuple[SesKind, ...] = ("bounce", "complaint", "delivery")
 
 
 @pytest.fixture(scope="module")
@@ -76,10 +77,10 @@ def canary(service: ServiceProcess) -> dict[str, Any]:
     return detail
 
 
-def hostile_event(kind: str, field: str, value: str, canary: dict[str, Any]) -> tuple[str, Any]:
+def hostile_event(kind: SesKind, field: str, value: str, canary: dict[str, Any]) -> tuple[str, Any]:
     """The fixture event of ``kind`` about the canary, with ``field`` replaced by ``value``."""
     message, subject = ses_event(
-        kind,  # type: ignore[arg-type]
+        kind,
         "event",
         ses_message_id=canary["message_id"],
         recipient=canary["email"],
@@ -124,7 +125,7 @@ def test_a_signed_event_with_a_hostile_field(
     service: ServiceProcess,
     minter: SnsMinter,
     canary: dict[str, Any],
-    kind: str,
+    kind: SesKind,
     field: str,
     name: str,
 ) -> None:

@@ -17,6 +17,7 @@ import botocore.session
 import pytest
 from botocore.config import Config
 from botocore.exceptions import (
+    BotoCoreError,
     ClientError,
     ConnectionClosedError,
     ConnectTimeoutError,
@@ -232,8 +233,10 @@ def client_error(code: str, status: int, message: str = "") -> ClientError:
         (ParamValidationError(report="bad"), PermanentSendError, "ParamValidationError"),
     ],
 )
-def test_translate_error(exc: Exception, kind: type[SendError], code: str) -> None:
-    error = translate_error(exc)  # type: ignore[arg-type]
+def test_translate_error(
+    exc: BotoCoreError | ClientError, kind: type[SendError], code: str
+) -> None:
+    error = translate_error(exc)
     assert type(error) is kind
     assert error.code == code
 
