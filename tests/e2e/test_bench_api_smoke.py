@@ -13,11 +13,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
-#: The benchmark starts the real service (and its load generator) as processes.
-pytestmark = pytest.mark.e2e
-
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
