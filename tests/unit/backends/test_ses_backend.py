@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from email.header import decode_header, make_header
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import boto3.session
 import botocore.session
@@ -705,19 +705,16 @@ async def test_connection_refused_is_transient() -> None:
 # Closing
 
 
-class ClosableClient:
-    """Just enough of a client to see ``aclose`` close it, and in which thread."""
-
-    def __init__(self) -> None:
-        self.closed_in: list[str] = []
-
-    def close(self) -> None:
-        self.closed_in.append(threading.current_thread().name)
-
-
-async def test_aclose_closes_the_client_in_the_lane() -> None:
-    client = ClosableClient()
-    backend = SesBackend(client=cast("SESV2Client", client), lane=ThreadLane("ses", 1))
+async def test_aclose_closes_the_client_in_the_lane(
+    shared_client: SESV2Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The real client, its ``close`` replaced to see that ``aclose`` calls it, and in which thread
+    (and to leave the module's shared client open)."""
+    closed_in: list[str] = []
+    monkeypatch.setattr(
+        shared_client, "close", lambda: closed_in.append(threading.current_thread().name)
+    )
+    backend = SesBackend(client=shared_client, lane=ThreadLane("ses", 1))
     await backend.aclose()
-    assert len(client.closed_in) == 1
-    assert client.closed_in[0] != threading.main_thread().name
+    assert len(closed_in) == 1
+    assert closed_in[0] != threading.main_thread().name
