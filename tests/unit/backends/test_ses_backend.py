@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from email.header import decode_header, make_header
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Unpack
 
 import boto3.session
 import botocore.session
@@ -48,6 +48,7 @@ from sesender.errors import (
     SendError,
     TransientSendError,
 )
+from tests.unit.backends.outgoing_changes import OutgoingChanges
 
 if TYPE_CHECKING:
     from mypy_boto3_sesv2 import SESV2Client
@@ -72,8 +73,8 @@ BASE = OutgoingEmail(
 EXPECTED_TEXT = "Hi, see our offer (https://example.com/offer)."
 
 
-def outgoing(**changes: object) -> OutgoingEmail:
-    return dataclasses.replace(BASE, **changes)  # type: ignore[arg-type]
+def outgoing(**changes: Unpack[OutgoingChanges]) -> OutgoingEmail:
+    return dataclasses.replace(BASE, **changes)
 
 
 def make_client(endpoint_url: str | None = None) -> SESV2Client:
@@ -340,7 +341,7 @@ def test_request_punycodes_non_ascii_domains() -> None:
     ],
 )
 async def test_what_ses_would_refuse_fails_before_any_call(
-    stubbed: tuple[SesBackend, Stubber], changes: dict[str, object]
+    stubbed: tuple[SesBackend, Stubber], changes: OutgoingChanges
 ) -> None:
     backend, _ = stubbed  # no response queued: any call would fail the test loudly
     with pytest.raises(PermanentSendError):
