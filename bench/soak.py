@@ -59,9 +59,9 @@ from bench.common import (
 )
 from sesender.feedback.testing import SnsMessageSigner
 from sesender.tracking import TokenSigner, derive_secret
+from tests.fixtures import TEST_SIGNING_CERT, TEST_SIGNING_KEY
 
 API_KEY = "soak-key"
-SHARED = REPO_DIR.parent / "shared" / "fixtures" / "sns" / "test-signing"
 TOPICS = ("soak-news", "soak-promo", "soak-digest", "soak-cancelled")
 
 
@@ -72,7 +72,7 @@ def start_process(arguments: list[str], env: dict[str, str] | None = None) -> su
 
 
 def serve_certificate() -> tuple[ThreadingHTTPServer, str]:
-    pem = (SHARED / "test-sns-cert.pem").read_bytes()
+    pem = TEST_SIGNING_CERT.read_bytes()
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
@@ -188,7 +188,7 @@ def run(arguments: argparse.Namespace) -> dict[str, Any]:
             url = json.loads(line)["urls"][0] if line.startswith("{") else ""
     stderr_lines: list[str] = []
     threading.Thread(target=lambda: stderr_lines.extend(service.stderr or []), daemon=True).start()
-    key = serialization.load_pem_private_key((SHARED / "test-sns-key.pem").read_bytes(), None)
+    key = serialization.load_pem_private_key(TEST_SIGNING_KEY.read_bytes(), None)
     assert isinstance(key, rsa.RSAPrivateKey)
     signer = SnsMessageSigner(key, cert_url=cert_url)
     pixel_signer = TokenSigner(derive_secret(API_KEY))

@@ -4,10 +4,10 @@ What it measures, in one run, on one machine, with the same request bodies:
 
 * **sesender**: the real service as a process (the ``sesender`` console script, memory backend,
   SQLite in a temporary directory, ``SNS_CERT_URL_PATTERN`` admitting a loopback server that
-  serves the shared test certificate). A few emails (``--emails``, default 10) are submitted
+  serves the test certificate). A few emails (``--emails``, default 10) are submitted
   through the API and sent; then ``--messages`` (default 5,000) SNS Notifications are signed up
-  front with the shared test key (``shared/fixtures/sns/test-signing/``), each with its own SNS
-  ``MessageId`` and a current ``Timestamp``, carrying SES events adapted from the shared fixtures
+  front with the test key (``tests/fixtures/sns/test-signing/``), each with its own SNS
+  ``MessageId`` and a current ``Timestamp``, carrying SES events adapted from the fixtures
   (Delivery, Bounce and Complaint, both the ``notificationType`` and ``eventType`` formats) for
   the SES message ids of those emails. A load generator in a second process (httpx on trio,
   ``--concurrency`` requests in flight, default 32, over kept-alive connections) posts them to
@@ -57,11 +57,10 @@ from typing import Any
 import httpx
 
 from bench.common import REPO_DIR, add_output_arguments, format_table, verdict, write_result
+from tests.fixtures import SNS_DIR, TEST_SIGNING_CERT, TEST_SIGNING_KEY
 
 NAME = "webhook"
 AIM = 0.5
-SHARED_DIR = (REPO_DIR / ".." / "shared").resolve()
-SNS_FIXTURES = SHARED_DIR / "fixtures" / "sns"
 CERT_PATH = "/SimpleNotificationService-bench.pem"
 TOPIC = "bench_webhook"
 TOPIC_ARN = "arn:aws:sns:us-east-1:123456789012:ses-events"
@@ -109,11 +108,11 @@ class _CertificateHandler(BaseHTTPRequestHandler):
 
 @contextmanager
 def certificate_server() -> Iterator[str]:
-    """Serve the shared test certificate on 127.0.0.1; yields its URL."""
+    """Serve the test certificate on 127.0.0.1; yields its URL."""
     handler = type(
         "Handler",
         (_CertificateHandler,),
-        {"pem": (SNS_FIXTURES / "test-signing" / "test-sns-cert.pem").read_bytes()},
+        {"pem": TEST_SIGNING_CERT.read_bytes()},
     )
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
@@ -132,7 +131,7 @@ def certificate_server() -> Iterator[str]:
 
 def ses_message(fixture: str, kind: str, ses_message_id: str, recipient: str) -> tuple[str, Any]:
     """The fixture's SES event about ``recipient`` / ``ses_message_id``; (Message, Subject)."""
-    envelope = json.loads((SNS_FIXTURES / f"{fixture}.json").read_text("utf-8"))
+    envelope = json.loads((SNS_DIR / f"{fixture}.json").read_text("utf-8"))
     event = json.loads(envelope["Message"])
     now = iso_now()
     event["mail"].update(messageId=ses_message_id, destination=[recipient], timestamp=now)
@@ -156,9 +155,7 @@ def sign_bodies(cert_url: str, sent: Sequence[tuple[str, str]], count: int) -> l
 
     from sesender.feedback.testing import SnsMessageSigner
 
-    key = serialization.load_pem_private_key(
-        (SNS_FIXTURES / "test-signing" / "test-sns-key.pem").read_bytes(), password=None
-    )
+    key = serialization.load_pem_private_key(TEST_SIGNING_KEY.read_bytes(), password=None)
     assert isinstance(key, rsa.RSAPrivateKey)
     signer = SnsMessageSigner(key, cert_url=cert_url)
     templates = [

@@ -3,8 +3,8 @@
 - :class:`MemoryCertificateFetcher` is a ``fetch_pem`` for :class:`~sesender.feedback.SnsVerifier`
   that serves PEMs from memory, records each call, and can fail or hold a download in flight.
 - :class:`SnsMessageSigner` mints SNS messages signed the way SNS signs them, with a test key, so
-  webhook tests can post authentic-looking bodies (the shared test key and certificate are in
-  ``shared/fixtures/sns/test-signing/``).
+  webhook tests can post authentic-looking bodies (the test suite's key and certificate are in
+  ``tests/fixtures/sns/test-signing/``).
 - :func:`self_signed_certificate` makes a certificate for any key (wrong subject, wrong dates,
   non-RSA keys) to exercise the certificate checks.
 
@@ -40,7 +40,7 @@ DEFAULT_TEST_CERT_URL: Final = (
     "https://sns.us-east-1.amazonaws.com/"
     "SimpleNotificationService-00000000000000000000000000000000.pem"
 )
-"""The SigningCertURL of the shared test-signed fixtures."""
+"""The SigningCertURL of the test-signed fixtures (tests/fixtures/sns/)."""
 
 _SIGNED_KEYS: Final[Mapping[str, tuple[str, ...]]] = {
     "Notification": ("Message", "MessageId", "Subject", "Timestamp", "TopicArn", "Type"),

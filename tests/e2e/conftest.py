@@ -8,6 +8,16 @@ import pytest
 from tests.e2e.harness import ServiceProcess, base_env
 from tests.e2e.sns_support import CERT_PATH, LoopbackServer, SnsMinter, certificate_server
 
+E2E_DIR = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test in this directory ``e2e``: each one starts processes (the service, or a
+    benchmark's), so ``-m "not e2e"`` must leave them all out without each file remembering to."""
+    for item in items:
+        if E2E_DIR in item.path.parents:
+            item.add_marker(pytest.mark.e2e)
+
 
 @pytest.fixture
 def start_service(tmp_path: Path) -> Iterator[Callable[..., ServiceProcess]]:
@@ -26,7 +36,7 @@ def start_service(tmp_path: Path) -> Iterator[Callable[..., ServiceProcess]]:
 
 @pytest.fixture(scope="module")
 def cert_server() -> Iterator[LoopbackServer]:
-    """A loopback server for the shared test SNS signing certificate (one per module)."""
+    """A loopback server for the test SNS signing certificate (one per module)."""
     with certificate_server() as server:
         yield server
 

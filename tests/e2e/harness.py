@@ -15,15 +15,17 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from email.parser import BytesHeaderParser
 from email.policy import default as default_policy
 from pathlib import Path
 from typing import Any
 
 import httpx
+
+# Re-exported: the end-to-end tests import it from here with the rest of the harness.
+from tests.waiting import wait_for as wait_for
 
 STARTUP_TIMEOUT = 30.0
 
@@ -35,20 +37,6 @@ def console_script() -> list[str]:
         return [str(script)]
     found = shutil.which("sesender")
     return [found] if found else [sys.executable, "-m", "sesender"]
-
-
-def wait_for(
-    condition: Callable[[], Any], *, timeout: float, interval: float = 0.05, what: str = ""
-) -> Any:
-    """Poll ``condition`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what or condition}")
-        time.sleep(interval)
 
 
 class ServiceProcess:
@@ -91,12 +79,13 @@ class ServiceProcess:
         for reader in self._readers:
             reader.start()
         if wait:
+            # The listening line, or True if the process exited before writing it.
             event = wait_for(
                 lambda: self.find("listening") or self._exited_early(),
                 timeout=STARTUP_TIMEOUT,
                 what="the listening log line",
             )
-            if event is True:
+            if not isinstance(event, dict):
                 raise AssertionError(
                     f"sesender exited with {self.process.returncode}:\n" + "\n".join(self.raw_lines)
                 )

@@ -1,13 +1,13 @@
 """Helpers for the SES feedback end-to-end tests: loopback HTTP servers, SNS minting, moto SES.
 
 - :class:`LoopbackServer`: a stdlib ``ThreadingHTTPServer`` on a loopback address and a free port,
-  in a thread, that records every request it gets. :func:`certificate_server` serves the shared
-  test certificate at :data:`CERT_PATH` (the service fetches it as the ``SigningCertURL``);
+  in a thread, that records every request it gets. :func:`certificate_server` serves the test
+  certificate at :data:`CERT_PATH` (the service fetches it as the ``SigningCertURL``);
   :func:`subscribe_endpoint` plays SNS's ``SubscribeURL``, answering a confirmation document.
-- :class:`SnsMinter`: signs SNS messages with the shared test key
-  (``shared/fixtures/sns/test-signing/``) through ``sesender.feedback.testing.SnsMessageSigner``,
+- :class:`SnsMinter`: signs SNS messages with the test key
+  (``tests/fixtures/sns/test-signing/``) through ``sesender.feedback.testing.SnsMessageSigner``,
   with ``SigningCertURL`` on the loopback certificate server and a current ``Timestamp``; it also
-  adapts the shared SES event fixtures (both formats) to a real SES message id and recipient.
+  adapts the SES event fixtures (both formats) to a real SES message id and recipient.
 - :func:`moto_ses`: moto's ``ThreadedMotoServer`` on 127.0.0.1 as SES, identity created, state
   read back over HTTP (the service is another process).
 
@@ -39,12 +39,7 @@ from moto.server import ThreadedMotoServer
 
 from sesender.feedback.testing import SnsMessageSigner
 from tests.e2e.harness import ServiceProcess, base_env
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-SHARED_DIR = (REPO_ROOT / ".." / "shared").resolve()
-SNS_FIXTURES = SHARED_DIR / "fixtures" / "sns"
-TEST_CERT = SNS_FIXTURES / "test-signing" / "test-sns-cert.pem"
-TEST_KEY = SNS_FIXTURES / "test-signing" / "test-sns-key.pem"
+from tests.fixtures import SNS_DIR, TEST_SIGNING_CERT, TEST_SIGNING_KEY
 
 TOPIC_ARN = "arn:aws:sns:us-east-1:123456789012:ses-events"
 CERT_PATH = "/sns/SimpleNotificationService-test.pem"
@@ -163,8 +158,8 @@ class LoopbackServer:
 
 
 def certificate_server(host: str = "127.0.0.1") -> LoopbackServer:
-    """Serves the shared test certificate at :data:`CERT_PATH`; 404 for anything else."""
-    pem = TEST_CERT.read_bytes()
+    """Serves the test certificate at :data:`CERT_PATH`; 404 for anything else."""
+    pem = TEST_SIGNING_CERT.read_bytes()
 
     def respond(request: Request) -> Reply:
         if request.method == "GET" and request.path == CERT_PATH:
@@ -219,7 +214,7 @@ def subscribe_url(base_url: str, *, topic_arn: str = TOPIC_ARN, token: str) -> s
 
 
 def load_test_key() -> rsa.RSAPrivateKey:
-    key = serialization.load_pem_private_key(TEST_KEY.read_bytes(), password=None)
+    key = serialization.load_pem_private_key(TEST_SIGNING_KEY.read_bytes(), password=None)
     assert isinstance(key, rsa.RSAPrivateKey)
     return key
 
@@ -235,7 +230,7 @@ _FIXTURES: Mapping[tuple[SesKind, SesFormat], str] = {
 
 
 def load_fixture(name: str) -> dict[str, Any]:
-    document: dict[str, Any] = json.loads((SNS_FIXTURES / f"{name}.json").read_text("utf-8"))
+    document: dict[str, Any] = json.loads((SNS_DIR / f"{name}.json").read_text("utf-8"))
     return document
 
 
@@ -249,7 +244,7 @@ def ses_event(
     tags: Mapping[str, list[str]] | None = None,
     bounce_type: str | None = None,
 ) -> tuple[str, str | None]:
-    """The shared fixture's SES event for ``kind`` in format ``fmt``, about ``recipient`` and the
+    """The fixture's SES event for ``kind`` in format ``fmt``, about ``recipient`` and the
     SES message ``ses_message_id``, timestamps set to ``when`` (default: now). Returns the SNS
     ``Message`` text and the fixture's SNS ``Subject`` (present for event publishing)."""
     envelope = load_fixture(_FIXTURES[(kind, fmt)])

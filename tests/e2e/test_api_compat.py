@@ -130,7 +130,7 @@ def assert_topic_shape(body: dict[str, Any]) -> None:
 
 
 def emails_of_topic(service: ServiceProcess, topic_id: str) -> list[Message]:
-    messages = []
+    messages: list[Message] = []
     for path in outbox_files(outbox(service)):
         message = message_from_bytes(path.read_bytes(), policy=default_policy)
         if str(message["X-Sesender-Topic"]) == topic_id:
@@ -560,7 +560,7 @@ def test_bad_shapes_are_400s(client: httpx.Client, body: Any) -> None:
 
 
 def idempotent_body(topic_id: str) -> dict[str, Any]:
-    body = json.loads(ORIGINAL_EXAMPLE)
+    body: dict[str, Any] = json.loads(ORIGINAL_EXAMPLE)
     body["messages"][0]["topic_id"] = topic_id
     body["scheduled_at"] = "2099-01-01 09:00:00"  # stays Created: the counts are exact
     return body

@@ -29,9 +29,7 @@ would, and the DELETE lands while A's first block is being sent.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TypeVar
 
 import httpx
 import pytest
@@ -40,10 +38,10 @@ import trio
 from sesender.backends.memory import MemoryBackend
 from sesender.config import load_config
 from sesender.service import open_service
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 
-T = TypeVar("T")
 
 API_KEY = "cancellation-key"
 RATE = 50
@@ -53,15 +51,6 @@ BLOCK = 500
 SENT_BEFORE_DELETE = 20
 #: A hard cap on the whole test (it normally takes about 62 s: B alone needs PER_TOPIC / RATE).
 TEST_DEADLINE = 120
-
-
-async def wait_until(condition: Callable[[], Awaitable[T | None]], *, interval: float = 0.1) -> T:
-    """Poll ``condition`` until it returns something truthy (callers bound it with a deadline)."""
-    while True:
-        value = await condition()
-        if value:
-            return value
-        await trio.sleep(interval)
 
 
 async def test_cancelling_a_topic_stops_it_at_once_and_leaves_the_other_alone(
@@ -122,8 +111,7 @@ async def test_cancelling_a_topic_stops_it_at_once_and_leaves_the_other_alone(
                     await trio.lowlevel.checkpoint()
                     return len(sent_of("A")) >= SENT_BEFORE_DELETE
 
-                with trio.fail_after(10):
-                    await wait_until(sending_started, interval=0.01)
+                await wait_until(sending_started, timeout=10, interval=0.01)
                 deleted = await client.delete("/v1/topics/A")
                 delete_answered_at = trio.current_time()
                 assert deleted.status_code == 200, deleted.text
@@ -137,8 +125,7 @@ async def test_cancelling_a_topic_stops_it_at_once_and_leaves_the_other_alone(
                     a = await counts("A")
                     return a if a.get("Created", 0) + a.get("Processed", 0) == 0 else None
 
-                with trio.fail_after(10):
-                    a_counts = await wait_until(a_settled)
+                a_counts = await wait_until(a_settled, timeout=10, interval=0.1)
 
                 a_starts = sent_of("A")
                 late = [t - delete_answered_at for t in a_starts if t > delete_answered_at]
@@ -157,8 +144,7 @@ async def test_cancelling_a_topic_stops_it_at_once_and_leaves_the_other_alone(
 
                 remaining = PER_TOPIC - b_sent_at_delete
                 expected = remaining / RATE
-                with trio.fail_after(expected * 1.25 + 10):
-                    b_counts = await wait_until(b_done, interval=0.5)
+                b_counts = await wait_until(b_done, timeout=expected * 1.25 + 10, interval=0.5)
                 b_finished = max(sent_of("B")) - delete_answered_at
                 assert b_finished <= expected * 1.15 + 5, (
                     f"B's last {remaining} emails took {b_finished:.1f}s after the DELETE,"

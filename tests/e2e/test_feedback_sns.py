@@ -2,7 +2,7 @@
 
 The service runs as a process (the console script). SES is moto's server on 127.0.0.1, so the
 SES message ids the events refer to are real ``SendEmail`` answers. The SNS messages are minted
-with the shared test key and point their ``SigningCertURL`` at a loopback server serving the test
+with the test key and point their ``SigningCertURL`` at a loopback server serving the test
 certificate; ``SNS_CERT_URL_PATTERN`` admits that server (and a fake ``SubscribeURL`` beside it),
 and nothing else.
 """
@@ -24,6 +24,8 @@ from tests.e2e.sns_support import (
     TOPIC_ARN,
     LoopbackServer,
     MotoSes,
+    SesFormat,
+    SesKind,
     SnsMinter,
     SubscribeScript,
     envelope_of,
@@ -123,7 +125,7 @@ def test_ses_events_in_both_formats_are_counted_and_suppress_later_sends(
     ses_service: ServiceProcess, moto: MotoSes, minter: SnsMinter, cert_server: LoopbackServer
 ) -> None:
     service = ses_service
-    plan = {
+    plan: dict[str, tuple[SesKind, SesFormat]] = {
         # recipient: (SES event kind, SNS message format)
         "hard-notify@example.org": ("bounce", "notification"),
         "hard-event@example.org": ("bounce", "event"),
@@ -147,8 +149,8 @@ def test_ses_events_in_both_formats_are_counted_and_suppress_later_sends(
 
         for email, (kind, fmt) in plan.items():
             body = minter.ses_notification(
-                kind,  # type: ignore[arg-type]
-                fmt,  # type: ignore[arg-type]
+                kind,
+                fmt,
                 ses_message_id=details[email]["message_id"],
                 recipient=email,
             )

@@ -4,7 +4,7 @@
 message stops at 400/403 before its content is read. This module covers the other side: SES
 itself (or a compromised topic that passes the allow-list) delivering events whose fields hold
 SQL metacharacters, NUL, CR/LF, very long strings, lone surrogates and odd unicode. They are
-signed with the shared test key, so they pass verification and reach the SES event parser and
+signed with the test key, so they pass verification and reach the SES event parser and
 the store. What must hold: never a 5xx, never an error in the log, never a suppression stored
 for something that is not a valid address, and an event that names no email of ours changes no
 email of ours.
@@ -29,6 +29,7 @@ from tests.e2e.harness import ServiceProcess, submit, wait_topic
 from tests.e2e.sns_support import (
     LOOPBACK_PATTERN,
     LoopbackServer,
+    SesKind,
     SnsMinter,
     post_sns,
     running_service,
@@ -49,7 +50,7 @@ HOSTILE = {
     "empty": "",
 }
 FIELDS = ("message_id", "recipient", "bounce_type", "tag", "timestamp")
-KINDS = ("bounce", "complaint", "delivery")
+KINDS: tuple[SesKind, ...] = ("bounce", "complaint", "delivery")
 
 
 @pytest.fixture(scope="module")
@@ -76,10 +77,10 @@ def canary(service: ServiceProcess) -> dict[str, Any]:
     return detail
 
 
-def hostile_event(kind: str, field: str, value: str, canary: dict[str, Any]) -> tuple[str, Any]:
+def hostile_event(kind: SesKind, field: str, value: str, canary: dict[str, Any]) -> tuple[str, Any]:
     """The fixture event of ``kind`` about the canary, with ``field`` replaced by ``value``."""
     message, subject = ses_event(
-        kind,  # type: ignore[arg-type]
+        kind,
         "event",
         ses_message_id=canary["message_id"],
         recipient=canary["email"],
@@ -124,7 +125,7 @@ def test_a_signed_event_with_a_hostile_field(
     service: ServiceProcess,
     minter: SnsMinter,
     canary: dict[str, Any],
-    kind: str,
+    kind: SesKind,
     field: str,
     name: str,
 ) -> None:

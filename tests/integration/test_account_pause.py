@@ -10,9 +10,8 @@ condition under a deadline.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import trio
@@ -22,20 +21,10 @@ from sesender.backends.memory import MemoryBackend
 from sesender.config import load_config
 from sesender.errors import AccountSendError
 from sesender.service import open_service
-
-T = TypeVar("T")
+from tests.waiting import wait_until
 
 API_KEY = "integration-key"
 PAUSE_REASON = "Sending paused: account under review (test)"
-
-
-async def wait_until(condition: Callable[[], Awaitable[T | None]], *, interval: float = 0.05) -> T:
-    """Poll ``condition`` until it returns something truthy (callers bound it with a deadline)."""
-    while True:
-        value = await condition()
-        if value:
-            return value
-        await trio.sleep(interval)
 
 
 async def test_account_pause_keeps_emails_queued_and_resumes(tmp_path: Path) -> None:
@@ -106,8 +95,8 @@ async def test_account_pause_keeps_emails_queued_and_resumes(tmp_path: Path) -> 
                     body = await ready()
                     return body if body["sending"] == "paused" else None
 
-                with trio.fail_after(10):  # /ready reports the pause
-                    body = await wait_until(paused)
+                # /ready reports the pause
+                body = await wait_until(paused, timeout=10)
                 assert body["status"] == "ready"
                 assert PAUSE_REASON in body["sending_paused_reason"]
                 assert "SendingPausedException" in body["sending_paused_reason"]
@@ -121,8 +110,8 @@ async def test_account_pause_keeps_emails_queued_and_resumes(tmp_path: Path) -> 
                     await trio.lowlevel.checkpoint()
                     return monitor.statistics().probes >= 2
 
-                with trio.fail_after(10):  # the account monitor probed twice, still paused
-                    await wait_until(probed_twice)
+                # the account monitor probed twice, still paused
+                await wait_until(probed_twice, timeout=10)
                 sent_while_paused = len(backend.sent)
                 assert sent_while_paused < 200
                 paused_counts = await counts()
@@ -144,8 +133,8 @@ async def test_account_pause_keeps_emails_queued_and_resumes(tmp_path: Path) -> 
                     current = await counts()
                     return current if current["Sent"] == 200 else None
 
-                with trio.fail_after(20):  # everything is sent after the resume
-                    final = await wait_until(all_sent)
+                # everything is sent after the resume
+                final = await wait_until(all_sent, timeout=20)
                 assert final["Failed"] == final["Created"] == final["Processed"] == 0
                 body = await ready()
                 assert body["sending"] == "active"

@@ -4,47 +4,55 @@ docs/architecture.md lists a daily quota among the account-level refusals: pause
 the emails queued, resume later. SES answers ``LimitExceededException: Daily message quota
 exceeded.`` once the day's quota is used, and ``GetAccount`` (what the account monitor probes)
 then reports ``SentLast24Hours >= Max24HourSend`` while ``SendingEnabled`` stays true. The SES
-backend runs on an injected fake sesv2 client (the two calls the service makes, plus ``close``),
-never a patched boto3.
+backend runs on a real sesv2 client whose two calls the service makes are answered by a fake
+account through botocore's ``before-call`` event (the hook botocore's own ``Stubber`` uses): the
+client is the real type with its real error handling, and nothing reaches the network.
 """
 
 from __future__ import annotations
 
+import json
 import threading
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import trio
-from botocore.exceptions import ClientError
+from botocore.awsrequest import AWSResponse, HTTPHeaders
 
 from actors import ThreadLane
-from sesender.backends.ses import SesBackend
+from sesender.backends.ses import SesBackend, build_ses_client
 from sesender.config import load_config
 from sesender.service import open_service
+from tests.waiting import wait_until
 
-T = TypeVar("T")
+if TYPE_CHECKING:
+    from mypy_boto3_sesv2 import SESV2Client
+
 API_KEY = "integration-key"
 
 
-async def wait_until(condition: Callable[[], Awaitable[T | None]], *, interval: float = 0.02) -> T:
-    """Poll ``condition`` until it returns something truthy (callers bound it with a deadline)."""
-    while True:
-        value = await condition()
-        if value:
-            return value
-        await trio.sleep(interval)
-
-
-DAILY_QUOTA_EXCEEDED: Any = {
+DAILY_QUOTA_EXCEEDED: dict[str, Any] = {
     "Error": {"Code": "LimitExceededException", "Message": "Daily message quota exceeded."},
     "ResponseMetadata": {"HTTPStatusCode": 400},
 }
 
+#: Never contacted: the account answers every call before a connection is made.
+URL = "http://127.0.0.1:9"
+#: What a before-call handler answers in place of SES: the HTTP response and the parsed body.
+Answer = tuple[AWSResponse, dict[str, Any]]
 
-class QuotaClient:
-    """A sesv2 client whose account may send ``quota`` emails a day; ``new_day()`` resets it."""
+
+def answer(status: int, body: dict[str, Any]) -> Answer:
+    return AWSResponse(URL, status, HTTPHeaders(), None), body
+
+
+class QuotaAccount:
+    """An SES account that may send ``quota`` emails a day; ``new_day()`` resets it.
+
+    :meth:`install` puts it behind a real sesv2 client: ``SendEmail`` and ``GetAccount`` are
+    answered here, an error status makes botocore raise its own ``ClientError`` subclass.
+    """
 
     def __init__(self, quota: int) -> None:
         self.quota = quota
@@ -58,32 +66,41 @@ class QuotaClient:
             self.quota = quota
             self.sent_today = 0
 
-    def send_email(self, **request: Any) -> dict[str, Any]:
+    def install(self, client: SESV2Client) -> None:
+        # botocore-stubs type every event handler as returning None, but a before-call handler
+        # that returns (response, parsed) answers the call instead of SES: botocore.stub does so.
+        events = client.meta.events
+        events.register("before-call.sesv2.SendEmail", self._send_email)  # type: ignore[arg-type]
+        events.register("before-call.sesv2.GetAccount", self._get_account)  # type: ignore[arg-type]
+
+    def _send_email(self, params: dict[str, Any], **_: object) -> Answer:
+        """``params`` is the serialised request: SES v2 is REST-JSON, so the body is the JSON."""
+        request = json.loads(params["body"])
         with self._lock:
             self.send_calls += 1
             if self.sent_today >= self.quota:
-                raise ClientError(DAILY_QUOTA_EXCEEDED, "SendEmail")
+                return answer(400, DAILY_QUOTA_EXCEEDED)
             self.sent_today += 1
             (recipient,) = request["Destination"]["ToAddresses"]
             self.sent.append(recipient)
-            return {"MessageId": f"fake-{len(self.sent)}"}
+            return answer(200, {"MessageId": f"fake-{len(self.sent)}"})
 
-    def get_account(self) -> dict[str, Any]:
+    def _get_account(self, **_: object) -> Answer:
         with self._lock:
             quota = {
                 "Max24HourSend": float(self.quota),
                 "MaxSendRate": 100.0,
                 "SentLast24Hours": float(self.sent_today),
             }
-        return {
-            "SendingEnabled": True,
-            "EnforcementStatus": "HEALTHY",
-            "ProductionAccessEnabled": True,
-            "SendQuota": quota,
-        }
-
-    def close(self) -> None:
-        pass
+        return answer(
+            200,
+            {
+                "SendingEnabled": True,
+                "EnforcementStatus": "HEALTHY",
+                "ProductionAccessEnabled": True,
+                "SendQuota": quota,
+            },
+        )
 
 
 async def test_daily_quota_pause_holds_while_get_account_reports_the_quota_used(
@@ -102,8 +119,18 @@ async def test_daily_quota_pause_holds_while_get_account_reports_the_quota_used(
             "SHUTDOWN_TIMEOUT_SECONDS": "5",
         }
     )
-    client = QuotaClient(quota=5)
-    backend = SesBackend(client=client, lane=ThreadLane("ses", 8))  # type: ignore[arg-type]
+    account = QuotaAccount(quota=5)
+    client = build_ses_client(
+        region="us-east-1",
+        pool_size=8,
+        connect_timeout=2.0,
+        read_timeout=2.0,
+        endpoint_url=URL,
+        access_key_id="testing",
+        secret_access_key="testing",
+    )
+    account.install(client)
+    backend = SesBackend(client=client, lane=ThreadLane("ses", 8))
     recipients = [f"quota{n}@example.org" for n in range(20)]
 
     with trio.fail_after(30):
@@ -131,8 +158,7 @@ async def test_daily_quota_pause_holds_while_get_account_reports_the_quota_used(
                     body: dict[str, Any] = (await http.get("/ready")).json()
                     return body if body["sending"] == "paused" else None
 
-                with trio.fail_after(10):
-                    body = await wait_until(paused)
+                body = await wait_until(paused, timeout=10, interval=0.02)
                 assert "Daily message quota exceeded" in body["sending_paused_reason"]
 
                 # Three probes of the account, which still has no quota left: the pause must
@@ -143,11 +169,9 @@ async def test_daily_quota_pause_holds_while_get_account_reports_the_quota_used(
                     await trio.lowlevel.checkpoint()
                     return monitor.statistics().probes >= count
 
-                with trio.fail_after(10):
-                    await wait_until(lambda: probed(1))
-                calls_after_first_probe = client.send_calls
-                with trio.fail_after(10):
-                    await wait_until(lambda: probed(4))
+                await wait_until(lambda: probed(1), timeout=10, interval=0.02)
+                calls_after_first_probe = account.send_calls
+                await wait_until(lambda: probed(4), timeout=10, interval=0.02)
                 gate = service.pipeline.gate_statistics()
 
                 async def quota_recorded() -> dict[str, int] | None:
@@ -156,25 +180,24 @@ async def test_daily_quota_pause_holds_while_get_account_reports_the_quota_used(
                     ]
                     return current if current["Sent"] >= 5 else None
 
-                with trio.fail_after(5):  # the quota's worth was sent (flushed within 0.5 s)
-                    counts = await wait_until(quota_recorded)
+                # the quota's worth was sent (flushed within 0.5 s)
+                counts = await wait_until(quota_recorded, timeout=5, interval=0.02)
                 assert counts["Failed"] == 0
                 assert counts["Sent"] == 5
                 assert gate.paused, "resumed although GetAccount reports the daily quota used up"
                 assert gate.pauses_total == 1, (
                     f"the pause flapped {gate.pauses_total} times: every probe resumed sending"
                 )
-                assert client.send_calls == calls_after_first_probe, (
+                assert account.send_calls == calls_after_first_probe, (
                     "SendEmail was called again while the daily quota was used up"
                 )
 
-                client.new_day(quota=1000)
+                account.new_day(quota=1000)
 
                 async def all_sent() -> bool:
                     current = (await http.get("/v1/topics/quota")).json()["request_counts"]
                     return bool(current["Sent"] == 20)
 
-                with trio.fail_after(15):
-                    await wait_until(all_sent)
-                assert sorted(client.sent) == sorted(recipients)
+                await wait_until(all_sent, timeout=15, interval=0.02)
+                assert sorted(account.sent) == sorted(recipients)
             service.shutdown.trigger("test finished")

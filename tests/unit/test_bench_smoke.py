@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from bench import ceiling, compose, rate, store_ingest
 
 
@@ -38,6 +40,7 @@ def test_rate_quick(tmp_path: Path) -> None:
     assert all(run["sent"] > 0 for run in runs)
 
 
+@pytest.mark.e2e  # the ceiling benchmark starts a fake SES as a process (bench.fake_ses)
 def test_ceiling_quick(tmp_path: Path) -> None:
     ceiling.main(["--quick", "--results-dir", str(tmp_path), "--directory", str(tmp_path)])
 

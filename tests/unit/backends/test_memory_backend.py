@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Unpack
 
 import pytest
 import trio
@@ -17,6 +17,7 @@ from sesender.errors import (
     SendError,
     TransientSendError,
 )
+from tests.unit.backends.outgoing_changes import OutgoingChanges
 
 BASE = OutgoingEmail(
     request_id=1,
@@ -28,8 +29,8 @@ BASE = OutgoingEmail(
 )
 
 
-def email(**changes: object) -> OutgoingEmail:
-    return dataclasses.replace(BASE, **changes)  # type: ignore[arg-type]
+def email(**changes: Unpack[OutgoingChanges]) -> OutgoingEmail:
+    return dataclasses.replace(BASE, **changes)
 
 
 def test_satisfies_the_backend_protocol() -> None:

@@ -12,6 +12,7 @@ import re
 from datetime import UTC, datetime
 from email import policy
 from pathlib import Path
+from typing import Unpack
 
 import pytest
 import trio
@@ -21,6 +22,7 @@ from sesender.backends import Backend, OutboxBackend
 from sesender.backends.base import OutgoingEmail
 from sesender.backends.outbox import write_atomically
 from sesender.errors import AccountSendError, PermanentSendError
+from tests.unit.backends.outgoing_changes import OutgoingChanges
 
 FIXED_NOW = datetime(2026, 5, 4, 3, 2, 1, tzinfo=UTC)
 FILE_NAME = re.compile(r"^\d+-\d+-[0-9a-f]{32}\.eml$")
@@ -39,8 +41,8 @@ BASE = OutgoingEmail(
 )
 
 
-def outgoing(**changes: object) -> OutgoingEmail:
-    return dataclasses.replace(BASE, **changes)  # type: ignore[arg-type]
+def outgoing(**changes: Unpack[OutgoingChanges]) -> OutgoingEmail:
+    return dataclasses.replace(BASE, **changes)
 
 
 @pytest.fixture
@@ -213,7 +215,7 @@ async def test_hostile_addresses_cannot_escape_the_directory(
     ],
 )
 async def test_header_injection_is_refused(
-    backend: OutboxBackend, outbox_dir: Path, changes: dict[str, object]
+    backend: OutboxBackend, outbox_dir: Path, changes: OutgoingChanges
 ) -> None:
     with pytest.raises(PermanentSendError):
         await backend.send(outgoing(**changes))

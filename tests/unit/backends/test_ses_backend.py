@@ -10,13 +10,14 @@ from collections.abc import Iterator
 from email.header import decode_header, make_header
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Unpack
 
 import boto3.session
 import botocore.session
 import pytest
 from botocore.config import Config
 from botocore.exceptions import (
+    BotoCoreError,
     ClientError,
     ConnectionClosedError,
     ConnectTimeoutError,
@@ -47,6 +48,7 @@ from sesender.errors import (
     SendError,
     TransientSendError,
 )
+from tests.unit.backends.outgoing_changes import OutgoingChanges
 
 if TYPE_CHECKING:
     from mypy_boto3_sesv2 import SESV2Client
@@ -71,8 +73,8 @@ BASE = OutgoingEmail(
 EXPECTED_TEXT = "Hi, see our offer (https://example.com/offer)."
 
 
-def outgoing(**changes: object) -> OutgoingEmail:
-    return dataclasses.replace(BASE, **changes)  # type: ignore[arg-type]
+def outgoing(**changes: Unpack[OutgoingChanges]) -> OutgoingEmail:
+    return dataclasses.replace(BASE, **changes)
 
 
 def make_client(endpoint_url: str | None = None) -> SESV2Client:
@@ -233,8 +235,10 @@ def client_error(code: str, status: int, message: str = "") -> ClientError:
         (ParamValidationError(report="bad"), PermanentSendError, "ParamValidationError"),
     ],
 )
-def test_translate_error(exc: Exception, kind: type[SendError], code: str) -> None:
-    error = translate_error(exc)  # type: ignore[arg-type]
+def test_translate_error(
+    exc: BotoCoreError | ClientError, kind: type[SendError], code: str
+) -> None:
+    error = translate_error(exc)
     assert type(error) is kind
     assert error.code == code
 
@@ -338,7 +342,7 @@ def test_request_punycodes_non_ascii_domains() -> None:
     ],
 )
 async def test_what_ses_would_refuse_fails_before_any_call(
-    stubbed: tuple[SesBackend, Stubber], changes: dict[str, object]
+    stubbed: tuple[SesBackend, Stubber], changes: OutgoingChanges
 ) -> None:
     backend, _ = stubbed  # no response queued: any call would fail the test loudly
     with pytest.raises(PermanentSendError):
@@ -703,19 +707,16 @@ async def test_connection_refused_is_transient() -> None:
 # Closing
 
 
-class ClosableClient:
-    """Just enough of a client to see ``aclose`` close it, and in which thread."""
-
-    def __init__(self) -> None:
-        self.closed_in: list[str] = []
-
-    def close(self) -> None:
-        self.closed_in.append(threading.current_thread().name)
-
-
-async def test_aclose_closes_the_client_in_the_lane() -> None:
-    client = ClosableClient()
-    backend = SesBackend(client=cast("SESV2Client", client), lane=ThreadLane("ses", 1))
+async def test_aclose_closes_the_client_in_the_lane(
+    shared_client: SESV2Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The real client, its ``close`` replaced to see that ``aclose`` calls it, and in which thread
+    (and to leave the module's shared client open)."""
+    closed_in: list[str] = []
+    monkeypatch.setattr(
+        shared_client, "close", lambda: closed_in.append(threading.current_thread().name)
+    )
+    backend = SesBackend(client=shared_client, lane=ThreadLane("ses", 1))
     await backend.aclose()
-    assert len(client.closed_in) == 1
-    assert client.closed_in[0] != threading.main_thread().name
+    assert len(closed_in) == 1
+    assert closed_in[0] != threading.main_thread().name

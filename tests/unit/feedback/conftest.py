@@ -1,7 +1,7 @@
-"""Fixtures for the SNS / SES feedback tests: the shared fixture files and a test signer.
+"""Fixtures for the SNS / SES feedback tests: the SNS fixture files and a test signer.
 
-The fixture files live in ``shared/`` beside the repository (``<repo root>/../shared``), both on a
-development machine and in CI, where the repository is cloned with ``shared/`` next to it.
+The fixture files live in ``tests/fixtures/sns/`` (``tests/fixtures/README.md`` says where each came
+from); their paths come from :mod:`tests.fixtures`.
 
 Fixtures are session-scoped (they are read-only) so hypothesis tests may use them too.
 """
@@ -9,19 +9,17 @@ Fixtures are session-scoped (they are read-only) so hypothesis tests may use the
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from sesender.feedback.testing import SnsMessageSigner
-
-REPO_ROOT = Path(__file__).resolve().parents[3]
+from tests.fixtures import GENUINE_SNS_DIR, SNS_DIR, TEST_SIGNING_CERT, TEST_SIGNING_KEY
 
 _PHP_CERTIFICATE = "sns_us-east-2_SimpleNotificationService-7ff5318490ec183fbaddaa2a969abfda.pem"
 GENUINE_CERTIFICATES = {
-    # From genuine/README.md: which AWS certificate verifies which genuine message.
+    # From tests/fixtures/README.md: which AWS certificate verifies which genuine message.
     "perl_aws_sns_verify_2015": "perl_aws_sns_verify_2015.pem",
     "php_validator_fixture_0_sigv1": _PHP_CERTIFICATE,
     "php_validator_fixture_1_sigv2": _PHP_CERTIFICATE,
@@ -31,49 +29,33 @@ GENUINE_CERTIFICATES = {
 
 
 @pytest.fixture(scope="session")
-def shared_dir() -> Path:
-    """``<repo root>/../shared``: specification, reference and fixture files."""
-    path = (REPO_ROOT / ".." / "shared").resolve()
-    if not (path / "fixtures" / "sns").is_dir():
-        pytest.fail(f"shared fixtures not found at {path}: clone shared/ beside the repository")
-    return path
-
-
-@pytest.fixture(scope="session")
-def sns_dir(shared_dir: Path) -> Path:
-    return shared_dir / "fixtures" / "sns"
-
-
-@pytest.fixture(scope="session")
-def genuine_body(sns_dir: Path) -> Callable[[str], bytes]:
+def genuine_body() -> Callable[[str], bytes]:
     """The body of a genuine AWS-signed message, by fixture name."""
-    return lambda name: (sns_dir / "genuine" / f"{name}.json").read_bytes()
+    return lambda name: (GENUINE_SNS_DIR / f"{name}.json").read_bytes()
 
 
 @pytest.fixture(scope="session")
-def genuine_pem(sns_dir: Path) -> Callable[[str], bytes]:
+def genuine_pem() -> Callable[[str], bytes]:
     """The AWS certificate that verifies a genuine message, by the message's fixture name."""
-    return lambda name: (sns_dir / "genuine" / GENUINE_CERTIFICATES[name]).read_bytes()
+    return lambda name: (GENUINE_SNS_DIR / GENUINE_CERTIFICATES[name]).read_bytes()
 
 
 @pytest.fixture(scope="session")
-def test_signed_body(sns_dir: Path) -> Callable[[str], bytes]:
-    """The body of one of the seven fixtures signed with the shared test key, by name."""
-    return lambda name: (sns_dir / f"{name}.json").read_bytes()
+def test_signed_body() -> Callable[[str], bytes]:
+    """The body of one of the seven fixtures signed with the test key, by name."""
+    return lambda name: (SNS_DIR / f"{name}.json").read_bytes()
 
 
 @pytest.fixture(scope="session")
-def test_cert_pem(sns_dir: Path) -> bytes:
-    """The certificate of the shared test key (CN=sns.amazonaws.com, valid 2020-2040)."""
-    return (sns_dir / "test-signing" / "test-sns-cert.pem").read_bytes()
+def test_cert_pem() -> bytes:
+    """The certificate of the test key (CN=sns.amazonaws.com, valid 2020-2040)."""
+    return TEST_SIGNING_CERT.read_bytes()
 
 
 @pytest.fixture(scope="session")
-def signer(sns_dir: Path) -> SnsMessageSigner:
-    """Mints messages with the shared test key; they verify against ``test_cert_pem``."""
-    key = serialization.load_pem_private_key(
-        (sns_dir / "test-signing" / "test-sns-key.pem").read_bytes(), password=None
-    )
+def signer() -> SnsMessageSigner:
+    """Mints messages with the test key; they verify against ``test_cert_pem``."""
+    key = serialization.load_pem_private_key(TEST_SIGNING_KEY.read_bytes(), password=None)
     assert isinstance(key, rsa.RSAPrivateKey)
     return SnsMessageSigner(key)
 

@@ -1,7 +1,7 @@
 """FeedbackIntake and feedback_item: from an SNS body to what the store is asked to write.
 
 The write function is injected (a recorder returning a scripted report), the verifier is the real
-``SnsVerifier`` with a ``MemoryCertificateFetcher`` serving the shared test certificate and a
+``SnsVerifier`` with a ``MemoryCertificateFetcher`` serving the test certificate and a
 fixed clock, and the subscription confirmer is a recorder: no network, no database, except in the
 last tests, which put the real ResultWriter and SQLite store behind the intake to check what each
 caller is told when several SNS messages share one group commit.
@@ -40,7 +40,7 @@ from sesender.models import FeedbackItem, FeedbackReport, NewMessage, Sent, Subm
 from sesender.pipeline.result_writer import ResultWrite, ResultWriter, write_and_wait
 from sesender.store.sqlite import open_sqlite_store
 
-#: The clock of every verifier here: after the shared fixtures' Timestamps (10:00 to 12:30).
+#: The clock of every verifier here: after the SNS fixtures' Timestamps (10:00 to 12:30).
 NOW = datetime(2026, 1, 15, 13, 0, tzinfo=UTC)
 NOW_TEXT = "2026-01-15T12:59:00.000Z"
 TOPIC_ARN = "arn:aws:sns:us-east-1:123456789012:ses-events"

@@ -40,7 +40,7 @@ def message_of(test_signed_body: Callable[[str], bytes], name: str) -> str:
     return parse_envelope(test_signed_body(name)).message
 
 
-# --- The shared fixtures -----------------------------------------------------------------------
+# --- The SNS fixtures --------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("name", ["bounce", "event_bounce"])

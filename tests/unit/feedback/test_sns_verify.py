@@ -1,6 +1,6 @@
 """SNS signature verification against genuine AWS messages, test-signed fixtures and forgeries.
 
-The genuine fixtures (shared/fixtures/sns/genuine/) were signed by AWS SNS; verifying them, and
+The genuine fixtures (tests/fixtures/sns/genuine/) were signed by AWS SNS; verifying them, and
 refusing every single-field change to them, shows the canonicalisation and crypto are the real
 thing and not merely self-consistent with our own signer.
 """
@@ -13,6 +13,7 @@ import json
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import TypedDict, Unpack
 
 import pytest
 import trio
@@ -66,11 +67,20 @@ def edit(body: bytes, **changes: object) -> bytes:
     return json.dumps(document).encode()
 
 
+class VerifierOptions(TypedDict, total=False):
+    """The ``SnsVerifier`` settings a test may change (the rest keep their defaults)."""
+
+    topic_arns: frozenset[str] | None
+    cert_url_pattern: re.Pattern[str] | None
+    cache_size: int
+    require_signature_version_2: bool
+
+
 def verifier_at(
-    envelope: SnsEnvelope, fetcher: MemoryCertificateFetcher, **options: object
+    envelope: SnsEnvelope, fetcher: MemoryCertificateFetcher, **options: Unpack[VerifierOptions]
 ) -> SnsVerifier:
     """A verifier whose clock stands at the message's own Timestamp."""
-    return SnsVerifier(fetch_pem=fetcher, now=lambda: envelope.timestamp, **options)  # type: ignore[arg-type]
+    return SnsVerifier(fetch_pem=fetcher, now=lambda: envelope.timestamp, **options)
 
 
 def rejected(reason: str) -> pytest.RaisesExc[SnsSignatureInvalid]:

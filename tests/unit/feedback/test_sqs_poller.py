@@ -7,6 +7,7 @@ import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import boto3
 import pytest
@@ -25,9 +26,12 @@ from sesender.feedback.testing import (
 )
 from sesender.models import FeedbackItem, FeedbackReport
 
+if TYPE_CHECKING:
+    from mypy_boto3_sqs import SQSClient
+
 
 @pytest.fixture
-def sqs() -> Iterator[tuple[object, str]]:
+def sqs() -> Iterator[tuple[SQSClient, str]]:
     with mock_aws():
         client = boto3.client(
             "sqs",
@@ -72,7 +76,7 @@ async def run_until_settled(poller: SqsPoller, messages: int) -> None:
 
 
 async def test_poller_records_then_deletes(
-    sqs: tuple[object, str], signer: SnsMessageSigner, test_cert_pem: bytes, tmp_path: Path
+    sqs: tuple[SQSClient, str], signer: SnsMessageSigner, test_cert_pem: bytes, tmp_path: Path
 ) -> None:
     client, url = sqs
     written: list[FeedbackItem] = []
@@ -98,14 +102,14 @@ async def test_poller_records_then_deletes(
     envelope = signer.notification(MessageId="sns-1", Message=ses_event("ses-1"), Timestamp=old)
     forged = json.loads(signer.notification(MessageId="sns-2", Message=ses_event("ses-2")))
     forged["Message"] = ses_event("ses-forged")
-    client.send_message(QueueUrl=url, MessageBody=envelope.decode())  # type: ignore[attr-defined]
-    client.send_message(QueueUrl=url, MessageBody=ses_event("ses-raw"))  # type: ignore[attr-defined]
-    client.send_message(QueueUrl=url, MessageBody=json.dumps(forged))  # type: ignore[attr-defined]
+    client.send_message(QueueUrl=url, MessageBody=envelope.decode())
+    client.send_message(QueueUrl=url, MessageBody=ses_event("ses-raw"))
+    client.send_message(QueueUrl=url, MessageBody=json.dumps(forged))
 
     poller = SqsPoller(
         client=client,
         queue_url=url,
-        intake=intake,  # type: ignore[arg-type]
+        intake=intake,
         lane=ThreadLane("sqs", 2),
         wait_seconds=0,
         visibility_timeout=0,
@@ -117,7 +121,7 @@ async def test_poller_records_then_deletes(
     assert poller.statistics().deleted == 3  # the forged one is deleted, never recorded
 
     # A transient failure keeps the message for a later try.
-    client.send_message(QueueUrl=url, MessageBody=ses_event("ses-later"))  # type: ignore[attr-defined]
+    client.send_message(QueueUrl=url, MessageBody=ses_event("ses-later"))
     fail_next[0] = True
     await run_until_settled(poller, 5)  # 3 deleted before, 1 kept now, then 1 deleted on redelivery
     assert {e.message_id for item in written for e in item.events} == {

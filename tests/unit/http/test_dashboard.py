@@ -113,7 +113,7 @@ async def test_a_wrong_key_does_not_matter_to_the_page(app: SesenderApp) -> None
 
 async def test_the_page_is_the_packaged_file_and_holds_no_data(app: SesenderApp) -> None:
     response = await app.test_client().get("/dashboard")
-    body = (await response.get_data()).decode()
+    body = await response.get_data(as_text=True)
     assert body == packaged("dashboard.html")
     assert "<title>sesender · dashboard</title>" in body
 

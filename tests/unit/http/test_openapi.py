@@ -180,7 +180,9 @@ def matches(schema: dict[str, Any], text: str) -> bool:
         return False
     if "not" in schema and re.search(schema["not"]["pattern"], text) is not None:
         return False
-    return schema.get("minLength", 0) <= len(text) <= schema.get("maxLength", len(text))
+    shortest: int = schema.get("minLength", 0)
+    longest: int = schema.get("maxLength", len(text))
+    return shortest <= len(text) <= longest
 
 
 WHITE_SPACE = [chr(code) for code in range(0x3001) if chr(code).isspace()]

@@ -29,9 +29,10 @@ COMPOSER = MessageComposer(
 )
 
 
-def settings(rate: float = 10, **overrides: object) -> PipelineConfig:
+def settings(**overrides: object) -> PipelineConfig:
+    """A pipeline configuration for these tests; ``rate`` stands for ``max_send_per_second``."""
     values: dict[str, object] = {
-        "max_send_per_second": rate,
+        "max_send_per_second": overrides.pop("rate", 10),
         "burst": 1,
         "send_channel_size": 100,
         "post_channel_size": 100,
@@ -53,7 +54,7 @@ def build(store: FakeQueueStore, backend: MemoryBackend, **overrides: object) ->
     return Pipeline(
         store=store,
         backend=backend,
-        composer=COMPOSER,  # type: ignore[arg-type]
+        composer=COMPOSER,
         settings=settings(**overrides),
         now_ms=trio_ms,
         rng=random.Random(3),

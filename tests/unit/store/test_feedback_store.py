@@ -7,7 +7,7 @@ only; raw SQL is used just to look at what was written.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import pytest
@@ -300,14 +300,14 @@ async def test_put_adds_or_replaces_and_delete_removes(store: SqliteStore) -> No
     assert await store.get_suppression("someone@example.org") is None
 
 
-async def put_all(store: SqliteStore, emails: Sequence[str]) -> None:
+async def put_all(store: SqliteStore, emails: Iterable[str]) -> None:
     for email in emails:
         await store.put_suppression(Suppression("manual", "api", email=email), now_ms=NOW)
 
 
 async def test_listing_pages_by_address_with_a_keyset_cursor(store: SqliteStore) -> None:
     emails = [f"user{n:02d}@example.org" for n in range(7)]
-    await put_all(store, reversed(emails))  # type: ignore[arg-type]
+    await put_all(store, reversed(emails))
     pages: list[list[str]] = []
     after: str | None = None
     while True:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -9,10 +10,12 @@ from hypothesis import strategies as st
 
 from sesender.errors import StoreError, StoreUnavailable
 from sesender.models import (
+    ClaimedEmail,
     Deferred,
     Failed,
     FailureKind,
     NewMessage,
+    Outcome,
     Retry,
     Sent,
     Status,
@@ -270,7 +273,7 @@ def test_counters_always_equal_a_recount(
                         topic, up_to_id=await store.max_request_id(), keep=[], now_ms=NOW
                     )
                     continue
-                outcomes = {
+                outcomes: dict[str, Callable[[ClaimedEmail], Outcome]] = {
                     "sent": lambda e: Sent(e.request_id, f"m{e.request_id}", 1, NOW),
                     "failed": lambda e: Failed(e.request_id, "x", FailureKind.PERMANENT, 1),
                     "retry": lambda e: Retry(e.request_id, "x", 1, NOW),
@@ -278,14 +281,15 @@ def test_counters_always_equal_a_recount(
                 if action in outcomes:
                     await store.record_outcomes([outcomes[action](e) for e in emails], now_ms=NOW)
             for topic in "abc":
-                recount = {
-                    Status(status).label: n
-                    for status, n in rows(
-                        store,
-                        "SELECT status, COUNT(*) FROM requests WHERE topic_id = ? GROUP BY status",
-                        topic,
-                    )
-                }
+                recount: dict[str, int] = {}
+                for status, n in rows(
+                    store,
+                    "SELECT status, COUNT(*) FROM requests WHERE topic_id = ? GROUP BY status",
+                    topic,
+                ):
+                    assert isinstance(status, int)
+                    assert isinstance(n, int)
+                    recount[Status(status).label] = n
                 assert (await store.topic_stats(topic)).request_counts == recount
 
     trio.run(scenario)
