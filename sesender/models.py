@@ -107,6 +107,8 @@ class ClaimedEmail:
 class ClaimBatch:
     emails: tuple[ClaimedEmail, ...]
     suppressed: int  # claimed but ended Suppressed in the same transaction
+    #: due but ended Stopped in the same transaction (their topic was cancelled).
+    stopped: int = 0
 
 
 # Outcomes travel as values from the sender pool to the post-processor.

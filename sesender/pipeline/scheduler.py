@@ -117,7 +117,7 @@ class Scheduler:
             self._send_tx.send_nowait(email)
         if batch.emails:
             logger.debug("claimed %d emails", len(batch.emails))
-        return len(batch.emails) + batch.suppressed >= limit
+        return len(batch.emails) + batch.suppressed + batch.stopped >= limit
 
     async def _sleep(self) -> None:
         deadline = trio.current_time() + self._interval

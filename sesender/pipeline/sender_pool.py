@@ -134,8 +134,9 @@ class SenderPool:
     async def _attempt(self, email: ClaimedEmail) -> Outcome:
         control = self._control
         if control.cancelled.is_cancelled(email.topic_id, email.request_id):
-            self._counts["stopped"] += 1
-            return Stopped(request_id=email.request_id)
+            held = control.held_back(email.topic_id, email.request_id, self._now_ms())
+            self._counts["stopped" if isinstance(held, Stopped) else "deferred"] += 1
+            return held
         if control.stop_sending.is_set() or control.gate.is_paused:
             self._counts["deferred"] += 1
             return Deferred(request_id=email.request_id, due_at_ms=self._now_ms())

@@ -111,7 +111,16 @@ class Store(Protocol):
     async def stop_topic(
         self, topic_id: str, *, up_to_id: int, keep: Sequence[int], now_ms: int
     ) -> StopResult:
-        """Stop the topic's unsent emails with id <= ``up_to_id``, except those in ``keep``."""
+        """Record the topic as cancelled up to ``up_to_id`` and stop its unsent emails with
+        id <= ``up_to_id``, except those in ``keep``, in one transaction.
+
+        From then on any outcome that would put such an email back in the queue (a retry, a
+        deferral, recovery after a crash) stops it instead, and ``claim_due`` never returns one.
+        """
+        ...
+
+    async def cancellations(self) -> dict[str, int]:
+        """Every cancelled topic with the highest request id its cancellation covers."""
         ...
 
     async def topic_stats(self, topic_id: str) -> TopicStats: ...

@@ -17,6 +17,8 @@ Why the schema looks the way it does:
   counts the partial minute at the window's edge exactly from ``requests_sent_at``.
 - ``results`` keeps one row per (email, event type) with a counter, which is what the API reports
   ("counted once per recipient"); ``sns_messages`` remembers SNS message ids for deduplication.
+- ``topic_cancellations`` makes a cancellation durable: each cancelled topic with the highest
+  request id it covers, checked by every statement that would put an email back in the queue.
 """
 
 from __future__ import annotations
@@ -152,6 +154,16 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX topics_recent ON topics (updated_at);
     INSERT INTO topics (topic_id, created_at, updated_at)
         SELECT topic_id, MIN(created_at), MAX(created_at) FROM requests GROUP BY topic_id;
+    """,
+    # 4: durable cancellation: each cancelled topic with the highest request id it covers, so an
+    # outcome that would requeue a cancelled email (a retry, a deferral) stops it instead, and a
+    # restart cannot send it. Emails of the topic with higher ids (accepted later) are unaffected.
+    """
+    CREATE TABLE topic_cancellations (
+        topic_id TEXT PRIMARY KEY,
+        up_to_id INTEGER NOT NULL,
+        cancelled_at INTEGER NOT NULL
+    ) WITHOUT ROWID;
     """,
 )
 

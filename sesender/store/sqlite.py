@@ -253,6 +253,9 @@ class SqliteStore:
         stopped = await self._with_writer(queries.stop_topic, topic_id, up_to_id, keep, now_ms)
         return StopResult(stopped=stopped)
 
+    async def cancellations(self) -> dict[str, int]:
+        return await self._read(queries.cancellations)
+
     async def topic_stats(self, topic_id: str) -> TopicStats:
         return await self._read(queries.topic_stats, topic_id)
 

@@ -50,6 +50,18 @@ T = TypeVar("T")
 #: Stay well under SQLite's bound-parameter limit when building ``IN (...)`` lists.
 PARAMETER_CHUNK = 500
 
+#: True for a ``requests`` row whose topic was cancelled up to (at least) its id.
+_CANCELLED = (
+    "EXISTS (SELECT 1 FROM topic_cancellations AS c"
+    " WHERE c.topic_id = requests.topic_id AND c.up_to_id >= requests.id)"
+)
+#: The status of an email going back to the queue: ``Created``, unless its topic was cancelled,
+#: then ``Stopped``. Every statement that requeues an email uses it, so a cancellation outlives
+#: the process that received it.
+_REQUEUED_STATUS = (
+    f"CASE WHEN {_CANCELLED} THEN {Status.STOPPED.value} ELSE {Status.CREATED.value} END"
+)
+
 
 def connect(path: str, *, busy_timeout: float, read_only: bool = False) -> sqlite3.Connection:
     """Open a connection in autocommit mode (we issue BEGIN/COMMIT ourselves) with our PRAGMAs."""
@@ -223,19 +235,27 @@ def find_idempotency(
 
 
 def claim_due(connection: sqlite3.Connection, now_ms: int, limit: int) -> ClaimBatch:
-    """Claim due emails atomically, join their contents once, end suppressed ones."""
+    """Claim due emails atomically, join their contents once, end suppressed ones.
+
+    An email of a cancelled topic is never handed out, whatever put it back in the queue: the
+    claim ends it ``Stopped`` instead (the requeueing statements already do; this is the last
+    line of defence).
+    """
     if limit <= 0:
         return ClaimBatch(emails=(), suppressed=0)
     with transaction(connection):
-        rows = connection.execute(
-            "UPDATE requests SET status = 1, updated_at = ? WHERE id IN ("
-            " SELECT id FROM requests WHERE status = 0 AND due_at <= ?"
+        claimed = connection.execute(
+            f"UPDATE requests SET updated_at = ?, status = CASE WHEN {_CANCELLED}"
+            f" THEN {Status.STOPPED.value} ELSE {Status.PROCESSED.value} END WHERE id IN ("
+            f" SELECT id FROM requests WHERE status = {Status.CREATED.value} AND due_at <= ?"
             " ORDER BY due_at, id LIMIT ?)"
-            " RETURNING id, topic_id, content_id, email, attempts, due_at",
+            " RETURNING id, topic_id, content_id, email, attempts, due_at, status",
             (now_ms, now_ms, limit),
         ).fetchall()
+        stopped = sum(1 for row in claimed if row[6] == Status.STOPPED)
+        rows = [row for row in claimed if row[6] == Status.PROCESSED]
         if not rows:
-            return ClaimBatch(emails=(), suppressed=0)
+            return ClaimBatch(emails=(), suppressed=0, stopped=stopped)
         rows.sort(key=lambda row: (row[5], row[0]))
         suppressed_addresses = _suppressed_among(connection, {row[3].lower() for row in rows})
         suppressed_ids = [row[0] for row in rows if row[3].lower() in suppressed_addresses]
@@ -258,7 +278,7 @@ def claim_due(connection: sqlite3.Connection, now_ms: int, limit: int) -> ClaimB
         for row in rows
         if row[0] not in suppressed_set
     )
-    return ClaimBatch(emails=emails, suppressed=len(suppressed_ids))
+    return ClaimBatch(emails=emails, suppressed=len(suppressed_ids), stopped=stopped)
 
 
 def _suppressed_among(connection: sqlite3.Connection, addresses: set[str]) -> set[str]:
@@ -295,11 +315,12 @@ def next_due_at(connection: sqlite3.Connection) -> int | None:
 
 
 def recover_claimed(connection: sqlite3.Connection, now_ms: int) -> int:
-    """Requeue what a previous process left claimed; due now so it goes first."""
+    """Requeue what a previous process left claimed, due now so it goes first (emails of a
+    cancelled topic end ``Stopped`` instead); return how many rows changed."""
     with transaction(connection):
         cursor = connection.execute(
-            "UPDATE requests SET status = 0, updated_at = ?, due_at = MIN(due_at, ?)"
-            " WHERE status = 1",
+            f"UPDATE requests SET status = {_REQUEUED_STATUS}, updated_at = ?,"
+            f" due_at = MIN(due_at, ?) WHERE status = {Status.PROCESSED.value}",
             (now_ms, now_ms),
         )
         return cursor.rowcount
@@ -315,12 +336,14 @@ _FAILED_SQL = (
     "UPDATE requests SET status = 3, error = ?, failure_kind = ?, attempts = ?, updated_at = ?"
     " WHERE id = ? AND status = 1"
 )
+# A retry or a deferral puts the email back in the queue, unless its topic was cancelled.
 _RETRY_SQL = (
-    "UPDATE requests SET status = 0, error = ?, attempts = ?, due_at = ?, updated_at = ?"
-    " WHERE id = ? AND status = 1"
+    f"UPDATE requests SET status = {_REQUEUED_STATUS}, error = ?, attempts = ?, due_at = ?,"
+    f" updated_at = ? WHERE id = ? AND status = {Status.PROCESSED.value}"
 )
 _DEFERRED_SQL = (
-    "UPDATE requests SET status = 0, due_at = ?, updated_at = ? WHERE id = ? AND status = 1"
+    f"UPDATE requests SET status = {_REQUEUED_STATUS}, due_at = ?, updated_at = ?"
+    f" WHERE id = ? AND status = {Status.PROCESSED.value}"
 )
 _STOPPED_SQL = "UPDATE requests SET status = 4, updated_at = ? WHERE id = ? AND status IN (0, 1)"
 
@@ -407,7 +430,19 @@ def stop_topic(
     keep: Sequence[int],
     now_ms: int,
 ) -> int:
+    """Record the cancellation (the highest ``up_to_id`` wins on repeats) and stop the topic's
+    unsent emails up to it, except ``keep``, in one transaction; return how many were stopped.
+
+    The kept emails are with the provider right now; if their send fails transiently, the
+    recorded cancellation makes the retry stop them rather than requeue them.
+    """
     with transaction(connection):
+        connection.execute(
+            "INSERT INTO topic_cancellations (topic_id, up_to_id, cancelled_at) VALUES (?, ?, ?)"
+            " ON CONFLICT (topic_id) DO UPDATE SET up_to_id = MAX(up_to_id, excluded.up_to_id),"
+            " cancelled_at = excluded.cancelled_at",
+            (topic_id, up_to_id, now_ms),
+        )
         connection.execute("CREATE TEMP TABLE IF NOT EXISTS stop_keep (id INTEGER PRIMARY KEY)")
         connection.execute("DELETE FROM stop_keep")
         connection.executemany(
@@ -424,6 +459,16 @@ def stop_topic(
             stopped += cursor.rowcount
         connection.execute("DELETE FROM stop_keep")
     return stopped
+
+
+def cancellations(connection: sqlite3.Connection) -> dict[str, int]:
+    """Every cancelled topic with the highest request id its cancellation covers."""
+    return {
+        str(topic_id): int(up_to_id)
+        for topic_id, up_to_id in connection.execute(
+            "SELECT topic_id, up_to_id FROM topic_cancellations"
+        )
+    }
 
 
 # --- results -------------------------------------------------------------------------------

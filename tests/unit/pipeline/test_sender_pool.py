@@ -135,7 +135,8 @@ async def test_cancelled_before_hand_over_is_stopped_not_sent(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     control = PipelineControl()
-    control.cancel_topic_in_memory("t", up_to_id=1)
+    mark, _ = control.cancel_topic_in_memory("t", up_to_id=1)
+    control.cancelled.confirm(mark)  # the store recorded it
     backend = MemoryBackend()
     outcomes = await run_pool(backend, [email(1), email(2)], control=control)
     assert outcomes[0] == Stopped(1)

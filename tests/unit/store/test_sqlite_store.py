@@ -364,3 +364,66 @@ async def test_prune_forgets_only_old_dedup_records(store: SqliteStore) -> None:
     assert await store.prune(before_ms=NOW - 5_000) == (1, 1)
     assert rows(store, "SELECT message_id FROM sns_messages") == [("new",)]
     assert await store.find_idempotency("k-old", since_ms=0) is None
+
+
+async def test_a_retried_email_of_a_cancelled_topic_stays_stopped_after_reopening(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "cancel.db"
+    async with open_sqlite_store(path) as store:
+        await store.submit(submission(message("t", 1)))
+        (email,) = (await store.claim_due(now_ms=NOW, limit=1)).emails
+        up_to = await store.max_request_id()
+        await store.stop_topic("t", up_to_id=up_to, keep=[email.request_id], now_ms=NOW)
+        await store.record_outcomes(
+            [Retry(request_id=email.request_id, error="throttled", attempts=1, due_at_ms=NOW)],
+            now_ms=NOW,
+        )
+    async with open_sqlite_store(path) as reopened:
+        assert (await reopened.claim_due(now_ms=NOW + 60_000, limit=10)).emails == ()
+        detail = await reopened.request_detail(email.request_id)
+        assert detail is not None
+        assert detail.status is Status.STOPPED
+
+
+async def test_a_cancellation_stops_deferred_recovered_and_requeued_emails(
+    store: SqliteStore,
+) -> None:
+    """Every way back into the queue ends an email of a cancelled topic Stopped; emails of the
+    topic accepted after the cancel, and other topics, are untouched; counters stay exact."""
+    await store.submit(submission(message("t", 4), message("other", 1, start=10)))
+    claimed = [e.request_id for e in (await store.claim_due(now_ms=NOW, limit=5)).emails]
+    assert claimed == [1, 2, 3, 4, 5]
+    await store.record_outcomes(
+        [Failed(request_id=1, error="gave up", kind=FailureKind.EXHAUSTED, attempts=5)],
+        now_ms=NOW,
+    )
+    up_to = await store.max_request_id()
+    # 2, 3 and 4 are with the provider: kept; so is the other topic's email.
+    result = await store.stop_topic("t", up_to_id=up_to, keep=[2, 3, 4], now_ms=NOW)
+    assert result.stopped == 0
+    await store.submit(submission(message("t", 1, start=20)))  # id 6, after the cancel
+    await store.record_outcomes(
+        [
+            Deferred(request_id=2, due_at_ms=NOW),
+            Deferred(request_id=5, due_at_ms=NOW),
+        ],
+        now_ms=NOW,
+    )
+    assert await store.recover_claimed(now_ms=NOW) == 2  # 3 and 4, left claimed: stopped
+    assert await store.retry_failed("t", now_ms=NOW) == 1  # 1 back to Created ...
+    batch = await store.claim_due(now_ms=NOW + 1, limit=10)
+    assert [e.request_id for e in batch.emails] == [5, 6]
+    assert batch.stopped == 1  # ... and ended Stopped by the claim
+    assert (await store.topic_stats("t")).request_counts == {"Stopped": 4, "Processed": 1}
+    recount = rows(
+        store, "SELECT status, COUNT(*) FROM requests WHERE topic_id = 't' GROUP BY status"
+    )
+    assert dict(recount) == {Status.STOPPED: 4, Status.PROCESSED: 1}
+
+
+async def test_cancellations_keep_the_highest_request_id(store: SqliteStore) -> None:
+    await store.stop_topic("t", up_to_id=10, keep=[], now_ms=NOW)
+    await store.stop_topic("t", up_to_id=4, keep=[], now_ms=NOW)
+    await store.stop_topic("u", up_to_id=2, keep=[], now_ms=NOW)
+    assert await store.cancellations() == {"t": 10, "u": 2}
