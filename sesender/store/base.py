@@ -72,7 +72,8 @@ class Store(Protocol):
     ) -> list[SuppressionEntry]: ...
 
     async def retry_failed(self, topic_id: str, *, now_ms: int) -> int:
-        """Requeue the topic's emails that failed for transient reasons; return how many."""
+        """Requeue the topic's emails that failed with ``exhausted`` or ``config`` (not permanent
+        rejections); return how many."""
         ...
 
     async def email_of(self, request_id: int) -> str | None: ...

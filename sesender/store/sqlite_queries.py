@@ -625,8 +625,9 @@ def list_suppressions(
 
 
 def retry_failed(connection: sqlite3.Connection, topic_id: str, now_ms: int) -> int:
-    """Requeue the topic's emails that failed for transient reasons (not permanent rejections);
-    their attempt counter starts again so they get the full MAX_ATTEMPTS."""
+    """Requeue the topic's emails that failed for transient reasons or could not be composed
+    (not permanent rejections); their attempt counter starts again so they get the full
+    MAX_ATTEMPTS."""
     with transaction(connection):
         cursor = connection.execute(
             "UPDATE requests SET status = 0, attempts = 0, due_at = ?, updated_at = ?,"
