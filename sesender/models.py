@@ -7,7 +7,7 @@ store implementation (PostgreSQL) can produce the same records.
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 
@@ -62,6 +62,22 @@ class IdempotencyRecord:
     body_digest: bytes
     response: str
     created_at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class NewIdempotencyKey:
+    """An ``Idempotency-Key`` to record with a submission.
+
+    The response a replay returns names the first request id, which only the store's transaction
+    assigns; so the caller passes ``response_for``, which the store calls inside that transaction
+    with the id (None when nothing was stored) and saves the string it returns, as it is. It must
+    be quick and pure: it runs on the store's writer.
+    """
+
+    key: str
+    body_digest: bytes
+    created_at_ms: int
+    response_for: Callable[[int | None], str]
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,7 +37,7 @@ from sesender.pipeline.rate_limiter import RateLimiter
 from sesender.pipeline.retry import RetryPolicy
 from sesender.pipeline.scheduler import Scheduler
 from sesender.pipeline.sender_pool import SenderPool
-from sesender.store.base import Store
+from sesender.store.base import QueueStore
 
 #: The actor names, in start order (downstream first, so nothing sends into an unstarted actor).
 ACTOR_NAMES = ("post-processor", "sender-pool", "rate-limiter", "scheduler", "account-monitor")
@@ -78,7 +78,7 @@ class Pipeline:
     def __init__(
         self,
         *,
-        store: Store,
+        store: QueueStore,
         backend: Backend,
         composer: MessageComposer,
         settings: PipelineSettings,

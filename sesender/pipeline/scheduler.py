@@ -24,7 +24,7 @@ from sesender.errors import StoreUnavailable
 from sesender.models import ClaimedEmail
 from sesender.pipeline.control import PipelineControl
 from sesender.pipeline.retry import store_retry_delay
-from sesender.store.base import Store
+from sesender.store.base import QueueStore
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ class Scheduler:
     def __init__(
         self,
         *,
-        store: Store,
+        store: QueueStore,
         send_tx: PipeSender[ClaimedEmail],
         control: PipelineControl,
         interval: float,

@@ -1,7 +1,9 @@
 """The SQLite schema as versioned migrations, tracked in ``PRAGMA user_version``.
 
 A migration is appended, never edited: a database at version N gets migrations N+1.. applied in
-order, each in its own transaction, at start and by ``sesender init-db``.
+order, each in its own transaction, at start and by ``sesender init-db``. The status numbers the
+first migrations write as literals (``status = 0`` in an index, ``2`` in a trigger) are those of
+:class:`~sesender.models.Status`, frozen as the stored data is; new SQL takes them from the enum.
 
 Why the schema looks the way it does:
 

@@ -2,8 +2,9 @@
 
 The SQLite store runs in worker threads, and the autojump clock may jump while a thread works,
 which would make exact-time assertions flaky. Actor tests therefore use this pure in-memory
-implementation of the part of the Store interface the pipeline uses; the SQLite store has its own
-tests, and the end-to-end tests run the two together.
+implementation of :class:`~sesender.store.base.QueueStore`, the part of the store the pipeline
+uses (mypy checks it against that protocol wherever it is handed to the pipeline); the SQLite
+store has its own tests, and the end-to-end tests run the two together.
 """
 
 from __future__ import annotations
@@ -133,6 +134,13 @@ class FakeQueueStore:
                     row.status, row.due_at = self._requeued(row), outcome.due_at_ms
                 case Stopped() if row.status in (Status.CREATED, Status.PROCESSED):
                     row.status = Status.STOPPED
+
+    async def recover_claimed(self, *, now_ms: int) -> int:
+        await trio.lowlevel.checkpoint()
+        claimed = [row for row in self.rows.values() if row.status is Status.PROCESSED]
+        for row in claimed:
+            row.status, row.due_at = self._requeued(row), min(row.due_at, now_ms)
+        return len(claimed)
 
     async def max_request_id(self) -> int:
         await trio.lowlevel.checkpoint()

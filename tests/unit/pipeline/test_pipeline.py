@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import pytest
 import trio
@@ -45,11 +46,11 @@ def settings(rate: float = 10, **overrides: object) -> PipelineSettings:
     return PipelineSettings(**values)  # type: ignore[arg-type]
 
 
-def build(store: FakeQueueStore, backend: MemoryBackend, **overrides: object) -> Pipeline:
+def build(store: FakeQueueStore, backend: MemoryBackend, **overrides: Any) -> Pipeline:
     return Pipeline(
         store=store,
         backend=backend,
-        composer=COMPOSER,  # type: ignore[arg-type]
+        composer=COMPOSER,
         settings=settings(**overrides),
         now_ms=trio_ms,
         rng=random.Random(3),

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 import pytest
 from hypothesis import given, settings
@@ -9,10 +11,13 @@ from hypothesis import strategies as st
 
 from sesender.errors import StoreError, StoreUnavailable
 from sesender.models import (
+    ClaimedEmail,
     Deferred,
     Failed,
     FailureKind,
+    NewIdempotencyKey,
     NewMessage,
+    Outcome,
     Retry,
     Sent,
     Status,
@@ -270,7 +275,7 @@ def test_counters_always_equal_a_recount(
                         topic, up_to_id=await store.max_request_id(), keep=[], now_ms=NOW
                     )
                     continue
-                outcomes = {
+                outcomes: dict[str, Callable[[ClaimedEmail], Outcome]] = {
                     "sent": lambda e: Sent(e.request_id, f"m{e.request_id}", 1, NOW),
                     "failed": lambda e: Failed(e.request_id, "x", FailureKind.PERMANENT, 1),
                     "retry": lambda e: Retry(e.request_id, "x", 1, NOW),
@@ -279,7 +284,7 @@ def test_counters_always_equal_a_recount(
                     await store.record_outcomes([outcomes[action](e) for e in emails], now_ms=NOW)
             for topic in "abc":
                 recount = {
-                    Status(status).label: n
+                    Status(cast(int, status)).label: n
                     for status, n in rows(
                         store,
                         "SELECT status, COUNT(*) FROM requests WHERE topic_id = ? GROUP BY status",
@@ -353,13 +358,13 @@ async def test_refused_writes_are_one_episode_until_a_change_commits(
 
 
 async def test_prune_forgets_only_old_dedup_records(store: SqliteStore) -> None:
-    from sesender.models import FeedbackItem, IdempotencyRecord
+    from sesender.models import FeedbackItem
 
     await store.record_feedback([FeedbackItem(source_id="old")], now_ms=NOW - 10_000)
     await store.record_feedback([FeedbackItem(source_id="new")], now_ms=NOW)
     await store.submit(
         submission(message("t", 1)),
-        idempotency=IdempotencyRecord("k-old", b"d", "{}", NOW - 10_000),
+        idempotency=NewIdempotencyKey("k-old", b"d", NOW - 10_000, lambda first_id: "{}"),
     )
     assert await store.prune(before_ms=NOW - 5_000) == (1, 1)
     assert rows(store, "SELECT message_id FROM sns_messages") == [("new",)]
@@ -419,7 +424,7 @@ async def test_a_cancellation_stops_deferred_recovered_and_requeued_emails(
     recount = rows(
         store, "SELECT status, COUNT(*) FROM requests WHERE topic_id = 't' GROUP BY status"
     )
-    assert dict(recount) == {Status.STOPPED: 4, Status.PROCESSED: 1}
+    assert set(recount) == {(Status.STOPPED, 4), (Status.PROCESSED, 1)}
 
 
 async def test_cancellations_keep_the_highest_request_id(store: SqliteStore) -> None:
@@ -427,3 +432,35 @@ async def test_cancellations_keep_the_highest_request_id(store: SqliteStore) -> 
     await store.stop_topic("t", up_to_id=4, keep=[], now_ms=NOW)
     await store.stop_topic("u", up_to_id=2, keep=[], now_ms=NOW)
     assert await store.cancellations() == {"t": 10, "u": 2}
+
+
+async def test_an_idempotent_response_is_built_in_the_transaction_and_saved_as_given(
+    store: SqliteStore,
+) -> None:
+    """The store calls the caller's ``response_for`` with the first request id its transaction
+    assigned, and saves and returns the string untouched; a replay calls nothing."""
+    calls: list[int | None] = []
+
+    def response_for(first_request_id: int | None) -> str:
+        calls.append(first_request_id)
+        return f"first={first_request_id}"
+
+    await store.submit(submission(message("x", 2)))  # ids 1 and 2
+    key = NewIdempotencyKey("k", b"digest", NOW, response_for)
+    receipt = await store.submit(submission(message("t", 3)), idempotency=key)
+    assert calls == [3]
+    assert (receipt.stored, receipt.first_request_id, receipt.response) == (3, 3, "first=3")
+    record = await store.find_idempotency("k", since_ms=NOW)
+    assert record is not None
+    assert (record.response, record.body_digest) == ("first=3", b"digest")
+
+    again = await store.submit(submission(message("t", 3)), idempotency=key)
+    assert again.replayed == record
+    assert again.stored == 0
+    assert calls == [3]
+
+    empty = await store.submit(
+        submission(NewMessage("t", "s", "b", ())),
+        idempotency=NewIdempotencyKey("nothing", b"d", NOW, response_for),
+    )
+    assert (empty.stored, empty.response) == (0, "first=None")
