@@ -103,6 +103,7 @@ class Pipeline:
             interval=settings.scheduler_interval,
             now_ms=now_ms,
             on_suppressed=observer.emails_suppressed if observer else None,
+            on_stopped=observer.emails_stopped if observer else None,
         )
         self.rate_limiter = RateLimiter(
             bucket=self.bucket,

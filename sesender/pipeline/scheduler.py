@@ -51,8 +51,11 @@ class Scheduler:
         now_ms: Callable[[], int],
         max_batch: int = 1000,
         on_suppressed: Callable[[int], None] | None = None,
+        on_stopped: Callable[[int], None] | None = None,
     ) -> None:
         self._on_suppressed = on_suppressed
+        #: told how many due emails a claim ended Stopped (their topic was cancelled).
+        self._on_stopped = on_stopped
         self._store = store
         self._send_tx = send_tx
         self._control = control
@@ -113,6 +116,8 @@ class Scheduler:
         self._suppressed += batch.suppressed
         if batch.suppressed and self._on_suppressed is not None:
             self._on_suppressed(batch.suppressed)
+        if batch.stopped and self._on_stopped is not None:
+            self._on_stopped(batch.stopped)
         for email in batch.emails:
             self._send_tx.send_nowait(email)
         if batch.emails:
