@@ -9,12 +9,16 @@ with a second of latency, so a batch of sends is always in flight and failing; t
 is long enough that the SIGKILL lands before any retry falls due. The second process, on the same
 database, writes every email it sends to the outbox: only the emails accepted after the cancel, and
 the other topic's, may appear there, and every cancelled email ends ``Stopped``.
+
+A cancel the database refuses (a full disk: 503) must leave no trace in the running process
+either: the topic is then sent in full.
 """
 
 from __future__ import annotations
 
 import signal
 import sqlite3
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -31,6 +35,7 @@ from tests.e2e.harness import (
     wait_for,
     wait_topic,
 )
+from tests.e2e.test_disk_full import disk_full
 
 pytestmark = pytest.mark.e2e
 
@@ -112,3 +117,28 @@ def test_a_cancelled_topic_failing_transiently_is_never_sent_after_a_crash(
     assert {d["status"] for d in details} == {"Stopped"}
     assert outbox_recipients(tmp_path / "outbox") == Counter(later + others)
     assert restarted.stop() == 0
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prlimit(2) is Linux-only")
+def test_a_cancel_the_database_refuses_changes_nothing(
+    start_service: Callable[..., ServiceProcess], tmp_path: Path
+) -> None:
+    """DELETE while the disk is full answers 503, and the cancel it asked for did not happen in
+    memory either: once the disk is back, every email of the topic is sent, none Stopped."""
+    service = start_service(
+        SENDER_BACKEND="outbox", MAX_SEND_PER_SECOND="50", PAUSE_PROBE_SECONDS="0.25"
+    )
+    assert service.process is not None
+    recipients = [f"wanted{n}@example.org" for n in range(300)]
+    with service.client() as client:
+        submit(client, topic="wanted", emails=recipients)
+        wait_topic(client, "wanted", count=20, timeout=30)
+        with disk_full(service.process.pid):
+            refused = client.delete("/v1/topics/wanted")
+            assert refused.status_code == 503, refused.text
+            assert "error" in refused.json()
+        counts = wait_topic(client, "wanted", count=len(recipients), timeout=60)
+    assert counts["Sent"] == len(recipients)
+    assert counts["Stopped"] == 0
+    assert outbox_recipients(tmp_path / "outbox") == Counter(recipients)
+    assert service.stop() == 0
