@@ -220,6 +220,7 @@ class Metrics:
             "sent",
             "failed_permanent",
             "failed_exhausted",
+            "failed_config",
             "retried",
             "stopped",
             "suppressed",

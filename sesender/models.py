@@ -7,7 +7,7 @@ store implementation (PostgreSQL) can produce the same records.
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 
@@ -65,6 +65,22 @@ class IdempotencyRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class NewIdempotencyKey:
+    """An ``Idempotency-Key`` to record with a submission.
+
+    The response a replay returns names the first request id, which only the store's transaction
+    assigns; so the caller passes ``response_for``, which the store calls inside that transaction
+    with the id (None when nothing was stored) and saves the string it returns, as it is. It must
+    be quick and pure: it runs on the store's writer.
+    """
+
+    key: str
+    body_digest: bytes
+    created_at_ms: int
+    response_for: Callable[[int | None], str]
+
+
+@dataclass(frozen=True, slots=True)
 class SubmissionReceipt:
     stored: int
     first_request_id: int | None
@@ -107,6 +123,8 @@ class ClaimedEmail:
 class ClaimBatch:
     emails: tuple[ClaimedEmail, ...]
     suppressed: int  # claimed but ended Suppressed in the same transaction
+    #: due but ended Stopped in the same transaction (their topic was cancelled).
+    stopped: int = 0
 
 
 # Outcomes travel as values from the sender pool to the post-processor.

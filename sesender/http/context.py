@@ -19,14 +19,14 @@ from sesender.feedback.intake import FeedbackIntake
 from sesender.metrics import Metrics
 from sesender.pipeline.pipeline import Pipeline
 from sesender.pipeline.result_writer import ResultWrite
-from sesender.store.base import Store
+from sesender.store.base import HttpStore
 from sesender.tracking import TokenSigner
 
 
 @dataclass(frozen=True, slots=True)
 class AppContext:
     config: Config
-    store: Store
+    store: HttpStore
     pipeline: Pipeline
     supervisor: Supervisor
     shutdown: ShutdownTrigger

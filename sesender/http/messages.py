@@ -22,7 +22,7 @@ from sesender.http.submission import (
     parse_json,
     parse_submission,
 )
-from sesender.models import IdempotencyRecord, Submission
+from sesender.models import IdempotencyRecord, NewIdempotencyKey, Submission
 
 T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
@@ -107,15 +107,18 @@ async def submit_messages() -> Response:
     if parsed.scheduled_at is not None:
         body["scheduled_at"] = parsed.scheduled_at.isoformat()
     body["duration_ms"] = elapsed_ms(started)
-    record = None
+    new_key = None
     if key is not None:
-        record = IdempotencyRecord(
-            key=key, body_digest=digest, response=json.dumps(body), created_at_ms=now_ms
+        new_key = NewIdempotencyKey(
+            key=key,
+            body_digest=digest,
+            created_at_ms=now_ms,
+            response_for=functools.partial(stored_response, dict(body)),
         )
     try:
         receipt = await context.store.submit(
             Submission(messages=parsed.messages, due_at_ms=due, created_at_ms=now_ms),
-            idempotency=record,
+            idempotency=new_key,
             idempotency_since_ms=since_ms,
         )
     except StoreUnavailable as exc:
@@ -127,9 +130,20 @@ async def submit_messages() -> Response:
     if receipt.response is not None:
         return json_response(json.loads(receipt.response))  # what a replay will return
     body["duration_ms"] = elapsed_ms(started)
-    if receipt.first_request_id is not None:
-        body["first_request_id"] = receipt.first_request_id
-    return json_response(body)
+    return json_response(with_first_request_id(body, receipt.first_request_id))
+
+
+def with_first_request_id(body: dict[str, Any], first_request_id: int | None) -> dict[str, Any]:
+    """The submit response: ``body``, with ``first_request_id`` when anything was stored."""
+    if first_request_id is None:
+        return body
+    return {**body, "first_request_id": first_request_id}
+
+
+def stored_response(body: dict[str, Any], first_request_id: int | None) -> str:
+    """The response saved with an ``Idempotency-Key`` (and replayed word for word): built by
+    the store's transaction through this function, the one place that knows the first id."""
+    return json.dumps(with_first_request_id(body, first_request_id))
 
 
 def replay(record: IdempotencyRecord, digest: bytes) -> Response:

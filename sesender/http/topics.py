@@ -43,8 +43,9 @@ async def cancel_topic(topic_id: str) -> Response:
 
 @topics_blueprint.post("/v1/topics/<path:topic_id>/retry")
 async def retry_failed(topic_id: str) -> Response:
-    """Requeue the topic's emails that failed for transient reasons (not permanent rejections,
-    not suppressed addresses); they get the full number of attempts again."""
+    """Requeue the topic's emails that failed for transient reasons or because the service could
+    not build them (not permanent rejections, not suppressed addresses); they get the full
+    number of attempts again."""
     context = app_context()
     try:
         requeued = await context.store.retry_failed(topic_id, now_ms=context.now_ms())

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import trio
 
+from sesender.models import Deferred, Stopped
+
 logger = logging.getLogger(__name__)
 
 
@@ -36,15 +38,49 @@ class Wakeup:
 
 class CancelledTopics:
     """Topics cancelled by ``DELETE /v1/topics/{id}``, each up to the highest request id that
-    existed at that moment: emails accepted later for the same topic are not affected."""
+    existed at that moment: emails accepted later for the same topic are not affected.
+
+    A cancellation is *pending* from the moment it is marked until the store has recorded it,
+    then *confirmed*; the store's record is the truth, and confirmed cancellations are loaded
+    from it at start. Emails of a pending cancellation are held back (never handed to the
+    provider) but not yet stopped: if the store cannot record the cancellation, it is withdrawn
+    and they go out as if it had never been asked for.
+    """
 
     def __init__(self) -> None:
         self._up_to: dict[str, int] = {}
+        self._pending: dict[int, tuple[str, int]] = {}
+        self._next_mark = 0
 
     def cancel(self, topic_id: str, up_to_id: int) -> None:
+        """A confirmed cancellation (recorded by the store)."""
         self._up_to[topic_id] = max(up_to_id, self._up_to.get(topic_id, 0))
 
+    def mark(self, topic_id: str, up_to_id: int) -> int:
+        """A pending cancellation; return its mark for :meth:`confirm` or :meth:`withdraw`."""
+        self._next_mark += 1
+        self._pending[self._next_mark] = (topic_id, up_to_id)
+        return self._next_mark
+
+    def confirm(self, mark: int) -> None:
+        """The store recorded the cancellation."""
+        topic_id, up_to_id = self._pending.pop(mark)
+        self.cancel(topic_id, up_to_id)
+
+    def withdraw(self, mark: int) -> None:
+        """The store did not record the cancellation: forget it."""
+        self._pending.pop(mark, None)
+
     def is_cancelled(self, topic_id: str, request_id: int) -> bool:
+        """Whether the email must not be handed over (its cancellation confirmed or pending)."""
+        if self.is_confirmed(topic_id, request_id):
+            return True
+        return any(
+            topic == topic_id and request_id <= up_to for topic, up_to in self._pending.values()
+        )
+
+    def is_confirmed(self, topic_id: str, request_id: int) -> bool:
+        """Whether the email is covered by a cancellation the store has recorded."""
         up_to = self._up_to.get(topic_id)
         return up_to is not None and request_id <= up_to
 
@@ -154,15 +190,24 @@ class PipelineControl:
         if self.token_wait is not None:
             self.token_wait[2].cancel()
 
-    def cancel_topic_in_memory(self, topic_id: str, up_to_id: int) -> list[int]:
-        """Mark the topic cancelled; interrupt a token wait for it; return ids to keep.
+    def cancel_topic_in_memory(self, topic_id: str, up_to_id: int) -> tuple[int, list[int]]:
+        """Mark the topic's cancellation pending; interrupt a token wait for it; return the mark
+        (to confirm or withdraw once the store answered) and the ids to keep.
 
         Synchronous on purpose: between this call and the store update no email of the topic can
         be handed to the backend, because every hand-over checks ``cancelled`` first.
         """
-        self.cancelled.cancel(topic_id, up_to_id)
+        mark = self.cancelled.mark(topic_id, up_to_id)
         if self.token_wait is not None:
             waiting_topic, request_id, scope = self.token_wait
             if waiting_topic == topic_id and request_id <= up_to_id:
                 scope.cancel()
-        return [rid for rid, topic in self.handed_over.items() if topic == topic_id]
+        return mark, [rid for rid, topic in self.handed_over.items() if topic == topic_id]
+
+    def held_back(self, topic_id: str, request_id: int, now_ms: int) -> Stopped | Deferred:
+        """The outcome for an email of a cancelled topic that was not handed over: ``Stopped``
+        once the store recorded the cancellation; while it is pending, ``Deferred`` back to the
+        queue, where the recorded cancellation stops it (or, withdrawn, lets it go out)."""
+        if self.cancelled.is_confirmed(topic_id, request_id):
+            return Stopped(request_id=request_id)
+        return Deferred(request_id=request_id, due_at_ms=now_ms)

@@ -14,7 +14,7 @@ from collections.abc import Callable
 import trio
 
 from sesender.errors import StoreError
-from sesender.store.base import Store
+from sesender.store.base import HousekeepingStore
 
 logger = logging.getLogger(__name__)
 
@@ -25,7 +25,7 @@ class Housekeeper:
     def __init__(
         self,
         *,
-        store: Store,
+        store: HousekeepingStore,
         now_ms: Callable[[], int],
         interval: float = 3600.0,
         retention_ms: int = 7 * DAY_MS,

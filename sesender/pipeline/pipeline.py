@@ -37,7 +37,7 @@ from sesender.pipeline.rate_limiter import RateLimiter
 from sesender.pipeline.retry import RetryPolicy
 from sesender.pipeline.scheduler import Scheduler
 from sesender.pipeline.sender_pool import SenderPool
-from sesender.store.base import Store
+from sesender.store.base import QueueStore
 
 #: The actor names, in start order (downstream first, so nothing sends into an unstarted actor).
 ACTOR_NAMES = ("post-processor", "sender-pool", "rate-limiter", "scheduler", "account-monitor")
@@ -60,7 +60,7 @@ class Pipeline:
     def __init__(
         self,
         *,
-        store: Store,
+        store: QueueStore,
         backend: Backend,
         composer: MessageComposer,
         settings: PipelineConfig,
@@ -85,6 +85,7 @@ class Pipeline:
             interval=settings.scheduler_interval,
             now_ms=now_ms,
             on_suppressed=observer.emails_suppressed if observer else None,
+            on_stopped=observer.emails_stopped if observer else None,
         )
         self.rate_limiter = RateLimiter(
             bucket=self.bucket,
@@ -130,7 +131,10 @@ class Pipeline:
         self._drained = trio.Event()
 
     async def start(self, supervisor: Supervisor) -> None:
-        """Start every actor under ``supervisor``, downstream first."""
+        """Load the recorded cancellations, then start every actor under ``supervisor``,
+        downstream first (so the in-memory checks agree with the store from the first email)."""
+        for topic_id, up_to_id in (await self._store.cancellations()).items():
+            self.control.cancelled.cancel(topic_id, up_to_id)
         await supervisor.start("post-processor", self._run_post_processor)
         await supervisor.start("sender-pool", self.sender_pool.run)
         await supervisor.start("rate-limiter", self.rate_limiter.run)
@@ -152,12 +156,23 @@ class Pipeline:
         self.control.wake_scheduler()
 
     async def cancel_topic(self, topic_id: str) -> int:
-        """Stop every email of the topic accepted so far that has not been handed over yet."""
+        """Stop every email of the topic accepted so far that has not been handed over yet.
+
+        The in-memory mark comes first (from then on nothing of the topic is handed over), the
+        store records the cancellation next; the mark is confirmed only once the store has
+        committed, and withdrawn when it failed (the error, e.g. ``StoreUnavailable``, goes to
+        the caller), so the running pipeline never keeps a cancellation the database lacks.
+        """
         up_to_id = await self._store.max_request_id()
-        keep = self.control.cancel_topic_in_memory(topic_id, up_to_id)
-        result = await self._store.stop_topic(
-            topic_id, up_to_id=up_to_id, keep=keep, now_ms=self._now_ms()
-        )
+        mark, keep = self.control.cancel_topic_in_memory(topic_id, up_to_id)
+        try:
+            result = await self._store.stop_topic(
+                topic_id, up_to_id=up_to_id, keep=keep, now_ms=self._now_ms()
+            )
+        except BaseException:
+            self.control.cancelled.withdraw(mark)
+            raise
+        self.control.cancelled.confirm(mark)
         if self._observer is not None:
             self._observer.emails_stopped(result.stopped)
         return result.stopped

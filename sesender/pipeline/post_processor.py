@@ -21,7 +21,7 @@ from sesender.errors import StoreError, StoreUnavailable
 from sesender.models import Deferred, Outcome, Retry
 from sesender.pipeline.control import PipelineControl
 from sesender.pipeline.retry import store_retry_delay
-from sesender.store.base import Store
+from sesender.store.base import QueueStore
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ class PostProcessor:
     def __init__(
         self,
         *,
-        store: Store,
+        store: QueueStore,
         outcome_rx: PipeReceiver[Outcome],
         control: PipelineControl,
         now_ms: Callable[[], int],

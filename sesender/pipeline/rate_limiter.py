@@ -2,10 +2,12 @@
 
 Every attempt takes one token of a smoothly refilled, event-driven token bucket (retries come back
 through the store and the scheduler, so they take tokens too). Before waiting for a token the
-limiter drops emails of cancelled topics as ``Stopped``; a cancellation that arrives while the head
-email waits for its token interrupts that wait, so a cancelled email never consumes a token. While
-the sending gate is closed (account paused) nothing passes. On graceful shutdown, everything still
-in the send pipe is deferred back to the queue untouched.
+limiter drops emails of cancelled topics as ``Stopped`` (``Deferred`` while the store has not yet
+recorded the cancellation, see :class:`~sesender.pipeline.control.CancelledTopics`); a
+cancellation that arrives while the head email waits for its token interrupts that wait, so a
+cancelled email never consumes a token. While the sending gate is closed (account paused) nothing
+passes. On graceful shutdown, everything still in the send pipe is deferred back to the queue
+untouched.
 """
 
 from __future__ import annotations
@@ -99,8 +101,12 @@ class RateLimiter:
         return self._control.cancelled.is_cancelled(email.topic_id, email.request_id)
 
     async def _drop(self, email: ClaimedEmail) -> None:
-        self._stopped += 1
-        await self._outcome_tx.send(Stopped(request_id=email.request_id))
+        outcome = self._control.held_back(email.topic_id, email.request_id, self._now_ms())
+        if isinstance(outcome, Stopped):
+            self._stopped += 1
+        else:
+            self._deferred += 1
+        await self._outcome_tx.send(outcome)
 
     async def _defer(self, email: ClaimedEmail) -> None:
         """Shutting down (or paused and shutting down): back to the queue, attempt not counted."""

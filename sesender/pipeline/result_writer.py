@@ -18,7 +18,7 @@ import trio
 from actors import PipeReceiver, PipeSender
 from sesender.errors import StoreError, StoreUnavailable
 from sesender.models import FeedbackItem, FeedbackReport
-from sesender.store.base import Store
+from sesender.store.base import FeedbackStore
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ class ResultWriter:
     def __init__(
         self,
         *,
-        store: Store,
+        store: FeedbackStore,
         write_rx: PipeReceiver[ResultWrite],
         now_ms: Callable[[], int],
         max_batch: int = 500,

@@ -24,7 +24,7 @@ from sesender.errors import StoreUnavailable
 from sesender.models import ClaimedEmail
 from sesender.pipeline.control import PipelineControl
 from sesender.pipeline.retry import store_retry_delay
-from sesender.store.base import Store
+from sesender.store.base import QueueStore
 
 logger = logging.getLogger(__name__)
 
@@ -44,15 +44,18 @@ class Scheduler:
     def __init__(
         self,
         *,
-        store: Store,
+        store: QueueStore,
         send_tx: PipeSender[ClaimedEmail],
         control: PipelineControl,
         interval: float,
         now_ms: Callable[[], int],
         max_batch: int = 1000,
         on_suppressed: Callable[[int], None] | None = None,
+        on_stopped: Callable[[int], None] | None = None,
     ) -> None:
         self._on_suppressed = on_suppressed
+        #: told how many due emails a claim ended Stopped (their topic was cancelled).
+        self._on_stopped = on_stopped
         self._store = store
         self._send_tx = send_tx
         self._control = control
@@ -113,11 +116,13 @@ class Scheduler:
         self._suppressed += batch.suppressed
         if batch.suppressed and self._on_suppressed is not None:
             self._on_suppressed(batch.suppressed)
+        if batch.stopped and self._on_stopped is not None:
+            self._on_stopped(batch.stopped)
         for email in batch.emails:
             self._send_tx.send_nowait(email)
         if batch.emails:
             logger.debug("claimed %d emails", len(batch.emails))
-        return len(batch.emails) + batch.suppressed >= limit
+        return len(batch.emails) + batch.suppressed + batch.stopped >= limit
 
     async def _sleep(self) -> None:
         deadline = trio.current_time() + self._interval

@@ -1,10 +1,12 @@
 """SenderPool: runs up to ``max_in_flight`` sends at once and turns each result into an outcome.
 
 Per-email failures are values, not exceptions: a transient error becomes ``Retry`` (or ``Failed``
-once attempts run out), a permanent one ``Failed``, an account-level one closes the sending gate
-and ``Deferred`` the email back to the queue. The last check for cancellation happens right before
-the hand-over to the backend, in the same synchronous step that registers the email as handed
-over, so ``DELETE /v1/topics/{id}`` never stops an email that is already on its way.
+once attempts run out), a permanent one ``Failed``, a message the service cannot build ``Failed``
+as ``config`` (retryable once the configuration is fixed), an account-level one closes the
+sending gate and ``Deferred`` the email back to the queue. The last check for cancellation
+happens right before the hand-over to the backend, in the same synchronous step that registers
+the email as handed over, so ``DELETE /v1/topics/{id}`` never stops an email that is already on
+its way.
 """
 
 from __future__ import annotations
@@ -135,19 +137,30 @@ class SenderPool:
     async def _attempt(self, email: ClaimedEmail) -> Outcome:
         control = self._control
         if control.cancelled.is_cancelled(email.topic_id, email.request_id):
-            self._counts["stopped"] += 1
-            return Stopped(request_id=email.request_id)
+            held = control.held_back(email.topic_id, email.request_id, self._now_ms())
+            self._counts["stopped" if isinstance(held, Stopped) else "deferred"] += 1
+            return held
         if control.stop_sending.is_set() or control.gate.is_paused:
             self._counts["deferred"] += 1
             return Deferred(request_id=email.request_id, due_at_ms=self._now_ms())
         try:
             outgoing = self._composer.compose(email)
         except (ValueError, SendError) as exc:
+            # The content was validated when it was accepted, so what the composer cannot build
+            # is the service's side: its configuration (sender, public URL, tracking secret) or
+            # a defect. ``config`` lets POST /v1/topics/{id}/retry requeue it once that is fixed;
+            # no attempt was made, so none is counted.
             self._counts["failed"] += 1
+            logger.error(
+                "could not compose request %d: %s",
+                email.request_id,
+                exc,
+                extra={"event": "compose_failed"},
+            )
             return Failed(
                 request_id=email.request_id,
                 error=f"could not compose message: {exc}",
-                kind=FailureKind.PERMANENT,
+                kind=FailureKind.CONFIG,
                 attempts=email.attempts,
             )
         attempts = email.attempts + 1

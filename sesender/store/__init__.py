@@ -1,11 +1,26 @@
-"""Persistence: the :class:`Store` interface and its SQLite implementation."""
+"""Persistence: one store protocol per consumer, their union :class:`Store`, and SQLite."""
 
 from sesender.models import IdempotencyRecord
-from sesender.store.base import StopResult, Store
+from sesender.store.base import (
+    ApiStore,
+    FeedbackStore,
+    HealthStore,
+    HousekeepingStore,
+    HttpStore,
+    QueueStore,
+    StopResult,
+    Store,
+)
 from sesender.store.sqlite import SqliteStore, migrate, open_sqlite_store
 
 __all__ = [
+    "ApiStore",
+    "FeedbackStore",
+    "HealthStore",
+    "HousekeepingStore",
+    "HttpStore",
     "IdempotencyRecord",
+    "QueueStore",
     "SqliteStore",
     "StopResult",
     "Store",

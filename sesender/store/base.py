@@ -1,8 +1,21 @@
-"""The store interface: everything sesender keeps, behind one async Protocol.
+"""The store's interfaces: one small async Protocol per consumer, and their union.
 
-Only domain records of :mod:`sesender.models` cross it, never a driver type, so a PostgreSQL store
-for multi-instance deployments can sit beside the SQLite one. Timestamps are Unix milliseconds
-(UTC), supplied by the caller so that tests control time.
+Each part of the service is typed against exactly what it uses, so a second engine (PostgreSQL for
+multi-instance deployments) and the in-memory doubles of the tests implement, and are checked
+against, only that:
+
+- :class:`QueueStore`: the send pipeline (scheduler, post-processor, cancellation, start-up);
+- :class:`FeedbackStore`: the feedback intake's group commit (opens, SES events, unsubscribes);
+- :class:`ApiStore`: the HTTP API's queries and commands;
+- :class:`HousekeepingStore`: pruning of deduplication records;
+- :class:`HealthStore`: ``/health``, ``/ready`` and the write-health signal.
+
+:class:`Store` is their union, for the composition root that opens the store and hands each
+consumer its part; :class:`~sesender.store.sqlite.SqliteStore` implements it.
+
+Only domain records of :mod:`sesender.models` and plain strings cross these interfaces, never a
+driver type and never an HTTP body built by the store. Timestamps are Unix milliseconds (UTC),
+supplied by the caller so that tests control time.
 """
 
 from __future__ import annotations
@@ -16,6 +29,7 @@ from sesender.models import (
     FeedbackItem,
     FeedbackReport,
     IdempotencyRecord,
+    NewIdempotencyKey,
     Outcome,
     RequestDetail,
     Submission,
@@ -33,62 +47,14 @@ class StopResult:
     stopped: int
 
 
-class Store(Protocol):
-    """Persistence for requests, contents, results, suppressions and bookkeeping."""
-
-    async def submit(
-        self,
-        submission: Submission,
-        *,
-        idempotency: IdempotencyRecord | None = None,
-        idempotency_since_ms: int = 0,
-    ) -> SubmissionReceipt:
-        """Store every email of the submission (and its idempotency record) in one transaction.
-
-        When the key already has a record created at or after ``idempotency_since_ms``, nothing
-        is stored and the receipt carries that record in ``replayed`` (checked inside the same
-        transaction, so two concurrent requests with one key store the emails once).
-        """
-        ...
-
-    async def record_feedback(
-        self, items: Sequence[FeedbackItem], *, now_ms: int
-    ) -> list[FeedbackReport]:
-        """Apply feedback in one transaction: events once per (email, type) with a repeat
-        counter, suppressions, transient-bounce counts; items whose ``source_id`` was seen
-        before change nothing."""
-        ...
-
-    async def put_suppression(
-        self, suppression: Suppression, *, now_ms: int
-    ) -> SuppressionEntry: ...
-
-    async def get_suppression(self, email: str) -> SuppressionEntry | None: ...
-
-    async def delete_suppression(self, email: str) -> bool: ...
-
-    async def list_suppressions(
-        self, *, email_contains: str | None, after: str | None, limit: int
-    ) -> list[SuppressionEntry]: ...
-
-    async def retry_failed(self, topic_id: str, *, now_ms: int) -> int:
-        """Requeue the topic's emails that failed for transient reasons; return how many."""
-        ...
-
-    async def email_of(self, request_id: int) -> str | None: ...
-
-    async def prune(self, *, before_ms: int) -> tuple[int, int]:
-        """Forget deduplication records older than ``before_ms``: (SNS ids, idempotency keys)."""
-        ...
-
-    async def find_idempotency(self, key: str, *, since_ms: int) -> IdempotencyRecord | None:
-        """The record for ``key`` stored at or after ``since_ms``, if any."""
-        ...
+class QueueStore(Protocol):
+    """The queue of emails as the send pipeline sees it."""
 
     async def claim_due(self, *, now_ms: int, limit: int) -> ClaimBatch:
         """Mark up to ``limit`` due emails ``Processed``, oldest first, and return them.
 
-        Emails to suppressed addresses end ``Suppressed`` in the same transaction instead.
+        Emails to suppressed addresses end ``Suppressed``, and emails of cancelled topics end
+        ``Stopped``, in the same transaction instead.
         """
         ...
 
@@ -111,8 +77,56 @@ class Store(Protocol):
     async def stop_topic(
         self, topic_id: str, *, up_to_id: int, keep: Sequence[int], now_ms: int
     ) -> StopResult:
-        """Stop the topic's unsent emails with id <= ``up_to_id``, except those in ``keep``."""
+        """Record the topic as cancelled up to ``up_to_id`` and stop its unsent emails with
+        id <= ``up_to_id``, except those in ``keep``, in one transaction.
+
+        From then on any outcome that would put such an email back in the queue (a retry, a
+        deferral, recovery after a crash) stops it instead, and ``claim_due`` never returns one.
+        """
         ...
+
+    async def cancellations(self) -> dict[str, int]:
+        """Every cancelled topic with the highest request id its cancellation covers."""
+        ...
+
+
+class FeedbackStore(Protocol):
+    """What the feedback intake writes: results, suppressions and bounce counts."""
+
+    async def record_feedback(
+        self, items: Sequence[FeedbackItem], *, now_ms: int
+    ) -> list[FeedbackReport]:
+        """Apply feedback in one transaction: events once per (email, type) with a repeat
+        counter, suppressions, transient-bounce counts; items whose ``source_id`` was seen
+        before change nothing."""
+        ...
+
+
+class ApiStore(Protocol):
+    """The HTTP API's queries and commands."""
+
+    async def submit(
+        self,
+        submission: Submission,
+        *,
+        idempotency: NewIdempotencyKey | None = None,
+        idempotency_since_ms: int = 0,
+    ) -> SubmissionReceipt:
+        """Store every email of the submission (and its idempotency record) in one transaction.
+
+        When the key already has a record created at or after ``idempotency_since_ms``, nothing
+        is stored and the receipt carries that record in ``replayed`` (checked inside the same
+        transaction, so two concurrent requests with one key store the emails once). Otherwise
+        the key's response is ``idempotency.response_for(first_request_id)``, saved as given and
+        returned in the receipt's ``response``.
+        """
+        ...
+
+    async def find_idempotency(self, key: str, *, since_ms: int) -> IdempotencyRecord | None:
+        """The record for ``key`` stored at or after ``since_ms``, if any."""
+        ...
+
+    async def request_detail(self, request_id: int) -> RequestDetail | None: ...
 
     async def topic_stats(self, topic_id: str) -> TopicStats: ...
 
@@ -122,12 +136,33 @@ class Store(Protocol):
 
     async def count_sent_since(self, since_ms: int) -> int: ...
 
-    async def request_detail(self, request_id: int) -> RequestDetail | None: ...
-
     async def queued_count(self) -> int:
         """Emails waiting or claimed (``Created`` + ``Processed``)."""
         ...
 
+    async def retry_failed(self, topic_id: str, *, now_ms: int) -> int:
+        """Requeue the topic's emails that failed with ``exhausted`` or ``config`` (not permanent
+        rejections); return how many."""
+        ...
+
+    async def put_suppression(
+        self, suppression: Suppression, *, now_ms: int
+    ) -> SuppressionEntry: ...
+
+    async def delete_suppression(self, email: str) -> bool: ...
+
+    async def list_suppressions(
+        self, *, email_contains: str | None, after: str | None, limit: int
+    ) -> list[SuppressionEntry]: ...
+
+
+class HousekeepingStore(Protocol):
+    async def prune(self, *, before_ms: int) -> tuple[int, int]:
+        """Forget deduplication records older than ``before_ms``: (SNS ids, idempotency keys)."""
+        ...
+
+
+class HealthStore(Protocol):
     async def ping(self) -> None:
         """Raise StoreError unless the database answers a read."""
         ...
@@ -136,5 +171,13 @@ class Store(Protocol):
         """Whether the database takes writes, as the latest writes found (a full disk or a
         read-only file leaves reads, and so ``ping``, working)."""
         ...
+
+
+class HttpStore(ApiStore, HealthStore, Protocol):
+    """What the HTTP layer is given: the API's queries and commands, and the health checks."""
+
+
+class Store(QueueStore, FeedbackStore, ApiStore, HousekeepingStore, HealthStore, Protocol):
+    """Everything: what the composition root opens, closes and hands out in parts."""
 
     async def aclose(self) -> None: ...

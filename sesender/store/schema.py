@@ -1,7 +1,9 @@
 """The SQLite schema as versioned migrations, tracked in ``PRAGMA user_version``.
 
 A migration is appended, never edited: a database at version N gets migrations N+1.. applied in
-order, each in its own transaction, at start and by ``sesender init-db``.
+order, each in its own transaction, at start and by ``sesender init-db``. The status numbers the
+first migrations write as literals (``status = 0`` in an index, ``2`` in a trigger) are those of
+:class:`~sesender.models.Status`, frozen as the stored data is; new SQL takes them from the enum.
 
 Why the schema looks the way it does:
 
@@ -17,6 +19,8 @@ Why the schema looks the way it does:
   counts the partial minute at the window's edge exactly from ``requests_sent_at``.
 - ``results`` keeps one row per (email, event type) with a counter, which is what the API reports
   ("counted once per recipient"); ``sns_messages`` remembers SNS message ids for deduplication.
+- ``topic_cancellations`` makes a cancellation durable: each cancelled topic with the highest
+  request id it covers, checked by every statement that would put an email back in the queue.
 """
 
 from __future__ import annotations
@@ -153,7 +157,17 @@ MIGRATIONS: tuple[str, ...] = (
     INSERT INTO topics (topic_id, created_at, updated_at)
         SELECT topic_id, MIN(created_at), MAX(created_at) FROM requests GROUP BY topic_id;
     """,
-    # Secrets the service generates once and must find again at every start (the tracking
+    # 4: durable cancellation: each cancelled topic with the highest request id it covers, so an
+    # outcome that would requeue a cancelled email (a retry, a deferral) stops it instead, and a
+    # restart cannot send it. Emails of the topic with higher ids (accepted later) are unaffected.
+    """
+    CREATE TABLE topic_cancellations (
+        topic_id TEXT PRIMARY KEY,
+        up_to_id INTEGER NOT NULL,
+        cancelled_at INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    """,
+    # 5: secrets the service generates once and must find again at every start (the tracking
     # secret, the hash of a generated API key): see sesender.store.service_secrets.
     """
     CREATE TABLE service_secrets (

@@ -1,5 +1,8 @@
 """SqliteStore: the :class:`~sesender.store.base.Store` on SQLite, driven through thread lanes.
 
+It implements every consumer's protocol of :mod:`sesender.store.base` (the queue, the feedback
+intake, the API, housekeeping, health) in one class over one database.
+
 One writer connection on a lane of size 1 serialises every write, so SQLite never sees two
 writers and never answers "database is locked" to ourselves; reads run on their own lane with a
 small pool of connections in WAL mode, so a long statistics query never waits for a write and a
@@ -28,6 +31,7 @@ from sesender.models import (
     FeedbackItem,
     FeedbackReport,
     IdempotencyRecord,
+    NewIdempotencyKey,
     Outcome,
     RequestDetail,
     Submission,
@@ -182,13 +186,13 @@ class SqliteStore:
         except sqlite3.Error as exc:
             raise translate(exc) from exc
 
-    # -- the Store interface ----------------------------------------------------------------
+    # -- the Store interface (every consumer's protocol) -----------------------------------
 
     async def submit(
         self,
         submission: Submission,
         *,
-        idempotency: IdempotencyRecord | None = None,
+        idempotency: NewIdempotencyKey | None = None,
         idempotency_since_ms: int = 0,
     ) -> SubmissionReceipt:
         return await self._with_writer(
@@ -218,9 +222,6 @@ class SqliteStore:
 
     async def retry_failed(self, topic_id: str, *, now_ms: int) -> int:
         return await self._with_writer(queries.retry_failed, topic_id, now_ms)
-
-    async def email_of(self, request_id: int) -> str | None:
-        return await self._read(queries.email_of, request_id)
 
     async def prune(self, *, before_ms: int) -> tuple[int, int]:
         return await self._with_writer(queries.prune_before, before_ms)
@@ -252,6 +253,9 @@ class SqliteStore:
     ) -> StopResult:
         stopped = await self._with_writer(queries.stop_topic, topic_id, up_to_id, keep, now_ms)
         return StopResult(stopped=stopped)
+
+    async def cancellations(self) -> dict[str, int]:
+        return await self._read(queries.cancellations)
 
     async def topic_stats(self, topic_id: str) -> TopicStats:
         return await self._read(queries.topic_stats, topic_id)

@@ -3,6 +3,11 @@
 Each write function runs one whole transaction (``BEGIN IMMEDIATE`` ... ``COMMIT``) so that a
 failure leaves nothing half-written. The async facade in :mod:`sesender.store.sqlite` decides which
 lane (writer or reader) a function runs on and translates ``sqlite3`` errors.
+
+Statuses and failure kinds are written into the SQL from :class:`~sesender.models.Status` and
+:class:`~sesender.models.FailureKind` as literals (f-strings), not bound as parameters: the
+partial indexes (``WHERE status = 0``) are only used when the query's condition is a literal the
+planner can match.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from sesender.models import (
     FeedbackItem,
     FeedbackReport,
     IdempotencyRecord,
+    NewIdempotencyKey,
     Outcome,
     RequestDetail,
     ResultEvent,
@@ -49,6 +55,18 @@ T = TypeVar("T")
 
 #: Stay well under SQLite's bound-parameter limit when building ``IN (...)`` lists.
 PARAMETER_CHUNK = 500
+
+#: True for a ``requests`` row whose topic was cancelled up to (at least) its id.
+_CANCELLED = (
+    "EXISTS (SELECT 1 FROM topic_cancellations AS c"
+    " WHERE c.topic_id = requests.topic_id AND c.up_to_id >= requests.id)"
+)
+#: The status of an email going back to the queue: ``Created``, unless its topic was cancelled,
+#: then ``Stopped``. Every statement that requeues an email uses it, so a cancellation outlives
+#: the process that received it.
+_REQUEUED_STATUS = (
+    f"CASE WHEN {_CANCELLED} THEN {Status.STOPPED.value} ELSE {Status.CREATED.value} END"
+)
 
 
 def connect(path: str, *, busy_timeout: float, read_only: bool = False) -> sqlite3.Connection:
@@ -134,10 +152,11 @@ def content_digest(subject: str, body: str) -> bytes:
 def submit(
     connection: sqlite3.Connection,
     submission: Submission,
-    idempotency: IdempotencyRecord | None,
+    idempotency: NewIdempotencyKey | None,
     idempotency_since_ms: int,
 ) -> SubmissionReceipt:
-    """Insert every email of a submission in one transaction, contents deduplicated."""
+    """Insert every email of a submission in one transaction, contents deduplicated; with an
+    idempotency key, save the response the caller builds from the first request id."""
     now = submission.created_at_ms
     due = submission.due_at_ms
     stored = 0
@@ -156,7 +175,8 @@ def submit(
             # about twice as fast as executemany binding 10,000 rows one by one from Python.
             cursor = connection.execute(
                 "INSERT INTO requests (topic_id, content_id, email, status, attempts, due_at,"
-                " created_at, updated_at) SELECT ?, ?, value, 0, 0, ?, ?, ? FROM json_each(?)",
+                f" created_at, updated_at) SELECT ?, ?, value, {Status.CREATED.value}, 0, ?, ?, ?"
+                " FROM json_each(?)",
                 (message.topic_id, content_id, due, now, now, json.dumps(message.emails)),
             )
             count = len(message.emails)
@@ -172,18 +192,16 @@ def submit(
             ((topic, now, now) for topic in per_topic),
         )
         connection.executemany(
-            "INSERT INTO topic_counts (topic_id, status, count) VALUES (?, 0, ?)"
+            "INSERT INTO topic_counts (topic_id, status, count)"
+            f" VALUES (?, {Status.CREATED.value}, ?)"
             " ON CONFLICT (topic_id, status) DO UPDATE SET count = count + excluded.count",
             per_topic.items(),
         )
         response = None
         if idempotency is not None:
-            # The stored response is the one the first caller gets, word for word: it gains
-            # the first request id here, inside the transaction that assigned it.
-            body = json.loads(idempotency.response)
-            if first_id is not None:
-                body["first_request_id"] = first_id
-            response = json.dumps(body)
+            # The stored response is the one the first caller gets, word for word; only this
+            # transaction knows the first request id it names.
+            response = idempotency.response_for(first_id)
             connection.execute(
                 "INSERT INTO idempotency_keys (key, body_digest, response, created_at)"
                 " VALUES (?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET body_digest ="
@@ -223,26 +241,34 @@ def find_idempotency(
 
 
 def claim_due(connection: sqlite3.Connection, now_ms: int, limit: int) -> ClaimBatch:
-    """Claim due emails atomically, join their contents once, end suppressed ones."""
+    """Claim due emails atomically, join their contents once, end suppressed ones.
+
+    An email of a cancelled topic is never handed out, whatever put it back in the queue: the
+    claim ends it ``Stopped`` instead (the requeueing statements already do; this is the last
+    line of defence).
+    """
     if limit <= 0:
         return ClaimBatch(emails=(), suppressed=0)
     with transaction(connection):
-        rows = connection.execute(
-            "UPDATE requests SET status = 1, updated_at = ? WHERE id IN ("
-            " SELECT id FROM requests WHERE status = 0 AND due_at <= ?"
+        claimed = connection.execute(
+            f"UPDATE requests SET updated_at = ?, status = CASE WHEN {_CANCELLED}"
+            f" THEN {Status.STOPPED.value} ELSE {Status.PROCESSED.value} END WHERE id IN ("
+            f" SELECT id FROM requests WHERE status = {Status.CREATED.value} AND due_at <= ?"
             " ORDER BY due_at, id LIMIT ?)"
-            " RETURNING id, topic_id, content_id, email, attempts, due_at",
+            " RETURNING id, topic_id, content_id, email, attempts, due_at, status",
             (now_ms, now_ms, limit),
         ).fetchall()
+        stopped = sum(1 for row in claimed if row[6] == Status.STOPPED)
+        rows = [row for row in claimed if row[6] == Status.PROCESSED]
         if not rows:
-            return ClaimBatch(emails=(), suppressed=0)
+            return ClaimBatch(emails=(), suppressed=0, stopped=stopped)
         rows.sort(key=lambda row: (row[5], row[0]))
         suppressed_addresses = _suppressed_among(connection, {row[3].lower() for row in rows})
         suppressed_ids = [row[0] for row in rows if row[3].lower() in suppressed_addresses]
         for chunk in chunks(suppressed_ids):
             connection.execute(
-                f"UPDATE requests SET status = 5, updated_at = ? WHERE id IN"
-                f" ({placeholders(len(chunk))})",
+                f"UPDATE requests SET status = {Status.SUPPRESSED.value}, updated_at = ?"
+                f" WHERE id IN ({placeholders(len(chunk))})",
                 (now_ms, *chunk),
             )
         contents = _contents(connection, {row[2] for row in rows})
@@ -258,7 +284,7 @@ def claim_due(connection: sqlite3.Connection, now_ms: int, limit: int) -> ClaimB
         for row in rows
         if row[0] not in suppressed_set
     )
-    return ClaimBatch(emails=emails, suppressed=len(suppressed_ids))
+    return ClaimBatch(emails=emails, suppressed=len(suppressed_ids), stopped=stopped)
 
 
 def _suppressed_among(connection: sqlite3.Connection, addresses: set[str]) -> set[str]:
@@ -289,17 +315,19 @@ def _contents(connection: sqlite3.Connection, content_ids: set[int]) -> dict[int
 
 def next_due_at(connection: sqlite3.Connection) -> int | None:
     row = connection.execute(
-        "SELECT due_at FROM requests WHERE status = 0 ORDER BY due_at, id LIMIT 1"
+        f"SELECT due_at FROM requests WHERE status = {Status.CREATED.value}"
+        " ORDER BY due_at, id LIMIT 1"
     ).fetchone()
     return None if row is None else int(row[0])
 
 
 def recover_claimed(connection: sqlite3.Connection, now_ms: int) -> int:
-    """Requeue what a previous process left claimed; due now so it goes first."""
+    """Requeue what a previous process left claimed, due now so it goes first (emails of a
+    cancelled topic end ``Stopped`` instead); return how many rows changed."""
     with transaction(connection):
         cursor = connection.execute(
-            "UPDATE requests SET status = 0, updated_at = ?, due_at = MIN(due_at, ?)"
-            " WHERE status = 1",
+            f"UPDATE requests SET status = {_REQUEUED_STATUS}, updated_at = ?,"
+            f" due_at = MIN(due_at, ?) WHERE status = {Status.PROCESSED.value}",
             (now_ms, now_ms),
         )
         return cursor.rowcount
@@ -308,21 +336,27 @@ def recover_claimed(connection: sqlite3.Connection, now_ms: int) -> int:
 # --- outcomes -------------------------------------------------------------------------------
 
 _SENT_SQL = (
-    "UPDATE requests SET status = 2, message_id = ?, attempts = ?, sent_at = ?, error = NULL,"
-    " failure_kind = NULL, updated_at = ? WHERE id = ? AND status = 1"
+    f"UPDATE requests SET status = {Status.SENT.value}, message_id = ?, attempts = ?,"
+    " sent_at = ?, error = NULL, failure_kind = NULL, updated_at = ?"
+    f" WHERE id = ? AND status = {Status.PROCESSED.value}"
 )
 _FAILED_SQL = (
-    "UPDATE requests SET status = 3, error = ?, failure_kind = ?, attempts = ?, updated_at = ?"
-    " WHERE id = ? AND status = 1"
+    f"UPDATE requests SET status = {Status.FAILED.value}, error = ?, failure_kind = ?,"
+    f" attempts = ?, updated_at = ? WHERE id = ? AND status = {Status.PROCESSED.value}"
 )
+# A retry or a deferral puts the email back in the queue, unless its topic was cancelled.
 _RETRY_SQL = (
-    "UPDATE requests SET status = 0, error = ?, attempts = ?, due_at = ?, updated_at = ?"
-    " WHERE id = ? AND status = 1"
+    f"UPDATE requests SET status = {_REQUEUED_STATUS}, error = ?, attempts = ?, due_at = ?,"
+    f" updated_at = ? WHERE id = ? AND status = {Status.PROCESSED.value}"
 )
 _DEFERRED_SQL = (
-    "UPDATE requests SET status = 0, due_at = ?, updated_at = ? WHERE id = ? AND status = 1"
+    f"UPDATE requests SET status = {_REQUEUED_STATUS}, due_at = ?, updated_at = ?"
+    f" WHERE id = ? AND status = {Status.PROCESSED.value}"
 )
-_STOPPED_SQL = "UPDATE requests SET status = 4, updated_at = ? WHERE id = ? AND status IN (0, 1)"
+_STOPPED_SQL = (
+    f"UPDATE requests SET status = {Status.STOPPED.value}, updated_at = ?"
+    f" WHERE id = ? AND status IN ({Status.CREATED.value}, {Status.PROCESSED.value})"
+)
 
 
 def _outcome_statement(outcome: Outcome, now_ms: int) -> tuple[str, tuple[Any, ...]]:
@@ -407,7 +441,19 @@ def stop_topic(
     keep: Sequence[int],
     now_ms: int,
 ) -> int:
+    """Record the cancellation (the highest ``up_to_id`` wins on repeats) and stop the topic's
+    unsent emails up to it, except ``keep``, in one transaction; return how many were stopped.
+
+    The kept emails are with the provider right now; if their send fails transiently, the
+    recorded cancellation makes the retry stop them rather than requeue them.
+    """
     with transaction(connection):
+        connection.execute(
+            "INSERT INTO topic_cancellations (topic_id, up_to_id, cancelled_at) VALUES (?, ?, ?)"
+            " ON CONFLICT (topic_id) DO UPDATE SET up_to_id = MAX(up_to_id, excluded.up_to_id),"
+            " cancelled_at = excluded.cancelled_at",
+            (topic_id, up_to_id, now_ms),
+        )
         connection.execute("CREATE TEMP TABLE IF NOT EXISTS stop_keep (id INTEGER PRIMARY KEY)")
         connection.execute("DELETE FROM stop_keep")
         connection.executemany(
@@ -416,14 +462,24 @@ def stop_topic(
         stopped = 0
         for status in (Status.CREATED, Status.PROCESSED):
             cursor = connection.execute(
-                "UPDATE requests SET status = 4, updated_at = ?"
-                " WHERE topic_id = ? AND status = ? AND id <= ?"
+                f"UPDATE requests SET status = {Status.STOPPED.value}, updated_at = ?"
+                f" WHERE topic_id = ? AND status = {status.value} AND id <= ?"
                 " AND id NOT IN (SELECT id FROM stop_keep)",
-                (now_ms, topic_id, int(status), up_to_id),
+                (now_ms, topic_id, up_to_id),
             )
             stopped += cursor.rowcount
         connection.execute("DELETE FROM stop_keep")
     return stopped
+
+
+def cancellations(connection: sqlite3.Connection) -> dict[str, int]:
+    """Every cancelled topic with the highest request id its cancellation covers."""
+    return {
+        str(topic_id): int(up_to_id)
+        for topic_id, up_to_id in connection.execute(
+            "SELECT topic_id, up_to_id FROM topic_cancellations"
+        )
+    }
 
 
 # --- results -------------------------------------------------------------------------------
@@ -580,21 +636,18 @@ def list_suppressions(
 
 
 def retry_failed(connection: sqlite3.Connection, topic_id: str, now_ms: int) -> int:
-    """Requeue the topic's emails that failed for transient reasons (not permanent rejections);
-    their attempt counter starts again so they get the full MAX_ATTEMPTS."""
+    """Requeue the topic's emails that failed for transient reasons or could not be composed
+    (not permanent rejections); their attempt counter starts again so they get the full
+    MAX_ATTEMPTS."""
     with transaction(connection):
         cursor = connection.execute(
-            "UPDATE requests SET status = 0, attempts = 0, due_at = ?, updated_at = ?,"
-            " failure_kind = NULL WHERE topic_id = ? AND status = 3"
-            " AND failure_kind IN ('exhausted', 'config')",
+            f"UPDATE requests SET status = {Status.CREATED.value}, attempts = 0, due_at = ?,"
+            " updated_at = ?, failure_kind = NULL"
+            f" WHERE topic_id = ? AND status = {Status.FAILED.value}"
+            f" AND failure_kind IN ('{FailureKind.EXHAUSTED.value}', '{FailureKind.CONFIG.value}')",
             (now_ms, now_ms, topic_id),
         )
         return cursor.rowcount
-
-
-def email_of(connection: sqlite3.Connection, request_id: int) -> str | None:
-    row = connection.execute("SELECT email FROM requests WHERE id = ?", (request_id,)).fetchone()
-    return None if row is None else str(row[0])
 
 
 def prune_before(connection: sqlite3.Connection, before_ms: int) -> tuple[int, int]:
@@ -653,7 +706,8 @@ def count_sent_since(connection: sqlite3.Connection, since_ms: int) -> int:
         "SELECT COALESCE(SUM(count), 0) FROM sent_minutes WHERE minute >= ?", (first_full_minute,)
     ).fetchone()[0]
     edge = connection.execute(
-        "SELECT COUNT(*) FROM requests WHERE sent_at >= ? AND sent_at < ? AND status = 2",
+        "SELECT COUNT(*) FROM requests WHERE sent_at >= ? AND sent_at < ?"
+        f" AND status = {Status.SENT.value}",
         (since_ms, first_full_minute * 60_000),
     ).fetchone()[0]
     return int(buckets) + int(edge)
@@ -661,7 +715,8 @@ def count_sent_since(connection: sqlite3.Connection, since_ms: int) -> int:
 
 def queued_count(connection: sqlite3.Connection) -> int:
     row = connection.execute(
-        "SELECT COALESCE(SUM(count), 0) FROM topic_counts WHERE status IN (0, 1)"
+        "SELECT COALESCE(SUM(count), 0) FROM topic_counts"
+        f" WHERE status IN ({Status.CREATED.value}, {Status.PROCESSED.value})"
     ).fetchone()
     return int(row[0])
 

@@ -2,8 +2,9 @@
 
 The SQLite store runs in worker threads, and the autojump clock may jump while a thread works,
 which would make exact-time assertions flaky. Actor tests therefore use this pure in-memory
-implementation of the part of the Store interface the pipeline uses; the SQLite store has its own
-tests, and the end-to-end tests run the two together.
+implementation of :class:`~sesender.store.base.QueueStore`, the part of the store the pipeline
+uses (mypy checks it against that protocol wherever it is handed to the pipeline); the SQLite
+store has its own tests, and the end-to-end tests run the two together.
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ class FakeQueueStore:
     unavailable_writes: int = 0  # the next N record_outcomes calls fail
     unavailable_claims: int = 0  # the next N claim_due calls fail
     suppressed: set[str] = field(default_factory=set)
+    cancelled: dict[str, int] = field(default_factory=dict)  # topic -> up to request id
+    unavailable_stops: int = 0  # the next N stop_topic calls fail
 
     def add(self, count: int, *, topic: str = "t", due: int = 0) -> list[int]:
         first = len(self.rows) + 1
@@ -60,6 +63,11 @@ class FakeQueueStore:
     def by_status(self, status: Status) -> list[int]:
         return [r.request_id for r in self.rows.values() if r.status is status]
 
+    def _requeued(self, row: Row) -> Status:
+        """Back to Created, unless the topic was cancelled (as the SQLite store does)."""
+        up_to = self.cancelled.get(row.topic_id)
+        return Status.STOPPED if up_to is not None and row.request_id <= up_to else Status.CREATED
+
     async def claim_due(self, *, now_ms: int, limit: int) -> ClaimBatch:
         await trio.lowlevel.checkpoint()
         if self.unavailable_claims:
@@ -70,8 +78,12 @@ class FakeQueueStore:
             key=lambda r: (r.due_at, r.request_id),
         )[:limit]
         emails = []
-        suppressed = 0
+        suppressed = stopped = 0
         for row in due:
+            if self._requeued(row) is Status.STOPPED:
+                row.status = Status.STOPPED
+                stopped += 1
+                continue
             if row.email in self.suppressed:
                 row.status = Status.SUPPRESSED
                 suppressed += 1
@@ -87,7 +99,7 @@ class FakeQueueStore:
                 )
             )
         self.claims.append((trio.current_time(), len(emails)))
-        return ClaimBatch(tuple(emails), suppressed)
+        return ClaimBatch(tuple(emails), suppressed, stopped)
 
     async def next_due_at(self) -> int | None:
         await trio.lowlevel.checkpoint()
@@ -114,14 +126,21 @@ class FakeQueueStore:
                     )
                 case Retry() if row.status is Status.PROCESSED:
                     row.status, row.attempts, row.due_at = (
-                        Status.CREATED,
+                        self._requeued(row),
                         outcome.attempts,
                         outcome.due_at_ms,
                     )
                 case Deferred() if row.status is Status.PROCESSED:
-                    row.status, row.due_at = Status.CREATED, outcome.due_at_ms
+                    row.status, row.due_at = self._requeued(row), outcome.due_at_ms
                 case Stopped() if row.status in (Status.CREATED, Status.PROCESSED):
                     row.status = Status.STOPPED
+
+    async def recover_claimed(self, *, now_ms: int) -> int:
+        await trio.lowlevel.checkpoint()
+        claimed = [row for row in self.rows.values() if row.status is Status.PROCESSED]
+        for row in claimed:
+            row.status, row.due_at = self._requeued(row), min(row.due_at, now_ms)
+        return len(claimed)
 
     async def max_request_id(self) -> int:
         await trio.lowlevel.checkpoint()
@@ -131,6 +150,10 @@ class FakeQueueStore:
         self, topic_id: str, *, up_to_id: int, keep: Sequence[int], now_ms: int
     ) -> StopResult:
         await trio.lowlevel.checkpoint()
+        if self.unavailable_stops:
+            self.unavailable_stops -= 1
+            raise StoreUnavailable("database unavailable: disk is full")
+        self.cancelled[topic_id] = max(up_to_id, self.cancelled.get(topic_id, 0))
         stopped = 0
         for row in self.rows.values():
             if (
@@ -142,6 +165,10 @@ class FakeQueueStore:
                 row.status = Status.STOPPED
                 stopped += 1
         return StopResult(stopped)
+
+    async def cancellations(self) -> dict[str, int]:
+        await trio.lowlevel.checkpoint()
+        return dict(self.cancelled)
 
 
 def trio_ms() -> int:

@@ -13,7 +13,7 @@ from actors import ActorCrashed, open_supervisor
 from sesender.backends.base import AccountStatus, OutgoingEmail
 from sesender.backends.memory import MemoryBackend
 from sesender.config import PipelineConfig
-from sesender.errors import AccountSendError, TransientSendError
+from sesender.errors import AccountSendError, StoreUnavailable, TransientSendError
 from sesender.models import Status
 from sesender.pipeline.compose import MessageComposer
 from sesender.pipeline.pipeline import Pipeline
@@ -255,3 +255,69 @@ async def test_a_database_refusing_claims_is_waited_out_not_a_crash(
     # The first claim came after the six back-offs (13.6 s), not a scheduler interval later.
     assert 13.6 <= min(r.started_at for r in backend.sent) < 13.6 + 0.1
     assert finished < 13.6 + 1
+
+
+async def test_an_email_in_flight_when_its_topic_is_cancelled_is_stopped_if_it_fails(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The email the provider holds at the DELETE is kept; its transient failure then ends it
+    Stopped in the store (not back in the queue), and nothing of the topic is attempted again."""
+    store = FakeQueueStore()
+    store.add(5, topic="a")
+
+    def throttle(email: OutgoingEmail) -> None:
+        raise TransientSendError("Maximum sending rate exceeded", code="Throttling", throttled=True)
+
+    backend = MemoryBackend(latency=0.5, script=throttle)
+    pipeline = build(
+        store, backend, rate=1, max_attempts=5, retry_base_delay=0.1, retry_max_delay=0.2
+    )
+    async with open_supervisor() as supervisor:
+        await pipeline.start(supervisor)
+        await trio.sleep(0.25)  # the first email is with the provider
+        assert list(pipeline.control.handed_over) == [1]
+        assert await pipeline.cancel_topic("a") == 4
+        await trio.sleep(10)
+        await drain(pipeline, supervisor.cancel_scope)
+    assert store.by_status(Status.STOPPED) == [1, 2, 3, 4, 5]
+    assert backend.statistics().attempts == 1
+
+
+async def test_a_cancel_the_store_refuses_is_withdrawn(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """DELETE answered 503: the topic's emails were held back meanwhile, none was stopped, and
+    they all go out afterwards as if no cancel had been asked for."""
+    store = FakeQueueStore(unavailable_stops=1)
+    store.add(10, topic="a")
+    backend = MemoryBackend(latency=0.05)
+    pipeline = build(store, backend, rate=10)
+    async with open_supervisor() as supervisor:
+        await pipeline.start(supervisor)
+        await trio.sleep(0.35)
+        with pytest.raises(StoreUnavailable):
+            await pipeline.cancel_topic("a")
+        assert not pipeline.control.cancelled.is_cancelled("a", 10)
+        await backend.wait_sent(10)
+        await trio.sleep(1)
+        await drain(pipeline, supervisor.cancel_scope)
+    assert len(store.by_status(Status.SENT)) == 10
+    assert store.cancelled == {}
+
+
+async def test_recorded_cancellations_are_loaded_at_start(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    store = FakeQueueStore(cancelled={"a": 3})
+    store.add(3, topic="a")
+    store.add(2, topic="a")  # accepted after the cancel
+    backend = MemoryBackend()
+    pipeline = build(store, backend, rate=10)
+    async with open_supervisor() as supervisor:
+        await pipeline.start(supervisor)
+        assert pipeline.control.cancelled.is_confirmed("a", 3)
+        assert not pipeline.control.cancelled.is_cancelled("a", 4)
+        await backend.wait_sent(2)
+        await drain(pipeline, supervisor.cancel_scope)
+    assert [r.email.request_id for r in backend.sent] == [4, 5]
+    assert store.by_status(Status.STOPPED) == [1, 2, 3]

@@ -67,7 +67,8 @@ async def test_cancelled_topic_is_dropped_without_a_token(
         rig.send_tx.send_nowait(email(3, "drop"))
         rig.send_tx.send_nowait(email(4, "keep"))
         await trio.sleep(0.5)
-        kept = rig.control.cancel_topic_in_memory("drop", up_to_id=3)  # ... interrupted at 0.5
+        mark, kept = rig.control.cancel_topic_in_memory("drop", up_to_id=3)  # ... interrupted
+        rig.control.cancelled.confirm(mark)  # at 0.5, and the store recorded the cancellation
         assert kept == []
         await rig.send_tx.aclose()
     assert rig.passed == [(0, 1), (1.0, 4)]
@@ -80,7 +81,7 @@ async def test_emails_accepted_after_a_cancel_still_pass(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     rig = Rig()
-    rig.control.cancel_topic_in_memory("t", up_to_id=5)
+    rig.control.cancelled.confirm(rig.control.cancel_topic_in_memory("t", up_to_id=5)[0])
     async with trio.open_nursery() as nursery:
         await nursery.start(rig.limiter.run)
         nursery.start_soon(rig.consume)

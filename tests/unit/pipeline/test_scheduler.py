@@ -7,7 +7,7 @@ import trio.lowlevel
 import trio.testing
 
 from actors import open_pipe
-from sesender.models import ClaimedEmail
+from sesender.models import ClaimedEmail, Status
 from sesender.pipeline.control import PipelineControl
 from sesender.pipeline.scheduler import Scheduler
 from tests.unit.pipeline.fakes import FakeQueueStore, trio_ms
@@ -126,3 +126,29 @@ def test_send_rate_history_counts_whole_seconds() -> None:
     history.record()
     now[0] = 17_000
     assert history.snapshot(4) == [(13, 0), (14, 0), (15, 0), (16, 1)]
+
+
+async def test_due_emails_of_a_cancelled_topic_are_stopped_by_the_claim_and_reported(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    store = FakeQueueStore(cancelled={"gone": 2})
+    store.add(2, topic="gone")
+    store.add(1, topic="kept")
+    stopped: list[int] = []
+    control = PipelineControl()
+    send_tx, send_rx = open_pipe[ClaimedEmail]("send", 100)
+    scheduler = Scheduler(
+        store=store,
+        send_tx=send_tx,
+        control=control,
+        interval=10.0,
+        now_ms=trio_ms,
+        on_stopped=stopped.append,
+    )
+    async with trio.open_nursery() as nursery:
+        await nursery.start(scheduler.run)
+        assert (await send_rx.receive()).request_id == 3
+        control.stop_sending.set()
+        control.wake_scheduler()
+    assert stopped == [2]
+    assert store.by_status(Status.STOPPED) == [1, 2]

@@ -51,13 +51,14 @@ async def run_pool(
     *,
     max_in_flight: int = 4,
     control: PipelineControl | None = None,
+    composer: MessageComposer = COMPOSER,
 ) -> list[Outcome]:
     control = control or PipelineControl()
     dispatch_tx, dispatch_rx = open_pipe[ClaimedEmail]("dispatch", 0)
     outcome_tx, outcome_rx = open_pipe[Outcome]("outcome", 1000)
     pool = SenderPool(
         backend=backend,
-        composer=COMPOSER,
+        composer=composer,
         dispatch_rx=dispatch_rx,
         outcome_tx=outcome_tx,
         control=control,
@@ -135,7 +136,8 @@ async def test_cancelled_before_hand_over_is_stopped_not_sent(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     control = PipelineControl()
-    control.cancel_topic_in_memory("t", up_to_id=1)
+    mark, _ = control.cancel_topic_in_memory("t", up_to_id=1)
+    control.cancelled.confirm(mark)  # the store recorded it
     backend = MemoryBackend()
     outcomes = await run_pool(backend, [email(1), email(2)], control=control)
     assert outcomes[0] == Stopped(1)
@@ -154,3 +156,39 @@ async def test_pixel_and_tags_reach_the_backend(autojump_clock: trio.testing.Moc
         + '" width="1" height="1" alt="" style="display:none;border:0" /></body>'
     )
     assert dict(record.email.tags) == {"sesender_request_id": "7", "sesender_topic": "t"}
+
+
+class UnbuildableComposer(MessageComposer):
+    """A composer that cannot build request 2's message (as a bad configuration would)."""
+
+    def compose(self, email: ClaimedEmail) -> OutgoingEmail:
+        if email.request_id == 2:
+            raise ValueError("no usable sender address")
+        return super().compose(email)
+
+
+async def test_a_message_that_cannot_be_composed_fails_as_config_without_an_attempt(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    composer = UnbuildableComposer(
+        sender=COMPOSER.sender,
+        public_url=COMPOSER.public_url,
+        signer=COMPOSER.signer,
+        configuration_set=None,
+        unsubscribe_enabled=False,
+    )
+    backend = MemoryBackend()
+    outcomes = {
+        o.request_id: o
+        for o in await run_pool(backend, [email(1), email(2, attempts=1)], composer=composer)
+    }
+    assert isinstance(outcomes[1], Sent)
+    failed = outcomes[2]
+    assert failed == Failed(
+        request_id=2,
+        error="could not compose message: no usable sender address",
+        kind=FailureKind.CONFIG,  # POST /v1/topics/{id}/retry requeues it after a fix
+        attempts=1,  # no attempt counted: nothing reached the provider
+    )
+    assert [r.email.request_id for r in backend.sent] == [1]
+    assert backend.statistics().attempts == 1

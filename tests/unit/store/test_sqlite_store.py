@@ -3,6 +3,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 import pytest
 from hypothesis import given, settings
@@ -14,6 +15,7 @@ from sesender.models import (
     Deferred,
     Failed,
     FailureKind,
+    NewIdempotencyKey,
     NewMessage,
     Outcome,
     Retry,
@@ -281,15 +283,14 @@ def test_counters_always_equal_a_recount(
                 if action in outcomes:
                     await store.record_outcomes([outcomes[action](e) for e in emails], now_ms=NOW)
             for topic in "abc":
-                recount: dict[str, int] = {}
-                for status, n in rows(
-                    store,
-                    "SELECT status, COUNT(*) FROM requests WHERE topic_id = ? GROUP BY status",
-                    topic,
-                ):
-                    assert isinstance(status, int)
-                    assert isinstance(n, int)
-                    recount[Status(status).label] = n
+                recount = {
+                    Status(cast(int, status)).label: n
+                    for status, n in rows(
+                        store,
+                        "SELECT status, COUNT(*) FROM requests WHERE topic_id = ? GROUP BY status",
+                        topic,
+                    )
+                }
                 assert (await store.topic_stats(topic)).request_counts == recount
 
     trio.run(scenario)
@@ -357,14 +358,109 @@ async def test_refused_writes_are_one_episode_until_a_change_commits(
 
 
 async def test_prune_forgets_only_old_dedup_records(store: SqliteStore) -> None:
-    from sesender.models import FeedbackItem, IdempotencyRecord
+    from sesender.models import FeedbackItem
 
     await store.record_feedback([FeedbackItem(source_id="old")], now_ms=NOW - 10_000)
     await store.record_feedback([FeedbackItem(source_id="new")], now_ms=NOW)
     await store.submit(
         submission(message("t", 1)),
-        idempotency=IdempotencyRecord("k-old", b"d", "{}", NOW - 10_000),
+        idempotency=NewIdempotencyKey("k-old", b"d", NOW - 10_000, lambda first_id: "{}"),
     )
     assert await store.prune(before_ms=NOW - 5_000) == (1, 1)
     assert rows(store, "SELECT message_id FROM sns_messages") == [("new",)]
     assert await store.find_idempotency("k-old", since_ms=0) is None
+
+
+async def test_a_retried_email_of_a_cancelled_topic_stays_stopped_after_reopening(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "cancel.db"
+    async with open_sqlite_store(path) as store:
+        await store.submit(submission(message("t", 1)))
+        (email,) = (await store.claim_due(now_ms=NOW, limit=1)).emails
+        up_to = await store.max_request_id()
+        await store.stop_topic("t", up_to_id=up_to, keep=[email.request_id], now_ms=NOW)
+        await store.record_outcomes(
+            [Retry(request_id=email.request_id, error="throttled", attempts=1, due_at_ms=NOW)],
+            now_ms=NOW,
+        )
+    async with open_sqlite_store(path) as reopened:
+        assert (await reopened.claim_due(now_ms=NOW + 60_000, limit=10)).emails == ()
+        detail = await reopened.request_detail(email.request_id)
+        assert detail is not None
+        assert detail.status is Status.STOPPED
+
+
+async def test_a_cancellation_stops_deferred_recovered_and_requeued_emails(
+    store: SqliteStore,
+) -> None:
+    """Every way back into the queue ends an email of a cancelled topic Stopped; emails of the
+    topic accepted after the cancel, and other topics, are untouched; counters stay exact."""
+    await store.submit(submission(message("t", 4), message("other", 1, start=10)))
+    claimed = [e.request_id for e in (await store.claim_due(now_ms=NOW, limit=5)).emails]
+    assert claimed == [1, 2, 3, 4, 5]
+    await store.record_outcomes(
+        [Failed(request_id=1, error="gave up", kind=FailureKind.EXHAUSTED, attempts=5)],
+        now_ms=NOW,
+    )
+    up_to = await store.max_request_id()
+    # 2, 3 and 4 are with the provider: kept; so is the other topic's email.
+    result = await store.stop_topic("t", up_to_id=up_to, keep=[2, 3, 4], now_ms=NOW)
+    assert result.stopped == 0
+    await store.submit(submission(message("t", 1, start=20)))  # id 6, after the cancel
+    await store.record_outcomes(
+        [
+            Deferred(request_id=2, due_at_ms=NOW),
+            Deferred(request_id=5, due_at_ms=NOW),
+        ],
+        now_ms=NOW,
+    )
+    assert await store.recover_claimed(now_ms=NOW) == 2  # 3 and 4, left claimed: stopped
+    assert await store.retry_failed("t", now_ms=NOW) == 1  # 1 back to Created ...
+    batch = await store.claim_due(now_ms=NOW + 1, limit=10)
+    assert [e.request_id for e in batch.emails] == [5, 6]
+    assert batch.stopped == 1  # ... and ended Stopped by the claim
+    assert (await store.topic_stats("t")).request_counts == {"Stopped": 4, "Processed": 1}
+    recount = rows(
+        store, "SELECT status, COUNT(*) FROM requests WHERE topic_id = 't' GROUP BY status"
+    )
+    assert set(recount) == {(Status.STOPPED, 4), (Status.PROCESSED, 1)}
+
+
+async def test_cancellations_keep_the_highest_request_id(store: SqliteStore) -> None:
+    await store.stop_topic("t", up_to_id=10, keep=[], now_ms=NOW)
+    await store.stop_topic("t", up_to_id=4, keep=[], now_ms=NOW)
+    await store.stop_topic("u", up_to_id=2, keep=[], now_ms=NOW)
+    assert await store.cancellations() == {"t": 10, "u": 2}
+
+
+async def test_an_idempotent_response_is_built_in_the_transaction_and_saved_as_given(
+    store: SqliteStore,
+) -> None:
+    """The store calls the caller's ``response_for`` with the first request id its transaction
+    assigned, and saves and returns the string untouched; a replay calls nothing."""
+    calls: list[int | None] = []
+
+    def response_for(first_request_id: int | None) -> str:
+        calls.append(first_request_id)
+        return f"first={first_request_id}"
+
+    await store.submit(submission(message("x", 2)))  # ids 1 and 2
+    key = NewIdempotencyKey("k", b"digest", NOW, response_for)
+    receipt = await store.submit(submission(message("t", 3)), idempotency=key)
+    assert calls == [3]
+    assert (receipt.stored, receipt.first_request_id, receipt.response) == (3, 3, "first=3")
+    record = await store.find_idempotency("k", since_ms=NOW)
+    assert record is not None
+    assert (record.response, record.body_digest) == ("first=3", b"digest")
+
+    again = await store.submit(submission(message("t", 3)), idempotency=key)
+    assert again.replayed == record
+    assert again.stored == 0
+    assert calls == [3]
+
+    empty = await store.submit(
+        submission(NewMessage("t", "s", "b", ())),
+        idempotency=NewIdempotencyKey("nothing", b"d", NOW, response_for),
+    )
+    assert (empty.stored, empty.response) == (0, "first=None")
