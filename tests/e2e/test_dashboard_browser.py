@@ -49,8 +49,10 @@ DOCS_SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "dashboard.png"
 WAIT = 10_000  # ms: one refresh is 2 s, a request a few ms
 SENDING = 20_000  # ms: 103 emails at 20 per second, with room to spare
 HOSTILE_TOPICS = ("<script>alert(1)</script>", '<img src=x onerror="alert(2)">')
+#: The dashboard's axis labels start with a minus sign (U+2212), not a hyphen.
+MINUS = "\N{MINUS SIGN}"
 #: An x-axis label other than "now": a whole number of seconds or minutes, never a fraction.
-READABLE_TICK = re.compile(r"−[1-9][0-9]{0,2} (s|min)")
+READABLE_TICK = re.compile(MINUS + r"[1-9][0-9]{0,2} (s|min)")
 
 
 def require_browser() -> None:
@@ -215,7 +217,7 @@ def check_dashboard(service: ServiceProcess, browser: Browser) -> None:
         assert ticks[0] == "now", ticks
         unreadable = [tick for tick in ticks[1:] if not READABLE_TICK.fullmatch(tick)]
         assert unreadable == [], f"{button}: unreadable axis labels {unreadable} in {ticks}"
-    assert ticks[-1] == "−10 min", ticks
+    assert ticks[-1] == f"{MINUS}10 min", ticks
 
     assert errors == [], f"the page logged errors: {errors}"
     assert dialogs == [], f"a native dialog opened: {dialogs}"
