@@ -143,8 +143,9 @@ def add_client_commands(commands: argparse._SubParsersAction[CommandParser]) -> 
         help="submit an email to many recipients, then follow its sending",
         description="Submit one email (an HTML file) to recipients from --to or a .csv/.txt "
         "file, in requests of at most --batch-size, then follow the topic until nothing is "
-        "pending. Each request's Idempotency-Key is derived from the topic, subject, HTML, its "
-        "recipients and its place in the list, so running the same command again (after a crash, "
+        "pending. Each request's Idempotency-Key is derived from the topic, subject, HTML, --at, "
+        "its recipients and its place in the list, so running the same command again (after a "
+        "crash, "
         "a Ctrl-C or a failed request) resumes: requests an earlier run got accepted are answered "
         "from the server's record and not sent again. The server keeps that record for "
         f"{IDEMPOTENCY_WINDOW_HOURS} hours; a re-run must use the same file, --at and "
@@ -375,17 +376,25 @@ def send_command(client: SesenderClient, arguments: argparse.Namespace, runtime:
         recipients = read_recipients_file(arguments.recipients)
     scheduled_at = check_when(arguments.at)
 
-    totals = submit_all(
-        client,
-        runtime,
-        topic=topic,
-        subject=subject,
-        content=content,
-        recipients=recipients,
-        scheduled_at=scheduled_at,
-        batch_size=arguments.batch_size,
-        resend=arguments.resend,
-    )
+    try:
+        totals = submit_all(
+            client,
+            runtime,
+            topic=topic,
+            subject=subject,
+            content=content,
+            recipients=recipients,
+            scheduled_at=scheduled_at,
+            batch_size=arguments.batch_size,
+            resend=arguments.resend,
+        )
+    except KeyboardInterrupt:
+        return report(
+            runtime,
+            f"interrupted while submitting topic {topic}; run the same command again to resume"
+            " (what was already accepted is not sent twice)",
+            EXIT_INTERRUPTED,
+        )
     print_submission(runtime.console, topic, totals)
     if totals.success == 0:
         say(runtime.console, f"topic {topic}: no address was accepted; nothing to follow")

@@ -16,6 +16,7 @@ from rich.console import Console
 from sesender.cli import build_parser
 from sesender.client.commands import (
     EXIT_FAILED,
+    EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_USAGE,
     IDEMPOTENCY_WINDOW_HOURS,
@@ -34,7 +35,7 @@ class FakeSesender:
     """Accepts addresses containing ``@``; the topic finishes ``per_poll`` emails per poll."""
 
     per_poll: int = 10_000
-    fail_post: dict[int, httpx.Response | Exception] = field(default_factory=dict)
+    fail_post: dict[int, httpx.Response | BaseException] = field(default_factory=dict)
     requests: list[httpx.Request] = field(default_factory=list)
     posts: list[dict[str, Any]] = field(default_factory=list)
     stored: int = 0
@@ -67,7 +68,7 @@ class FakeSesender:
         body = json.loads(request.content)
         self.posts.append({"body": body, "key": request.headers.get("Idempotency-Key")})
         failure = self.fail_post.pop(attempt, None)
-        if isinstance(failure, Exception):
+        if isinstance(failure, BaseException):
             raise failure
         if failure is not None:
             return failure
@@ -413,6 +414,24 @@ def test_a_rerun_after_a_failure_midway_sends_only_the_rest(
         "topic news: 2 of 3 requests had been accepted by an earlier run (replayed, not sent"
         " again); 1 newly accepted"
     )
+
+
+def test_ctrl_c_while_submitting_says_how_to_resume(
+    fake: FakeSesender, html: Path, tmp_path: Path
+) -> None:
+    fake.fail_post = {1: KeyboardInterrupt()}
+    path = recipients_file(tmp_path, 25)
+    argv = send_argv(html, "--recipients", str(path), "--batch-size", "10")
+    interrupted = run(fake, argv)
+    assert interrupted.code == EXIT_INTERRUPTED
+    assert interrupted.err == (
+        "sesender: interrupted while submitting topic news; run the same command again to resume"
+        " (what was already accepted is not sent twice)\n"
+    )
+    assert fake.stored == 10
+    resumed = run(fake, [*argv, "--no-follow"])
+    assert resumed.code == EXIT_OK, resumed.err
+    assert fake.stored == 25
 
 
 def test_idempotency_keys_change_with_every_input_and_fit_the_header_limit() -> None:
