@@ -15,10 +15,10 @@ registry also carries prometheus-client's standard process, platform and garbage
 collectors (``process_cpu_seconds_total``, ``process_resident_memory_bytes``, open file
 descriptors, ``python_info``, ``python_gc_*``), the figures dashboards and alerts expect.
 
-The ``*_created`` series prometheus-client adds next to every counter and histogram (one per label
-set, the time it was first seen) are turned off: they double the series count and no query here
-uses them. That switch is process-wide in prometheus-client, so it is flipped when a registry is
-built.
+The ``*_created`` series prometheus-client adds next to every counter and histogram (one more
+series per label set, holding the time it was first seen) are turned off: they are noise to
+dashboards and alerts, which use the counters' values. That switch is process-wide in
+prometheus-client, so it is flipped when a registry is built.
 """
 
 from __future__ import annotations
