@@ -60,6 +60,8 @@ class ServerConfig:
     shutdown_timeout: float
     keep_alive_timeout: float
     read_timeout: float
+    #: ``ACCESS_LOG``: one ``http_request`` log line per request (see sesender/http/server.py).
+    access_log: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,6 +197,7 @@ class Config:
             "log_level": self.observability.log_level,
             "log_format": self.observability.log_format.value,
             "metrics_enabled": self.observability.metrics_enabled,
+            "access_log": self.server.access_log,
             "ses_events_queue_url": self.feedback.events_queue_url,
             "unsubscribe_enabled": self.feedback.unsubscribe_enabled,
         }
@@ -358,6 +361,7 @@ def load_config(values: Mapping[str, str]) -> Config:
             "HTTP_KEEP_ALIVE_TIMEOUT_SECONDS", 5.0, minimum=0.1, maximum=3600
         ),
         read_timeout=reader.number("HTTP_READ_TIMEOUT_SECONDS", 30.0, minimum=0.1, maximum=3600),
+        access_log=reader.boolean("ACCESS_LOG", False),
     )
 
     database = DatabaseConfig(

@@ -10,7 +10,15 @@ Two kinds of sources:
   throttles, scheduler claims, the sending gate, actor states, SNS verification failures. Nothing
   is copied into gauges on the hot path.
 
-There is no global registry: each service owns a :class:`Metrics`, so tests can run several.
+There is no global registry: each service owns a :class:`Metrics`, so tests can run several. Each
+registry also carries prometheus-client's standard process, platform and garbage-collector
+collectors (``process_cpu_seconds_total``, ``process_resident_memory_bytes``, open file
+descriptors, ``python_info``, ``python_gc_*``), the figures dashboards and alerts expect.
+
+The ``*_created`` series prometheus-client adds next to every counter and histogram (one more
+series per label set, holding the time it was first seen) are turned off: they are noise to
+dashboards and alerts, which use the counters' values. That switch is process-wide in
+prometheus-client, so it is flipped when a registry is built.
 """
 
 from __future__ import annotations
@@ -18,7 +26,16 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    disable_created_metrics,
+    generate_latest,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -183,7 +200,11 @@ class Metrics:
     """The service's instruments and registry."""
 
     def __init__(self) -> None:
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # unannotated upstream
         self.registry = CollectorRegistry(auto_describe=False)
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
         self.state = ScrapeState()
         self.emails = Counter(
             "sesender_emails",

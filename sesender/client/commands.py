@@ -6,11 +6,15 @@ They never load the server's configuration: the server is ``--url`` (else ``$SES
 environment in. Results go to stdout (rich displays on a terminal, plain lines otherwise); an
 error is one line on stderr, ``sesender: ...``. Exit codes: 0 done, 1 the server failed or could
 not be reached, 2 usage or input file errors, 130 interrupted.
+
+``send`` derives its Idempotency-Keys from what it submits, so running it again resumes rather than
+mails everyone twice (see :func:`idempotency_key`); ``--resend`` asks for a second mailing.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shlex
@@ -59,6 +63,11 @@ SHOWN_REJECTED = 10
 #: Pauses before the 2nd and 3rd attempt of a submission whose outcome is unknown (timeout,
 #: broken connection, 503). The repeat carries the same Idempotency-Key, so it stores nothing twice.
 SUBMIT_RETRY_DELAYS = (1.0, 3.0)
+#: The start of every Idempotency-Key ``sesender send`` derives (``v1``: the recipe below).
+IDEMPOTENCY_KEY_PREFIX = "sesender-cli-v1-"
+#: The server's idempotency window in hours (``sesender.http.submission.IDEMPOTENCY_WINDOW``):
+#: a re-run resumes within it; later, the same keys would store everything again.
+IDEMPOTENCY_WINDOW_HOURS = 24
 #: The send rate shown while following is measured over this many seconds.
 RATE_WINDOW_SECONDS = 5.0
 ORIGINAL_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
@@ -128,7 +137,14 @@ def add_client_commands(commands: argparse._SubParsersAction[CommandParser]) -> 
         help="submit an email to many recipients, then follow its sending",
         description="Submit one email (an HTML file) to recipients from --to or a .csv/.txt "
         "file, in requests of at most --batch-size, then follow the topic until nothing is "
-        "pending.",
+        "pending. Each request's Idempotency-Key is derived from the topic, subject, HTML, --at, "
+        "its recipients and its place in the list, so running the same command again (after a "
+        "crash, "
+        "a Ctrl-C or a failed request) resumes: requests an earlier run got accepted are answered "
+        "from the server's record and not sent again. The server keeps that record for "
+        f"{IDEMPOTENCY_WINDOW_HOURS} hours; a re-run must use the same file, --at and "
+        "--batch-size. "
+        "Use --resend to send the same email again on purpose.",
         one_line_errors=True,
     )
     send.add_argument("--topic", required=True, help="topic id (statistics, cancellation)")
@@ -156,6 +172,12 @@ def add_client_commands(commands: argparse._SubParsersAction[CommandParser]) -> 
         default=DEFAULT_BATCH_SIZE,
         metavar="N",
         help=f"recipients per request (default {DEFAULT_BATCH_SIZE:,}, the server's limit)",
+    )
+    send.add_argument(
+        "--resend",
+        action="store_true",
+        help="send again even if an earlier run already submitted this email to these"
+        " recipients (fresh idempotency keys); without it a re-run resumes",
     )
     send.add_argument(
         "--interval",
@@ -293,11 +315,14 @@ class SendTotals:
     errors: int = 0
     duplicates: int = 0
     requests: int = 0
+    #: Requests an earlier run had already got accepted (answered Idempotent-Replayed).
+    replayed: int = 0
     scheduled: bool = False
     rejected: list[RejectedAddress] = field(default_factory=list)
 
     def add(self, result: SubmitResult) -> None:
         self.requests += 1
+        self.replayed += result.replayed
         self.total += result.total
         self.success += result.success
         self.errors += result.errors
@@ -345,16 +370,25 @@ def send_command(client: SesenderClient, arguments: argparse.Namespace, runtime:
         recipients = read_recipients_file(arguments.recipients)
     scheduled_at = check_when(arguments.at)
 
-    totals = submit_all(
-        client,
-        runtime,
-        topic=topic,
-        subject=subject,
-        content=content,
-        recipients=recipients,
-        scheduled_at=scheduled_at,
-        batch_size=arguments.batch_size,
-    )
+    try:
+        totals = submit_all(
+            client,
+            runtime,
+            topic=topic,
+            subject=subject,
+            content=content,
+            recipients=recipients,
+            scheduled_at=scheduled_at,
+            batch_size=arguments.batch_size,
+            resend=arguments.resend,
+        )
+    except KeyboardInterrupt:
+        return report(
+            runtime,
+            f"interrupted while submitting topic {topic}; run the same command again to resume"
+            " (what was already accepted is not sent twice)",
+            EXIT_INTERRUPTED,
+        )
     print_submission(runtime.console, topic, totals)
     if totals.success == 0:
         say(runtime.console, f"topic {topic}: no address was accepted; nothing to follow")
@@ -392,11 +426,17 @@ def submit_all(
     recipients: Recipients,
     scheduled_at: str | None,
     batch_size: int,
+    resend: bool = False,
 ) -> SendTotals:
-    """Submit ``recipients`` in requests of at most ``batch_size``, showing progress."""
+    """Submit ``recipients`` in requests of at most ``batch_size``, showing progress.
+
+    The keys are those of any earlier run with the same inputs (see :func:`idempotency_key`), so
+    the server answers the batches it already stored from its record instead of storing them
+    again; ``resend`` mixes a random value into them to submit everything anew.
+    """
     totals = SendTotals(given=recipients.given, duplicates=recipients.repeats)
     parts = batches(recipients.addresses, batch_size)
-    run_id = uuid.uuid4().hex
+    salt = uuid.uuid4().hex if resend else ""
     progress = Progress(
         TextColumn("submitting"),
         BarColumn(),
@@ -418,7 +458,15 @@ def submit_all(
                     content=content,
                     emails=part,
                     scheduled_at=scheduled_at,
-                    idempotency_key=f"sesender-cli-{run_id}-{index}",
+                    idempotency_key=idempotency_key(
+                        topic=topic,
+                        subject=subject,
+                        content=content,
+                        emails=part,
+                        scheduled_at=scheduled_at,
+                        index=index,
+                        salt=salt,
+                    ),
                 )
             except ClientError as exc:
                 if index == 0:
@@ -431,6 +479,33 @@ def submit_all(
             totals.add(result)
             progress.advance(task, len(part))
     return totals
+
+
+def idempotency_key(
+    *,
+    topic: str,
+    subject: str,
+    content: str,
+    emails: Sequence[str],
+    scheduled_at: str | None,
+    index: int,
+    salt: str = "",
+) -> str:
+    """The Idempotency-Key of batch ``index``: a SHA-256 over everything its request body holds
+    (topic, subject, HTML, schedule, recipients) and its place in the list.
+
+    The same inputs give the same key in every run: that is what lets a re-run resume. Different
+    inputs give a different key, so the server never answers 409 (key reused with another body)
+    to a changed command: changing the subject or the schedule is a new email. Each field is
+    length-prefixed, so two different inputs never hash the same bytes. ``salt`` (random, for
+    ``--resend``) makes new keys. The key is 80 characters, within the server's 255.
+    """
+    digest = hashlib.sha256()
+    for text in (salt, topic, subject, content, scheduled_at or "", str(index), *emails):
+        data = text.encode("utf-8", "surrogatepass")
+        digest.update(len(data).to_bytes(8, "big"))
+        digest.update(data)
+    return IDEMPOTENCY_KEY_PREFIX + digest.hexdigest()
 
 
 def submit_with_retries(client: SesenderClient, runtime: Runtime, **request: Any) -> SubmitResult:
@@ -453,6 +528,13 @@ def print_submission(console: Console, topic: str, totals: SendTotals) -> None:
         f"topic {topic}: submitted {totals.given} recipient{plural} in {requests}:"
         f" {totals.success} accepted, {totals.errors} rejected, {totals.duplicates} duplicates",
     )
+    if totals.replayed:
+        fresh = totals.requests - totals.replayed
+        say(
+            console,
+            f"topic {topic}: {totals.replayed} of {requests} had been accepted by an earlier run"
+            f" (replayed, not sent again); {fresh} newly accepted",
+        )
     if totals.errors:
         shown = len(totals.rejected)
         more = f" (first {shown} of {totals.errors})" if shown < totals.errors else ""

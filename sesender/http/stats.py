@@ -10,7 +10,7 @@ from sesender.http.responses import json_response
 
 stats_blueprint = Blueprint("stats", __name__)
 
-MAX_SECONDS = 599
+MAX_SECONDS = 600
 
 
 @stats_blueprint.get("/v1/stats/send-rate")

@@ -10,7 +10,10 @@ from collections.abc import Callable
 
 
 class SendRateHistory:
-    def __init__(self, *, now_ms: Callable[[], int], window_seconds: int = 600) -> None:
+    """The default ring (601 seconds) holds the dashboard's 10-minute window: the current,
+    unfinished second takes one slot and is never shown."""
+
+    def __init__(self, *, now_ms: Callable[[], int], window_seconds: int = 601) -> None:
         self._now_ms = now_ms
         self._window = window_seconds
         self._seconds = [-1] * window_seconds

@@ -7,7 +7,8 @@ API. Missing tooling is a failure, never a skip: CI must prove the page works. E
 The scenario: enter the key, watch a topic's bar move and complete, cancel a large topic from the
 page (through its confirmation dialog), retry a topic's failures, check hostile topic ids render as
 text (and no dialog ever opens), take ``docs/dashboard.png`` while a third topic is being sent,
-then a wrong key and a stale one.
+check the 5- and 10-minute windows ask for 300 and 600 seconds and label their axis in whole
+seconds or minutes, then a wrong key and a stale one.
 """
 
 from __future__ import annotations
@@ -24,7 +25,15 @@ import pytest
 from tests.e2e.harness import ServiceProcess, submit, topic_counts
 
 try:
-    from playwright.sync_api import Browser, Dialog, Locator, Page, expect, sync_playwright
+    from playwright.sync_api import (
+        Browser,
+        Dialog,
+        Locator,
+        Page,
+        Response,
+        expect,
+        sync_playwright,
+    )
 except ImportError as exc:  # reported by the fixture as a failure, with the fix
     PLAYWRIGHT_ERROR: str | None = str(exc)
 else:
@@ -48,6 +57,10 @@ DOCS_SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "dashboard.png"
 WAIT = 10_000  # ms: one refresh is 2 s, a request a few ms
 SENDING = 20_000  # ms: 103 emails at 20 per second, with room to spare
 HOSTILE_TOPICS = ("<script>alert(1)</script>", '<img src=x onerror="alert(2)">')
+#: The dashboard's axis labels start with a minus sign (U+2212), not a hyphen.
+MINUS = "\N{MINUS SIGN}"
+#: An x-axis label other than "now": a whole number of seconds or minutes, never a fraction.
+READABLE_TICK = re.compile(MINUS + r"[1-9][0-9]{0,2} (s|min)")
 
 
 def require_browser() -> None:
@@ -164,16 +177,6 @@ def check_dashboard(service: ServiceProcess, browser: Browser) -> None:
         assert counts["Stopped"] > 1000, counts
         assert counts["Created"] + counts["Processed"] == 0, counts
 
-        # -- hostile topic ids are text -----------------------------------------------------
-        for topic in HOSTILE_TOPICS:
-            submit(client, topic=topic, emails=["someone@example.com"])
-        for topic in HOSTILE_TOPICS:
-            hostile = topic_row(page, topic)
-            expect(hostile.locator(".topic-id")).to_have_text(topic, timeout=WAIT)
-            expect(cell(hostile, "sent")).to_have_text("1", timeout=WAIT)
-        expect(page.locator("script")).to_have_count(1)  # dashboard.js only
-        expect(page.locator("img")).to_have_count(0)
-
         # -- the chart, the screenshot (with one topic on its way) ---------------------------
         submit(client, topic="order-receipts", emails=[f"r{i}@example.com" for i in range(600)])
     receipts = topic_row(page, "order-receipts")
@@ -192,6 +195,34 @@ def check_dashboard(service: ServiceProcess, browser: Browser) -> None:
     )
     page.screenshot(path=str(screenshot), full_page=True)
     assert screenshot.stat().st_size > 10_000
+
+    # -- hostile topic ids are text (after the screenshot, which shows realistic topics) -------
+    with service.client() as client:
+        # order-receipts would hold the queue for half a minute more: stop it first.
+        assert client.delete("/v1/topics/order-receipts").status_code == 200
+        for topic in HOSTILE_TOPICS:
+            submit(client, topic=topic, emails=["someone@example.com"])
+    for topic in HOSTILE_TOPICS:
+        hostile = topic_row(page, topic)
+        expect(hostile.locator(".topic-id")).to_have_text(topic, timeout=WAIT)
+        expect(cell(hostile, "sent")).to_have_text("1", timeout=WAIT)
+    expect(page.locator("script")).to_have_count(1)  # dashboard.js only
+    expect(page.locator("img")).to_have_count(0)
+
+    # -- each window asks for what its button says, and its axis labels are short ------------
+    for button, seconds, label in (("5 min", 300, "5 min"), ("10 min", 600, "10 min")):
+        with page.expect_response(asks_for_window(seconds), timeout=WAIT) as answer:
+            page.get_by_role("button", name=button).click()
+        assert answer.value.status == 200, answer.value.text()
+        expect(page.locator("#chart-summary")).to_contain_text(
+            f"sent in the last {label}", timeout=WAIT
+        )
+        ticks = page.locator("#chart text.axis:not(.axis-y)").all_text_contents()
+        assert len(ticks) >= 4, ticks
+        assert ticks[0] == "now", ticks
+        unreadable = [tick for tick in ticks[1:] if not READABLE_TICK.fullmatch(tick)]
+        assert unreadable == [], f"{button}: unreadable axis labels {unreadable} in {ticks}"
+    assert ticks[-1] == f"{MINUS}10 min", ticks
 
     assert errors == [], f"the page logged errors: {errors}"
     assert dialogs == [], f"a native dialog opened: {dialogs}"
@@ -221,3 +252,8 @@ def check_dashboard(service: ServiceProcess, browser: Browser) -> None:
     assert refused == [], f"the page logged errors: {refused}"
     assert dialogs == [], f"a native dialog opened: {dialogs}"
     context.close()
+
+
+def asks_for_window(seconds: int) -> Callable[[Response], bool]:
+    """Matches the dashboard's request for the send rate over ``seconds``."""
+    return lambda response: f"send-rate?seconds={seconds}" in response.url

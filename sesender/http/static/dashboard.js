@@ -360,9 +360,11 @@
     return 10 * power;
   }
 
-  function offsetLabel(seconds) {
+  // An axis label: whole numbers only. Ticks under a minute apart are labelled in seconds
+  // ("−80 s", not "−1.3333333333333333 min"); ticks a whole number of minutes apart in minutes.
+  function offsetLabel(seconds, spacing) {
     if (seconds === 0) return "now";
-    if (seconds < 60) return `−${seconds} s`;
+    if (spacing % 60 !== 0) return `−${seconds} s`;
     return `−${seconds / 60} min`;
   }
 
@@ -408,13 +410,18 @@
       );
     }
     const maxLabels = Math.max(2, Math.floor(plotWidth / 64));
-    const tick = [10, 15, 20, 30, 60, 120, 180, 300, 600].find((t) => slots / t <= maxLabels) || 600;
+    // Whole minutes when they give at least four ticks (the 5- and 10-minute windows), else the
+    // closest spacing that fits the width.
+    const fits = (t) => slots / t <= maxLabels;
+    const spacings = [10, 15, 20, 30, 60, 120, 180, 300, 600];
+    const tick =
+      spacings.find((t) => t % 60 === 0 && fits(t) && slots / t >= 4) || spacings.find(fits) || 600;
     for (let back = 0; back <= slots; back += tick) {
       const position = x(slots - back);
       const anchor = back === 0 ? "end" : back >= slots - tick / 2 ? "start" : "middle";
       root.append(
         svg("line", { x1: position, x2: position, y1: pad.top + plotHeight, y2: pad.top + plotHeight + 4, class: "grid" }),
-        svg("text", { x: position, y: height - 6, class: "axis", "text-anchor": anchor }, offsetLabel(back)),
+        svg("text", { x: position, y: height - 6, class: "axis", "text-anchor": anchor }, offsetLabel(back, tick)),
       );
     }
 
@@ -739,7 +746,7 @@
         tick();
       });
     }
-    selectWindow([60, 300, 599].includes(state.windowSeconds) ? state.windowSeconds : 300);
+    selectWindow([60, 300, 600].includes(state.windowSeconds) ? state.windowSeconds : 300);
     let resizeFrame = 0;
     window.addEventListener("resize", () => {
       window.cancelAnimationFrame(resizeFrame);

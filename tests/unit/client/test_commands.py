@@ -16,12 +16,16 @@ from rich.console import Console
 from sesender.cli import build_parser
 from sesender.client.commands import (
     EXIT_FAILED,
+    EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_USAGE,
+    IDEMPOTENCY_WINDOW_HOURS,
     RateMeter,
     Runtime,
+    idempotency_key,
     run_client_command,
 )
+from sesender.http.submission import IDEMPOTENCY_WINDOW
 
 ENVIRON = {"SESENDER_URL": "http://fake.test", "API_KEY": "secret"}
 
@@ -31,12 +35,14 @@ class FakeSesender:
     """Accepts addresses containing ``@``; the topic finishes ``per_poll`` emails per poll."""
 
     per_poll: int = 10_000
-    fail_post: dict[int, httpx.Response | Exception] = field(default_factory=dict)
+    fail_post: dict[int, httpx.Response | BaseException] = field(default_factory=dict)
     requests: list[httpx.Request] = field(default_factory=list)
     posts: list[dict[str, Any]] = field(default_factory=list)
     stored: int = 0
     sent: int = 0
     suppressed: dict[str, str] = field(default_factory=dict)
+    #: Idempotency-Key -> (body, response body) of the submissions stored, as the server keeps.
+    answered: dict[str, tuple[Any, dict[str, Any]]] = field(default_factory=dict)
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         self.requests.append(request)
@@ -62,26 +68,34 @@ class FakeSesender:
         body = json.loads(request.content)
         self.posts.append({"body": body, "key": request.headers.get("Idempotency-Key")})
         failure = self.fail_post.pop(attempt, None)
-        if isinstance(failure, Exception):
+        if isinstance(failure, BaseException):
             raise failure
         if failure is not None:
             return failure
+        key = request.headers.get("Idempotency-Key")
+        if key in self.answered:
+            earlier_body, earlier_answer = self.answered[key]
+            if earlier_body != body:
+                return httpx.Response(
+                    409, json={"error": "Idempotency-Key was already used with a different body"}
+                )
+            return httpx.Response(200, json=earlier_answer, headers={"Idempotent-Replayed": "true"})
         emails = body["messages"][0]["emails"]
         good = [e for e in emails if "@" in e]
         bad = [e for e in emails if "@" not in e]
         scheduled = bool(body.get("scheduled_at", "").startswith("2999"))
         self.stored += len(good)
-        return httpx.Response(
-            200,
-            json={
-                "total": len(emails),
-                "success": len(good),
-                "errors": len(bad),
-                "duplicates": 0,
-                "scheduled": scheduled,
-                "rejected": [{"email": e, "reason": "no @-sign"} for e in bad],
-            },
-        )
+        answer = {
+            "total": len(emails),
+            "success": len(good),
+            "errors": len(bad),
+            "duplicates": 0,
+            "scheduled": scheduled,
+            "rejected": [{"email": e, "reason": "no @-sign"} for e in bad],
+        }
+        if key is not None:
+            self.answered[key] = (body, answer)
+        return httpx.Response(200, json=answer)
 
     def suppressions(self, request: httpx.Request) -> httpx.Response:
         if request.method == "GET":
@@ -348,6 +362,118 @@ def test_send_on_a_terminal_shows_live_progress_and_ends_with_plain_lines(
     assert result.out.rstrip().endswith(
         "topic news: 100 sent, 0 failed, 0 stopped, 0 suppressed, 2 bounced, 1 complaints"
     )
+
+
+def test_a_rerun_resumes_and_resend_sends_again(
+    fake: FakeSesender, html: Path, tmp_path: Path
+) -> None:
+    path = recipients_file(tmp_path, 25)
+    argv = send_argv(html, "--recipients", str(path), "--batch-size", "10", "--no-follow")
+    first = run(fake, argv)
+    assert first.code == EXIT_OK, first.err
+    assert fake.stored == 25
+    assert first.lines == [
+        "topic news: submitted 25 recipients in 3 requests: 25 accepted, 0 rejected, 0 duplicates"
+    ]
+    first_keys = [post["key"] for post in fake.posts]
+
+    again = run(fake, argv)
+    assert again.code == EXIT_OK, again.err
+    assert fake.stored == 25  # nothing stored twice
+    assert [post["key"] for post in fake.posts[3:]] == first_keys
+    assert again.lines == [
+        "topic news: submitted 25 recipients in 3 requests: 25 accepted, 0 rejected, 0 duplicates",
+        "topic news: 3 of 3 requests had been accepted by an earlier run (replayed, not sent"
+        " again); 0 newly accepted",
+    ]
+
+    resent = run(fake, [*argv, "--resend"])
+    assert resent.code == EXIT_OK, resent.err
+    assert fake.stored == 50
+    resent_keys = [post["key"] for post in fake.posts[6:]]
+    assert len(set(resent_keys)) == 3
+    assert not set(resent_keys) & set(first_keys)
+    assert len(resent.lines) == 1
+    run(fake, [*argv, "--resend"])
+    assert fake.stored == 75  # each --resend is a new submission
+
+
+def test_a_rerun_after_a_failure_midway_sends_only_the_rest(
+    fake: FakeSesender, html: Path, tmp_path: Path
+) -> None:
+    fake.fail_post = {2: httpx.Response(400, json={"error": "messages[0].subject is bad"})}
+    path = recipients_file(tmp_path, 25)
+    argv = send_argv(html, "--recipients", str(path), "--batch-size", "10", "--no-follow")
+    failed = run(fake, argv)
+    assert failed.code == EXIT_FAILED
+    assert fake.stored == 20
+    resumed = run(fake, argv)
+    assert resumed.code == EXIT_OK, resumed.err
+    assert fake.stored == 25
+    assert resumed.lines[-1] == (
+        "topic news: 2 of 3 requests had been accepted by an earlier run (replayed, not sent"
+        " again); 1 newly accepted"
+    )
+
+
+def test_ctrl_c_while_submitting_says_how_to_resume(
+    fake: FakeSesender, html: Path, tmp_path: Path
+) -> None:
+    fake.fail_post = {1: KeyboardInterrupt()}
+    path = recipients_file(tmp_path, 25)
+    argv = send_argv(html, "--recipients", str(path), "--batch-size", "10")
+    interrupted = run(fake, argv)
+    assert interrupted.code == EXIT_INTERRUPTED
+    assert interrupted.err == (
+        "sesender: interrupted while submitting topic news; run the same command again to resume"
+        " (what was already accepted is not sent twice)\n"
+    )
+    assert fake.stored == 10
+    resumed = run(fake, [*argv, "--no-follow"])
+    assert resumed.code == EXIT_OK, resumed.err
+    assert fake.stored == 25
+
+
+def test_idempotency_keys_change_with_every_input_and_fit_the_header_limit() -> None:
+    base: dict[str, Any] = {
+        "topic": "news",
+        "subject": "Hi",
+        "content": "<p>x</p>",
+        "emails": ("a@example.com", "b@example.com"),
+        "scheduled_at": None,
+        "index": 0,
+    }
+    key = idempotency_key(**base)
+    assert key == idempotency_key(**base)
+    assert key.startswith("sesender-cli-v1-")
+    assert len(key) <= 255
+    assert key.isprintable()
+    changes: list[dict[str, Any]] = [
+        {"topic": "news2"},
+        {"subject": "Hi!"},
+        {"content": "<p>y</p>"},
+        {"emails": ("a@example.com",)},
+        {"emails": ("b@example.com", "a@example.com")},
+        {"scheduled_at": "2999-01-01 09:00:00"},
+        {"index": 1},
+        {"salt": "random"},
+        # the same characters split differently between fields
+        {"topic": "new", "subject": "sHi"},
+    ]
+    keys = {idempotency_key(**(base | change)) for change in changes}
+    assert len(keys) == len(changes)
+    assert key not in keys
+
+
+def test_the_help_states_the_servers_idempotency_window(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert IDEMPOTENCY_WINDOW.total_seconds() == IDEMPOTENCY_WINDOW_HOURS * 3600
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["send", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert f"record for {IDEMPOTENCY_WINDOW_HOURS} hours" in text
+    assert "--resend" in text
 
 
 def test_rate_meter_measures_over_a_window() -> None:

@@ -15,6 +15,8 @@ import pytest
 
 from sesender.http.app import PUBLIC_ENDPOINTS, SesenderApp
 from sesender.http.dashboard import CONTENT_SECURITY_POLICY, STATIC_FILES
+from sesender.http.stats import MAX_SECONDS
+from sesender.pipeline.rate_history import SendRateHistory
 
 STRICT_POLICY = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -196,3 +198,21 @@ def test_every_element_the_script_looks_up_exists() -> None:
 
 def test_the_wrong_key_message_is_the_documented_one() -> None:
     assert "The API key was refused" in packaged("dashboard.js")
+
+
+def test_the_window_buttons_ask_for_whole_minutes_the_server_serves() -> None:
+    """The "10 min" button once asked for 599 s; each button asks for what its label says, and
+    the script keeps a stored choice only if it is one of the buttons."""
+    buttons = re.findall(
+        r'<button type="button" data-seconds="(\d+)">(\d+) min</button>', packaged("dashboard.html")
+    )
+    assert buttons == [("60", "1"), ("300", "5"), ("600", "10")]
+    assert max(int(seconds) for seconds, _ in buttons) <= MAX_SECONDS
+    assert "[60, 300, 600].includes(state.windowSeconds)" in packaged("dashboard.js")
+
+
+def test_the_send_rate_history_holds_the_ten_minute_window() -> None:
+    assert MAX_SECONDS == 600
+    snapshot = SendRateHistory(now_ms=lambda: 1_000_000).snapshot(600)
+    assert len(snapshot) == 600
+    assert (snapshot[0][0], snapshot[-1][0]) == (400, 999)
