@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 
 import trio
 import trio.testing
@@ -52,10 +53,14 @@ async def run_pool(
     max_in_flight: int = 4,
     control: PipelineControl | None = None,
     composer: MessageComposer = COMPOSER,
+    batches: list[list[ClaimedEmail]] | None = None,
 ) -> list[Outcome]:
+    """Run a pool over ``emails`` (each its own batch) or over ``batches``; return every
+    outcome, in the order they reached the outcome pipe."""
     control = control or PipelineControl()
-    dispatch_tx, dispatch_rx = open_pipe[ClaimedEmail]("dispatch", 0)
-    outcome_tx, outcome_rx = open_pipe[Outcome]("outcome", 1000)
+    batches = batches if batches is not None else [[item] for item in emails]
+    dispatch_tx, dispatch_rx = open_pipe[Sequence[ClaimedEmail]]("dispatch", 0)
+    outcome_tx, outcome_rx = open_pipe[Sequence[Outcome]]("outcome", 1000)
     pool = SenderPool(
         backend=backend,
         composer=composer,
@@ -65,14 +70,15 @@ async def run_pool(
         retry=RetryPolicy(max_attempts=3, base_delay=1.0, max_delay=10.0),
         max_in_flight=max_in_flight,
         now_ms=trio_ms,
+        max_batch=max((len(batch) for batch in batches), default=1),
         rng=random.Random(1),
     )
     async with trio.open_nursery() as nursery:
         await nursery.start(pool.run)
         async with dispatch_tx:
-            for item in emails:
-                await dispatch_tx.send(item)
-    return [o async for o in outcome_rx]
+            for batch in batches:
+                await dispatch_tx.send(batch)
+    return [o async for group in outcome_rx for o in group]
 
 
 async def test_in_flight_never_exceeds_the_limit(autojump_clock: trio.testing.MockClock) -> None:
