@@ -28,6 +28,7 @@ throttling.
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
 import uuid
@@ -114,6 +115,10 @@ class MemoryBackend:
         self._failed = 0
         self._in_flight = 0
         self._peak_in_flight = 0
+        # Message ids: one random prefix per backend and a counter, unique like a uuid4 each
+        # but without reading os.urandom per email (a fifth of the pipeline's CPU at full speed).
+        self._id_prefix = f"memory-{uuid.uuid4()}"
+        self._ids = itertools.count(1)
 
     @property
     def sent(self) -> list[SentRecord]:
@@ -188,7 +193,7 @@ class MemoryBackend:
             self._failed += 1
             return exc
         record = SentRecord(
-            message_id=f"memory-{uuid.uuid4()}",
+            message_id=f"{self._id_prefix}-{next(self._ids)}",
             email=email,
             started_at=started_at,
             finished_at=self.clock(),
