@@ -234,8 +234,10 @@ class SenderPool:
                     self._on_send_latency(elapsed)
         sent_before = counts["sent"]
         outcome_of = self._outcome_of
+        answered_ms = self._now_ms()
         outcomes.extend(
-            outcome_of(email, result) for email, result in zip(sending, results, strict=True)
+            outcome_of(email, result, answered_ms)
+            for email, result in zip(sending, results, strict=True)
         )
         if self._on_sent is not None and counts["sent"] > sent_before:
             self._on_sent(counts["sent"] - sent_before)
@@ -260,9 +262,9 @@ class SenderPool:
             attempts=email.attempts,
         )
 
-    def _outcome_of(self, email: ClaimedEmail, result: SendResult) -> Outcome:
+    def _outcome_of(self, email: ClaimedEmail, result: SendResult, answered_ms: int) -> Outcome:
         """What one email's result means: Sent, Retry (or Failed once attempts run out), Failed,
-        or Deferred with the sending gate closed."""
+        or Deferred with the sending gate closed. ``answered_ms``: when the call returned."""
         attempts = email.attempts + 1
         if isinstance(result, str):
             self._counts["sent"] += 1
@@ -270,7 +272,7 @@ class SenderPool:
                 request_id=email.request_id,
                 message_id=result,
                 attempts=attempts,
-                sent_at_ms=self._now_ms(),
+                sent_at_ms=answered_ms,
             )
         if isinstance(result, PermanentSendError):
             self._counts["failed"] += 1
