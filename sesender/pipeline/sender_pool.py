@@ -83,9 +83,10 @@ class WeightedSlots:
         self.free -= count
 
     def release(self, count: int) -> None:
-        self.free += count
-        self._released.set()
-        self._released = trio.Event()
+        if count:
+            self.free += count
+            self._released.set()
+            self._released = trio.Event()
 
 
 class SenderPool:
