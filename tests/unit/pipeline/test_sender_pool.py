@@ -324,3 +324,38 @@ def test_max_batch_must_fit_in_flight() -> None:
             now_ms=trio_ms,
             max_batch=5,
         )
+
+
+async def test_a_message_that_cannot_be_composed_fails_alone_and_its_batch_goes_on(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    composer = UnbuildableComposer(
+        sender=COMPOSER.sender,
+        public_url=COMPOSER.public_url,
+        signer=COMPOSER.signer,
+        configuration_set=None,
+        unsubscribe_enabled=False,
+    )
+    backend = MemoryBackend()
+    control = PipelineControl()
+    outcomes = {
+        o.request_id: o
+        for o in await run_pool(
+            backend,
+            [],
+            batches=[[email(1), email(2, attempts=1), email(3)]],
+            composer=composer,
+            control=control,
+        )
+    }
+    assert outcomes[2] == Failed(
+        request_id=2,
+        error="could not compose message: no usable sender address",
+        kind=FailureKind.CONFIG,
+        attempts=1,
+    )
+    assert isinstance(outcomes[1], Sent)
+    assert isinstance(outcomes[3], Sent)
+    assert [r.email.request_id for r in backend.sent] == [1, 3]
+    assert set(control.handed_over) == {1, 3}  # never handed over, never registered
+    assert backend.statistics().attempts == 2
