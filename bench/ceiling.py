@@ -10,7 +10,8 @@ accepts (100,000/s) and ``SEND_BURST`` at its largest (1,000,000), so the token 
 holds anything back. The clock starts before the first of ``--emails`` (default 30,000) emails is
 submitted (``service.store.submit`` in submissions of 10,000, ``notify_submitted`` after each)
 and stops when ``store.topic_stats(topic)`` (polled every ``--poll`` seconds) counts every one of
-them ``Sent``, i.e. when every outcome is persisted. Aim: >= 3,000 emails/s.
+them ``Sent``, i.e. when every outcome is persisted. Aim: >= 8,000 emails/s. The process's CPU
+time over the run (service and the submitting code, one process) is reported per 1,000 emails.
 Baseline (**store floor**): the same database work done back to back by one task with nothing
 else running: submit in 10,000s, ``claim_due`` 1,000 at a time, ``record_outcomes`` of ``Sent``
 100 at a time (the post-processor's batch), on a fresh database. The ratio service / floor says
@@ -88,7 +89,7 @@ if TYPE_CHECKING:
 
 NAME = "ceiling"
 TOPIC = "bench_ceiling"
-MEMORY_AIM = 3000.0
+MEMORY_AIM = 8000.0
 SES_AIM = 0.8
 PER_SUBMISSION = 10_000
 CLAIM_BATCH = 1000
@@ -130,6 +131,7 @@ class Measurement:
             "seconds": self.seconds,
             "emails_per_second": self.rate,
             "client_cpu_seconds": self.client_cpu,
+            "client_cpu_seconds_per_1000_emails": 1000 * self.client_cpu / max(1, self.emails),
             "server_cpu_seconds": self.server_cpu,
             "peak_threads": self.peak_threads,
             **(self.extra or {}),
@@ -546,6 +548,7 @@ def report(figures: dict[str, Any]) -> str:
         "emails/s",
         "seconds",
         "client CPU s",
+        "client CPU s / 1,000",
         "server CPU s",
         "threads",
         "complete",
@@ -559,6 +562,7 @@ def report(figures: dict[str, Any]) -> str:
             measurement["emails_per_second"],
             measurement["seconds"],
             measurement["client_cpu_seconds"],
+            1000 * measurement["client_cpu_seconds"] / max(1, measurement["emails"]),
             measurement["server_cpu_seconds"],
             measurement["peak_threads"] or "-",
             measurement.get("complete", True),

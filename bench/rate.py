@@ -11,7 +11,8 @@ service sends for ``--warmup + --duration`` seconds (default 1 + 15) and
 ``service.shutdown.trigger("bench")`` stops it gracefully.
 
 Every figure comes from the memory backend's ``sent`` records: ``started_at`` is the trio-clock
-instant each ``send`` call began, i.e. when the email was handed to the provider. With ``t0`` the
+instant the call carrying the email (``send_batch``) began, i.e. when it was handed to the
+provider. With ``t0`` the
 first start:
 
 * **mean rate**: starts in the steady window ``[t0 + warmup, t0 + warmup + duration)`` divided
@@ -21,8 +22,9 @@ first start:
 * **max 1-s window**: the largest number of starts in any half-open 1-second window sliding over
   the whole run (start-up burst included), computed exactly from the sorted start times.
   Criterion: never above R + burst, the most a token bucket of that depth can allow.
-* **peak in-flight**: ``backend.statistics().peak_in_flight``, the most ``send`` calls running at
-  once. Criterion: never above 2 x R (the sender pool's limit).
+* **peak in-flight**: ``backend.statistics().peak_in_flight``, the most emails in backend calls
+  running at once (a call carries a batch). Criterion: never above 2 x R (the sender pool's
+  limit, counted in emails).
 
 It also draws sends per second (1-s bins from ``t0``) against the target for every R into
 ``--plot`` (default ``docs/rate.png``; pass ``--plot ''`` to skip it).

@@ -110,6 +110,11 @@ class PipelineCollector(Collector):
             "sesender_send_attempts", "Send attempts handed to the backend", value=pool.attempts
         )
         yield CounterMetricFamily(
+            "sesender_send_calls",
+            "Backend calls made, one per batch: attempts / calls is the average batch",
+            value=pool.calls,
+        )
+        yield CounterMetricFamily(
             "sesender_send_retries",
             "Attempts that failed transiently and were requeued",
             value=pool.retried,

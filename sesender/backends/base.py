@@ -1,16 +1,23 @@
 """The interface every mail backend implements.
 
-A backend turns one :class:`OutgoingEmail` into one delivered message and returns the provider's
-message id. It owns its own concurrency: a blocking client (boto3, smtplib, file I/O) runs in the
-backend's own ``ThreadLane``, so the pipeline only ever awaits ``send``. Failures are raised as the
-``SendError`` subclasses of :mod:`sesender.errors` and nothing else; the sender pool turns them into
-values (retry, fail, pause).
+A backend turns :class:`OutgoingEmail` values into delivered messages. The pipeline hands it a
+batch at a time (``send_batch``: at most as many emails as the rate limiter granted tokens for at
+once) and gets one :data:`SendResult` per email back: the provider's message id, or the
+``SendError`` (of :mod:`sesender.errors`) that says why that email was not sent. Failures are values
+there, never raised, so one refused address does not hide the results of the others; the sender
+pool turns them into outcomes (retry, fail, pause). ``send`` sends one email and raises instead;
+backends without a batch call of their own build ``send_batch`` on it
+(:func:`sesender.backends.one_by_one.send_one_by_one`). A backend owns its own concurrency: a
+blocking client (boto3, file I/O) runs in the backend's own ``ThreadLane``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
+
+from sesender.errors import SendError
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +58,10 @@ class AccountStatus:
     details: dict[str, str] = field(default_factory=dict)
 
 
+#: One email's result in a batch: the provider's message id, or why it was not sent.
+SendResult = str | SendError
+
+
 class Backend(Protocol):
     """One way of delivering email. Implementations: ses, outbox, memory."""
 
@@ -60,6 +71,15 @@ class Backend(Protocol):
         """Send one email and return the provider's message id.
 
         Raises TransientSendError, PermanentSendError or AccountSendError; nothing else.
+        """
+        ...
+
+    async def send_batch(self, emails: Sequence[OutgoingEmail]) -> list[SendResult]:
+        """Send every email; exactly one result per email, in the same order.
+
+        Never raises SendError: a per-email failure is that email's result, a whole-call
+        failure (throttling, 5xx, timeout, connection) is the same error for each email the
+        call carried. Emails of different contents may be mixed: the backend groups them.
         """
         ...
 

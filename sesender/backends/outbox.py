@@ -28,7 +28,7 @@ import os
 import re
 import tempfile
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email import policy
@@ -42,8 +42,9 @@ from pathlib import Path
 import trio
 
 from actors import ThreadLane
-from sesender.backends.base import AccountStatus, OutgoingEmail
+from sesender.backends.base import AccountStatus, OutgoingEmail, SendResult
 from sesender.backends.headers import require_single_line
+from sesender.backends.one_by_one import send_one_by_one
 from sesender.backends.sendable import check_sendable
 from sesender.backends.text import text_part
 from sesender.errors import AccountSendError, PermanentSendError
@@ -234,6 +235,10 @@ class OutboxBackend:
             ) from exc
         self._written += 1
         return message_id
+
+    async def send_batch(self, emails: Sequence[OutgoingEmail]) -> list[SendResult]:
+        """One file per email, written concurrently in the lane; one result per email, in order."""
+        return await send_one_by_one(self.send, emails, concurrently=True)
 
     async def account_status(self) -> AccountStatus:
         """``can_send`` is whether the directory exists (or can be created) and is writable."""

@@ -37,6 +37,7 @@ domains.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -55,7 +56,8 @@ from botocore.exceptions import (
 )
 
 from actors import ThreadLane
-from sesender.backends.base import AccountStatus, OutgoingEmail
+from sesender.backends.base import AccountStatus, OutgoingEmail, SendResult
+from sesender.backends.one_by_one import send_one_by_one
 from sesender.backends.sendable import check_sendable
 from sesender.backends.text import text_part
 from sesender.errors import (
@@ -406,6 +408,10 @@ class SesBackend:
             account=self._account,
             in_flight=self._in_flight,
         )
+
+    async def send_batch(self, emails: Sequence[OutgoingEmail]) -> list[SendResult]:
+        """One ``SendEmail`` per email, concurrently in the lane; one result per email, in order."""
+        return await send_one_by_one(self.send, emails, concurrently=True)
 
 
 def account_status_from(response: GetAccountResponseTypeDef) -> AccountStatus:

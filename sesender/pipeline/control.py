@@ -10,11 +10,12 @@ whose outcome is not yet persisted (which cancellation must not mark ``Stopped``
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import trio
 
-from sesender.models import Deferred, Stopped
+from sesender.models import ClaimedEmail, Deferred, Stopped
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +87,12 @@ class CancelledTopics:
 
     def __len__(self) -> int:
         return len(self._up_to)
+
+    @property
+    def none(self) -> bool:
+        """No cancellation at all, confirmed or pending: the common case, checked per batch so
+        that the per-email checks can be skipped."""
+        return not self._up_to and not self._pending
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,14 +177,17 @@ class PipelineControl:
         #: request id -> topic of every email handed to the backend whose outcome is not yet
         #: persisted: cancellation leaves these alone, and they bound duplicates after a crash.
         self.handed_over: dict[int, str] = {}
-        #: lets cancellation interrupt the rate limiter's wait for a token for its head email.
-        self.token_wait: tuple[str, int, trio.CancelScope] | None = None
+        #: the batch the rate limiter is waiting with (for its tokens, or for the gate to open)
+        #: and the scope of that wait: a cancellation of one of its emails, or a shutdown,
+        #: interrupts the wait, so a cancelled email never takes a token.
+        self.token_wait: tuple[Sequence[ClaimedEmail], trio.CancelScope] | None = None
         #: free room in the send pipe at which the scheduler wants waking (set by the scheduler).
         self.scheduler_low_water = 1
 
-    def note_room(self, free_room: int) -> None:
-        """The rate limiter took an email: wake the scheduler when room reaches its mark."""
-        if free_room == self.scheduler_low_water:
+    def note_room(self, free_room: int, taken: int = 1) -> None:
+        """The rate limiter took ``taken`` emails, leaving ``free_room``: wake the scheduler when
+        the room reached its mark with them (once per crossing, not for every email after)."""
+        if free_room >= self.scheduler_low_water > free_room - taken:
             self.scheduler_wakeup.set()
 
     def wake_scheduler(self) -> None:
@@ -188,7 +198,7 @@ class PipelineControl:
         self.stop_sending.set()
         self.scheduler_wakeup.set()
         if self.token_wait is not None:
-            self.token_wait[2].cancel()
+            self.token_wait[1].cancel()
 
     def cancel_topic_in_memory(self, topic_id: str, up_to_id: int) -> tuple[int, list[int]]:
         """Mark the topic's cancellation pending; interrupt a token wait for it; return the mark
@@ -199,8 +209,8 @@ class PipelineControl:
         """
         mark = self.cancelled.mark(topic_id, up_to_id)
         if self.token_wait is not None:
-            waiting_topic, request_id, scope = self.token_wait
-            if waiting_topic == topic_id and request_id <= up_to_id:
+            waiting, scope = self.token_wait
+            if any(e.topic_id == topic_id and e.request_id <= up_to_id for e in waiting):
                 scope.cancel()
         return mark, [rid for rid, topic in self.handed_over.items() if topic == topic_id]
 

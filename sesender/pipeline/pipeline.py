@@ -6,8 +6,15 @@ The graph (capacities from configuration)::
                                                |                            |
                                                +--outcome(POST_CHANNEL_SIZE)+--> PostProcessor
 
-The dispatch pipe is a rendezvous: the sender pool takes an email only when it has a free slot,
-so an email that got its token is never parked where cancellation cannot see it. The
+The send pipe carries emails; the dispatch and outcome pipes carry batches: the rate limiter
+groups what is waiting into batches of at most :func:`batch_size` emails and grants each its
+tokens at once, the sender pool hands each batch to the backend in one ``send_batch`` call, and
+the post-processor receives each batch's outcomes as one item. So the event loop pays its
+hand-offs per batch, not per email. The outcome pipe's capacity in batches is chosen so that it
+holds about ``POST_CHANNEL_SIZE`` outcomes.
+
+The dispatch pipe is a rendezvous: the sender pool takes a batch only when it has room for it,
+so a batch that got its tokens is never parked where cancellation cannot see it. The
 AccountMonitor sits beside the graph and only opens and closes the sending gate.
 
 Shutdown drains by end of channel: ``begin_stop`` makes the scheduler stop claiming and close its
@@ -39,8 +46,18 @@ from sesender.pipeline.scheduler import Scheduler
 from sesender.pipeline.sender_pool import SenderPool
 from sesender.store.base import QueueStore
 
+#: The most emails in one batch, whatever the rate: SES's ``SendBulkEmail`` takes at most 50
+#: destinations per call.
+MAX_BATCH = 50
+
 #: The actor names, in start order (downstream first, so nothing sends into an unstarted actor).
 ACTOR_NAMES = ("post-processor", "sender-pool", "rate-limiter", "scheduler", "account-monitor")
+
+
+def batch_size(settings: PipelineConfig) -> int:
+    """The most emails in one batch: no more than the bucket's burst (so a batch sent in one
+    call cannot break the configured rate), than one bulk call takes, or than may be in flight."""
+    return max(1, min(int(settings.burst), MAX_BATCH, settings.in_flight_limit()))
 
 
 class PipelineObserver(Protocol):
@@ -53,7 +70,8 @@ class PipelineObserver(Protocol):
 
     def emails_suppressed(self, count: int) -> None: ...
 
-    def send_latency(self, seconds: float) -> None: ...
+    def send_latency(self, seconds: float) -> None:
+        """Once per email handed to the backend, with the duration of the call that carried it."""
 
 
 class Pipeline:
@@ -73,9 +91,12 @@ class Pipeline:
         self.rate_history = SendRateHistory(now_ms=now_ms)
         self._store = store
         self._now_ms = now_ms
+        self.batch_size = batch_size(settings)
         send_tx, send_rx = open_pipe[ClaimedEmail]("send", settings.send_channel_size)
-        dispatch_tx, dispatch_rx = open_pipe[ClaimedEmail]("dispatch", 0)
-        outcome_tx, outcome_rx = open_pipe[Outcome]("outcome", settings.post_channel_size)
+        dispatch_tx, dispatch_rx = open_pipe[Sequence[ClaimedEmail]]("dispatch", 0)
+        outcome_tx, outcome_rx = open_pipe[Sequence[Outcome]](
+            "outcome", max(1, settings.post_channel_size // self.batch_size)
+        )
         self.pipes = (send_tx, dispatch_tx, outcome_tx)
         self.bucket = TokenBucket(settings.max_send_per_second, settings.burst)
         self.scheduler = Scheduler(
@@ -94,6 +115,7 @@ class Pipeline:
             outcome_tx=outcome_tx.clone(),
             control=self.control,
             now_ms=now_ms,
+            max_batch=self.batch_size,
         )
         self.sender_pool = SenderPool(
             backend=backend,
@@ -108,6 +130,7 @@ class Pipeline:
             ),
             max_in_flight=settings.in_flight_limit(),
             now_ms=now_ms,
+            max_batch=self.batch_size,
             rng=rng,
             on_send_latency=observer.send_latency if observer else None,
             on_sent=self.rate_history.record,

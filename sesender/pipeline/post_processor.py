@@ -1,9 +1,11 @@
 """PostProcessor: persists send outcomes in batches.
 
-A batch is written when it holds ``flush_size`` outcomes or when its oldest outcome has waited
-``flush_interval`` seconds, whichever comes first: one transaction per batch, not per email. If the
-database refuses writes (read-only, disk full) the batch is kept and retried with backoff, never
-dropped; meanwhile the bounded outcome pipe fills and the pipeline slows to a stop instead of
+Outcomes arrive a group at a time (one pipe item per send call, or per group the rate limiter
+held back). A batch is written when it holds ``flush_size`` outcomes or when its oldest outcome
+has waited ``flush_interval`` seconds, whichever comes first (an arriving group is never split,
+so a batch may hold a little more than ``flush_size``): one transaction per batch, not per email.
+If the database refuses writes (read-only, disk full) the batch is kept and retried with backoff,
+never dropped; meanwhile the bounded outcome pipe fills and the pipeline slows to a stop instead of
 losing anything. After a flush it releases the emails from the "handed over" register and wakes
 the scheduler when retries or deferred emails went back to the queue.
 """
@@ -40,7 +42,7 @@ class PostProcessor:
         self,
         *,
         store: QueueStore,
-        outcome_rx: PipeReceiver[Outcome],
+        outcome_rx: PipeReceiver[Sequence[Outcome]],
         control: PipelineControl,
         now_ms: Callable[[], int],
         flush_size: int = 100,
@@ -67,12 +69,12 @@ class PostProcessor:
             while True:
                 with trio.move_on_at(deadline):
                     try:
-                        outcome = await self._outcome_rx.receive()
+                        outcomes = await self._outcome_rx.receive()
                     except trio.EndOfChannel:
                         break
                     if not self._batch:
                         deadline = trio.current_time() + self.flush_interval
-                    self._batch.append(outcome)
+                    self._batch.extend(outcomes)
                     if len(self._batch) < self.flush_size:
                         continue
                 await self._flush()

@@ -1,12 +1,18 @@
-"""SenderPool: runs up to ``max_in_flight`` sends at once and turns each result into an outcome.
+"""SenderPool: sends batches with ``backend.send_batch`` and turns each email's result into an
+outcome.
+
+At most ``max_in_flight`` emails (recipients, not calls) are with the backend at once: a batch
+takes room for each of its emails, and gives it back once its outcomes are in the outcome pipe.
+Each batch's outcomes go to the post-processor as one item.
 
 Per-email failures are values, not exceptions: a transient error becomes ``Retry`` (or ``Failed``
 once attempts run out), a permanent one ``Failed``, a message the service cannot build ``Failed``
 as ``config`` (retryable once the configuration is fixed), an account-level one closes the
-sending gate and ``Deferred`` the email back to the queue. The last check for cancellation
-happens right before the hand-over to the backend, in the same synchronous step that registers
-the email as handed over, so ``DELETE /v1/topics/{id}`` never stops an email that is already on
-its way.
+sending gate and ``Deferred`` the email back to the queue. A whole-call failure arrives as the
+same error for each email of the call and so means the same for each. The last check for
+cancellation happens right before the hand-over to the backend, in the same synchronous step that
+registers the batch's emails as handed over, so ``DELETE /v1/topics/{id}`` never stops an email
+that is already on its way, and an email cancelled while its batch waited is not sent.
 """
 
 from __future__ import annotations
@@ -14,13 +20,13 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import trio
 
 from actors import PipeReceiver, PipeSender
-from sesender.backends.base import Backend
+from sesender.backends.base import Backend, OutgoingEmail, SendResult
 from sesender.errors import AccountSendError, PermanentSendError, SendError, TransientSendError
 from sesender.models import (
     ClaimedEmail,
@@ -55,6 +61,32 @@ class SenderPoolStatistics:
     throttled: int
     deferred: int
     stopped: int
+    calls: int
+
+
+class WeightedSlots:
+    """Room for ``total`` emails in flight, taken and given back by the batch.
+
+    Only the pool's receiving loop takes room, so a plain level check and a wake-up event are
+    enough: no queue of waiters, no fairness to keep.
+    """
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.free = total
+        self._released = trio.Event()
+
+    async def acquire(self, count: int) -> None:
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while self.free < count:
+            await self._released.wait()
+        self.free -= count
+
+    def release(self, count: int) -> None:
+        if count:
+            self.free += count
+            self._released.set()
+            self._released = trio.Event()
 
 
 class SenderPool:
@@ -63,16 +95,21 @@ class SenderPool:
         *,
         backend: Backend,
         composer: MessageComposer,
-        dispatch_rx: PipeReceiver[ClaimedEmail],
-        outcome_tx: PipeSender[Outcome],
+        dispatch_rx: PipeReceiver[Sequence[ClaimedEmail]],
+        outcome_tx: PipeSender[Sequence[Outcome]],
         control: PipelineControl,
         retry: RetryPolicy,
         max_in_flight: int,
         now_ms: Callable[[], int],
+        max_batch: int = 1,
         rng: random.Random | None = None,
         on_send_latency: Callable[[float], None] | None = None,
-        on_sent: Callable[[], None] | None = None,
+        on_sent: Callable[[int], None] | None = None,
     ) -> None:
+        if not 1 <= max_batch <= max_in_flight:
+            raise ValueError(
+                f"max_batch must be between 1 and max_in_flight ({max_in_flight}), got {max_batch}"
+            )
         self._on_sent = on_sent
         self._backend = backend
         self._composer = composer
@@ -80,125 +117,179 @@ class SenderPool:
         self._outcome_tx = outcome_tx
         self._control = control
         self._retry = retry
+        #: the most emails (not calls) handed to the backend and not yet answered.
         self.max_in_flight = max_in_flight
-        self._slots = trio.Semaphore(max_in_flight)
+        #: the largest batch the rate limiter sends: room for it is taken before receiving one.
+        self.max_batch = max_batch
+        self._slots = WeightedSlots(max_in_flight)
         self._now_ms = now_ms
         self._rng = rng or random.Random()
         self._on_send_latency = on_send_latency
         self._in_flight = 0
         self._peak = 0
         self._counts = dict.fromkeys(
-            ("attempts", "sent", "retried", "failed", "throttled", "deferred", "stopped"), 0
+            ("attempts", "sent", "retried", "failed", "throttled", "deferred", "stopped", "calls"),
+            0,
         )
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        slots = self._slots
         async with self._dispatch_rx, self._outcome_tx, trio.open_nursery() as nursery:
             task_status.started()
             while True:
-                await self._slots.acquire()
+                # Room for the largest batch first, so that a batch that got its tokens is taken
+                # at once and never parked where cancellation cannot see it; what the batch
+                # does not use is given back as soon as its size is known.
+                await slots.acquire(self.max_batch)
                 try:
-                    email = await self._dispatch_rx.receive()
+                    batch = await self._dispatch_rx.receive()
                 except trio.EndOfChannel:
-                    self._slots.release()
+                    slots.release(self.max_batch)
                     break
                 except BaseException:
-                    self._slots.release()
+                    slots.release(self.max_batch)
                     raise
-                nursery.start_soon(self._send_one, email)
+                if len(batch) > self.max_batch:
+                    slots.release(self.max_batch)
+                    raise ValueError(
+                        f"a batch of {len(batch)} emails is over max_batch ({self.max_batch})"
+                    )
+                slots.release(self.max_batch - len(batch))
+                nursery.start_soon(self._send_batch, batch)
         # Leaving the nursery waited for every send in flight; closing outcome_tx tells the
         # post-processor that nothing more will come.
 
-    async def _send_one(self, email: ClaimedEmail) -> None:
-        # The slot is released only once the outcome is in the outcome pipe: when the database
-        # stalls, the pipe fills, the pool stops taking emails and the pipeline slows to a stop
-        # instead of piling up finished sends.
+    async def _send_batch(self, batch: Sequence[ClaimedEmail]) -> None:
+        # The room is given back only once the outcomes are in the outcome pipe: when the
+        # database stalls, the pipe fills, the pool stops taking batches and the pipeline slows
+        # to a stop instead of piling up finished sends.
         try:
-            outcome = await self._attempt(email)
-            await self._hand_over(email, outcome)
+            outcomes = await self._attempt(batch)
+            await self._hand_over(batch, outcomes)
         finally:
-            self._slots.release()
+            self._slots.release(len(batch))
 
-    async def _hand_over(self, email: ClaimedEmail, outcome: Outcome) -> None:
+    async def _hand_over(self, batch: Sequence[ClaimedEmail], outcomes: list[Outcome]) -> None:
         """Wait as long as it takes for room in the outcome pipe; only when cancelled (the
-        shutdown deadline) try once more, shielded and bounded: the send happened, and its
-        outcome is the one thing worth a shield."""
+        shutdown deadline) try once more, shielded and bounded: the sends happened, and their
+        outcomes are the one thing worth a shield."""
         try:
-            await self._outcome_tx.send(outcome)
+            await self._outcome_tx.send(outcomes)
         except trio.Cancelled:
             with trio.move_on_after(OUTCOME_HANDOFF_TIMEOUT, shield=True) as scope:
-                await self._outcome_tx.send(outcome)
+                await self._outcome_tx.send(outcomes)
             if scope.cancelled_caught:
                 logger.error(
-                    "outcome of request %d not persisted; it will be sent again after restart",
-                    email.request_id,
+                    "outcomes of requests %s not persisted; they will be sent again after restart",
+                    ", ".join(str(email.request_id) for email in batch),
                 )
             raise
 
-    async def _attempt(self, email: ClaimedEmail) -> Outcome:
+    async def _attempt(self, batch: Sequence[ClaimedEmail]) -> list[Outcome]:
+        """Send what may still be sent of ``batch`` in one ``send_batch`` call; one outcome per
+        email. Everything up to the call is one synchronous step: the last check for
+        cancellation, composing, and registering the emails as handed over."""
         control = self._control
-        if control.cancelled.is_cancelled(email.topic_id, email.request_id):
-            held = control.held_back(email.topic_id, email.request_id, self._now_ms())
-            self._counts["stopped" if isinstance(held, Stopped) else "deferred"] += 1
-            return held
-        if control.stop_sending.is_set() or control.gate.is_paused:
-            self._counts["deferred"] += 1
-            return Deferred(request_id=email.request_id, due_at_ms=self._now_ms())
-        try:
-            outgoing = self._composer.compose(email)
-        except (ValueError, SendError) as exc:
-            # The content was validated when it was accepted, so what the composer cannot build
-            # is the service's side: its configuration (sender, public URL, tracking secret) or
-            # a defect. ``config`` lets POST /v1/topics/{id}/retry requeue it once that is fixed;
-            # no attempt was made, so none is counted.
-            self._counts["failed"] += 1
-            logger.error(
-                "could not compose request %d: %s",
-                email.request_id,
-                exc,
-                extra={"event": "compose_failed"},
-            )
-            return Failed(
-                request_id=email.request_id,
-                error=f"could not compose message: {exc}",
-                kind=FailureKind.CONFIG,
-                attempts=email.attempts,
-            )
-        attempts = email.attempts + 1
-        control.handed_over[email.request_id] = email.topic_id
-        self._in_flight += 1
+        counts = self._counts
+        outcomes: list[Outcome] = []
+        sending: list[ClaimedEmail] = []
+        outgoing: list[OutgoingEmail] = []
+        now_ms = self._now_ms()
+        cancelled = control.cancelled
+        check_cancelled = not cancelled.none
+        hold = control.stop_sending.is_set() or control.gate.is_paused
+        compose = self._composer.compose
+        for email in batch:
+            if check_cancelled and cancelled.is_cancelled(email.topic_id, email.request_id):
+                held = control.held_back(email.topic_id, email.request_id, now_ms)
+                counts["stopped" if isinstance(held, Stopped) else "deferred"] += 1
+                outcomes.append(held)
+            elif hold:
+                counts["deferred"] += 1
+                outcomes.append(Deferred(request_id=email.request_id, due_at_ms=now_ms))
+            else:
+                try:
+                    outgoing.append(compose(email))
+                except (ValueError, SendError) as exc:
+                    outcomes.append(self._not_composed(email, exc))
+                else:
+                    sending.append(email)
+        if not sending:
+            return outcomes
+        handed_over = control.handed_over
+        for email in sending:
+            handed_over[email.request_id] = email.topic_id
+        count = len(sending)
+        self._in_flight += count
         self._peak = max(self._peak, self._in_flight)
-        self._counts["attempts"] += 1
+        counts["attempts"] += count
+        counts["calls"] += 1
         started = time.perf_counter()
         try:
-            message_id = await self._backend.send(outgoing)
-        except TransientSendError as exc:
-            if exc.unreachable:
-                return self._pause(email, exc, probe_soon=True)
-            return self._transient(email, attempts, exc)
-        except PermanentSendError as exc:
+            results = await self._backend.send_batch(outgoing)
+        finally:
+            self._in_flight -= count
+            if self._on_send_latency is not None:
+                elapsed = time.perf_counter() - started
+                for _ in range(count):
+                    self._on_send_latency(elapsed)
+        sent_before = counts["sent"]
+        outcome_of = self._outcome_of
+        answered_ms = self._now_ms()
+        outcomes.extend(
+            outcome_of(email, result, answered_ms)
+            for email, result in zip(sending, results, strict=True)
+        )
+        if self._on_sent is not None and counts["sent"] > sent_before:
+            self._on_sent(counts["sent"] - sent_before)
+        return outcomes
+
+    def _not_composed(self, email: ClaimedEmail, exc: Exception) -> Failed:
+        """The content was validated when it was accepted, so what the composer cannot build
+        is the service's side: its configuration (sender, public URL, tracking secret) or a
+        defect. ``config`` lets POST /v1/topics/{id}/retry requeue it once that is fixed; no
+        attempt was made, so none is counted."""
+        self._counts["failed"] += 1
+        logger.error(
+            "could not compose request %d: %s",
+            email.request_id,
+            exc,
+            extra={"event": "compose_failed"},
+        )
+        return Failed(
+            request_id=email.request_id,
+            error=f"could not compose message: {exc}",
+            kind=FailureKind.CONFIG,
+            attempts=email.attempts,
+        )
+
+    def _outcome_of(self, email: ClaimedEmail, result: SendResult, answered_ms: int) -> Outcome:
+        """What one email's result means: Sent, Retry (or Failed once attempts run out), Failed,
+        or Deferred with the sending gate closed. ``answered_ms``: when the call returned."""
+        attempts = email.attempts + 1
+        if isinstance(result, str):
+            self._counts["sent"] += 1
+            return Sent(
+                request_id=email.request_id,
+                message_id=result,
+                attempts=attempts,
+                sent_at_ms=answered_ms,
+            )
+        if isinstance(result, PermanentSendError):
             self._counts["failed"] += 1
-            logger.debug("request %d failed permanently: %s", email.request_id, exc)
+            logger.debug("request %d failed permanently: %s", email.request_id, result)
             return Failed(
                 request_id=email.request_id,
-                error=_describe(exc),
+                error=_describe(result),
                 kind=FailureKind.PERMANENT,
                 attempts=attempts,
             )
-        except AccountSendError as exc:
-            return self._pause(email, exc, probe_soon=False)
-        finally:
-            self._in_flight -= 1
-            if self._on_send_latency is not None:
-                self._on_send_latency(time.perf_counter() - started)
-        self._counts["sent"] += 1
-        if self._on_sent is not None:
-            self._on_sent()
-        return Sent(
-            request_id=email.request_id,
-            message_id=message_id,
-            attempts=attempts,
-            sent_at_ms=self._now_ms(),
-        )
+        if isinstance(result, AccountSendError):
+            return self._pause(email, result, probe_soon=False)
+        if isinstance(result, TransientSendError) and result.unreachable:
+            return self._pause(email, result, probe_soon=True)
+        # Transient, or a SendError of no known kind: retried, within the attempts allowed.
+        return self._transient(email, attempts, result)
 
     def _pause(self, email: ClaimedEmail, exc: SendError, *, probe_soon: bool) -> Outcome:
         """Close the sending gate (account paused, or provider unreachable) and defer the email
@@ -213,8 +304,8 @@ class SenderPool:
             )
         return Deferred(request_id=email.request_id, due_at_ms=self._now_ms())
 
-    def _transient(self, email: ClaimedEmail, attempts: int, exc: TransientSendError) -> Outcome:
-        if exc.throttled:
+    def _transient(self, email: ClaimedEmail, attempts: int, exc: SendError) -> Outcome:
+        if isinstance(exc, TransientSendError) and exc.throttled:
             self._counts["throttled"] += 1
         if not self._retry.can_retry(attempts):
             self._counts["failed"] += 1

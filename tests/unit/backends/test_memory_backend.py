@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import random
 from typing import Any, Unpack
 
 import pytest
@@ -275,3 +276,67 @@ async def test_aclose_marks_closed() -> None:
 def test_invalid_arguments_are_refused(arguments: dict[str, Any]) -> None:
     with pytest.raises(ValueError):  # noqa: PT011 - the message is not the point here
         MemoryBackend(**arguments)
+
+
+async def test_a_batch_is_one_call_with_one_result_per_email_in_order(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    def script(outgoing: OutgoingEmail) -> None:
+        if outgoing.request_id == 3:
+            raise TransientSendError("slow down", code="Throttling", throttled=True)
+
+    backend = MemoryBackend(latency=2.0, script=script)
+    batch = [
+        email(request_id=1),
+        email(request_id=2, recipient="reject@example.org"),
+        email(request_id=3),
+        email(request_id=4),
+    ]
+    results = await backend.send_batch(batch)
+    assert isinstance(results[0], str)
+    assert results[0].startswith("memory-")
+    assert isinstance(results[1], PermanentSendError)
+    assert results[1].code == "MessageRejected"
+    assert isinstance(results[2], TransientSendError)
+    assert results[2].throttled
+    assert isinstance(results[3], str)
+    assert trio.current_time() == 2.0  # one latency for the whole call
+    assert [(r.email.request_id, r.started_at, r.finished_at) for r in backend.sent] == [
+        (1, 0.0, 2.0),
+        (4, 0.0, 2.0),
+    ]
+    stats = backend.statistics()
+    assert (stats.attempts, stats.sent, stats.throttled, stats.failed) == (4, 2, 1, 1)
+    assert stats.peak_in_flight == 4
+    assert stats.in_flight == 0
+
+
+async def test_a_paused_account_is_every_email_s_result_not_an_exception(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    backend = MemoryBackend()
+    backend.pause("Sending paused for this account")
+    results = await backend.send_batch([email(request_id=1), email(request_id=2)])
+    assert all(isinstance(result, AccountSendError) for result in results)
+    assert backend.sent == []
+
+
+async def test_jitter_of_a_batch_is_its_slowest_email_and_draws_stay_per_email(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    batch = [email(request_id=n) for n in range(1, 9)]
+    singles = MemoryBackend(latency=1.0, latency_jitter=1.0, throttle_rate=0.5, seed=11)
+    single_results = [await singles.send_batch([item]) for item in batch]
+    together = MemoryBackend(latency=1.0, latency_jitter=1.0, throttle_rate=0.5, seed=11)
+    start = trio.current_time()
+    results = await together.send_batch(batch)
+    # The same emails are throttled whether sent alone or together (draws are per email) ...
+    throttled = [isinstance(r, TransientSendError) for r in results]
+    assert throttled == [isinstance(r, TransientSendError) for (r,) in single_results]
+    assert 0 < sum(throttled) < len(batch)
+    # ... and the call lasts as long as the slowest of them would have alone.
+    alone = [
+        1.0 + random.Random(f"11:{item.request_id}:1:{item.recipient}").uniform(0.0, 1.0)
+        for item in batch
+    ]
+    assert trio.current_time() - start == pytest.approx(max(alone))

@@ -276,3 +276,20 @@ async def test_relative_directory_is_made_absolute(
 
 async def test_aclose_is_harmless(backend: OutboxBackend) -> None:
     await backend.aclose()
+
+
+async def test_a_batch_writes_one_file_per_email_and_returns_each_result_in_order(
+    backend: OutboxBackend, outbox_dir: Path
+) -> None:
+    batch = [
+        outgoing(request_id=1),
+        outgoing(request_id=2, recipient="not an address"),
+        outgoing(request_id=3),
+    ]
+    results = await backend.send_batch(batch)
+    assert isinstance(results[1], PermanentSendError)
+    paths = await trio.to_thread.run_sync(lambda: list(outbox_dir.iterdir()))
+    written = {parse(path)["Message-ID"].strip("<>"): path for path in paths}
+    assert sorted(written) == sorted(r for r in results if isinstance(r, str))
+    assert len(written) == 2
+    assert {written[r].name.split("-")[0] for r in results if isinstance(r, str)} == {"1", "3"}

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from sesender.models import Deferred, Stopped
+import trio
+
+from sesender.models import ClaimedEmail, Content, Deferred, Stopped
 from sesender.pipeline.control import PipelineControl
 
 
@@ -33,3 +35,41 @@ def test_handed_over_emails_of_the_topic_are_kept() -> None:
     control.handed_over.update({1: "t", 2: "other", 3: "t"})
     _, keep = control.cancel_topic_in_memory("t", up_to_id=10)
     assert keep == [1, 3]
+
+
+def test_the_scheduler_is_woken_once_when_the_room_crosses_its_mark() -> None:
+    control = PipelineControl()
+    control.scheduler_low_water = 10
+    control.note_room(9, taken=5)  # 4 -> 9: not there yet
+    assert not control.scheduler_wakeup._event.is_set()
+    control.note_room(14, taken=5)  # 9 -> 14: crossed
+    assert control.scheduler_wakeup._event.is_set()
+    control.scheduler_wakeup.clear()
+    control.note_room(19, taken=5)  # 14 -> 19: already past it, no second wake-up
+    assert not control.scheduler_wakeup._event.is_set()
+    control.note_room(10)  # one at a time: exactly at the mark
+    assert control.scheduler_wakeup._event.is_set()
+
+
+async def test_a_waiting_batch_is_interrupted_only_by_a_cancel_of_one_of_its_emails() -> None:
+    control = PipelineControl()
+    batch = [
+        ClaimedEmail(1, "a", "u1@example.com", Content("s", "b"), 0),
+        ClaimedEmail(7, "b", "u7@example.com", Content("s", "b"), 0),
+    ]
+    scope = trio.CancelScope()
+    control.token_wait = (batch, scope)
+    control.cancel_topic_in_memory("c", up_to_id=10)
+    control.cancel_topic_in_memory("b", up_to_id=6)  # accepted after 7: not covered
+    assert not scope.cancel_called
+    control.cancel_topic_in_memory("b", up_to_id=7)
+    assert scope.cancel_called
+
+
+def test_no_cancellation_at_all_is_known_without_asking_per_email() -> None:
+    control = PipelineControl()
+    assert control.cancelled.none
+    mark, _ = control.cancel_topic_in_memory("t", up_to_id=1)
+    assert not control.cancelled.none
+    control.cancelled.withdraw(mark)
+    assert control.cancelled.none

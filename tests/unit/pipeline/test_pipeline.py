@@ -16,7 +16,7 @@ from sesender.config import PipelineConfig
 from sesender.errors import AccountSendError, StoreUnavailable, TransientSendError
 from sesender.models import Status
 from sesender.pipeline.compose import MessageComposer
-from sesender.pipeline.pipeline import Pipeline
+from sesender.pipeline.pipeline import Pipeline, batch_size
 from sesender.tracking import TokenSigner
 from tests.unit.pipeline.fakes import FakeQueueStore, trio_ms
 
@@ -321,3 +321,42 @@ async def test_recorded_cancellations_are_loaded_at_start(
         await drain(pipeline, supervisor.cancel_scope)
     assert [r.email.request_id for r in backend.sent] == [4, 5]
     assert store.by_status(Status.STOPPED) == [1, 2, 3]
+
+
+@pytest.mark.parametrize(
+    ("rate", "burst", "expected"),
+    [(24, 2, 2), (5000, 500, 50), (1000, 100, 50), (10, 1, 1), (1, 5, 2), (200, 20.5, 20)],
+)
+def test_batch_size_is_bounded_by_burst_bulk_limit_and_in_flight(
+    rate: float, burst: float, expected: int
+) -> None:
+    assert batch_size(settings(rate=rate, burst=burst)) == expected
+
+
+@pytest.mark.parametrize(("rate", "burst"), [(24, 2), (1000, 100)])
+async def test_batches_keep_the_rate_and_the_in_flight_limit(
+    autojump_clock: trio.testing.MockClock, rate: int, burst: int
+) -> None:
+    """However large the batches, no one-second window holds more than R + burst recipients,
+    and at most 2 x R recipients are with the backend at once."""
+    store = FakeQueueStore()
+    total = rate * 5
+    store.add(total)
+    backend = MemoryBackend(latency=0.3)
+    pipeline = build(store, backend, rate=rate, burst=burst, send_channel_size=10_000)
+    async with open_supervisor() as supervisor:
+        await pipeline.start(supervisor)
+        await backend.wait_sent(total)
+        await trio.sleep(1)
+        await drain(pipeline, supervisor.cancel_scope)
+    assert len(store.by_status(Status.SENT)) == total
+    starts = sorted(r.started_at for r in backend.sent)
+    for first, start in enumerate(starts):
+        in_window = sum(1 for s in starts[first:] if s < start + 1.0)
+        assert in_window <= rate + burst
+    expected_batch = min(burst, 50)
+    calls = pipeline.sender_pool.statistics().calls
+    assert calls <= 2 * total / expected_batch  # batches are (mostly) full
+    assert backend.statistics().peak_in_flight <= 2 * rate
+    # The whole run took as long as the rate allows, not longer: (total - burst) / rate.
+    assert starts[-1] == pytest.approx((total - burst) / rate, abs=0.05)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pytest
 import trio
 import trio.testing
@@ -14,7 +16,7 @@ from tests.unit.pipeline.fakes import FakeQueueStore, trio_ms
 
 
 def rig(store: FakeQueueStore):  # type: ignore[no-untyped-def]
-    outcome_tx, outcome_rx = open_pipe[Outcome]("outcome", 1000)
+    outcome_tx, outcome_rx = open_pipe[Sequence[Outcome]]("outcome", 1000)
     control = PipelineControl()
     post = PostProcessor(
         store=store,
@@ -43,7 +45,7 @@ async def test_flushes_by_size_at_once_and_by_time_after_half_a_second(
     async with trio.open_nursery() as nursery:
         await nursery.start(post.run)
         for request_id in ids:
-            await outcome_tx.send(Sent(request_id, f"m{request_id}", 1, 0))
+            await outcome_tx.send([Sent(request_id, f"m{request_id}", 1, 0)])
         await trio.sleep(2)
         await outcome_tx.aclose()
     assert store.flushes == [(0, 100), (0, 100), (0.5, 50)]
@@ -59,11 +61,11 @@ async def test_the_time_limit_counts_from_the_oldest_outcome(
     async with trio.open_nursery() as nursery:
         await nursery.start(post.run)
         await trio.sleep(1)
-        await outcome_tx.send(Sent(ids[0], "a", 1, 0))
+        await outcome_tx.send([Sent(ids[0], "a", 1, 0)])
         await trio.sleep(0.3)
-        await outcome_tx.send(Sent(ids[1], "b", 1, 0))
+        await outcome_tx.send([Sent(ids[1], "b", 1, 0)])
         await trio.sleep(0.4)
-        await outcome_tx.send(Sent(ids[2], "c", 1, 0))
+        await outcome_tx.send([Sent(ids[2], "c", 1, 0)])
         await outcome_tx.aclose()
     # The third outcome came at 1.7 and the pipe closed at once: flushed at 1.7, alone.
     assert store.flushes == [(1.5, 2), (pytest.approx(1.7), 1)]
@@ -76,8 +78,8 @@ async def test_end_of_channel_flushes_what_is_left(autojump_clock: trio.testing.
     control.handed_over.update({ids[0]: "t", ids[1]: "t"})
     async with trio.open_nursery() as nursery:
         await nursery.start(post.run)
-        await outcome_tx.send(Sent(ids[0], "a", 1, 0))
-        await outcome_tx.send(Sent(ids[1], "b", 1, 0))
+        await outcome_tx.send([Sent(ids[0], "a", 1, 0)])
+        await outcome_tx.send([Sent(ids[1], "b", 1, 0)])
         await outcome_tx.aclose()
     assert store.flushes == [(0, 2)]
     assert control.handed_over == {}
@@ -92,7 +94,7 @@ async def test_a_refusing_database_is_retried_and_nothing_is_lost(
     async with trio.open_nursery() as nursery:
         await nursery.start(post.run)
         for request_id in ids:
-            await outcome_tx.send(Sent(request_id, "m", 1, 0))
+            await outcome_tx.send([Sent(request_id, "m", 1, 0)])
         await outcome_tx.aclose()
     # The pipe closed at once (flush at 0), then three refusals retried after 0.1 + 0.5 + 1.0 s.
     ((flushed_at, flushed),) = store.flushes

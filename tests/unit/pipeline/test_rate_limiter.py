@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import pytest
 import trio
 import trio.testing
 
@@ -17,11 +20,11 @@ def email(request_id: int, topic: str = "t") -> ClaimedEmail:
 
 
 class Rig:
-    def __init__(self, rate: float = 10, burst: float = 1) -> None:
+    def __init__(self, rate: float = 10, burst: float = 1, max_batch: int = 1) -> None:
         self.control = PipelineControl()
         self.send_tx, send_rx = open_pipe[ClaimedEmail]("send", 100)
-        dispatch_tx, self.dispatch_rx = open_pipe[ClaimedEmail]("dispatch", 0)
-        outcome_tx, self.outcome_rx = open_pipe[Outcome]("outcome", 100)
+        dispatch_tx, self.dispatch_rx = open_pipe[Sequence[ClaimedEmail]]("dispatch", 0)
+        outcome_tx, self.outcome_rx = open_pipe[Sequence[Outcome]]("outcome", 100)
         self.bucket = TokenBucket(rate, burst)
         self.limiter = RateLimiter(
             bucket=self.bucket,
@@ -30,12 +33,22 @@ class Rig:
             outcome_tx=outcome_tx,
             control=self.control,
             now_ms=trio_ms,
+            max_batch=max_batch,
         )
         self.passed: list[tuple[float, int]] = []
 
     async def consume(self) -> None:
-        async for item in self.dispatch_rx:
-            self.passed.append((trio.current_time(), item.request_id))
+        async for batch in self.dispatch_rx:
+            self.passed.extend((trio.current_time(), item.request_id) for item in batch)
+
+    def outcomes(self) -> list[Outcome]:
+        """Every outcome the limiter sent so far, in order, whatever its grouping."""
+        outcomes: list[Outcome] = []
+        while True:
+            try:
+                outcomes.extend(self.outcome_rx.receive_nowait())
+            except (trio.WouldBlock, trio.EndOfChannel):
+                return outcomes
 
 
 async def test_releases_at_exactly_the_configured_rate(
@@ -72,7 +85,7 @@ async def test_cancelled_topic_is_dropped_without_a_token(
         assert kept == []
         await rig.send_tx.aclose()
     assert rig.passed == [(0, 1), (1.0, 4)]
-    outcomes = [rig.outcome_rx.receive_nowait() for _ in range(2)]
+    outcomes = rig.outcomes()
     assert outcomes == [Stopped(2), Stopped(3)]
     assert rig.bucket.statistics().acquired_total == 2
 
@@ -102,7 +115,7 @@ async def test_stop_defers_what_is_still_queued(autojump_clock: trio.testing.Moc
         rig.control.begin_stop()
         await rig.send_tx.aclose()
     assert [i for _, i in rig.passed] == [1, 2]
-    deferred = [rig.outcome_rx.receive_nowait() for _ in range(3)]
+    deferred = rig.outcomes()
     assert all(isinstance(d, Deferred) for d in deferred)
     assert [d.request_id for d in deferred] == [3, 4, 5]
     assert trio.current_time() == 1.5
@@ -120,3 +133,119 @@ async def test_waits_while_the_gate_is_closed(autojump_clock: trio.testing.MockC
         rig.control.gate.resume()
         await rig.send_tx.aclose()
     assert rig.passed == [(60, 1)]
+
+
+class BatchRig(Rig):
+    """A rig whose limiter groups up to ``max_batch`` waiting emails per batch."""
+
+    def __init__(self, rate: float, burst: float, max_batch: int) -> None:
+        super().__init__(rate=rate, burst=burst, max_batch=max_batch)
+        self.batches: list[tuple[float, list[int]]] = []
+
+    async def consume(self) -> None:
+        async for batch in self.dispatch_rx:
+            self.batches.append((trio.current_time(), [item.request_id for item in batch]))
+
+
+async def test_a_batch_takes_its_tokens_at_once_and_never_beats_the_rate(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    rig = BatchRig(rate=10, burst=5, max_batch=5)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(rig.limiter.run)
+        nursery.start_soon(rig.consume)
+        for i in range(1, 24):
+            rig.send_tx.send_nowait(email(i))
+        await rig.send_tx.aclose()
+    # The bucket starts full: 5 at 0; then each batch of 5 waits 0.5 s for its tokens, and the
+    # last 3 (all that is left) 0.3 s.
+    assert [t for t, _ in rig.batches] == pytest.approx([0.0, 0.5, 1.0, 1.5, 1.8])
+    assert [ids for _, ids in rig.batches] == [
+        [1, 2, 3, 4, 5],
+        [6, 7, 8, 9, 10],
+        [11, 12, 13, 14, 15],
+        [16, 17, 18, 19, 20],
+        [21, 22, 23],
+    ]
+    assert rig.bucket.statistics().acquired_total == 23
+    assert rig.limiter.statistics().batches == 5
+
+
+async def test_a_batch_holds_only_what_is_already_waiting(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    rig = BatchRig(rate=100, burst=50, max_batch=50)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(rig.limiter.run)
+        nursery.start_soon(rig.consume)
+        rig.send_tx.send_nowait(email(1))
+        await trio.sleep(1)
+        for i in range(2, 5):
+            rig.send_tx.send_nowait(email(i))
+        await rig.send_tx.aclose()
+    assert rig.batches == [(0, [1]), (1, [2, 3, 4])]
+
+
+async def test_cancelling_part_of_a_waiting_batch_drops_only_that_part_without_tokens(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    rig = BatchRig(rate=1, burst=3, max_batch=3)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(rig.limiter.run)
+        nursery.start_soon(rig.consume)
+        for i, topic in enumerate(("keep", "keep", "keep", "drop", "keep", "drop"), start=1):
+            rig.send_tx.send_nowait(email(i, topic))
+        await trio.sleep(1)  # 1-3 took the 3 tokens at 0; 4-6 wait for 3 more (until t=3) ...
+        mark, _ = rig.control.cancel_topic_in_memory("drop", up_to_id=6)  # ... interrupted
+        rig.control.cancelled.confirm(mark)
+        await rig.send_tx.aclose()
+    # Email 5 alone needs one token, which exists at t=1 already.
+    assert rig.batches == [(0, [1, 2, 3]), (1, [5])]
+    assert rig.outcomes() == [Stopped(4), Stopped(6)]
+    assert rig.bucket.statistics().acquired_total == 4
+
+
+async def test_a_cancel_of_another_topic_does_not_disturb_a_waiting_batch(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    rig = BatchRig(rate=1, burst=2, max_batch=2)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(rig.limiter.run)
+        nursery.start_soon(rig.consume)
+        for i in range(1, 5):
+            rig.send_tx.send_nowait(email(i))
+        await trio.sleep(0.5)
+        rig.control.cancelled.confirm(rig.control.cancel_topic_in_memory("other", 10)[0])
+        await rig.send_tx.aclose()
+    assert rig.batches == [(0, [1, 2]), (2, [3, 4])]
+    assert rig.outcomes() == []
+
+
+async def test_stop_defers_the_waiting_batch_and_what_is_queued(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    rig = BatchRig(rate=1, burst=2, max_batch=2)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(rig.limiter.run)
+        nursery.start_soon(rig.consume)
+        for i in range(1, 6):
+            rig.send_tx.send_nowait(email(i))
+        await trio.sleep(1)
+        rig.control.begin_stop()
+        await rig.send_tx.aclose()
+    assert rig.batches == [(0, [1, 2])]
+    assert [(type(o), o.request_id) for o in rig.outcomes()] == [(Deferred, i) for i in (3, 4, 5)]
+    assert rig.bucket.statistics().acquired_total == 2
+
+
+async def test_a_batch_larger_than_the_burst_is_refused() -> None:
+    with pytest.raises(ValueError, match="max_batch must be between 1 and the bucket's burst"):
+        RateLimiter(
+            bucket=TokenBucket(10, 4),
+            send_rx=open_pipe[ClaimedEmail]("send", 1)[1],
+            dispatch_tx=open_pipe[Sequence[ClaimedEmail]]("dispatch", 0)[0],
+            outcome_tx=open_pipe[Sequence[Outcome]]("outcome", 1)[0],
+            control=PipelineControl(),
+            now_ms=trio_ms,
+            max_batch=5,
+        )

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 
+import pytest
 import trio
 import trio.testing
 
@@ -52,10 +54,14 @@ async def run_pool(
     max_in_flight: int = 4,
     control: PipelineControl | None = None,
     composer: MessageComposer = COMPOSER,
+    batches: list[list[ClaimedEmail]] | None = None,
 ) -> list[Outcome]:
+    """Run a pool over ``emails`` (each its own batch) or over ``batches``; return every
+    outcome, in the order they reached the outcome pipe."""
     control = control or PipelineControl()
-    dispatch_tx, dispatch_rx = open_pipe[ClaimedEmail]("dispatch", 0)
-    outcome_tx, outcome_rx = open_pipe[Outcome]("outcome", 1000)
+    batches = batches if batches is not None else [[item] for item in emails]
+    dispatch_tx, dispatch_rx = open_pipe[Sequence[ClaimedEmail]]("dispatch", 0)
+    outcome_tx, outcome_rx = open_pipe[Sequence[Outcome]]("outcome", 1000)
     pool = SenderPool(
         backend=backend,
         composer=composer,
@@ -65,14 +71,15 @@ async def run_pool(
         retry=RetryPolicy(max_attempts=3, base_delay=1.0, max_delay=10.0),
         max_in_flight=max_in_flight,
         now_ms=trio_ms,
+        max_batch=max((len(batch) for batch in batches), default=1),
         rng=random.Random(1),
     )
     async with trio.open_nursery() as nursery:
         await nursery.start(pool.run)
         async with dispatch_tx:
-            for item in emails:
-                await dispatch_tx.send(item)
-    return [o async for o in outcome_rx]
+            for batch in batches:
+                await dispatch_tx.send(batch)
+    return [o async for group in outcome_rx for o in group]
 
 
 async def test_in_flight_never_exceeds_the_limit(autojump_clock: trio.testing.MockClock) -> None:
@@ -192,3 +199,163 @@ async def test_a_message_that_cannot_be_composed_fails_as_config_without_an_atte
     )
     assert [r.email.request_id for r in backend.sent] == [1]
     assert backend.statistics().attempts == 1
+
+
+async def test_in_flight_counts_recipients_not_calls(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    backend = MemoryBackend(latency=1.0)
+    batches = [[email(2 * k + 1), email(2 * k + 2)] for k in range(10)]
+    outcomes = await run_pool(backend, [], batches=batches, max_in_flight=4)
+    assert sorted(o.request_id for o in outcomes) == list(range(1, 21))
+    assert all(isinstance(o, Sent) for o in outcomes)
+    assert backend.statistics().peak_in_flight == 4  # two calls of two at once
+    assert trio.current_time() == 5.0  # 10 calls of 1 s, 2 at a time
+
+
+async def test_one_call_per_batch_and_each_email_gets_its_own_outcome(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    def script(outgoing: OutgoingEmail) -> None:
+        if outgoing.request_id == 2:
+            raise TransientSendError("slow down", code="TooManyRequestsException", throttled=True)
+        if outgoing.request_id == 3:
+            raise PermanentSendError("Email address is not verified", code="MessageRejected")
+
+    backend = MemoryBackend(latency=0.5, script=script)
+    control = PipelineControl()
+    pool_outcomes = await run_pool(
+        backend, [], batches=[[email(1), email(2), email(3), email(4)]], control=control
+    )
+    outcomes = {o.request_id: o for o in pool_outcomes}
+    assert isinstance(outcomes[1], Sent)
+    assert isinstance(outcomes[4], Sent)
+    assert isinstance(outcomes[2], Retry)
+    failed = outcomes[3]
+    assert isinstance(failed, Failed)
+    assert failed.kind is FailureKind.PERMANENT
+    assert {r.started_at for r in backend.sent} == {0.0}  # one call carried them all
+    assert backend.statistics().attempts == 4
+    assert control.handed_over == {1: "t", 2: "t", 3: "t", 4: "t"}  # until persisted
+
+
+async def test_a_whole_call_failure_is_each_email_s_outcome(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    def script(outgoing: OutgoingEmail) -> None:
+        raise AccountSendError("Sending paused for this account", code="SendingPausedException")
+
+    control = PipelineControl()
+    outcomes = await run_pool(
+        MemoryBackend(script=script), [], batches=[[email(1), email(2), email(3)]], control=control
+    )
+    assert sorted((type(o), o.request_id) for o in outcomes) == [(Deferred, i) for i in (1, 2, 3)]
+    assert control.gate.statistics().pauses_total == 1
+
+
+async def test_an_unreachable_provider_pauses_soon_and_defers(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    def script(outgoing: OutgoingEmail) -> None:
+        raise TransientSendError("connection refused", code="Connect", unreachable=True)
+
+    control = PipelineControl()
+    outcomes = await run_pool(MemoryBackend(script=script), [email(1)], control=control)
+    assert [type(o) for o in outcomes] == [Deferred]
+    assert control.gate.is_paused
+    assert control.gate.probe_soon
+
+
+async def test_emails_cancelled_while_their_batch_waited_are_not_handed_over(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    control = PipelineControl()
+    mark, _ = control.cancel_topic_in_memory("drop", up_to_id=10)  # still pending
+    backend = MemoryBackend()
+    batch = [email(1, topic="drop"), email(2), email(3, topic="drop"), email(4)]
+    outcomes = {
+        o.request_id: o for o in await run_pool(backend, [], batches=[batch], control=control)
+    }
+    # Pending: held back to the queue, where the store's record decides.
+    assert outcomes[1] == Deferred(1, 0)
+    assert outcomes[3] == Deferred(3, 0)
+    assert isinstance(outcomes[2], Sent)
+    assert isinstance(outcomes[4], Sent)
+    assert [r.email.request_id for r in backend.sent] == [2, 4]
+    assert set(control.handed_over) == {2, 4}
+    assert backend.statistics().attempts == 2
+    control.cancelled.confirm(mark)
+
+
+async def test_a_batch_over_the_announced_size_is_a_defect(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    dispatch_tx, dispatch_rx = open_pipe[Sequence[ClaimedEmail]]("dispatch", 0)
+    outcome_tx, _outcome_rx = open_pipe[Sequence[Outcome]]("outcome", 10)
+    pool = SenderPool(
+        backend=MemoryBackend(),
+        composer=COMPOSER,
+        dispatch_rx=dispatch_rx,
+        outcome_tx=outcome_tx,
+        control=PipelineControl(),
+        retry=RetryPolicy(max_attempts=3, base_delay=1.0, max_delay=10.0),
+        max_in_flight=4,
+        now_ms=trio_ms,
+        max_batch=2,
+    )
+    with pytest.RaisesGroup(
+        pytest.RaisesExc(ValueError, match="over max_batch"), flatten_subgroups=True
+    ):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(pool.run)
+            await dispatch_tx.send([email(1), email(2), email(3)])
+
+
+def test_max_batch_must_fit_in_flight() -> None:
+    with pytest.raises(ValueError, match="max_batch must be between 1 and max_in_flight"):
+        SenderPool(
+            backend=MemoryBackend(),
+            composer=COMPOSER,
+            dispatch_rx=open_pipe[Sequence[ClaimedEmail]]("dispatch", 0)[1],
+            outcome_tx=open_pipe[Sequence[Outcome]]("outcome", 1)[0],
+            control=PipelineControl(),
+            retry=RetryPolicy(max_attempts=3, base_delay=1.0, max_delay=10.0),
+            max_in_flight=4,
+            now_ms=trio_ms,
+            max_batch=5,
+        )
+
+
+async def test_a_message_that_cannot_be_composed_fails_alone_and_its_batch_goes_on(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    composer = UnbuildableComposer(
+        sender=COMPOSER.sender,
+        public_url=COMPOSER.public_url,
+        signer=COMPOSER.signer,
+        configuration_set=None,
+        unsubscribe_enabled=False,
+    )
+    backend = MemoryBackend()
+    control = PipelineControl()
+    outcomes = {
+        o.request_id: o
+        for o in await run_pool(
+            backend,
+            [],
+            batches=[[email(1), email(2, attempts=1), email(3)]],
+            composer=composer,
+            control=control,
+        )
+    }
+    assert outcomes[2] == Failed(
+        request_id=2,
+        error="could not compose message: no usable sender address",
+        kind=FailureKind.CONFIG,
+        attempts=1,
+    )
+    assert isinstance(outcomes[1], Sent)
+    assert isinstance(outcomes[3], Sent)
+    assert [r.email.request_id for r in backend.sent] == [1, 3]
+    assert set(control.handed_over) == {1, 3}  # never handed over, never registered
+    assert backend.statistics().attempts == 2
