@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from sesender.templating import MergeFields
+
 
 @dataclass(frozen=True, slots=True)
 class OutgoingEmail:
@@ -39,6 +41,13 @@ class OutgoingEmail:
     #: it (see :func:`sesender.backends.text.text_part`): one conversion per content, cached,
     #: instead of one per recipient of the same content. None: derive it from ``html``.
     source_html: str | None = None
+    #: The pixel URL that compose inserted into ``html`` (None: no pixel). Lets the SES backend
+    #: rebuild a shared template with a ``{{...}}`` placeholder.
+    pixel_url: str | None = None
+    #: Set for a templated email: its unrendered subject and HTML and this recipient's values.
+    #: ``subject``, ``html`` and ``source_html`` are then ALREADY rendered by sesender, so a backend
+    #: that does not care sends them as they are and every backend shows the same text.
+    merge: MergeFields | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -20,6 +21,15 @@ from zoneinfo import ZoneInfo
 from sesender.addresses import check_address
 from sesender.errors import ApiError
 from sesender.models import NewMessage
+from sesender.templating import (
+    MAX_FIELDS,
+    PROVIDED_FIELDS,
+    UNSUBSCRIBE_FIELD,
+    DataError,
+    field_names,
+    normalize_data,
+    render_text,
+)
 
 #: How many rejected addresses the response lists (all are counted in ``errors``).
 REJECTED_LIST_CAP = 100
@@ -105,7 +115,11 @@ def _text_field(message: dict[str, Any], name: str, index: int) -> str:
     return value
 
 
-def parse_submission(payload: Any, *, max_recipients: int, timezone: ZoneInfo) -> ParsedSubmission:
+def parse_submission(
+    payload: Any, *, max_recipients: int, timezone: ZoneInfo, unsubscribe_available: bool = True
+) -> ParsedSubmission:
+    """The body checked and split into messages; ``unsubscribe_available`` says whether a
+    template may use ``{{unsubscribe_url}}`` (UNSUBSCRIBE_ENABLED)."""
     if not isinstance(payload, dict):
         raise ApiError(400, "The body must be a JSON object with a 'messages' list")
     raw_messages = payload.get("messages")
@@ -119,7 +133,11 @@ def parse_submission(payload: Any, *, max_recipients: int, timezone: ZoneInfo) -
             raise ApiError(400, f"messages[{index}] must be an object")
         emails = message.get("emails")
         if not isinstance(emails, list):
-            raise ApiError(400, f"messages[{index}].emails must be a list of strings")
+            raise ApiError(
+                400,
+                f"messages[{index}].emails must be a list of addresses or"
+                ' {"email": ..., "data": {...}} objects',
+            )
         total += len(emails)
     if total > max_recipients:
         raise ApiError(
@@ -152,29 +170,17 @@ def parse_submission(payload: Any, *, max_recipients: int, timezone: ZoneInfo) -
         content = _text_field(message, "content", index)
         if "\x00" in content or "\x00" in subject:
             raise ApiError(400, f"messages[{index}] must not contain NUL characters")
-        seen: set[str] = set()
-        accepted: list[str] = []
-        for address in message["emails"]:
-            if not isinstance(address, str):
-                rejected_count += 1
-                if len(rejected) < REJECTED_LIST_CAP:
-                    rejected.append(Rejected(str(address)[:320], "not a string"))
-                continue
-            check = check_address(address.strip())
-            if check.normalized is None:
-                rejected_count += 1
-                if len(rejected) < REJECTED_LIST_CAP:
-                    rejected.append(Rejected(address[:320], check.reason or "invalid"))
-                continue
-            key = check.normalized.lower()
-            if key in seen:
-                duplicates += 1
-                continue
-            seen.add(key)
-            accepted.append(check.normalized)
-        messages.append(
-            NewMessage(topic_id=topic_id, subject=subject, body=content, emails=tuple(accepted))
-        )
+        if message.get("data") is not None or any(isinstance(i, dict) for i in message["emails"]):
+            template = Template.of(message, subject, content, index, unsubscribe_available)
+            parsed_message, dropped, refused = template.recipients(topic_id, message["emails"])
+        else:
+            parsed_message, dropped, refused = plain_recipients(
+                topic_id, subject, content, message["emails"]
+            )
+        messages.append(parsed_message)
+        duplicates += dropped
+        rejected_count += len(refused)
+        rejected.extend(refused[: REJECTED_LIST_CAP - len(rejected)])
     return ParsedSubmission(
         messages=tuple(messages),
         scheduled_at=scheduled_at,
@@ -184,6 +190,167 @@ def parse_submission(payload: Any, *, max_recipients: int, timezone: ZoneInfo) -
         rejected_count=rejected_count,
         rejected=tuple(rejected),
     )
+
+
+def plain_recipients(
+    topic_id: str, subject: str, content: str, items: list[Any]
+) -> tuple[NewMessage, int, list[Rejected]]:
+    """A message that is not a template: its valid addresses, each once (the first kept), with
+    the number of duplicates dropped and the refused items."""
+    seen: set[str] = set()
+    accepted: list[str] = []
+    refused: list[Rejected] = []
+    duplicates = 0
+    for address in items:
+        if not isinstance(address, str):
+            refused.append(Rejected(str(address)[:320], "not a string"))
+            continue
+        check = check_address(address.strip())
+        if check.normalized is None:
+            refused.append(Rejected(address[:320], check.reason or "invalid"))
+            continue
+        key = check.normalized.lower()
+        if key in seen:
+            duplicates += 1
+            continue
+        seen.add(key)
+        accepted.append(check.normalized)
+    message = NewMessage(topic_id=topic_id, subject=subject, body=content, emails=tuple(accepted))
+    return message, duplicates, refused
+
+
+@dataclass(frozen=True, slots=True)
+class Template:
+    """A message that uses merge fields: its defaults and the fields its subject and HTML use.
+
+    Each recipient is checked on its own: one whose data is unusable, or lacks a field the
+    template uses, is refused (listed in ``rejected`` with the reason) and the others go ahead.
+    What is stored per recipient is only the fields the template uses.
+    """
+
+    subject: str
+    content: str
+    defaults: Mapping[str, str]
+    #: the fields the template uses that data must provide (``email`` and ``unsubscribe_url``
+    #: are sesender's).
+    needed: frozenset[str]
+    subject_fields: frozenset[str]
+
+    @classmethod
+    def of(
+        cls,
+        message: dict[str, Any],
+        subject: str,
+        content: str,
+        index: int,
+        unsubscribe_available: bool,
+    ) -> Template:
+        """The template of ``messages[index]``, or a 400 for what is wrong with the message as a
+        whole (its ``data`` defaults, an unsubscribe link the service cannot provide)."""
+        raw_defaults = message.get("data")
+        try:
+            defaults = normalize_data({} if raw_defaults is None else raw_defaults)
+        except DataError as exc:
+            raise ApiError(400, f"messages[{index}].{exc}") from None
+        subject_fields = field_names(subject)
+        used = subject_fields | field_names(content)
+        if UNSUBSCRIBE_FIELD in used and not unsubscribe_available:
+            raise ApiError(
+                400,
+                f"messages[{index}] uses {{{{{UNSUBSCRIBE_FIELD}}}}} but this service sends no"
+                " unsubscribe links (UNSUBSCRIBE_ENABLED is off)",
+            )
+        return cls(
+            subject=subject,
+            content=content,
+            defaults=defaults,
+            needed=used - PROVIDED_FIELDS,
+            subject_fields=subject_fields - PROVIDED_FIELDS,
+        )
+
+    def recipients(self, topic_id: str, items: list[Any]) -> tuple[NewMessage, int, list[Rejected]]:
+        """Like :func:`plain_recipients`, each accepted address with its values."""
+        seen: set[str] = set()
+        accepted: list[str] = []
+        values: list[Mapping[str, str]] = []
+        refused: list[Rejected] = []
+        duplicates = 0
+        for item in items:
+            address: object
+            data: object = None
+            if isinstance(item, str):
+                address = item
+            elif isinstance(item, dict):
+                address, data = item.get("email"), item.get("data")
+                unknown = sorted(set(item) - {"email", "data"})
+                if unknown:
+                    refused.append(Rejected(_shown(address, item), _unknown_keys(unknown)))
+                    continue
+                if not isinstance(address, str):
+                    refused.append(Rejected(_shown(address, item), "email must be a string"))
+                    continue
+            else:
+                refused.append(Rejected(str(item)[:320], "not a string or an object"))
+                continue
+            check = check_address(address.strip())
+            if check.normalized is None:
+                refused.append(Rejected(address[:320], check.reason or "invalid"))
+                continue
+            try:
+                fields = self.fields_for(data)
+            except DataError as exc:
+                refused.append(Rejected(address[:320], str(exc)))
+                continue
+            key = check.normalized.lower()
+            if key in seen:
+                duplicates += 1
+                continue
+            seen.add(key)
+            accepted.append(check.normalized)
+            values.append(fields)
+        message = NewMessage(
+            topic_id=topic_id,
+            subject=self.subject,
+            body=self.content,
+            emails=tuple(accepted),
+            data=tuple(values),
+        )
+        return message, duplicates, refused
+
+    def fields_for(self, data: object) -> dict[str, str]:
+        """The values one recipient's email needs (its data over the defaults), or DataError."""
+        own = {} if data is None else normalize_data(data)
+        if own and self.defaults and len(self.defaults.keys() | own.keys()) > MAX_FIELDS:
+            raise DataError(f"data and the message's data have more than {MAX_FIELDS} fields")
+        fields: dict[str, str] = {}
+        missing: list[str] = []
+        for name in self.needed:
+            value = own.get(name)
+            if value is None:
+                value = self.defaults.get(name)
+            if value is None:
+                missing.append(name)
+            else:
+                fields[name] = value
+        if missing:
+            names = ", ".join(sorted(missing))
+            raise DataError(f"no value for merge field{'s' if len(missing) > 1 else ''} {names}")
+        for name in self.subject_fields:
+            if "\r" in fields[name] or "\n" in fields[name]:
+                raise DataError(f"data.{name} is used in the subject and holds a line break")
+        if self.subject_fields and len(render_text(self.subject, fields)) > MAX_SUBJECT_LENGTH:
+            raise DataError(f"the merged subject is longer than {MAX_SUBJECT_LENGTH} characters")
+        return fields
+
+
+def _shown(address: object, item: dict[str, Any]) -> str:
+    """What ``rejected`` names for a refused object: its address when it has one."""
+    return (address if isinstance(address, str) else json.dumps(item, default=str))[:320]
+
+
+def _unknown_keys(keys: list[str]) -> str:
+    names = ", ".join(repr(key) for key in keys[:5])
+    return f"unknown key{'s' if len(keys) > 1 else ''} {names} (an item has email and data)"
 
 
 def due_at_ms(scheduled_at: datetime | None, now_ms: int) -> int:
