@@ -296,14 +296,14 @@ class Template:
             if check.normalized is None:
                 refused.append(Rejected(address[:320], check.reason or "invalid"))
                 continue
+            key = check.normalized.lower()
+            if key in seen:  # whatever its data: the first is the one sent
+                duplicates += 1
+                continue
             try:
                 fields = self.fields_for(data)
             except DataError as exc:
                 refused.append(Rejected(address[:320], str(exc)))
-                continue
-            key = check.normalized.lower()
-            if key in seen:
-                duplicates += 1
                 continue
             seen.add(key)
             accepted.append(check.normalized)
