@@ -23,14 +23,16 @@ from sesender.errors import ApiError
 from sesender.models import NewMessage
 from sesender.templating import (
     MAX_FIELDS,
+    PLACEHOLDER,
     PROVIDED_FIELDS,
     UNSUBSCRIBE_FIELD,
     DataError,
     field_names,
     normalize_data,
-    render_text,
 )
 
+#: The keys a recipient object may have.
+ITEM_KEYS = frozenset({"email", "data"})
 #: How many rejected addresses the response lists (all are counted in ``errors``).
 REJECTED_LIST_CAP = 100
 MAX_TOPIC_ID_LENGTH = 256
@@ -235,6 +237,10 @@ class Template:
     #: are sesender's).
     needed: frozenset[str]
     subject_fields: frozenset[str]
+    #: the data field of each placeholder in the subject, in order, repeats included.
+    subject_slots: tuple[str, ...]
+    #: the subject's length without those placeholders.
+    subject_fixed_length: int
 
     @classmethod
     def of(
@@ -260,12 +266,15 @@ class Template:
                 f"messages[{index}] uses {{{{{UNSUBSCRIBE_FIELD}}}}} but this service sends no"
                 " unsubscribe links (UNSUBSCRIBE_ENABLED is off)",
             )
+        slots = [m for m in PLACEHOLDER.finditer(subject) if m.group(1) not in PROVIDED_FIELDS]
         return cls(
             subject=subject,
             content=content,
             defaults=defaults,
             needed=used - PROVIDED_FIELDS,
             subject_fields=subject_fields - PROVIDED_FIELDS,
+            subject_slots=tuple(match.group(1) for match in slots),
+            subject_fixed_length=len(subject) - sum(len(match.group(0)) for match in slots),
         )
 
     def recipients(self, topic_id: str, items: list[Any]) -> tuple[NewMessage, int, list[Rejected]]:
@@ -282,8 +291,8 @@ class Template:
                 address = item
             elif isinstance(item, dict):
                 address, data = item.get("email"), item.get("data")
-                unknown = sorted(set(item) - {"email", "data"})
-                if unknown:
+                if not item.keys() <= ITEM_KEYS:
+                    unknown = sorted(set(item) - ITEM_KEYS)
                     refused.append(Rejected(_shown(address, item), _unknown_keys(unknown)))
                     continue
                 if not isinstance(address, str):
@@ -319,27 +328,33 @@ class Template:
 
     def fields_for(self, data: object) -> dict[str, str]:
         """The values one recipient's email needs (its data over the defaults), or DataError."""
-        own = {} if data is None else normalize_data(data)
-        if own and self.defaults and len(self.defaults.keys() | own.keys()) > MAX_FIELDS:
-            raise DataError(f"data and the message's data have more than {MAX_FIELDS} fields")
-        fields: dict[str, str] = {}
-        missing: list[str] = []
-        for name in self.needed:
-            value = own.get(name)
-            if value is None:
-                value = self.defaults.get(name)
-            if value is None:
-                missing.append(name)
-            else:
-                fields[name] = value
-        if missing:
-            names = ", ".join(sorted(missing))
-            raise DataError(f"no value for merge field{'s' if len(missing) > 1 else ''} {names}")
+        merged = self.defaults
+        if data is not None:
+            own = normalize_data(data)
+            if own:
+                merged = {**self.defaults, **own} if self.defaults else own
+                if len(merged) > MAX_FIELDS:
+                    raise DataError(
+                        f"data and the message's data have more than {MAX_FIELDS} fields"
+                    )
+        if not self.needed <= merged.keys():
+            missing = sorted(self.needed - merged.keys())
+            plural = "s" if len(missing) > 1 else ""
+            raise DataError(f"no value for merge field{plural} {', '.join(missing)}")
+        fields = {name: merged[name] for name in self.needed}
         for name in self.subject_fields:
             if "\r" in fields[name] or "\n" in fields[name]:
                 raise DataError(f"data.{name} is used in the subject and holds a line break")
-        if self.subject_fields and len(render_text(self.subject, fields)) > MAX_SUBJECT_LENGTH:
-            raise DataError(f"the merged subject is longer than {MAX_SUBJECT_LENGTH} characters")
+        if self.subject_slots:
+            # The merged subject's length without rendering it ({{email}} counted as empty: an
+            # address is short, and the backend checks the final subject before sending).
+            length = self.subject_fixed_length
+            for name in self.subject_slots:
+                length += len(fields[name])
+            if length > MAX_SUBJECT_LENGTH:
+                raise DataError(
+                    f"the merged subject is longer than {MAX_SUBJECT_LENGTH} characters"
+                )
         return fields
 
 
