@@ -326,7 +326,7 @@ class Template:
         )
         return message, duplicates, refused
 
-    def fields_for(self, data: object) -> dict[str, str]:
+    def fields_for(self, data: object) -> Mapping[str, str]:
         """The values one recipient's email needs (its data over the defaults), or DataError."""
         merged = self.defaults
         if data is not None:
@@ -341,7 +341,8 @@ class Template:
             missing = sorted(self.needed - merged.keys())
             plural = "s" if len(missing) > 1 else ""
             raise DataError(f"no value for merge field{plural} {', '.join(missing)}")
-        fields = {name: merged[name] for name in self.needed}
+        # Usually the data holds exactly the fields used: then it is the recipient's values.
+        fields = merged if len(merged) == len(self.needed) else {n: merged[n] for n in self.needed}
         for name in self.subject_fields:
             if "\r" in fields[name] or "\n" in fields[name]:
                 raise DataError(f"data.{name} is used in the subject and holds a line break")
