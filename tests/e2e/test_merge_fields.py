@@ -6,7 +6,8 @@ SES (moto's server, read back over its state API). Fresh databases give the same
 the same recipient must get byte-for-byte the same subject and HTML (pixel and unsubscribe link
 included) from both; the outbox's text part shows the values as plain text. The same service also
 shows a plain message with braces going out exactly as given, refused recipients named with their
-missing field, and idempotency covering the data.
+missing field, and idempotency covering the data; the CLI fills fields from a CSV's columns; and a
+SIGKILL mid-send loses no recipient's values.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import copy
 import email
 import re
+import signal
 from collections.abc import Callable, Iterator
 from email.message import EmailMessage
 from email.policy import default as default_policy
@@ -25,7 +27,7 @@ import httpx
 import pytest
 
 from sesender.tracking import TokenSigner
-from tests.e2e.harness import ServiceProcess, outbox_files, wait_topic
+from tests.e2e.harness import ServiceProcess, outbox_files, wait_for, wait_topic
 from tests.e2e.sns_support import SENDER, MotoSes
 from tests.e2e.sns_support import moto_ses as start_moto_ses
 from tests.e2e.test_client_cli import sesender
@@ -256,3 +258,47 @@ def test_the_cli_fills_fields_from_csv_columns(
         "<p>Dear Ada, &lt;London&gt; &amp; ada@example.org</p>"
     )
     assert str(written["cy@example.org"]["Subject"]) == "Hi Cy"
+
+
+def test_a_sigkill_mid_send_renders_every_recipient_with_its_own_values_after_restart(
+    start_service: Callable[..., ServiceProcess], tmp_path: Path
+) -> None:
+    """The values live in the database with each email: the emails a crash left claimed or queued
+    are rendered after the restart exactly as they would have been before it."""
+    count = 300
+    service = start_service(
+        SENDER_BACKEND="outbox", OPEN_TRACKING_ENABLED="false", MAX_SEND_PER_SECOND="50"
+    )
+    emails = [{"email": f"crash{n}@example.org", "data": {"n": n}} for n in range(count)]
+    message = {
+        "topic_id": "crash-merge",
+        "emails": emails,
+        "subject": "Number {{n}}",
+        "content": "<p>{{ email }} has number {{n}}</p>",
+    }
+    with service.client() as client:
+        response = client.post("/v1/messages", json={"messages": [message]})
+        assert response.status_code == 200, response.text
+        assert response.json()["success"] == count
+    outbox = tmp_path / "outbox"
+    wait_for(lambda: len(outbox_files(outbox)) >= 30, timeout=30, what="30 .eml files")
+    service.signal(signal.SIGKILL)
+    assert service.wait(timeout=10) == -signal.SIGKILL
+    assert len(outbox_files(outbox)) < count, "everything was sent before the kill"
+
+    restarted = start_service(
+        SENDER_BACKEND="outbox", OPEN_TRACKING_ENABLED="false", MAX_SEND_PER_SECOND="1000"
+    )
+    with restarted.client() as client:
+        wait_topic(client, "crash-merge", count=count, timeout=60)
+    seen = set()
+    for path in outbox_files(outbox):  # a file per email, and maybe a few twice (in flight)
+        written = email.message_from_bytes(path.read_bytes(), policy=default_policy)
+        assert isinstance(written, EmailMessage)
+        address = str(written["To"])
+        number = int(address.removeprefix("crash").removesuffix("@example.org"))
+        assert str(written["Subject"]) == f"Number {number}"
+        assert part(written, "html").rstrip("\r\n") == f"<p>{address} has number {number}</p>"
+        seen.add(address)
+    assert len(seen) == count
+    assert restarted.stop() == 0
