@@ -11,13 +11,13 @@ one address twice) and splits.
   delimiter is ``,`` unless the first line has more ``;`` or tabs. A UTF-8 byte order mark is
   ignored.
 
-Merge fields: when the subject or HTML uses ``{{ name }}`` fields and the CSV has a header with
-other columns besides the address, those columns become each recipient's data, under their header
-names (the server fills the fields per recipient; see docs/architecture.md, "Merge fields"). Only
-the columns the subject or HTML use are sent. A field with no column of its name, a column named
-``unsubscribe_url`` (sesender provides that one) or extra columns without a header are usage errors,
-found before anything is submitted. A CSV whose extra columns the email does not use is sent as
-before: plain addresses.
+Merge fields: when the subject or HTML uses ``{{ name }}`` fields and the CSV has a header row,
+its other columns become each recipient's data, under their header names (the server fills the
+fields per recipient; see docs/architecture.md, "Merge fields"). Only the columns the subject or
+HTML use are sent. A field with no column of its name, a column named ``unsubscribe_url``
+(sesender provides that one) or several columns without a header are usage errors, found before
+anything is submitted. An email that uses no field, a ``.txt`` file, ``--to`` and a one-column CSV
+without a header send plain addresses, so their content goes out as given, braces included.
 """
 
 from __future__ import annotations
@@ -150,10 +150,9 @@ def addresses_and_rows(table: CsvTable) -> list[tuple[str, list[str]]]:
 
 def csv_recipients(table: CsvTable, fields: frozenset[str], path: Path) -> Recipients:
     """The CSV's recipients, with the columns the email's merge fields name as their data."""
-    extra = 0 if table.header is None else len(table.header) - 1
-    if not fields or (table.header is not None and extra == 0):
+    if not fields:
         return unique(address for address, _ in addresses_and_rows(table))
-    if table.header is None:
+    if table.header is None:  # one column and no header: nothing to fill fields from
         if any(len(row) > 1 for row in table.rows):
             raise UsageError(
                 f"recipients file {path} has several columns but no header row, and the subject"

@@ -5,6 +5,11 @@ A body is refused whole (400, nothing stored) when its shape is wrong: not an ob
 ``scheduled_at``, more recipients than allowed. Individual addresses are not a reason to refuse the
 request: invalid ones are counted in ``errors`` and listed (capped) in ``rejected``, duplicates
 within a message are sent once, and the valid ones are accepted.
+
+A message with ``data`` or with recipient objects (``{"email": ..., "data": {...}}``) is a template
+(:class:`Template`, rules in :mod:`sesender.templating`): the same holds per recipient, and a
+recipient whose data is unusable or lacks a field the template uses is refused in ``rejected`` with
+the reason. Unusable message-level ``data`` refuses the request, like any malformed message.
 """
 
 from __future__ import annotations
@@ -347,8 +352,8 @@ class Template:
             if "\r" in fields[name] or "\n" in fields[name]:
                 raise DataError(f"data.{name} is used in the subject and holds a line break")
         if self.subject_slots:
-            # The merged subject's length without rendering it ({{email}} counted as empty: an
-            # address is short, and the backend checks the final subject before sending).
+            # The merged subject's length without rendering it ({{email}} and {{unsubscribe_url}}
+            # count as empty: the backend checks the final subject before sending anyway).
             length = self.subject_fixed_length
             for name in self.subject_slots:
                 length += len(fields[name])

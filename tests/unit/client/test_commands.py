@@ -683,3 +683,39 @@ def test_plain_keys_are_unchanged_by_merge_field_support() -> None:
         )
         .hexdigest()
     )
+
+
+def test_send_with_a_header_but_no_column_for_a_field_is_a_usage_error(
+    fake: FakeSesender, tmp_path: Path
+) -> None:
+    html = tmp_path / "mail.html"
+    html.write_text("<p>Hi {{first_name}}</p>", encoding="utf-8")
+    path = write_csv(tmp_path, "email\nada@example.com\n")
+    result = run(fake, send_argv(html, "--recipients", str(path)))
+    assert result.code == EXIT_USAGE
+    assert "uses {{first_name}}, but recipients file" in result.err
+    assert "(its columns: email)" in result.err
+    assert fake.requests == []
+
+
+def test_send_fills_provided_fields_from_a_one_column_csv_with_a_header(
+    fake: FakeSesender, tmp_path: Path
+) -> None:
+    html = tmp_path / "mail.html"
+    html.write_text("<p>Sent to {{ email }}</p>", encoding="utf-8")
+    path = write_csv(tmp_path, "email\nada@example.com\n")
+    result = run(fake, send_argv(html, "--recipients", str(path), "--no-follow"))
+    assert result.code == EXIT_OK, result.err
+    emails = fake.posts[0]["body"]["messages"][0]["emails"]
+    assert emails == [{"email": "ada@example.com", "data": {}}]
+
+
+def test_send_without_a_header_and_one_column_sends_the_content_as_given(
+    fake: FakeSesender, tmp_path: Path
+) -> None:
+    html = tmp_path / "mail.html"
+    html.write_text("<p>{{ literal }}</p>", encoding="utf-8")
+    path = write_csv(tmp_path, "ada@example.com\nbob@example.com\n")
+    result = run(fake, send_argv(html, "--recipients", str(path), "--no-follow"))
+    assert result.code == EXIT_OK, result.err
+    assert fake.posts[0]["body"]["messages"][0]["emails"] == ["ada@example.com", "bob@example.com"]
