@@ -106,3 +106,20 @@ async def test_arbitrary_values_read_the_same_everywhere(
     parts = await delivered(name, topic, tmp_path / f"outbox-{abs(hash((name, topic)))}")
     assert parts["memory"] == parts["outbox"] == parts["ses"]
     assert parts["ses"][0] == f"Hello {name}, about {topic}"
+
+
+def test_templated_emails_do_not_evict_shared_contents_from_the_text_cache() -> None:
+    from sesender.backends import text
+
+    plain = COMPOSER.compose(
+        ClaimedEmail(1, "t", "a@example.org", Content("s", "<p>shared</p>"), 0)
+    )
+    assert text_part(plain) == "shared"
+    before = text._cached_text.cache_info()
+    for n in range(2 * text.TEXT_CACHE_SIZE):
+        claimed = ClaimedEmail(n + 2, "t", "b@example.org", TEMPLATE, 0, data={"name": str(n)})
+        templated = COMPOSER.compose(claimed)
+        assert f"Dear {n}" in text_part(templated)
+    assert text._cached_text.cache_info().currsize == before.currsize
+    assert text_part(plain) == "shared"
+    assert text._cached_text.cache_info().hits == before.hits + 1
