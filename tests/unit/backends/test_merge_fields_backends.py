@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from actors import ThreadLane
-from sesender.backends import MemoryBackend, OutboxBackend
+from sesender.backends import MemoryBackend, OutboxBackend, text
 from sesender.backends.ses import build_send_email_request
 from sesender.backends.text import text_part
 from sesender.models import ClaimedEmail, Content
@@ -109,8 +109,6 @@ async def test_arbitrary_values_read_the_same_everywhere(
 
 
 def test_templated_emails_do_not_evict_shared_contents_from_the_text_cache() -> None:
-    from sesender.backends import text
-
     plain = COMPOSER.compose(
         ClaimedEmail(1, "t", "a@example.org", Content("s", "<p>shared</p>"), 0)
     )
