@@ -137,15 +137,26 @@ def recipients(count: int, prefix: str) -> list[str]:
     return [f"{prefix}.user{index}@{DOMAINS[index % len(DOMAINS)]}" for index in range(count)]
 
 
-def submission_body(topic: str, emails: Sequence[str]) -> bytes:
-    return json.dumps(
-        {
-            "scheduled_at": FAR_FUTURE,
-            "messages": [
-                {"topic_id": topic, "emails": list(emails), "subject": SUBJECT, "content": BODY}
-            ],
-        }
-    ).encode("utf-8")
+#: With ``--merge-fields``: the same newsletter as a template, and each recipient's data.
+MERGE_SUBJECT = SUBJECT + " for {{ first_name }}"
+MERGE_BODY = BODY.replace("<body>", "<body><p>Dear {{first_name}} ({{plan}}, {{credits}})</p>", 1)
+
+
+def submission_body(topic: str, emails: Sequence[str], *, merge_fields: bool = False) -> bytes:
+    message: dict[str, Any] = {
+        "topic_id": topic,
+        "emails": list(emails),
+        "subject": SUBJECT,
+        "content": BODY,
+    }
+    if merge_fields:
+        message["subject"], message["content"] = MERGE_SUBJECT, MERGE_BODY
+        message["data"] = {"plan": "free"}
+        message["emails"] = [
+            {"email": email, "data": {"first_name": f"Name {n}", "credits": n, "plan": "pro"}}
+            for n, email in enumerate(emails)
+        ]
+    return json.dumps({"scheduled_at": FAR_FUTURE, "messages": [message]}).encode("utf-8")
 
 
 # --- processes -------------------------------------------------------------------------------
@@ -215,7 +226,10 @@ def measure_submit(
     count = arguments.recipients
     total_runs = arguments.submit_warmup + arguments.submit_runs
     bodies = [
-        submission_body(SUBMIT_TOPIC, recipients(count, f"s{run}")) for run in range(total_runs)
+        submission_body(
+            SUBMIT_TOPIC, recipients(count, f"s{run}"), merge_fields=arguments.merge_fields
+        )
+        for run in range(total_runs)
     ]
     headers = {"Content-Type": "application/json"}
     server_ms: list[float] = []
@@ -257,6 +271,7 @@ def measure_submit(
     median = statistics.median(server_ms)
     return {
         "recipients": count,
+        "merge_fields": arguments.merge_fields,
         "runs": arguments.submit_runs,
         "body_bytes": len(bodies[0]),
         "scheduled_at": FAR_FUTURE,
@@ -1043,6 +1058,7 @@ def report(figures: dict[str, Any]) -> str:
         )
         sections.append(
             f"{table}\n\n{submit['runs']} runs of {submit['recipients']:,} recipients"
+            f"{' with merge-field data' if submit.get('merge_fields') else ''}"
             f" ({submit['body_bytes']:,}-byte body, scheduled_at {submit['scheduled_at']}: nothing"
             f" sent).\naim: median duration_ms < {SUBMIT_AIM_MS:.0f} ms:"
             f" {verdict(submit['passed'])} ({median:.0f} ms)\n\n{parts_table}"
@@ -1147,6 +1163,11 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--recipients", type=int, default=10_000, help="per submission")
     parser.add_argument("--submit-runs", type=int, default=20)
+    parser.add_argument(
+        "--merge-fields",
+        action="store_true",
+        help="submit templates: each recipient an object with three fields of data",
+    )
     parser.add_argument("--submit-warmup", type=int, default=2)
     parser.add_argument("--opens", type=int, default=5_000, help="pixel requests per timed run")
     parser.add_argument("--open-warmup", type=int, default=200)

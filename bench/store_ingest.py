@@ -25,11 +25,17 @@ ratio. Both databases are checked to hold exactly ``--recipients`` rows afterwar
     python -m bench.store_ingest                      # 1,000,000 as 100 x 10,000, 3 repeats
     python -m bench.store_ingest --repeats 5
     python -m bench.store_ingest --quick              # tiny, for the CI smoke test
+    python -m bench.store_ingest --merge-fields       # templates: three data fields per row
+
+With ``--merge-fields`` every recipient carries merge-field values (three short fields, as a
+template's ``data``): sesender stores them through the same ``submit``; the baseline's rows get the
+same values as JSON text in the ``data`` column, serialised before its clock starts.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sqlite3
 import statistics
@@ -62,6 +68,15 @@ INSERT_SQL = (
     "INSERT INTO requests (topic_id, content_id, email, status, attempts, due_at,"
     " created_at, updated_at) VALUES (?, ?, ?, 0, 0, ?, ?, ?)"
 )
+INSERT_DATA_SQL = (
+    "INSERT INTO requests (topic_id, content_id, email, status, attempts, due_at,"
+    " created_at, updated_at, data) VALUES (?, ?, ?, 0, 0, ?, ?, ?, ?)"
+)
+
+
+def merge_data(email: str) -> dict[str, str]:
+    """The merge-field values ``--merge-fields`` gives each recipient."""
+    return {"first_name": email.split("@")[0], "plan": "pro", "credits": str(len(email))}
 
 
 def batches(emails: Sequence[str], size: int) -> list[tuple[str, ...]]:
@@ -76,12 +91,22 @@ def count_rows(path: Path) -> int:
         connection.close()
 
 
-async def ingest_with_store(path: Path, email_batches: Sequence[tuple[str, ...]]) -> float:
+async def ingest_with_store(
+    path: Path, email_batches: Sequence[tuple[str, ...]], merge_fields: bool = False
+) -> float:
     """Seconds to store every batch through ``SqliteStore.submit``, one submission per batch."""
     now = time.time_ns() // 1_000_000
     submissions = [
         Submission(
-            messages=(NewMessage(topic_id=TOPIC, subject=SUBJECT, body=BODY, emails=emails),),
+            messages=(
+                NewMessage(
+                    topic_id=TOPIC,
+                    subject=SUBJECT,
+                    body=BODY,
+                    emails=emails,
+                    data=tuple(merge_data(email) for email in emails) if merge_fields else None,
+                ),
+            ),
             due_at_ms=now,
             created_at_ms=now,
         )
@@ -94,7 +119,9 @@ async def ingest_with_store(path: Path, email_batches: Sequence[tuple[str, ...]]
         return time.perf_counter() - started
 
 
-def ingest_plain(path: Path, email_batches: Sequence[tuple[str, ...]]) -> float:
+def ingest_plain(
+    path: Path, email_batches: Sequence[tuple[str, ...]], merge_fields: bool = False
+) -> float:
     """Seconds for plain ``executemany`` of the same rows, one transaction per batch."""
     migrate(path)
     connection = sqlite3.connect(path, isolation_level=None)
@@ -107,14 +134,20 @@ def ingest_plain(path: Path, email_batches: Sequence[tuple[str, ...]]) -> float:
             " RETURNING id",
             (b"baseline-digest", SUBJECT, BODY, now),
         ).fetchone()[0]
-        row_batches = [
-            [(TOPIC, content_id, email, now, now, now) for email in emails]
+        row_batches: list[list[tuple[object, ...]]] = [
+            [
+                (TOPIC, content_id, email, now, now, now, json.dumps(merge_data(email)))
+                if merge_fields
+                else (TOPIC, content_id, email, now, now, now)
+                for email in emails
+            ]
             for emails in email_batches
         ]
+        sql = INSERT_DATA_SQL if merge_fields else INSERT_SQL
         started = time.perf_counter()
         for rows in row_batches:
             connection.execute("BEGIN IMMEDIATE")
-            connection.executemany(INSERT_SQL, rows)
+            connection.executemany(sql, rows)
             connection.execute("COMMIT")
         return time.perf_counter() - started
     finally:
@@ -134,9 +167,13 @@ def run(arguments: argparse.Namespace) -> dict[str, Any]:
             order = ("store", "plain") if repeat % 2 == 0 else ("plain", "store")
             for which in order:
                 if which == "store":
-                    timings["store"] = trio.run(ingest_with_store, ours_path, email_batches)
+                    timings["store"] = trio.run(
+                        ingest_with_store, ours_path, email_batches, arguments.merge_fields
+                    )
                 else:
-                    timings["plain"] = ingest_plain(plain_path, email_batches)
+                    timings["plain"] = ingest_plain(
+                        plain_path, email_batches, arguments.merge_fields
+                    )
             for path in (ours_path, plain_path):
                 rows = count_rows(path)
                 if rows != total:
@@ -156,6 +193,7 @@ def run(arguments: argparse.Namespace) -> dict[str, Any]:
     median_ratio = statistics.median(pair["ratio"] for pair in pairs)
     return {
         "recipients": total,
+        "merge_fields": arguments.merge_fields,
         "per_submission": arguments.per_submission,
         "submissions": len(email_batches),
         "repeats": pairs,
@@ -193,9 +231,10 @@ def report(figures: dict[str, Any]) -> str:
         ("repeat", "sesender store (rows/s)", "plain sqlite3 (rows/s)", "ratio"), rows
     )
     summary = (
-        f"{figures['recipients']:,} recipients as {figures['submissions']} submissions of"
-        f" {figures['per_submission']:,}; aim: ratio >= {AIM}:"
-        f" {verdict(figures['passed'])} ({figures['ratio_median']:.2f})"
+        f"{figures['recipients']:,} recipients"
+        f"{' with merge-field data' if figures.get('merge_fields') else ''} as"
+        f" {figures['submissions']} submissions of {figures['per_submission']:,};"
+        f" aim: ratio >= {AIM}: {verdict(figures['passed'])} ({figures['ratio_median']:.2f})"
     )
     return f"{table}\n\n{summary}"
 
@@ -207,6 +246,9 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--recipients", type=int, default=1_000_000)
     parser.add_argument("--per-submission", type=int, default=10_000)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--merge-fields", action="store_true", help="each recipient with three data fields"
+    )
     parser.add_argument(
         "--directory", type=Path, default=None, help="where the database files go (temporary)"
     )

@@ -7,7 +7,7 @@ store implementation (PostgreSQL) can produce the same records.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 
@@ -37,12 +37,17 @@ class FailureKind(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class NewMessage:
-    """One message of a submission: a content sent to a list of already validated addresses."""
+    """One message of a submission: a content sent to a list of already validated addresses.
+
+    ``data`` is set for a template (see :mod:`sesender.templating`): one mapping of merge-field
+    values per address, in the same order. None: the content is sent exactly as given.
+    """
 
     topic_id: str
     subject: str
     body: str
     emails: tuple[str, ...]
+    data: tuple[Mapping[str, str], ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +122,8 @@ class ClaimedEmail:
     email: str
     content: Content
     attempts: int  # attempts already made before this claim
+    #: the merge-field values stored for this email when its content is a template, else None.
+    data: Mapping[str, str] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from sesender.errors import SendError
+from sesender.templating import MergeFields
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +47,13 @@ class OutgoingEmail:
     #: it (see :func:`sesender.backends.text.text_part`): one conversion per content, cached,
     #: instead of one per recipient of the same content. None: derive it from ``html``.
     source_html: str | None = None
+    #: The pixel URL that compose inserted into ``html`` (None: no pixel). Lets the SES backend
+    #: rebuild a shared template with a ``{{...}}`` placeholder.
+    pixel_url: str | None = None
+    #: Set for a templated email: its unrendered subject and HTML and this recipient's values.
+    #: ``subject``, ``html`` and ``source_html`` are then ALREADY rendered by sesender, so a backend
+    #: that does not care sends them as they are and every backend shows the same text.
+    merge: MergeFields | None = None
 
 
 @dataclass(frozen=True, slots=True)

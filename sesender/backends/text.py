@@ -174,7 +174,12 @@ def text_part(email: OutgoingEmail) -> str:
     process near 100 emails/s; so the text comes from the content as submitted
     (``source_html``), once per content. The pixel the composer inserts is an image without alt
     text, so the text is the same with or without it (a property test holds this).
+
+    A templated email (``merge`` set) has its own rendered HTML, so it is converted every time and
+    kept out of the cache, where it would only evict the contents shared by many recipients.
     """
     if email.source_html is None:
         return html_to_text(email.html)
+    if email.merge is not None:
+        return html_to_text(email.source_html)
     return _cached_text(email.source_html)

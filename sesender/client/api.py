@@ -163,11 +163,12 @@ class SesenderClient:
         topic_id: str,
         subject: str,
         content: str,
-        emails: Sequence[str],
+        emails: Sequence[str | Mapping[str, Any]],
         scheduled_at: str | None = None,
         idempotency_key: str | None = None,
     ) -> SubmitResult:
-        """``POST /v1/messages`` with one message (at most the server's recipient limit)."""
+        """``POST /v1/messages`` with one message (at most the server's recipient limit);
+        ``emails`` are addresses or ``{"email": ..., "data": {...}}`` merge-field objects."""
         body: dict[str, Any] = {
             "messages": [
                 {

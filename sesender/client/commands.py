@@ -50,6 +50,7 @@ from sesender.client.recipients import (
     unique,
 )
 from sesender.errors import ClientError, InputFileError, UsageError
+from sesender.templating import field_names
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -156,7 +157,9 @@ def add_client_commands(commands: argparse._SubParsersAction[CommandParser]) -> 
         "--recipients",
         type=Path,
         metavar="FILE",
-        help="a .csv (column email/e-mail/address, else the first) or .txt (one per line) file",
+        help="a .csv (column email/e-mail/address, else the first) or .txt (one per line) file;"
+        " a CSV's other columns (header row required) fill the {{ name }} merge fields the"
+        " subject and HTML use",
     )
     send.add_argument(
         "--at",
@@ -367,7 +370,8 @@ def send_command(client: SesenderClient, arguments: argparse.Namespace, runtime:
         if not recipients.addresses:
             raise UsageError("--to has no addresses")
     else:
-        recipients = read_recipients_file(arguments.recipients)
+        fields = field_names(subject) | field_names(content)
+        recipients = read_recipients_file(arguments.recipients, fields)
     scheduled_at = check_when(arguments.at)
 
     try:
@@ -435,7 +439,7 @@ def submit_all(
     again; ``resend`` mixes a random value into them to submit everything anew.
     """
     totals = SendTotals(given=recipients.given, duplicates=recipients.repeats)
-    parts = batches(recipients.addresses, batch_size)
+    parts = batches(recipients.items(), batch_size)
     salt = uuid.uuid4().hex if resend else ""
     progress = Progress(
         TextColumn("submitting"),
@@ -486,13 +490,14 @@ def idempotency_key(
     topic: str,
     subject: str,
     content: str,
-    emails: Sequence[str],
+    emails: Sequence[str | Mapping[str, Any]],
     scheduled_at: str | None,
     index: int,
     salt: str = "",
 ) -> str:
     """The Idempotency-Key of batch ``index``: a SHA-256 over everything its request body holds
-    (topic, subject, HTML, schedule, recipients) and its place in the list.
+    (topic, subject, HTML, schedule, recipients with their merge-field data) and its place in the
+    list.
 
     The same inputs give the same key in every run: that is what lets a re-run resume. Different
     inputs give a different key, so the server never answers 409 (key reused with another body)
@@ -501,7 +506,11 @@ def idempotency_key(
     ``--resend``) makes new keys. The key is 80 characters, within the server's 255.
     """
     digest = hashlib.sha256()
-    for text in (salt, topic, subject, content, scheduled_at or "", str(index), *emails):
+    recipients = (
+        item if isinstance(item, str) else json.dumps(item, sort_keys=True, ensure_ascii=False)
+        for item in emails
+    )
+    for text in (salt, topic, subject, content, scheduled_at or "", str(index), *recipients):
         data = text.encode("utf-8", "surrogatepass")
         digest.update(len(data).to_bytes(8, "big"))
         digest.update(data)

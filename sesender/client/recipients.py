@@ -10,17 +10,29 @@ one address twice) and splits.
   address`` too) when the first row is such a header, else the first column and no header. The
   delimiter is ``,`` unless the first line has more ``;`` or tabs. A UTF-8 byte order mark is
   ignored.
+
+Merge fields: when the subject or HTML uses ``{{ name }}`` fields and the CSV has a header row,
+its other columns become each recipient's data, under their header names (the server fills the
+fields per recipient; see docs/architecture.md, "Merge fields"). Only the columns the subject or
+HTML use are sent. A field with no column of its name, a column named ``unsubscribe_url``
+(sesender provides that one) or several columns without a header are usage errors, found before
+anything is submitted. An email that uses no field, a ``.txt`` file, ``--to`` and a one-column CSV
+without a header send plain addresses, so their content goes out as given, braces included.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
-from sesender.errors import InputFileError
+from sesender.errors import InputFileError, UsageError
+from sesender.templating import PROVIDED_FIELDS, UNSUBSCRIBE_FIELD
+
+T = TypeVar("T")
 
 #: Header names recognised as the address column (compared lowercased and stripped).
 EMAIL_COLUMNS = frozenset(
@@ -32,15 +44,35 @@ SUFFIXES = (".csv", ".txt")
 
 @dataclass(frozen=True, slots=True)
 class Recipients:
-    """The addresses to submit, in file order, each once (``repeats`` were dropped)."""
+    """The addresses to submit, in file order, each once (``repeats`` were dropped), with each
+    one's merge-field values when the email uses fields from a CSV's columns."""
 
     addresses: tuple[str, ...]
     repeats: int = 0
+    data: tuple[Mapping[str, str], ...] | None = None
 
     @property
     def given(self) -> int:
         """How many addresses were given, repeats included."""
         return len(self.addresses) + self.repeats
+
+    def items(self) -> list[str | dict[str, Any]]:
+        """The ``emails`` of a request: addresses, or ``{"email", "data"}`` objects."""
+        if self.data is None:
+            return [*self.addresses]
+        return [
+            {"email": address, "data": dict(data)}
+            for address, data in zip(self.addresses, self.data, strict=True)
+        ]
+
+
+@dataclass(frozen=True, slots=True)
+class CsvTable:
+    """A CSV file's rows; ``header`` holds the first row when it names the address column."""
+
+    rows: list[list[str]]
+    column: int
+    header: list[str] | None
 
 
 def read_text_file(path: Path, what: str) -> str:
@@ -61,7 +93,8 @@ def read_text_file(path: Path, what: str) -> str:
         ) from None
 
 
-def read_recipients_file(path: Path) -> Recipients:
+def read_recipients_file(path: Path, fields: Iterable[str] = ()) -> Recipients:
+    """The recipients in ``path``; ``fields`` are the merge fields the subject and HTML use."""
     suffix = path.suffix.lower()
     if suffix not in SUFFIXES:
         raise InputFileError(
@@ -69,8 +102,10 @@ def read_recipients_file(path: Path) -> Recipients:
             " use a .csv or .txt file"
         )
     text = read_text_file(path, "recipients file")
-    addresses = parse_csv(text) if suffix == ".csv" else parse_txt(text)
-    recipients = unique(addresses)
+    if suffix == ".csv":
+        recipients = csv_recipients(read_csv(text), frozenset(fields), path)
+    else:
+        recipients = unique(parse_txt(text))
     if not recipients.addresses:
         raise InputFileError(f"recipients file {path} has no recipients")
     return recipients
@@ -85,25 +120,88 @@ def parse_txt(text: str) -> list[str]:
     return addresses
 
 
-def parse_csv(text: str) -> list[str]:
+def read_csv(text: str) -> CsvTable:
     text = text.removeprefix("\ufeff")
     first_line = text.split("\n", 1)[0]
     delimiter = max(DELIMITERS, key=first_line.count)  # "," on ties (and for one column)
     rows = [row for row in csv.reader(io.StringIO(text), delimiter=delimiter) if row]
     if not rows:
-        return []
-    column = 0
+        return CsvTable(rows=[], column=0, header=None)
     header = [cell.strip().lower() for cell in rows[0]]
     for index, name in enumerate(header):
         if name in EMAIL_COLUMNS:
-            column, rows = index, rows[1:]
-            break
-    addresses = []
-    for row in rows:
-        value = row[column].strip() if column < len(row) else ""
+            return CsvTable(rows=rows[1:], column=index, header=[c.strip() for c in rows[0]])
+    return CsvTable(rows=rows, column=0, header=None)
+
+
+def parse_csv(text: str) -> list[str]:
+    """The addresses of a CSV file, blank values dropped."""
+    return [address for address, _ in addresses_and_rows(read_csv(text))]
+
+
+def addresses_and_rows(table: CsvTable) -> list[tuple[str, list[str]]]:
+    found = []
+    for row in table.rows:
+        value = row[table.column].strip() if table.column < len(row) else ""
         if value:
-            addresses.append(value)
-    return addresses
+            found.append((value, row))
+    return found
+
+
+def csv_recipients(table: CsvTable, fields: frozenset[str], path: Path) -> Recipients:
+    """The CSV's recipients, with the columns the email's merge fields name as their data."""
+    if not fields:
+        return unique(address for address, _ in addresses_and_rows(table))
+    if table.header is None:  # one column and no header: nothing to fill fields from
+        if any(len(row) > 1 for row in table.rows):
+            raise UsageError(
+                f"recipients file {path} has several columns but no header row, and the subject"
+                f" or HTML uses merge fields ({_braced(fields)}): add a first row naming the"
+                " columns (email, then the field names) so each column can fill its field"
+            )
+        return unique(address for address, _ in addresses_and_rows(table))
+    columns = {
+        name: index for index, name in enumerate(table.header) if index != table.column and name
+    }
+    if UNSUBSCRIBE_FIELD in columns and UNSUBSCRIBE_FIELD in fields:
+        raise UsageError(
+            f"recipients file {path} has a column {UNSUBSCRIBE_FIELD}, but sesender provides"
+            f" {{{{{UNSUBSCRIBE_FIELD}}}}} itself: rename the column"
+        )
+    needed = sorted(fields - PROVIDED_FIELDS)
+    missing = [name for name in needed if name not in columns]
+    if missing:
+        raise UsageError(
+            f"the subject or HTML uses {_braced(missing)}, but recipients file {path} has no"
+            f" column of that name (its columns: {', '.join(table.header)})"
+        )
+    pairs = []
+    for address, row in addresses_and_rows(table):
+        data = {name: row[columns[name]] for name in needed if columns[name] < len(row)}
+        pairs.append((address, data))
+    return unique_with_data(pairs)
+
+
+def _braced(names: Iterable[str]) -> str:
+    return ", ".join(f"{{{{{name}}}}}" for name in sorted(names))
+
+
+def unique_with_data(pairs: Iterable[tuple[str, Mapping[str, str]]]) -> Recipients:
+    """Like :func:`unique`, each kept address with its data."""
+    seen: set[str] = set()
+    kept: list[str] = []
+    values: list[Mapping[str, str]] = []
+    repeats = 0
+    for address, data in pairs:
+        value = address.strip()
+        key = value.lower()
+        if key in seen:
+            repeats += 1
+            continue
+        seen.add(key)
+        kept.append(value)
+        values.append(data)
+    return Recipients(addresses=tuple(kept), repeats=repeats, data=tuple(values))
 
 
 def unique(addresses: Iterable[str]) -> Recipients:
@@ -124,7 +222,7 @@ def unique(addresses: Iterable[str]) -> Recipients:
     return Recipients(addresses=tuple(kept), repeats=repeats)
 
 
-def batches(addresses: Sequence[str], size: int) -> list[Sequence[str]]:
+def batches(addresses: Sequence[T], size: int) -> list[Sequence[T]]:
     """``addresses`` in consecutive slices of at most ``size`` (one request each)."""
     if size < 1:
         raise ValueError(f"batch size must be at least 1, not {size}")

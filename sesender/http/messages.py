@@ -91,6 +91,7 @@ async def submit_messages() -> Response:
             payload,
             max_recipients=context.config.server.max_recipients_per_request,
             timezone=context.config.pipeline.schedule_timezone,
+            unsubscribe_available=context.config.feedback.unsubscribe_enabled,
         ),
     )
     due = due_at_ms(parsed.scheduled_at, now_ms)

@@ -5,6 +5,11 @@ A body is refused whole (400, nothing stored) when its shape is wrong: not an ob
 ``scheduled_at``, more recipients than allowed. Individual addresses are not a reason to refuse the
 request: invalid ones are counted in ``errors`` and listed (capped) in ``rejected``, duplicates
 within a message are sent once, and the valid ones are accepted.
+
+A message with ``data`` or with recipient objects (``{"email": ..., "data": {...}}``) is a template
+(:class:`Template`, rules in :mod:`sesender.templating`): the same holds per recipient, and a
+recipient whose data is unusable or lacks a field the template uses is refused in ``rejected`` with
+the reason. Unusable message-level ``data`` refuses the request, like any malformed message.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -20,7 +26,18 @@ from zoneinfo import ZoneInfo
 from sesender.addresses import check_address
 from sesender.errors import ApiError
 from sesender.models import NewMessage
+from sesender.templating import (
+    MAX_FIELDS,
+    PLACEHOLDER,
+    PROVIDED_FIELDS,
+    UNSUBSCRIBE_FIELD,
+    DataError,
+    field_names,
+    normalize_data,
+)
 
+#: The keys a recipient object may have.
+ITEM_KEYS = frozenset({"email", "data"})
 #: How many rejected addresses the response lists (all are counted in ``errors``).
 REJECTED_LIST_CAP = 100
 MAX_TOPIC_ID_LENGTH = 256
@@ -105,7 +122,11 @@ def _text_field(message: dict[str, Any], name: str, index: int) -> str:
     return value
 
 
-def parse_submission(payload: Any, *, max_recipients: int, timezone: ZoneInfo) -> ParsedSubmission:
+def parse_submission(
+    payload: Any, *, max_recipients: int, timezone: ZoneInfo, unsubscribe_available: bool = True
+) -> ParsedSubmission:
+    """The body checked and split into messages; ``unsubscribe_available`` says whether a
+    template may use ``{{unsubscribe_url}}`` (UNSUBSCRIBE_ENABLED)."""
     if not isinstance(payload, dict):
         raise ApiError(400, "The body must be a JSON object with a 'messages' list")
     raw_messages = payload.get("messages")
@@ -119,7 +140,11 @@ def parse_submission(payload: Any, *, max_recipients: int, timezone: ZoneInfo) -
             raise ApiError(400, f"messages[{index}] must be an object")
         emails = message.get("emails")
         if not isinstance(emails, list):
-            raise ApiError(400, f"messages[{index}].emails must be a list of strings")
+            raise ApiError(
+                400,
+                f"messages[{index}].emails must be a list of addresses or"
+                ' {"email": ..., "data": {...}} objects',
+            )
         total += len(emails)
     if total > max_recipients:
         raise ApiError(
@@ -152,29 +177,17 @@ def parse_submission(payload: Any, *, max_recipients: int, timezone: ZoneInfo) -
         content = _text_field(message, "content", index)
         if "\x00" in content or "\x00" in subject:
             raise ApiError(400, f"messages[{index}] must not contain NUL characters")
-        seen: set[str] = set()
-        accepted: list[str] = []
-        for address in message["emails"]:
-            if not isinstance(address, str):
-                rejected_count += 1
-                if len(rejected) < REJECTED_LIST_CAP:
-                    rejected.append(Rejected(str(address)[:320], "not a string"))
-                continue
-            check = check_address(address.strip())
-            if check.normalized is None:
-                rejected_count += 1
-                if len(rejected) < REJECTED_LIST_CAP:
-                    rejected.append(Rejected(address[:320], check.reason or "invalid"))
-                continue
-            key = check.normalized.lower()
-            if key in seen:
-                duplicates += 1
-                continue
-            seen.add(key)
-            accepted.append(check.normalized)
-        messages.append(
-            NewMessage(topic_id=topic_id, subject=subject, body=content, emails=tuple(accepted))
-        )
+        if message.get("data") is not None or any(isinstance(i, dict) for i in message["emails"]):
+            template = Template.of(message, subject, content, index, unsubscribe_available)
+            parsed_message, dropped, refused = template.recipients(topic_id, message["emails"])
+        else:
+            parsed_message, dropped, refused = plain_recipients(
+                topic_id, subject, content, message["emails"]
+            )
+        messages.append(parsed_message)
+        duplicates += dropped
+        rejected_count += len(refused)
+        rejected.extend(refused[: REJECTED_LIST_CAP - len(rejected)])
     return ParsedSubmission(
         messages=tuple(messages),
         scheduled_at=scheduled_at,
@@ -184,6 +197,181 @@ def parse_submission(payload: Any, *, max_recipients: int, timezone: ZoneInfo) -
         rejected_count=rejected_count,
         rejected=tuple(rejected),
     )
+
+
+def plain_recipients(
+    topic_id: str, subject: str, content: str, items: list[Any]
+) -> tuple[NewMessage, int, list[Rejected]]:
+    """A message that is not a template: its valid addresses, each once (the first kept), with
+    the number of duplicates dropped and the refused items."""
+    seen: set[str] = set()
+    accepted: list[str] = []
+    refused: list[Rejected] = []
+    duplicates = 0
+    for address in items:
+        if not isinstance(address, str):
+            refused.append(Rejected(str(address)[:320], "not a string"))
+            continue
+        check = check_address(address.strip())
+        if check.normalized is None:
+            refused.append(Rejected(address[:320], check.reason or "invalid"))
+            continue
+        key = check.normalized.lower()
+        if key in seen:
+            duplicates += 1
+            continue
+        seen.add(key)
+        accepted.append(check.normalized)
+    message = NewMessage(topic_id=topic_id, subject=subject, body=content, emails=tuple(accepted))
+    return message, duplicates, refused
+
+
+@dataclass(frozen=True, slots=True)
+class Template:
+    """A message that uses merge fields: its defaults and the fields its subject and HTML use.
+
+    Each recipient is checked on its own: one whose data is unusable, or lacks a field the
+    template uses, is refused (listed in ``rejected`` with the reason) and the others go ahead.
+    What is stored per recipient is only the fields the template uses.
+    """
+
+    subject: str
+    content: str
+    defaults: Mapping[str, str]
+    #: the fields the template uses that data must provide (``email`` and ``unsubscribe_url``
+    #: are sesender's).
+    needed: frozenset[str]
+    subject_fields: frozenset[str]
+    #: the data field of each placeholder in the subject, in order, repeats included.
+    subject_slots: tuple[str, ...]
+    #: the subject's length without those placeholders.
+    subject_fixed_length: int
+
+    @classmethod
+    def of(
+        cls,
+        message: dict[str, Any],
+        subject: str,
+        content: str,
+        index: int,
+        unsubscribe_available: bool,
+    ) -> Template:
+        """The template of ``messages[index]``, or a 400 for what is wrong with the message as a
+        whole (its ``data`` defaults, an unsubscribe link the service cannot provide)."""
+        raw_defaults = message.get("data")
+        try:
+            defaults = normalize_data({} if raw_defaults is None else raw_defaults)
+        except DataError as exc:
+            raise ApiError(400, f"messages[{index}].{exc}") from None
+        subject_fields = field_names(subject)
+        used = subject_fields | field_names(content)
+        if UNSUBSCRIBE_FIELD in used and not unsubscribe_available:
+            raise ApiError(
+                400,
+                f"messages[{index}] uses {{{{{UNSUBSCRIBE_FIELD}}}}} but this service sends no"
+                " unsubscribe links (UNSUBSCRIBE_ENABLED is off)",
+            )
+        slots = [m for m in PLACEHOLDER.finditer(subject) if m.group(1) not in PROVIDED_FIELDS]
+        return cls(
+            subject=subject,
+            content=content,
+            defaults=defaults,
+            needed=used - PROVIDED_FIELDS,
+            subject_fields=subject_fields - PROVIDED_FIELDS,
+            subject_slots=tuple(match.group(1) for match in slots),
+            subject_fixed_length=len(subject) - sum(len(match.group(0)) for match in slots),
+        )
+
+    def recipients(self, topic_id: str, items: list[Any]) -> tuple[NewMessage, int, list[Rejected]]:
+        """Like :func:`plain_recipients`, each accepted address with its values."""
+        seen: set[str] = set()
+        accepted: list[str] = []
+        values: list[Mapping[str, str]] = []
+        refused: list[Rejected] = []
+        duplicates = 0
+        for item in items:
+            address: object
+            data: object = None
+            if isinstance(item, str):
+                address = item
+            elif isinstance(item, dict):
+                address, data = item.get("email"), item.get("data")
+                if not item.keys() <= ITEM_KEYS:
+                    unknown = sorted(set(item) - ITEM_KEYS)
+                    refused.append(Rejected(_shown(address, item), _unknown_keys(unknown)))
+                    continue
+                if not isinstance(address, str):
+                    refused.append(Rejected(_shown(address, item), "email must be a string"))
+                    continue
+            else:
+                refused.append(Rejected(str(item)[:320], "not a string or an object"))
+                continue
+            check = check_address(address.strip())
+            if check.normalized is None:
+                refused.append(Rejected(address[:320], check.reason or "invalid"))
+                continue
+            key = check.normalized.lower()
+            if key in seen:  # whatever its data: the first is the one sent
+                duplicates += 1
+                continue
+            try:
+                fields = self.fields_for(data)
+            except DataError as exc:
+                refused.append(Rejected(address[:320], str(exc)))
+                continue
+            seen.add(key)
+            accepted.append(check.normalized)
+            values.append(fields)
+        message = NewMessage(
+            topic_id=topic_id,
+            subject=self.subject,
+            body=self.content,
+            emails=tuple(accepted),
+            data=tuple(values),
+        )
+        return message, duplicates, refused
+
+    def fields_for(self, data: object) -> Mapping[str, str]:
+        """The values one recipient's email needs (its data over the defaults), or DataError."""
+        merged = self.defaults
+        if data is not None:
+            own = normalize_data(data)
+            if own:
+                merged = {**self.defaults, **own} if self.defaults else own
+                if len(merged) > MAX_FIELDS:
+                    raise DataError(
+                        f"data and the message's data have more than {MAX_FIELDS} fields"
+                    )
+        if not self.needed <= merged.keys():
+            missing = sorted(self.needed - merged.keys())
+            plural = "s" if len(missing) > 1 else ""
+            raise DataError(f"no value for merge field{plural} {', '.join(missing)}")
+        # Usually the data holds exactly the fields used: then it is the recipient's values.
+        fields = merged if len(merged) == len(self.needed) else {n: merged[n] for n in self.needed}
+        for name in self.subject_fields:
+            if "\r" in fields[name] or "\n" in fields[name]:
+                raise DataError(f"data.{name} is used in the subject and holds a line break")
+        if self.subject_slots:
+            # The merged subject's length without rendering it ({{email}} and {{unsubscribe_url}}
+            # count as empty: the backend checks the final subject before sending anyway).
+            length = self.subject_fixed_length
+            for name in self.subject_slots:
+                length += len(fields[name])
+            if length > MAX_SUBJECT_LENGTH:
+                raise DataError(
+                    f"the merged subject is longer than {MAX_SUBJECT_LENGTH} characters"
+                )
+        return fields
+
+
+def _shown(address: object, item: dict[str, Any]) -> str:
+    """What ``rejected`` names for a refused object: its address when it has one."""
+    return (address if isinstance(address, str) else json.dumps(item, default=str))[:320]
+
+
+def _unknown_keys(keys: list[str]) -> str:
+    names = ", ".join(repr(key) for key in keys[:5])
+    return f"unknown key{'s' if len(keys) > 1 else ''} {names} (an item has email and data)"
 
 
 def due_at_ms(scheduled_at: datetime | None, now_ms: int) -> int:

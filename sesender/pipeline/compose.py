@@ -1,4 +1,5 @@
-"""Turns a claimed email into what the backend sends: pixel, tags, headers, configuration set."""
+"""Turns a claimed email into what the backend sends: merge fields rendered, pixel, tags, headers,
+configuration set."""
 
 from __future__ import annotations
 
@@ -9,6 +10,13 @@ from html import escape
 from sesender.backends.base import OutgoingEmail
 from sesender.feedback.ses_events import REQUEST_ID_TAG, TOPIC_TAG
 from sesender.models import ClaimedEmail
+from sesender.templating import (
+    EMAIL_FIELD,
+    UNSUBSCRIBE_FIELD,
+    MergeFields,
+    render_html,
+    render_text,
+)
 from sesender.tracking import TokenSigner
 
 _BODY_CLOSE = re.compile(r"</body\s*>", re.IGNORECASE)
@@ -46,10 +54,11 @@ class MessageComposer:
         return f"{self.public_url}/v1/unsubscribe?token={token}"
 
     def compose(self, email: ClaimedEmail) -> OutgoingEmail:
+        unsubscribe_url = self.unsubscribe_url(email.request_id)
         headers: tuple[tuple[str, str], ...] = ()
         if self.unsubscribe_enabled:
             headers = (
-                ("List-Unsubscribe", f"<{self.unsubscribe_url(email.request_id)}>"),
+                ("List-Unsubscribe", f"<{unsubscribe_url}>"),
                 ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),
             )
         # SES echoes tags back in events' ``mail.tags``; their names live where events are read.
@@ -57,18 +66,27 @@ class MessageComposer:
         if email.topic_id:
             # As is: the SES backend makes tag names and values valid SES tags (ses_tag_part).
             tags.append((TOPIC_TAG, email.topic_id))
+        subject, html = email.content.subject, email.content.body
+        merge = None
+        if email.data is not None:
+            # A template: rendered here, once, so every backend sends the same text; the parts
+            # travel along unrendered for a backend that lets the provider render them.
+            values = {**email.data, EMAIL_FIELD: email.email, UNSUBSCRIBE_FIELD: unsubscribe_url}
+            merge = MergeFields(subject=subject, html=html, values=values)
+            subject, html = render_text(subject, values), render_html(html, values)
+        pixel_url = self.pixel_url(email.request_id) if self.open_tracking_enabled else None
         return OutgoingEmail(
             request_id=email.request_id,
             topic_id=email.topic_id,
             sender=self.sender,
             recipient=email.email,
-            subject=email.content.subject,
-            html=insert_pixel(email.content.body, self.pixel_url(email.request_id))
-            if self.open_tracking_enabled
-            else email.content.body,
+            subject=subject,
+            html=html if pixel_url is None else insert_pixel(html, pixel_url),
             headers=headers,
             tags=tuple(tags),
             configuration_set=self.configuration_set,
             attempt=email.attempts + 1,
-            source_html=email.content.body,
+            source_html=html,
+            pixel_url=pixel_url,
+            merge=merge,
         )

@@ -19,6 +19,8 @@ Why the schema looks the way it does:
   counts the partial minute at the window's edge exactly from ``requests_sent_at``.
 - ``results`` keeps one row per (email, event type) with a counter, which is what the API reports
   ("counted once per recipient"); ``sns_messages`` remembers SNS message ids for deduplication.
+- ``requests.data`` holds a templated email's merge-field values (only the fields its template
+  uses), so the content itself stays shared by every recipient.
 - ``topic_cancellations`` makes a cancellation durable: each cancelled topic with the highest
   request id it covers, checked by every statement that would put an email back in the queue.
 """
@@ -175,6 +177,11 @@ MIGRATIONS: tuple[str, ...] = (
         value BLOB NOT NULL,
         created_at INTEGER NOT NULL
     ) WITHOUT ROWID;
+    """,
+    # 6: merge fields: the values a templated email is rendered with, as a JSON object of strings
+    # (NULL for an email whose content is sent as given). Adding a nullable column rewrites no row.
+    """
+    ALTER TABLE requests ADD COLUMN data TEXT;
     """,
 )
 

@@ -77,3 +77,79 @@ def test_any_json_is_a_400_or_a_valid_submission(payload: object) -> None:
                 raise AssertionError(f"accepted an invalid address {email!r}") from exc
             assert "\r" not in email
             assert "\n" not in email
+
+
+# -- merge fields: recipient objects and message data ---------------------------------------------
+
+NAME = st.one_of(
+    st.sampled_from(["first_name", "plan", "email", "unsubscribe_url", "x"]),
+    st.text(max_size=8),
+)
+VALUE = st.one_of(
+    JSON,
+    st.text(max_size=20),
+    st.sampled_from(["<b>x</b>", "a\r\nBcc: y@example.com", "\x00", "\ud800", "x" * 1001]),
+    st.floats(),
+)
+DATA = st.one_of(st.dictionaries(NAME, VALUE, max_size=5), JSON)
+RECIPIENT = st.one_of(
+    ADDRESS,
+    st.fixed_dictionaries({"email": ADDRESS}, optional={"data": DATA}),
+    st.dictionaries(st.sampled_from(["email", "data", "Data", "name"]), JSON, max_size=3),
+)
+TEMPLATE_TEXT = st.sampled_from(
+    ["Hi {{first_name}}", "{{ plan }} {{x}}", "{{email}}", "<p>{{unsubscribe_url}}</p>", "plain"]
+)
+TEMPLATE_MESSAGE = st.fixed_dictionaries(
+    {
+        "emails": st.lists(RECIPIENT, max_size=6),
+        "subject": TEMPLATE_TEXT,
+        "content": TEMPLATE_TEXT,
+    },
+    optional={"data": st.one_of(DATA, st.none())},
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(TEMPLATE_MESSAGE, min_size=1, max_size=2), st.booleans())
+def test_any_merge_data_is_refused_or_gives_clean_values(
+    messages: list[dict[str, object]], unsubscribe: bool
+) -> None:
+    try:
+        parsed = parse_submission(
+            {"messages": messages},
+            max_recipients=20,
+            timezone=ZoneInfo("UTC"),
+            unsubscribe_available=unsubscribe,
+        )
+    except ApiError as error:
+        refused: ApiError | None = error
+    else:
+        refused = None
+    if refused is not None:
+        assert refused.status == 400
+        assert refused.message
+        return
+    assert parsed.accepted + parsed.rejected_count + parsed.duplicates == parsed.total
+    for rejected in parsed.rejected:
+        assert rejected.reason
+    for raw, message in zip(messages, parsed.messages, strict=True):
+        is_template = raw.get("data") is not None or any(
+            isinstance(item, dict)
+            for item in raw["emails"]  # type: ignore[attr-defined]
+        )
+        if not is_template:
+            assert message.data is None
+            continue
+        assert message.data is not None
+        assert len(message.data) == len(message.emails)
+        for values in message.data:
+            for name, value in values.items():
+                assert name not in ("email", "unsubscribe_url")
+                assert isinstance(value, str)
+                assert len(value) <= 1000
+                assert "\x00" not in value
+                value.encode("utf-8")
+                if f"{{{{{name}}}}}" in message.subject or f"{{{{ {name} }}}}" in message.subject:
+                    assert "\r" not in value
+                    assert "\n" not in value

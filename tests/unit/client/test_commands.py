@@ -80,7 +80,7 @@ class FakeSesender:
                     409, json={"error": "Idempotency-Key was already used with a different body"}
                 )
             return httpx.Response(200, json=earlier_answer, headers={"Idempotent-Replayed": "true"})
-        emails = body["messages"][0]["emails"]
+        emails = [e if isinstance(e, str) else e["email"] for e in body["messages"][0]["emails"]]
         good = [e for e in emails if "@" in e]
         bad = [e for e in emails if "@" not in e]
         scheduled = bool(body.get("scheduled_at", "").startswith("2999"))
@@ -590,3 +590,132 @@ def test_serve_usage_errors_keep_argparse_behaviour(capsys: pytest.CaptureFixtur
     err = usage_error(["serve", "--bogus"], capsys)
     assert err.startswith("usage: sesender")
     assert err.endswith("sesender: error: unrecognized arguments: --bogus\n")
+
+
+# -- send with merge fields from CSV columns ------------------------------------------------------
+
+
+def write_csv(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "people.csv"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_send_turns_the_csv_columns_the_email_uses_into_recipient_data(
+    fake: FakeSesender, tmp_path: Path
+) -> None:
+    html = tmp_path / "mail.html"
+    html.write_text("<p>Hi {{ first_name }}, plan {{plan}}, {{email}}</p>", encoding="utf-8")
+    path = write_csv(
+        tmp_path,
+        "first_name;Email;plan;notes\nAda;ada@example.com;pro;x\nBob;bob@example.com\n"
+        "Ada again;ADA@example.com;free;y\n",
+    )
+    argv = ["send", "--topic", "news", "--subject", "Hello {{first_name}}", "--html", str(html)]
+    result = run(fake, [*argv, "--recipients", str(path), "--no-follow"])
+    assert result.code == EXIT_OK, result.err
+    (post,) = fake.posts
+    assert post["body"]["messages"][0]["emails"] == [
+        {"email": "ada@example.com", "data": {"first_name": "Ada", "plan": "pro"}},
+        {"email": "bob@example.com", "data": {"first_name": "Bob"}},  # short row: the server
+    ]  # refuses it by the field's name
+    assert "1 duplicates" in result.lines[0]
+    # The key covers the data: other values are another submission, not a replay.
+    path.write_text("first_name,email,plan\nAda,ada@example.com,free\n", encoding="utf-8")
+    again = run(fake, [*argv, "--recipients", str(path), "--no-follow"])
+    assert again.code == EXIT_OK, again.err
+    assert fake.posts[1]["key"] != post["key"]
+
+
+def test_send_with_columns_the_email_does_not_use_sends_plain_addresses(
+    fake: FakeSesender, html: Path, tmp_path: Path
+) -> None:
+    path = write_csv(tmp_path, "name,email,First Name\nAda,ada@example.com,x\n")
+    result = run(fake, send_argv(html, "--recipients", str(path), "--no-follow"))
+    assert result.code == EXIT_OK, result.err
+    assert fake.posts[0]["body"]["messages"][0]["emails"] == ["ada@example.com"]
+
+
+@pytest.mark.parametrize(
+    ("csv_text", "message"),
+    [
+        (
+            "ada@example.com,Ada\n",
+            "has several columns but no header row, and the subject or HTML uses merge fields"
+            " ({{first_name}}, {{unsubscribe_url}}): add a first row naming the columns",
+        ),
+        (
+            "email,name\nada@example.com,Ada\n",
+            "the subject or HTML uses {{first_name}}, but recipients file",
+        ),
+        (
+            "email,first_name,unsubscribe_url\nada@example.com,Ada,x\n",
+            "has a column unsubscribe_url, but sesender provides {{unsubscribe_url}} itself",
+        ),
+    ],
+)
+def test_send_refuses_a_csv_that_cannot_fill_the_fields_before_any_request(
+    fake: FakeSesender, tmp_path: Path, csv_text: str, message: str
+) -> None:
+    html = tmp_path / "mail.html"
+    html.write_text("<p>Hi {{first_name}} <a href='{{unsubscribe_url}}'>x</a></p>", "utf-8")
+    path = write_csv(tmp_path, csv_text)
+    result = run(fake, send_argv(html, "--recipients", str(path)))
+    assert result.code == EXIT_USAGE
+    assert message in result.err
+    assert result.err.count("\n") == 1
+    assert fake.requests == []
+
+
+def test_plain_keys_are_unchanged_by_merge_field_support() -> None:
+    """A resumed plain send from before merge fields still finds its batches."""
+    key = idempotency_key(
+        topic="t", subject="s", content="c", emails=["a@example.com"], scheduled_at=None, index=0
+    )
+    assert key == (
+        "sesender-cli-v1-"
+        + __import__("hashlib")
+        .sha256(
+            b"".join(
+                len(part).to_bytes(8, "big") + part
+                for part in (b"", b"t", b"s", b"c", b"", b"0", b"a@example.com")
+            )
+        )
+        .hexdigest()
+    )
+
+
+def test_send_with_a_header_but_no_column_for_a_field_is_a_usage_error(
+    fake: FakeSesender, tmp_path: Path
+) -> None:
+    html = tmp_path / "mail.html"
+    html.write_text("<p>Hi {{first_name}}</p>", encoding="utf-8")
+    path = write_csv(tmp_path, "email\nada@example.com\n")
+    result = run(fake, send_argv(html, "--recipients", str(path)))
+    assert result.code == EXIT_USAGE
+    assert "uses {{first_name}}, but recipients file" in result.err
+    assert "(its columns: email)" in result.err
+    assert fake.requests == []
+
+
+def test_send_fills_provided_fields_from_a_one_column_csv_with_a_header(
+    fake: FakeSesender, tmp_path: Path
+) -> None:
+    html = tmp_path / "mail.html"
+    html.write_text("<p>Sent to {{ email }}</p>", encoding="utf-8")
+    path = write_csv(tmp_path, "email\nada@example.com\n")
+    result = run(fake, send_argv(html, "--recipients", str(path), "--no-follow"))
+    assert result.code == EXIT_OK, result.err
+    emails = fake.posts[0]["body"]["messages"][0]["emails"]
+    assert emails == [{"email": "ada@example.com", "data": {}}]
+
+
+def test_send_without_a_header_and_one_column_sends_the_content_as_given(
+    fake: FakeSesender, tmp_path: Path
+) -> None:
+    html = tmp_path / "mail.html"
+    html.write_text("<p>{{ literal }}</p>", encoding="utf-8")
+    path = write_csv(tmp_path, "ada@example.com\nbob@example.com\n")
+    result = run(fake, send_argv(html, "--recipients", str(path), "--no-follow"))
+    assert result.code == EXIT_OK, result.err
+    assert fake.posts[0]["body"]["messages"][0]["emails"] == ["ada@example.com", "bob@example.com"]

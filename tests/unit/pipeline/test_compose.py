@@ -38,3 +38,44 @@ def test_open_tracking_off_sends_the_body_untouched() -> None:
     headers = dict(outgoing.headers)
     token = SIGNER.sign("unsubscribe", 12)
     assert headers["List-Unsubscribe"] == f"<https://mail.example.com/v1/unsubscribe?token={token}>"
+
+
+# -- merge fields ---------------------------------------------------------------------------------
+
+TEMPLATE = Content(
+    "Hi {{ name }}",
+    '<html><body><p>{{name}}</p><a href="{{ unsubscribe_url }}">stop</a> {{email}}</body></html>',
+)
+
+
+def test_a_template_is_rendered_per_recipient_and_keeps_its_parts() -> None:
+    claimed = ClaimedEmail(12, "t", "a@example.org", TEMPLATE, 0, data={"name": "<Ada & Co>"})
+    outgoing = composer(open_tracking=True, unsubscribe=True).compose(claimed)
+    unsubscribe_url = (
+        f"https://mail.example.com/v1/unsubscribe?token={SIGNER.sign('unsubscribe', 12)}"
+    )
+    assert outgoing.subject == "Hi <Ada & Co>"
+    rendered = (
+        "<html><body><p>&lt;Ada &amp; Co&gt;</p>"
+        f'<a href="{unsubscribe_url}">stop</a> a@example.org</body></html>'
+    )
+    assert outgoing.source_html == rendered
+    assert outgoing.pixel_url is not None
+    assert outgoing.html.startswith(rendered.removesuffix("</body></html>"))
+    assert f'src="{outgoing.pixel_url}"' in outgoing.html
+    assert dict(outgoing.headers)["List-Unsubscribe"] == f"<{unsubscribe_url}>"
+    assert outgoing.merge is not None
+    assert (outgoing.merge.subject, outgoing.merge.html) == (TEMPLATE.subject, TEMPLATE.body)
+    assert outgoing.merge.values == {
+        "name": "<Ada & Co>",
+        "email": "a@example.org",
+        "unsubscribe_url": unsubscribe_url,
+    }
+
+
+def test_content_that_is_not_a_template_is_sent_as_given_braces_included() -> None:
+    claimed = ClaimedEmail(12, "t", "a@example.org", TEMPLATE, 0)
+    outgoing = composer(open_tracking=False, unsubscribe=False).compose(claimed)
+    assert (outgoing.subject, outgoing.html) == (TEMPLATE.subject, TEMPLATE.body)
+    assert outgoing.merge is None
+    assert outgoing.pixel_url is None
