@@ -9,8 +9,12 @@ values (retry, fail, pause).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
+
+from sesender.errors import SendError
+from sesender.templating import MergeFields
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +43,18 @@ class OutgoingEmail:
     #: it (see :func:`sesender.backends.text.text_part`): one conversion per content, cached,
     #: instead of one per recipient of the same content. None: derive it from ``html``.
     source_html: str | None = None
+    #: The pixel URL that compose inserted into ``html`` (None: no pixel). Lets the SES backend
+    #: rebuild one shared template for many recipients with a placeholder where the pixel goes.
+    pixel_url: str | None = None
+    #: Set when the email is a template: ``subject`` and ``html`` are then already rendered for
+    #: this recipient (and ``source_html`` is the rendered HTML before the pixel); this keeps the
+    #: template and the values it was rendered with. A backend that does not care sends
+    #: ``subject``/``html`` as they are, so every backend shows the recipient the same text.
+    merge: MergeFields | None = None
+
+
+#: One email's result in a batch: the provider's message id, or why it was not sent.
+SendResult = str | SendError
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +76,15 @@ class Backend(Protocol):
         """Send one email and return the provider's message id.
 
         Raises TransientSendError, PermanentSendError or AccountSendError; nothing else.
+        """
+        ...
+
+    async def send_batch(self, emails: Sequence[OutgoingEmail]) -> list[SendResult]:
+        """Send every email; exactly one result per email, in the same order.
+
+        Never raises SendError: a per-email failure is that email's result, a whole-call
+        failure (throttling, 5xx, timeout, connection) is the same error for each email the
+        call carried. Emails of different contents may be mixed: the backend groups them.
         """
         ...
 

@@ -28,12 +28,13 @@ from __future__ import annotations
 import os
 import random
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import trio
 
-from sesender.backends.base import AccountStatus, OutgoingEmail
+from sesender.backends.base import AccountStatus, OutgoingEmail, SendResult
+from sesender.backends.batch import send_each
 from sesender.errors import (
     AccountSendError,
     PermanentSendError,
@@ -195,6 +196,10 @@ class MemoryBackend:
                 can_send=False, max_send_rate=self.max_send_rate, reason=self._pause_reason
             )
         return AccountStatus(can_send=True, max_send_rate=self.max_send_rate)
+
+    async def send_batch(self, emails: Sequence[OutgoingEmail]) -> list[SendResult]:
+        """Send the emails one after the other (see ``Backend.send_batch``)."""
+        return await send_each(self.send, emails)
 
     async def aclose(self) -> None:
         """Nothing to release; marks the backend closed so tests can check who closes it."""

@@ -28,7 +28,7 @@ import os
 import re
 import tempfile
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email import policy
@@ -42,7 +42,8 @@ from pathlib import Path
 import trio
 
 from actors import ThreadLane
-from sesender.backends.base import AccountStatus, OutgoingEmail
+from sesender.backends.base import AccountStatus, OutgoingEmail, SendResult
+from sesender.backends.batch import send_each
 from sesender.backends.headers import require_single_line
 from sesender.backends.sendable import check_sendable
 from sesender.backends.text import text_part
@@ -239,6 +240,10 @@ class OutboxBackend:
         """``can_send`` is whether the directory exists (or can be created) and is writable."""
         reason = await self.lane.run(check_writable, self.directory)
         return AccountStatus(can_send=not reason, reason=reason)
+
+    async def send_batch(self, emails: Sequence[OutgoingEmail]) -> list[SendResult]:
+        """Send the emails one after the other (see ``Backend.send_batch``)."""
+        return await send_each(self.send, emails)
 
     async def aclose(self) -> None:
         """Nothing stays open between sends."""

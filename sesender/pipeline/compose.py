@@ -71,4 +71,5 @@ class MessageComposer:
             configuration_set=self.configuration_set,
             attempt=email.attempts + 1,
             source_html=email.content.body,
+            pixel_url=self.pixel_url(email.request_id) if self.open_tracking_enabled else None,
         )
