@@ -1,0 +1,175 @@
+"""End to end: the service (a process, ``SENDER_BACKEND=ses``) against ``bench.fake_ses``.
+
+The fake answers ``SendEmail`` and ``SendBulkEmail`` on 127.0.0.1, refuses addresses starting
+with ``rejected`` (``MESSAGE_REJECTED`` per bulk entry, ``MessageRejected`` for ``SendEmail``)
+and keeps every message as SES would render it, read back over HTTP (``/_bench/messages``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from html import unescape
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+
+from sesender.feedback.ses_events import REQUEST_ID_TAG, TOPIC_TAG
+from sesender.tracking import TokenSigner
+from tests.e2e.harness import ServiceProcess, message_details, submit, wait_for, wait_topic
+
+pytestmark = pytest.mark.e2e
+
+REPO_DIR = Path(__file__).resolve().parents[2]
+SENDER = "news@example.com"
+PUBLIC_URL = "http://tracking.example.test"
+TRACKING_SECRET = "e2e-ses-bulk-tracking-secret"
+PIXEL = re.compile(r'<img src="([^"]+)"')
+
+
+@dataclass
+class FakeSes:
+    url: str
+
+    def get(self, path: str) -> Any:
+        with urllib.request.urlopen(f"{self.url}{path}", timeout=5) as reply:
+            return json.load(reply)
+
+
+@pytest.fixture
+def fake_ses() -> Iterator[FakeSes]:
+    """``bench.fake_ses`` as a child process on a free loopback port; stopped after."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bench.fake_ses", "--port", "0", "--record", "--reject", "rejected"],
+        cwd=REPO_DIR,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        assert line.startswith("PORT "), line
+        yield FakeSes(f"http://127.0.0.1:{int(line.split()[1])}")
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
+
+
+def start(start_service: Callable[..., ServiceProcess], fake: FakeSes, mode: str) -> ServiceProcess:
+    return start_service(
+        API_KEY="e2e-ses-bulk-key",
+        SENDER_BACKEND="ses",
+        SES_SEND_MODE=mode,
+        AWS_ENDPOINT_URL_SESV2=fake.url,
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_REGION="us-east-1",
+        AWS_SES_FROM_EMAIL=SENDER,
+        MAX_SEND_PER_SECOND="500",
+        SERVER_URL=PUBLIC_URL,
+        TRACKING_SECRET=TRACKING_SECRET,
+    )
+
+
+@pytest.mark.parametrize("mode", ["bulk", "single"])
+def test_rejected_addresses_fail_the_others_are_sent_and_their_pixels_count(
+    start_service: Callable[..., ServiceProcess], fake_ses: FakeSes, mode: str
+) -> None:
+    service = start(start_service, fake_ses, mode)
+    recipients = [
+        f"rejected{n}@example.org" if n % 8 == 3 else f"user{n}@example.org" for n in range(120)
+    ]
+    rejected = {r for r in recipients if r.startswith("rejected")}
+    with service.client() as client:
+        ids = submit(
+            client,
+            topic="bulk",
+            emails=recipients,
+            subject="Bulk newsletter",
+            content="<html><body><h1>Hello</h1><p>from sesender</p></body></html>",
+        )
+        wait_topic(client, "bulk", count=len(rejected), status="Failed", timeout=60)
+        wait_topic(client, "bulk", count=len(recipients) - len(rejected), timeout=60)
+        details = message_details(client, ids)
+
+    assert {d["email"] for d in details if d["status"] == "Failed"} == rejected
+    assert {d["email"] for d in details if d["status"] == "Sent"} == set(recipients) - rejected
+    rendered = {m["message_id"]: m for m in fake_ses.get("/_bench/messages")}
+    assert len(rendered) == len(recipients) - len(rejected)  # nothing sent twice
+
+    signer = TokenSigner(TRACKING_SECRET.encode())
+    tokens: dict[int, str] = {}
+    for detail in details:
+        if detail["status"] != "Sent":
+            continue
+        message = rendered[detail["message_id"]]
+        assert message["to"] == detail["email"]
+        assert message["subject"] == "Bulk newsletter"
+        assert message["text"] == "Hello\n\nfrom sesender"
+        headers = {h["Name"]: h["Value"] for h in message["headers"]}
+        assert headers["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+        tags = {t["Name"]: t["Value"] for t in message["tags"]}
+        assert tags[REQUEST_ID_TAG] == str(detail["request_id"])
+        assert tags[TOPIC_TAG] == "bulk"
+        match = PIXEL.search(message["html"])
+        assert match is not None, message["html"]
+        assert message["html"].index(match.group(0)) < message["html"].index("</body>")
+        parts = urlsplit(unescape(match.group(1)))
+        (token,) = parse_qs(parts.query)["request_id"]
+        assert signer.verify("open", token) == detail["request_id"]
+        tokens[detail["request_id"]] = token
+
+    # The pixel the fake rendered for one email counts an open for that email only.
+    opened = next(iter(tokens))
+    with httpx.Client(base_url=service.url, timeout=30) as anonymous:
+        assert (
+            anonymous.get("/v1/events/open", params={"request_id": tokens[opened]}).status_code
+            == 200
+        )
+    with service.client() as client:
+
+        def opens() -> list[dict[str, Any]] | None:
+            events = client.get(f"/v1/messages/{opened}").json()["events"]
+            found = [event for event in events if event["type"] == "Open"]
+            return found or None
+
+        wait_for(opens, timeout=10, what="the Open event")
+        assert client.get("/v1/topics/bulk").json()["result_counts"]["Open"] == 1
+
+    stats = fake_ses.get("/_bench/stats")
+    if mode == "single":
+        assert stats["send_bulk_email"] == 0
+        assert stats["send_email"] == len(recipients)
+    assert service.stop(timeout=15) == 0
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the sender pool calls send_batch only once the batch pipeline (issue 13 item 2) lands",
+)
+def test_bulk_mode_sends_through_send_bulk_email(
+    start_service: Callable[..., ServiceProcess], fake_ses: FakeSes
+) -> None:
+    service = start(start_service, fake_ses, "bulk")
+    recipients = [f"user{n}@example.org" for n in range(200)]
+    with service.client() as client:
+        submit(client, topic="bulk", emails=recipients, subject="Bulk", content="<p>Hi</p>")
+        wait_topic(client, "bulk", count=len(recipients), timeout=60)
+    stats = fake_ses.get("/_bench/stats")
+    assert stats["bulk_entries"] > len(recipients) / 2
+    assert stats["send_bulk_email"] < stats["bulk_entries"]
+    assert service.stop(timeout=15) == 0
