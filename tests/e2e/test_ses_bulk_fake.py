@@ -22,7 +22,12 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
+from actors import ThreadLane
+from sesender.backends.base import OutgoingEmail
+from sesender.backends.ses import SesBackend, build_ses_client
+from sesender.errors import PermanentSendError
 from sesender.feedback.ses_events import REQUEST_ID_TAG, TOPIC_TAG
+from sesender.pipeline.compose import insert_pixel
 from sesender.tracking import TokenSigner
 from tests.e2e.harness import ServiceProcess, message_details, submit, wait_for, wait_topic
 
@@ -173,3 +178,62 @@ def test_bulk_mode_sends_through_send_bulk_email(
     assert stats["bulk_entries"] > len(recipients) / 2
     assert stats["send_bulk_email"] < stats["bulk_entries"]
     assert service.stop(timeout=15) == 0
+
+
+async def test_the_backend_sends_bulk_calls_over_http_that_the_fake_renders_per_recipient(
+    fake_ses: FakeSes,
+) -> None:
+    """``SesBackend.send_batch`` with the real client: what goes over the wire, per entry."""
+    signer = TokenSigner(TRACKING_SECRET.encode())
+    source = "<html><body><p>Hi &amp; welcome</p></body></html>"
+    emails = []
+    for request_id in range(1, 121):
+        recipient = f"rejected{request_id}@example.org" if request_id % 10 == 0 else None
+        pixel_url = f"{PUBLIC_URL}/v1/events/open?request_id={signer.sign('open', request_id)}"
+        emails.append(
+            OutgoingEmail(
+                request_id=request_id,
+                topic_id="wire",
+                sender=SENDER,
+                recipient=recipient or f"user{request_id}@example.org",
+                subject="Wire",
+                html=insert_pixel(source, pixel_url),
+                headers=(("List-Unsubscribe", f"<{PUBLIC_URL}/u/{request_id}>"),),
+                tags=((REQUEST_ID_TAG, str(request_id)), (TOPIC_TAG, "wire")),
+                source_html=source,
+                pixel_url=pixel_url,
+            )
+        )
+    lane = ThreadLane("ses", 4)
+    client = await lane.run(
+        lambda: build_ses_client(
+            region="us-east-1",
+            pool_size=4,
+            connect_timeout=2,
+            read_timeout=5,
+            endpoint_url=fake_ses.url,
+            access_key_id="testing",
+            secret_access_key="testing",
+        )
+    )
+    backend = SesBackend(client=client, lane=lane)
+    try:
+        results = await backend.send_batch(emails)
+    finally:
+        await backend.aclose()
+
+    rendered = {m["message_id"]: m for m in fake_ses.get("/_bench/messages")}
+    for sent, result in zip(emails, results, strict=True):
+        if sent.recipient.startswith("rejected"):
+            assert isinstance(result, PermanentSendError)
+            assert result.code == "MESSAGE_REJECTED"
+            continue
+        assert isinstance(result, str)
+        message = rendered[result]
+        assert message["bulk"] is True
+        assert message["to"] == sent.recipient
+        assert message["html"] == sent.html  # the pixel of this very email
+        assert message["headers"] == [{"Name": "List-Unsubscribe", "Value": sent.headers[0][1]}]
+    stats = fake_ses.get("/_bench/stats")
+    assert stats == {"send_email": 0, "send_bulk_email": 3, "bulk_entries": 120}
+    assert backend.statistics().bulk_calls == 3
