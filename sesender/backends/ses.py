@@ -1,4 +1,9 @@
-"""SesBackend: sends through Amazon SES v2 ``SendEmail`` with one shared boto3 client.
+"""SesBackend: sends through Amazon SES v2 with one shared boto3 client.
+
+``send`` makes one ``SendEmail`` call. ``send_batch`` (what the pipeline uses) groups the emails
+of one content into ``SendBulkEmail`` calls of up to 50 recipients (``SES_SEND_MODE=bulk``, the
+default; :mod:`sesender.backends.ses_bulk` decides which emails can share a call and builds it,
+docs/architecture.md "SES bulk calls" says why) and sends the rest with ``SendEmail``.
 
 Three decisions shape this module:
 
@@ -21,8 +26,8 @@ Three decisions shape this module:
   never recorded, so it stays ``Processed`` and is requeued at the next start (at-least-once,
   exactly as after a crash); whether SES accepted the abandoned call is unknown, so the
   recipient may get it twice; and such duplicates are bounded by the calls running at that
-  moment, at most the lane's thread count (one per email). A call still waiting for a thread
-  never ran and is simply given up.
+  moment, at most the lane's thread count (one email per ``SendEmail``, up to 50 per
+  ``SendBulkEmail``). A call still waiting for a thread never ran and is simply given up.
 - **Errors translated here and only here**: :func:`classify_client_error` is a pure table from
   (code, HTTP status, message) to a ``SendError`` (the codes are those SES v2 and the AWS SDKs
   document); :func:`translate_error` applies it to botocore's exceptions. Nothing from botocore
