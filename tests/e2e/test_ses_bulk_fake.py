@@ -13,6 +13,7 @@ import subprocess
 import sys
 import urllib.request
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from html import unescape
 from pathlib import Path
@@ -25,7 +26,7 @@ import pytest
 from actors import ThreadLane
 from sesender.backends.base import OutgoingEmail
 from sesender.backends.ses import SesBackend, build_ses_client
-from sesender.errors import PermanentSendError
+from sesender.errors import PermanentSendError, TransientSendError
 from sesender.feedback.ses_events import REQUEST_ID_TAG, TOPIC_TAG
 from sesender.pipeline.compose import insert_pixel
 from sesender.tracking import TokenSigner
@@ -49,11 +50,11 @@ class FakeSes:
             return json.load(reply)
 
 
-@pytest.fixture
-def fake_ses() -> Iterator[FakeSes]:
+@contextmanager
+def running_fake_ses(*options: str) -> Iterator[FakeSes]:
     """``bench.fake_ses`` as a child process on a free loopback port; stopped after."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "bench.fake_ses", "--port", "0", "--record", "--reject", "rejected"],
+        [sys.executable, "-m", "bench.fake_ses", "--port", "0", "--record", *options],
         cwd=REPO_DIR,
         stdout=subprocess.PIPE,
         text=True,
@@ -72,6 +73,13 @@ def fake_ses() -> Iterator[FakeSes]:
             process.wait()
         if process.stdout is not None:
             process.stdout.close()
+
+
+@pytest.fixture
+def fake_ses() -> Iterator[FakeSes]:
+    """The fake, refusing every address that starts with ``rejected``."""
+    with running_fake_ses("--reject", "rejected") as fake:
+        yield fake
 
 
 def start(start_service: Callable[..., ServiceProcess], fake: FakeSes, mode: str) -> ServiceProcess:
@@ -180,14 +188,12 @@ def test_bulk_mode_sends_through_send_bulk_email(
     assert service.stop(timeout=15) == 0
 
 
-async def test_the_backend_sends_bulk_calls_over_http_that_the_fake_renders_per_recipient(
-    fake_ses: FakeSes,
-) -> None:
-    """``SesBackend.send_batch`` with the real client: what goes over the wire, per entry."""
+def wire_emails(count: int) -> list[OutgoingEmail]:
+    """Emails of one content as compose makes them; every tenth recipient is ``rejected``."""
     signer = TokenSigner(TRACKING_SECRET.encode())
     source = "<html><body><p>Hi &amp; welcome</p></body></html>"
     emails = []
-    for request_id in range(1, 121):
+    for request_id in range(1, count + 1):
         recipient = f"rejected{request_id}@example.org" if request_id % 10 == 0 else None
         pixel_url = f"{PUBLIC_URL}/v1/events/open?request_id={signer.sign('open', request_id)}"
         emails.append(
@@ -204,6 +210,10 @@ async def test_the_backend_sends_bulk_calls_over_http_that_the_fake_renders_per_
                 pixel_url=pixel_url,
             )
         )
+    return emails
+
+
+async def backend_against(fake: FakeSes) -> SesBackend:
     lane = ThreadLane("ses", 4)
     client = await lane.run(
         lambda: build_ses_client(
@@ -211,12 +221,20 @@ async def test_the_backend_sends_bulk_calls_over_http_that_the_fake_renders_per_
             pool_size=4,
             connect_timeout=2,
             read_timeout=5,
-            endpoint_url=fake_ses.url,
+            endpoint_url=fake.url,
             access_key_id="testing",
             secret_access_key="testing",
         )
     )
-    backend = SesBackend(client=client, lane=lane)
+    return SesBackend(client=client, lane=lane)
+
+
+async def test_the_backend_sends_bulk_calls_over_http_that_the_fake_renders_per_recipient(
+    fake_ses: FakeSes,
+) -> None:
+    """``SesBackend.send_batch`` with the real client: what goes over the wire, per entry."""
+    emails = wire_emails(120)
+    backend = await backend_against(fake_ses)
     try:
         results = await backend.send_batch(emails)
     finally:
@@ -237,3 +255,20 @@ async def test_the_backend_sends_bulk_calls_over_http_that_the_fake_renders_per_
     stats = fake_ses.get("/_bench/stats")
     assert stats == {"send_email": 0, "send_bulk_email": 3, "bulk_entries": 120}
     assert backend.statistics().bulk_calls == 3
+
+
+async def test_a_throttled_bulk_call_retries_all_its_emails_and_only_them() -> None:
+    with running_fake_ses("--throttle-every", "2") as fake:
+        emails = wire_emails(100)  # two calls of 50: one of them answers 429
+        backend = await backend_against(fake)
+        try:
+            results = await backend.send_batch(emails)
+        finally:
+            await backend.aclose()
+        stats = fake.get("/_bench/stats")
+    throttled = [r for r in results if isinstance(r, TransientSendError) and r.throttled]
+    assert len(throttled) == 50
+    assert all(r.code == "TooManyRequestsException" for r in throttled)
+    assert sum(isinstance(r, str) for r in results) == 50
+    assert stats["send_bulk_email"] == 2
+    assert backend.statistics().throttled == 50
