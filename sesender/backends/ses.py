@@ -429,16 +429,19 @@ class SesBackend:
 
         def call() -> SendBulkEmailResponseTypeDef | None:
             # Built in the worker thread, like ``send``'s request.
+            kept: list[int] = []
+            addresses: list[tuple[str, str]] = []
             for position, email in enumerate(emails):
                 try:
-                    check_sendable(email)
+                    addresses.append(check_sendable(email))
                 except PermanentSendError as error:
                     refused[position] = error
-            kept = [i for i in range(len(emails)) if i not in refused]
+                else:
+                    kept.append(position)
             if not kept:
                 return None
             request = build_bulk_request(
-                key, template, [emails[i] for i in kept], [data[i] for i in kept]
+                key, template, [emails[i] for i in kept], [data[i] for i in kept], addresses
             )
             carried.extend(kept)
             return self.client.send_bulk_email(**request)

@@ -72,10 +72,9 @@ PIXEL_FIELD = "sesender_pixel_token"
 # A merge placeholder as sesender's templates write it (spaces allowed inside the braces).
 PLACEHOLDER = re.compile(r"\{\{ *([A-Za-z_][A-Za-z0-9_]*) *\}\}")
 BRACES = re.compile(r"\{\{|\}\}")
-# A character that Handlebars-style escaping changes, a brace, a backslash or any whitespace.
-UNSAFE = r"[\s&<>\"'`={}\\]"
-SAFE_WORD = r"[^\s&<>\"'`={}\\]+"
-SAFE_TAIL = re.compile(rf"{SAFE_WORD}(?: {SAFE_WORD})*\Z")
+# Everything up to the last character that Handlebars-style escaping changes, a brace, a
+# backslash or whitespace other than a plain space (spaces are looked at separately).
+LAST_UNSAFE = re.compile(r"(?s:.*)(?:[^\S ]|[&<>\"'`={}\\])")
 # A placeholder preceded by what could join it into a character reference (``&no{{x}}``).
 CHARACTER_REFERENCE_START = re.compile(r"&[#A-Za-z0-9]*\Z")
 # Private-use characters: they stand in for a placeholder's braces while the text is made.
@@ -111,11 +110,20 @@ ACCOUNT_STATUSES = frozenset(
 
 def split_value(value: str) -> tuple[str, str]:
     """Split ``value`` into (prefix, tail): the tail is the longest end of it that SES can
-    substitute exactly as sesender renders it (see the module docstring); it may be empty."""
-    match = SAFE_TAIL.search(value)
-    if match is None:
+    substitute exactly as sesender renders it (see the module docstring); it may be empty.
+
+    One backward pass, no regex scan from every position: it runs for every email.
+    """
+    if value.endswith(" "):
         return value, ""
-    return value[: match.start()], match.group()
+    last = LAST_UNSAFE.match(value)
+    cut = last.end() if last else 0
+    double = value.rfind("  ", cut)
+    if double >= 0:
+        cut = double + 2
+    while cut < len(value) and value[cut] == " ":
+        cut += 1
+    return value[:cut], value[cut:]
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,7 +164,7 @@ def bulk_key(email: OutgoingEmail) -> tuple[BulkKey, dict[str, str]] | None:
             if email.pixel_url is not None:
                 return None  # the pixel cannot be taken out again
             html = email.html
-        if BRACES.search(subject) or BRACES.search(html):
+        if "{{" in subject or "}}" in subject or "{{" in html or "}}" in html:
             return None
     else:
         template = email.merge
@@ -307,17 +315,22 @@ def build_bulk_request(
     template: BulkTemplate,
     emails: Sequence[OutgoingEmail],
     data: Sequence[Mapping[str, str]],
+    addresses: Sequence[tuple[str, str]] | None = None,
 ) -> SendBulkEmailRequestTypeDef:
     """Build the ``send_bulk_email`` keyword arguments for ``emails`` (all of ``key``), with
     ``data[i]`` as the replacement data of ``emails[i]``.
 
-    Raises :class:`PermanentSendError` when one of them is what SES would refuse: the caller
-    checks each email with :func:`~sesender.backends.sendable.check_sendable` first.
+    ``addresses`` are the emails' (sender, recipient) as
+    :func:`~sesender.backends.sendable.check_sendable` returned them, when the caller has
+    checked them already; otherwise they are checked here, and :class:`PermanentSendError` is
+    raised for the first that SES would refuse.
     """
-    sender = ""
+    if addresses is None:
+        addresses = [check_sendable(email) for email in emails]
+    # One sender per key: every email's checked sender is the same address.
+    sender = addresses[0][0] if addresses else ""
     entries: list[BulkEmailEntryTypeDef] = []
-    for email, values in zip(emails, data, strict=True):
-        sender, recipient = check_sendable(email)
+    for email, values, (_, recipient) in zip(emails, data, addresses, strict=True):
         entry: BulkEmailEntryTypeDef = {
             "Destination": {"ToAddresses": [recipient]},
             "ReplacementEmailContent": {

@@ -22,6 +22,8 @@ from botocore.config import Config
 from botocore.exceptions import ClientError, ReadTimeoutError
 from botocore.stub import Stubber
 from botocore.validate import validate_parameters
+from hypothesis import given
+from hypothesis import strategies as st
 
 from actors import ThreadLane
 from sesender.backends.base import OutgoingEmail
@@ -199,11 +201,26 @@ def recipients_of(request: dict[str, Any]) -> list[str]:
         ("<b>", "<b>", ""),
         ("x{{y}}", "x{{y}}", ""),
         ("line\nbreak", "line\n", "break"),
+        ("  leading", "  ", "leading"),
+        ("no\u00a0break", "no\u00a0", "break"),
+        ("a=b c", "a=", "b c"),
     ],
 )
 def test_split_value_leaves_only_safe_tails_to_ses(value: str, prefix: str, tail: str) -> None:
     assert split_value(value) == (prefix, tail)
     assert prefix + tail == value
+
+
+SAFE_TAIL = re.compile(r"[^\s&<>\"'`={}\\]+(?: [^\s&<>\"'`={}\\]+)*")
+
+
+@given(st.text(alphabet=st.sampled_from("ab &<>\"'`={}\\\n\t\u00a0é"), max_size=30))
+def test_split_value_tail_is_the_longest_safe_end(value: str) -> None:
+    prefix, tail = split_value(value)
+    assert prefix + tail == value
+    assert tail == "" or SAFE_TAIL.fullmatch(tail)
+    # Longest: no longer end of the value is a safe tail.
+    assert not any(SAFE_TAIL.fullmatch(value[start:]) for start in range(len(prefix)))
 
 
 @pytest.mark.parametrize(
