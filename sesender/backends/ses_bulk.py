@@ -71,6 +71,8 @@ PIXEL_FIELD = "sesender_pixel_token"
 
 # A merge placeholder as sesender's templates write it (spaces allowed inside the braces).
 PLACEHOLDER = re.compile(r"\{\{ *([A-Za-z_][A-Za-z0-9_]*) *\}\}")
+# A placeholder as the filled template gives it to SES.
+SES_PLACEHOLDER = re.compile(r"\{\{([A-Za-z_][A-Za-z0-9_]*)\}\}")
 BRACES = re.compile(r"\{\{|\}\}")
 # Everything up to the last character that Handlebars-style escaping changes, a brace, a
 # backslash or whitespace other than a plain space (spaces are looked at separately).
@@ -174,11 +176,19 @@ def bulk_key(email: OutgoingEmail) -> tuple[BulkKey, dict[str, str]] | None:
         if subject_and_html is None:
             return None
         subject, html = subject_and_html
+        # What SES will make of it must be, to the byte, what sesender rendered (whatever
+        # escaping the renderer chose): checked for every email, it costs one substitution.
+        if substitute(html, data) != email.source_html or substitute(subject, data) != (
+            email.subject
+        ):
+            return None
     pixel_url: str | None = None
     if email.pixel_url is not None:
         if email.html != insert_pixel(email.source_html or "", email.pixel_url):
             return None  # not the pixel compose inserts: nothing to rebuild it from
         pixel_url, tail = split_value(email.pixel_url)
+        if "{" in pixel_url or "}" in pixel_url:
+            return None  # SES would read braces written into the template
         if tail:
             data[PIXEL_FIELD] = tail
             pixel_url += "{{" + PIXEL_FIELD + "}}"
@@ -194,6 +204,12 @@ def bulk_key(email: OutgoingEmail) -> tuple[BulkKey, dict[str, str]] | None:
         tag_names=tuple(name for name, _ in email.tags),
     )
     return key, data
+
+
+def substitute(template: str, data: Mapping[str, str]) -> str:
+    """SES's simple substitution of ``{{name}}`` by ``data[name]`` (the tails: no escaping
+    changes them), as sesender expects SES to do it."""
+    return SES_PLACEHOLDER.sub(lambda match: data.get(match.group(1), match.group(0)), template)
 
 
 def fill_prefixes(

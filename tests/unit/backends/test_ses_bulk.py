@@ -572,3 +572,27 @@ async def test_placeholders_ses_could_read_differently_go_by_send_email(html: st
     await backend_for(client).send_batch(emails)
     assert client.bulks == []
     assert len(client.singles) == 2
+
+
+async def test_a_renderer_that_escapes_otherwise_is_never_second_guessed() -> None:
+    """The prefix written into the template is checked against what was actually rendered:
+    a renderer that leaves quotes alone sends those emails with SendEmail, as rendered."""
+    emails = []
+    for n in (1, 2, 3):
+        mail = merged_email(n, "Hi", "<p>Dear {{name}}</p>", {"name": "O'Brien"})
+        source = "<p>Dear O'Brien</p>"  # quote not escaped by this renderer
+        emails.append(
+            OutgoingEmail(
+                **{
+                    **{f: getattr(mail, f) for f in OutgoingEmail.__slots__},
+                    "source_html": source,
+                    "html": insert_pixel(source, pixel_url(n)),
+                }
+            )
+        )
+    client = RecordingClient()
+    await backend_for(client).send_batch(emails)
+    assert client.bulks == []
+    assert sorted(r["Content"]["Simple"]["Body"]["Html"]["Data"] for r in client.singles) == [
+        e.html for e in emails
+    ]
