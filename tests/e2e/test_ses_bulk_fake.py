@@ -51,10 +51,13 @@ class FakeSes:
 
 
 @contextmanager
-def running_fake_ses(*options: str) -> Iterator[FakeSes]:
-    """``bench.fake_ses`` as a child process on a free loopback port; stopped after."""
+def running_fake_ses(*options: str, module: str = "bench.fake_ses") -> Iterator[FakeSes]:
+    """A fake SES (``module``) as a child process on a free loopback port; stopped after.
+    ``bench.fake_ses`` keeps every message (``--record``)."""
+    if module == "bench.fake_ses":
+        options = ("--record", *options)
     process = subprocess.Popen(
-        [sys.executable, "-m", "bench.fake_ses", "--port", "0", "--record", *options],
+        [sys.executable, "-m", module, "--port", "0", *options],
         cwd=REPO_DIR,
         stdout=subprocess.PIPE,
         text=True,
@@ -272,3 +275,21 @@ async def test_a_throttled_bulk_call_retries_all_its_emails_and_only_them() -> N
     assert sum(isinstance(r, str) for r in results) == 50
     assert stats["send_bulk_email"] == 2
     assert backend.statistics().throttled == 50
+
+
+async def test_the_soak_fake_answers_bulk_calls_entry_by_entry() -> None:
+    options = ("--throttle", "0.3", "--entry-throttle", "0.2", "--max-latency", "0.001")
+    with running_fake_ses(*options, "--min-latency", "0", module="bench.soak_fake_ses") as fake:
+        backend = await backend_against(fake)
+        try:
+            results = await backend.send_batch(wire_emails(400))
+        finally:
+            await backend.aclose()
+        stats = fake.get("/_soak/stats")
+    sent = [r for r in results if isinstance(r, str)]
+    throttled = [r for r in results if isinstance(r, TransientSendError) and r.throttled]
+    assert len(sent) + len(throttled) == 400
+    assert {r.code for r in throttled} <= {"TooManyRequestsException", "ACCOUNT_THROTTLED"}
+    assert len(set(sent)) == len(sent) == stats["accepted"] == stats["recipients"]
+    assert stats["duplicates"] == 0
+    assert 0 < len(sent) < 400
