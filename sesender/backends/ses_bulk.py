@@ -13,13 +13,17 @@ calls"):
   varying value is left to SES: the longest end of it made of characters no escaping changes,
   with no line breaks and no leading, trailing or doubled spaces (:func:`split_value`). The rest
   (the *prefix*, e.g. ``https://host/v1/events/open?request_id=`` of the pixel URL) is written
-  into the template itself, escaped as sesender escapes it, and becomes part of the grouping
-  key: emails whose prefixes differ do not share a call.
+  into the template itself, escaped, and becomes part of the grouping key: emails whose
+  prefixes differ do not share a call. Then, for every merge email, substituting its tails into
+  the template must give, to the byte, the subject and HTML sesender rendered (whatever
+  escaping the renderer chose), or the email goes alone.
 - **The template must mean the same to SES as to sesender.** A literal ``{{`` or ``}}`` anywhere
   in the subject, HTML or text of plain content, braces next to a placeholder (``{{{x}}}``), a
-  placeholder after a backslash, inside a tag, after a ``&`` that could make it a character
-  reference, or inside a link's text (where the text part compares the link's text with its
-  target): any of these sends the content's emails one by one.
+  placeholder after a backslash, inside a tag other than within a quoted attribute value after
+  some literal text, after a ``&`` that could make it a character reference, or inside a link's
+  text: any of these sends the content's emails one by one. In a link's ``href`` the text part
+  prints the target after the link's text unless they are equal, so a link whose text could
+  equal its rendered target goes alone too.
 - **The text part is the template's text with the same substitutions.** With those rules,
   converting the rendered HTML to text gives the same result as substituting into the text of
   the template, which is converted once per content.
