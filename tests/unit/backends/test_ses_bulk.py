@@ -563,8 +563,21 @@ async def test_merge_emails_read_the_same_through_bulk_and_single(
         "<p>{{{first_name}}}</p>",
         "<p>\\{{first_name}}</p>",
         "<p>{{first_name}} and {{ #if x }}</p>",
+        "<p title=a{{first_name}}>x</p>",
+        '<a href="https://example.com/{{first_name}}">https://example.com/Ada</a>',
+        '<a href="mailto:{{first_name}}@example.com">Ada@example.com</a>',
     ],
-    ids=["attribute", "link-text", "char-reference", "triple", "backslash", "helper"],
+    ids=[
+        "attribute",
+        "link-text",
+        "char-reference",
+        "triple",
+        "backslash",
+        "helper",
+        "unquoted-attribute",
+        "link-text-could-equal-target",
+        "mailto-text-could-equal-target",
+    ],
 )
 async def test_placeholders_ses_could_read_differently_go_by_send_email(html: str) -> None:
     emails = [merged_email(n, "Hi", html, {"first_name": "Ada", "x": "y"}) for n in (1, 2)]
@@ -596,3 +609,25 @@ async def test_a_renderer_that_escapes_otherwise_is_never_second_guessed() -> No
     assert sorted(r["Content"]["Simple"]["Body"]["Html"]["Data"] for r in client.singles) == [
         e.html for e in emails
     ]
+
+
+async def test_placeholders_in_quoted_attributes_after_literal_text_go_in_bulk() -> None:
+    html = (
+        '<p><img alt="logo" src="https://cdn.example.com/{{first_name}}.png"></p>'
+        '<p><a href="https://example.com/u/{{first_name}}">Your page</a></p>'
+    )
+    emails = [
+        merged_email(n, "Hi", html, {"first_name": name})
+        for n, name in enumerate(["Ada", "Grace", "Edsger"], 1)
+    ]
+    client = RecordingClient()
+    await backend_for(client).send_batch(emails)
+    assert client.singles == []
+    (request,) = client.bulks
+    for mail in emails:
+        single = build_send_email_request(mail)["Content"]["Simple"]
+        assert as_ses_would_render(request, mail.recipient) == (
+            single["Subject"]["Data"],
+            single["Body"]["Html"]["Data"],
+            single["Body"]["Text"]["Data"],
+        )
