@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     from mypy_boto3_sesv2.type_defs import (
         BulkEmailEntryResultTypeDef,
         BulkEmailEntryTypeDef,
+        EmailTemplateContentTypeDef,
         MessageTagTypeDef,
         SendBulkEmailRequestTypeDef,
     )
@@ -375,18 +376,13 @@ def build_bulk_request(
         if tags:
             entry["ReplacementTags"] = tags
         entries.append(entry)
+    content: EmailTemplateContentTypeDef = {"Subject": template.subject, "Html": template.html}
+    if template.text:
+        # Left out when the HTML has no text at all, as in SendEmail.
+        content["Text"] = template.text
     request: SendBulkEmailRequestTypeDef = {
         "FromEmailAddress": sender,
-        "DefaultContent": {
-            "Template": {
-                "TemplateContent": {
-                    "Subject": template.subject,
-                    "Html": template.html,
-                    "Text": template.text,
-                },
-                "TemplateData": "{}",
-            }
-        },
+        "DefaultContent": {"Template": {"TemplateContent": content, "TemplateData": "{}"}},
         "BulkEmailEntries": entries,
     }
     if key.configuration_set:
