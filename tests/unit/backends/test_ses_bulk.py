@@ -708,3 +708,25 @@ def test_merge_output_is_the_same_through_bulk_and_single_for_any_template(
             single["Body"]["Html"]["Data"],
             single["Body"].get("Text", {}).get("Data"),
         )
+
+
+@given(fragments=st.lists(st.sampled_from(FRAGMENTS), min_size=1, max_size=12))
+@settings(max_examples=200, deadline=None)
+def test_plain_content_is_the_same_through_bulk_and_single_for_any_html(
+    fragments: list[str],
+) -> None:
+    """Content without merge fields, braces and all, reads the same whichever call sent it."""
+    html = "<html><body>" + "".join(fragments) + "</body></html>"
+    emails = [email(n, source_html=html) for n in (1, 2, 3)]
+    client = RecordingClient()
+    trio.run(backend_for(client).send_batch, emails)
+    event("bulk" if client.bulks else "alone")
+    for mail in emails:
+        bulk = [r for r in client.bulks if mail.recipient in recipients_of(r)]
+        if bulk:
+            single = build_send_email_request(mail)["Content"]["Simple"]
+            assert as_ses_would_render(bulk[0], mail.recipient) == (
+                single["Subject"]["Data"],
+                single["Body"]["Html"]["Data"],
+                single["Body"].get("Text", {}).get("Data"),
+            )
