@@ -7,16 +7,9 @@ and keeps every message as SES would render it, read back over HTTP (``/_bench/m
 
 from __future__ import annotations
 
-import json
 import re
-import subprocess
-import sys
-import urllib.request
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from html import unescape
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -30,52 +23,14 @@ from sesender.errors import PermanentSendError, TransientSendError
 from sesender.feedback.ses_events import REQUEST_ID_TAG, TOPIC_TAG
 from sesender.pipeline.compose import insert_pixel
 from sesender.tracking import TokenSigner
+from tests.e2e.fake_ses_support import SENDER, FakeSes, running_fake_ses
 from tests.e2e.harness import ServiceProcess, message_details, submit, wait_for, wait_topic
 
 pytestmark = pytest.mark.e2e
 
-REPO_DIR = Path(__file__).resolve().parents[2]
-SENDER = "news@example.com"
 PUBLIC_URL = "http://tracking.example.test"
 TRACKING_SECRET = "e2e-ses-bulk-tracking-secret"
 PIXEL = re.compile(r'<img src="([^"]+)"')
-
-
-@dataclass
-class FakeSes:
-    url: str
-
-    def get(self, path: str) -> Any:
-        with urllib.request.urlopen(f"{self.url}{path}", timeout=5) as reply:
-            return json.load(reply)
-
-
-@contextmanager
-def running_fake_ses(*options: str, module: str = "bench.fake_ses") -> Iterator[FakeSes]:
-    """A fake SES (``module``) as a child process on a free loopback port; stopped after.
-    ``bench.fake_ses`` keeps every message (``--record``)."""
-    if module == "bench.fake_ses":
-        options = ("--record", *options)
-    process = subprocess.Popen(
-        [sys.executable, "-m", module, "--port", "0", *options],
-        cwd=REPO_DIR,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert process.stdout is not None
-        line = process.stdout.readline()
-        assert line.startswith("PORT "), line
-        yield FakeSes(f"http://127.0.0.1:{int(line.split()[1])}")
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        if process.stdout is not None:
-            process.stdout.close()
 
 
 @pytest.fixture
