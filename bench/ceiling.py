@@ -149,9 +149,13 @@ class FakeSes:
     def cpu_seconds(self) -> float:
         return process_cpu_seconds(self.process.pid)
 
-    def send_email_calls(self) -> int:
+    def call_counts(self) -> dict[str, int]:
+        """``send_email`` and ``send_bulk_email`` calls and ``bulk_entries`` so far."""
         with urllib.request.urlopen(f"{self.url}/_bench/stats", timeout=5) as reply:
-            return int(json.load(reply)["send_email"])
+            stats = json.load(reply)
+        return {
+            name: int(stats[name]) for name in ("send_email", "send_bulk_email", "bulk_entries")
+        }
 
 
 @contextmanager
@@ -472,7 +476,7 @@ def run_ses(arguments: argparse.Namespace, directory: Path) -> dict[str, Any]:
         client = baseline_client(config, fake)
         try:
             for repeat in range(arguments.repeats):
-                calls_before = fake.send_email_calls()
+                calls_before = fake.call_counts()
                 run_config = ses_config(directory / f"ses-{repeat}.db", fake, arguments.ses_rate)
                 services.append(
                     trio.run(
@@ -486,9 +490,14 @@ def run_ses(arguments: argparse.Namespace, directory: Path) -> dict[str, Any]:
                         )
                     )
                 )
-                calls = fake.send_email_calls() - calls_before
+                calls_after = fake.call_counts()
                 assert services[-1].extra is not None
-                services[-1].extra["send_email_calls"] = calls
+                extra = services[-1].extra
+                extra["send_email_calls"] = calls_after["send_email"] - calls_before["send_email"]
+                extra["send_bulk_email_calls"] = (
+                    calls_after["send_bulk_email"] - calls_before["send_bulk_email"]
+                )
+                extra["bulk_entries"] = calls_after["bulk_entries"] - calls_before["bulk_entries"]
                 sequential.append(measure_boto3(client, requests, fake, workers=1))
                 threaded.append(measure_boto3(client, requests, fake, workers=pool))
         finally:

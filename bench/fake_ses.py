@@ -3,10 +3,22 @@
 It answers just enough for sesender's ``ses`` backend and for boto3's ``sesv2`` client:
 
 * ``POST /v2/email/outbound-emails`` (``SendEmail``): 200 ``{"MessageId": "fake-<n>"}``; the
-  body is read and ignored (no validation, no signature check: it measures the client side);
+  body is read and ignored (no validation, no signature check: it measures the client side)
+  unless ``--reject`` or ``--record`` needs it;
+* ``POST /v2/email/outbound-bulk-emails`` (``SendBulkEmail``): 200 with one
+  ``BulkEmailEntryResults`` item per entry, in order (``SUCCESS`` and a message id each);
 * ``GET /v2/email/account`` (``GetAccount``): 200 with a plausible healthy production account;
-* ``GET /_bench/stats``: 200 ``{"send_email": <calls so far>}``, for the benchmark's own checks;
+* ``GET /_bench/stats``: 200 ``{"send_email": <calls>, "send_bulk_email": <calls>,
+  "bulk_entries": <entries>}``, for the benchmark's own checks;
+* ``GET /_bench/messages`` (with ``--record``): every message sent so far as SES would render
+  it (``to``, ``subject``, ``html``, ``text``, ``headers``, ``tags``, ``message_id``, ``bulk``);
 * anything else: 404 ``NotFoundException``.
+
+For tests: ``--reject PREFIX`` makes every recipient whose address starts with ``PREFIX`` refused
+(``MESSAGE_REJECTED`` in a bulk answer, ``400 MessageRejected`` for ``SendEmail``);
+``--throttle-every N`` answers every Nth send call ``429 TooManyRequestsException``. A bulk
+template is rendered the way SES documents simple substitution: ``{{name}}`` replaced by the
+entry's value for ``name`` (then the defaults), as given.
 
 One asyncio event loop in one thread, HTTP/1.1 keep-alive, no per-request allocation beyond the
 response bytes: far cheaper per request than the boto3 client calling it, so on a shared machine
@@ -20,8 +32,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 ACCOUNT = json.dumps(
     {
@@ -41,8 +56,41 @@ ACCOUNT = json.dumps(
 NOT_FOUND = b'{"message": "no such operation in the fake SES"}'
 
 
-class Counters:
-    send_email = 0
+THROTTLED = b'{"message": "Maximum sending rate exceeded."}'
+REJECTED = b'{"message": "Email address is not verified."}'
+PLACEHOLDER = re.compile(r"\{\{([A-Za-z_][A-Za-z0-9_]*)\}\}")
+
+
+@dataclass
+class Settings:
+    reject_prefix: str | None = None
+    throttle_every: int = 0
+    record: bool = False
+
+
+@dataclass
+class State:
+    settings: Settings = field(default_factory=Settings)
+    send_email: int = 0
+    send_bulk_email: int = 0
+    bulk_entries: int = 0
+    message_ids: int = 0
+    messages: list[dict[str, Any]] = field(default_factory=list)
+
+    def next_id(self) -> str:
+        self.message_ids += 1
+        return f"fake-{self.message_ids:016x}"
+
+    def throttled(self) -> bool:
+        every = self.settings.throttle_every
+        return every > 0 and (self.send_email + self.send_bulk_email) % every == 0
+
+    def rejected(self, address: str) -> bool:
+        prefix = self.settings.reject_prefix
+        return prefix is not None and address.startswith(prefix)
+
+
+STATE = State()
 
 
 def response(status: bytes, body: bytes, *extra: bytes) -> bytes:
@@ -56,17 +104,99 @@ def response(status: bytes, body: bytes, *extra: bytes) -> bytes:
     return b"\r\n".join(headers) + b"\r\n\r\n" + body
 
 
-def answer(request_line: bytes) -> bytes:
+def error(status: bytes, code: bytes, body: bytes) -> bytes:
+    return response(status, body, b"x-amzn-ErrorType: " + code)
+
+
+def send_email(body: bytes) -> bytes:
+    STATE.send_email += 1
+    if STATE.throttled():
+        return error(b"429 Too Many Requests", b"TooManyRequestsException", THROTTLED)
+    settings = STATE.settings
+    if settings.reject_prefix is None and not settings.record:
+        return response(b"200 OK", b'{"MessageId": "%s"}' % STATE.next_id().encode())
+    request = json.loads(body)
+    (to,) = request["Destination"]["ToAddresses"]
+    if STATE.rejected(to):
+        return error(b"400 Bad Request", b"MessageRejected", REJECTED)
+    message_id = STATE.next_id()
+    if settings.record:
+        simple = request["Content"]["Simple"]
+        STATE.messages.append(
+            {
+                "message_id": message_id,
+                "bulk": False,
+                "to": to,
+                "subject": simple["Subject"]["Data"],
+                "html": simple["Body"]["Html"]["Data"],
+                "text": simple["Body"].get("Text", {}).get("Data"),
+                "headers": simple.get("Headers", []),
+                "tags": request.get("EmailTags", []),
+            }
+        )
+    return response(b"200 OK", json.dumps({"MessageId": message_id}).encode())
+
+
+def substitute(template: str, values: dict[str, Any]) -> str:
+    return PLACEHOLDER.sub(lambda m: str(values.get(m.group(1), "")), template)
+
+
+def send_bulk_email(body: bytes) -> bytes:
+    STATE.send_bulk_email += 1
+    if STATE.throttled():
+        return error(b"429 Too Many Requests", b"TooManyRequestsException", THROTTLED)
+    request = json.loads(body)
+    template = request["DefaultContent"]["Template"]
+    content = template.get("TemplateContent", {})
+    defaults = json.loads(template.get("TemplateData") or "{}")
+    results = []
+    for entry in request["BulkEmailEntries"]:
+        STATE.bulk_entries += 1
+        (to,) = entry["Destination"]["ToAddresses"]
+        if STATE.rejected(to):
+            results.append(
+                {"Status": "MESSAGE_REJECTED", "Error": "Email address is not verified."}
+            )
+            continue
+        message_id = STATE.next_id()
+        results.append({"Status": "SUCCESS", "MessageId": message_id})
+        if STATE.settings.record:
+            replacement = entry.get("ReplacementEmailContent", {}).get("ReplacementTemplate", {})
+            values = {**defaults, **json.loads(replacement.get("ReplacementTemplateData") or "{}")}
+            STATE.messages.append(
+                {
+                    "message_id": message_id,
+                    "bulk": True,
+                    "to": to,
+                    "subject": substitute(content.get("Subject", ""), values),
+                    "html": substitute(content.get("Html", ""), values),
+                    "text": substitute(content.get("Text", ""), values),
+                    "headers": entry.get("ReplacementHeaders", template.get("Headers", [])),
+                    "tags": entry.get("ReplacementTags", request.get("DefaultEmailTags", [])),
+                }
+            )
+    return response(b"200 OK", json.dumps({"BulkEmailEntryResults": results}).encode())
+
+
+def answer(request_line: bytes, body: bytes) -> bytes:
     method, _, rest = request_line.partition(b" ")
     path = rest.partition(b" ")[0].partition(b"?")[0]
     if method == b"POST" and path == b"/v2/email/outbound-emails":
-        Counters.send_email += 1
-        return response(b"200 OK", b'{"MessageId": "fake-%016x"}' % Counters.send_email)
+        return send_email(body)
+    if method == b"POST" and path == b"/v2/email/outbound-bulk-emails":
+        return send_bulk_email(body)
     if method == b"GET" and path == b"/v2/email/account":
         return response(b"200 OK", ACCOUNT)
     if method == b"GET" and path == b"/_bench/stats":
-        return response(b"200 OK", json.dumps({"send_email": Counters.send_email}).encode())
-    return response(b"404 Not Found", NOT_FOUND, b"x-amzn-ErrorType: NotFoundException")
+        stats = {
+            "send_email": STATE.send_email,
+            "send_bulk_email": STATE.send_bulk_email,
+            "bulk_entries": STATE.bulk_entries,
+        }
+        return response(b"200 OK", json.dumps(stats).encode())
+    if method == b"GET" and path == b"/_bench/messages":
+        return response(b"200 OK", json.dumps(STATE.messages).encode())
+    return error(b"404 Not Found", b"NotFoundException", NOT_FOUND)
 
 
 def content_length(head: bytes) -> int:
@@ -101,9 +231,10 @@ class FakeSesProtocol(asyncio.Protocol):
             end = head_end + 4 + content_length(head)
             if len(buffer) < end:
                 return
+            body = bytes(buffer[head_end + 4 : end])
             del buffer[:end]
             assert self.transport is not None
-            self.transport.write(answer(head.partition(b"\r\n")[0]))
+            self.transport.write(answer(head.partition(b"\r\n")[0], body))
 
 
 async def serve(host: str, port: int) -> None:
@@ -119,7 +250,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.fake_ses", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--reject", metavar="PREFIX", help="refuse recipients starting with it")
+    parser.add_argument("--throttle-every", type=int, default=0, metavar="N")
+    parser.add_argument("--record", action="store_true", help="keep messages for /_bench/messages")
     arguments = parser.parse_args(argv)
+    STATE.settings = Settings(
+        reject_prefix=arguments.reject,
+        throttle_every=arguments.throttle_every,
+        record=arguments.record,
+    )
     try:
         asyncio.run(serve(arguments.host, arguments.port))
     except KeyboardInterrupt:

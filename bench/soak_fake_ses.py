@@ -6,6 +6,9 @@ latency, and it remembers how many times each recipient was accepted, so the soa
 duplicate sends exactly.
 
 * ``POST /v2/email/outbound-emails``: 200 ``{"MessageId": "soak-<n>"}`` or 429;
+* ``POST /v2/email/outbound-bulk-emails`` (``SendBulkEmail``): the same 429 for the whole call,
+  or one result per entry, in order: ``SUCCESS`` with its own message id, or, for a fraction
+  ``--entry-throttle`` of the entries, ``ACCOUNT_THROTTLED``;
 * ``GET /v2/email/account``: a healthy account;
 * ``GET /_soak/stats``: ``{"accepted", "throttled", "recipients", "duplicates"}``.
 
@@ -27,8 +30,11 @@ from bench.fake_ses import ACCOUNT
 
 
 class State:
-    def __init__(self, throttle: float, min_latency: float, max_latency: float) -> None:
+    def __init__(
+        self, throttle: float, min_latency: float, max_latency: float, entry_throttle: float = 0
+    ) -> None:
         self.throttle = throttle
+        self.entry_throttle = entry_throttle
         self.min_latency = min_latency
         self.max_latency = max_latency
         self.accepted = 0
@@ -44,6 +50,26 @@ def http(status: str, body: bytes) -> bytes:
     ).encode() + body
 
 
+THROTTLED = http("429 Too Many Requests", b'{"message": "Maximum sending rate exceeded."}').replace(
+    b"\r\n\r\n", b"\r\nx-amzn-ErrorType: TooManyRequestsException\r\n\r\n", 1
+)
+
+
+def bulk_results(state: State, body: bytes) -> dict[str, list[dict[str, str]]]:
+    """One result per entry of a ``SendBulkEmail`` request, in order; accepted recipients are
+    counted like ``SendEmail``'s."""
+    results = []
+    for entry in json.loads(body)["BulkEmailEntries"]:
+        if state.random.random() < state.entry_throttle:
+            state.throttled += 1
+            results.append({"Status": "ACCOUNT_THROTTLED", "Error": "Maximum sending rate"})
+            continue
+        state.accepted += 1
+        state.recipients[entry["Destination"]["ToAddresses"][0]] += 1
+        results.append({"Status": "SUCCESS", "MessageId": f"soak-{state.accepted}"})
+    return {"BulkEmailEntryResults": results}
+
+
 async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, state: State) -> None:
     try:
         while True:
@@ -54,20 +80,18 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, sta
                     length = int(line.split(b":", 1)[1])
             body = await reader.readexactly(length) if length else b""
             request_line = head.split(b"\r\n", 1)[0]
-            if request_line.startswith(b"POST /v2/email/outbound-emails"):
+            if request_line.startswith(b"POST /v2/email/outbound-bulk-emails"):
                 await asyncio.sleep(state.random.uniform(state.min_latency, state.max_latency))
                 if state.random.random() < state.throttle:
                     state.throttled += 1
-                    writer.write(
-                        http(
-                            "429 Too Many Requests",
-                            b'{"message": "Maximum sending rate exceeded."}',
-                        ).replace(
-                            b"\r\n\r\n",
-                            b"\r\nx-amzn-ErrorType: TooManyRequestsException\r\n\r\n",
-                            1,
-                        )
-                    )
+                    writer.write(THROTTLED)
+                else:
+                    writer.write(http("200 OK", json.dumps(bulk_results(state, body)).encode()))
+            elif request_line.startswith(b"POST /v2/email/outbound-emails"):
+                await asyncio.sleep(state.random.uniform(state.min_latency, state.max_latency))
+                if state.random.random() < state.throttle:
+                    state.throttled += 1
+                    writer.write(THROTTLED)
                 else:
                     state.accepted += 1
                     recipient = json.loads(body)["Destination"]["ToAddresses"][0]
@@ -116,8 +140,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--throttle", type=float, default=0.1)
     parser.add_argument("--min-latency", type=float, default=0.005)
     parser.add_argument("--max-latency", type=float, default=0.05)
+    parser.add_argument(
+        "--entry-throttle",
+        type=float,
+        default=0.0,
+        help="fraction of bulk entries answered ACCOUNT_THROTTLED",
+    )
     arguments = parser.parse_args(argv)
-    state = State(arguments.throttle, arguments.min_latency, arguments.max_latency)
+    state = State(
+        arguments.throttle, arguments.min_latency, arguments.max_latency, arguments.entry_throttle
+    )
     try:
         asyncio.run(serve(arguments.port, state))
     except KeyboardInterrupt:

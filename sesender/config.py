@@ -40,6 +40,14 @@ class BackendKind(enum.StrEnum):
     MEMORY = "memory"
 
 
+class SesSendMode(enum.StrEnum):
+    """How the SES backend sends: ``bulk`` groups recipients of one content into
+    ``SendBulkEmail`` calls of up to 50; ``single`` makes one ``SendEmail`` call per email."""
+
+    BULK = "bulk"
+    SINGLE = "single"
+
+
 class LogFormat(enum.StrEnum):
     TEXT = "text"
     JSON = "json"
@@ -106,6 +114,8 @@ class AwsConfig:
     session_token: str | None = field(repr=False)
     connect_timeout: float
     read_timeout: float
+    #: ``SES_SEND_MODE``: ``SendBulkEmail`` for recipients sharing a content, or one call each.
+    send_mode: SesSendMode = SesSendMode.BULK
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +202,7 @@ class Config:
             "aws_ses_from_email": aws.from_email,
             "aws_ses_configuration_set": aws.configuration_set,
             "aws_endpoint_url_sesv2": aws.endpoint_url,
+            "ses_send_mode": aws.send_mode.value,
             "aws_credentials": "explicit" if aws.access_key_id else "default chain",
             "sentry": "enabled" if self.observability.sentry_dsn else "disabled",
             "log_level": self.observability.log_level,
@@ -407,6 +418,7 @@ def load_config(values: Mapping[str, str]) -> Config:
         session_token=reader.optional_text("AWS_SESSION_TOKEN"),
         connect_timeout=reader.number("AWS_CONNECT_TIMEOUT_SECONDS", 5.0, minimum=0.1, maximum=300),
         read_timeout=reader.number("AWS_READ_TIMEOUT_SECONDS", 15.0, minimum=0.1, maximum=300),
+        send_mode=reader.choice("SES_SEND_MODE", SesSendMode, SesSendMode.BULK),
     )
     backend = BackendConfig(
         kind=backend_kind,

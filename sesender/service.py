@@ -114,7 +114,7 @@ async def build_backend(config: Config) -> Backend:
                     session_token=aws.session_token,
                 )
             )
-            return SesBackend(client=client, lane=lane)
+            return SesBackend(client=client, lane=lane, send_mode=aws.send_mode)
 
 
 @asynccontextmanager

@@ -8,7 +8,9 @@ non-ASCII local part needs SMTPUTF8, which SES does not offer, so it fails the e
 
 from __future__ import annotations
 
+import re
 from email.utils import formataddr, getaddresses
+from functools import lru_cache
 
 import idna
 
@@ -17,13 +19,16 @@ from sesender.errors import PermanentSendError
 __all__ = ["ascii_address", "has_control_characters"]
 
 INVALID_ADDRESS = "InvalidAddress"
+CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def has_control_characters(value: str) -> bool:
     """True when ``value`` holds an ASCII control character (NUL, CR, LF, TAB, DEL...)."""
-    return any(ord(char) < 32 or ord(char) == 127 for char in value)
+    return CONTROL_CHARACTER.search(value) is not None
 
 
+# Every email checks its sender, the same address each time: parsing it once is enough.
+@lru_cache(maxsize=64)
 def ascii_address(address: str, *, field: str) -> str:
     """Return ``address`` with its domain punycoded and its display name encoded if needed.
 

@@ -48,11 +48,12 @@ class OutgoingEmail:
     #: instead of one per recipient of the same content. None: derive it from ``html``.
     source_html: str | None = None
     #: The pixel URL that compose inserted into ``html`` (None: no pixel). Lets the SES backend
-    #: rebuild a shared template with a ``{{...}}`` placeholder.
+    #: rebuild one shared template for many recipients with a placeholder where the pixel goes.
     pixel_url: str | None = None
-    #: Set for a templated email: its unrendered subject and HTML and this recipient's values.
-    #: ``subject``, ``html`` and ``source_html`` are then ALREADY rendered by sesender, so a backend
-    #: that does not care sends them as they are and every backend shows the same text.
+    #: Set when the email is a template: ``subject`` and ``html`` are then already rendered for
+    #: this recipient (and ``source_html`` is the rendered HTML before the pixel); this keeps the
+    #: template and the values it was rendered with. A backend that does not care sends
+    #: ``subject``/``html`` as they are, so every backend shows the recipient the same text.
     merge: MergeFields | None = None
 
 

@@ -1,4 +1,9 @@
-"""SesBackend: sends through Amazon SES v2 ``SendEmail`` with one shared boto3 client.
+"""SesBackend: sends through Amazon SES v2 with one shared boto3 client.
+
+``send`` makes one ``SendEmail`` call. ``send_batch`` (what the pipeline uses) groups the emails
+of one content into ``SendBulkEmail`` calls of up to 50 recipients (``SES_SEND_MODE=bulk``, the
+default; :mod:`sesender.backends.ses_bulk` decides which emails can share a call and builds it,
+docs/architecture.md "SES bulk calls" says why) and sends the rest with ``SendEmail``.
 
 Three decisions shape this module:
 
@@ -21,8 +26,8 @@ Three decisions shape this module:
   never recorded, so it stays ``Processed`` and is requeued at the next start (at-least-once,
   exactly as after a crash); whether SES accepted the abandoned call is unknown, so the
   recipient may get it twice; and such duplicates are bounded by the calls running at that
-  moment, at most the lane's thread count (one per email). A call still waiting for a thread
-  never ran and is simply given up.
+  moment, at most the lane's thread count (one email per ``SendEmail``, up to 50 per
+  ``SendBulkEmail``). A call still waiting for a thread never ran and is simply given up.
 - **Errors translated here and only here**: :func:`classify_client_error` is a pure table from
   (code, HTTP status, message) to a ``SendError`` (the codes are those SES v2 and the AWS SDKs
   document); :func:`translate_error` applies it to botocore's exceptions. Nothing from botocore
@@ -37,11 +42,12 @@ domains.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import boto3.session
+import trio
 from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
@@ -57,9 +63,19 @@ from botocore.exceptions import (
 
 from actors import ThreadLane
 from sesender.backends.base import AccountStatus, OutgoingEmail, SendResult
-from sesender.backends.one_by_one import send_one_by_one
 from sesender.backends.sendable import check_sendable
+from sesender.backends.ses_bulk import (
+    BulkKey,
+    BulkTemplate,
+    build_bulk_request,
+    bulk_key,
+    bulk_template,
+    chunk_sizes,
+    entry_result,
+)
+from sesender.backends.ses_tags import ses_tag_part, ses_tags
 from sesender.backends.text import text_part
+from sesender.config import SesSendMode
 from sesender.errors import (
     AccountSendError,
     PermanentSendError,
@@ -72,8 +88,8 @@ if TYPE_CHECKING:
     from mypy_boto3_sesv2.type_defs import (
         BodyTypeDef,
         GetAccountResponseTypeDef,
-        MessageTagTypeDef,
         MessageTypeDef,
+        SendBulkEmailResponseTypeDef,
         SendEmailRequestTypeDef,
         SendEmailResponseTypeDef,
     )
@@ -140,8 +156,6 @@ AUTHORISATION_CODES = frozenset(
     }
 )
 DAILY_QUOTA = re.compile(r"daily|24[ -]?hour", re.IGNORECASE)
-TAG_FORBIDDEN = re.compile(r"[^A-Za-z0-9_-]")
-MAX_TAG_LENGTH = 256
 UTF8 = "UTF-8"
 
 
@@ -195,15 +209,6 @@ def translate_error(exc: BotoCoreError | ClientError) -> SendError:
     return PermanentSendError(f"SES request failed: {exc}", code=code)
 
 
-def ses_tag_part(value: str) -> str:
-    """Make ``value`` a valid SES tag name or value: ``[A-Za-z0-9_-]``, 1 to 256 characters.
-
-    Other characters become ``_`` (so ``topic.2024/05`` reads ``topic_2024_05``); an empty value
-    becomes ``_``.
-    """
-    return TAG_FORBIDDEN.sub("_", value)[:MAX_TAG_LENGTH] or "_"
-
-
 def build_send_email_request(email: OutgoingEmail) -> SendEmailRequestTypeDef:
     """Build the ``send_email`` keyword arguments for ``email`` (pure).
 
@@ -225,12 +230,9 @@ def build_send_email_request(email: OutgoingEmail) -> SendEmailRequestTypeDef:
         "Destination": {"ToAddresses": [recipient]},
         "Content": {"Simple": simple},
     }
-    tags: dict[str, MessageTagTypeDef] = {}
-    for name, value in email.tags:
-        tag_name = ses_tag_part(name)
-        tags.setdefault(tag_name, {"Name": tag_name, "Value": ses_tag_part(value)})
+    tags = ses_tags(email.tags)
     if tags:
-        request["EmailTags"] = list(tags.values())
+        request["EmailTags"] = tags
     if email.configuration_set:
         request["ConfigurationSetName"] = email.configuration_set
     return request
@@ -279,9 +281,11 @@ def build_ses_client(
 class SesStatistics:
     """A snapshot of the backend's work.
 
-    ``attempts`` counts ``SendEmail`` calls made; ``sent``, ``throttled``, ``transient`` and
-    ``account`` split their outcomes. ``permanent`` also counts emails refused before any call
-    (invalid headers or addresses), which are not attempts. ``in_flight`` is calls running now.
+    ``attempts`` counts calls made (``SendEmail`` and ``SendBulkEmail``), ``bulk_calls`` the
+    bulk ones and ``bulk_emails`` the emails they carried; ``sent``, ``throttled``,
+    ``transient``, ``permanent`` and ``account`` count emails by outcome. ``permanent`` also
+    counts emails refused before any call (invalid headers or addresses). ``in_flight`` is
+    calls running now.
     """
 
     attempts: int
@@ -291,16 +295,29 @@ class SesStatistics:
     permanent: int
     account: int
     in_flight: int
+    bulk_calls: int = 0
+    bulk_emails: int = 0
 
 
 class SesBackend:
-    """Sends each email with one ``SendEmail`` call on the shared client, in the SES lane."""
+    """Sends through the shared client, in the SES lane: ``send`` makes one ``SendEmail``
+    call; ``send_batch`` groups emails of one content into ``SendBulkEmail`` calls (in
+    ``SesSendMode.BULK``) and sends the rest with ``SendEmail``, all calls at once."""
 
     name = "ses"
 
-    def __init__(self, *, client: SESV2Client, lane: ThreadLane) -> None:
+    def __init__(
+        self,
+        *,
+        client: SESV2Client,
+        lane: ThreadLane,
+        send_mode: SesSendMode = SesSendMode.BULK,
+    ) -> None:
         self.client = client
         self.lane = lane
+        self.send_mode = send_mode
+        self._bulk_calls = 0
+        self._bulk_emails = 0
         self._attempts = 0
         self._sent = 0
         self._throttled = 0
@@ -343,6 +360,126 @@ class SesBackend:
                 self._attempts += 1
         self._sent += 1
         return response["MessageId"]
+
+    async def send_batch(self, emails: Sequence[OutgoingEmail]) -> list[SendResult]:
+        """Send every email; one result per email, in order (see ``Backend.send_batch``).
+
+        In bulk mode emails that can share a template (:mod:`sesender.backends.ses_bulk`)
+        go in ``SendBulkEmail`` calls of at most 50; an email alone in its group, one whose
+        content SES's substitution could alter, and every email in single mode go with
+        ``SendEmail`` (for one email that is the cheaper call). All calls run at once, as many
+        as the lane has threads.
+        """
+        results: list[SendResult | None] = [None] * len(emails)
+        singles: list[int] = []
+        groups: dict[BulkKey, list[tuple[int, dict[str, str]]]] = {}
+        for index, email in enumerate(emails):
+            shaped = bulk_key(email) if self.send_mode is SesSendMode.BULK else None
+            if shaped is None:
+                singles.append(index)
+            else:
+                groups.setdefault(shaped[0], []).append((index, shaped[1]))
+        chunks: list[tuple[BulkKey, BulkTemplate, list[tuple[int, dict[str, str]]]]] = []
+        for key, members in groups.items():
+            template = bulk_template(key) if len(members) > 1 else None
+            if template is None:
+                singles.extend(index for index, _ in members)
+                continue
+            start = 0
+            for size in chunk_sizes(len(members)):
+                chunks.append((key, template, members[start : start + size]))
+                start += size
+
+        async def send_single(index: int) -> None:
+            try:
+                results[index] = await self.send(emails[index])
+            except SendError as error:
+                results[index] = error
+
+        async def send_chunk(
+            key: BulkKey, template: BulkTemplate, members: list[tuple[int, dict[str, str]]]
+        ) -> None:
+            chunk_results = await self._send_bulk(
+                key, template, [emails[index] for index, _ in members], [d for _, d in members]
+            )
+            for (index, _), result in zip(members, chunk_results, strict=True):
+                results[index] = result
+
+        async with trio.open_nursery() as nursery:
+            for index in singles:
+                nursery.start_soon(send_single, index)
+            for key, template, members in chunks:
+                nursery.start_soon(send_chunk, key, template, members)
+        done: list[SendResult] = []
+        for result in results:
+            assert result is not None, "every email has its result"
+            done.append(result)
+        return done
+
+    async def _send_bulk(
+        self,
+        key: BulkKey,
+        template: BulkTemplate,
+        emails: list[OutgoingEmail],
+        data: list[dict[str, str]],
+    ) -> list[SendResult]:
+        """One ``SendBulkEmail`` call for ``emails`` (one key); never raises ``SendError``."""
+        # Emails SES would refuse (addresses, headers) fail at once and leave the call.
+        refused: dict[int, SendError] = {}
+
+        def call() -> SendBulkEmailResponseTypeDef | None:
+            # Built in the worker thread, like ``send``'s request.
+            kept: list[int] = []
+            addresses: list[tuple[str, str]] = []
+            for position, email in enumerate(emails):
+                try:
+                    addresses.append(check_sendable(email))
+                except PermanentSendError as error:
+                    refused[position] = error
+                else:
+                    kept.append(position)
+            if not kept:
+                return None
+            request = build_bulk_request(
+                key, template, [emails[i] for i in kept], [data[i] for i in kept], addresses
+            )
+            carried.extend(kept)
+            return self.client.send_bulk_email(**request)
+
+        carried: list[int] = []
+        self._in_flight += 1
+        try:
+            response = await self.lane.run_abandonable(call)
+        except (BotoCoreError, ClientError) as exc:
+            error = translate_error(exc)
+            error.__cause__ = exc
+            answers: Mapping[int, SendResult] = dict.fromkeys(carried, error)
+        else:
+            entries = response["BulkEmailEntryResults"] if response is not None else []
+            answers = {
+                position: entry_result(entry)
+                for position, entry in zip(carried, entries, strict=False)
+            }
+        finally:
+            self._in_flight -= 1
+            if carried:
+                self._attempts += 1
+                self._bulk_calls += 1
+                self._bulk_emails += len(carried)
+        results: list[SendResult] = []
+        for position in range(len(emails)):
+            result = refused.get(position) or answers.get(position)
+            if result is None:
+                # SES answered fewer entries than it was given: not this email's fault.
+                result = TransientSendError(
+                    "SES answered no result for this bulk entry", code="MissingEntryResult"
+                )
+            if isinstance(result, str):
+                self._sent += 1
+            else:
+                self._count_failure(result)
+            results.append(result)
+        return results
 
     def _count_failure(self, error: SendError) -> None:
         """Count a failed call under the kind of failure the pipeline will see."""
@@ -407,11 +544,9 @@ class SesBackend:
             permanent=self._permanent,
             account=self._account,
             in_flight=self._in_flight,
+            bulk_calls=self._bulk_calls,
+            bulk_emails=self._bulk_emails,
         )
-
-    async def send_batch(self, emails: Sequence[OutgoingEmail]) -> list[SendResult]:
-        """One ``SendEmail`` per email, concurrently in the lane; one result per email, in order."""
-        return await send_one_by_one(self.send, emails, concurrently=True)
 
 
 def account_status_from(response: GetAccountResponseTypeDef) -> AccountStatus:

@@ -404,6 +404,8 @@ class MotoSes:
             "AWS_SECRET_ACCESS_KEY": "testing",
             "AWS_REGION": REGION,
             "AWS_SES_FROM_EMAIL": SENDER,
+            # moto does not implement SendBulkEmail.
+            "SES_SEND_MODE": "single",
             "MAX_SEND_PER_SECOND": "100",
             # Never fetched: the SES backend refuses a loopback SERVER_URL (the pixel and the
             # unsubscribe links point there).

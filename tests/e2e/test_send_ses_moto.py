@@ -50,6 +50,7 @@ def test_500_emails_through_moto_ses_with_signed_pixels(
     service = start_service(
         API_KEY=api_key,
         SENDER_BACKEND="ses",
+        SES_SEND_MODE="single",  # moto does not implement SendBulkEmail
         AWS_ENDPOINT_URL_SESV2=moto_ses.url,
         AWS_ACCESS_KEY_ID="testing",
         AWS_SECRET_ACCESS_KEY="testing",

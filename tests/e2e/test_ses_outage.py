@@ -1,6 +1,7 @@
 """SES goes away for 30 seconds (connection refused) and comes back, end to end.
 
-The service sends through boto3 to moto's SES server, but through :class:`OutageProxy`, which owns
+The service sends through boto3 to moto's SES server (``SES_SEND_MODE=single``) or to the fake SES
+(``bulk``: moto has no ``SendBulkEmail``), but through :class:`OutageProxy`, which owns
 the port the service connects to: going down closes the listener (the kernel refuses new
 connections) and resets the open ones, mid-request for the sends in flight. The outage lasts the
 30 seconds the hardening issue names: that duration is the scenario, not a wait for a result.
@@ -20,6 +21,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from tests.e2e.fake_ses_support import FakeSes, running_fake_ses
 from tests.e2e.harness import (
     ServiceProcess,
     message_details,
@@ -39,10 +41,16 @@ RATE = 20
 EMAILS = 200
 
 
-@pytest.fixture
-def moto_ses() -> Iterator[MotoSes]:
-    with start_moto_ses(identity=SENDER.split("@")[1]) as server:
-        yield server
+@pytest.fixture(params=["single", "bulk"])
+def ses_endpoint(request: pytest.FixtureRequest) -> Iterator[MotoSes | FakeSes]:
+    """``SES_SEND_MODE=single`` against moto; ``bulk`` against the fake SES (moto has no
+    ``SendBulkEmail``). Both record what they accepted, per recipient."""
+    if request.param == "single":
+        with start_moto_ses(identity=SENDER.split("@")[1]) as server:
+            yield server
+    else:
+        with running_fake_ses() as fake:
+            yield fake
 
 
 def moment(text: str) -> float:
@@ -50,14 +58,14 @@ def moment(text: str) -> float:
 
 
 def test_ses_unreachable_for_30_seconds_then_back(
-    start_service: Callable[..., ServiceProcess], moto_ses: MotoSes
+    start_service: Callable[..., ServiceProcess], ses_endpoint: MotoSes | FakeSes
 ) -> None:
-    upstream = urlsplit(moto_ses.url)
+    upstream = urlsplit(ses_endpoint.url)
     assert upstream.hostname is not None
     assert upstream.port is not None
     with OutageProxy((upstream.hostname, upstream.port)) as proxy:
         service = start_service(
-            **moto_ses.service_env(
+            **ses_endpoint.service_env(
                 AWS_ENDPOINT_URL_SESV2=proxy.url,
                 MAX_SEND_PER_SECOND=str(RATE),
                 RETRY_BASE_SECONDS="0.2",
@@ -102,7 +110,7 @@ def test_ses_unreachable_for_30_seconds_then_back(
     assert len(resumed) == 1
     assert back_at <= moment(resumed[0]["time"]) < back_at + 5 + 2  # probe ceiling + slack
     # Every recipient got it; a repeat only where a reset connection had already delivered.
-    delivered = moto_ses.count_to()
+    delivered = ses_endpoint.count_to()
     assert set(delivered) == set(recipients)
     duplicates = sum(count - 1 for count in delivered.values())
     assert duplicates <= 2 * RATE  # at most the sends in flight when the connections were reset

@@ -98,12 +98,14 @@ def hanging_ses() -> Iterator[HangingSes]:
         server.close()
 
 
+@pytest.mark.parametrize("send_mode", ["bulk", "single"])
 def test_sigterm_with_hanging_ses_calls_exits_within_the_deadline(
-    start_service: Callable[..., ServiceProcess], hanging_ses: HangingSes
+    start_service: Callable[..., ServiceProcess], hanging_ses: HangingSes, send_mode: str
 ) -> None:
     shutdown_timeout = 2.0
     service = start_service(
         SENDER_BACKEND="ses",
+        SES_SEND_MODE=send_mode,
         AWS_ENDPOINT_URL_SESV2=hanging_ses.url,
         AWS_ACCESS_KEY_ID="testing",
         AWS_SECRET_ACCESS_KEY="testing",
@@ -116,7 +118,7 @@ def test_sigterm_with_hanging_ses_calls_exits_within_the_deadline(
     )
     with service.client() as client:
         submit(client, topic="hang", emails=[f"hang{n}@example.org" for n in range(5)])
-    wait_for(lambda: hanging_ses.hanging_count() >= 3, timeout=10, what="3 hanging SendEmail")
+    wait_for(lambda: hanging_ses.hanging_count() >= 3, timeout=10, what="3 hanging SES calls")
     signalled = time.monotonic()
     service.signal(signal.SIGTERM)
     try:

@@ -6,7 +6,9 @@ exceeded.`` once the day's quota is used, and ``GetAccount`` (what the account m
 then reports ``SentLast24Hours >= Max24HourSend`` while ``SendingEnabled`` stays true. The SES
 backend runs on a real sesv2 client whose two calls the service makes are answered by a fake
 account through botocore's ``before-call`` event (the hook botocore's own ``Stubber`` uses): the
-client is the real type with its real error handling, and nothing reaches the network.
+client is the real type with its real error handling, and nothing reaches the network. It runs
+in both ``SES_SEND_MODE``s: with bulk calls, the entries past the quota answer
+``ACCOUNT_DAILY_QUOTA_EXCEEDED``.
 """
 
 from __future__ import annotations
@@ -17,12 +19,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
+import pytest
 import trio
 from botocore.awsrequest import AWSResponse, HTTPHeaders
 
 from actors import ThreadLane
+from sesender.backends.base import OutgoingEmail
 from sesender.backends.ses import SesBackend, build_ses_client
-from sesender.config import load_config
+from sesender.config import SesSendMode, load_config
+from sesender.errors import AccountSendError
 from sesender.service import open_service
 from tests.waiting import wait_until
 
@@ -71,6 +76,10 @@ class QuotaAccount:
         # that returns (response, parsed) answers the call instead of SES: botocore.stub does so.
         events = client.meta.events
         events.register("before-call.sesv2.SendEmail", self._send_email)  # type: ignore[arg-type]
+        events.register(
+            "before-call.sesv2.SendBulkEmail",
+            self._send_bulk_email,  # type: ignore[arg-type]
+        )
         events.register("before-call.sesv2.GetAccount", self._get_account)  # type: ignore[arg-type]
 
     def _send_email(self, params: dict[str, Any], **_: object) -> Answer:
@@ -84,6 +93,28 @@ class QuotaAccount:
             (recipient,) = request["Destination"]["ToAddresses"]
             self.sent.append(recipient)
             return answer(200, {"MessageId": f"fake-{len(self.sent)}"})
+
+    def _send_bulk_email(self, params: dict[str, Any], **_: object) -> Answer:
+        """One result per entry: SUCCESS while the day's quota lasts, then SES's status for
+        a used-up quota (the call itself succeeds)."""
+        request = json.loads(params["body"])
+        results: list[dict[str, str]] = []
+        with self._lock:
+            self.send_calls += 1
+            for entry in request["BulkEmailEntries"]:
+                if self.sent_today >= self.quota:
+                    results.append(
+                        {
+                            "Status": "ACCOUNT_DAILY_QUOTA_EXCEEDED",
+                            "Error": "Daily message quota exceeded.",
+                        }
+                    )
+                    continue
+                self.sent_today += 1
+                (recipient,) = entry["Destination"]["ToAddresses"]
+                self.sent.append(recipient)
+                results.append({"Status": "SUCCESS", "MessageId": f"fake-{len(self.sent)}"})
+        return answer(200, {"BulkEmailEntryResults": results})
 
     def _get_account(self, **_: object) -> Answer:
         with self._lock:
@@ -103,8 +134,9 @@ class QuotaAccount:
         )
 
 
+@pytest.mark.parametrize("send_mode", list(SesSendMode))
 async def test_daily_quota_pause_holds_while_get_account_reports_the_quota_used(
-    tmp_path: Path,
+    tmp_path: Path, send_mode: SesSendMode
 ) -> None:
     config = load_config(
         {
@@ -130,7 +162,7 @@ async def test_daily_quota_pause_holds_while_get_account_reports_the_quota_used(
         secret_access_key="testing",
     )
     account.install(client)
-    backend = SesBackend(client=client, lane=ThreadLane("ses", 8))
+    backend = SesBackend(client=client, lane=ThreadLane("ses", 8), send_mode=send_mode)
     recipients = [f"quota{n}@example.org" for n in range(20)]
 
     with trio.fail_after(30):
@@ -201,3 +233,38 @@ async def test_daily_quota_pause_holds_while_get_account_reports_the_quota_used(
                 await wait_until(all_sent, timeout=15, interval=0.02)
                 assert sorted(account.sent) == sorted(recipients)
             service.shutdown.trigger("test finished")
+
+
+async def test_bulk_entries_past_the_quota_are_account_errors_the_others_sent() -> None:
+    """The fake account's bulk answer through the real client, parsed by botocore."""
+    account = QuotaAccount(quota=5)
+    client = build_ses_client(
+        region="us-east-1",
+        pool_size=2,
+        connect_timeout=2.0,
+        read_timeout=2.0,
+        endpoint_url=URL,
+        access_key_id="testing",
+        secret_access_key="testing",
+    )
+    account.install(client)
+    backend = SesBackend(client=client, lane=ThreadLane("ses", 2))
+    emails = [
+        OutgoingEmail(
+            request_id=n,
+            topic_id="quota",
+            sender="news@example.com",
+            recipient=f"quota{n}@example.org",
+            subject="Quota",
+            html="<p>Hello</p>",
+            source_html="<p>Hello</p>",
+        )
+        for n in range(1, 9)
+    ]
+    results = await backend.send_batch(emails)
+    assert account.send_calls == 1
+    assert all(isinstance(result, str) for result in results[:5])
+    for result in results[5:]:
+        assert isinstance(result, AccountSendError)
+        assert result.code == "ACCOUNT_DAILY_QUOTA_EXCEEDED"
+    await backend.aclose()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import ceiling, compose, rate, store_ingest
+from bench import bulk, ceiling, compose, rate, store_ingest
 
 
 def result(directory: Path, name: str) -> dict[str, object]:
@@ -51,7 +51,9 @@ def test_ceiling_quick(tmp_path: Path) -> None:
     assert isinstance(ses, dict)
     assert memory["service"]["complete"]
     assert ses["service"]["complete"]
-    assert ses["service"]["send_email_calls"] == ses["emails"]
+    # Every recipient reached the fake exactly once, alone or as an entry of a bulk call.
+    calls = ses["service"]
+    assert calls["send_email_calls"] + calls["bulk_entries"] == ses["emails"]
 
 
 def test_compose_quick(tmp_path: Path) -> None:
@@ -62,3 +64,17 @@ def test_compose_quick(tmp_path: Path) -> None:
     newsletter = figures["16 KB newsletter"]
     assert isinstance(newsletter, dict)
     assert newsletter["bytes"] > 15_000
+
+
+@pytest.mark.e2e  # starts the fake SES as a process (bench.fake_ses)
+def test_bulk_quick(tmp_path: Path) -> None:
+    bulk.main(["--quick", "--results-dir", str(tmp_path)])
+
+    figures = result(tmp_path, "bulk")
+    bulk_figures, single_figures = figures["bulk"], figures["single"]
+    assert isinstance(bulk_figures, dict)
+    assert isinstance(single_figures, dict)
+    assert bulk_figures["emails"] == 300
+    # 300 emails in batches of 150: three calls of 50 per batch.
+    assert bulk_figures["recipients_per_call"] == 50
+    assert single_figures["recipients_per_call"] == 1

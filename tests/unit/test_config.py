@@ -4,7 +4,14 @@ from pathlib import Path
 
 import pytest
 
-from sesender.config import BackendKind, LogFormat, api_key_sha256, load_config, read_environment
+from sesender.config import (
+    BackendKind,
+    LogFormat,
+    SesSendMode,
+    api_key_sha256,
+    load_config,
+    read_environment,
+)
 from sesender.errors import ConfigError
 
 
@@ -265,3 +272,14 @@ def test_an_unreadable_server_url_is_reported_once_with_ses() -> None:
         load_config({**SES, "SERVER_URL": "mail.example.com"})
     (problem,) = caught.value.problems
     assert problem.startswith("SERVER_URL='mail.example.com' is not an absolute URL")
+
+
+def test_ses_send_mode_defaults_to_bulk_and_refuses_unknown_modes() -> None:
+    assert load_config({}).backend.aws.send_mode is SesSendMode.BULK
+    assert load_config({}).public_settings()["ses_send_mode"] == "bulk"
+    config = load_config({"SES_SEND_MODE": "single"})
+    assert config.backend.aws.send_mode is SesSendMode.SINGLE
+    with pytest.raises(ConfigError) as caught:
+        load_config({"SES_SEND_MODE": "batch"})
+    (problem,) = caught.value.problems
+    assert "SES_SEND_MODE" in problem

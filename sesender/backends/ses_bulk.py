@@ -1,0 +1,404 @@
+"""SES ``SendBulkEmail`` requests: which emails can share one call, and what that call says.
+
+One bulk call carries one template (subject, HTML, text, given inline) and up to 50 entries,
+each with its own recipient, replacement data (a JSON object), headers and tags; SES fills the
+template's ``{{name}}`` placeholders from each entry's data. The recipient must see exactly what
+one ``SendEmail`` of the same email would show, so an email goes into a bulk call only when that
+is certain, and otherwise the SES backend sends it alone (see docs/architecture.md, "SES bulk
+calls"):
+
+- **What varies per recipient goes into the data, and only as safe text.** AWS documents that
+  inline templates support "only simple substitutions" but not whether a value is HTML-escaped
+  (its stored templates escape ``& < > " ' ` =`` the Handlebars way). So only a *tail* of each
+  varying value is left to SES: the longest end of it made of characters no escaping changes,
+  with no line breaks and no leading, trailing or doubled spaces (:func:`split_value`). The rest
+  (the *prefix*, e.g. ``https://host/v1/events/open?request_id=`` of the pixel URL) is written
+  into the template itself, escaped, and becomes part of the grouping key: emails whose
+  prefixes differ do not share a call. Then, for every merge email, substituting its tails into
+  the template must give, to the byte, the subject and HTML sesender rendered (whatever
+  escaping the renderer chose), or the email goes alone.
+- **The template must mean the same to SES as to sesender.** A literal ``{{`` or ``}}`` anywhere
+  in the subject, HTML or text of plain content, braces next to a placeholder (``{{{x}}}``), a
+  placeholder after a backslash, inside a tag other than within a quoted attribute value after
+  some literal text, after a ``&`` that could make it a character reference, or inside a link's
+  text: any of these sends the content's emails one by one. In a link's ``href`` the text part
+  prints the target after the link's text unless they are equal, so a link whose text could
+  equal its rendered target goes alone too.
+- **The text part is the template's text with the same substitutions.** With those rules,
+  converting the rendered HTML to text gives the same result as substituting into the text of
+  the template, which is converted once per content.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from html import escape, unescape
+from typing import TYPE_CHECKING
+
+from sesender.backends.base import OutgoingEmail
+from sesender.backends.sendable import check_sendable
+from sesender.backends.ses_tags import ses_tags
+from sesender.backends.text import html_to_text
+from sesender.errors import AccountSendError, PermanentSendError, SendError, TransientSendError
+from sesender.pipeline.compose import insert_pixel
+
+if TYPE_CHECKING:
+    from mypy_boto3_sesv2.type_defs import (
+        BulkEmailEntryResultTypeDef,
+        BulkEmailEntryTypeDef,
+        EmailTemplateContentTypeDef,
+        MessageTagTypeDef,
+        SendBulkEmailRequestTypeDef,
+    )
+
+__all__ = [
+    "MAX_BULK_ENTRIES",
+    "PIXEL_FIELD",
+    "BulkKey",
+    "BulkTemplate",
+    "build_bulk_request",
+    "bulk_key",
+    "bulk_template",
+    "chunk_sizes",
+    "entry_result",
+    "split_value",
+]
+
+#: SES takes at most 50 destinations in one bulk call.
+MAX_BULK_ENTRIES = 50
+#: The template field that holds the tail of an email's pixel URL (a merge field of the same
+#: name sends that email alone).
+PIXEL_FIELD = "sesender_pixel_token"
+
+# A merge placeholder as sesender's templates write it (spaces allowed inside the braces).
+PLACEHOLDER = re.compile(r"\{\{ *([A-Za-z_][A-Za-z0-9_]*) *\}\}")
+# A placeholder as the filled template gives it to SES.
+SES_PLACEHOLDER = re.compile(r"\{\{([A-Za-z_][A-Za-z0-9_]*)\}\}")
+BRACES = re.compile(r"\{\{|\}\}")
+# Everything up to the last character that Handlebars-style escaping changes, a brace, a
+# backslash or whitespace other than a plain space (spaces are looked at separately).
+LAST_UNSAFE = re.compile(r"(?s:.*)(?:[^\S ]|[&<>\"'`={}\\])")
+# A placeholder preceded by what could join it into a character reference (``&no{{x}}``).
+CHARACTER_REFERENCE_START = re.compile(r"&[#A-Za-z0-9]*\Z")
+# Private-use characters: they stand in for a placeholder's braces while the text is made.
+SENTINEL_OPEN = "\ue000"
+SENTINEL_CLOSE = "\ue001"
+# Inside a tag, a placeholder must follow literal text within a quoted attribute value.
+QUOTED_VALUE_BEFORE = re.compile(r"""=\s*(?:"[^"<>]+|'[^'<>]+)\Z""")
+HREF = re.compile(r"""\shref\s*=\s*(?:"([^"]*)"|'([^']*)')""", re.IGNORECASE)
+WHITESPACE = re.compile(r"\s+")
+LINK_OPEN = re.compile(r"<a[\s>/]", re.IGNORECASE)
+LINK_CLOSE = re.compile(r"</a[\s>]", re.IGNORECASE)
+
+# Per-entry status -> how that email's attempt ended. Statuses not listed (FAILED and any
+# future one) are transient: the email is retried through the rate limiter.
+PERMANENT_STATUSES = frozenset({"MESSAGE_REJECTED", "INVALID_PARAMETER"})
+THROTTLED_STATUSES = frozenset({"ACCOUNT_THROTTLED"})
+# The account, its configuration set or its sending setup cannot send anything: pause, fail
+# nothing. TEMPLATE_NOT_FOUND, CONFIGURATION_SET_NOT_FOUND and INVALID_SENDING_POOL_NAME name no
+# email's fault either (the template is inline; the set and pool come from configuration).
+ACCOUNT_STATUSES = frozenset(
+    {
+        "ACCOUNT_SUSPENDED",
+        "ACCOUNT_SENDING_PAUSED",
+        "ACCOUNT_DAILY_QUOTA_EXCEEDED",
+        "CONFIGURATION_SET_SENDING_PAUSED",
+        "MAIL_FROM_DOMAIN_NOT_VERIFIED",
+        "TEMPLATE_NOT_FOUND",
+        "CONFIGURATION_SET_NOT_FOUND",
+        "INVALID_SENDING_POOL_NAME",
+    }
+)
+
+
+@lru_cache(maxsize=16)
+def has_braces(text: str) -> bool:
+    """Whether ``text`` holds ``{{`` or ``}}``. Once per content: emails of one claim share
+    their content's strings (and so their cached hash); a one-character search first, since
+    searching for two characters costs ten times as much."""
+    return ("{" in text and "{{" in text) or ("}" in text and "}}" in text)
+
+
+def split_value(value: str) -> tuple[str, str]:
+    """Split ``value`` into (prefix, tail): the tail is the longest end of it that SES can
+    substitute exactly as sesender renders it (see the module docstring); it may be empty.
+
+    One backward pass, no regex scan from every position: it runs for every email.
+    """
+    if value.endswith(" "):
+        return value, ""
+    last = LAST_UNSAFE.match(value)
+    cut = last.end() if last else 0
+    double = value.rfind("  ", cut)
+    if double >= 0:
+        cut = double + 2
+    while cut < len(value) and value[cut] == " ":
+        cut += 1
+    return value[:cut], value[cut:]
+
+
+@dataclass(frozen=True, slots=True)
+class BulkKey:
+    """What emails of one bulk call share: equal keys, one template.
+
+    ``html`` is the content's HTML before the pixel, with each varying value's prefix already
+    written in (escaped) and ``{{name}}`` where its tail goes; ``subject`` likewise (plain).
+    ``pixel_url`` is the pixel URL as the template has it: its prefix, then the placeholder of
+    its tail when it has one (None: no pixel).
+    """
+
+    sender: str
+    configuration_set: str | None
+    subject: str
+    html: str
+    pixel_url: str | None
+    header_names: tuple[str, ...]
+    tag_names: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class BulkTemplate:
+    """The inline template of one bulk call."""
+
+    subject: str
+    html: str
+    text: str
+
+
+def bulk_key(email: OutgoingEmail) -> tuple[BulkKey, dict[str, str]] | None:
+    """The group ``email`` can share a bulk call with, and its replacement data; None when it
+    must be sent alone with ``SendEmail`` (see the module docstring)."""
+    data: dict[str, str] = {}
+    if email.merge is None:
+        subject, html = email.subject, email.source_html
+        if html is None:
+            if email.pixel_url is not None:
+                return None  # the pixel cannot be taken out again
+            html = email.html
+        if has_braces(subject) or has_braces(html):
+            return None
+    else:
+        template = email.merge
+        if PIXEL_FIELD in template.values:
+            return None
+        subject_and_html = fill_prefixes(template.subject, template.html, template.values, data)
+        if subject_and_html is None:
+            return None
+        subject, html = subject_and_html
+        # What SES will make of it must be, to the byte, what sesender rendered (whatever
+        # escaping the renderer chose): checked for every email, it costs one substitution.
+        if substitute(html, data) != email.source_html or substitute(subject, data) != (
+            email.subject
+        ):
+            return None
+    pixel_url: str | None = None
+    if email.pixel_url is not None:
+        if email.html != insert_pixel(email.source_html or "", email.pixel_url):
+            return None  # not the pixel compose inserts: nothing to rebuild it from
+        pixel_url, tail = split_value(email.pixel_url)
+        if "{" in pixel_url or "}" in pixel_url:
+            return None  # SES would read braces written into the template
+        if tail:
+            data[PIXEL_FIELD] = tail
+            pixel_url += "{{" + PIXEL_FIELD + "}}"
+    elif email.source_html is not None and email.html != email.source_html:
+        return None
+    key = BulkKey(
+        sender=email.sender,
+        configuration_set=email.configuration_set,
+        subject=subject,
+        html=html,
+        pixel_url=pixel_url,
+        header_names=tuple(name for name, _ in email.headers),
+        tag_names=tuple(name for name, _ in email.tags),
+    )
+    return key, data
+
+
+def substitute(template: str, data: Mapping[str, str]) -> str:
+    """SES's simple substitution of ``{{name}}`` by ``data[name]`` (the tails: no escaping
+    changes them), as sesender expects SES to do it."""
+    return SES_PLACEHOLDER.sub(lambda match: data.get(match.group(1), match.group(0)), template)
+
+
+def fill_prefixes(
+    subject: str, html: str, values: Mapping[str, str], data: dict[str, str]
+) -> tuple[str, str] | None:
+    """Write each placeholder's prefix into ``subject`` and ``html`` (escaped in the HTML) and
+    its tail into ``data``; None when a placeholder has no value or sits where SES could read
+    it differently from sesender (see the module docstring)."""
+
+    def placeholder(match: re.Match[str], *, in_html: bool) -> str:
+        name = match.group(1)
+        value = values.get(name)
+        if value is None:
+            raise LookupError(name)
+        prefix, tail = split_value(value)
+        if "{" in prefix or "}" in prefix:
+            raise LookupError(name)  # SES would read braces written into the template
+        if tail:
+            data[name] = tail
+            return (escape(prefix) if in_html else prefix) + "{{" + name + "}}"
+        return escape(prefix) if in_html else prefix
+
+    try:
+        filled_subject = PLACEHOLDER.sub(lambda m: placeholder(m, in_html=False), subject)
+        filled_html = PLACEHOLDER.sub(lambda m: placeholder(m, in_html=True), html)
+    except LookupError:
+        return None
+    if not placeholders_are_plain(filled_subject) or not placeholders_are_plain(
+        filled_html, is_html=True
+    ):
+        return None
+    return filled_subject, filled_html
+
+
+def placeholders_are_plain(template: str, *, is_html: bool = False) -> bool:
+    """Whether every placeholder of ``template`` stands where SES substitutes exactly what
+    sesender renders, and no other braces are left for SES to read."""
+    if BRACES.search(PLACEHOLDER.sub(" ", template)):
+        return False
+    for match in PLACEHOLDER.finditer(template):
+        start, end = match.span()
+        before = template[:start]
+        if before.endswith(("{", "\\")) or template[end : end + 1] == "}":
+            return False
+        if not is_html:
+            continue
+        if CHARACTER_REFERENCE_START.search(before):
+            return False
+        tag_start = before.rfind("<")
+        if tag_start > before.rfind(">"):
+            if not attribute_is_plain(template, tag_start, start):
+                return False
+            continue
+        opened = [m.start() for m in LINK_OPEN.finditer(before)]
+        closed = [m.start() for m in LINK_CLOSE.finditer(before)]
+        if opened and (not closed or closed[-1] < opened[-1]):
+            return False  # in a link's text
+    return True
+
+
+def attribute_is_plain(html: str, tag_start: int, position: int) -> bool:
+    """Whether the placeholder at ``position``, inside the tag starting at ``tag_start``, sits
+    inside a quoted attribute value after some literal text (a value cannot then end the
+    attribute, or make the link's target start with ``#``); in a link, also whether the text
+    part still adds the target to the link's text exactly when the rendered one would."""
+    if not QUOTED_VALUE_BEFORE.search(html, tag_start, position):
+        return False
+    if not LINK_OPEN.match(html, tag_start):
+        return True
+    tag_end = html.find(">", position)
+    close = LINK_CLOSE.search(html, tag_end + 1) if tag_end >= 0 else None
+    href = HREF.search(html, tag_start, tag_end) if tag_end >= 0 else None
+    if close is None or href is None:
+        return False
+    href_value = href.group(1) if href.group(1) is not None else href.group(2)
+    inner = html[tag_end + 1 : close.start()]
+    if "<" in inner:
+        return False
+    text = WHITESPACE.sub(" ", unescape(inner)).strip()
+    target = "".join(
+        ".+" if index % 2 else re.escape(unescape(part))
+        for index, part in enumerate(PLACEHOLDER.split(href_value))
+    )
+    return not (re.fullmatch(target, text) or re.fullmatch(target, "mailto:" + text))
+
+
+@lru_cache(maxsize=16)
+def bulk_template(key: BulkKey) -> BulkTemplate | None:
+    """The inline template of ``key``'s emails, once per content; None when its text part
+    would hold braces SES could read (the content is then sent email by email).
+
+    The text is converted with each placeholder stood in for by a marker no HTML can hold, so
+    braces that only appear in the text (``&#123;&#123;``) are told apart from placeholders.
+    """
+    if SENTINEL_OPEN in key.html or SENTINEL_CLOSE in key.html:
+        return None
+    marked = PLACEHOLDER.sub(lambda m: SENTINEL_OPEN + m.group(1) + SENTINEL_CLOSE, key.html)
+    text = html_to_text(marked)
+    if BRACES.search(text):
+        return None
+    text = text.replace(SENTINEL_OPEN, "{{").replace(SENTINEL_CLOSE, "}}")
+    html = key.html
+    if key.pixel_url is not None:
+        # ``insert_pixel`` escapes the URL; the placeholder's characters need no escaping.
+        html = insert_pixel(html, key.pixel_url)
+    return BulkTemplate(subject=key.subject, html=html, text=text)
+
+
+def chunk_sizes(count: int) -> Iterator[int]:
+    """Split ``count`` emails into as few calls of at most 50 as possible, of near-equal size
+    (so that 51 emails are 26 + 25, never 50 + a lone one)."""
+    calls = -(-count // MAX_BULK_ENTRIES)
+    for index in range(calls):
+        yield count // calls + (1 if index < count % calls else 0)
+
+
+def build_bulk_request(
+    key: BulkKey,
+    template: BulkTemplate,
+    emails: Sequence[OutgoingEmail],
+    data: Sequence[Mapping[str, str]],
+    addresses: Sequence[tuple[str, str]] | None = None,
+) -> SendBulkEmailRequestTypeDef:
+    """Build the ``send_bulk_email`` keyword arguments for ``emails`` (all of ``key``), with
+    ``data[i]`` as the replacement data of ``emails[i]``.
+
+    ``addresses`` are the emails' (sender, recipient) as
+    :func:`~sesender.backends.sendable.check_sendable` returned them, when the caller has
+    checked them already; otherwise they are checked here, and :class:`PermanentSendError` is
+    raised for the first that SES would refuse.
+    """
+    if addresses is None:
+        addresses = [check_sendable(email) for email in emails]
+    # One sender per key: every email's checked sender is the same address.
+    sender = addresses[0][0] if addresses else ""
+    entries: list[BulkEmailEntryTypeDef] = []
+    for email, values, (_, recipient) in zip(emails, data, addresses, strict=True):
+        entry: BulkEmailEntryTypeDef = {
+            "Destination": {"ToAddresses": [recipient]},
+            "ReplacementEmailContent": {
+                "ReplacementTemplate": {
+                    "ReplacementTemplateData": json.dumps(values, separators=(",", ":"))
+                }
+            },
+        }
+        if email.headers:
+            entry["ReplacementHeaders"] = [
+                {"Name": name, "Value": value} for name, value in email.headers
+            ]
+        tags: list[MessageTagTypeDef] = ses_tags(email.tags)
+        if tags:
+            entry["ReplacementTags"] = tags
+        entries.append(entry)
+    content: EmailTemplateContentTypeDef = {"Subject": template.subject, "Html": template.html}
+    if template.text:
+        # Left out when the HTML has no text at all, as in SendEmail.
+        content["Text"] = template.text
+    request: SendBulkEmailRequestTypeDef = {
+        "FromEmailAddress": sender,
+        "DefaultContent": {"Template": {"TemplateContent": content, "TemplateData": "{}"}},
+        "BulkEmailEntries": entries,
+    }
+    if key.configuration_set:
+        request["ConfigurationSetName"] = key.configuration_set
+    return request
+
+
+def entry_result(result: BulkEmailEntryResultTypeDef) -> str | SendError:
+    """Map one entry of a ``SendBulkEmail`` answer to that email's result (pure)."""
+    status = str(result.get("Status", ""))
+    message_id = result.get("MessageId")
+    if status == "SUCCESS" and message_id:
+        return message_id
+    text = f"SES {status or 'no status'}: {result.get('Error', '')}".rstrip(": ")
+    if status in PERMANENT_STATUSES:
+        return PermanentSendError(text, code=status)
+    if status in ACCOUNT_STATUSES:
+        return AccountSendError(text, code=status)
+    return TransientSendError(text, code=status, throttled=status in THROTTLED_STATUSES)

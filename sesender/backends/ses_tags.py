@@ -1,0 +1,32 @@
+"""SES email tags: names and values limited to ``[A-Za-z0-9_-]``, 1 to 256 characters."""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mypy_boto3_sesv2.type_defs import MessageTagTypeDef
+
+__all__ = ["ses_tag_part", "ses_tags"]
+
+TAG_FORBIDDEN = re.compile(r"[^A-Za-z0-9_-]")
+MAX_TAG_LENGTH = 256
+
+
+def ses_tag_part(value: str) -> str:
+    """Make ``value`` a valid SES tag name or value: ``[A-Za-z0-9_-]``, 1 to 256 characters.
+
+    Other characters become ``_`` (so ``topic.2024/05`` reads ``topic_2024_05``); an empty value
+    becomes ``_``.
+    """
+    return TAG_FORBIDDEN.sub("_", value)[:MAX_TAG_LENGTH] or "_"
+
+
+def ses_tags(pairs: tuple[tuple[str, str], ...]) -> list[MessageTagTypeDef]:
+    """The SES tags of ``pairs`` (name, value): sanitised, keeping the first of each name."""
+    tags: dict[str, MessageTagTypeDef] = {}
+    for name, value in pairs:
+        tag_name = ses_tag_part(name)
+        tags.setdefault(tag_name, {"Name": tag_name, "Value": ses_tag_part(value)})
+    return list(tags.values())
