@@ -16,9 +16,16 @@ It answers just enough for sesender's ``ses`` backend and for boto3's ``sesv2`` 
 
 For tests: ``--reject PREFIX`` makes every recipient whose address starts with ``PREFIX`` refused
 (``MESSAGE_REJECTED`` in a bulk answer, ``400 MessageRejected`` for ``SendEmail``);
-``--throttle-every N`` answers every Nth send call ``429 TooManyRequestsException``. A bulk
-template is rendered the way SES documents simple substitution: ``{{name}}`` replaced by the
-entry's value for ``name`` (then the defaults), as given.
+``--throttle-every N`` answers every Nth send call ``429 TooManyRequestsException``;
+``--entry-throttle-every N`` answers every Nth bulk entry ``ACCOUNT_THROTTLED`` (the call itself
+succeeds); ``--pause-after N`` pauses the account once N recipients were accepted: ``SendEmail``
+answers ``400 SendingPausedException``, every bulk entry ``ACCOUNT_SENDING_PAUSED`` and
+``GetAccount`` ``"SendingEnabled": false`` until ``POST /_bench/resume`` (``GET /_bench/account``
+says whether it is paused and which recipients the pause refused); ``--latency-ms N`` answers
+every SES call N ms after reading it (what it accepts is recorded at once: a client killed while
+waiting leaves sent emails it never heard about). A bulk template is rendered the way SES
+documents simple substitution: ``{{name}}`` replaced by the entry's value for ``name`` (then the
+defaults), as given. Recorded messages carry ``received_at``, the fake's wall-clock time.
 
 One asyncio event loop in one thread, HTTP/1.1 keep-alive, no per-request allocation beyond the
 response bytes: far cheaper per request than the boto3 client calling it, so on a shared machine
@@ -34,6 +41,7 @@ import asyncio
 import json
 import re
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -58,6 +66,7 @@ NOT_FOUND = b'{"message": "no such operation in the fake SES"}'
 
 THROTTLED = b'{"message": "Maximum sending rate exceeded."}'
 REJECTED = b'{"message": "Email address is not verified."}'
+PAUSED = b'{"message": "Sending paused for this account."}'
 PLACEHOLDER = re.compile(r"\{\{([A-Za-z_][A-Za-z0-9_]*)\}\}")
 
 
@@ -65,6 +74,9 @@ PLACEHOLDER = re.compile(r"\{\{([A-Za-z_][A-Za-z0-9_]*)\}\}")
 class Settings:
     reject_prefix: str | None = None
     throttle_every: int = 0
+    entry_throttle_every: int = 0
+    pause_after: int | None = None
+    latency: float = 0.0
     record: bool = False
 
 
@@ -76,6 +88,8 @@ class State:
     bulk_entries: int = 0
     message_ids: int = 0
     messages: list[dict[str, Any]] = field(default_factory=list)
+    paused: bool = False
+    refused_while_paused: list[str] = field(default_factory=list)
 
     def next_id(self) -> str:
         self.message_ids += 1
@@ -88,6 +102,26 @@ class State:
     def rejected(self, address: str) -> bool:
         prefix = self.settings.reject_prefix
         return prefix is not None and address.startswith(prefix)
+
+    def entry_throttled(self) -> bool:
+        every = self.settings.entry_throttle_every
+        return every > 0 and self.bulk_entries % every == 0
+
+    def refused_for_pause(self, address: str) -> bool:
+        """Whether the paused account refuses ``address`` (pausing it once the
+        ``--pause-after`` count of accepted recipients is reached)."""
+        pause_after = self.settings.pause_after
+        if pause_after is not None and self.message_ids >= pause_after:
+            self.paused = True
+            self.settings.pause_after = None
+        if self.paused:
+            self.refused_while_paused.append(address)
+        return self.paused
+
+    def account(self) -> bytes:
+        if not self.paused:
+            return ACCOUNT
+        return json.dumps({**json.loads(ACCOUNT), "SendingEnabled": False}).encode()
 
 
 STATE = State()
@@ -113,10 +147,13 @@ def send_email(body: bytes) -> bytes:
     if STATE.throttled():
         return error(b"429 Too Many Requests", b"TooManyRequestsException", THROTTLED)
     settings = STATE.settings
-    if settings.reject_prefix is None and not settings.record:
+    plain = settings.pause_after is None and not STATE.paused
+    if settings.reject_prefix is None and not settings.record and plain:
         return response(b"200 OK", b'{"MessageId": "%s"}' % STATE.next_id().encode())
     request = json.loads(body)
     (to,) = request["Destination"]["ToAddresses"]
+    if STATE.refused_for_pause(to):
+        return error(b"400 Bad Request", b"SendingPausedException", PAUSED)
     if STATE.rejected(to):
         return error(b"400 Bad Request", b"MessageRejected", REJECTED)
     message_id = STATE.next_id()
@@ -125,6 +162,7 @@ def send_email(body: bytes) -> bytes:
         STATE.messages.append(
             {
                 "message_id": message_id,
+                "received_at": time.time(),
                 "bulk": False,
                 "to": to,
                 "subject": simple["Subject"]["Data"],
@@ -153,9 +191,19 @@ def send_bulk_email(body: bytes) -> bytes:
     for entry in request["BulkEmailEntries"]:
         STATE.bulk_entries += 1
         (to,) = entry["Destination"]["ToAddresses"]
+        if STATE.refused_for_pause(to):
+            results.append(
+                {"Status": "ACCOUNT_SENDING_PAUSED", "Error": "Sending paused for this account."}
+            )
+            continue
         if STATE.rejected(to):
             results.append(
                 {"Status": "MESSAGE_REJECTED", "Error": "Email address is not verified."}
+            )
+            continue
+        if STATE.entry_throttled():
+            results.append(
+                {"Status": "ACCOUNT_THROTTLED", "Error": "Maximum sending rate exceeded."}
             )
             continue
         message_id = STATE.next_id()
@@ -166,6 +214,7 @@ def send_bulk_email(body: bytes) -> bytes:
             STATE.messages.append(
                 {
                     "message_id": message_id,
+                    "received_at": time.time(),
                     "bulk": True,
                     "to": to,
                     "subject": substitute(content.get("Subject", ""), values),
@@ -186,7 +235,13 @@ def answer(request_line: bytes, body: bytes) -> bytes:
     if method == b"POST" and path == b"/v2/email/outbound-bulk-emails":
         return send_bulk_email(body)
     if method == b"GET" and path == b"/v2/email/account":
-        return response(b"200 OK", ACCOUNT)
+        return response(b"200 OK", STATE.account())
+    if method == b"GET" and path == b"/_bench/account":
+        account = {"paused": STATE.paused, "refused": STATE.refused_while_paused}
+        return response(b"200 OK", json.dumps(account).encode())
+    if method == b"POST" and path == b"/_bench/resume":
+        STATE.paused = False
+        return response(b"200 OK", b'{"paused": false}')
     if method == b"GET" and path == b"/_bench/stats":
         stats = {
             "send_email": STATE.send_email,
@@ -233,8 +288,18 @@ class FakeSesProtocol(asyncio.Protocol):
                 return
             body = bytes(buffer[head_end + 4 : end])
             del buffer[:end]
-            assert self.transport is not None
-            self.transport.write(answer(head.partition(b"\r\n")[0], body))
+            request_line = head.partition(b"\r\n")[0]
+            reply = answer(request_line, body)
+            latency = STATE.settings.latency
+            if latency and b" /v2/" in request_line:
+                # Answers on one connection keep their order: every delay is the same.
+                asyncio.get_running_loop().call_later(latency, self.write, reply)
+            else:
+                self.write(reply)
+
+    def write(self, reply: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(reply)
 
 
 async def serve(host: str, port: int) -> None:
@@ -252,11 +317,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--reject", metavar="PREFIX", help="refuse recipients starting with it")
     parser.add_argument("--throttle-every", type=int, default=0, metavar="N")
+    parser.add_argument("--entry-throttle-every", type=int, default=0, metavar="N")
+    parser.add_argument("--pause-after", type=int, metavar="N", help="pause the account after N")
+    parser.add_argument("--latency-ms", type=float, default=0.0, metavar="N")
     parser.add_argument("--record", action="store_true", help="keep messages for /_bench/messages")
     arguments = parser.parse_args(argv)
     STATE.settings = Settings(
         reject_prefix=arguments.reject,
         throttle_every=arguments.throttle_every,
+        entry_throttle_every=arguments.entry_throttle_every,
+        pause_after=arguments.pause_after,
+        latency=arguments.latency_ms / 1000,
         record=arguments.record,
     )
     try:

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sesender.feedback.ses_events import REQUEST_ID_TAG
+
 REPO_DIR = Path(__file__).resolve().parents[2]
 SENDER = "news@example.com"
 
@@ -30,9 +32,28 @@ class FakeSes:
         with urllib.request.urlopen(f"{self.url}{path}", timeout=5) as reply:
             return json.load(reply)
 
+    def post(self, path: str) -> Any:
+        request = urllib.request.Request(f"{self.url}{path}", data=b"", method="POST")
+        with urllib.request.urlopen(request, timeout=5) as reply:
+            return json.load(reply)
+
+    def messages(self) -> list[dict[str, Any]]:
+        """Every message the fake accepted, as SES would render it (needs ``--record``)."""
+        messages: list[dict[str, Any]] = self.get("/_bench/messages")
+        return messages
+
     def count_to(self) -> Counter[str]:
         """How many messages the fake accepted for each ``To`` address (needs ``--record``)."""
-        return Counter(message["to"] for message in self.get("/_bench/messages"))
+        return Counter(message["to"] for message in self.messages())
+
+    def count_by_request(self) -> Counter[int]:
+        """How many messages the fake accepted for each request id (its ``EmailTags``)."""
+        return Counter(
+            int(tag["Value"])
+            for message in self.messages()
+            for tag in message["tags"]
+            if tag["Name"] == REQUEST_ID_TAG
+        )
 
     def service_env(self, **overrides: str) -> dict[str, str]:
         """The service settings that send through this fake in bulk mode."""
