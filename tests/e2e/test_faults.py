@@ -1,30 +1,48 @@
-"""Provider faults, end to end: the memory backend's throttling and rejections, as a process.
+"""Provider faults, end to end: throttling and rejections, as a process.
 
 ``SENDER_BACKEND=memory`` with ``MEMORY_THROTTLE_RATE`` throttles that fraction of attempts
 (``TooManyRequestsException``), and any recipient whose local part starts with ``reject`` is
 refused with ``MessageRejected`` (a permanent error). Short retry delays keep the tests fast.
+
+Throttling is also run with the SES backend in both ``SES_SEND_MODE``s against ``bench.fake_ses``,
+which answers every 5th call ``429 TooManyRequestsException`` and, in a bulk call, every 7th
+entry ``ACCOUNT_THROTTLED`` (only that email is retried). Rejections in both modes are in
+test_ses_bulk_fake.py.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime
 
 import pytest
 
+from tests.e2e.fake_ses_support import running_fake_ses
 from tests.e2e.harness import ServiceProcess, message_details, submit, wait_topic
 
 pytestmark = pytest.mark.e2e
 
 RATE = 200
 BURST = 20  # the default: max(1, rate / 10)
+RETRIES = {"RETRY_BASE_SECONDS": "0.05", "RETRY_MAX_SECONDS": "0.5"}
 FAULTS = {
     "SENDER_BACKEND": "memory",
     "MEMORY_LATENCY_MS": "5",
     "MAX_SEND_PER_SECOND": str(RATE),
-    "RETRY_BASE_SECONDS": "0.05",
-    "RETRY_MAX_SECONDS": "0.5",
+    **RETRIES,
 }
+
+
+@pytest.fixture(params=["memory", "ses-single", "ses-bulk"])
+def throttling_provider(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
+    """Service settings for a provider that throttles about a fifth of the attempts."""
+    if request.param == "memory":
+        yield {**FAULTS, "MEMORY_THROTTLE_RATE": "0.2"}
+        return
+    options = ("--throttle-every", "5", "--entry-throttle-every", "7")
+    with running_fake_ses(*options) as fake:
+        mode = request.param.removeprefix("ses-")
+        yield fake.service_env(SES_SEND_MODE=mode, MAX_SEND_PER_SECOND=str(RATE), **RETRIES)
 
 
 def moment(text: str) -> float:
@@ -32,11 +50,11 @@ def moment(text: str) -> float:
 
 
 def test_throttling_is_retried_through_the_rate_limiter(
-    start_service: Callable[..., ServiceProcess],
+    start_service: Callable[..., ServiceProcess], throttling_provider: dict[str, str]
 ) -> None:
-    # 20% of attempts are throttled; 10 attempts make exhausting them all vanishingly unlikely
-    # (0.2**10 per email), so every email must end Sent.
-    service = start_service(**FAULTS, MEMORY_THROTTLE_RATE="0.2", MAX_ATTEMPTS="10")
+    # About 20% of attempts are throttled; 10 attempts make exhausting them all vanishingly
+    # unlikely (0.2**10 per email), so every email must end Sent.
+    service = start_service(**throttling_provider, MAX_ATTEMPTS="10")
     recipients = [f"throttled{n}@example.org" for n in range(400)]
     with service.client() as client:
         ids = submit(client, topic="throttled", emails=recipients)
