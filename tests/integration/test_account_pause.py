@@ -60,7 +60,7 @@ class Account(Protocol):
         ...
 
     def attempts(self) -> int:
-        """How many sends the backend attempted (accepted or not)."""
+        """How many sends the backend began (answered or not, finished or still in flight)."""
         ...
 
     def met_the_pause(self) -> list[str]:
@@ -115,7 +115,9 @@ class FakeSesAccount:
         return [message["to"] for message in self.fake.messages()]
 
     def attempts(self) -> int:
-        return self.backend.statistics().attempts
+        # The SES backend counts a call once it returns: add those still under way.
+        statistics = self.backend.statistics()
+        return statistics.attempts + statistics.in_flight
 
     def met_the_pause(self) -> list[str]:
         refused: list[str] = self.fake.get("/_bench/account")["refused"]
