@@ -126,6 +126,7 @@ def sink(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Sink]:
     else:
         with running_fake_ses("--latency-ms", "50") as fake:
             yield SesBulkSink(fake)
+            assert fake.get("/_bench/stats")["send_bulk_email"] > 0, "no bulk call was made"
 
 
 def test_sigkill_mid_send_loses_nothing_and_bounds_duplicates(

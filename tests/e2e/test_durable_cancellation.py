@@ -5,8 +5,10 @@ way); if that send then fails transiently, the retry must stop the email rather 
 in the queue, or the next process (which knows nothing of the cancel in memory) sends it.
 
 The first process uses the memory backend throttling every attempt (``MEMORY_THROTTLE_RATE=1``)
-with a second of latency, so a batch of sends is always in flight and failing; the retry delay
-is long enough that the SIGKILL lands before any retry falls due. The second process, on the same
+with a second of latency, or the SES backend in bulk mode against ``bench.fake_ses`` answering
+every call ``429`` a second late (bursts of 10, so the calls carry several entries), so a batch of
+sends is always in flight and failing; the retry delay is long enough that the SIGKILL lands
+before any retry falls due. The second process, on the same
 database, writes every email it sends to the outbox: only the emails accepted after the cancel, and
 the other topic's, may appear there, and every cancelled email ends ``Stopped``.
 
@@ -21,11 +23,12 @@ import sqlite3
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.e2e.fake_ses_support import running_fake_ses
 from tests.e2e.harness import (
     ServiceProcess,
     message_details,
@@ -39,15 +42,29 @@ from tests.e2e.test_disk_full import disk_full
 
 pytestmark = pytest.mark.e2e
 
-FAILING = {
-    "SENDER_BACKEND": "memory",
-    "MEMORY_THROTTLE_RATE": "1",
-    "MEMORY_LATENCY_MS": "1000",
+RETRIES = {
     "MAX_SEND_PER_SECOND": "10",
     "MAX_ATTEMPTS": "50",
     "RETRY_BASE_SECONDS": "8",  # the first retry falls due 4 to 8 s after the failure
     "RETRY_MAX_SECONDS": "8",
 }
+FAILING = {
+    "SENDER_BACKEND": "memory",
+    "MEMORY_THROTTLE_RATE": "1",
+    "MEMORY_LATENCY_MS": "1000",
+    **RETRIES,
+}
+
+
+@pytest.fixture(params=["memory", "ses-bulk"])
+def failing_provider(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
+    """Service settings for a provider that throttles every attempt, a second late."""
+    if request.param == "memory":
+        yield FAILING
+        return
+    with running_fake_ses("--throttle-every", "1", "--latency-ms", "1000") as fake:
+        yield fake.service_env(SES_SEND_MODE="bulk", SEND_BURST="10", **RETRIES)
+        assert fake.get("/_bench/stats")["send_bulk_email"] > 0, "no bulk call was made"
 
 
 def latest_due_ms(database: Path, topic: str) -> int:
@@ -62,9 +79,9 @@ def latest_due_ms(database: Path, topic: str) -> int:
 
 
 def test_a_cancelled_topic_failing_transiently_is_never_sent_after_a_crash(
-    start_service: Callable[..., ServiceProcess], tmp_path: Path
+    start_service: Callable[..., ServiceProcess], tmp_path: Path, failing_provider: dict[str, str]
 ) -> None:
-    service = start_service(**FAILING)
+    service = start_service(**failing_provider)
     doomed = [f"doomed{n}@example.org" for n in range(20)]
     later = [f"later{n}@example.org" for n in range(5)]
     others = [f"other{n}@example.org" for n in range(5)]

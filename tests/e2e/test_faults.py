@@ -43,6 +43,8 @@ def throttling_provider(request: pytest.FixtureRequest) -> Iterator[dict[str, st
     with running_fake_ses(*options) as fake:
         mode = request.param.removeprefix("ses-")
         yield fake.service_env(SES_SEND_MODE=mode, MAX_SEND_PER_SECOND=str(RATE), **RETRIES)
+        bulk_calls = fake.get("/_bench/stats")["send_bulk_email"]
+        assert bulk_calls > 0 if mode == "bulk" else bulk_calls == 0, bulk_calls
 
 
 def moment(text: str) -> float:

@@ -150,6 +150,8 @@ def account(request: pytest.FixtureRequest) -> Iterator[Account]:
         code = "SendingPausedException" if mode is SesSendMode.SINGLE else "ACCOUNT_SENDING_PAUSED"
         try:
             yield FakeSesAccount(fake, backend, ("Sending paused for this account", code))
+            bulk_calls = fake.get("/_bench/stats")["send_bulk_email"]
+            assert bulk_calls > 0 if mode is SesSendMode.BULK else bulk_calls == 0, bulk_calls
         finally:
             client.close()
 
