@@ -5,7 +5,9 @@ after sending starts, topic A is cancelled over HTTP. The service runs in this p
 ``open_service`` (real time, a real socket, SQLite in ``tmp_path``) with an injected
 ``MemoryBackend``, whose records carry the trio-clock time at which each ``send`` started, so
 "no send of A started after the DELETE" is checked exactly rather than inferred from files. The
-HTTP calls go through ``httpx.AsyncClient`` on anyio's trio backend.
+HTTP calls go through ``httpx.AsyncClient`` on anyio's trio backend. It runs again with the SES
+backend in bulk mode against ``bench.fake_ses`` (answering 20 ms late), wrapped to keep the same
+records of every email SES accepted; the fake's own record must agree with them.
 
 Asserted:
 
@@ -29,15 +31,22 @@ would, and the DELETE lands while A's first block is being sent.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Protocol
 
 import httpx
 import pytest
 import trio
 
-from sesender.backends.memory import MemoryBackend
-from sesender.config import load_config
+from actors import ThreadLane
+from sesender.backends.base import AccountStatus, Backend, OutgoingEmail, SendResult
+from sesender.backends.memory import MemoryBackend, SentRecord
+from sesender.backends.ses import SesBackend, build_ses_client
+from sesender.config import SesSendMode, load_config
+from sesender.feedback.ses_events import TOPIC_TAG
 from sesender.service import open_service
+from tests.e2e.fake_ses_support import running_fake_ses
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
@@ -53,8 +62,83 @@ SENT_BEFORE_DELETE = 20
 TEST_DEADLINE = 120
 
 
+class RecordingBackend(Backend, Protocol):
+    @property
+    def sent(self) -> list[SentRecord]:
+        """Every email the provider accepted, with the trio-clock time its call started."""
+        ...
+
+
+class RecordingSesBackend:
+    """The SES backend, keeping a :class:`SentRecord` of every email SES accepted, as
+    ``MemoryBackend`` does."""
+
+    name = "ses"
+
+    def __init__(self, inner: SesBackend) -> None:
+        self.inner = inner
+        self._sent: list[SentRecord] = []
+
+    @property
+    def sent(self) -> list[SentRecord]:
+        return self._sent
+
+    async def send(self, email: OutgoingEmail) -> str:
+        (result,) = await self.send_batch([email])
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    async def send_batch(self, emails: Sequence[OutgoingEmail]) -> list[SendResult]:
+        started_at = trio.current_time()
+        results = await self.inner.send_batch(emails)
+        finished_at = trio.current_time()
+        for email, result in zip(emails, results, strict=True):
+            if isinstance(result, str):
+                self._sent.append(SentRecord(result, email, started_at, finished_at))
+        return results
+
+    async def account_status(self) -> AccountStatus:
+        return await self.inner.account_status()
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+@pytest.fixture(params=["memory", "ses-bulk"])
+def backend(request: pytest.FixtureRequest) -> Iterator[RecordingBackend]:
+    if request.param == "memory":
+        # A little latency, so that some sends are in flight when the DELETE arrives.
+        yield MemoryBackend(latency=0.02)
+        return
+    with running_fake_ses("--latency-ms", "20") as fake:
+        client = build_ses_client(
+            region="us-east-1",
+            pool_size=8,
+            connect_timeout=2.0,
+            read_timeout=5.0,
+            endpoint_url=fake.url,
+            access_key_id="testing",
+            secret_access_key="testing",
+        )
+        lane = ThreadLane("ses", 8)
+        recording = RecordingSesBackend(
+            SesBackend(client=client, lane=lane, send_mode=SesSendMode.BULK)
+        )
+        yield recording
+        # What SES received is what the records say it accepted, no more.
+        received = Counter(
+            tag["Value"]
+            for message in fake.messages()
+            for tag in message["tags"]
+            if tag["Name"] == TOPIC_TAG
+        )
+        assert received == Counter(record.email.topic_id for record in recording.sent)
+        assert fake.get("/_bench/stats")["send_bulk_email"] > 0, "no bulk call was made"
+
+
 async def test_cancelling_a_topic_stops_it_at_once_and_leaves_the_other_alone(
-    tmp_path: Path,
+    tmp_path: Path, backend: RecordingBackend
 ) -> None:
     config = load_config(
         {
@@ -67,8 +151,6 @@ async def test_cancelling_a_topic_stops_it_at_once_and_leaves_the_other_alone(
             "SHUTDOWN_TIMEOUT_SECONDS": "5",
         }
     )
-    # A little latency, so that some sends are in flight when the DELETE arrives.
-    backend = MemoryBackend(latency=0.02)
 
     def sent_of(topic: str) -> list[float]:
         return [r.started_at for r in backend.sent if r.email.topic_id == topic]
