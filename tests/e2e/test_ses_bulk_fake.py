@@ -121,10 +121,28 @@ def test_rejected_addresses_fail_the_others_are_sent_and_their_pixels_count(
         wait_for(opens, timeout=10, what="the Open event")
         assert client.get("/v1/topics/bulk").json()["result_counts"]["Open"] == 1
 
+    # A refusal fails that email at its first attempt, for good, with SES's reason.
+    rejected_code = "MESSAGE_REJECTED" if mode == "bulk" else "MessageRejected"
+    for detail in details:
+        if detail["status"] == "Failed":
+            assert detail["attempts"] == 1, detail
+            assert detail["failure_kind"] == "permanent", detail
+            assert rejected_code in detail["error"], detail
+            assert detail["message_id"] is None
+        else:
+            assert detail["attempts"] == 1, detail
+            assert rendered[detail["message_id"]]["bulk"] is (mode == "bulk")
+
     stats = fake_ses.get("/_bench/stats")
     if mode == "single":
         assert stats["send_bulk_email"] == 0
         assert stats["send_email"] == len(recipients)
+    else:
+        # Every recipient was one entry of a bulk call, and the calls held more than 8 entries
+        # on average: with every 8th address refused, calls mixed SUCCESS and MESSAGE_REJECTED.
+        assert stats["send_email"] == 0
+        assert stats["bulk_entries"] == len(recipients)
+        assert stats["send_bulk_email"] < len(recipients) / 8
     assert service.stop(timeout=15) == 0
 
 
