@@ -1,10 +1,17 @@
 """Merge fields end to end: the real service renders the same email whichever backend sends it.
 
-One templated submission (hostile values included) goes to two services started as processes
+One templated submission (hostile values included) goes to three services started as processes
 with the same tracking secret and public URL: one writing ``.eml`` files (outbox), one calling
-SES (moto's server, read back over its state API). Fresh databases give the same request ids, so
+SES with ``SendEmail`` only (``SES_SEND_MODE=single`` against moto's server, read back over its
+state API), one in bulk mode against ``bench.fake_ses``, which renders every bulk entry the way
+SES documents simple substitution and keeps it. Fresh databases give the same request ids, so
 the same recipient must get byte-for-byte the same subject and HTML (pixel and unsubscribe link
-included) from both; the outbox's text part shows the values as plain text. The same service also
+included) from all three, and the same text from outbox and bulk; the outbox's text part shows
+the values as plain text. Values SES's substitution could render otherwise (HTML-special
+characters at their end) must have gone through ``SendEmail``; values that share such a start
+and end in plain text go in one bulk call, SES filling in only the plain end. (The memory
+backend keeps what it sent in the process's memory only: nothing outside can read it, so it is
+compared in process, in tests/unit/backends/test_merge_fields_backends.py.) The same service also
 shows a plain message with braces going out exactly as given, refused recipients named with their
 missing field, and idempotency covering the data; the CLI fills fields from a CSV's columns; and a
 SIGKILL mid-send loses no recipient's values.
@@ -27,6 +34,7 @@ import httpx
 import pytest
 
 from sesender.tracking import TokenSigner
+from tests.e2e.fake_ses_support import FakeSes, running_fake_ses
 from tests.e2e.harness import ServiceProcess, outbox_files, wait_for, wait_topic
 from tests.e2e.sns_support import SENDER, MotoSes
 from tests.e2e.sns_support import moto_ses as start_moto_ses
@@ -34,6 +42,7 @@ from tests.e2e.test_client_cli import sesender
 
 PUBLIC_URL = "https://sesender.example.test"
 TRACKING_SECRET = "e2e-merge-fields-tracking-secret"
+LONG = "Smith & Jones " + "\u0141" * 986
 HOSTILE = "<script>alert('x')</script> \"quoted\" & 'single' </p><img src=x onerror=alert(1)>"
 SUBJECT = "Hello {{ first_name }} ({{plan}})"
 CONTENT = (
@@ -48,6 +57,12 @@ RECIPIENTS: list[Any] = [
     "dee@example.org",
     {"email": "eve@example.org", "data": {"first_name": "Eve\r\nBcc: x@example.org"}},
     {"email": "fay@example.org", "data": {"first_name": ["nested"]}},
+    # Same HTML-special start, plain ends (one of them 1,000 characters): one bulk call.
+    {"email": "gil@example.org", "data": {"first_name": "Smith & Jones 1", "credits": LONG}},
+    {
+        "email": "hal@example.org",
+        "data": {"first_name": "Smith & Jones 2", "plan": "pro", "credits": "Smith & Jones 3"},
+    },
 ]
 DEFAULTS = {"first_name": "friend", "plan": "free", "credits": 0, "beta": True}
 EXPECTED_VALUES = {
@@ -56,7 +71,15 @@ EXPECTED_VALUES = {
     "cy@example.org": {"first_name": "Cy\u00e9 \U0001f600", "plan": "free", "credits": "2.5",
                        "beta": "true"},
     "dee@example.org": {"first_name": "friend", "plan": "free", "credits": "0", "beta": "true"},
+    "gil@example.org": {"first_name": "Smith & Jones 1", "plan": "free", "credits": LONG,
+                        "beta": "true"},
+    "hal@example.org": {"first_name": "Smith & Jones 2", "plan": "pro",
+                        "credits": "Smith & Jones 3", "beta": "true"},
 }  # fmt: skip
+#: Whose values end in characters SES might escape otherwise: SendEmail, never a bulk entry.
+SENT_ALONE = {"bob@example.org"}
+#: Whose values share a start and end in plain text: SES fills in the ends of one bulk call.
+SENT_IN_BULK = {"gil@example.org", "hal@example.org"}
 SIGNER = TokenSigner(TRACKING_SECRET.encode())
 
 
@@ -64,6 +87,12 @@ SIGNER = TokenSigner(TRACKING_SECRET.encode())
 def moto_ses() -> Iterator[MotoSes]:
     with start_moto_ses(identity=SENDER.split("@")[1]) as server:
         yield server
+
+
+@pytest.fixture
+def fake_ses() -> Iterator[FakeSes]:
+    with running_fake_ses() as fake:
+        yield fake
 
 
 def body() -> dict[str, Any]:
@@ -98,7 +127,7 @@ def expected_html(address: str, request_id: int) -> str:
     html = (
         f'<html><body><p title="{escape(values["first_name"])}">'
         f"Dear {escape(values['first_name'])},</p>"
-        f"<p>Your plan: {escape(values['plan'])}. Credits: {values['credits']}."
+        f"<p>Your plan: {escape(values['plan'])}. Credits: {escape(values['credits'])}."
         f" Beta: {values['beta']}.</p>"
         f'<p>Sent to {address}. <a href="{escape(unsubscribe)}">Unsubscribe</a></p>'
     )
@@ -126,7 +155,10 @@ def part(message: EmailMessage, subtype: str) -> str:
 
 
 def test_outbox_and_ses_send_the_same_rendered_email_and_refuse_the_same_recipients(
-    start_service: Callable[..., ServiceProcess], moto_ses: MotoSes, tmp_path: Path
+    start_service: Callable[..., ServiceProcess],
+    moto_ses: MotoSes,
+    fake_ses: FakeSes,
+    tmp_path: Path,
 ) -> None:
     common = {"TRACKING_SECRET": TRACKING_SECRET, "UNSUBSCRIBE_ENABLED": "true"}
     outbox = start_service(
@@ -138,33 +170,51 @@ def test_outbox_and_ses_send_the_same_rendered_email_and_refuse_the_same_recipie
         **common,
     )
     ses = start_service(**moto_ses.service_env(DATABASE_PATH=str(tmp_path / "ses.db"), **common))
+    bulk = start_service(**fake_ses.service_env(DATABASE_PATH=str(tmp_path / "bulk.db"), **common))
+    accepted = len(EXPECTED_VALUES)
     answers = []
-    for service in (outbox, ses):
+    for service in (outbox, ses, bulk):
         with service.client() as client:
-            answers.append(submit_template(client))
-            wait_topic(client, "merge", count=4, timeout=60)
+            answer = submit_template(client)
+            assert (answer["total"], answer["success"], answer["errors"]) == (
+                accepted + 2,
+                accepted,
+                2,
+            ), answer["rejected"]
+            answers.append(answer)
+            wait_topic(client, "merge", count=accepted, timeout=60)
     for answer in answers:
-        assert (answer["total"], answer["success"], answer["errors"]) == (6, 4, 2)
         reasons = {item["email"]: item["reason"] for item in answer["rejected"]}
         assert reasons == {
             "eve@example.org": "data.first_name is used in the subject and holds a line break",
             "fay@example.org": "data.first_name must be a string, number or boolean, not an array",
         }
-    assert answers[0]["first_request_id"] == answers[1]["first_request_id"] == 1
+    assert [answer["first_request_id"] for answer in answers] == [1, 1, 1]
     ids = {address: n for n, address in enumerate(EXPECTED_VALUES, start=1)}
 
     written = read_outbox(tmp_path / "outbox")
     recorded = {m["destinations"]["ToAddresses"][0]: m for m in moto_ses.messages()}
-    assert set(written) == set(recorded) == set(EXPECTED_VALUES)
+    rendered = {m["to"]: m for m in fake_ses.messages()}
+    assert len(rendered) == accepted  # each once
+    assert set(written) == set(recorded) == set(rendered) == set(EXPECTED_VALUES)
     for address, values in EXPECTED_VALUES.items():
         subject = f"Hello {values['first_name']} ({values['plan']})"
         html = expected_html(address, ids[address])
         assert str(written[address]["Subject"]) == recorded[address]["subject"] == subject
+        assert rendered[address]["subject"] == subject
         assert part(written[address], "html").rstrip("\r\n") == html
         assert recorded[address]["body"] == html
+        assert rendered[address]["html"] == html
         text = part(written[address], "plain")
         assert f"Dear {' '.join(values['first_name'].split())}," in text
         assert f"Sent to {address}." in text
+        assert rendered[address]["text"] == text.replace("\r\n", "\n").rstrip("\n")
+    # Bulk mode sent through SendEmail exactly what SES could render otherwise.
+    assert {a for a, m in rendered.items() if not m["bulk"]} >= SENT_ALONE
+    assert {a for a, m in rendered.items() if m["bulk"]} >= SENT_IN_BULK
+    stats = fake_ses.get("/_bench/stats")
+    assert stats["send_bulk_email"] >= 1
+    assert stats["bulk_entries"] + stats["send_email"] == accepted
     # The hostile value is text in the HTML, never markup.
     assert "<script>" not in recorded["bob@example.org"]["body"]
     assert "&lt;script&gt;" in recorded["bob@example.org"]["body"]
