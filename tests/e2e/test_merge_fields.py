@@ -14,7 +14,7 @@ backend keeps what it sent in the process's memory only: nothing outside can rea
 compared in process, in tests/unit/backends/test_merge_fields_backends.py.) The same service also
 shows a plain message with braces going out exactly as given, refused recipients named with their
 missing field, and idempotency covering the data; the CLI fills fields from a CSV's columns; and a
-SIGKILL mid-send loses no recipient's values.
+SIGKILL mid-send loses no recipient's values (outbox, and SES in bulk mode against the fake).
 """
 
 from __future__ import annotations
@@ -24,11 +24,12 @@ import email
 import re
 import signal
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from email.message import EmailMessage
 from email.policy import default as default_policy
 from html import escape
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 import pytest
@@ -310,15 +311,59 @@ def test_the_cli_fills_fields_from_csv_columns(
     assert str(written["cy@example.org"]["Subject"]) == "Hi Cy"
 
 
+class Delivery(Protocol):
+    """Where a service's emails go, read back as (recipient, subject, HTML) per email sent."""
+
+    def env(self, **overrides: str) -> dict[str, str]: ...
+
+    def delivered(self) -> list[tuple[str, str, str]]: ...
+
+
+@dataclass
+class OutboxDelivery:
+    directory: Path
+
+    def env(self, **overrides: str) -> dict[str, str]:
+        return {"SENDER_BACKEND": "outbox", **overrides}
+
+    def delivered(self) -> list[tuple[str, str, str]]:
+        found = []
+        for path in outbox_files(self.directory):
+            written = email.message_from_bytes(path.read_bytes(), policy=default_policy)
+            assert isinstance(written, EmailMessage)
+            html = part(written, "html").rstrip("\r\n")
+            found.append((str(written["To"]), str(written["Subject"]), html))
+        return found
+
+
+@dataclass
+class SesBulkDelivery:
+    fake: FakeSes
+
+    def env(self, **overrides: str) -> dict[str, str]:
+        return self.fake.service_env(**overrides)
+
+    def delivered(self) -> list[tuple[str, str, str]]:
+        return [(m["to"], m["subject"], m["html"]) for m in self.fake.messages()]
+
+
+@pytest.fixture(params=["outbox", "ses-bulk"])
+def delivery(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Delivery]:
+    if request.param == "outbox":
+        yield OutboxDelivery(tmp_path / "outbox")
+        return
+    with running_fake_ses("--latency-ms", "20") as fake:
+        yield SesBulkDelivery(fake)
+        assert fake.get("/_bench/stats")["send_bulk_email"] > 0, "no bulk call was made"
+
+
 def test_a_sigkill_mid_send_renders_every_recipient_with_its_own_values_after_restart(
-    start_service: Callable[..., ServiceProcess], tmp_path: Path
+    start_service: Callable[..., ServiceProcess], delivery: Delivery
 ) -> None:
     """The values live in the database with each email: the emails a crash left claimed or queued
     are rendered after the restart exactly as they would have been before it."""
     count = 300
-    service = start_service(
-        SENDER_BACKEND="outbox", OPEN_TRACKING_ENABLED="false", MAX_SEND_PER_SECOND="50"
-    )
+    service = start_service(**delivery.env(OPEN_TRACKING_ENABLED="false", MAX_SEND_PER_SECOND="50"))
     emails = [{"email": f"crash{n}@example.org", "data": {"n": n}} for n in range(count)]
     message = {
         "topic_id": "crash-merge",
@@ -330,25 +375,22 @@ def test_a_sigkill_mid_send_renders_every_recipient_with_its_own_values_after_re
         response = client.post("/v1/messages", json={"messages": [message]})
         assert response.status_code == 200, response.text
         assert response.json()["success"] == count
-    outbox = tmp_path / "outbox"
-    wait_for(lambda: len(outbox_files(outbox)) >= 30, timeout=30, what="30 .eml files")
+    wait_for(lambda: len(delivery.delivered()) >= 30, timeout=30, what="30 emails delivered")
     service.signal(signal.SIGKILL)
     assert service.wait(timeout=10) == -signal.SIGKILL
-    assert len(outbox_files(outbox)) < count, "everything was sent before the kill"
+    assert len(delivery.delivered()) < count, "everything was sent before the kill"
 
     restarted = start_service(
-        SENDER_BACKEND="outbox", OPEN_TRACKING_ENABLED="false", MAX_SEND_PER_SECOND="1000"
+        **delivery.env(OPEN_TRACKING_ENABLED="false", MAX_SEND_PER_SECOND="1000")
     )
     with restarted.client() as client:
         wait_topic(client, "crash-merge", count=count, timeout=60)
     seen = set()
-    for path in outbox_files(outbox):  # a file per email, and maybe a few twice (in flight)
-        written = email.message_from_bytes(path.read_bytes(), policy=default_policy)
-        assert isinstance(written, EmailMessage)
-        address = str(written["To"])
+    # One email per recipient, and maybe a few twice (in flight at the kill).
+    for address, subject, html in delivery.delivered():
         number = int(address.removeprefix("crash").removesuffix("@example.org"))
-        assert str(written["Subject"]) == f"Number {number}"
-        assert part(written, "html").rstrip("\r\n") == f"<p>{address} has number {number}</p>"
+        assert subject == f"Number {number}"
+        assert html == f"<p>{address} has number {number}</p>"
         seen.add(address)
     assert len(seen) == count
     assert restarted.stop() == 0
