@@ -25,7 +25,7 @@ says whether it is paused and which recipients the pause refused); ``--latency-m
 every SES call N ms after reading it (what it accepts is recorded at once: a client killed while
 waiting leaves sent emails it never heard about). A bulk template is rendered the way SES
 documents simple substitution: ``{{name}}`` replaced by the entry's value for ``name`` (then the
-defaults), as given. Recorded messages carry ``received_at``, the fake's wall-clock time.
+defaults), as given.
 
 One asyncio event loop in one thread, HTTP/1.1 keep-alive, no per-request allocation beyond the
 response bytes: far cheaper per request than the boto3 client calling it, so on a shared machine
@@ -41,7 +41,6 @@ import asyncio
 import json
 import re
 import sys
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -162,7 +161,6 @@ def send_email(body: bytes) -> bytes:
         STATE.messages.append(
             {
                 "message_id": message_id,
-                "received_at": time.time(),
                 "bulk": False,
                 "to": to,
                 "subject": simple["Subject"]["Data"],
@@ -214,7 +212,6 @@ def send_bulk_email(body: bytes) -> bytes:
             STATE.messages.append(
                 {
                     "message_id": message_id,
-                    "received_at": time.time(),
                     "bulk": True,
                     "to": to,
                     "subject": substitute(content.get("Subject", ""), values),
