@@ -37,7 +37,7 @@ from sesender.backends.ses import SesBackend, build_ses_client
 from sesender.backends.ses_bulk import build_bulk_request, bulk_key, bulk_template, chunk_sizes
 from sesender.config import SesSendMode
 from sesender.feedback.ses_events import REQUEST_ID_TAG, TOPIC_TAG
-from sesender.pipeline.compose import insert_pixel
+from sesender.pipeline.pixel import insert_pixel
 from sesender.tracking import TokenSigner
 
 PUBLIC_URL = "https://sesender.example.com"
