@@ -51,9 +51,13 @@ def test_ceiling_quick(tmp_path: Path) -> None:
     assert isinstance(ses, dict)
     assert memory["service"]["complete"]
     assert ses["service"]["complete"]
+    assert ses["memory_service"]["complete"]
     # Every recipient reached the fake exactly once, alone or as an entry of a bulk call.
     calls = ses["service"]
     assert calls["send_email_calls"] + calls["bulk_entries"] == ses["emails"]
+    # Bulk mode with one content: the recipients went in SendBulkEmail calls.
+    assert calls["send_bulk_email_calls"] >= 1
+    assert calls["recipients_per_call"] > 1
 
 
 def test_compose_quick(tmp_path: Path) -> None:
