@@ -40,6 +40,19 @@ def test_rate_quick(tmp_path: Path) -> None:
     assert all(run["sent"] > 0 for run in runs)
 
 
+@pytest.mark.e2e  # with the ses backend, the rate benchmark starts bench.fake_ses as a process
+def test_rate_ses_bulk_quick(tmp_path: Path) -> None:
+    rate.main(["--quick", "--backend", "ses", "--results-dir", str(tmp_path), "--plot", ""])
+
+    runs = result(tmp_path, "rate-ses")["runs"]
+    assert isinstance(runs, list)
+    assert [run["rate"] for run in runs] == [24.0, 200.0]
+    assert all(run["sent"] > 0 for run in runs)
+    # The emails went to the fake SES in bulk calls, as many recipients as were handed over.
+    assert all(run["ses_calls"]["send_bulk_email"] >= 1 for run in runs)
+    assert all(run["ses_calls"]["bulk_entries"] <= run["sent"] for run in runs)
+
+
 @pytest.mark.e2e  # the ceiling benchmark starts a fake SES as a process (bench.fake_ses)
 def test_ceiling_quick(tmp_path: Path) -> None:
     ceiling.main(["--quick", "--results-dir", str(tmp_path), "--directory", str(tmp_path)])
