@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import bulk, ceiling, compose, rate, store_ingest
+from bench import bulk, ceiling, compose, idle, rate, store_ingest
 
 
 def result(directory: Path, name: str) -> dict[str, object]:
@@ -95,3 +95,16 @@ def test_bulk_quick(tmp_path: Path) -> None:
     # 300 emails in batches of 150: three calls of 50 per batch.
     assert bulk_figures["recipients_per_call"] == 50
     assert single_figures["recipients_per_call"] == 1
+
+
+@pytest.mark.e2e  # starts two services and the fake SES as processes
+def test_idle_quick(tmp_path: Path) -> None:
+    idle.main(["--quick", "--results-dir", str(tmp_path)])
+
+    processes = result(tmp_path, "idle")["processes"]
+    assert isinstance(processes, dict)
+    assert set(processes) == {"service, outbox backend", "service, ses backend (bulk)", "baseline"}
+    for figures in processes.values():
+        assert figures["alive_at_end"]
+        assert figures["window_seconds"] >= 1.0
+        assert figures["cpu_seconds"] >= 0
