@@ -14,7 +14,7 @@ in the same run, interleaved:
 A second table times ``MessageComposer.compose`` alone, two ways interleaved: the pixel's place
 (the last ``</body>``) searched in every email's HTML (the position cache emptied before each
 email: the composer before it kept the position per content, the baseline), and kept per
-content (``sesender.pipeline.pixel.cached_pixel_position``, the service's path).
+content (``sesender.pipeline.pixel.PIXEL_POSITIONS``, the service's path).
 
     python -m bench.compose            # 2,000 emails per size and way, 5 rounds
     python -m bench.compose --quick    # tiny, for the CI smoke test
@@ -32,7 +32,7 @@ from bench.common import BODY, SUBJECT, add_output_arguments, format_table, writ
 from sesender.backends.ses import build_send_email_request
 from sesender.models import ClaimedEmail, Content
 from sesender.pipeline.compose import MessageComposer
-from sesender.pipeline.pixel import cached_pixel_position
+from sesender.pipeline.pixel import PIXEL_POSITIONS
 from sesender.tracking import TokenSigner
 
 _BLOCK = (
@@ -89,11 +89,11 @@ def compose_us(html: str, count: int, *, cached: bool) -> float:
         ClaimedEmail(request_id, "bench", f"user{request_id}@example.org", content, 0)
         for request_id in range(1, count + 1)
     ]
-    cached_pixel_position.cache_clear()
+    PIXEL_POSITIONS.clear()
     started = time.thread_time()
     for email in emails:
         if not cached:
-            cached_pixel_position.cache_clear()
+            PIXEL_POSITIONS.clear()
         composer.compose(email)
     return (time.thread_time() - started) / count * 1e6
 

@@ -11,7 +11,12 @@ from hypothesis import strategies as st
 
 from sesender.models import ClaimedEmail, Content
 from sesender.pipeline.compose import MessageComposer
-from sesender.pipeline.pixel import cached_pixel_position, find_pixel_position, insert_pixel
+from sesender.pipeline.pixel import (
+    PIXEL_POSITIONS,
+    PixelPositions,
+    find_pixel_position,
+    insert_pixel,
+)
 from sesender.tracking import TokenSigner
 
 SIGNER = TokenSigner(b"k" * 32)
@@ -71,7 +76,7 @@ def test_insert_pixel_is_what_searching_afresh_gives(html: str, first: str, seco
 def test_many_contents_in_turn_never_get_another_contents_position(htmls: list[str]) -> None:
     # More contents than the cache holds, each composed twice in a row and again at the end.
     for html in htmls + htmls[::-1]:
-        assert cached_pixel_position(html) == find_pixel_position(html)
+        assert PIXEL_POSITIONS.position(html) == find_pixel_position(html)
         assert insert_pixel(html, "u") == uncached_insert_pixel(html, "u")
 
 
@@ -97,3 +102,23 @@ def test_compose_gives_the_same_html_as_the_uncached_path(
         assert outgoing.pixel_url is not None
         assert outgoing.source_html is not None
         assert outgoing.html == uncached_insert_pixel(outgoing.source_html, outgoing.pixel_url)
+
+
+def test_the_cache_is_bounded_in_entries_and_in_characters() -> None:
+    cache = PixelPositions(max_entries=3, max_characters=100)
+    htmls = [f"<body>{index}</body>" for index in range(5)]
+    for html in htmls:
+        assert cache.position(html) == html.rindex("</body>")
+    assert len(cache) == 3  # the oldest two went out
+    assert cache.characters == sum(len(html) for html in htmls[2:])
+    big = "x" * 60 + "</body>"
+    assert cache.position(big) == 60
+    assert cache.characters <= 100  # room made for it: oldest out until it fits
+    assert cache.position(big) == 60
+    kept = (len(cache), cache.characters)
+    too_big = "y" * 200 + "</BODY>"
+    assert cache.position(too_big) == 200  # searched, answered, not kept
+    assert (len(cache), cache.characters) == kept
+    cache.clear()
+    assert len(cache) == 0
+    assert cache.characters == 0
