@@ -35,11 +35,12 @@ calls under way (its peak is "peak in flight"). The fake's ``/_bench/stats`` say
 recipients each SES call carried on average.
 
 It also draws sends per second (1-s bins from ``t0``) against the target for every R into
-``--plot`` (default ``docs/rate.png``; pass ``--plot ''`` to skip it).
+``--plot`` (default ``docs/rate.png``, with ``--backend ses`` ``docs/rate-ses-bulk.png``; pass
+``--plot ''`` to skip it).
 
     python -m bench.rate                               # R = 24, 200, 1000; 15 s steady each
     python -m bench.rate --rates 24 200 1000 5000 --duration 30
-    python -m bench.rate --backend ses --rates 24 200 1000 5000 --plot docs/rate-ses-bulk.png
+    python -m bench.rate --backend ses --rates 24 200 1000 5000   # plot: docs/rate-ses-bulk.png
     python -m bench.rate --quick                       # tiny, for the CI smoke test
 """
 
@@ -391,7 +392,10 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
         "--latency", type=float, default=0.05, help="memory backend latency, seconds"
     )
     parser.add_argument(
-        "--plot", type=str, default=str(DOCS_DIR / "rate.png"), help="PNG path ('' for none)"
+        "--plot",
+        type=str,
+        default=None,
+        help="PNG path ('' for none; default docs/rate.png, docs/rate-ses-bulk.png with ses)",
     )
     parser.add_argument(
         "--backend",
@@ -401,6 +405,9 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     add_output_arguments(parser)
     arguments = parser.parse_args(argv)
+    if arguments.plot is None:
+        name = "rate.png" if arguments.backend == "memory" else "rate-ses-bulk.png"
+        arguments.plot = str(DOCS_DIR / name)
     if arguments.quick:
         arguments.rates = [24.0, 200.0]
         arguments.duration = 0.2
