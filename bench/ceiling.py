@@ -174,10 +174,11 @@ class FakeSes:
 
 
 @contextmanager
-def run_fake_ses() -> Iterator[FakeSes]:
-    """Start ``bench.fake_ses`` as a child process; stop that process (and only it) after."""
+def run_fake_ses(*options: str) -> Iterator[FakeSes]:
+    """Start ``bench.fake_ses`` (with ``options``) as a child process; stop that process (and
+    only it) after."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "bench.fake_ses", "--port", "0"],
+        [sys.executable, "-m", "bench.fake_ses", "--port", "0", *options],
         cwd=REPO_DIR,
         stdout=subprocess.PIPE,
         text=True,

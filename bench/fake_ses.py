@@ -18,7 +18,8 @@ For tests: ``--reject PREFIX`` makes every recipient whose address starts with `
 (``MESSAGE_REJECTED`` in a bulk answer, ``400 MessageRejected`` for ``SendEmail``);
 ``--throttle-every N`` answers every Nth send call ``429 TooManyRequestsException``. A bulk
 template is rendered the way SES documents simple substitution: ``{{name}}`` replaced by the
-entry's value for ``name`` (then the defaults), as given.
+entry's value for ``name`` (then the defaults), as given. ``--latency SECONDS`` delays every
+answer to a send by that long (a provider's round trip; 0, the default, answers at once).
 
 One asyncio event loop in one thread, HTTP/1.1 keep-alive, no per-request allocation beyond the
 response bytes: far cheaper per request than the boto3 client calling it, so on a shared machine
@@ -66,6 +67,8 @@ class Settings:
     reject_prefix: str | None = None
     throttle_every: int = 0
     record: bool = False
+    #: Seconds before each answer to a send (``--latency``), like a real provider's round trip.
+    latency: float = 0.0
 
 
 @dataclass
@@ -234,7 +237,19 @@ class FakeSesProtocol(asyncio.Protocol):
             body = bytes(buffer[head_end + 4 : end])
             del buffer[:end]
             assert self.transport is not None
-            self.transport.write(answer(head.partition(b"\r\n")[0], body))
+            request_line = head.partition(b"\r\n")[0]
+            reply = answer(request_line, body)
+            if STATE.settings.latency and b"/outbound-" in request_line:
+                # boto3 sends one request at a time per connection, so answers keep their order.
+                asyncio.get_running_loop().call_later(
+                    STATE.settings.latency, self.write_if_open, reply
+                )
+            else:
+                self.transport.write(reply)
+
+    def write_if_open(self, reply: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(reply)
 
 
 async def serve(host: str, port: int) -> None:
@@ -253,11 +268,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--reject", metavar="PREFIX", help="refuse recipients starting with it")
     parser.add_argument("--throttle-every", type=int, default=0, metavar="N")
     parser.add_argument("--record", action="store_true", help="keep messages for /_bench/messages")
+    parser.add_argument(
+        "--latency", type=float, default=0.0, help="seconds before answering each send"
+    )
     arguments = parser.parse_args(argv)
     STATE.settings = Settings(
         reject_prefix=arguments.reject,
         throttle_every=arguments.throttle_every,
         record=arguments.record,
+        latency=arguments.latency,
     )
     try:
         asyncio.run(serve(arguments.host, arguments.port))

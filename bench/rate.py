@@ -26,13 +26,13 @@ first start:
   running at once (a call carries a batch). Criterion: never above 2 x R (the sender pool's
   limit, counted in emails).
 
-``--backend ses`` measures the same with bulk calls through the real SES backend: the service
-runs with ``SENDER_BACKEND=ses``, ``SES_SEND_MODE=bulk`` against ``bench.fake_ses`` in its own
-process on 127.0.0.1 (it answers at once: no provider latency), with the backend the service
+``--backend ses`` measures the same with bulk calls through the real SES backend: the service runs
+with ``SENDER_BACKEND=ses``, ``SES_SEND_MODE=bulk`` against ``bench.fake_ses`` in its own process
+on 127.0.0.1, which answers each send after ``--latency`` seconds, with the backend the service
 builds (``sesender.service.build_backend``) wrapped in a recorder that notes, for every email
-handed to ``send_batch``, the trio-clock instant the call began, and counts the recipients in
-calls under way (its peak is "peak in flight"). The fake's ``/_bench/stats`` says how many
-recipients each SES call carried on average.
+handed to ``send_batch``, the trio-clock instant the call began, and counts the recipients in calls
+under way (its peak is "peak in flight"). The fake's ``/_bench/stats`` says how many recipients
+each SES call carried on average.
 
 It also draws sends per second (1-s bins from ``t0``) against the target for every R into
 ``--plot`` (default ``docs/rate.png``, with ``--backend ses`` ``docs/rate-ses-bulk.png``; pass
@@ -287,7 +287,7 @@ def plot(runs: Sequence[dict[str, Any]], path: Path, *, latency: float, backend:
     title = (
         f"memory backend with {latency * 1000:g} ms latency"
         if backend == "memory"
-        else "ses backend, bulk calls, against a local fake SES"
+        else f"ses backend, bulk calls, fake SES with {latency * 1000:g} ms latency"
     )
     figure.suptitle(f"sesender send rate, {title}", fontsize=11)
     handles, _ = axes[0, 0].get_legend_handles_labels()
@@ -389,7 +389,10 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
         "--warmup", type=float, default=1.0, help="seconds excluded from the mean (start burst)"
     )
     parser.add_argument(
-        "--latency", type=float, default=0.05, help="memory backend latency, seconds"
+        "--latency",
+        type=float,
+        default=0.05,
+        help="seconds per call: the memory backend's, or the fake SES's with --backend ses",
     )
     parser.add_argument(
         "--plot",
@@ -401,7 +404,7 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
         "--backend",
         choices=("memory", "ses"),
         default="memory",
-        help="memory (with --latency), or ses in bulk mode against bench.fake_ses",
+        help="memory, or ses in bulk mode against bench.fake_ses (both with --latency)",
     )
     add_output_arguments(parser)
     arguments = parser.parse_args(argv)
@@ -421,7 +424,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     runs = []
     with ExitStack() as stack:
         directory = stack.enter_context(tempfile.TemporaryDirectory(prefix="sesender-rate-"))
-        fake = stack.enter_context(run_fake_ses()) if arguments.backend == "ses" else None
+        fake = None
+        if arguments.backend == "ses":
+            fake = stack.enter_context(run_fake_ses("--latency", f"{arguments.latency:g}"))
         for rate in arguments.rates:
             runs.append(
                 trio.run(
