@@ -1,7 +1,9 @@
 """The open-tracking pixel: where it goes in an email's HTML, and the image itself.
 
-A module of its own, importing nothing of sesender's: the composer puts the pixel in, and the SES
-backend's bulk path puts it into a template and checks an email's pixel is the one composed.
+The composer puts the pixel in; the SES backend's bulk path puts it into a template and checks
+that an email's pixel is the one composed. A module of its own that imports nothing of
+sesender's, so the backend can use it without importing the composer, which imports the backends
+(that cycle broke ``import sesender.pipeline.compose`` when it came first).
 """
 
 from __future__ import annotations
