@@ -30,14 +30,13 @@ from typing import Any
 import trio
 
 from actors import ThreadLane
-from bench.ceiling import FakeSes, Measurement, best, run_fake_ses
+from bench.ceiling import FakeSes, Measurement, best, bulk_requests, run_fake_ses
 from bench.common import add_output_arguments, format_table, write_result
 from sesender.backends.base import OutgoingEmail
 from sesender.backends.ses import SesBackend, build_ses_client
-from sesender.backends.ses_bulk import build_bulk_request, bulk_key, bulk_template, chunk_sizes
 from sesender.config import SesSendMode
 from sesender.feedback.ses_events import REQUEST_ID_TAG, TOPIC_TAG
-from sesender.pipeline.compose import insert_pixel
+from sesender.pipeline.pixel import insert_pixel
 from sesender.tracking import TokenSigner
 
 PUBLIC_URL = "https://sesender.example.com"
@@ -135,19 +134,7 @@ def measure_backend(
 
 def measure_boto3_bulk_loop(fake: FakeSes, emails: Sequence[OutgoingEmail]) -> Measurement:
     """The baseline: ``send_bulk_email`` in a plain loop, requests built before the clock."""
-    shaped = [bulk_key(email) for email in emails]
-    assert all(s is not None for s in shaped), "every bench email can go in a bulk call"
-    key = shaped[0][0] if shaped[0] else None
-    assert key is not None
-    template = bulk_template(key)
-    assert template is not None
-    requests = []
-    start = 0
-    for size in chunk_sizes(len(emails)):
-        part = slice(start, start + size)
-        data = [s[1] for s in shaped[part] if s is not None]
-        requests.append(build_bulk_request(key, template, emails[part], data))
-        start += size
+    requests = bulk_requests(emails)
     client = client_for(fake, 1)
 
     def run() -> int:

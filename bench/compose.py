@@ -11,6 +11,11 @@ in the same run, interleaved:
 * **per content**: the service's path, the text part converted once per content
   (``sesender.backends.text.text_part``).
 
+A second table times ``MessageComposer.compose`` alone, two ways interleaved: the pixel's place
+(the last ``</body>``) searched in every email's HTML (the position cache emptied before each
+email: the composer before it kept the position per content, the baseline), and kept per
+content (``sesender.pipeline.pixel.PIXEL_POSITIONS``, the service's path).
+
     python -m bench.compose            # 2,000 emails per size and way, 5 rounds
     python -m bench.compose --quick    # tiny, for the CI smoke test
 """
@@ -27,6 +32,7 @@ from bench.common import BODY, SUBJECT, add_output_arguments, format_table, writ
 from sesender.backends.ses import build_send_email_request
 from sesender.models import ClaimedEmail, Content
 from sesender.pipeline.compose import MessageComposer
+from sesender.pipeline.pixel import PIXEL_POSITIONS
 from sesender.tracking import TokenSigner
 
 _BLOCK = (
@@ -63,6 +69,33 @@ def per_email_ms(html: str, count: int, *, cached: bool) -> float:
             outgoing = dataclasses.replace(outgoing, source_html=None)
         build_send_email_request(outgoing)
     return (time.thread_time() - started) / count * 1000
+
+
+def compose_us(html: str, count: int, *, cached: bool) -> float:
+    """CPU microseconds per email of ``MessageComposer.compose`` alone, for one content.
+
+    ``cached=False`` forgets the pixel's position before each email, so every email searches its
+    HTML for ``</body>`` again: the composer as it was before the position was kept per content.
+    """
+    composer = MessageComposer(
+        sender="News <news@example.com>",
+        public_url="https://mail.example.com",
+        signer=TokenSigner(b"bench-secret-bench-secret-bench!"),
+        configuration_set="marketing",
+        unsubscribe_enabled=True,
+    )
+    content = Content(SUBJECT, html)
+    emails = [
+        ClaimedEmail(request_id, "bench", f"user{request_id}@example.org", content, 0)
+        for request_id in range(1, count + 1)
+    ]
+    PIXEL_POSITIONS.clear()
+    started = time.thread_time()
+    for email in emails:
+        if not cached:
+            PIXEL_POSITIONS.clear()
+        composer.compose(email)
+    return (time.thread_time() - started) / count * 1e6
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -103,6 +136,30 @@ def main(argv: Sequence[str] | None = None) -> None:
                 "speed-up",
             ],
             rows,
+        )
+    )
+    pixel_rows = []
+    for name, html in CONTENTS.items():
+        searched: list[float] = []
+        kept: list[float] = []
+        for _ in range(arguments.rounds):
+            searched.append(compose_us(html, arguments.emails, cached=False))
+            kept.append(compose_us(html, arguments.emails, cached=True))
+        base, ours = statistics.median(searched), statistics.median(kept)
+        figures[name]["compose_pixel_searched_us"] = base
+        figures[name]["compose_pixel_kept_us"] = ours
+        pixel_rows.append([name, len(html), base, ours, base / ours])
+    print()
+    print(
+        format_table(
+            [
+                "content",
+                "HTML bytes",
+                "compose CPU us/email, </body> searched per email",
+                "compose CPU us/email, position kept per content",
+                "speed-up",
+            ],
+            pixel_rows,
         )
     )
     write_result("compose", arguments.results_dir, arguments, figures)

@@ -21,9 +21,10 @@ For tests: ``--reject PREFIX`` makes every recipient whose address starts with `
 succeeds); ``--pause-after N`` pauses the account once N recipients were accepted: ``SendEmail``
 answers ``400 SendingPausedException``, every bulk entry ``ACCOUNT_SENDING_PAUSED`` and
 ``GetAccount`` ``"SendingEnabled": false`` until ``POST /_bench/resume`` (``GET /_bench/account``
-says whether it is paused and which recipients the pause refused); ``--latency-ms N`` answers
-every SES call N ms after reading it (what it accepts is recorded at once: a client killed while
-waiting leaves sent emails it never heard about). A bulk template is rendered the way SES
+says whether it is paused and which recipients the pause refused); ``--latency SECONDS`` (or
+``--latency-ms N``) answers every send that long after reading it, like a provider's round trip
+(what it accepts is recorded at once: a client killed while waiting leaves sent emails it never
+heard about). A bulk template is rendered the way SES
 documents simple substitution: ``{{name}}`` replaced by the entry's value for ``name`` (then the
 defaults), as given.
 
@@ -75,8 +76,9 @@ class Settings:
     throttle_every: int = 0
     entry_throttle_every: int = 0
     pause_after: int | None = None
-    latency: float = 0.0
     record: bool = False
+    #: Seconds before each answer to a send (``--latency``), like a real provider's round trip.
+    latency: float = 0.0
 
 
 @dataclass
@@ -285,16 +287,18 @@ class FakeSesProtocol(asyncio.Protocol):
                 return
             body = bytes(buffer[head_end + 4 : end])
             del buffer[:end]
+            assert self.transport is not None
             request_line = head.partition(b"\r\n")[0]
             reply = answer(request_line, body)
-            latency = STATE.settings.latency
-            if latency and b" /v2/" in request_line:
-                # Answers on one connection keep their order: every delay is the same.
-                asyncio.get_running_loop().call_later(latency, self.write, reply)
+            if STATE.settings.latency and b"/outbound-" in request_line:
+                # boto3 sends one request at a time per connection, so answers keep their order.
+                asyncio.get_running_loop().call_later(
+                    STATE.settings.latency, self.write_if_open, reply
+                )
             else:
-                self.write(reply)
+                self.transport.write(reply)
 
-    def write(self, reply: bytes) -> None:
+    def write_if_open(self, reply: bytes) -> None:
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(reply)
 
@@ -316,16 +320,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--throttle-every", type=int, default=0, metavar="N")
     parser.add_argument("--entry-throttle-every", type=int, default=0, metavar="N")
     parser.add_argument("--pause-after", type=int, metavar="N", help="pause the account after N")
-    parser.add_argument("--latency-ms", type=float, default=0.0, metavar="N")
+    parser.add_argument(
+        "--latency-ms", type=float, default=0.0, metavar="N", help="--latency in milliseconds"
+    )
     parser.add_argument("--record", action="store_true", help="keep messages for /_bench/messages")
+    parser.add_argument(
+        "--latency", type=float, default=0.0, help="seconds before answering each send"
+    )
     arguments = parser.parse_args(argv)
     STATE.settings = Settings(
         reject_prefix=arguments.reject,
         throttle_every=arguments.throttle_every,
         entry_throttle_every=arguments.entry_throttle_every,
         pause_after=arguments.pause_after,
-        latency=arguments.latency_ms / 1000,
         record=arguments.record,
+        latency=arguments.latency or arguments.latency_ms / 1000,
     )
     try:
         asyncio.run(serve(arguments.host, arguments.port))

@@ -26,11 +26,21 @@ first start:
   running at once (a call carries a batch). Criterion: never above 2 x R (the sender pool's
   limit, counted in emails).
 
+``--backend ses`` measures the same with bulk calls through the real SES backend: the service runs
+with ``SENDER_BACKEND=ses``, ``SES_SEND_MODE=bulk`` against ``bench.fake_ses`` in its own process
+on 127.0.0.1, which answers each send after ``--latency`` seconds, with the backend the service
+builds (``sesender.service.build_backend``) wrapped in a recorder that notes, for every email
+handed to ``send_batch``, the trio-clock instant the call began, and counts the recipients in calls
+under way (its peak is "peak in flight"). The fake's ``/_bench/stats`` says how many recipients
+each SES call carried on average.
+
 It also draws sends per second (1-s bins from ``t0``) against the target for every R into
-``--plot`` (default ``docs/rate.png``; pass ``--plot ''`` to skip it).
+``--plot`` (default ``docs/rate.png``, with ``--backend ses`` ``docs/rate-ses-bulk.png``; pass
+``--plot ''`` to skip it).
 
     python -m bench.rate                               # R = 24, 200, 1000; 15 s steady each
     python -m bench.rate --rates 24 200 1000 5000 --duration 30
+    python -m bench.rate --backend ses --rates 24 200 1000 5000   # plot: docs/rate-ses-bulk.png
     python -m bench.rate --quick                       # tiny, for the CI smoke test
 """
 
@@ -41,12 +51,15 @@ import bisect
 import math
 import tempfile
 from collections.abc import Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import trio
 
+from bench.ceiling import FakeSes, run_fake_ses
 from bench.common import (
     DOCS_DIR,
     ThreadTimes,
@@ -59,9 +72,10 @@ from bench.common import (
     verdict,
     write_result,
 )
+from sesender.backends.base import AccountStatus, Backend, OutgoingEmail, SendResult
 from sesender.backends.memory import MemoryBackend
 from sesender.config import load_config
-from sesender.service import open_service
+from sesender.service import build_backend, open_service
 
 NAME = "rate"
 TOPIC = "bench_rate"
@@ -92,18 +106,85 @@ def per_second(starts: Sequence[float], origin: float, seconds: int) -> list[int
     ]
 
 
+@dataclass(frozen=True, slots=True)
+class Start:
+    """One email handed to the backend: when its call began (trio clock)."""
+
+    started_at: float
+
+
+class RecordingBackend:
+    """Any backend, with every email's call start and the recipients in calls under way noted.
+
+    The measurement must see what the pipeline hands over, whatever backend sends it; the
+    memory backend notes this itself, the SES backend does not.
+    """
+
+    def __init__(self, inner: Backend) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.sent: list[Start] = []
+        self.calls = 0
+        self._in_flight = 0
+        self.peak_in_flight = 0
+
+    async def send(self, email: OutgoingEmail) -> str:
+        results = await self.send_batch([email])
+        result = results[0]
+        if isinstance(result, str):
+            return result
+        raise result
+
+    async def send_batch(self, emails: Sequence[OutgoingEmail]) -> list[SendResult]:
+        started = Start(trio.current_time())
+        self.sent.extend(started for _ in emails)
+        self.calls += 1
+        self._in_flight += len(emails)
+        self.peak_in_flight = max(self.peak_in_flight, self._in_flight)
+        try:
+            return await self.inner.send_batch(emails)
+        finally:
+            self._in_flight -= len(emails)
+
+    async def account_status(self) -> AccountStatus:
+        return await self.inner.account_status()
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
 async def measure_rate(
-    rate: float, *, warmup: float, duration: float, latency: float, directory: Path
+    rate: float,
+    *,
+    warmup: float,
+    duration: float,
+    latency: float,
+    directory: Path,
+    fake: FakeSes | None = None,
 ) -> dict[str, Any]:
+    settings = {"SENDER_BACKEND": "memory"}
+    if fake is not None:
+        settings = {
+            "SENDER_BACKEND": "ses",
+            "SES_SEND_MODE": "bulk",
+            "AWS_REGION": "us-east-1",
+            "AWS_ENDPOINT_URL_SESV2": fake.url,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_SES_FROM_EMAIL": "bench@example.com",
+            "SERVER_URL": "https://bench.example.test",
+            "TRACKING_SECRET": "bench-rate-tracking-secret-0123456789",
+        }
     config = load_config(
-        service_values(
-            directory / f"rate-{rate:g}.db",
-            SENDER_BACKEND="memory",
-            MAX_SEND_PER_SECOND=f"{rate:g}",
-        )
+        service_values(directory / f"rate-{rate:g}.db", MAX_SEND_PER_SECOND=f"{rate:g}", **settings)
     )
     burst = config.pipeline.burst
-    backend = MemoryBackend(latency=latency)
+    backend: MemoryBackend | RecordingBackend
+    if fake is None:
+        backend = MemoryBackend(latency=latency)
+    else:
+        backend = RecordingBackend(await build_backend(config))
+        calls_before = fake.call_counts()
     total = math.ceil(1.2 * rate * (warmup + duration) + burst)
     async with open_service(config, backend=backend, handle_signals=False) as service:
         await submit_emails(service.store, TOPIC, make_emails(total))
@@ -128,10 +209,23 @@ async def measure_rate(
     steady_starts = starts[
         bisect.bisect_left(starts, window_start) : bisect.bisect_left(starts, window_end)
     ]
-    peak_in_flight = backend.statistics().peak_in_flight
+    ses_calls: dict[str, float] = {}
+    if isinstance(backend, MemoryBackend):
+        peak_in_flight = backend.statistics().peak_in_flight
+    else:
+        peak_in_flight = backend.peak_in_flight
+        assert fake is not None
+        after = fake.call_counts()
+        ses_calls = {name: after[name] - calls_before[name] for name in after}
+        calls = ses_calls["send_email"] + ses_calls["send_bulk_email"]
+        ses_calls["recipients_per_call"] = (
+            ses_calls["send_email"] + ses_calls["bulk_entries"]
+        ) / max(1, calls)
     seconds = int(triggered - origin)
     return {
         "rate": rate,
+        "backend": "memory" if fake is None else "ses bulk (fake SES)",
+        "ses_calls": ses_calls,
         "burst": burst,
         "latency": latency,
         "submitted": total,
@@ -156,7 +250,7 @@ async def measure_rate(
     }
 
 
-def plot(runs: Sequence[dict[str, Any]], path: Path, *, latency: float) -> None:
+def plot(runs: Sequence[dict[str, Any]], path: Path, *, latency: float, backend: str) -> None:
     # matplotlib is imported only when a plot is asked for (it takes a second to load).
     import matplotlib
 
@@ -190,9 +284,12 @@ def plot(runs: Sequence[dict[str, Any]], path: Path, *, latency: float) -> None:
             fontsize=9,
         )
     axes[-1, 0].set_xlabel("seconds since the first send (1-s bins)")
-    figure.suptitle(
-        f"sesender send rate, memory backend with {latency * 1000:g} ms latency", fontsize=11
+    title = (
+        f"memory backend with {latency * 1000:g} ms latency"
+        if backend == "memory"
+        else f"ses backend, bulk calls, fake SES with {latency * 1000:g} ms latency"
     )
+    figure.suptitle(f"sesender send rate, {title}", fontsize=11)
     handles, _ = axes[0, 0].get_legend_handles_labels()
     figure.legend(
         handles=[handles[index] for index in (3, 0, 1, 2)],  # bars, target, limit, window
@@ -262,7 +359,22 @@ def report(runs: Sequence[dict[str, Any]]) -> str:
             for run in runs
         ),
     )
-    return f"{figures}\n\n{verdicts}\n\n{loop}"
+    text = f"{figures}\n\n{verdicts}\n\n{loop}"
+    if any(run["ses_calls"] for run in runs):
+        calls = format_table(
+            ("R (/s)", "send_email calls", "send_bulk_email calls", "recipients per SES call"),
+            (
+                (
+                    run["rate"],
+                    run["ses_calls"]["send_email"],
+                    run["ses_calls"]["send_bulk_email"],
+                    run["ses_calls"]["recipients_per_call"],
+                )
+                for run in runs
+            ),
+        )
+        text += f"\n\n{calls}"
+    return text
 
 
 def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -277,13 +389,28 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
         "--warmup", type=float, default=1.0, help="seconds excluded from the mean (start burst)"
     )
     parser.add_argument(
-        "--latency", type=float, default=0.05, help="memory backend latency, seconds"
+        "--latency",
+        type=float,
+        default=0.05,
+        help="seconds per call: the memory backend's, or the fake SES's with --backend ses",
     )
     parser.add_argument(
-        "--plot", type=str, default=str(DOCS_DIR / "rate.png"), help="PNG path ('' for none)"
+        "--plot",
+        type=str,
+        default=None,
+        help="PNG path ('' for none; default docs/rate.png, docs/rate-ses-bulk.png with ses)",
+    )
+    parser.add_argument(
+        "--backend",
+        choices=("memory", "ses"),
+        default="memory",
+        help="memory, or ses in bulk mode against bench.fake_ses (both with --latency)",
     )
     add_output_arguments(parser)
     arguments = parser.parse_args(argv)
+    if arguments.plot is None:
+        name = "rate.png" if arguments.backend == "memory" else "rate-ses-bulk.png"
+        arguments.plot = str(DOCS_DIR / name)
     if arguments.quick:
         arguments.rates = [24.0, 200.0]
         arguments.duration = 0.2
@@ -295,7 +422,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     arguments = parse_arguments(argv)
     quiet_logging()
     runs = []
-    with tempfile.TemporaryDirectory(prefix="sesender-rate-") as directory:
+    with ExitStack() as stack:
+        directory = stack.enter_context(tempfile.TemporaryDirectory(prefix="sesender-rate-"))
+        fake = None
+        if arguments.backend == "ses":
+            fake = stack.enter_context(run_fake_ses("--latency", f"{arguments.latency:g}"))
         for rate in arguments.rates:
             runs.append(
                 trio.run(
@@ -306,18 +437,20 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                         duration=arguments.duration,
                         latency=arguments.latency,
                         directory=Path(directory),
+                        fake=fake,
                     )
                 )
             )
     print(report(runs))
     if arguments.plot:
-        plot(runs, Path(arguments.plot), latency=arguments.latency)
+        plot(runs, Path(arguments.plot), latency=arguments.latency, backend=arguments.backend)
         print(f"\nplot: {arguments.plot}")
     figures = {
         "runs": runs,
         "passed": all(run["mean_ok"] and run["window_ok"] and run["in_flight_ok"] for run in runs),
     }
-    path = write_result(NAME, arguments.results_dir, arguments, figures)
+    name = NAME if arguments.backend == "memory" else f"{NAME}-{arguments.backend}"
+    path = write_result(name, arguments.results_dir, arguments, figures)
     print(f"results: {path}")
     return figures
 

@@ -10,7 +10,9 @@ duplicate sends exactly.
   or one result per entry, in order: ``SUCCESS`` with its own message id, or, for a fraction
   ``--entry-throttle`` of the entries, ``ACCOUNT_THROTTLED``;
 * ``GET /v2/email/account``: a healthy account;
-* ``GET /_soak/stats``: ``{"accepted", "throttled", "recipients", "duplicates"}``.
+* ``GET /_soak/stats``: ``{"accepted", "throttled", "recipients", "duplicates",
+  "send_email_calls", "send_bulk_email_calls", "bulk_entries"}`` (calls received; entries of
+  the bulk calls answered, not throttled as a whole).
 
 Run: ``python -m bench.soak_fake_ses --throttle 0.1 --min-latency 0.005 --max-latency 0.05``;
 it prints ``PORT <n>`` once listening.
@@ -39,6 +41,11 @@ class State:
         self.max_latency = max_latency
         self.accepted = 0
         self.throttled = 0
+        #: Calls received, throttled or not: ``SendEmail`` and ``SendBulkEmail``.
+        self.send_email_calls = 0
+        self.send_bulk_email_calls = 0
+        #: Entries of the bulk calls that were answered (not throttled as a whole call).
+        self.bulk_entries = 0
         self.recipients: Counter[str] = Counter()
         self.random = random.Random(7)
 
@@ -59,7 +66,9 @@ def bulk_results(state: State, body: bytes) -> dict[str, list[dict[str, str]]]:
     """One result per entry of a ``SendBulkEmail`` request, in order; accepted recipients are
     counted like ``SendEmail``'s."""
     results = []
-    for entry in json.loads(body)["BulkEmailEntries"]:
+    entries = json.loads(body)["BulkEmailEntries"]
+    state.bulk_entries += len(entries)
+    for entry in entries:
         if state.random.random() < state.entry_throttle:
             state.throttled += 1
             results.append({"Status": "ACCOUNT_THROTTLED", "Error": "Maximum sending rate"})
@@ -81,6 +90,7 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, sta
             body = await reader.readexactly(length) if length else b""
             request_line = head.split(b"\r\n", 1)[0]
             if request_line.startswith(b"POST /v2/email/outbound-bulk-emails"):
+                state.send_bulk_email_calls += 1
                 await asyncio.sleep(state.random.uniform(state.min_latency, state.max_latency))
                 if state.random.random() < state.throttle:
                     state.throttled += 1
@@ -88,6 +98,7 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, sta
                 else:
                     writer.write(http("200 OK", json.dumps(bulk_results(state, body)).encode()))
             elif request_line.startswith(b"POST /v2/email/outbound-emails"):
+                state.send_email_calls += 1
                 await asyncio.sleep(state.random.uniform(state.min_latency, state.max_latency))
                 if state.random.random() < state.throttle:
                     state.throttled += 1
@@ -112,6 +123,9 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, sta
                                 "throttled": state.throttled,
                                 "recipients": len(state.recipients),
                                 "duplicates": duplicates,
+                                "send_email_calls": state.send_email_calls,
+                                "send_bulk_email_calls": state.send_bulk_email_calls,
+                                "bulk_entries": state.bulk_entries,
                             }
                         ).encode(),
                     )

@@ -44,7 +44,7 @@ from sesender.backends.sendable import check_sendable
 from sesender.backends.ses_tags import ses_tags
 from sesender.backends.text import html_to_text
 from sesender.errors import AccountSendError, PermanentSendError, SendError, TransientSendError
-from sesender.pipeline.compose import insert_pixel
+from sesender.pipeline.pixel import insert_pixel
 
 if TYPE_CHECKING:
     from mypy_boto3_sesv2.type_defs import (

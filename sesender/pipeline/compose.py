@@ -3,13 +3,12 @@ configuration set."""
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
-from html import escape
 
 from sesender.backends.base import OutgoingEmail
 from sesender.feedback.ses_events import REQUEST_ID_TAG, TOPIC_TAG
 from sesender.models import ClaimedEmail
+from sesender.pipeline.pixel import insert_pixel
 from sesender.templating import (
     EMAIL_FIELD,
     UNSUBSCRIBE_FIELD,
@@ -18,21 +17,6 @@ from sesender.templating import (
     render_text,
 )
 from sesender.tracking import TokenSigner
-
-_BODY_CLOSE = re.compile(r"</body\s*>", re.IGNORECASE)
-
-
-def insert_pixel(html: str, pixel_url: str) -> str:
-    """Insert the 1x1 tracking image before the last ``</body>``, or append it."""
-    image = (
-        f'<img src="{escape(pixel_url, quote=True)}" width="1" height="1" alt="" '
-        'style="display:none;border:0" />'
-    )
-    matches = list(_BODY_CLOSE.finditer(html))
-    if not matches:
-        return html + image
-    position = matches[-1].start()
-    return html[:position] + image + html[position:]
 
 
 @dataclass(frozen=True, slots=True)

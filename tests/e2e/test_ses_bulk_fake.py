@@ -21,7 +21,7 @@ from sesender.backends.base import OutgoingEmail
 from sesender.backends.ses import SesBackend, build_ses_client
 from sesender.errors import PermanentSendError, TransientSendError
 from sesender.feedback.ses_events import REQUEST_ID_TAG, TOPIC_TAG
-from sesender.pipeline.compose import insert_pixel
+from sesender.pipeline.pixel import insert_pixel
 from sesender.tracking import TokenSigner
 from tests.e2e.fake_ses_support import SENDER, FakeSes, running_fake_ses
 from tests.e2e.harness import ServiceProcess, message_details, submit, wait_for, wait_topic

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import bulk, ceiling, compose, rate, store_ingest
+from bench import bulk, ceiling, compose, idle, rate, store_ingest
 
 
 def result(directory: Path, name: str) -> dict[str, object]:
@@ -40,6 +40,19 @@ def test_rate_quick(tmp_path: Path) -> None:
     assert all(run["sent"] > 0 for run in runs)
 
 
+@pytest.mark.e2e  # with the ses backend, the rate benchmark starts bench.fake_ses as a process
+def test_rate_ses_bulk_quick(tmp_path: Path) -> None:
+    rate.main(["--quick", "--backend", "ses", "--results-dir", str(tmp_path), "--plot", ""])
+
+    runs = result(tmp_path, "rate-ses")["runs"]
+    assert isinstance(runs, list)
+    assert [run["rate"] for run in runs] == [24.0, 200.0]
+    assert all(run["sent"] > 0 for run in runs)
+    # The emails went to the fake SES in bulk calls, as many recipients as were handed over.
+    assert all(run["ses_calls"]["send_bulk_email"] >= 1 for run in runs)
+    assert all(run["ses_calls"]["bulk_entries"] <= run["sent"] for run in runs)
+
+
 @pytest.mark.e2e  # the ceiling benchmark starts a fake SES as a process (bench.fake_ses)
 def test_ceiling_quick(tmp_path: Path) -> None:
     ceiling.main(["--quick", "--results-dir", str(tmp_path), "--directory", str(tmp_path)])
@@ -51,9 +64,13 @@ def test_ceiling_quick(tmp_path: Path) -> None:
     assert isinstance(ses, dict)
     assert memory["service"]["complete"]
     assert ses["service"]["complete"]
+    assert ses["memory_service"]["complete"]
     # Every recipient reached the fake exactly once, alone or as an entry of a bulk call.
     calls = ses["service"]
     assert calls["send_email_calls"] + calls["bulk_entries"] == ses["emails"]
+    # Bulk mode with one content: the recipients went in SendBulkEmail calls.
+    assert calls["send_bulk_email_calls"] >= 1
+    assert calls["recipients_per_call"] > 1
 
 
 def test_compose_quick(tmp_path: Path) -> None:
@@ -78,3 +95,16 @@ def test_bulk_quick(tmp_path: Path) -> None:
     # 300 emails in batches of 150: three calls of 50 per batch.
     assert bulk_figures["recipients_per_call"] == 50
     assert single_figures["recipients_per_call"] == 1
+
+
+@pytest.mark.e2e  # starts two services and the fake SES as processes
+def test_idle_quick(tmp_path: Path) -> None:
+    idle.main(["--quick", "--results-dir", str(tmp_path)])
+
+    processes = result(tmp_path, "idle")["processes"]
+    assert isinstance(processes, dict)
+    assert set(processes) == {"service, outbox backend", "service, ses backend (bulk)", "baseline"}
+    for figures in processes.values():
+        assert figures["alive_at_end"]
+        assert figures["window_seconds"] >= 1.0
+        assert figures["cpu_seconds"] >= 0

@@ -42,7 +42,7 @@ from sesender.backends.ses_bulk import (
 from sesender.backends.text import text_part
 from sesender.config import SesSendMode
 from sesender.errors import AccountSendError, PermanentSendError, SendError, TransientSendError
-from sesender.pipeline.compose import insert_pixel
+from sesender.pipeline.pixel import insert_pixel
 from sesender.templating import MergeFields
 from tests.unit.backends.test_ses_backend import isolate_aws_environment
 
