@@ -464,3 +464,60 @@ async def test_an_idempotent_response_is_built_in_the_transaction_and_saved_as_g
         idempotency=NewIdempotencyKey("nothing", b"d", NOW, response_for),
     )
     assert (empty.stored, empty.response) == (0, "first=None")
+
+
+async def test_a_batch_of_sent_outcomes_keeps_every_counter_exact(store: SqliteStore) -> None:
+    # A batch's Sent outcomes are one statement; the triggers must still count each row, and a
+    # row that is no longer Processed (here: stopped by a cancellation) must stay as it is.
+    await store.submit(submission(message("t", 120)))
+    batch = await store.claim_due(now_ms=NOW, limit=200)
+    ids = [e.request_id for e in batch.emails]
+    await store.record_outcomes([Stopped(request_id=ids[0])], now_ms=NOW)
+    await store.record_outcomes(
+        [
+            Sent(request_id=i, message_id=f"m-{i}", attempts=2, sent_at_ms=NOW + 60_000 * (i % 2))
+            for i in ids
+        ],
+        now_ms=NOW + 10,
+    )
+    assert (await store.topic_stats("t")).request_counts == {"Sent": 119, "Stopped": 1}
+    assert rows(store, "SELECT status, count FROM topic_counts WHERE count > 0") == [
+        (Status.SENT.value, 119),
+        (Status.STOPPED.value, 1),
+    ]
+    assert rows(store, "SELECT SUM(count) FROM sent_minutes") == [(119,)]
+    assert rows(store, "SELECT COUNT(*) FROM sent_minutes") == [(2,)]
+    assert await store.count_sent_since(NOW) == 119
+    last = await store.request_detail(ids[-1])
+    assert last is not None
+    assert (last.status, last.message_id, last.attempts, last.sent_at_ms, last.error) == (
+        Status.SENT,
+        f"m-{ids[-1]}",
+        2,
+        NOW + 60_000 * (ids[-1] % 2),
+        None,
+    )
+    stopped = await store.request_detail(ids[0])
+    assert stopped is not None
+    assert (stopped.status, stopped.message_id) == (Status.STOPPED, None)
+
+
+async def test_an_email_named_twice_in_one_batch_gets_its_first_outcome(
+    store: SqliteStore,
+) -> None:
+    await store.submit(submission(message("t", 2)))
+    batch = await store.claim_due(now_ms=NOW, limit=10)
+    first, second = (e.request_id for e in batch.emails)
+    await store.record_outcomes(
+        [
+            Sent(request_id=first, message_id="m-1", attempts=1, sent_at_ms=NOW),
+            Sent(request_id=second, message_id="m-2", attempts=1, sent_at_ms=NOW),
+            Sent(request_id=first, message_id="m-again", attempts=2, sent_at_ms=NOW + 1),
+        ],
+        now_ms=NOW,
+    )
+    detail = await store.request_detail(first)
+    assert detail is not None
+    assert (detail.message_id, detail.attempts) == ("m-1", 1)
+    assert (await store.topic_stats("t")).request_counts == {"Sent": 2}
+    assert rows(store, "SELECT SUM(count) FROM sent_minutes") == [(2,)]
