@@ -376,12 +376,15 @@ _STOPPED_SQL = (
 # [message_id, attempts, sent_at, request_id]. ``executemany`` steps once per row and the sqlite3
 # module releases and re-takes the GIL around every step, so next to a busy event loop each row
 # waited its turn for the GIL; one statement waits once. The status triggers still fire once per
-# changed row, exactly as with one UPDATE per row.
+# changed row, exactly as with one UPDATE per row. ``json_extract`` rather than ``->>``, which
+# needs SQLite 3.38 (``UPDATE ... FROM`` needs 3.33, ``RETURNING`` elsewhere 3.35).
 _SENT_BATCH_SQL = (
-    f"UPDATE requests SET status = {Status.SENT.value}, message_id = sent.value ->> 0,"
-    " attempts = sent.value ->> 1, sent_at = sent.value ->> 2, error = NULL,"
-    " failure_kind = NULL, updated_at = ? FROM json_each(?) AS sent"
-    f" WHERE requests.id = sent.value ->> 3 AND requests.status = {Status.PROCESSED.value}"
+    f"UPDATE requests SET status = {Status.SENT.value},"
+    " message_id = json_extract(sent.value, '$[0]'), attempts = json_extract(sent.value, '$[1]'),"
+    " sent_at = json_extract(sent.value, '$[2]'), error = NULL, failure_kind = NULL,"
+    " updated_at = ? FROM json_each(?) AS sent"
+    " WHERE requests.id = json_extract(sent.value, '$[3]')"
+    f" AND requests.status = {Status.PROCESSED.value}"
 )
 
 
