@@ -343,6 +343,7 @@ def baseline_client(config: Config, fake: FakeSes, pool_size: int) -> SESV2Clien
         endpoint_url=fake.url,
         access_key_id="testing",
         secret_access_key="testing",
+        bulk_body_by_json=False,  # plain boto3: botocore serializes the body itself
     )
 
 

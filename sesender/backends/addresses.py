@@ -20,6 +20,10 @@ __all__ = ["ascii_address", "has_control_characters"]
 
 INVALID_ADDRESS = "InvalidAddress"
 CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
+# A bare ASCII address made only of dot-separated atoms: parsing gives it back unchanged.
+PLAIN_ADDRESS = re.compile(
+    r"[A-Za-z0-9_%+-]+(?:\.[A-Za-z0-9_%+-]+)*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*"
+)
 
 
 def has_control_characters(value: str) -> bool:
@@ -27,14 +31,25 @@ def has_control_characters(value: str) -> bool:
     return CONTROL_CHARACTER.search(value) is not None
 
 
-# Every email checks its sender, the same address each time: parsing it once is enough.
-@lru_cache(maxsize=64)
 def ascii_address(address: str, *, field: str) -> str:
     """Return ``address`` with its domain punycoded and its display name encoded if needed.
 
     ``field`` names the address in error messages ("recipient", "sender"). Raises
     :class:`PermanentSendError` for anything that is not exactly one usable address.
+
+    Every recipient is checked, each a new address: a plain ``local@domain`` of ASCII atoms,
+    which the full parse would return unchanged, is recognised by one regex match (the parse
+    was an eighth of the SES bulk path's CPU per recipient).
     """
+    if PLAIN_ADDRESS.fullmatch(address):
+        return address
+    return parsed_ascii_address(address, field=field)
+
+
+# Every email checks its sender, the same address each time: parsing it once is enough.
+@lru_cache(maxsize=64)
+def parsed_ascii_address(address: str, *, field: str) -> str:
+    """:func:`ascii_address` by the full parse, for any address."""
     if has_control_characters(address):
         raise PermanentSendError(f"{field} contains control characters", code=INVALID_ADDRESS)
     parsed = getaddresses([address])

@@ -15,7 +15,9 @@ Three decisions shape this module:
   when SES is already throttling. The connection pool is at least as large as the thread lane,
   so no connection is opened and thrown away per call. When ``endpoint_url`` is None, boto3
   itself honours ``AWS_ENDPOINT_URL_SESV2`` / ``AWS_ENDPOINT_URL`` (that is how tests and local
-  stacks point it elsewhere).
+  stacks point it elsewhere). Its ``SendBulkEmail`` bodies are written with ``json.dumps``
+  rather than botocore's model walk, the same bytes for a third less CPU
+  (:mod:`sesender.backends.ses_bulk_body`).
 - **Blocking calls only in the lane, abandoned only when the send itself is cancelled.** Every
   client call runs in the injected ``ThreadLane`` with ``run_abandonable``. While the service
   runs and while it drains at shutdown, nothing cancels a send: every call returns or raises,
@@ -73,6 +75,7 @@ from sesender.backends.ses_bulk import (
     chunk_sizes,
     entry_result,
 )
+from sesender.backends.ses_bulk_body import install_bulk_body
 from sesender.backends.ses_tags import ses_tag_part, ses_tags
 from sesender.backends.text import text_part
 from sesender.config import SesSendMode
@@ -248,12 +251,16 @@ def build_ses_client(
     access_key_id: str | None = None,
     secret_access_key: str | None = None,
     session_token: str | None = None,
+    bulk_body_by_json: bool = True,
 ) -> SESV2Client:
     """Build the one ``sesv2`` client the service shares (see the module docstring).
 
     Credentials left as None come from boto3's usual chain (environment, profile, instance or
     task role). ``pool_size`` should be the SES thread lane's limit. This call is blocking (it
-    loads the service model): make it once at start.
+    loads the service model): make it once at start. ``bulk_body_by_json`` writes
+    ``SendBulkEmail`` bodies with ``json.dumps`` rather than botocore's model walk
+    (:mod:`sesender.backends.ses_bulk_body`, the same bytes); benchmarks turn it off for their
+    plain-boto3 baselines.
     """
     if (access_key_id is None) != (secret_access_key is None):
         raise ValueError("give both access_key_id and secret_access_key, or neither")
@@ -274,7 +281,11 @@ def build_ses_client(
         # validates what it builds against the same model; SES itself still checks it.
         parameter_validation=False,
     )
-    return session.client("sesv2", endpoint_url=endpoint_url, config=config)
+    client = session.client("sesv2", endpoint_url=endpoint_url, config=config)
+    if bulk_body_by_json:
+        # Needs parameter_validation=False: the check would see requests without their entries.
+        install_bulk_body(client)
+    return client
 
 
 @dataclass(frozen=True, slots=True)

@@ -94,6 +94,9 @@ WHITESPACE = re.compile(r"\s+")
 LINK_OPEN = re.compile(r"<a[\s>/]", re.IGNORECASE)
 LINK_CLOSE = re.compile(r"</a[\s>]", re.IGNORECASE)
 
+# One encoder for every entry: ``json.dumps`` with any option builds a new encoder per call.
+COMPACT_JSON = json.JSONEncoder(separators=(",", ":")).encode
+
 # Per-entry status -> how that email's attempt ended. Statuses not listed (FAILED and any
 # future one) are transient: the email is retried through the rate limiter.
 PERMANENT_STATUSES = frozenset({"MESSAGE_REJECTED", "INVALID_PARAMETER"})
@@ -363,9 +366,7 @@ def build_bulk_request(
         entry: BulkEmailEntryTypeDef = {
             "Destination": {"ToAddresses": [recipient]},
             "ReplacementEmailContent": {
-                "ReplacementTemplate": {
-                    "ReplacementTemplateData": json.dumps(values, separators=(",", ":"))
-                }
+                "ReplacementTemplate": {"ReplacementTemplateData": COMPACT_JSON(values)}
             },
         }
         if email.headers:

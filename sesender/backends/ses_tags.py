@@ -18,8 +18,11 @@ def ses_tag_part(value: str) -> str:
     """Make ``value`` a valid SES tag name or value: ``[A-Za-z0-9_-]``, 1 to 256 characters.
 
     Other characters become ``_`` (so ``topic.2024/05`` reads ``topic_2024_05``); an empty value
-    becomes ``_``.
+    becomes ``_``. Runs for every tag of every email: a value that is already letters and
+    digits (a request id) skips the substitution.
     """
+    if value.isascii() and value.isalnum() and len(value) <= MAX_TAG_LENGTH:
+        return value
     return TAG_FORBIDDEN.sub("_", value)[:MAX_TAG_LENGTH] or "_"
 
 

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from sesender.backends.addresses import ascii_address
+from sesender.backends.addresses import PLAIN_ADDRESS, ascii_address, parsed_ascii_address
 from sesender.backends.base import OutgoingEmail
 from sesender.backends.headers import require_single_line, validate_custom_headers
 from sesender.backends.outbox import build_message
@@ -87,6 +87,41 @@ def test_require_single_line(value: str) -> None:
 )
 def test_ascii_address(address: str, expected: str) -> None:
     assert ascii_address(address, field="recipient") == expected
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "user@example.org",
+        "First.Last+tag%x_y-z@mail.example-host.org",
+        "a@b",
+        "user1234@EXAMPLE.ORG",
+        "a.b.c@d.e.f",
+    ],
+)
+def test_plain_addresses_skip_the_parse_and_give_what_it_gives(address: str) -> None:
+    assert PLAIN_ADDRESS.fullmatch(address)
+    assert ascii_address(address, field="recipient") == parsed_ascii_address(
+        address, field="recipient"
+    )
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "a..b@example.org",
+        ".a@example.org",
+        "a.@example.org",
+        "a@b..c",
+        "a b@example.org",
+        "News <news@example.com>",
+        "user@bücher.de",
+        "a@b@c",
+        "user@example.org ",
+    ],
+)
+def test_other_addresses_take_the_full_parse(address: str) -> None:
+    assert PLAIN_ADDRESS.fullmatch(address) is None
 
 
 @pytest.mark.parametrize(

@@ -42,6 +42,7 @@ from sesender.backends.ses import (
     ses_tag_part,
     translate_error,
 )
+from sesender.backends.ses_tags import TAG_FORBIDDEN
 from sesender.errors import (
     AccountSendError,
     PermanentSendError,
@@ -255,6 +256,11 @@ def test_translate_error(
 )
 def test_ses_tag_part(value: str, expected: str) -> None:
     assert ses_tag_part(value) == expected
+
+
+@pytest.mark.parametrize("value", ["12345", "abcXYZ09", "a" * 256, "a" * 257, "é1", "١٢٣"])
+def test_ses_tag_part_fast_path_agrees_with_the_substitution(value: str) -> None:
+    assert ses_tag_part(value) == (TAG_FORBIDDEN.sub("_", value)[:256] or "_")
 
 
 # ---------------------------------------------------------------------------------------------
