@@ -200,7 +200,8 @@ def bulk_key(email: OutgoingEmail) -> tuple[BulkKey, dict[str, str]] | None:
             return None
     pixel_url: str | None = None
     if email.pixel_url is not None:
-        if email.html != insert_pixel(email.source_html or "", email.pixel_url):
+        shared = email.merge is None  # a rendered template's HTML is seen once: not cached
+        if email.html != insert_pixel(email.source_html or "", email.pixel_url, cached=shared):
             return None  # not the pixel compose inserts: nothing to rebuild it from
         pixel_url, tail = split_value(email.pixel_url)
         if "{" in pixel_url or "}" in pixel_url:

@@ -65,7 +65,7 @@ class MessageComposer:
             sender=self.sender,
             recipient=email.email,
             subject=subject,
-            html=html if pixel_url is None else insert_pixel(html, pixel_url),
+            html=html if pixel_url is None else insert_pixel(html, pixel_url, cached=merge is None),
             headers=headers,
             tags=tuple(tags),
             configuration_set=self.configuration_set,

@@ -81,7 +81,8 @@ class PixelPositions:
 
 
 #: The process's cache: a handful of contents are being sent at any one time. A rendered
-#: template is new text for each recipient and only passes through.
+#: template is new text for each recipient: it is searched without the cache (``cached=False``),
+#: so a templated campaign neither hashes every email's HTML nor evicts the shared contents.
 PIXEL_POSITIONS = PixelPositions(max_entries=16, max_characters=2_000_000)
 
 
@@ -93,9 +94,13 @@ def pixel_image(pixel_url: str) -> str:
     )
 
 
-def insert_pixel(html: str, pixel_url: str) -> str:
-    """Insert the 1x1 tracking image before the last ``</body>``, or append it."""
-    position = PIXEL_POSITIONS.position(html)
+def insert_pixel(html: str, pixel_url: str, *, cached: bool = True) -> str:
+    """Insert the 1x1 tracking image before the last ``</body>``, or append it.
+
+    ``cached``: the HTML is a content shared by many emails, so its pixel position is kept;
+    False for HTML seen once (a rendered template).
+    """
+    position = PIXEL_POSITIONS.position(html) if cached else find_pixel_position(html)
     if position is None:
         return html + pixel_image(pixel_url)
     return html[:position] + pixel_image(pixel_url) + html[position:]

@@ -8,26 +8,14 @@ statistics answers agree with the database.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from tests.e2e.bench_support import run_quick
 
 
 def test_the_api_benchmark_runs_in_quick_mode(tmp_path: Path) -> None:
-    completed = subprocess.run(
-        [sys.executable, "-m", "bench.api", "--quick", "--results-dir", str(tmp_path)],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert completed.returncode == 0, completed.stdout + completed.stderr
-    assert "sesender duration_ms (server)" in completed.stdout
-    result = json.loads((tmp_path / "api.json").read_text("utf-8"))
+    stdout, result = run_quick("api", tmp_path)
+    assert "sesender duration_ms (server)" in stdout
     assert result["benchmark"] == "api"
     figures = result["figures"]
     assert figures["parts"] == ["submit", "pixel", "stats"]

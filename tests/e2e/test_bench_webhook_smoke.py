@@ -7,26 +7,14 @@ notification was answered 200 and recorded.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from tests.e2e.bench_support import run_quick
 
 
 def test_the_webhook_benchmark_runs_in_quick_mode(tmp_path: Path) -> None:
-    completed = subprocess.run(
-        [sys.executable, "-m", "bench.webhook", "--quick", "--results-dir", str(tmp_path)],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert completed.returncode == 0, completed.stdout + completed.stderr
-    assert "sesender (msg/s)" in completed.stdout
-    result = json.loads((tmp_path / "webhook.json").read_text("utf-8"))
+    stdout, result = run_quick("webhook", tmp_path)
+    assert "sesender (msg/s)" in stdout
     figures = result["figures"]
     assert figures["sesender_rate_best"] > 0
     assert figures["baseline_rate_best"] > 0

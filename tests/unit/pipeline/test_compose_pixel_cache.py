@@ -122,3 +122,28 @@ def test_the_cache_is_bounded_in_entries_and_in_characters() -> None:
     cache.clear()
     assert len(cache) == 0
     assert cache.characters == 0
+
+
+def test_rendered_templates_leave_the_shared_contents_in_the_cache() -> None:
+    """Each rendered template is new HTML: it is searched afresh, so a templated campaign does
+    not push the contents many emails share out of the cache."""
+    composer = MessageComposer(
+        sender="news@example.com",
+        public_url="https://mail.example.com",
+        signer=SIGNER,
+        configuration_set=None,
+        unsubscribe_enabled=True,
+    )
+    PIXEL_POSITIONS.clear()
+    shared = Content("s", "<html><body><p>for everyone</p></body></html>")
+    composer.compose(ClaimedEmail(1, "t", "a@example.org", shared, 0))
+    assert len(PIXEL_POSITIONS) == 1
+    template = Content("s", "<html><body><p>Dear {{name}}</p></body></html>")
+    for n in range(2 * PIXEL_POSITIONS.max_entries):
+        claimed = ClaimedEmail(n + 2, "t", "b@example.org", template, 0, data={"name": str(n)})
+        outgoing = composer.compose(claimed)
+        assert outgoing.source_html is not None
+        assert outgoing.pixel_url is not None
+        assert outgoing.html == uncached_insert_pixel(outgoing.source_html, outgoing.pixel_url)
+    assert len(PIXEL_POSITIONS) == 1
+    assert PIXEL_POSITIONS.position(shared.body) == shared.body.index("</body>")
