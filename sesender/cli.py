@@ -74,16 +74,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def init_db(config: Config) -> int:
+    from sesender.store import postgres
     from sesender.store.sqlite import migrate
 
+    where = "PostgreSQL" if config.database.url else str(config.database.path)
     try:
-        applied = migrate(config.database.path, busy_timeout=config.database.busy_timeout)
-    except Exception as exc:  # sqlite3 errors and OS errors alike: report, exit non-zero
-        logger.error("could not migrate %s: %s", config.database.path, exc)
+        if config.database.url is not None:
+            applied = postgres.migrate(config.database.url)
+        else:
+            applied = migrate(config.database.path, busy_timeout=config.database.busy_timeout)
+    except Exception as exc:  # database errors and OS errors alike: report, exit non-zero
+        logger.error("could not migrate %s: %s", where, exc)
         return EXIT_CRASHED
     logger.info(
         "database ready",
-        extra={"event": "init_db", "path": str(config.database.path), "applied": applied},
+        extra={"event": "init_db", "path": where, "applied": applied},
     )
     return EXIT_OK
 
@@ -109,13 +114,23 @@ def reset_api_key(config: Config) -> int:
         return EXIT_CONFIG
     key = generate_api_key()
     try:
-        replace_service_secret_now(
-            config.database.path,
-            API_KEY_SHA256,
-            api_key_sha256(key),
-            now_ms=time.time_ns() // 1_000_000,
-            busy_timeout=config.database.busy_timeout,
-        )
+        if config.database.url is not None:
+            from sesender.store import postgres
+
+            postgres.replace_service_secret_now(
+                config.database.url,
+                API_KEY_SHA256,
+                api_key_sha256(key),
+                now_ms=time.time_ns() // 1_000_000,
+            )
+        else:
+            replace_service_secret_now(
+                config.database.path,
+                API_KEY_SHA256,
+                api_key_sha256(key),
+                now_ms=time.time_ns() // 1_000_000,
+                busy_timeout=config.database.busy_timeout,
+            )
     except Exception as exc:  # sqlite3 errors and OS errors alike: report, exit non-zero
         logger.error("could not store a new API key in %s: %s", config.database.path, exc)
         return EXIT_CRASHED

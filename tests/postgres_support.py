@@ -12,6 +12,7 @@ import os
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 from psycopg import sql
@@ -24,8 +25,9 @@ def server_url() -> str:
 
 
 def _with_database(url: str, name: str) -> str:
-    """``url`` pointing at database ``name`` (conninfo keywords override the URL's)."""
-    return psycopg.conninfo.make_conninfo(url, dbname=name)
+    """``url`` (a ``postgresql://`` URL) pointing at database ``name``."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{name}"))
 
 
 def create_database(prefix: str = "sesender_test") -> str:

@@ -49,6 +49,16 @@ async def ready() -> Response:
         "sending": "paused" if gate.paused else "active",
         "actors": actors,
     }
+    if context.instance is not None:
+        instance = context.instance.status()
+        body["instance"] = {
+            "id": instance.instance_id,
+            "heartbeat_age_seconds": (
+                round(instance.heartbeat_age, 3) if instance.heartbeat_age != float("inf") else None
+            ),
+        }
+        if instance.stale:
+            problems.append("instance heartbeat older than its lease")
     if gate.paused:
         body["sending_paused_reason"] = gate.reason
     if problems:

@@ -854,3 +854,7 @@ def replace_service_secret(connection: Connection, name: str, value: bytes, now_
         " created_at = excluded.created_at",
         (name, value, now_ms),
     )
+
+
+def notify(connection: Connection, channel: str, payload: str) -> None:
+    connection.execute("SELECT pg_notify(%s, %s)", (channel, payload))

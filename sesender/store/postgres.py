@@ -85,8 +85,11 @@ class PostgresStore:
         pool_size: int = 8,
         suppress_after_transient: int = 0,
         connect_timeout: float = 5.0,
+        lease_ms: int = 10_000,
     ) -> None:
         self.url = url
+        #: how long an instance may go without a heartbeat before its claims are requeued.
+        self.lease_ms = lease_ms
         self.instance_id = instance_id
         self.suppress_after_transient = suppress_after_transient
         self.pool_size = pool_size
@@ -229,7 +232,7 @@ class PostgresStore:
     async def recover_claimed(self, *, now_ms: int) -> int:
         """At start: requeue the claims of instances that are gone (no heartbeat within the
         lease, or no row at all); the claims of live instances are theirs."""
-        return await self.requeue_dead_claims(lease_ms=DEFAULT_LEASE_MS, now_ms=now_ms)
+        return await self.requeue_dead_claims(lease_ms=self.lease_ms, now_ms=now_ms)
 
     async def max_request_id(self) -> int:
         return await self._read(queries.max_request_id)
@@ -288,6 +291,12 @@ class PostgresStore:
     ) -> tuple[bool, float]:
         return await self._write(queries.take_tokens, name, count, rate, burst)
 
+    async def notify_pause(self, reason: str) -> None:
+        """Tell every instance that the account paused sending (payload: ``<id> <reason>``)."""
+        await self._write(
+            queries.notify, queries.PAUSE_CHANNEL, f"{self.instance_id} {reason}"[:7000]
+        )
+
     # -- the ServiceSecretsStore interface --------------------------------------------------
 
     async def ensure_service_secret(self, name: str, candidate: bytes, *, now_ms: int) -> bytes:
@@ -306,10 +315,6 @@ class PostgresStore:
         return self._call(function, *args)
 
 
-#: How long an instance may go without a heartbeat before its claims are requeued.
-DEFAULT_LEASE_MS = 10_000
-
-
 @asynccontextmanager
 async def open_postgres_store(
     url: str,
@@ -317,6 +322,7 @@ async def open_postgres_store(
     instance_id: str = "local",
     pool_size: int = 8,
     suppress_after_transient: int = 0,
+    lease_ms: int = 10_000,
 ) -> AsyncIterator[PostgresStore]:
     """Open (and migrate) the database, and close the pool on the way out."""
     store = PostgresStore(
@@ -324,6 +330,7 @@ async def open_postgres_store(
         instance_id=instance_id,
         pool_size=pool_size,
         suppress_after_transient=suppress_after_transient,
+        lease_ms=lease_ms,
     )
     applied = await store.open()
     if applied:
