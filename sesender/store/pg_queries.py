@@ -51,7 +51,12 @@ from sesender.models import (
     TopicStats,
     TopicSummary,
 )
-from sesender.store.pg_schema import LATEST_VERSION, MIGRATION_LOCK, MIGRATIONS
+from sesender.store.pg_schema import (
+    HOUSEKEEPING_LOCK,
+    LATEST_VERSION,
+    MIGRATION_LOCK,
+    MIGRATIONS,
+)
 from sesender.store.sqlite_queries import content_digest
 
 logger = logging.getLogger(__name__)
@@ -698,7 +703,14 @@ def retry_failed(connection: Connection, topic_id: str, now_ms: int) -> int:
 
 
 def prune_before(connection: Connection, before_ms: int) -> tuple[int, int]:
+    """Forget old dedup records, on one instance at a time: the transaction takes the
+    housekeeping advisory lock, or does nothing when another instance holds it."""
     with connection.transaction():
+        row = connection.execute(
+            "SELECT pg_try_advisory_xact_lock(%s)", (HOUSEKEEPING_LOCK,)
+        ).fetchone()
+        if not (row and row[0]):
+            return 0, 0
         sns = connection.execute(
             "DELETE FROM sns_messages WHERE received_at < %s", (before_ms,)
         ).rowcount
