@@ -63,7 +63,8 @@ async def test_concurrent_claims_never_share_an_email(pg: Db) -> None:
                 nursery.start_soon(drain, store)
     every = claimed["a"] + claimed["b"]
     assert len(every) == len(set(every)) == 3000
-    assert claimed["a"] and claimed["b"]  # both worked
+    assert claimed["a"]  # both worked
+    assert claimed["b"]
     assert rows(a, "SELECT claimed_by, COUNT(*) FROM requests GROUP BY 1 ORDER BY 1") == [
         ("a", len(claimed["a"])),
         ("b", len(claimed["b"])),
@@ -185,9 +186,9 @@ async def test_a_lost_connection_is_unavailable_once_then_the_pool_reconnects(pg
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
             " WHERE datname = current_database() AND pid <> pg_backend_pid()"
         )
+        # The pool's connection is gone: the next call says so (503 on the API), not a crash.
         with pytest.raises(StoreUnavailable):
-            for _ in range(3):  # each pooled connection fails once
-                await store.queued_count()
+            await store.queued_count()
         failures = 0
         for _ in range(5):
             try:
