@@ -186,7 +186,11 @@ async def open_service(
                 unsubscribe_enabled=config.feedback.unsubscribe_enabled,
                 open_tracking_enabled=config.tracking.open_tracking_enabled,
             )
-            metrics = Metrics() if config.observability.metrics_enabled else None
+            metrics = (
+                Metrics(instance_id=coordinator.instance_id if coordinator else None)
+                if config.observability.metrics_enabled
+                else None
+            )
             pipeline = Pipeline(
                 store=store,
                 backend=backend,

@@ -10,8 +10,9 @@ Differences from the SQLite schema, and why:
 
 - ``topic_counts`` and ``sent_minutes`` are kept by *statement-level* triggers over transition
   tables: one ``INSERT ... ON CONFLICT`` per statement of the net change per key, its rows in key
-  order, instead of two counter updates per changed row. Several instances update the same counter rows; taking them
-  once per statement and always in the same order keeps the row locks short and deadlock-free.
+  order, instead of two counter updates per changed row. Several instances update the same
+  counter rows; taking them once per statement and always in the same order keeps the row locks
+  short and deadlock-free.
 - ``requests.claimed_by`` names the instance that claimed a ``Processed`` email; ``instances``
   holds each running instance's heartbeat (database clock). A survivor requeues the claims of an
   instance whose heartbeat is older than the lease (see :mod:`sesender.store.pg_instances`).
