@@ -99,7 +99,9 @@ class PostgresStore:
             min_size=1,
             max_size=pool_size,
             kwargs={"autocommit": True, "connect_timeout": max(1, int(connect_timeout))},
-            timeout=connect_timeout,
+            # A call waits at most this long for a connection: while the server is down the API
+            # answers 503 after it, rather than hanging.
+            timeout=2.0,
             reconnect_timeout=0,  # keep trying to reconnect for ever (a restart of the server)
             open=False,
             name=f"sesender-{instance_id}",
