@@ -47,6 +47,9 @@ async def ready() -> Response:
         problems.append("not every actor is running")
     if context.shutdown.is_set:
         problems.append("shutting down")
+    instance = context.instance.status() if context.instance is not None else None
+    if instance is not None and instance.stale:
+        problems.append("instance heartbeat older than its lease")
     gate = context.pipeline.gate_statistics()
     body: dict[str, Any] = {
         "status": "ok" if not problems else "unavailable",
@@ -56,16 +59,13 @@ async def ready() -> Response:
         "sending": "paused" if gate.paused else "active",
         "actors": actors,
     }
-    if context.instance is not None:
-        instance = context.instance.status()
+    if instance is not None:
         body["instance"] = {
             "id": instance.instance_id,
             "heartbeat_age_seconds": (
                 round(instance.heartbeat_age, 3) if instance.heartbeat_age != float("inf") else None
             ),
         }
-        if instance.stale:
-            problems.append("instance heartbeat older than its lease")
     if gate.paused:
         body["sending_paused_reason"] = gate.reason
     if problems:

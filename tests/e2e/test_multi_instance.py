@@ -188,7 +188,7 @@ def test_a_client_of_any_instance_sees_the_same_topic(database: str, tmp_path: P
             detail = second.get(f"/v1/messages/{ids[0]}")
             assert detail.status_code == 200
             ready = httpx.get(f"{instances[1].url}/ready").json()
-            assert ready["status"] == "ready"
+            assert ready["status"] == "ok"
             assert ready["instance"]["id"] == "second"
             assert ready["instance"]["heartbeat_age_seconds"] < 5
             metrics = httpx.get(f"{instances[1].url}/metrics").text
