@@ -35,13 +35,17 @@ from sesender.store.pg_queries import CANCEL_CHANNEL, PAUSE_CHANNEL, QUEUE_CHANN
 
 logger = logging.getLogger(__name__)
 
+#: Every this many heartbeats, also requeue claims whose instance left no row at all (a scan of
+#: every claimed email); the other heartbeats only look for instances whose lease ran out.
+SWEEP_EVERY = 10
+
 
 class InstanceStore(Protocol):
     instance_id: str
 
     async def heartbeat(self) -> None: ...
 
-    async def requeue_dead_claims(self, *, lease_ms: int, now_ms: int) -> int: ...
+    async def requeue_dead_claims(self, *, lease_ms: int, now_ms: int, sweep: bool) -> int: ...
 
     async def cancellations(self) -> dict[str, int]: ...
 
@@ -124,13 +128,17 @@ class InstanceCoordinator:
     # -- heartbeat ----------------------------------------------------------------------------
 
     async def _beat_loop(self) -> None:
+        beats = 0
         while True:
             await trio.sleep(self._heartbeat)
+            beats += 1
             try:
                 await self._store.heartbeat()
                 self._last_beat = trio.current_time()
                 requeued = await self._store.requeue_dead_claims(
-                    lease_ms=int(self._lease * 1000), now_ms=self._now_ms()
+                    lease_ms=int(self._lease * 1000),
+                    now_ms=self._now_ms(),
+                    sweep=beats % SWEEP_EVERY == 0,
                 )
             except StoreError as exc:
                 logger.warning("heartbeat failed: %s", exc, extra={"event": "heartbeat_failed"})

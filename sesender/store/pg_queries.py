@@ -315,9 +315,10 @@ def heartbeat(connection: Connection, instance_id: str) -> None:
     )
 
 
-def requeue_dead_claims(connection: Connection, lease_ms: int, now_ms: int) -> int:
-    """Requeue the emails claimed by instances whose heartbeat is older than ``lease_ms`` (or
-    that left no heartbeat at all), forget those instances; return how many emails."""
+def requeue_dead_claims(connection: Connection, lease_ms: int, now_ms: int, sweep: bool) -> int:
+    """Requeue the emails claimed by instances whose heartbeat is older than ``lease_ms``, and
+    forget those instances; with ``sweep``, also the claims of instances that left no row at all
+    (a cheap check every heartbeat, the full one now and then); return how many emails."""
     with connection.transaction():
         dead = [
             row[0]
@@ -327,11 +328,18 @@ def requeue_dead_claims(connection: Connection, lease_ms: int, now_ms: int) -> i
                 (lease_ms,),
             )
         ]
+        if not dead and not sweep:
+            return 0
+        orphans = (
+            " OR claimed_by IS NULL OR NOT EXISTS"
+            " (SELECT 1 FROM instances AS i WHERE i.instance_id = requests.claimed_by)"
+            if sweep
+            else ""
+        )
         cursor = connection.execute(
             f"UPDATE requests SET status = {_REQUEUED_STATUS}, updated_at = %s, claimed_by = NULL,"
             f" due_at = LEAST(due_at, %s) WHERE status = {Status.PROCESSED.value}"
-            " AND (claimed_by = ANY(%s) OR claimed_by IS NULL OR NOT EXISTS"
-            " (SELECT 1 FROM instances AS i WHERE i.instance_id = requests.claimed_by))",
+            f" AND (claimed_by = ANY(%s){orphans})",
             (now_ms, now_ms, dead),
         )
         return cursor.rowcount

@@ -234,7 +234,7 @@ class PostgresStore:
     async def recover_claimed(self, *, now_ms: int) -> int:
         """At start: requeue the claims of instances that are gone (no heartbeat within the
         lease, or no row at all); the claims of live instances are theirs."""
-        return await self.requeue_dead_claims(lease_ms=self.lease_ms, now_ms=now_ms)
+        return await self.requeue_dead_claims(lease_ms=self.lease_ms, now_ms=now_ms, sweep=True)
 
     async def max_request_id(self) -> int:
         return await self._read(queries.max_request_id)
@@ -279,8 +279,8 @@ class PostgresStore:
     async def heartbeat(self) -> None:
         await self._write(queries.heartbeat, self.instance_id)
 
-    async def requeue_dead_claims(self, *, lease_ms: int, now_ms: int) -> int:
-        return await self._write(queries.requeue_dead_claims, lease_ms, now_ms)
+    async def requeue_dead_claims(self, *, lease_ms: int, now_ms: int, sweep: bool = True) -> int:
+        return await self._write(queries.requeue_dead_claims, lease_ms, now_ms, sweep)
 
     async def leave(self) -> None:
         await self._write(queries.leave, self.instance_id)
