@@ -219,3 +219,26 @@ async def test_a_submission_notifies_every_listener(pg: Db) -> None:
         assert received == [(pg_queries.QUEUE_CHANNEL, ""), (pg_queries.CANCEL_CHANNEL, "t")]
     finally:
         await listener.aclose()
+
+
+async def test_one_idempotency_key_on_two_instances_at_once_stores_once(pg: Db) -> None:
+    from sesender.models import NewIdempotencyKey
+
+    async with (
+        open_postgres_store(pg.target, instance_id="a", pool_size=2) as a,
+        open_postgres_store(pg.target, instance_id="b", pool_size=2) as b,
+    ):
+        receipts = []
+
+        async def post(store: PostgresStore) -> None:
+            key = NewIdempotencyKey("same", b"digest", NOW, lambda first: f"first={first}")
+            receipts.append(await store.submit(submission("t", 50), idempotency=key))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(post, a)
+            nursery.start_soon(post, b)
+        assert sorted(r.stored for r in receipts) == [0, 50]
+        replayed = next(r for r in receipts if r.stored == 0).replayed
+        assert replayed is not None
+        assert replayed.response == "first=1"
+        assert rows(a, "SELECT COUNT(*) FROM requests") == [(50,)]
