@@ -119,11 +119,13 @@ async def test_a_cancellation_leaves_another_live_instances_claims_to_it(pg: Db)
         assert {e.request_id for e in theirs.emails}.isdisjoint({e.request_id for e in mine.emails})
 
 
-def test_the_shared_bucket_grants_no_more_than_rate_and_burst(pg: Db) -> None:
-    """Four threads take tokens as fast as they can for 0.6 s at R = 200, burst 20: the total
-    stays within burst + R x elapsed, and close to it (the bucket is not starved)."""
+@pytest.mark.parametrize("takers", [1, 4])
+def test_the_shared_bucket_grants_no_more_than_rate_and_burst(pg: Db, takers: int) -> None:
+    """Threads (instances) take tokens as fast as they can for 0.6 s at R = 200, burst 20: the
+    total stays within burst + R x elapsed, and close to it, also when only one of them asks
+    (the others idle: no fixed R/N split)."""
     rate, burst = 200.0, 20.0
-    granted = [0] * 4
+    granted = [0] * takers
     start = time.monotonic()
     deadline = start + 0.6
 
@@ -134,7 +136,7 @@ def test_the_shared_bucket_grants_no_more_than_rate_and_burst(pg: Db) -> None:
                 if ok:
                     granted[slot] += 5
 
-    threads = [threading.Thread(target=taker, args=(i,)) for i in range(4)]
+    threads = [threading.Thread(target=taker, args=(i,)) for i in range(takers)]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -143,7 +145,7 @@ def test_the_shared_bucket_grants_no_more_than_rate_and_burst(pg: Db) -> None:
     total = sum(granted)
     assert total <= burst + rate * elapsed + 5
     assert total >= burst + rate * 0.6 * 0.6  # most of the rate was reachable
-    assert sum(1 for g in granted if g) >= 2  # shared, not one winner
+    assert sum(1 for g in granted if g) >= min(2, takers)  # shared, not one winner
 
 
 def test_instances_starting_together_migrate_once() -> None:
