@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import psycopg
@@ -728,15 +728,6 @@ def prune_before(connection: Connection, before_ms: int) -> tuple[int, int]:
     return sns, keys
 
 
-def try_lock(connection: Connection, key: int) -> bool:
-    row = connection.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
-    return bool(row and row[0])
-
-
-def unlock(connection: Connection, key: int) -> None:
-    connection.execute("SELECT pg_advisory_unlock(%s)", (key,))
-
-
 # --- reads ----------------------------------------------------------------------------------
 
 
@@ -830,15 +821,6 @@ def request_detail(connection: Connection, request_id: int) -> RequestDetail | N
 
 def ping(connection: Connection) -> None:
     connection.execute("SELECT 1 FROM requests LIMIT 1").fetchall()
-
-
-def statuses(connection: Connection, ids: Iterable[int]) -> dict[int, Status]:
-    return {
-        request_id: Status(status)
-        for request_id, status in connection.execute(
-            "SELECT id, status FROM requests WHERE id = ANY(%s)", (sorted(ids),)
-        )
-    }
 
 
 # -- service secrets -------------------------------------------------------------------------

@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, TypeVar, TypeVarTuple, Unpack
+from typing import TypeVar, TypeVarTuple, Unpack
 
 import psycopg
 import psycopg_pool
@@ -109,8 +109,6 @@ class PostgresStore:
         self._contents: dict[int, Content] = {}
         self._contents_lock = threading.Lock()
         self.write_health = WriteHealth(now_ms=lambda: int(time.time() * 1000))
-        #: database round trips' worth of statements run, for the claim-cost benchmark.
-        self.calls = 0
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -138,7 +136,6 @@ class PostgresStore:
         while True:
             try:
                 with self._pool.connection() as connection:
-                    self.calls += 1
                     return function(connection, *args)
             except psycopg.errors.TransactionRollback:
                 attempt += 1
@@ -310,12 +307,6 @@ class PostgresStore:
     async def replace_service_secret(self, name: str, value: bytes, *, now_ms: int) -> None:
         await self._write(queries.replace_service_secret, name, value, now_ms)
 
-    # -- tests and tooling ------------------------------------------------------------------
-
-    def run_sync(self, function: Callable[[Connection, Unpack[Ts]], T], *args: *Ts) -> T:
-        """Run ``function`` on a pooled connection in the calling thread (tests, tools)."""
-        return self._call(function, *args)
-
 
 @asynccontextmanager
 async def open_postgres_store(
@@ -355,10 +346,3 @@ def replace_service_secret_now(url: str, name: str, value: bytes, *, now_ms: int
     with connect(url) as connection:
         queries.apply_migrations(connection)
         queries.replace_service_secret(connection, name, value, now_ms)
-
-
-def execute(url: str, sql: str, parameters: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-    """Run one statement on a fresh connection and return its rows (tests and tools)."""
-    with connect(url) as connection:
-        cursor = connection.execute(sql.encode(), parameters)
-        return cursor.fetchall() if cursor.description else []
