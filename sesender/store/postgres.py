@@ -106,6 +106,11 @@ class PostgresStore:
             open=False,
             name=f"sesender-{instance_id}",
         )
+        #: the heartbeat and the requeueing of dead instances' claims run on a connection and a
+        #: thread of their own: a pipeline keeping every pooled connection busy must not delay
+        #: the heartbeat past the lease (the others would take this instance for dead).
+        self._beat_lane = ThreadLane("postgres-heartbeat", 1)
+        self._beat_connection: Connection | None = None
         self._contents: dict[int, Content] = {}
         self._contents_lock = threading.Lock()
         self.write_health = WriteHealth(now_ms=lambda: int(time.time() * 1000))
@@ -128,6 +133,9 @@ class PostgresStore:
 
     async def aclose(self) -> None:
         await self._lane.run(self._pool.close)
+        connection, self._beat_connection = self._beat_connection, None
+        if connection is not None:
+            await self._beat_lane.run(connection.close)
 
     # -- runners: the one place psycopg errors become StoreErrors ---------------------------
 
@@ -274,10 +282,26 @@ class PostgresStore:
     # -- several instances (InstanceStore) --------------------------------------------------
 
     async def heartbeat(self) -> None:
-        await self._write(queries.heartbeat, self.instance_id)
+        await self._beat(queries.heartbeat, self.instance_id)
 
     async def requeue_dead_claims(self, *, lease_ms: int, now_ms: int, sweep: bool = True) -> int:
-        return await self._write(queries.requeue_dead_claims, lease_ms, now_ms, sweep)
+        return await self._beat(queries.requeue_dead_claims, lease_ms, now_ms, sweep)
+
+    async def _beat(self, function: Callable[[Connection, Unpack[Ts]], T], *args: *Ts) -> T:
+        def call() -> T:
+            connection = self._beat_connection
+            if connection is None or connection.closed or connection.broken:
+                connection = self._beat_connection = connect(self.url)
+            try:
+                return function(connection, *args)
+            except psycopg.OperationalError:
+                connection.close()
+                raise
+
+        try:
+            return await self._beat_lane.run(call)
+        except psycopg.Error as exc:
+            raise translate(exc) from exc
 
     async def leave(self) -> None:
         await self._write(queries.leave, self.instance_id)
