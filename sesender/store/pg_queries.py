@@ -305,14 +305,17 @@ def recover_claimed(connection: Connection, now_ms: int) -> int:
 # --- instances ------------------------------------------------------------------------------
 
 
-def heartbeat(connection: Connection, instance_id: str) -> None:
-    """Register or refresh this instance's heartbeat (database clock)."""
-    connection.execute(
+def heartbeat(connection: Connection, instance_id: str) -> bool:
+    """Register or refresh this instance's heartbeat (database clock); True when the row had to
+    be created (the first beat, or another instance took this one for dead and removed it)."""
+    row = connection.execute(
         "INSERT INTO instances (instance_id, started_at, heartbeat_at)"
         f" VALUES (%s, {DB_NOW_MS}, {DB_NOW_MS})"
-        " ON CONFLICT (instance_id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at",
+        " ON CONFLICT (instance_id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at"
+        " RETURNING (xmax = 0)",
         (instance_id,),
-    )
+    ).fetchone()
+    return bool(row and row[0])
 
 
 def requeue_dead_claims(connection: Connection, lease_ms: int, now_ms: int, sweep: bool) -> int:

@@ -281,8 +281,8 @@ class PostgresStore:
 
     # -- several instances (InstanceStore) --------------------------------------------------
 
-    async def heartbeat(self) -> None:
-        await self._beat(queries.heartbeat, self.instance_id)
+    async def heartbeat(self) -> bool:
+        return await self._beat(queries.heartbeat, self.instance_id)
 
     async def requeue_dead_claims(self, *, lease_ms: int, now_ms: int, sweep: bool = True) -> int:
         return await self._beat(queries.requeue_dead_claims, lease_ms, now_ms, sweep)

@@ -76,8 +76,9 @@ async def test_a_silent_instances_claims_are_requeued_and_a_live_ones_are_not(pg
         open_postgres_store(pg.target, instance_id="dead", pool_size=2) as dead,
         open_postgres_store(pg.target, instance_id="live", pool_size=2) as live,
     ):
-        await dead.heartbeat()
-        await live.heartbeat()
+        assert await dead.heartbeat() is True  # a new row
+        assert await live.heartbeat() is True
+        assert await live.heartbeat() is False  # refreshed
         await dead.submit(submission("t", 10))
         gone = await dead.claim_due(now_ms=NOW, limit=4)
         kept = await live.claim_due(now_ms=NOW, limit=3)
@@ -88,6 +89,7 @@ async def test_a_silent_instances_claims_are_requeued_and_a_live_ones_are_not(pg
         )
         assert await live.requeue_dead_claims(lease_ms=60_000, now_ms=NOW + 5) == 4
         assert await live.instance_ids() == ["live"]
+        assert await dead.heartbeat() is True  # it comes back: it can tell it was removed
         statuses = dict(
             rows(
                 live,
