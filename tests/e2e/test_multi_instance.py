@@ -205,3 +205,50 @@ def test_a_client_of_any_instance_sees_the_same_topic(database: str, tmp_path: P
     finally:
         for instance in instances:
             instance.kill()
+
+
+def test_an_account_pause_on_one_instance_pauses_the_others(database: str, tmp_path: Path) -> None:
+    """Instance "ses" sends to a fake SES that pauses the account after 20 recipients; instance
+    "quiet" uses the memory backend, which never pauses by itself: if it pauses, it learned it
+    from the other instance (NOTIFY), and says so."""
+    with running_fake_ses("--pause-after", "20") as fake:
+        instances = []
+        try:
+            ses_dir, quiet_dir = tmp_path / "ses", tmp_path / "quiet"
+            ses_dir.mkdir()
+            quiet_dir.mkdir()
+            instances.append(
+                ServiceProcess(
+                    ses_dir,
+                    base_env(ses_dir)
+                    | fake.service_env(
+                        DATABASE_URL=database, INSTANCE_ID="ses", MAX_SEND_PER_SECOND="50"
+                    ),
+                ).start()
+            )
+            instances.append(
+                ServiceProcess(
+                    quiet_dir,
+                    base_env(
+                        quiet_dir,
+                        DATABASE_URL=database,
+                        INSTANCE_ID="quiet",
+                        SENDER_BACKEND="memory",
+                        PAUSE_PROBE_SECONDS="600",
+                    ),
+                ).start()
+            )
+            with instances[0].client() as client:
+                submit(client, topic="p", emails=[f"p{i}@example.com" for i in range(200)])
+
+            def quiet_paused() -> dict[str, object] | None:
+                body: dict[str, object] = httpx.get(f"{instances[1].url}/ready").json()
+                return body if body["sending"] == "paused" else None
+
+            body = wait_for(quiet_paused, timeout=30, what="the quiet instance paused")
+            assert "paused by instance ses" in str(body["sending_paused_reason"])
+            (event,) = instances[1].events("sending_paused")
+            assert event["by"] == "ses"
+        finally:
+            for instance in instances:
+                instance.kill()
