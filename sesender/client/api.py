@@ -273,6 +273,28 @@ class SesenderClient:
         removed = self._object(response).get("email")
         return removed if isinstance(removed, str) else email
 
+    def create_api_key(
+        self, name: str, scopes: Sequence[str], *, senders: Sequence[str] | None = None
+    ) -> dict[str, Any]:
+        """``POST /v1/api-keys``: the new key's record, with ``key`` (shown only now)."""
+        body: dict[str, Any] = {"name": name, "scopes": list(scopes)}
+        if senders:
+            body["senders"] = list(senders)
+        return self._object(self._request("POST", "/v1/api-keys", json=body))
+
+    def list_api_keys(self, *, revoked: bool = False) -> list[dict[str, Any]]:
+        """``GET /v1/api-keys``: the named keys (and revoked ones if asked)."""
+        response = self._request(
+            "GET", "/v1/api-keys", params={"revoked": "true" if revoked else "false"}
+        )
+        return [
+            item for item in _list(self._object(response).get("api_keys")) if isinstance(item, dict)
+        ]
+
+    def revoke_api_key(self, key_id: int) -> dict[str, Any]:
+        """``DELETE /v1/api-keys/{id}``: the revoked key's record."""
+        return self._object(self._request("DELETE", f"/v1/api-keys/{int(key_id)}"))
+
     # -- the one boundary -----------------------------------------------------------------------
 
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:

@@ -1,5 +1,6 @@
-"""The client commands of the ``sesender`` script: ``send``, ``stats``, ``cancel``, ``retry`` and
-``suppressions list|add|remove``, talking to a running server over HTTP.
+"""The client commands of the ``sesender`` script: ``send``, ``stats``, ``cancel``, ``retry``,
+``suppressions list|add|remove`` and ``keys create|list|revoke``, talking to a running server over
+HTTP.
 
 They never load the server's configuration: the server is ``--url`` (else ``$SESENDER_URL``, else
 ``http://localhost:3000``) and the key ``--api-key`` (else ``$API_KEY``); ``cli.py`` passes the
@@ -73,7 +74,8 @@ IDEMPOTENCY_WINDOW_HOURS = 24
 RATE_WINDOW_SECONDS = 5.0
 ORIGINAL_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 
-CLIENT_COMMANDS = frozenset({"send", "stats", "cancel", "retry", "suppressions"})
+CLIENT_COMMANDS = frozenset({"send", "stats", "cancel", "retry", "suppressions", "keys"})
+SCOPES = ("send", "read", "admin")
 
 
 # -- parsing ---------------------------------------------------------------------------------------
@@ -225,6 +227,42 @@ def add_client_commands(commands: argparse._SubParsersAction[CommandParser]) -> 
     remove = actions.add_parser("remove", help="unsuppress an address", one_line_errors=True)
     remove.add_argument("email")
     add_connection_options(remove)
+
+    keys = commands.add_parser(
+        "keys",
+        help="create, list or revoke named API keys (needs an admin key)",
+        description="Named API keys with scopes: send (POST messages, read its own), read"
+        " (statistics, topics, messages, suppressions, the dashboard), admin (everything)."
+        " Rotation: create the new key, move the clients, revoke the old one.",
+        one_line_errors=True,
+    )
+    key_actions = keys.add_subparsers(dest="action", required=True)
+    create = key_actions.add_parser(
+        "create", help="create a key and print it (shown only once)", one_line_errors=True
+    )
+    create.add_argument("name", help="what the key is for (e.g. 'newsletter app')")
+    create.add_argument(
+        "--scope",
+        dest="scopes",
+        action="append",
+        choices=SCOPES,
+        required=True,
+        help="a scope (repeat for several)",
+    )
+    create.add_argument(
+        "--sender",
+        dest="senders",
+        action="append",
+        metavar="ADDRESS_OR_DOMAIN",
+        help="limit the key to this sender (repeat for several; default: every allowed sender)",
+    )
+    add_connection_options(create)
+    key_list = key_actions.add_parser("list", help="list the keys", one_line_errors=True)
+    key_list.add_argument("--revoked", action="store_true", help="include revoked keys")
+    add_connection_options(key_list)
+    revoke = key_actions.add_parser("revoke", help="revoke a key", one_line_errors=True)
+    revoke.add_argument("id", type=positive_int, help="the key's id (see 'keys list')")
+    add_connection_options(revoke)
 
 
 # -- running ---------------------------------------------------------------------------------------
@@ -702,6 +740,39 @@ def suppressions_command(
     return EXIT_OK
 
 
+# -- API keys ----------------------------------------------------------------------------------
+
+
+def keys_command(client: SesenderClient, arguments: argparse.Namespace, runtime: Runtime) -> int:
+    console = runtime.console
+    if arguments.action == "create":
+        created = client.create_api_key(
+            arguments.name, sorted(set(arguments.scopes)), senders=arguments.senders
+        )
+        say(console, f"created key {created.get('id')} ({created.get('name')}):")
+        say(console, str(created.get("key")))
+        say(console, "it is shown only now: keep it somewhere safe")
+        return EXIT_OK
+    if arguments.action == "revoke":
+        revoked = client.revoke_api_key(arguments.id)
+        say(console, f"revoked key {revoked.get('id')} ({revoked.get('name')})")
+        return EXIT_OK
+    for key in client.list_api_keys(revoked=arguments.revoked):
+        senders = key.get("senders")
+        fields = (
+            str(key.get("id")),
+            str(key.get("name")),
+            ",".join(str(s) for s in key.get("scopes") or []),
+            str(key.get("prefix")),
+            ",".join(str(s) for s in senders) if isinstance(senders, list) else "any sender",
+            str(key.get("created_at") or ""),
+            "last used " + str(key.get("last_used_at") or "never"),
+            "revoked " + str(key["revoked_at"]) if key.get("revoked_at") else "valid",
+        )
+        say(console, "\t".join(" ".join(value.split()) for value in fields))
+    return EXIT_OK
+
+
 Command = Callable[[SesenderClient, argparse.Namespace, Runtime], int]
 
 COMMANDS: Mapping[str, Command] = {
@@ -710,4 +781,5 @@ COMMANDS: Mapping[str, Command] = {
     "cancel": cancel_command,
     "retry": retry_command,
     "suppressions": suppressions_command,
+    "keys": keys_command,
 }
