@@ -47,8 +47,8 @@ from sesender.backends.ses_tags import TAG_FORBIDDEN
 from sesender.errors import (
     AccountSendError,
     PermanentSendError,
-    SenderSendError,
     SendError,
+    SenderSendError,
     TransientSendError,
 )
 from tests.unit.backends.outgoing_changes import OutgoingChanges

@@ -44,8 +44,8 @@ from sesender.config import SesSendMode
 from sesender.errors import (
     AccountSendError,
     PermanentSendError,
-    SenderSendError,
     SendError,
+    SenderSendError,
     TransientSendError,
 )
 from sesender.pipeline.pixel import insert_pixel
