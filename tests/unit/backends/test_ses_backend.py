@@ -183,9 +183,10 @@ def test_an_unverified_sender_is_told_from_an_unverified_recipient(
 
 def test_bulk_entries_refusing_the_sender_fail_as_the_sender_s() -> None:
     assert isinstance(
-        entry_result({"Status": "MAIL_FROM_DOMAIN_NOT_VERIFIED", "Error": "x"}), SenderSendError
+        entry_result({"Status": "MAIL_FROM_DOMAIN_NOT_VERIFIED", "Error": "x"}),
+        SenderSendError,
     )
-    refused = {"Status": "MESSAGE_REJECTED", "Error": "Email address not verified a@b.example"}
+    refused: Any = {"Status": "MESSAGE_REJECTED", "Error": "Email address not verified a@b.example"}
     assert type(entry_result(refused, sender="A@b.example")) is SenderSendError
     assert type(entry_result(refused, sender="c@b.example")) is PermanentSendError
 
