@@ -88,16 +88,20 @@ def test_generated_keys_are_random_prefixed_and_kept_as_their_digest() -> None:
     key, prefix, digest = generate_named_key()
     other, _, _ = generate_named_key()
     assert key != other
-    assert key.startswith("ssk_") and len(key) >= 40
-    assert key.startswith(prefix) and len(prefix) == 12
-    assert digest == key_digest(key) and len(digest) == 32
+    assert key.startswith("ssk_")
+    assert len(key) >= 40
+    assert key.startswith(prefix)
+    assert len(prefix) == 12
+    assert digest == key_digest(key)
+    assert len(digest) == 32
 
 
 async def test_the_configured_key_is_admin_and_needs_no_read() -> None:
     store = FakeKeys()
     keys = ring(store, Clock())
     assert await keys.authenticate(CONFIGURED) == CONFIGURED_KEY
-    assert CONFIGURED_KEY.has(Scope.SEND) and CONFIGURED_KEY.has(Scope.READ)
+    assert CONFIGURED_KEY.has(Scope.SEND)
+    assert CONFIGURED_KEY.has(Scope.READ)
     assert store.reads == 0
 
 

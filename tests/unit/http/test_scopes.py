@@ -133,4 +133,4 @@ async def test_a_route_missing_from_the_table_is_open_to_admin_keys_only(
     app = app_with(OneKey("ssk_reader", {Scope.READ}), extra)
     answer = await app.test_client().get("/v1/new-feature", headers={"X-API-KEY": key})
     assert answer.status_code == status
-    assert ADMIN == frozenset({Scope.ADMIN})
+    assert frozenset({Scope.ADMIN}) == ADMIN

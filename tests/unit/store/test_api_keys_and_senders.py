@@ -22,14 +22,18 @@ def new_key(name: str, *scopes: Scope, senders: tuple[str, ...] | None = None) -
 async def test_keys_are_created_listed_revoked_and_touched(store: SqliteStore) -> None:
     first = await store.create_api_key(new_key("app", Scope.SEND, senders=("example.org",)))
     second = await store.create_api_key(new_key("ops", Scope.READ, Scope.ADMIN))
-    assert first.scopes == frozenset({Scope.SEND}) and first.senders == ("example.org",)
-    assert second.scopes == frozenset({Scope.READ, Scope.ADMIN}) and second.senders is None
+    assert first.scopes == frozenset({Scope.SEND})
+    assert first.senders == ("example.org",)
+    assert second.scopes == frozenset({Scope.READ, Scope.ADMIN})
+    assert second.senders is None
     assert [k.id for k in await store.api_keys(include_revoked=False)] == [first.id, second.id]
 
     revoked = await store.revoke_api_key(first.id, now_ms=5_000)
-    assert revoked is not None and revoked.revoked_at_ms == 5_000
+    assert revoked is not None
+    assert revoked.revoked_at_ms == 5_000
     again = await store.revoke_api_key(first.id, now_ms=9_000)
-    assert again is not None and again.revoked_at_ms == 5_000  # the first revocation stays
+    assert again is not None
+    assert again.revoked_at_ms == 5_000
     assert await store.revoke_api_key(999, now_ms=9_000) is None
     assert [k.id for k in await store.api_keys(include_revoked=False)] == [second.id]
     assert len(await store.api_keys(include_revoked=True)) == 2
