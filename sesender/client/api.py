@@ -166,19 +166,23 @@ class SesenderClient:
         emails: Sequence[str | Mapping[str, Any]],
         scheduled_at: str | None = None,
         idempotency_key: str | None = None,
+        sender: str | None = None,
+        reply_to: str | None = None,
     ) -> SubmitResult:
         """``POST /v1/messages`` with one message (at most the server's recipient limit);
-        ``emails`` are addresses or ``{"email": ..., "data": {...}}`` merge-field objects."""
-        body: dict[str, Any] = {
-            "messages": [
-                {
-                    "topic_id": topic_id,
-                    "emails": list(emails),
-                    "subject": subject,
-                    "content": content,
-                }
-            ]
+        ``emails`` are addresses or ``{"email": ..., "data": {...}}`` merge-field objects;
+        ``sender`` is its ``from`` (None: the server's default sender)."""
+        message: dict[str, Any] = {
+            "topic_id": topic_id,
+            "emails": list(emails),
+            "subject": subject,
+            "content": content,
         }
+        if sender:
+            message["from"] = sender
+        if reply_to:
+            message["reply_to"] = reply_to
+        body: dict[str, Any] = {"messages": [message]}
         if scheduled_at:
             body["scheduled_at"] = scheduled_at
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}

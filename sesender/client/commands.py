@@ -169,6 +169,14 @@ def add_client_commands(commands: argparse._SubParsersAction[CommandParser]) -> 
         help="schedule: 'YYYY-MM-DD HH:MM:SS' (the server's SCHEDULE_TIMEZONE) or ISO 8601",
     )
     send.add_argument(
+        "--from",
+        dest="sender",
+        metavar="ADDRESS",
+        help="the sender, e.g. 'News <news@example.com>' (default: the server's"
+        " AWS_SES_FROM_EMAIL; must be on its ALLOWED_SENDERS)",
+    )
+    send.add_argument("--reply-to", metavar="ADDRESS", help="a Reply-To address")
+    send.add_argument(
         "--no-follow", action="store_true", help="return after submitting; do not follow"
     )
     send.add_argument(
@@ -423,6 +431,8 @@ def send_command(client: SesenderClient, arguments: argparse.Namespace, runtime:
             scheduled_at=scheduled_at,
             batch_size=arguments.batch_size,
             resend=arguments.resend,
+            sender=arguments.sender,
+            reply_to=arguments.reply_to,
         )
     except KeyboardInterrupt:
         return report(
@@ -469,6 +479,8 @@ def submit_all(
     scheduled_at: str | None,
     batch_size: int,
     resend: bool = False,
+    sender: str | None = None,
+    reply_to: str | None = None,
 ) -> SendTotals:
     """Submit ``recipients`` in requests of at most ``batch_size``, showing progress.
 
@@ -500,6 +512,8 @@ def submit_all(
                     content=content,
                     emails=part,
                     scheduled_at=scheduled_at,
+                    sender=sender,
+                    reply_to=reply_to,
                     idempotency_key=idempotency_key(
                         topic=topic,
                         subject=subject,
@@ -508,6 +522,8 @@ def submit_all(
                         scheduled_at=scheduled_at,
                         index=index,
                         salt=salt,
+                        sender=sender,
+                        reply_to=reply_to,
                     ),
                 )
             except ClientError as exc:
@@ -532,6 +548,8 @@ def idempotency_key(
     scheduled_at: str | None,
     index: int,
     salt: str = "",
+    sender: str | None = None,
+    reply_to: str | None = None,
 ) -> str:
     """The Idempotency-Key of batch ``index``: a SHA-256 over everything its request body holds
     (topic, subject, HTML, schedule, recipients with their merge-field data) and its place in the
@@ -541,14 +559,28 @@ def idempotency_key(
     inputs give a different key, so the server never answers 409 (key reused with another body)
     to a changed command: changing the subject or the schedule is a new email. Each field is
     length-prefixed, so two different inputs never hash the same bytes. ``salt`` (random, for
-    ``--resend``) makes new keys. The key is 80 characters, within the server's 255.
+    ``--resend``) makes new keys. The key is 80 characters, within the server's 255. ``--from``
+    and ``--reply-to`` count only when given, so the keys of commands without them stay as they
+    were.
     """
     digest = hashlib.sha256()
     recipients = (
         item if isinstance(item, str) else json.dumps(item, sort_keys=True, ensure_ascii=False)
         for item in emails
     )
-    for text in (salt, topic, subject, content, scheduled_at or "", str(index), *recipients):
+    # Given only with --from / --reply-to, and first, behind a tag no salt can equal (a salt is
+    # empty or 32 hex digits), so no input without them hashes the same fields.
+    senders = () if sender is None and reply_to is None else ("from", sender or "", reply_to or "")
+    for text in (
+        *senders,
+        salt,
+        topic,
+        subject,
+        content,
+        scheduled_at or "",
+        str(index),
+        *recipients,
+    ):
         data = text.encode("utf-8", "surrogatepass")
         digest.update(len(data).to_bytes(8, "big"))
         digest.update(data)
