@@ -248,3 +248,22 @@ def test_the_original_schedule_format_pattern_accepts_exactly_the_real_dates() -
                 assert bool(pattern.match(text)) is real, text
     for text in ("2024-01-01 24:00:00", "2024-01-01 09:60:00", "0999-01-01 09:00:00"):
         assert pattern.match(text) is None, text
+
+
+def test_x_scopes_appears_on_operations_only() -> None:
+    """``x-scopes`` belongs to operations, not to the links or schemas that name them."""
+    found: list[str] = []
+
+    def walk(node: Any, where: str) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key == "x-scopes":
+                    found.append(where)
+                walk(value, f"{where}/{key}")
+        elif isinstance(node, list):
+            for index, value in enumerate(node):
+                walk(value, f"{where}/{index}")
+
+    walk(document(), "")
+    operations = {f"/paths/{path}/{method}" for path, method in described_operations()}
+    assert set(found) == operations
