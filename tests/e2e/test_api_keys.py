@@ -11,6 +11,7 @@
   key reads back only its own emails.
 - With SES (the fake): emails of one content and several senders go in one bulk call per sender,
   and a sender SES refuses as unverified fails only its own emails, without pausing sending.
+- Keys and revocations are in the database: a SIGKILL and a restart change neither.
 """
 
 from __future__ import annotations
@@ -387,3 +388,23 @@ def test_bulk_calls_group_by_sender_and_an_unverified_sender_fails_only_its_own_
         assert all(len(senders) == 1 for senders in calls.values()), calls
         per_call = Counter(m["call"] for m in sent)
         assert max(per_call.values()) > 1, per_call
+
+
+def test_keys_and_revocations_outlive_a_crash(start_service: Callable[..., ServiceProcess]) -> None:
+    service = start_service()
+    with service.client() as admin:
+        kept = create_key(admin, "kept", "read")
+        gone = create_key(admin, "gone", "read")
+        assert admin.delete(f"/v1/api-keys/{gone['id']}").status_code == 200
+    service.kill()  # SIGKILL: nothing is flushed on the way out
+
+    restarted = start_service()
+    answer = service_request(restarted, kept["key"], "GET", "/v1/topics", None)
+    assert answer.status_code == 200, answer.text
+    assert (
+        service_request(restarted, kept["key"], "DELETE", "/v1/topics/x", None).status_code == 403
+    )
+    assert service_request(restarted, gone["key"], "GET", "/v1/topics", None).status_code == 401
+    with restarted.client() as admin:
+        listed = admin.get("/v1/api-keys").json()["api_keys"]
+    assert [key["name"] for key in listed] == ["kept"]
