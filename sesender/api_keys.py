@@ -141,9 +141,14 @@ class KeyRing:
     async def _current(self) -> Mapping[bytes, Principal]:
         if self._valid_until is not None and self._clock() < self._valid_until:
             return self._keys
+        refreshed = False
         async with self._lock:  # one refresh at a time; the others use its result
             if self._valid_until is None or self._clock() >= self._valid_until:
                 await self._refresh()
+                refreshed = True
+        if refreshed:
+            # After the lock: the requests waiting for the copy need not wait for the write.
+            await self._write_last_used()
         return self._keys
 
     async def _refresh(self) -> None:
@@ -152,7 +157,6 @@ class KeyRing:
         self._keys = {key.digest: principal_of(key) for key in keys}
         self._stored_last_used = {key.id: key.last_used_at_ms or 0 for key in keys}
         self._valid_until = started + self._refresh_seconds
-        await self._write_last_used()
 
     async def _write_last_used(self) -> None:
         used, self._used = self._used, {}
