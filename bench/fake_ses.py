@@ -44,6 +44,7 @@ import asyncio
 import json
 import re
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -184,6 +185,7 @@ def send_email(body: bytes) -> bytes:
         STATE.messages.append(
             {
                 "message_id": message_id,
+                "at": time.time(),
                 "bulk": False,
                 "from": request["FromEmailAddress"],
                 "reply_to": request.get("ReplyToAddresses", []),
@@ -241,6 +243,7 @@ def send_bulk_email(body: bytes) -> bytes:
             STATE.messages.append(
                 {
                     "message_id": message_id,
+                    "at": time.time(),
                     "bulk": True,
                     "call": STATE.send_bulk_email,
                     "from": request["FromEmailAddress"],

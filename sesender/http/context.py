@@ -18,6 +18,7 @@ from sesender.api_keys import KeyRing
 from sesender.config import Config
 from sesender.feedback.intake import FeedbackIntake
 from sesender.metrics import Metrics
+from sesender.pipeline.instances import InstanceCoordinator
 from sesender.pipeline.pipeline import Pipeline
 from sesender.pipeline.result_writer import ResultWrite
 from sesender.store.base import HttpStore
@@ -44,6 +45,8 @@ class AppContext:
     required_actors: tuple[str, ...]
     #: checks X-API-KEY: API_KEY, then the named keys (cached, refreshed every second).
     keys: KeyRing
+    #: with PostgreSQL: this instance's membership (heartbeat, notifications); None on SQLite.
+    instance: InstanceCoordinator | None = None
 
 
 class SesenderApp(QuartTrio):

@@ -4,8 +4,8 @@ the key that submitted each email, and a message's sender kept with its content.
 from __future__ import annotations
 
 from sesender.models import NewApiKey, NewMessage, Scope, Submission
-from sesender.store.sqlite import SqliteStore
 from sesender.store.sqlite_queries import content_digest
+from tests.unit.store.engines import AnyStore
 
 
 def new_key(name: str, *scopes: Scope, senders: tuple[str, ...] | None = None) -> NewApiKey:
@@ -19,7 +19,7 @@ def new_key(name: str, *scopes: Scope, senders: tuple[str, ...] | None = None) -
     )
 
 
-async def test_keys_are_created_listed_revoked_and_touched(store: SqliteStore) -> None:
+async def test_keys_are_created_listed_revoked_and_touched(store: AnyStore) -> None:
     first = await store.create_api_key(new_key("app", Scope.SEND, senders=("example.org",)))
     second = await store.create_api_key(new_key("ops", Scope.READ, Scope.ADMIN))
     assert first.scopes == frozenset({Scope.SEND})
@@ -45,7 +45,7 @@ async def test_keys_are_created_listed_revoked_and_touched(store: SqliteStore) -
 
 
 async def test_the_sender_travels_with_the_content_and_the_key_with_each_email(
-    store: SqliteStore,
+    store: AnyStore,
 ) -> None:
     messages = tuple(
         NewMessage(
