@@ -30,6 +30,7 @@ import pytest
 
 from sesender.http.scopes import PUBLIC, ROUTE_SCOPES
 from sesender.models import Scope
+from tests import postgres_support
 from tests.e2e.fake_ses_support import running_fake_ses
 from tests.e2e.harness import (
     ServiceProcess,
@@ -426,3 +427,53 @@ def test_keys_and_revocations_outlive_a_crash(start_service: Callable[..., Servi
     with restarted.client() as admin:
         listed = admin.get("/v1/api-keys").json()["api_keys"]
     assert [key["name"] for key in listed] == ["kept"]
+
+
+def test_on_postgresql_a_revocation_reaches_every_instance_within_a_second(
+    tmp_path: Path,
+) -> None:
+    """Two instances on one PostgreSQL database: a key created on one works on the other, and
+    its revocation on the first is refused by the second within the key ring's second."""
+    with postgres_support.temporary_database("sesender_keys") as database:
+        instances: list[ServiceProcess] = []
+        try:
+            for number in range(2):
+                workdir = tmp_path / f"i{number}"
+                workdir.mkdir()
+                env = base_env(
+                    workdir,
+                    DATABASE_URL=database,
+                    INSTANCE_ID=f"keys{number}",
+                    AWS_SES_FROM_EMAIL=DEFAULT_SENDER,
+                )
+                instances.append(ServiceProcess(workdir, env).start())
+            first, second = instances
+            with first.client() as admin:
+                key = create_key(admin, "shared on postgres", "send", senders=[DEFAULT_SENDER])
+            assert service_request(second, key["key"], "GET", "/v1/topics", None).status_code == 403
+            posted = httpx.post(
+                f"{second.url}/v1/messages",
+                headers={"X-API-KEY": key["key"]},
+                json={"messages": [message("pg-keys", ["pg@example.org"])]},
+                timeout=30,
+            )
+            assert posted.status_code == 200, posted.text
+            own = posted.json()["first_request_id"]
+            mine = service_request(first, key["key"], "GET", f"/v1/messages/{own}", None)
+            assert mine.status_code == 200  # the key id stored with the email, seen from both
+            with first.client() as admin:
+                assert admin.delete(f"/v1/api-keys/{key['id']}").status_code == 200
+            wait_for(
+                lambda: (
+                    service_request(
+                        second, key["key"], "GET", "/v1/api-keys/current", None
+                    ).status_code
+                    == 401
+                ),
+                timeout=2.5,
+                interval=0.05,
+                what="the revoked key refused by the other instance",
+            )
+        finally:
+            for instance in instances:
+                instance.kill()
