@@ -14,7 +14,9 @@ It answers just enough for sesender's ``ses`` backend and for boto3's ``sesv2`` 
   it (``to``, ``subject``, ``html``, ``text``, ``headers``, ``tags``, ``message_id``, ``bulk``);
 * anything else: 404 ``NotFoundException``.
 
-For tests: ``--reject PREFIX`` makes every recipient whose address starts with ``PREFIX`` refused
+For tests: ``--unverified-sender ADDRESS`` refuses every send from ADDRESS as SES refuses an
+unverified identity (``MessageRejected``, or ``MESSAGE_REJECTED`` for each bulk entry, naming it).
+``--reject PREFIX`` makes every recipient whose address starts with ``PREFIX`` refused
 (``MESSAGE_REJECTED`` in a bulk answer, ``400 MessageRejected`` for ``SendEmail``);
 ``--throttle-every N`` answers every Nth send call ``429 TooManyRequestsException``;
 ``--entry-throttle-every N`` answers every Nth bulk entry ``ACCOUNT_THROTTLED`` (the call itself
@@ -80,6 +82,8 @@ class Settings:
     record: bool = False
     #: Seconds before each answer to a send (``--latency``), like a real provider's round trip.
     latency: float = 0.0
+    #: Senders SES refuses as not verified (``--unverified-sender``), compared in lower case.
+    unverified_senders: tuple[str, ...] = ()
 
 
 @dataclass
@@ -104,6 +108,17 @@ class State:
     def rejected(self, address: str) -> bool:
         prefix = self.settings.reject_prefix
         return prefix is not None and address.startswith(prefix)
+
+    def unverified(self, sender: str) -> str | None:
+        """SES's refusal of an unverified sender (naming it, as SES does), or None."""
+        lowered = sender.lower()
+        for address in self.settings.unverified_senders:
+            if address in lowered:
+                return (
+                    "Email address is not verified. The following identities failed the check"
+                    f" in region US-EAST-1: {address}"
+                )
+        return None
 
     def entry_throttled(self) -> bool:
         every = self.settings.entry_throttle_every
@@ -150,12 +165,18 @@ def send_email(body: bytes) -> bytes:
         return error(b"429 Too Many Requests", b"TooManyRequestsException", THROTTLED)
     settings = STATE.settings
     plain = settings.pause_after is None and not STATE.paused
-    if settings.reject_prefix is None and not settings.record and plain:
+    checks = settings.reject_prefix is not None or settings.unverified_senders
+    if not checks and not settings.record and plain:
         return response(b"200 OK", b'{"MessageId": "%s"}' % STATE.next_id().encode())
     request = json.loads(body)
     (to,) = request["Destination"]["ToAddresses"]
     if STATE.refused_for_pause(to):
         return error(b"400 Bad Request", b"SendingPausedException", PAUSED)
+    refusal = STATE.unverified(request["FromEmailAddress"])
+    if refusal is not None:
+        return error(
+            b"400 Bad Request", b"MessageRejected", json.dumps({"message": refusal}).encode()
+        )
     if STATE.rejected(to):
         return error(b"400 Bad Request", b"MessageRejected", REJECTED)
     message_id = STATE.next_id()
@@ -166,6 +187,8 @@ def send_email(body: bytes) -> bytes:
                 "message_id": message_id,
                 "at": time.time(),
                 "bulk": False,
+                "from": request["FromEmailAddress"],
+                "reply_to": request.get("ReplyToAddresses", []),
                 "to": to,
                 "subject": simple["Subject"]["Data"],
                 "html": simple["Body"]["Html"]["Data"],
@@ -189,10 +212,14 @@ def send_bulk_email(body: bytes) -> bytes:
     template = request["DefaultContent"]["Template"]
     content = template.get("TemplateContent", {})
     defaults = json.loads(template.get("TemplateData") or "{}")
+    refusal = STATE.unverified(request["FromEmailAddress"])
     results = []
     for entry in request["BulkEmailEntries"]:
         STATE.bulk_entries += 1
         (to,) = entry["Destination"]["ToAddresses"]
+        if refusal is not None:
+            results.append({"Status": "MESSAGE_REJECTED", "Error": refusal})
+            continue
         if STATE.refused_for_pause(to):
             results.append(
                 {"Status": "ACCOUNT_SENDING_PAUSED", "Error": "Sending paused for this account."}
@@ -218,6 +245,9 @@ def send_bulk_email(body: bytes) -> bytes:
                     "message_id": message_id,
                     "at": time.time(),
                     "bulk": True,
+                    "call": STATE.send_bulk_email,
+                    "from": request["FromEmailAddress"],
+                    "reply_to": request.get("ReplyToAddresses", []),
                     "to": to,
                     "subject": substitute(content.get("Subject", ""), values),
                     "html": substitute(content.get("Html", ""), values),
@@ -328,6 +358,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument("--record", action="store_true", help="keep messages for /_bench/messages")
     parser.add_argument(
+        "--unverified-sender",
+        action="append",
+        default=[],
+        metavar="ADDRESS",
+        help="refuse sends from ADDRESS as SES refuses an unverified identity (repeatable)",
+    )
+    parser.add_argument(
         "--latency", type=float, default=0.0, help="seconds before answering each send"
     )
     arguments = parser.parse_args(argv)
@@ -338,6 +375,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         pause_after=arguments.pause_after,
         record=arguments.record,
         latency=arguments.latency or arguments.latency_ms / 1000,
+        unverified_senders=tuple(a.lower() for a in arguments.unverified_sender),
     )
     try:
         asyncio.run(serve(arguments.host, arguments.port))

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from email.utils import getaddresses
 from functools import lru_cache
 
 from email_validator import EmailNotValidError, validate_email
@@ -66,3 +67,12 @@ def check_address(address: str) -> AddressCheck:
     except EmailNotValidError as exc:
         return AddressCheck(None, str(exc))
     return AddressCheck(result.normalized, None)
+
+
+@lru_cache(maxsize=64)
+def bare_address(sender: str) -> str:
+    """The lower-cased ``local@domain`` of a sender that may carry a display name
+    (``News <news@example.com>``): what sender lists and SES identities are compared with."""
+    parsed = getaddresses([sender])
+    bare = parsed[0][1] if len(parsed) == 1 and parsed[0][1] else sender
+    return bare.strip().lower()

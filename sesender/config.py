@@ -133,6 +133,9 @@ class AwsConfig:
     read_timeout: float
     #: ``SES_SEND_MODE``: ``SendBulkEmail`` for recipients sharing a content, or one call each.
     send_mode: SesSendMode = SesSendMode.BULK
+    #: ``ALLOWED_SENDERS``: addresses and domains (lower-cased) a message's ``from`` may use
+    #: besides ``from_email`` (see sesender.senders).
+    allowed_senders: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,6 +225,7 @@ class Config:
             "aws_ses_configuration_set": aws.configuration_set,
             "aws_endpoint_url_sesv2": aws.endpoint_url,
             "ses_send_mode": aws.send_mode.value,
+            "allowed_senders": list(aws.allowed_senders),
             "aws_credentials": "explicit" if aws.access_key_id else "default chain",
             "sentry": "enabled" if self.observability.sentry_dsn else "disabled",
             "log_level": self.observability.log_level,
@@ -449,6 +453,7 @@ def load_config(values: Mapping[str, str]) -> Config:
         connect_timeout=reader.number("AWS_CONNECT_TIMEOUT_SECONDS", 5.0, minimum=0.1, maximum=300),
         read_timeout=reader.number("AWS_READ_TIMEOUT_SECONDS", 15.0, minimum=0.1, maximum=300),
         send_mode=reader.choice("SES_SEND_MODE", SesSendMode, SesSendMode.BULK),
+        allowed_senders=_allowed_senders(reader, "ALLOWED_SENDERS"),
     )
     backend = BackendConfig(
         kind=backend_kind,
@@ -551,6 +556,25 @@ def _secret_bytes(reader: SettingsReader, name: str, value: str) -> bytes | None
         )
         return None
     return secret
+
+
+def _allowed_senders(reader: SettingsReader, name: str) -> tuple[str, ...]:
+    """``ALLOWED_SENDERS``: comma-separated addresses and domains, each checked."""
+    from sesender.senders import parse_sender_entry
+
+    found: list[str] = []
+    for part in (reader.raw(name) or "").split(","):
+        if not part.strip():
+            continue
+        entry = parse_sender_entry(part)
+        if entry is None:
+            reader.problems.append(
+                f"{name}: {part.strip()!r} is not an address (news@example.com) or a domain"
+                " (example.com)"
+            )
+        elif entry not in found:
+            found.append(entry)
+    return tuple(found)
 
 
 def _tracking_secret(reader: SettingsReader, name: str) -> bytes | None:

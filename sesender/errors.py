@@ -83,6 +83,13 @@ class PermanentSendError(SendError):
     """The message can never be sent as it is (rejected content, invalid address...)."""
 
 
+class SenderSendError(PermanentSendError):
+    """The provider refused the message's sender: its identity is not verified (or its custom
+    MAIL FROM domain is not set up). Every email of that sender fails until an operator fixes
+    the identity, and the emails of other senders go on: this is neither one message's fault
+    nor the whole account's. Failed as ``config``, so a retry of the topic sends them then."""
+
+
 class AccountSendError(SendError):
     """The sending account cannot send at all right now: pause the pipeline, fail nothing."""
 

@@ -48,6 +48,11 @@ class NewMessage:
     body: str
     emails: tuple[str, ...]
     data: tuple[Mapping[str, str], ...] | None = None
+    #: the message's ``from`` (None: the default sender, AWS_SES_FROM_EMAIL), already checked
+    #: against ALLOWED_SENDERS and the key's senders; stored with the content.
+    sender: str | None = None
+    #: the message's ``reply_to`` address, if any.
+    reply_to: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +62,9 @@ class Submission:
     messages: tuple[NewMessage, ...]
     due_at_ms: int
     created_at_ms: int
+    #: the named API key that submitted it (None: ``API_KEY`` or the generated key), stored on
+    #: every email so a ``send`` key reads back only its own messages.
+    api_key_id: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +119,9 @@ class ResultEvent:
 class Content:
     subject: str
     body: str
+    #: the ``from`` of the message (None: the default sender) and its ``reply_to``.
+    sender: str | None = None
+    reply_to: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,3 +281,42 @@ class RequestDetail:
     due_at_ms: int
     sent_at_ms: int | None
     events: tuple[EventRecord, ...]
+    #: the named API key that submitted the email (None: ``API_KEY`` or the generated key).
+    api_key_id: int | None = None
+    #: the email's ``from`` when it is not the default sender.
+    sender: str | None = None
+
+
+class Scope(enum.StrEnum):
+    """What a named API key may do (see sesender/http/scopes.py for the route table)."""
+
+    SEND = "send"  # POST messages, read its own messages
+    READ = "read"  # statistics, topics, messages, the suppression list, the dashboard
+    ADMIN = "admin"  # everything, keys included
+
+
+@dataclass(frozen=True, slots=True)
+class NewApiKey:
+    name: str
+    scopes: frozenset[Scope]
+    #: the senders (addresses or domains) the key may use; None: any allowed sender.
+    senders: tuple[str, ...] | None
+    prefix: str
+    #: SHA-256 of the key: the key itself is never stored.
+    digest: bytes
+    created_at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    """A named API key as stored (its digest, never the key)."""
+
+    id: int
+    name: str
+    scopes: frozenset[Scope]
+    senders: tuple[str, ...] | None
+    prefix: str
+    digest: bytes
+    created_at_ms: int
+    last_used_at_ms: int | None
+    revoked_at_ms: int | None

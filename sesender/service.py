@@ -34,6 +34,7 @@ from actors import (
     open_supervisor,
     watch_signals,
 )
+from sesender.api_keys import KeyRing
 from sesender.backends.base import Backend
 from sesender.backends.memory import MemoryBackend
 from sesender.backends.outbox import OutboxBackend
@@ -313,6 +314,7 @@ async def _start_actors(
             *(("instance",) if coordinator is not None else ()),
             *(("sqs-poller",) if config.feedback.events_queue_url else ()),
         ),
+        keys=KeyRing(store, configured_digest=config.server.api_key_digest, now_ms=now_ms),
     )
     app = create_app(context)
     poller_scope = trio.CancelScope()

@@ -55,6 +55,8 @@ class OutgoingEmail:
     #: template and the values it was rendered with. A backend that does not care sends
     #: ``subject``/``html`` as they are, so every backend shows the recipient the same text.
     merge: MergeFields | None = None
+    #: The message's Reply-To address (SES ``ReplyToAddresses``), if it has one.
+    reply_to: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

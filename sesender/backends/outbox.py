@@ -42,6 +42,7 @@ from pathlib import Path
 import trio
 
 from actors import ThreadLane
+from sesender.backends.addresses import ascii_address
 from sesender.backends.base import AccountStatus, OutgoingEmail, SendResult
 from sesender.backends.headers import require_single_line
 from sesender.backends.one_by_one import send_one_by_one
@@ -94,6 +95,8 @@ def build_message(email: OutgoingEmail, *, unique: str, date: datetime) -> MIMEM
         message["From"] = sender
         message["To"] = recipient
         message["Subject"] = header_value("Subject", email.subject)
+        if email.reply_to is not None:
+            message["Reply-To"] = ascii_address(email.reply_to, field="reply-to")
         message["Date"] = format_datetime(date)
         message["Message-ID"] = f"<{unique}@{message_id_domain(sender)}>"
         message["X-Sesender-Request-Id"] = str(email.request_id)

@@ -25,6 +25,8 @@ def check_sendable(email: OutgoingEmail) -> tuple[str, str]:
     """
     sender = ascii_address(email.sender, field="sender")
     recipient = ascii_address(email.recipient, field="recipient")
+    if email.reply_to is not None:
+        ascii_address(email.reply_to, field="reply-to")
     require_single_line("subject", email.subject)
     validate_custom_headers(email.headers)
     return sender, recipient

@@ -64,6 +64,8 @@ from botocore.exceptions import (
 )
 
 from actors import ThreadLane
+from sesender.addresses import bare_address
+from sesender.backends.addresses import ascii_address
 from sesender.backends.base import AccountStatus, OutgoingEmail, SendResult
 from sesender.backends.sendable import check_sendable
 from sesender.backends.ses_bulk import (
@@ -83,6 +85,7 @@ from sesender.errors import (
     AccountSendError,
     PermanentSendError,
     SendError,
+    SenderSendError,
     TransientSendError,
 )
 
@@ -103,6 +106,7 @@ __all__ = [
     "build_send_email_request",
     "build_ses_client",
     "classify_client_error",
+    "sender_not_verified",
     "ses_tag_part",
     "translate_error",
 ]
@@ -158,17 +162,37 @@ AUTHORISATION_CODES = frozenset(
         "MissingAuthenticationToken",
     }
 )
+# The sender's identity cannot send: fail that sender's emails (kind ``config``), not the account.
+SENDER_CODES = frozenset({"MailFromDomainNotVerifiedException"})
 DAILY_QUOTA = re.compile(r"daily|24[ -]?hour", re.IGNORECASE)
 UTF8 = "UTF-8"
 
 
-def classify_client_error(code: str, status: int | None, message: str) -> SendError:
+def sender_not_verified(message: str, sender: str | None) -> bool:
+    """Whether an SES refusal (``MessageRejected``, a bulk entry's ``MESSAGE_REJECTED``) says
+    that ``sender`` is not a verified identity. SES names the identities that failed the check
+    ("Email address is not verified. The following identities failed the check in region
+    US-EAST-1: news@example.com"); in the sandbox a recipient can be among them, which is that
+    email's fault alone, so only a refusal naming the sender's address counts."""
+    if sender is None:
+        return False
+    lowered = message.lower()
+    return "not verified" in lowered and bare_address(sender) in lowered
+
+
+def classify_client_error(
+    code: str, status: int | None, message: str, *, sender: str | None = None
+) -> SendError:
     """Map one SES error response to the ``SendError`` the pipeline acts on.
 
     Pure and table-driven: ``code`` is ``response["Error"]["Code"]``, ``status`` the HTTP status
-    (None when unknown), ``message`` the error message. The returned error carries ``code``.
+    (None when unknown), ``message`` the error message, ``sender`` the address the call sent
+    from (to tell an unverified sender from an unverified sandbox recipient). The returned
+    error carries ``code``.
     """
     text = f"SES {code or status}: {message}".rstrip(": ")
+    if code in SENDER_CODES or (code == "MessageRejected" and sender_not_verified(message, sender)):
+        return SenderSendError(text, code=code)
     if code in THROTTLING_CODES:
         # A throttle that names the daily quota will not clear with a backoff: pause until the
         # 24-hour window frees up (SES v1 says "Daily message quota exceeded." with "Throttling").
@@ -186,18 +210,19 @@ def classify_client_error(code: str, status: int | None, message: str) -> SendEr
             return TransientSendError(text, code=code)
         if status in (401, 403):
             return AccountSendError(text, code=code)
-    # MessageRejected, MailFromDomainNotVerifiedException, NotFoundException,
+    # MessageRejected (other than an unverified sender), NotFoundException,
     # BadRequestException and everything unknown: this message will not go as it is.
     return PermanentSendError(text, code=code)
 
 
-def translate_error(exc: BotoCoreError | ClientError) -> SendError:
-    """Translate a botocore exception into a ``SendError`` (the caller raises it ``from exc``)."""
+def translate_error(exc: BotoCoreError | ClientError, *, sender: str | None = None) -> SendError:
+    """Translate a botocore exception into a ``SendError`` (the caller raises it ``from exc``);
+    ``sender``: the call's sender (see :func:`classify_client_error`)."""
     if isinstance(exc, ClientError):
         error = exc.response.get("Error", {})
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
         return classify_client_error(
-            str(error.get("Code", "")), status, str(error.get("Message", ""))
+            str(error.get("Code", "")), status, str(error.get("Message", "")), sender=sender
         )
     code = type(exc).__name__
     if isinstance(exc, BotocoreConnectionError):
@@ -233,6 +258,8 @@ def build_send_email_request(email: OutgoingEmail) -> SendEmailRequestTypeDef:
         "Destination": {"ToAddresses": [recipient]},
         "Content": {"Simple": simple},
     }
+    if email.reply_to is not None:
+        request["ReplyToAddresses"] = [ascii_address(email.reply_to, field="reply-to")]
     tags = ses_tags(email.tags)
     if tags:
         request["EmailTags"] = tags
@@ -362,7 +389,7 @@ class SesBackend:
             self._permanent += 1
             raise
         except (BotoCoreError, ClientError) as exc:
-            error = translate_error(exc)
+            error = translate_error(exc, sender=email.sender)
             self._count_failure(error)
             raise error from exc
         finally:
@@ -462,13 +489,13 @@ class SesBackend:
         try:
             response = await self.lane.run_abandonable(call)
         except (BotoCoreError, ClientError) as exc:
-            error = translate_error(exc)
+            error = translate_error(exc, sender=key.sender)
             error.__cause__ = exc
             answers: Mapping[int, SendResult] = dict.fromkeys(carried, error)
         else:
             entries = response["BulkEmailEntryResults"] if response is not None else []
             answers = {
-                position: entry_result(entry)
+                position: entry_result(entry, sender=key.sender)
                 for position, entry in zip(carried, entries, strict=False)
             }
         finally:

@@ -39,11 +39,19 @@ from functools import lru_cache
 from html import escape, unescape
 from typing import TYPE_CHECKING
 
+from sesender.addresses import bare_address
+from sesender.backends.addresses import ascii_address
 from sesender.backends.base import OutgoingEmail
 from sesender.backends.sendable import check_sendable
 from sesender.backends.ses_tags import ses_tags
 from sesender.backends.text import html_to_text
-from sesender.errors import AccountSendError, PermanentSendError, SendError, TransientSendError
+from sesender.errors import (
+    AccountSendError,
+    PermanentSendError,
+    SendError,
+    SenderSendError,
+    TransientSendError,
+)
 from sesender.pipeline.pixel import insert_pixel
 
 if TYPE_CHECKING:
@@ -101,6 +109,8 @@ COMPACT_JSON = json.JSONEncoder(separators=(",", ":")).encode
 # future one) are transient: the email is retried through the rate limiter.
 PERMANENT_STATUSES = frozenset({"MESSAGE_REJECTED", "INVALID_PARAMETER"})
 THROTTLED_STATUSES = frozenset({"ACCOUNT_THROTTLED"})
+# The sender's identity cannot send: that sender's emails fail (``config``), others go on.
+SENDER_STATUSES = frozenset({"MAIL_FROM_DOMAIN_NOT_VERIFIED"})
 # The account, its configuration set or its sending setup cannot send anything: pause, fail
 # nothing. TEMPLATE_NOT_FOUND, CONFIGURATION_SET_NOT_FOUND and INVALID_SENDING_POOL_NAME name no
 # email's fault either (the template is inline; the set and pool come from configuration).
@@ -110,7 +120,6 @@ ACCOUNT_STATUSES = frozenset(
         "ACCOUNT_SENDING_PAUSED",
         "ACCOUNT_DAILY_QUOTA_EXCEEDED",
         "CONFIGURATION_SET_SENDING_PAUSED",
-        "MAIL_FROM_DOMAIN_NOT_VERIFIED",
         "TEMPLATE_NOT_FOUND",
         "CONFIGURATION_SET_NOT_FOUND",
         "INVALID_SENDING_POOL_NAME",
@@ -161,6 +170,8 @@ class BulkKey:
     pixel_url: str | None
     header_names: tuple[str, ...]
     tag_names: tuple[str, ...]
+    #: Reply-To is one value for the whole call (``ReplyToAddresses``), like the sender.
+    reply_to: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,6 +230,7 @@ def bulk_key(email: OutgoingEmail) -> tuple[BulkKey, dict[str, str]] | None:
         pixel_url=pixel_url,
         header_names=tuple(name for name, _ in email.headers),
         tag_names=tuple(name for name, _ in email.tags),
+        reply_to=email.reply_to,
     )
     return key, data
 
@@ -387,18 +399,31 @@ def build_bulk_request(
         "DefaultContent": {"Template": {"TemplateContent": content, "TemplateData": "{}"}},
         "BulkEmailEntries": entries,
     }
+    if key.reply_to is not None:
+        request["ReplyToAddresses"] = [ascii_address(key.reply_to, field="reply-to")]
     if key.configuration_set:
         request["ConfigurationSetName"] = key.configuration_set
     return request
 
 
-def entry_result(result: BulkEmailEntryResultTypeDef) -> str | SendError:
-    """Map one entry of a ``SendBulkEmail`` answer to that email's result (pure)."""
+def entry_result(
+    result: BulkEmailEntryResultTypeDef, *, sender: str | None = None
+) -> str | SendError:
+    """Map one entry of a ``SendBulkEmail`` answer to that email's result (pure); ``sender``:
+    the call's sender, to tell an unverified sender from an unverified sandbox recipient."""
     status = str(result.get("Status", ""))
     message_id = result.get("MessageId")
     if status == "SUCCESS" and message_id:
         return message_id
-    text = f"SES {status or 'no status'}: {result.get('Error', '')}".rstrip(": ")
+    error = str(result.get("Error", ""))
+    text = f"SES {status or 'no status'}: {error}".rstrip(": ")
+    if status in SENDER_STATUSES or (
+        status == "MESSAGE_REJECTED"
+        and sender is not None
+        and "not verified" in error.lower()
+        and bare_address(sender) in error.lower()
+    ):
+        return SenderSendError(text, code=status)
     if status in PERMANENT_STATUSES:
         return PermanentSendError(text, code=status)
     if status in ACCOUNT_STATUSES:

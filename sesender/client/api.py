@@ -166,19 +166,23 @@ class SesenderClient:
         emails: Sequence[str | Mapping[str, Any]],
         scheduled_at: str | None = None,
         idempotency_key: str | None = None,
+        sender: str | None = None,
+        reply_to: str | None = None,
     ) -> SubmitResult:
         """``POST /v1/messages`` with one message (at most the server's recipient limit);
-        ``emails`` are addresses or ``{"email": ..., "data": {...}}`` merge-field objects."""
-        body: dict[str, Any] = {
-            "messages": [
-                {
-                    "topic_id": topic_id,
-                    "emails": list(emails),
-                    "subject": subject,
-                    "content": content,
-                }
-            ]
+        ``emails`` are addresses or ``{"email": ..., "data": {...}}`` merge-field objects;
+        ``sender`` is its ``from`` (None: the server's default sender)."""
+        message: dict[str, Any] = {
+            "topic_id": topic_id,
+            "emails": list(emails),
+            "subject": subject,
+            "content": content,
         }
+        if sender:
+            message["from"] = sender
+        if reply_to:
+            message["reply_to"] = reply_to
+        body: dict[str, Any] = {"messages": [message]}
         if scheduled_at:
             body["scheduled_at"] = scheduled_at
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
@@ -272,6 +276,28 @@ class SesenderClient:
         response = self._request("DELETE", suppression_path(email))
         removed = self._object(response).get("email")
         return removed if isinstance(removed, str) else email
+
+    def create_api_key(
+        self, name: str, scopes: Sequence[str], *, senders: Sequence[str] | None = None
+    ) -> dict[str, Any]:
+        """``POST /v1/api-keys``: the new key's record, with ``key`` (shown only now)."""
+        body: dict[str, Any] = {"name": name, "scopes": list(scopes)}
+        if senders:
+            body["senders"] = list(senders)
+        return self._object(self._request("POST", "/v1/api-keys", json=body))
+
+    def list_api_keys(self, *, revoked: bool = False) -> list[dict[str, Any]]:
+        """``GET /v1/api-keys``: the named keys (and revoked ones if asked)."""
+        response = self._request(
+            "GET", "/v1/api-keys", params={"revoked": "true" if revoked else "false"}
+        )
+        return [
+            item for item in _list(self._object(response).get("api_keys")) if isinstance(item, dict)
+        ]
+
+    def revoke_api_key(self, key_id: int) -> dict[str, Any]:
+        """``DELETE /v1/api-keys/{id}``: the revoked key's record."""
+        return self._object(self._request("DELETE", f"/v1/api-keys/{int(key_id)}"))
 
     # -- the one boundary -----------------------------------------------------------------------
 

@@ -1,5 +1,6 @@
-"""The client commands of the ``sesender`` script: ``send``, ``stats``, ``cancel``, ``retry`` and
-``suppressions list|add|remove``, talking to a running server over HTTP.
+"""The client commands of the ``sesender`` script: ``send``, ``stats``, ``cancel``, ``retry``,
+``suppressions list|add|remove`` and ``keys create|list|revoke``, talking to a running server over
+HTTP.
 
 They never load the server's configuration: the server is ``--url`` (else ``$SESENDER_URL``, else
 ``http://localhost:3000``) and the key ``--api-key`` (else ``$API_KEY``); ``cli.py`` passes the
@@ -73,7 +74,8 @@ IDEMPOTENCY_WINDOW_HOURS = 24
 RATE_WINDOW_SECONDS = 5.0
 ORIGINAL_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 
-CLIENT_COMMANDS = frozenset({"send", "stats", "cancel", "retry", "suppressions"})
+CLIENT_COMMANDS = frozenset({"send", "stats", "cancel", "retry", "suppressions", "keys"})
+SCOPES = ("send", "read", "admin")
 
 
 # -- parsing ---------------------------------------------------------------------------------------
@@ -167,6 +169,14 @@ def add_client_commands(commands: argparse._SubParsersAction[CommandParser]) -> 
         help="schedule: 'YYYY-MM-DD HH:MM:SS' (the server's SCHEDULE_TIMEZONE) or ISO 8601",
     )
     send.add_argument(
+        "--from",
+        dest="sender",
+        metavar="ADDRESS",
+        help="the sender, e.g. 'News <news@example.com>' (default: the server's"
+        " AWS_SES_FROM_EMAIL; must be on its ALLOWED_SENDERS)",
+    )
+    send.add_argument("--reply-to", metavar="ADDRESS", help="a Reply-To address")
+    send.add_argument(
         "--no-follow", action="store_true", help="return after submitting; do not follow"
     )
     send.add_argument(
@@ -225,6 +235,42 @@ def add_client_commands(commands: argparse._SubParsersAction[CommandParser]) -> 
     remove = actions.add_parser("remove", help="unsuppress an address", one_line_errors=True)
     remove.add_argument("email")
     add_connection_options(remove)
+
+    keys = commands.add_parser(
+        "keys",
+        help="create, list or revoke named API keys (needs an admin key)",
+        description="Named API keys with scopes: send (POST messages, read its own), read"
+        " (statistics, topics, messages, suppressions, the dashboard), admin (everything)."
+        " Rotation: create the new key, move the clients, revoke the old one.",
+        one_line_errors=True,
+    )
+    key_actions = keys.add_subparsers(dest="action", required=True)
+    create = key_actions.add_parser(
+        "create", help="create a key and print it (shown only once)", one_line_errors=True
+    )
+    create.add_argument("name", help="what the key is for (e.g. 'newsletter app')")
+    create.add_argument(
+        "--scope",
+        dest="scopes",
+        action="append",
+        choices=SCOPES,
+        required=True,
+        help="a scope (repeat for several)",
+    )
+    create.add_argument(
+        "--sender",
+        dest="senders",
+        action="append",
+        metavar="ADDRESS_OR_DOMAIN",
+        help="limit the key to this sender (repeat for several; default: every allowed sender)",
+    )
+    add_connection_options(create)
+    key_list = key_actions.add_parser("list", help="list the keys", one_line_errors=True)
+    key_list.add_argument("--revoked", action="store_true", help="include revoked keys")
+    add_connection_options(key_list)
+    revoke = key_actions.add_parser("revoke", help="revoke a key", one_line_errors=True)
+    revoke.add_argument("id", type=positive_int, help="the key's id (see 'keys list')")
+    add_connection_options(revoke)
 
 
 # -- running ---------------------------------------------------------------------------------------
@@ -385,6 +431,8 @@ def send_command(client: SesenderClient, arguments: argparse.Namespace, runtime:
             scheduled_at=scheduled_at,
             batch_size=arguments.batch_size,
             resend=arguments.resend,
+            sender=arguments.sender,
+            reply_to=arguments.reply_to,
         )
     except KeyboardInterrupt:
         return report(
@@ -431,6 +479,8 @@ def submit_all(
     scheduled_at: str | None,
     batch_size: int,
     resend: bool = False,
+    sender: str | None = None,
+    reply_to: str | None = None,
 ) -> SendTotals:
     """Submit ``recipients`` in requests of at most ``batch_size``, showing progress.
 
@@ -462,6 +512,8 @@ def submit_all(
                     content=content,
                     emails=part,
                     scheduled_at=scheduled_at,
+                    sender=sender,
+                    reply_to=reply_to,
                     idempotency_key=idempotency_key(
                         topic=topic,
                         subject=subject,
@@ -470,6 +522,8 @@ def submit_all(
                         scheduled_at=scheduled_at,
                         index=index,
                         salt=salt,
+                        sender=sender,
+                        reply_to=reply_to,
                     ),
                 )
             except ClientError as exc:
@@ -494,6 +548,8 @@ def idempotency_key(
     scheduled_at: str | None,
     index: int,
     salt: str = "",
+    sender: str | None = None,
+    reply_to: str | None = None,
 ) -> str:
     """The Idempotency-Key of batch ``index``: a SHA-256 over everything its request body holds
     (topic, subject, HTML, schedule, recipients with their merge-field data) and its place in the
@@ -503,14 +559,28 @@ def idempotency_key(
     inputs give a different key, so the server never answers 409 (key reused with another body)
     to a changed command: changing the subject or the schedule is a new email. Each field is
     length-prefixed, so two different inputs never hash the same bytes. ``salt`` (random, for
-    ``--resend``) makes new keys. The key is 80 characters, within the server's 255.
+    ``--resend``) makes new keys. The key is 80 characters, within the server's 255. ``--from``
+    and ``--reply-to`` count only when given, so the keys of commands without them stay as they
+    were.
     """
     digest = hashlib.sha256()
     recipients = (
         item if isinstance(item, str) else json.dumps(item, sort_keys=True, ensure_ascii=False)
         for item in emails
     )
-    for text in (salt, topic, subject, content, scheduled_at or "", str(index), *recipients):
+    # Given only with --from / --reply-to, and first, behind a tag no salt can equal (a salt is
+    # empty or 32 hex digits), so no input without them hashes the same fields.
+    senders = () if sender is None and reply_to is None else ("from", sender or "", reply_to or "")
+    for text in (
+        *senders,
+        salt,
+        topic,
+        subject,
+        content,
+        scheduled_at or "",
+        str(index),
+        *recipients,
+    ):
         data = text.encode("utf-8", "surrogatepass")
         digest.update(len(data).to_bytes(8, "big"))
         digest.update(data)
@@ -702,6 +772,39 @@ def suppressions_command(
     return EXIT_OK
 
 
+# -- API keys ----------------------------------------------------------------------------------
+
+
+def keys_command(client: SesenderClient, arguments: argparse.Namespace, runtime: Runtime) -> int:
+    console = runtime.console
+    if arguments.action == "create":
+        created = client.create_api_key(
+            arguments.name, sorted(set(arguments.scopes)), senders=arguments.senders
+        )
+        say(console, f"created key {created.get('id')} ({created.get('name')}):")
+        say(console, str(created.get("key")))
+        say(console, "it is shown only now: keep it somewhere safe")
+        return EXIT_OK
+    if arguments.action == "revoke":
+        revoked = client.revoke_api_key(arguments.id)
+        say(console, f"revoked key {revoked.get('id')} ({revoked.get('name')})")
+        return EXIT_OK
+    for key in client.list_api_keys(revoked=arguments.revoked):
+        senders = key.get("senders")
+        fields = (
+            str(key.get("id")),
+            str(key.get("name")),
+            ",".join(str(s) for s in key.get("scopes") or []),
+            str(key.get("prefix")),
+            ",".join(str(s) for s in senders) if isinstance(senders, list) else "any sender",
+            str(key.get("created_at") or ""),
+            "last used " + str(key.get("last_used_at") or "never"),
+            "revoked " + str(key["revoked_at"]) if key.get("revoked_at") else "valid",
+        )
+        say(console, "\t".join(" ".join(value.split()) for value in fields))
+    return EXIT_OK
+
+
 Command = Callable[[SesenderClient, argparse.Namespace, Runtime], int]
 
 COMMANDS: Mapping[str, Command] = {
@@ -710,4 +813,5 @@ COMMANDS: Mapping[str, Command] = {
     "cancel": cancel_command,
     "retry": retry_command,
     "suppressions": suppressions_command,
+    "keys": keys_command,
 }

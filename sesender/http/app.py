@@ -1,7 +1,10 @@
 """The quart-trio application: routes, authentication and JSON errors everywhere.
 
-Authentication is applied in one ``before_request`` hook to every matched route except the public
-ones listed in :data:`PUBLIC_ENDPOINTS`, so a new route cannot forget it. Unknown routes answer 404
+Authentication and scopes are applied in one ``before_request`` hook to every matched route, from
+the one table :data:`~sesender.http.scopes.ROUTE_SCOPES` (public routes, and the API key scopes
+that may call each other route), so a new route cannot forget it: one missing from the table is
+open to ``admin`` keys only. A key without the scope gets 403; a missing, unknown or revoked key
+401. Unknown routes answer 404
 (JSON), wrong methods 405, oversized bodies 413, and an unexpected exception a 500 with no stack
 trace, reported to Sentry.
 """
@@ -17,7 +20,8 @@ from quart import Response, g, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from sesender.errors import ApiError, StoreUnavailable
-from sesender.http.auth import check_api_key_digest
+from sesender.http.api_keys import api_keys_blueprint
+from sesender.http.auth import authorize
 from sesender.http.context import AppContext, SesenderApp
 from sesender.http.dashboard import dashboard_blueprint
 from sesender.http.events import events_blueprint
@@ -27,6 +31,7 @@ from sesender.http.messages import messages_blueprint
 from sesender.http.metrics_route import metrics_blueprint
 from sesender.http.openapi import docs_blueprint
 from sesender.http.responses import error_response
+from sesender.http.scopes import ADMIN, PUBLIC, access_for
 from sesender.http.stats import stats_blueprint
 from sesender.http.suppressions import suppressions_blueprint
 from sesender.http.topics import topics_blueprint
@@ -37,7 +42,8 @@ __all__ = ["PUBLIC_ENDPOINTS", "SesenderApp", "create_app", "is_utf8"]
 
 logger = logging.getLogger(__name__)
 
-#: Endpoints reachable without X-API-KEY (the README's "HTTP API" lists them).
+#: Endpoints reachable without X-API-KEY (the README's "HTTP API" lists them); the same routes as
+#: the public ones of ROUTE_SCOPES (tests/unit/http/test_scopes.py checks they agree).
 PUBLIC_ENDPOINTS = frozenset(
     {
         "health.health",
@@ -83,6 +89,7 @@ def create_app(context: AppContext) -> SesenderApp:
         metrics_blueprint,
         stats_blueprint,
         dashboard_blueprint,
+        api_keys_blueprint,
     ):
         app.register_blueprint(blueprint)
 
@@ -127,9 +134,23 @@ def create_app(context: AppContext) -> SesenderApp:
 
     @app.before_request
     async def authenticate() -> None:
-        if request.url_rule is None or request.endpoint in PUBLIC_ENDPOINTS:
+        rule = request.url_rule
+        if rule is None:
             return
-        check_api_key_digest(request.headers.get("X-API-KEY"), context.config.server.api_key_digest)
+        access = access_for(request.method, rule.rule)
+        if access == PUBLIC:
+            return
+        principal = await context.keys.authenticate(request.headers.get("X-API-KEY"))
+        if access is None:
+            logger.error(
+                "route %s %s has no entry in ROUTE_SCOPES: admin keys only",
+                request.method,
+                rule.rule,
+                extra={"event": "route_without_scope"},
+            )
+            access = ADMIN
+        authorize(principal, access)
+        g.principal = principal
 
     @app.errorhandler(ApiError)
     async def api_error(error: ApiError) -> Response:

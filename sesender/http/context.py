@@ -14,6 +14,7 @@ from quart import current_app
 from quart_trio import QuartTrio
 
 from actors import PipeSender, ShutdownTrigger, Supervisor
+from sesender.api_keys import KeyRing
 from sesender.config import Config
 from sesender.feedback.intake import FeedbackIntake
 from sesender.metrics import Metrics
@@ -42,6 +43,8 @@ class AppContext:
     metrics: Metrics | None
     #: the actors /ready requires to be running (the HTTP actor answers, so it is running).
     required_actors: tuple[str, ...]
+    #: checks X-API-KEY: API_KEY, then the named keys (cached, refreshed every second).
+    keys: KeyRing
     #: with PostgreSQL: this instance's membership (heartbeat, notifications); None on SQLite.
     instance: InstanceCoordinator | None = None
 

@@ -9,6 +9,7 @@ from quart import Blueprint, Response
 from sesender.errors import StoreError
 from sesender.http.context import app_context
 from sesender.http.responses import iso, json_response
+from sesender.senders import SenderPolicy
 
 health_blueprint = Blueprint("health", __name__)
 
@@ -51,10 +52,14 @@ async def ready() -> Response:
     if instance is not None and instance.stale:
         problems.append("instance heartbeat older than its lease")
     gate = context.pipeline.gate_statistics()
+    aws = context.config.backend.aws
     body: dict[str, Any] = {
         "status": "ok" if not problems else "unavailable",
         "db": "connected" if reachable else "disconnected",
         "backend": context.config.backend.kind.value,
+        # What SES must have verified (addresses, or domains covering every address in them)
+        # for every sender a message may use: the default sender and ALLOWED_SENDERS.
+        "sender_identities": SenderPolicy(aws.from_email, aws.allowed_senders).identities(),
         "database": database,
         "sending": "paused" if gate.paused else "active",
         "actors": actors,

@@ -5,13 +5,15 @@ from __future__ import annotations
 import functools
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar, TypeVarTuple, Unpack
 
 import trio
 from quart import Blueprint, Response, request
 
+from sesender.api_keys import Principal
 from sesender.errors import ApiError, StoreUnavailable
+from sesender.http.auth import current_principal
 from sesender.http.context import app_context
 from sesender.http.request_body import require_json
 from sesender.http.responses import iso, json_response
@@ -22,7 +24,8 @@ from sesender.http.submission import (
     parse_json,
     parse_submission,
 )
-from sesender.models import IdempotencyRecord, NewIdempotencyKey, Submission
+from sesender.models import IdempotencyRecord, NewIdempotencyKey, NewMessage, Scope, Submission
+from sesender.senders import SenderPolicy, bare_address, key_allows
 
 T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
@@ -84,6 +87,8 @@ async def submit_messages() -> Response:
         if existing is not None:
             return replay(existing, digest)
 
+    aws = context.config.backend.aws
+    policy = SenderPolicy(aws.from_email, aws.allowed_senders)
     parsed = await off_the_loop(
         len(raw),
         functools.partial(
@@ -92,8 +97,12 @@ async def submit_messages() -> Response:
             max_recipients=context.config.server.max_recipients_per_request,
             timezone=context.config.pipeline.schedule_timezone,
             unsubscribe_available=context.config.feedback.unsubscribe_enabled,
+            senders=policy,
         ),
     )
+    principal = current_principal()
+    if principal.senders is not None:
+        check_key_senders(principal, parsed.messages, policy)
     due = due_at_ms(parsed.scheduled_at, now_ms)
     scheduled = parsed.scheduled_at is not None and due > now_ms
     body: dict[str, Any] = {
@@ -118,7 +127,12 @@ async def submit_messages() -> Response:
         )
     try:
         receipt = await context.store.submit(
-            Submission(messages=parsed.messages, due_at_ms=due, created_at_ms=now_ms),
+            Submission(
+                messages=parsed.messages,
+                due_at_ms=due,
+                created_at_ms=now_ms,
+                api_key_id=principal.key_id,
+            ),
             idempotency=new_key,
             idempotency_since_ms=since_ms,
         )
@@ -132,6 +146,20 @@ async def submit_messages() -> Response:
         return json_response(json.loads(receipt.response))  # what a replay will return
     body["duration_ms"] = elapsed_ms(started)
     return json_response(with_first_request_id(body, receipt.first_request_id))
+
+
+def check_key_senders(
+    principal: Principal, messages: Sequence[NewMessage], policy: SenderPolicy
+) -> None:
+    """403 (nothing stored) when a message's sender is not one the key is limited to."""
+    for index, message in enumerate(messages):
+        address = policy.default_address if message.sender is None else bare_address(message.sender)
+        if not key_allows(principal.senders, address):
+            raise ApiError(
+                403,
+                f"messages[{index}]: this API key ({principal.name!r}) may not send from"
+                f" {address!r}",
+            )
 
 
 def with_first_request_id(body: dict[str, Any], first_request_id: int | None) -> dict[str, Any]:
@@ -162,6 +190,11 @@ def elapsed_ms(started: float) -> int:
 @messages_blueprint.get("/v1/messages/<int:request_id>")
 async def message_detail(request_id: int) -> Response:
     detail = await app_context().store.request_detail(request_id) if request_id < 2**63 else None
+    principal = current_principal()
+    if detail is not None and not (
+        principal.has(Scope.READ) or detail.api_key_id == (principal.key_id)
+    ):
+        detail = None  # a send-only key reads its own emails; the others do not exist for it
     if detail is None:
         raise ApiError(404, f"No email with request id {request_id}")
     return json_response(
@@ -169,6 +202,7 @@ async def message_detail(request_id: int) -> Response:
             "request_id": detail.request_id,
             "topic_id": detail.topic_id,
             "email": detail.email,
+            "from": detail.sender or app_context().config.backend.aws.from_email,
             "status": detail.status.label,
             "attempts": detail.attempts,
             "message_id": detail.message_id,

@@ -18,7 +18,7 @@ import hashlib
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -26,6 +26,7 @@ from zoneinfo import ZoneInfo
 from sesender.addresses import check_address
 from sesender.errors import ApiError
 from sesender.models import NewMessage
+from sesender.senders import SenderPolicy, parse_address_field
 from sesender.templating import (
     MAX_FIELDS,
     PLACEHOLDER,
@@ -123,10 +124,16 @@ def _text_field(message: dict[str, Any], name: str, index: int) -> str:
 
 
 def parse_submission(
-    payload: Any, *, max_recipients: int, timezone: ZoneInfo, unsubscribe_available: bool = True
+    payload: Any,
+    *,
+    max_recipients: int,
+    timezone: ZoneInfo,
+    unsubscribe_available: bool = True,
+    senders: SenderPolicy | None = None,
 ) -> ParsedSubmission:
     """The body checked and split into messages; ``unsubscribe_available`` says whether a
-    template may use ``{{unsubscribe_url}}`` (UNSUBSCRIBE_ENABLED)."""
+    template may use ``{{unsubscribe_url}}`` (UNSUBSCRIBE_ENABLED); ``senders`` which ``from``
+    a message may have (None: none but the default)."""
     if not isinstance(payload, dict):
         raise ApiError(400, "The body must be a JSON object with a 'messages' list")
     raw_messages = payload.get("messages")
@@ -177,6 +184,7 @@ def parse_submission(
         content = _text_field(message, "content", index)
         if "\x00" in content or "\x00" in subject:
             raise ApiError(400, f"messages[{index}] must not contain NUL characters")
+        sender, reply_to = _sender_fields(message, index, senders)
         if message.get("data") is not None or any(isinstance(i, dict) for i in message["emails"]):
             template = Template.of(message, subject, content, index, unsubscribe_available)
             parsed_message, dropped, refused = template.recipients(topic_id, message["emails"])
@@ -184,6 +192,8 @@ def parse_submission(
             parsed_message, dropped, refused = plain_recipients(
                 topic_id, subject, content, message["emails"]
             )
+        if sender is not None or reply_to is not None:
+            parsed_message = replace(parsed_message, sender=sender, reply_to=reply_to)
         messages.append(parsed_message)
         duplicates += dropped
         rejected_count += len(refused)
@@ -197,6 +207,23 @@ def parse_submission(
         rejected_count=rejected_count,
         rejected=tuple(rejected),
     )
+
+
+def _sender_fields(
+    message: dict[str, Any], index: int, senders: SenderPolicy | None
+) -> tuple[str | None, str | None]:
+    """``messages[index]``'s ``from`` (None: the default sender) and ``reply_to``, or a 400."""
+    raw_from = message.get("from")
+    if raw_from is not None and senders is None:
+        raise ApiError(400, f"messages[{index}].from is not accepted here")
+    sender = None if senders is None else senders.sender_of(raw_from, index)
+    raw_reply_to = message.get("reply_to")
+    reply_to = (
+        None
+        if raw_reply_to is None
+        else parse_address_field(raw_reply_to, f"messages[{index}].reply_to")
+    )
+    return sender, reply_to
 
 
 def plain_recipients(

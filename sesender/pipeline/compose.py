@@ -62,7 +62,7 @@ class MessageComposer:
         return OutgoingEmail(
             request_id=email.request_id,
             topic_id=email.topic_id,
-            sender=self.sender,
+            sender=email.content.sender or self.sender,
             recipient=email.email,
             subject=subject,
             html=html if pixel_url is None else insert_pixel(html, pixel_url, cached=merge is None),
@@ -73,4 +73,5 @@ class MessageComposer:
             source_html=html,
             pixel_url=pixel_url,
             merge=merge,
+            reply_to=email.content.reply_to,
         )

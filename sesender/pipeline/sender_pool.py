@@ -27,7 +27,13 @@ import trio
 
 from actors import PipeReceiver, PipeSender
 from sesender.backends.base import Backend, OutgoingEmail, SendResult
-from sesender.errors import AccountSendError, PermanentSendError, SendError, TransientSendError
+from sesender.errors import (
+    AccountSendError,
+    PermanentSendError,
+    SendError,
+    SenderSendError,
+    TransientSendError,
+)
 from sesender.models import (
     ClaimedEmail,
     Deferred,
@@ -274,6 +280,23 @@ class SenderPool:
                 message_id=result,
                 attempts=attempts,
                 sent_at_ms=answered_ms,
+            )
+        if isinstance(result, SenderSendError):
+            # The sender's identity: its emails fail one by one as SES refuses them, retryable
+            # (POST /v1/topics/{id}/retry) once the identity is verified; other senders go on.
+            self._counts["failed"] += 1
+            logger.warning(
+                "request %d: SES refused its sender %s: %s",
+                email.request_id,
+                email.content.sender or self._composer.sender,
+                result,
+                extra={"event": "sender_refused"},
+            )
+            return Failed(
+                request_id=email.request_id,
+                error=_describe(result),
+                kind=FailureKind.CONFIG,
+                attempts=attempts,
             )
         if isinstance(result, PermanentSendError):
             self._counts["failed"] += 1

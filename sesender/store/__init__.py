@@ -2,6 +2,7 @@
 
 from sesender.models import IdempotencyRecord
 from sesender.store.base import (
+    ApiKeyStore,
     ApiStore,
     FeedbackStore,
     HealthStore,
@@ -14,6 +15,7 @@ from sesender.store.base import (
 from sesender.store.sqlite import SqliteStore, migrate, open_sqlite_store
 
 __all__ = [
+    "ApiKeyStore",
     "ApiStore",
     "FeedbackStore",
     "HealthStore",

@@ -8,7 +8,8 @@ against, only that:
 - :class:`FeedbackStore`: the feedback intake's group commit (opens, SES events, unsubscribes);
 - :class:`ApiStore`: the HTTP API's queries and commands;
 - :class:`HousekeepingStore`: pruning of deduplication records;
-- :class:`HealthStore`: ``/health``, ``/ready`` and the write-health signal.
+- :class:`HealthStore`: ``/health``, ``/ready`` and the write-health signal;
+- :class:`ApiKeyStore`: named API keys (the HTTP layer's key ring and ``/v1/api-keys``).
 
 :class:`Store` is their union, for the composition root that opens the store and hands each
 consumer its part; :class:`~sesender.store.sqlite.SqliteStore` implements it.
@@ -25,10 +26,12 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from sesender.models import (
+    ApiKey,
     ClaimBatch,
     FeedbackItem,
     FeedbackReport,
     IdempotencyRecord,
+    NewApiKey,
     NewIdempotencyKey,
     Outcome,
     RequestDetail,
@@ -173,11 +176,33 @@ class HealthStore(Protocol):
         ...
 
 
-class HttpStore(ApiStore, HealthStore, Protocol):
-    """What the HTTP layer is given: the API's queries and commands, and the health checks."""
+class ApiKeyStore(Protocol):
+    """Named API keys, kept as digests. The key ring reads every valid key about once a second
+    (the set is small), so a revocation reaches every instance sharing the database."""
+
+    async def create_api_key(self, key: NewApiKey) -> ApiKey: ...
+
+    async def api_keys(self, *, include_revoked: bool) -> list[ApiKey]:
+        """Every key (without revoked ones unless asked), oldest first."""
+        ...
+
+    async def revoke_api_key(self, key_id: int, *, now_ms: int) -> ApiKey | None:
+        """Revoke the key (again: no change); None when no key has this id."""
+        ...
+
+    async def touch_api_keys(self, used: Sequence[tuple[int, int]]) -> None:
+        """Record (key id, Unix ms) as the keys' last use, unless they were used later."""
+        ...
 
 
-class Store(QueueStore, FeedbackStore, ApiStore, HousekeepingStore, HealthStore, Protocol):
+class HttpStore(ApiStore, HealthStore, ApiKeyStore, Protocol):
+    """What the HTTP layer is given: the API's queries and commands, the health checks and the
+    API keys."""
+
+
+class Store(
+    QueueStore, FeedbackStore, ApiStore, HousekeepingStore, HealthStore, ApiKeyStore, Protocol
+):
     """Everything: what the composition root opens, closes and hands out in parts."""
 
     async def aclose(self) -> None: ...

@@ -26,6 +26,7 @@ from typing import Any
 import psycopg
 
 from sesender.models import (
+    ApiKey,
     ClaimBatch,
     ClaimedEmail,
     Content,
@@ -36,11 +37,14 @@ from sesender.models import (
     FeedbackItem,
     FeedbackReport,
     IdempotencyRecord,
+    NewApiKey,
     NewIdempotencyKey,
+    NewMessage,
     Outcome,
     RequestDetail,
     ResultEvent,
     Retry,
+    Scope,
     Sent,
     Status,
     Stopped,
@@ -147,7 +151,7 @@ def submit(
         for message in submission.messages:
             if not message.emails:
                 continue
-            content_id = _content_id(connection, message.subject, message.body, now)
+            content_id = _content_id(connection, message, now)
             data = (
                 None
                 if message.data is None
@@ -155,8 +159,8 @@ def submit(
             )
             row = connection.execute(
                 "WITH inserted AS (INSERT INTO requests (topic_id, content_id, email, data,"
-                " status, attempts, due_at, created_at, updated_at)"
-                f" SELECT %s, %s, e.email, e.data, {Status.CREATED.value}, 0, %s, %s, %s"
+                " status, attempts, due_at, created_at, updated_at, api_key_id)"
+                f" SELECT %s, %s, e.email, e.data, {Status.CREATED.value}, 0, %s, %s, %s, %s"
                 " FROM unnest(%s::text[], %s::text[]) WITH ORDINALITY AS e (email, data, n)"
                 " ORDER BY e.n RETURNING id) SELECT MIN(id), COUNT(*) FROM inserted",
                 (
@@ -165,6 +169,7 @@ def submit(
                     due,
                     now,
                     now,
+                    submission.api_key_id,
                     list(message.emails),
                     data if data is not None else [None] * len(message.emails),
                 ),
@@ -205,12 +210,13 @@ def submit(
     return SubmissionReceipt(stored=stored, first_request_id=first_id, response=response)
 
 
-def _content_id(connection: Connection, subject: str, body: str, now: int) -> int:
-    digest = content_digest(subject, body)
+def _content_id(connection: Connection, message: NewMessage, now: int) -> int:
+    digest = content_digest(message.subject, message.body, message.sender, message.reply_to)
     row = connection.execute(
-        "INSERT INTO contents (digest, subject, body, created_at) VALUES (%s, %s, %s, %s)"
+        "INSERT INTO contents (digest, subject, body, sender, reply_to, created_at)"
+        " VALUES (%s, %s, %s, %s, %s, %s)"
         " ON CONFLICT (digest) DO UPDATE SET digest = excluded.digest RETURNING id",
-        (digest, subject, body, now),
+        (digest, message.subject, message.body, message.sender, message.reply_to, now),
     ).fetchone()
     assert row is not None
     return int(row[0])
@@ -265,10 +271,13 @@ def claim_due(
     )
     missing = sorted({row[2] for row in rows} - contents_cache.keys())
     if missing:
-        for content_id, subject, body in connection.execute(
-            "SELECT id, subject, body FROM contents WHERE id = ANY(%s)", (missing,)
+        for content_id, subject, body, sender, reply_to in connection.execute(
+            "SELECT id, subject, body, sender, reply_to FROM contents WHERE id = ANY(%s)",
+            (missing,),
         ):
-            contents_cache[content_id] = Content(subject=subject, body=body)
+            contents_cache[content_id] = Content(
+                subject=subject, body=body, sender=sender, reply_to=reply_to
+            )
     emails = tuple(
         ClaimedEmail(
             request_id=row[0],
@@ -791,8 +800,10 @@ def queued_count(connection: Connection) -> int:
 
 def request_detail(connection: Connection, request_id: int) -> RequestDetail | None:
     row = connection.execute(
-        "SELECT id, topic_id, email, status, attempts, message_id, error, failure_kind,"
-        " created_at, updated_at, due_at, sent_at FROM requests WHERE id = %s",
+        "SELECT r.id, r.topic_id, r.email, r.status, r.attempts, r.message_id, r.error,"
+        " r.failure_kind, r.created_at, r.updated_at, r.due_at, r.sent_at, r.api_key_id,"
+        " c.sender FROM requests AS r JOIN contents AS c ON c.id = r.content_id"
+        " WHERE r.id = %s",
         (request_id,),
     ).fetchone()
     if row is None:
@@ -819,6 +830,8 @@ def request_detail(connection: Connection, request_id: int) -> RequestDetail | N
         due_at_ms=row[10],
         sent_at_ms=row[11],
         events=events,
+        api_key_id=row[12],
+        sender=row[13],
     )
 
 
@@ -863,3 +876,68 @@ def replace_service_secret(connection: Connection, name: str, value: bytes, now_
 
 def notify(connection: Connection, channel: str, payload: str) -> None:
     connection.execute("SELECT pg_notify(%s, %s)", (channel, payload))
+
+
+# -- named API keys (see sesender.api_keys) ----------------------------------------------------
+
+_API_KEY_COLUMNS = "id, name, scopes, senders, prefix, digest, created_at, last_used_at, revoked_at"
+
+
+def _api_key(row: Sequence[Any]) -> ApiKey:
+    return ApiKey(
+        id=int(row[0]),
+        name=str(row[1]),
+        scopes=frozenset(Scope(scope) for scope in str(row[2]).split(",") if scope),
+        senders=None if row[3] is None else tuple(json.loads(row[3])),
+        prefix=str(row[4]),
+        digest=bytes(row[5]),
+        created_at_ms=int(row[6]),
+        last_used_at_ms=None if row[7] is None else int(row[7]),
+        revoked_at_ms=None if row[8] is None else int(row[8]),
+    )
+
+
+def create_api_key(connection: Connection, key: NewApiKey) -> ApiKey:
+    row = connection.execute(
+        "INSERT INTO api_keys (name, scopes, senders, prefix, digest, created_at)"
+        f" VALUES (%s, %s, %s, %s, %s, %s) RETURNING {_API_KEY_COLUMNS}",
+        (
+            key.name,
+            ",".join(sorted(key.scopes)),
+            None if key.senders is None else json.dumps(list(key.senders)),
+            key.prefix,
+            key.digest,
+            key.created_at_ms,
+        ),
+    ).fetchone()
+    assert row is not None
+    return _api_key(row)
+
+
+def api_keys(connection: Connection, include_revoked: bool) -> list[ApiKey]:
+    where = "" if include_revoked else " WHERE revoked_at IS NULL"
+    return [
+        _api_key(row)
+        for row in connection.execute(f"SELECT {_API_KEY_COLUMNS} FROM api_keys{where} ORDER BY id")
+    ]
+
+
+def revoke_api_key(connection: Connection, key_id: int, now_ms: int) -> ApiKey | None:
+    """Revoke the key (the first revocation's time is kept); None when there is no such key."""
+    row = connection.execute(
+        "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, %s) WHERE id = %s"
+        f" RETURNING {_API_KEY_COLUMNS}",
+        (now_ms, key_id),
+    ).fetchone()
+    return None if row is None else _api_key(row)
+
+
+def touch_api_keys(connection: Connection, used: Sequence[tuple[int, int]]) -> None:
+    """Record when keys were last used; an older time changes nothing. Ids in order, so two
+    instances touching the same keys take the row locks in the same order."""
+    ordered = sorted(used)
+    connection.execute(
+        "UPDATE api_keys SET last_used_at = GREATEST(COALESCE(last_used_at, 0), u.at)"
+        " FROM unnest(%s::bigint[], %s::bigint[]) AS u (id, at) WHERE api_keys.id = u.id",
+        ([key_id for key_id, _ in ordered], [at for _, at in ordered]),
+    )

@@ -29,11 +29,13 @@ import trio
 from actors import ThreadLane
 from sesender.errors import StoreError, StoreUnavailable
 from sesender.models import (
+    ApiKey,
     ClaimBatch,
     Content,
     FeedbackItem,
     FeedbackReport,
     IdempotencyRecord,
+    NewApiKey,
     NewIdempotencyKey,
     Outcome,
     RequestDetail,
@@ -319,6 +321,20 @@ class PostgresStore:
         await self._write(
             queries.notify, queries.PAUSE_CHANNEL, f"{self.instance_id} {reason}"[:7000]
         )
+
+    # -- the ApiKeyStore interface (named API keys) ------------------------------------------
+
+    async def create_api_key(self, key: NewApiKey) -> ApiKey:
+        return await self._write(queries.create_api_key, key)
+
+    async def api_keys(self, *, include_revoked: bool) -> list[ApiKey]:
+        return await self._read(queries.api_keys, include_revoked)
+
+    async def revoke_api_key(self, key_id: int, *, now_ms: int) -> ApiKey | None:
+        return await self._write(queries.revoke_api_key, key_id, now_ms)
+
+    async def touch_api_keys(self, used: Sequence[tuple[int, int]]) -> None:
+        await self._write(queries.touch_api_keys, used)
 
     # -- the ServiceSecretsStore interface --------------------------------------------------
 

@@ -23,6 +23,10 @@ Why the schema looks the way it does:
   uses), so the content itself stays shared by every recipient.
 - ``topic_cancellations`` makes a cancellation durable: each cancelled topic with the highest
   request id it covers, checked by every statement that would put an email back in the queue.
+- ``api_keys`` holds named keys as SHA-256 digests (a key is 256 random bits: a fast hash cannot
+  be reversed by guessing, and checking stays cheap on every request); ``contents.sender`` and
+  ``contents.reply_to`` give a message its own ``from`` (part of the content digest, so two
+  senders of one text are two contents).
 """
 
 from __future__ import annotations
@@ -182,6 +186,26 @@ MIGRATIONS: tuple[str, ...] = (
     # (NULL for an email whose content is sent as given). Adding a nullable column rewrites no row.
     """
     ALTER TABLE requests ADD COLUMN data TEXT;
+    """,
+    # 7: named API keys (kept as SHA-256 digests, revoked rather than deleted, so a listing and
+    # the emails' api_key_id still name them), the key that submitted each email (a ``send`` key
+    # reads back only its own), and a message's sender and Reply-To, kept with its content
+    # (NULL: the default sender), so a claim joins them once per content, as it does the body.
+    """
+    CREATE TABLE api_keys (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL,
+        scopes TEXT NOT NULL,
+        senders TEXT,
+        prefix TEXT NOT NULL,
+        digest BLOB NOT NULL UNIQUE,
+        created_at INTEGER NOT NULL,
+        last_used_at INTEGER,
+        revoked_at INTEGER
+    );
+    ALTER TABLE requests ADD COLUMN api_key_id INTEGER;
+    ALTER TABLE contents ADD COLUMN sender TEXT;
+    ALTER TABLE contents ADD COLUMN reply_to TEXT;
     """,
 )
 

@@ -27,10 +27,12 @@ import trio
 from actors import ThreadLane
 from sesender.errors import StoreError, StoreUnavailable
 from sesender.models import (
+    ApiKey,
     ClaimBatch,
     FeedbackItem,
     FeedbackReport,
     IdempotencyRecord,
+    NewApiKey,
     NewIdempotencyKey,
     Outcome,
     RequestDetail,
@@ -281,6 +283,20 @@ class SqliteStore:
     def lanes(self) -> tuple[ThreadLane, ThreadLane]:
         """The writer and reader lanes, for statistics and metrics."""
         return self._writer_lane, self._reader_lane
+
+    # -- the ApiKeyStore interface --------------------------------------------------------------
+
+    async def create_api_key(self, key: NewApiKey) -> ApiKey:
+        return await self._with_writer(queries.create_api_key, key)
+
+    async def api_keys(self, *, include_revoked: bool) -> list[ApiKey]:
+        return await self._read(queries.api_keys, include_revoked)
+
+    async def revoke_api_key(self, key_id: int, *, now_ms: int) -> ApiKey | None:
+        return await self._with_writer(queries.revoke_api_key, key_id, now_ms)
+
+    async def touch_api_keys(self, used: Sequence[tuple[int, int]]) -> None:
+        await self._with_writer(queries.touch_api_keys, used)
 
     # -- the ServiceSecretsStore interface (sesender.store.service_secrets) -----------------
 

@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from sesender.models import (
+    ApiKey,
     ClaimBatch,
     ClaimedEmail,
     Content,
@@ -32,11 +33,14 @@ from sesender.models import (
     FeedbackItem,
     FeedbackReport,
     IdempotencyRecord,
+    NewApiKey,
     NewIdempotencyKey,
+    NewMessage,
     Outcome,
     RequestDetail,
     ResultEvent,
     Retry,
+    Scope,
     Sent,
     Status,
     Stopped,
@@ -140,10 +144,18 @@ def placeholders(count: int) -> str:
     return ",".join("?" * count)
 
 
-def content_digest(subject: str, body: str) -> bytes:
-    return hashlib.sha256(
+def content_digest(
+    subject: str, body: str, sender: str | None = None, reply_to: str | None = None
+) -> bytes:
+    """The content's key; the default sender (None) adds nothing, so contents stored before
+    senders per message keep their digest."""
+    digest = hashlib.sha256(
         subject.encode("utf-8", "surrogatepass") + b"\x00" + body.encode("utf-8", "surrogatepass")
-    ).digest()
+    )
+    if sender is not None or reply_to is not None:
+        digest.update(b"\x00sender\x00" + (sender or "").encode("utf-8", "surrogatepass"))
+        digest.update(b"\x00reply-to\x00" + (reply_to or "").encode("utf-8", "surrogatepass"))
+    return digest.digest()
 
 
 # --- submission -----------------------------------------------------------------------------
@@ -170,15 +182,23 @@ def submit(
         for message in submission.messages:
             if not message.emails:
                 continue
-            content_id = _content_id(connection, message.subject, message.body, now)
+            content_id = _content_id(connection, message, now)
             # One statement for the whole list: SQLite expands the JSON array itself, which is
             # about twice as fast as executemany binding 10,000 rows one by one from Python.
             if message.data is None:
                 cursor = connection.execute(
                     "INSERT INTO requests (topic_id, content_id, email, status, attempts, due_at,"
-                    f" created_at, updated_at) SELECT ?, ?, value, {Status.CREATED.value}, 0,"
-                    " ?, ?, ? FROM json_each(?)",
-                    (message.topic_id, content_id, due, now, now, json.dumps(message.emails)),
+                    f" created_at, updated_at, api_key_id) SELECT ?, ?, value,"
+                    f" {Status.CREATED.value}, 0, ?, ?, ?, ? FROM json_each(?)",
+                    (
+                        message.topic_id,
+                        content_id,
+                        due,
+                        now,
+                        now,
+                        submission.api_key_id,
+                        json.dumps(message.emails),
+                    ),
                 )
             else:
                 # The same single statement over [address, values] pairs: json_extract gives
@@ -186,10 +206,10 @@ def submit(
                 pairs = json.dumps(list(zip(message.emails, message.data, strict=True)))
                 cursor = connection.execute(
                     "INSERT INTO requests (topic_id, content_id, email, data, status, attempts,"
-                    " due_at, created_at, updated_at) SELECT ?, ?, json_extract(value, '$[0]'),"
-                    f" json_extract(value, '$[1]'), {Status.CREATED.value}, 0, ?, ?, ?"
-                    " FROM json_each(?)",
-                    (message.topic_id, content_id, due, now, now, pairs),
+                    " due_at, created_at, updated_at, api_key_id) SELECT ?, ?,"
+                    " json_extract(value, '$[0]'), json_extract(value, '$[1]'),"
+                    f" {Status.CREATED.value}, 0, ?, ?, ?, ? FROM json_each(?)",
+                    (message.topic_id, content_id, due, now, now, submission.api_key_id, pairs),
                 )
             count = len(message.emails)
             if first_id is None:
@@ -224,12 +244,13 @@ def submit(
     return SubmissionReceipt(stored=stored, first_request_id=first_id, response=response)
 
 
-def _content_id(connection: sqlite3.Connection, subject: str, body: str, now: int) -> int:
-    digest = content_digest(subject, body)
+def _content_id(connection: sqlite3.Connection, message: NewMessage, now: int) -> int:
+    digest = content_digest(message.subject, message.body, message.sender, message.reply_to)
     row = connection.execute(
-        "INSERT INTO contents (digest, subject, body, created_at) VALUES (?, ?, ?, ?)"
+        "INSERT INTO contents (digest, subject, body, sender, reply_to, created_at)"
+        " VALUES (?, ?, ?, ?, ?, ?)"
         " ON CONFLICT (digest) DO UPDATE SET digest = excluded.digest RETURNING id",
-        (digest, subject, body, now),
+        (digest, message.subject, message.body, message.sender, message.reply_to, now),
     ).fetchone()
     return int(row[0])
 
@@ -318,11 +339,14 @@ def _contents(connection: sqlite3.Connection, content_ids: set[int]) -> dict[int
     contents: dict[int, Content] = {}
     ordered = sorted(content_ids)
     for chunk in chunks(ordered):
-        for content_id, subject, body in connection.execute(
-            f"SELECT id, subject, body FROM contents WHERE id IN ({placeholders(len(chunk))})",
+        for content_id, subject, body, sender, reply_to in connection.execute(
+            "SELECT id, subject, body, sender, reply_to FROM contents"
+            f" WHERE id IN ({placeholders(len(chunk))})",
             chunk,
         ):
-            contents[content_id] = Content(subject=subject, body=body)
+            contents[content_id] = Content(
+                subject=subject, body=body, sender=sender, reply_to=reply_to
+            )
     return contents
 
 
@@ -763,8 +787,9 @@ def queued_count(connection: sqlite3.Connection) -> int:
 
 def request_detail(connection: sqlite3.Connection, request_id: int) -> RequestDetail | None:
     row = connection.execute(
-        "SELECT id, topic_id, email, status, attempts, message_id, error, failure_kind,"
-        " created_at, updated_at, due_at, sent_at FROM requests WHERE id = ?",
+        "SELECT r.id, r.topic_id, r.email, r.status, r.attempts, r.message_id, r.error,"
+        " r.failure_kind, r.created_at, r.updated_at, r.due_at, r.sent_at, r.api_key_id,"
+        " c.sender FROM requests AS r JOIN contents AS c ON c.id = r.content_id WHERE r.id = ?",
         (request_id,),
     ).fetchone()
     if row is None:
@@ -791,6 +816,8 @@ def request_detail(connection: sqlite3.Connection, request_id: int) -> RequestDe
         due_at_ms=row[10],
         sent_at_ms=row[11],
         events=events,
+        api_key_id=row[12],
+        sender=row[13],
     )
 
 
@@ -846,4 +873,68 @@ def replace_service_secret(
             " ON CONFLICT (name) DO UPDATE SET value = excluded.value,"
             " created_at = excluded.created_at",
             (name, value, now_ms),
+        )
+
+
+# -- named API keys (see sesender.api_keys) ------------------------------------------------------
+
+_API_KEY_COLUMNS = "id, name, scopes, senders, prefix, digest, created_at, last_used_at, revoked_at"
+
+
+def _api_key(row: Sequence[Any]) -> ApiKey:
+    return ApiKey(
+        id=int(row[0]),
+        name=str(row[1]),
+        scopes=frozenset(Scope(scope) for scope in str(row[2]).split(",") if scope),
+        senders=None if row[3] is None else tuple(json.loads(row[3])),
+        prefix=str(row[4]),
+        digest=bytes(row[5]),
+        created_at_ms=int(row[6]),
+        last_used_at_ms=row[7],
+        revoked_at_ms=row[8],
+    )
+
+
+def create_api_key(connection: sqlite3.Connection, key: NewApiKey) -> ApiKey:
+    with transaction(connection):
+        row = connection.execute(
+            "INSERT INTO api_keys (name, scopes, senders, prefix, digest, created_at)"
+            f" VALUES (?, ?, ?, ?, ?, ?) RETURNING {_API_KEY_COLUMNS}",
+            (
+                key.name,
+                ",".join(sorted(key.scopes)),
+                None if key.senders is None else json.dumps(list(key.senders)),
+                key.prefix,
+                key.digest,
+                key.created_at_ms,
+            ),
+        ).fetchone()
+    return _api_key(row)
+
+
+def api_keys(connection: sqlite3.Connection, include_revoked: bool) -> list[ApiKey]:
+    where = "" if include_revoked else " WHERE revoked_at IS NULL"
+    return [
+        _api_key(row)
+        for row in connection.execute(f"SELECT {_API_KEY_COLUMNS} FROM api_keys{where} ORDER BY id")
+    ]
+
+
+def revoke_api_key(connection: sqlite3.Connection, key_id: int, now_ms: int) -> ApiKey | None:
+    """Revoke the key (the first revocation's time is kept); None when there is no such key."""
+    with transaction(connection):
+        row = connection.execute(
+            "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?"
+            f" RETURNING {_API_KEY_COLUMNS}",
+            (now_ms, key_id),
+        ).fetchone()
+    return None if row is None else _api_key(row)
+
+
+def touch_api_keys(connection: sqlite3.Connection, used: Sequence[tuple[int, int]]) -> None:
+    """Record when keys were last used: (key id, Unix ms) pairs; an older time changes nothing."""
+    with transaction(connection):
+        connection.executemany(
+            "UPDATE api_keys SET last_used_at = MAX(COALESCE(last_used_at, 0), ?) WHERE id = ?",
+            ((at, key_id) for key_id, at in used),
         )

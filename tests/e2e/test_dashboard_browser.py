@@ -8,7 +8,8 @@ The scenario: enter the key, watch a topic's bar move and complete, cancel a lar
 page (through its confirmation dialog), retry a topic's failures, check hostile topic ids render as
 text (and no dialog ever opens), take ``docs/dashboard.png`` while a third topic is being sent,
 check the 5- and 10-minute windows ask for 300 and 600 seconds and label their axis in whole
-seconds or minutes, then a wrong key and a stale one.
+seconds or minutes, then a wrong key and a stale one; last, a send key is refused and a read key
+sees the figures without retry or cancel.
 """
 
 from __future__ import annotations
@@ -247,6 +248,30 @@ def check_dashboard(service: ServiceProcess, browser: Browser) -> None:
     page.get_by_role("button", name="Open dashboard").click()
     expect(topic_row(page, "welcome-series")).to_be_visible(timeout=WAIT)
     expect(page.locator("#login")).to_be_hidden()
+
+    # -- scopes: a send key cannot open it; a read key sees the figures without retry/cancel ----
+    with service.client() as client:
+        keys = {
+            scope: client.post("/v1/api-keys", json={"name": scope, "scopes": [scope]}).json()[
+                "key"
+            ]
+            for scope in ("send", "read")
+        }
+    retry = topic_row(page, "welcome-series").locator("button[data-action=retry]")
+    expect(retry).to_be_visible()
+    page.get_by_role("button", name="Change API key").click()
+    key_input.fill(keys["send"])
+    page.get_by_role("button", name="Open dashboard").click()
+    expect(page.locator("#login-error")).to_have_text(
+        re.compile("needs a read or admin key"), timeout=WAIT
+    )
+    key_input.fill(keys["read"])
+    page.get_by_role("button", name="Open dashboard").click()
+    row = topic_row(page, "welcome-series")
+    expect(row).to_be_visible(timeout=WAIT)
+    expect(cell(row, "sent")).to_have_text("100")
+    expect(row.locator("button[data-action=retry]")).to_be_hidden()
+    expect(row.locator("button[data-action=cancel]")).to_be_hidden()
 
     refused = [e for e in errors if "401" not in e]
     assert refused == [], f"the page logged errors: {refused}"

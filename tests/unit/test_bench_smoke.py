@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import bulk, ceiling, compose, idle, rate, store_ingest
+from bench import auth, bulk, ceiling, compose, idle, rate, store_ingest
 
 
 def result(directory: Path, name: str) -> dict[str, object]:
@@ -71,6 +71,14 @@ def test_ceiling_quick(tmp_path: Path) -> None:
     # Bulk mode with one content: the recipients went in SendBulkEmail calls.
     assert calls["send_bulk_email_calls"] >= 1
     assert calls["recipients_per_call"] > 1
+
+
+def test_auth_quick(tmp_path: Path) -> None:
+    auth.main(["--quick", "--results-dir", str(tmp_path)])
+
+    figures = result(tmp_path, "auth")
+    assert "before: API_KEY" in figures
+    assert "after: named key (of 3)" in figures
 
 
 def test_compose_quick(tmp_path: Path) -> None:

@@ -37,6 +37,7 @@
     lastUpdate: null,
     pointerX: null,
     rows: new Map(), // topic id -> row parts, reused between refreshes
+    admin: false, // whether the key has the admin scope (retry and cancel are shown)
   };
 
   // -- small helpers -------------------------------------------------------------------------------
@@ -172,6 +173,15 @@
     }
   }
 
+  /**
+   * Shows the admin actions (retry, cancel) only to a key with the admin scope; a read key sees
+   * the figures alone. Until the key's scopes are known, the page shows no action.
+   */
+  function applyScopes(scopes) {
+    state.admin = Array.isArray(scopes) && scopes.includes("admin");
+    document.body.classList.toggle("read-only", !state.admin);
+  }
+
   async function refresh() {
     const generation = state.generation;
     const signedIn = state.key !== null;
@@ -179,15 +189,17 @@
     if (signedIn) {
       calls.push(api(`v1/stats/send-rate?seconds=${state.windowSeconds}`));
       calls.push(api(`v1/topics?limit=${TOPIC_LIMIT}`));
+      calls.push(api("v1/api-keys/current"));
     }
-    const [ready, rate, topics] = await Promise.allSettled(calls);
+    const [ready, rate, topics, current] = await Promise.allSettled(calls);
     if (generation !== state.generation) return;
 
     if (ready.status === "fulfilled") renderReady(ready.value);
     else renderUnreachable();
     if (!signedIn) return;
 
-    const results = [rate, topics];
+    if (current.status === "fulfilled") applyScopes(current.value.scopes);
+    const results = [rate, topics, current];
     if (results.some((r) => r.status === "rejected" && r.reason instanceof KeyRefused)) {
       signOut(REFUSED);
       return;
@@ -259,7 +271,13 @@
     button.disabled = true;
     button.textContent = "Checking…";
     try {
-      await api("v1/topics?limit=1", { key });
+      const current = await api("v1/api-keys/current", { key });
+      const scopes = Array.isArray(current.scopes) ? current.scopes : [];
+      if (!scopes.includes("read") && !scopes.includes("admin")) {
+        showLogin("This key cannot read statistics: the dashboard needs a read or admin key.");
+        return;
+      }
+      applyScopes(scopes);
     } catch (error) {
       showLogin(
         error instanceof KeyRefused ? REFUSED : `Could not check the key: ${error.message}.`,
@@ -752,6 +770,7 @@
       window.cancelAnimationFrame(resizeFrame);
       resizeFrame = window.requestAnimationFrame(drawChart);
     });
+    applyScopes([]);
     if (state.key === null) showLogin("");
     else showDashboard();
     tick();

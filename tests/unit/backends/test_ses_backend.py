@@ -42,11 +42,13 @@ from sesender.backends.ses import (
     ses_tag_part,
     translate_error,
 )
+from sesender.backends.ses_bulk import entry_result
 from sesender.backends.ses_tags import TAG_FORBIDDEN
 from sesender.errors import (
     AccountSendError,
     PermanentSendError,
     SendError,
+    SenderSendError,
     TransientSendError,
 )
 from tests.unit.backends.outgoing_changes import OutgoingChanges
@@ -152,6 +154,44 @@ def stubbed(shared_client: SESV2Client) -> Iterator[tuple[SesBackend, Stubber]]:
 
 
 @pytest.mark.parametrize(
+    ("message", "sender", "kind"),
+    [
+        # SES names the identities that failed; the sender among them: that sender's fault.
+        (
+            "Email address is not verified. The following identities failed the check in"
+            " region US-EAST-1: News@Example.com",
+            "News <news@example.com>",
+            SenderSendError,
+        ),
+        ("Email address not verified news@example.com", "news@example.com", SenderSendError),
+        # A sandbox recipient that is not verified: this email only.
+        (
+            "Email address is not verified. The following identities failed the check in"
+            " region US-EAST-1: someone@example.org",
+            "news@example.com",
+            PermanentSendError,
+        ),
+        ("Email address is not verified.", None, PermanentSendError),
+        ("Message contains a virus news@example.com", "news@example.com", PermanentSendError),
+    ],
+)
+def test_an_unverified_sender_is_told_from_an_unverified_recipient(
+    message: str, sender: str | None, kind: type[SendError]
+) -> None:
+    assert type(classify_client_error("MessageRejected", 400, message, sender=sender)) is kind
+
+
+def test_bulk_entries_refusing_the_sender_fail_as_the_sender_s() -> None:
+    assert isinstance(
+        entry_result({"Status": "MAIL_FROM_DOMAIN_NOT_VERIFIED", "Error": "x"}),
+        SenderSendError,
+    )
+    refused: Any = {"Status": "MESSAGE_REJECTED", "Error": "Email address not verified a@b.example"}
+    assert type(entry_result(refused, sender="A@b.example")) is SenderSendError
+    assert type(entry_result(refused, sender="c@b.example")) is PermanentSendError
+
+
+@pytest.mark.parametrize(
     ("code", "status", "message", "kind", "throttled"),
     [
         (
@@ -180,7 +220,7 @@ def stubbed(shared_client: SESV2Client) -> Iterator[tuple[SesBackend, Stubber]]:
         ("ExpiredTokenException", 400, "expired", AccountSendError, False),
         ("", 403, "", AccountSendError, False),
         ("MessageRejected", 400, "Email address is not verified.", PermanentSendError, False),
-        ("MailFromDomainNotVerifiedException", 400, "", PermanentSendError, False),
+        ("MailFromDomainNotVerifiedException", 400, "", SenderSendError, False),
         ("NotFoundException", 404, "Configuration set does not exist", PermanentSendError, False),
         ("BadRequestException", 400, "Invalid header", PermanentSendError, False),
         ("InternalFailure", 500, "", TransientSendError, False),

@@ -41,7 +41,13 @@ from sesender.backends.ses_bulk import (
 )
 from sesender.backends.text import text_part
 from sesender.config import SesSendMode
-from sesender.errors import AccountSendError, PermanentSendError, SendError, TransientSendError
+from sesender.errors import (
+    AccountSendError,
+    PermanentSendError,
+    SendError,
+    SenderSendError,
+    TransientSendError,
+)
 from sesender.pipeline.pixel import insert_pixel
 from sesender.templating import MergeFields
 from tests.unit.backends.test_ses_backend import isolate_aws_environment
@@ -246,7 +252,7 @@ def test_chunks_are_at_most_50_and_never_leave_one_alone(count: int, sizes: list
         ("ACCOUNT_SENDING_PAUSED", AccountSendError, False),
         ("ACCOUNT_DAILY_QUOTA_EXCEEDED", AccountSendError, False),
         ("CONFIGURATION_SET_SENDING_PAUSED", AccountSendError, False),
-        ("MAIL_FROM_DOMAIN_NOT_VERIFIED", AccountSendError, False),
+        ("MAIL_FROM_DOMAIN_NOT_VERIFIED", SenderSendError, False),
         ("TEMPLATE_NOT_FOUND", AccountSendError, False),
         ("CONFIGURATION_SET_NOT_FOUND", AccountSendError, False),
         ("INVALID_SENDING_POOL_NAME", AccountSendError, False),

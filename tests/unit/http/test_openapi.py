@@ -14,6 +14,7 @@ from werkzeug.routing import Rule
 
 from sesender.http.app import PUBLIC_ENDPOINTS, SesenderApp
 from sesender.http.openapi import OPENAPI_DOCUMENT
+from sesender.http.scopes import ROUTE_SCOPES, scope_names
 
 ROOT = Path(__file__).resolve().parents[3]
 PACKAGED = ROOT / "sesender" / "http" / "openapi.json"
@@ -114,18 +115,38 @@ def test_security_public_routes_have_none_and_the_others_need_the_api_key(
         else:
             assert "security" not in operation, f"{method} {path} needs the API key"
             assert "401" in responses, f"{method} {path} must document 401"
+            assert "403" in responses, f"{method} {path} must document 403 (a key without scope)"
+
+
+def test_every_operation_names_the_scopes_of_the_route_table(app: SesenderApp) -> None:
+    """``x-scopes`` is what sesender/http/scopes.py says, operation for operation: a route added
+    without a decision in the table, or described with other scopes, fails here."""
+    described = described_operations()
+    rules = {
+        (openapi_path(rule), method.lower()): rule.rule
+        for rule in app.url_map.iter_rules()
+        if rule.endpoint != "static"
+        for method in (rule.methods or set()) - AUTOMATIC_METHODS
+    }
+    for (path, method), rule in rules.items():
+        operation = described.get((path, method))
+        if operation is None:
+            continue  # reported by the drift test
+        access = ROUTE_SCOPES.get((method.upper(), rule))
+        assert access is not None, f"{method.upper()} {rule} has no entry in ROUTE_SCOPES"
+        assert operation.get("x-scopes") == scope_names(access), f"{method} {path}"
 
 
 @pytest.mark.parametrize(
     ("path", "method", "statuses"),
     [
-        ("/v1/messages", "post", {"200", "400", "401", "409", "413", "415", "503"}),
+        ("/v1/messages", "post", {"200", "400", "401", "403", "409", "413", "415", "503"}),
         # 400 on a path parameter: a path that is not valid percent-encoded UTF-8.
-        ("/v1/messages/{request_id}", "get", {"200", "400", "401", "404"}),
-        ("/v1/topics/{topic_id}", "get", {"200", "400", "401", "404"}),
-        ("/v1/topics/{topic_id}", "delete", {"200", "400", "401", "404", "503"}),
+        ("/v1/messages/{request_id}", "get", {"200", "400", "401", "403", "404"}),
+        ("/v1/topics/{topic_id}", "get", {"200", "400", "401", "403", "404"}),
+        ("/v1/topics/{topic_id}", "delete", {"200", "400", "401", "403", "404", "503"}),
         ("/v1/events/open", "get", {"200"}),
-        ("/v1/events/counts/sent", "get", {"200", "400", "401"}),
+        ("/v1/events/counts/sent", "get", {"200", "400", "401", "403"}),
         ("/health", "get", {"200"}),
         ("/ready", "get", {"200", "503"}),
         ("/openapi.json", "get", {"200"}),
@@ -227,3 +248,22 @@ def test_the_original_schedule_format_pattern_accepts_exactly_the_real_dates() -
                 assert bool(pattern.match(text)) is real, text
     for text in ("2024-01-01 24:00:00", "2024-01-01 09:60:00", "0999-01-01 09:00:00"):
         assert pattern.match(text) is None, text
+
+
+def test_x_scopes_appears_on_operations_only() -> None:
+    """``x-scopes`` belongs to operations, not to the links or schemas that name them."""
+    found: list[str] = []
+
+    def walk(node: Any, where: str) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key == "x-scopes":
+                    found.append(where)
+                walk(value, f"{where}/{key}")
+        elif isinstance(node, list):
+            for index, value in enumerate(node):
+                walk(value, f"{where}/{index}")
+
+    walk(document(), "")
+    operations = {f"/paths/{path}/{method}" for path, method in described_operations()}
+    assert set(found) == operations

@@ -12,7 +12,12 @@ import trio.testing
 from actors import open_pipe
 from sesender.backends.base import OutgoingEmail
 from sesender.backends.memory import MemoryBackend
-from sesender.errors import AccountSendError, PermanentSendError, TransientSendError
+from sesender.errors import (
+    AccountSendError,
+    PermanentSendError,
+    SenderSendError,
+    TransientSendError,
+)
 from sesender.models import (
     ClaimedEmail,
     Content,
@@ -123,6 +128,42 @@ async def test_each_error_class_becomes_its_outcome(autojump_clock: trio.testing
     assert isinstance(permanent, Failed)
     assert permanent.kind is FailureKind.PERMANENT
     assert permanent.error == "MessageRejected: Email address is not verified"
+
+
+async def test_a_refused_sender_fails_its_own_emails_as_config_and_pauses_nothing(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """SES refusing one sender's identity fails that sender's emails (retryable once verified);
+    the default sender's emails are sent and the gate stays open."""
+    refused = "billing@example.org"
+
+    def script(outgoing: OutgoingEmail) -> None:
+        if outgoing.sender == refused:
+            raise SenderSendError(f"Email address not verified {refused}", code="MessageRejected")
+
+    refused_content = Content("s", "<body>b</body>", sender=refused)
+    news = Content(
+        "s", "<body>b</body>", sender="News <news@example.org>", reply_to="r@example.org"
+    )
+    emails = [
+        email(1),
+        ClaimedEmail(2, "t", "u2@example.com", refused_content, 0),
+        ClaimedEmail(3, "t", "u3@example.com", news, 0),
+    ]
+    control = PipelineControl()
+    backend = MemoryBackend(script=script)
+    outcomes = {o.request_id: o for o in await run_pool(backend, emails, control=control)}
+    assert isinstance(outcomes[1], Sent)
+    assert isinstance(outcomes[3], Sent)
+    failed = outcomes[2]
+    assert isinstance(failed, Failed)
+    assert failed.kind is FailureKind.CONFIG
+    assert refused in failed.error
+    assert not control.gate.is_paused
+    assert {(r.email.request_id, r.email.sender, r.email.reply_to) for r in backend.sent} == {
+        (1, "from@example.com", None),
+        (3, "News <news@example.org>", "r@example.org"),
+    }
 
 
 async def test_account_error_pauses_and_defers(autojump_clock: trio.testing.MockClock) -> None:
