@@ -12,6 +12,8 @@ submitted (``service.store.submit`` in submissions of 10,000, ``notify_submitted
 and stops when ``store.topic_stats(topic)`` (polled every ``--poll`` seconds) counts every one of
 them ``Sent``, i.e. when every outcome is persisted. Aim: >= 8,000 emails/s. The process's CPU
 time over the run (service and the submitting code, one process) is reported per 1,000 emails.
+Once started, the service's garbage collector is set as ``run_service`` sets it
+(``sesender.gc_tuning.tune_for_service``), and so is the store floor's: same process settings.
 Baseline (**store floor**): the same database work done back to back by one task with nothing
 else running: submit in 10,000s, ``claim_due`` 1,000 at a time, ``record_outcomes`` of ``Sent``
 100 at a time (the post-processor's batch), on a fresh database. The ratio service / floor says
@@ -86,6 +88,7 @@ from sesender.backends.memory import MemoryBackend
 from sesender.backends.ses import build_send_email_request, build_ses_client
 from sesender.backends.ses_bulk import build_bulk_request, bulk_key, bulk_template, chunk_sizes
 from sesender.config import Config, load_config
+from sesender.gc_tuning import tune_for_service
 from sesender.models import ClaimedEmail, Content, NewMessage, Sent, Submission
 from sesender.pipeline.compose import MessageComposer
 from sesender.service import MAX_SEND_THREADS, open_service
@@ -239,6 +242,7 @@ async def measure_service(
 
     with ErrorCounter() as errors:
         async with open_service(config, backend=backend, handle_signals=False) as service:
+            tune_for_service()  # as ``run_service`` does once the service has started
             server_cpu = fake.cpu_seconds() if fake else 0.0
             client_cpu = time.process_time()
             loop_times = ThreadTimes.now()
@@ -289,8 +293,10 @@ async def measure_service(
 
 
 async def measure_store_floor(path: Path, emails: Sequence[str]) -> Measurement:
-    """The database work of ``len(emails)`` sends, back to back, with no pipeline around it."""
+    """The database work of ``len(emails)`` sends, back to back, with no pipeline around it,
+    with the collector set as the service sets it (the same process settings on both sides)."""
     async with open_sqlite_store(path) as store:
+        tune_for_service()
         client_cpu = time.process_time()
         started = time.perf_counter()
         for start in range(0, len(emails), PER_SUBMISSION):

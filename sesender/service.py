@@ -43,6 +43,7 @@ from sesender.feedback.intake import FeedbackIntake
 from sesender.feedback.sns import SnsVerifier
 from sesender.feedback.sqs_poller import SqsPoller
 from sesender.feedback.sqs_queue import build_sqs_client
+from sesender.gc_tuning import tune_for_service
 from sesender.http.app import create_app
 from sesender.http.context import AppContext
 from sesender.http.server import hypercorn_config, serve_http
@@ -368,4 +369,5 @@ async def _run_sqs_poller(
 async def run_service(config: Config) -> None:
     """Run until SIGTERM/SIGINT (or a crash, which raises ActorCrashed)."""
     async with open_service(config) as service:
+        tune_for_service()  # after start-up: what it left behind is frozen, not scanned again
         await service.shutdown.wait()
