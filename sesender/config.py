@@ -116,6 +116,8 @@ class AwsConfig:
     read_timeout: float
     #: ``SES_SEND_MODE``: ``SendBulkEmail`` for recipients sharing a content, or one call each.
     send_mode: SesSendMode = SesSendMode.BULK
+    #: ``SES_CLIENT_PROCESS``: run the boto3 client in a child process (its CPU off the GIL).
+    client_process: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,6 +205,7 @@ class Config:
             "aws_ses_configuration_set": aws.configuration_set,
             "aws_endpoint_url_sesv2": aws.endpoint_url,
             "ses_send_mode": aws.send_mode.value,
+            "ses_client_process": aws.client_process,
             "aws_credentials": "explicit" if aws.access_key_id else "default chain",
             "sentry": "enabled" if self.observability.sentry_dsn else "disabled",
             "log_level": self.observability.log_level,
@@ -419,6 +422,7 @@ def load_config(values: Mapping[str, str]) -> Config:
         connect_timeout=reader.number("AWS_CONNECT_TIMEOUT_SECONDS", 5.0, minimum=0.1, maximum=300),
         read_timeout=reader.number("AWS_READ_TIMEOUT_SECONDS", 15.0, minimum=0.1, maximum=300),
         send_mode=reader.choice("SES_SEND_MODE", SesSendMode, SesSendMode.BULK),
+        client_process=reader.boolean("SES_CLIENT_PROCESS", True),
     )
     backend = BackendConfig(
         kind=backend_kind,

@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, cast
 
 import trio
 
@@ -37,6 +38,7 @@ from sesender.backends.base import Backend
 from sesender.backends.memory import MemoryBackend
 from sesender.backends.outbox import OutboxBackend
 from sesender.backends.ses import SesBackend, build_ses_client
+from sesender.backends.ses_process import ProcessSesClient
 from sesender.config import BackendKind, Config
 from sesender.feedback.fetch import SnsHttp
 from sesender.feedback.intake import FeedbackIntake
@@ -57,6 +59,9 @@ from sesender.startup_secrets import announce_api_key, load_startup_secrets
 from sesender.store.base import Store
 from sesender.store.sqlite import open_sqlite_store
 from sesender.tracking import TokenSigner
+
+if TYPE_CHECKING:
+    from mypy_boto3_sesv2 import SESV2Client
 
 logger = logging.getLogger(__name__)
 
@@ -103,18 +108,24 @@ async def build_backend(config: Config) -> Backend:
         case BackendKind.SES:
             aws = backend.aws
             lane = ThreadLane("ses", pool)
-            client = await lane.run(
-                lambda: build_ses_client(
-                    region=aws.region,
-                    pool_size=pool,
-                    connect_timeout=aws.connect_timeout,
-                    read_timeout=aws.read_timeout,
-                    endpoint_url=aws.endpoint_url,
-                    access_key_id=aws.access_key_id,
-                    secret_access_key=aws.secret_access_key,
-                    session_token=aws.session_token,
-                )
-            )
+            arguments: dict[str, Any] = {
+                "region": aws.region,
+                "pool_size": pool,
+                "connect_timeout": aws.connect_timeout,
+                "read_timeout": aws.read_timeout,
+                "endpoint_url": aws.endpoint_url,
+                "access_key_id": aws.access_key_id,
+                "secret_access_key": aws.secret_access_key,
+                "session_token": aws.session_token,
+            }
+            client: SESV2Client
+            if aws.client_process:
+                remote = ProcessSesClient(arguments)
+                await lane.run(remote.start)
+                # It has the four methods SesBackend calls, with the client's own signatures.
+                client = cast("SESV2Client", remote)
+            else:
+                client = await lane.run(lambda: build_ses_client(**arguments))
             return SesBackend(client=client, lane=lane, send_mode=aws.send_mode)
 
 
