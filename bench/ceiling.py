@@ -139,6 +139,23 @@ def ses_child_cpu_seconds(backend: object) -> float:
     return process_cpu_seconds(pid) if pid is not None else 0.0
 
 
+def process_tree_cpu_seconds(pid: int) -> float:
+    """CPU time of a process and of its descendants still running (the service's SES client
+    process is part of the service); 0 for what has gone."""
+    total = process_cpu_seconds(pid)
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return total
+    for task in tasks:
+        try:
+            children = (task / "children").read_text().split()
+        except OSError:
+            continue
+        total += sum(process_tree_cpu_seconds(int(child)) for child in children)
+    return total
+
+
 @dataclass
 class Measurement:
     emails: int
