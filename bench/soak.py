@@ -14,8 +14,8 @@ What runs, all on loopback, each in its own process:
   every second.
 
 It reports the service's CPU time per 1,000 emails (its SES client process included), the
-share of the window its event-loop thread waited for a CPU (the load), recipients per SES call, every email in a terminal state (Created +
-Processed == 0 and per-topic counts add up to what was accepted), duplicate sends (fake SES
+share of the window its event-loop thread waited for a CPU (the load), recipients per SES call,
+every email in a terminal state (Created + Processed == 0 and per-topic counts add up to what was accepted), duplicate sends (fake SES
 accepted a recipient more than once; expected 0 without crashes), the achieved send rate (emails
 Sent over the window from the first submission until nothing is pending; it passes at
 ``--min-rate``, by default 0.9 x the target), RSS and anonymous RSS over time (first vs last
