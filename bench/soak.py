@@ -13,16 +13,16 @@ What runs, all on loopback, each in its own process:
   end, and times API calls (topic statistics, pixel) all along; it samples the service's RSS
   every second.
 
-It reports the service's CPU time per 1,000 emails (its SES client process included), the
-share of the window its event-loop thread waited for a CPU (the load), recipients per SES call,
-every email in a terminal state (Created + Processed == 0 and per-topic counts add up to what was accepted), duplicate sends (fake SES
-accepted a recipient more than once; expected 0 without crashes), the achieved send rate (emails
-Sent over the window from the first submission until nothing is pending; it passes at
-``--min-rate``, by default 0.9 x the target), RSS and anonymous RSS over time (first vs last
-quarter: bounded pipes mean a flat heap; RSS itself also grows with the SQLite file SQLite maps),
-and p50/p99 latency of the API calls. Topics' batches alternate, so the cancel at 30% stops a topic
-that is partly sent; ``MAX_ATTEMPTS=3`` lets about 0.1% of emails fail on throttling, which the
-retry at the end requeues.
+It reports the service's CPU time per 1,000 emails (its SES client process included), the share of
+the window its event-loop thread waited for a CPU (the load), recipients per SES call, every email
+in a terminal state (Created + Processed == 0 and per-topic counts add up to what was accepted),
+duplicate sends (fake SES accepted a recipient more than once; expected 0 without crashes), the
+achieved send rate (emails Sent over the window from the first submission until nothing is pending;
+it passes at ``--min-rate``, by default 0.9 x the target), RSS and anonymous RSS over time (first vs
+last quarter: bounded pipes mean a flat heap; RSS itself also grows with the SQLite file SQLite
+maps), and p50/p99 latency of the API calls. Topics' batches alternate, so the cancel at 30% stops a
+topic that is partly sent; ``MAX_ATTEMPTS=3`` lets about 0.1% of emails fail on throttling, which
+the retry at the end requeues.
 
 ``--short`` is a one-minute version (20,000 emails). Not run by CI.
 
