@@ -15,7 +15,8 @@ the same machine):
 
 Each service first proves it works: ``--warmup-emails`` (10) emails are POSTed and the benchmark
 waits until its topic counts them all Sent, then waits ``--warmup`` (5) seconds more. Then the
-processes' CPU time (user + system, every thread, from ``/proc/<pid>/stat``, in 10-ms clock
+processes' CPU time (user + system, every thread and child process such as the SES client
+process, from ``/proc/<pid>/stat``, in 10-ms clock
 ticks) is read, the benchmark sleeps ``--duration`` seconds without touching any of them, and
 reads it again. For the main (event-loop) thread it also reports, to the nanosecond, its CPU time,
 its wake-ups (voluntary context switches) per second and the share of the window it spent
@@ -44,7 +45,7 @@ from typing import Any
 
 import httpx
 
-from bench.ceiling import process_cpu_seconds, run_fake_ses
+from bench.ceiling import process_tree_cpu_seconds, run_fake_ses
 from bench.common import REPO_DIR, add_output_arguments, format_table, verdict, write_result
 
 NAME = "idle"
@@ -83,7 +84,7 @@ def event_loop_counters(pid: int) -> tuple[int, float, float]:
 
 def sample(pid: int) -> Sample:
     wakeups, loop_cpu, waiting = event_loop_counters(pid)
-    return Sample(time.monotonic(), process_cpu_seconds(pid), wakeups, loop_cpu, waiting)
+    return Sample(time.monotonic(), process_tree_cpu_seconds(pid), wakeups, loop_cpu, waiting)
 
 
 class Subject:

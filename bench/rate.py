@@ -75,6 +75,7 @@ from bench.common import (
 from sesender.backends.base import AccountStatus, Backend, OutgoingEmail, SendResult
 from sesender.backends.memory import MemoryBackend
 from sesender.config import load_config
+from sesender.gc_tuning import tune_for_service
 from sesender.service import build_backend, open_service
 
 NAME = "rate"
@@ -187,6 +188,7 @@ async def measure_rate(
         calls_before = fake.call_counts()
     total = math.ceil(1.2 * rate * (warmup + duration) + burst)
     async with open_service(config, backend=backend, handle_signals=False) as service:
+        tune_for_service()  # as ``run_service`` does once the service has started
         await submit_emails(service.store, TOPIC, make_emails(total))
         notified = trio.current_time()
         loop_times = ThreadTimes.now()

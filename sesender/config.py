@@ -136,6 +136,8 @@ class AwsConfig:
     #: ``ALLOWED_SENDERS``: addresses and domains (lower-cased) a message's ``from`` may use
     #: besides ``from_email`` (see sesender.senders).
     allowed_senders: tuple[str, ...] = ()
+    #: ``SES_CLIENT_PROCESS``: run the boto3 client in a child process (its CPU off the GIL).
+    client_process: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,6 +228,7 @@ class Config:
             "aws_endpoint_url_sesv2": aws.endpoint_url,
             "ses_send_mode": aws.send_mode.value,
             "allowed_senders": list(aws.allowed_senders),
+            "ses_client_process": aws.client_process,
             "aws_credentials": "explicit" if aws.access_key_id else "default chain",
             "sentry": "enabled" if self.observability.sentry_dsn else "disabled",
             "log_level": self.observability.log_level,
@@ -454,6 +457,7 @@ def load_config(values: Mapping[str, str]) -> Config:
         read_timeout=reader.number("AWS_READ_TIMEOUT_SECONDS", 15.0, minimum=0.1, maximum=300),
         send_mode=reader.choice("SES_SEND_MODE", SesSendMode, SesSendMode.BULK),
         allowed_senders=_allowed_senders(reader, "ALLOWED_SENDERS"),
+        client_process=reader.boolean("SES_CLIENT_PROCESS", True),
     )
     backend = BackendConfig(
         kind=backend_kind,

@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, cast
 
 import trio
 
@@ -39,12 +40,14 @@ from sesender.backends.base import Backend
 from sesender.backends.memory import MemoryBackend
 from sesender.backends.outbox import OutboxBackend
 from sesender.backends.ses import SesBackend, build_ses_client
+from sesender.backends.ses_process import ProcessSesClient
 from sesender.config import BackendKind, Config
 from sesender.feedback.fetch import SnsHttp
 from sesender.feedback.intake import FeedbackIntake
 from sesender.feedback.sns import SnsVerifier
 from sesender.feedback.sqs_poller import SqsPoller
 from sesender.feedback.sqs_queue import build_sqs_client
+from sesender.gc_tuning import tune_for_service
 from sesender.http.app import create_app
 from sesender.http.context import AppContext
 from sesender.http.server import hypercorn_config, serve_http
@@ -63,6 +66,9 @@ from sesender.store.opening import open_store
 from sesender.store.pg_notify import NotificationListener
 from sesender.store.postgres import PostgresStore
 from sesender.tracking import TokenSigner
+
+if TYPE_CHECKING:
+    from mypy_boto3_sesv2 import SESV2Client
 
 logger = logging.getLogger(__name__)
 
@@ -109,18 +115,24 @@ async def build_backend(config: Config) -> Backend:
         case BackendKind.SES:
             aws = backend.aws
             lane = ThreadLane("ses", pool)
-            client = await lane.run(
-                lambda: build_ses_client(
-                    region=aws.region,
-                    pool_size=pool,
-                    connect_timeout=aws.connect_timeout,
-                    read_timeout=aws.read_timeout,
-                    endpoint_url=aws.endpoint_url,
-                    access_key_id=aws.access_key_id,
-                    secret_access_key=aws.secret_access_key,
-                    session_token=aws.session_token,
-                )
-            )
+            arguments: dict[str, Any] = {
+                "region": aws.region,
+                "pool_size": pool,
+                "connect_timeout": aws.connect_timeout,
+                "read_timeout": aws.read_timeout,
+                "endpoint_url": aws.endpoint_url,
+                "access_key_id": aws.access_key_id,
+                "secret_access_key": aws.secret_access_key,
+                "session_token": aws.session_token,
+            }
+            client: SESV2Client
+            if aws.client_process:
+                remote = ProcessSesClient(arguments)
+                await lane.run(remote.start)
+                # It has the four methods SesBackend calls, with the client's own signatures.
+                client = cast("SESV2Client", remote)
+            else:
+                client = await lane.run(lambda: build_ses_client(**arguments))
             return SesBackend(client=client, lane=lane, send_mode=aws.send_mode)
 
 
@@ -414,4 +426,5 @@ async def _run_sqs_poller(
 async def run_service(config: Config) -> None:
     """Run until SIGTERM/SIGINT (or a crash, which raises ActorCrashed)."""
     async with open_service(config) as service:
+        tune_for_service()  # after start-up: what it left behind is frozen, not scanned again
         await service.shutdown.wait()

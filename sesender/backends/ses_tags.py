@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -23,7 +24,14 @@ def ses_tag_part(value: str) -> str:
     """
     if value.isascii() and value.isalnum() and len(value) <= MAX_TAG_LENGTH:
         return value
+    if len(value) <= MAX_TAG_LENGTH:
+        return _sanitised(value)  # tag names and topic ids: the same few strings every email
     return TAG_FORBIDDEN.sub("_", value)[:MAX_TAG_LENGTH] or "_"
+
+
+@lru_cache(maxsize=1024)
+def _sanitised(value: str) -> str:
+    return TAG_FORBIDDEN.sub("_", value) or "_"
 
 
 def ses_tags(pairs: tuple[tuple[str, str], ...]) -> list[MessageTagTypeDef]:

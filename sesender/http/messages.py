@@ -61,9 +61,11 @@ async def off_the_loop(size: int, function: Callable[[Unpack[Ts]], T], *args: *T
     return await trio.to_thread.run_sync(function, *args, limiter=parsing_limiter())
 
 
-def parse_and_digest(raw: bytes) -> tuple[Any, bytes]:
+def parse_and_digest(raw: bytes, *, digest: bool = True) -> tuple[Any, bytes]:
+    """The parsed body, and its digest when ``digest`` (only an ``Idempotency-Key`` needs it:
+    for 10,000 recipients with merge data it costs about 10 ms)."""
     payload = parse_json(raw)
-    return payload, body_digest(payload)
+    return payload, body_digest(payload) if digest else b""
 
 
 @messages_blueprint.post("/v1/messages")
@@ -72,8 +74,10 @@ async def submit_messages() -> Response:
     context = app_context()
     require_json()
     raw = await request.get_data(cache=False, as_text=False, parse_form_data=False)
-    payload, digest = await off_the_loop(len(raw), parse_and_digest, raw)
     key = request.headers.get("Idempotency-Key")
+    payload, digest = await off_the_loop(
+        len(raw), functools.partial(parse_and_digest, raw, digest=key is not None)
+    )
     if key is not None and (
         not key.strip() or len(key) > MAX_IDEMPOTENCY_KEY or not key.isprintable()
     ):

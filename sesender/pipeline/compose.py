@@ -38,7 +38,11 @@ class MessageComposer:
         return f"{self.public_url}/v1/unsubscribe?token={token}"
 
     def compose(self, email: ClaimedEmail) -> OutgoingEmail:
-        unsubscribe_url = self.unsubscribe_url(email.request_id)
+        # Signed only where it is used (the headers, or a template's {{unsubscribe_url}}): a
+        # token is an HMAC, and this runs for every email.
+        unsubscribe_url = ""
+        if self.unsubscribe_enabled or email.data is not None:
+            unsubscribe_url = self.unsubscribe_url(email.request_id)
         headers: tuple[tuple[str, str], ...] = ()
         if self.unsubscribe_enabled:
             headers = (

@@ -274,6 +274,16 @@ def test_an_unreadable_server_url_is_reported_once_with_ses() -> None:
     assert problem.startswith("SERVER_URL='mail.example.com' is not an absolute URL")
 
 
+def test_ses_client_process_defaults_to_on() -> None:
+    assert load_config({}).backend.aws.client_process is True
+    assert load_config({}).public_settings()["ses_client_process"] is True
+    assert load_config({"SES_CLIENT_PROCESS": "false"}).backend.aws.client_process is False
+    with pytest.raises(ConfigError) as caught:
+        load_config({"SES_CLIENT_PROCESS": "sometimes"})
+    (problem,) = caught.value.problems
+    assert "SES_CLIENT_PROCESS" in problem
+
+
 def test_ses_send_mode_defaults_to_bulk_and_refuses_unknown_modes() -> None:
     assert load_config({}).backend.aws.send_mode is SesSendMode.BULK
     assert load_config({}).public_settings()["ses_send_mode"] == "bulk"

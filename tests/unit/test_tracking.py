@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import string
 from typing import Any
 
@@ -215,6 +217,22 @@ def test_tokens_are_unchanged_from_earlier_versions() -> None:
     assert legacy.sign("unsubscribe", 42) == "Kl3CRvU8LfuNt_wvvhxHblM"
     rotated = TokenSigner(b"n" * 32, previous=[derive_secret("my-api-key")])
     assert rotated.verify("unsubscribe", "Kl3CRvU8LfuNt_wvvhxHblM") == 42
+
+
+@settings(max_examples=300, deadline=None)
+@given(key=st.binary(min_size=0, max_size=200), message=st.binary(max_size=300))
+def test_precomputed_hmac_is_hmac_sha256(key: bytes, message: bytes) -> None:
+    """The signer's HMAC with the padded key blocks hashed once is RFC 2104 HMAC-SHA256, for
+    keys shorter than, as long as and longer than SHA-256's block (64 bytes)."""
+    expected = hmac.new(key, message, hashlib.sha256).digest()
+    assert tracking._HmacSha256(key).digest(message) == expected
+    signer = tracking._HmacSha256(key)
+    assert signer.digest(message) == signer.digest(message) == expected  # states reused intact
+
+
+@given(raw=st.binary(max_size=40))
+def test_token_encoding_is_unpadded_base64url(raw: bytes) -> None:
+    assert tracking._encode_token(raw) == base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
 
 OLD_SECRET = b"old-secret-old-secret-old-secret"

@@ -356,11 +356,13 @@ async def test_large_bodies_are_parsed_in_a_thread_with_the_same_answers(
     """Bodies of OFF_LOOP_BYTES and more go to a worker thread; errors raised there are the same
     JSON 400s (the context has no store: these requests must be answered before it)."""
     threads: list[bool] = []
+    digests: list[bool] = []
     real = messages.parse_and_digest
 
-    def spy(raw: bytes) -> Any:
+    def spy(raw: bytes, *, digest: bool = True) -> Any:
         threads.append(threading.current_thread() is not threading.main_thread())
-        return real(raw)
+        digests.append(digest)
+        return real(raw, digest=digest)
 
     monkeypatch.setattr(messages, "parse_and_digest", spy)
     count = 10 if size == "small" else 3000  # about 0.3 KB or 90 KB
@@ -380,3 +382,4 @@ async def test_large_bodies_are_parsed_in_a_thread_with_the_same_answers(
     assert response.status_code == 400
     assert "JSON" in (await response.get_json())["error"]
     assert threads == [size == "large"] * 2
+    assert digests == [False, False]  # no Idempotency-Key: the body's digest is not needed

@@ -1,0 +1,308 @@
+"""The boto3 SES client in a child process: botocore's CPU off the service's GIL.
+
+Why: with ``SendBulkEmail`` boto3 costs about 0.03 ms of CPU per recipient (serialising, signing,
+urllib3, parsing), as much as all the rest of the pipeline per email, and in one process all of it
+runs under the one GIL the event loop and the SQLite writer also need, so the SES path could not
+pass about 0.6 of the memory backend's rate however lean sesender's own code became
+(docs/performance.md, "SES calls in a child process"). A second process runs on the machine's
+other core.
+
+:class:`ProcessSesClient` stands in for the ``sesv2`` client inside
+:class:`~sesender.backends.ses.SesBackend`: the same blocking methods (``send_email``,
+``send_bulk_email``, ``get_account``, ``close``), called from the SES thread lane exactly as
+before; each call is pickled to the child (``python -m sesender.backends.ses_process``) through
+its stdin, run there by the real client from :func:`~sesender.backends.ses.build_ses_client` in a
+thread pool as large as the lane, and its answer (the response, or the botocore exception, which
+botocore makes picklable) comes back through the child's stdout to the waiting lane thread. So
+requests are still built, and errors still translated, in the service, by the same code.
+
+Failure semantics, the same as a lost connection:
+
+- The child exits or is killed with calls in flight: each of them raises botocore's
+  ``HTTPClientError`` ("SES may have sent it"): the SES backend retries those emails
+  (at-least-once, as after a read timeout). The next call starts a new child.
+- The service is killed (SIGKILL included): the child reads end-of-file on its stdin and exits at
+  once; the emails of its calls in flight stay ``Processed`` and are requeued at the next start,
+  exactly as the lane's threads' calls are after a crash.
+- The child ignores SIGINT and SIGTERM (a terminal's Ctrl-C or a service manager signals the
+  whole process group): the service drains through it and closes it when it stops.
+
+The credentials go to the child through its stdin with the other client settings, never in its
+command line or environment.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import os
+import pickle
+import signal
+import struct
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import IO, Any
+
+from botocore.exceptions import HTTPClientError
+
+__all__ = ["ProcessSesClient", "worker_main"]
+
+logger = logging.getLogger(__name__)
+
+_HEADER = struct.Struct("!I")
+#: How long ``close`` waits for the child to exit after closing its stdin, then kills it.
+CLOSE_TIMEOUT = 5.0
+#: The client methods the child runs; nothing else is callable through the pipe.
+METHODS = frozenset({"send_email", "send_bulk_email", "get_account"})
+
+
+def _write_frame(stream: IO[bytes], payload: object) -> None:
+    data = pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
+    stream.write(_HEADER.pack(len(data)) + data)
+    stream.flush()
+
+
+def _read_exactly(stream: IO[bytes], size: int) -> bytes | None:
+    chunks: list[bytes] = []
+    while size:
+        chunk = stream.read(size)
+        if not chunk:
+            return None
+        chunks.append(chunk)
+        size -= len(chunk)
+    return b"".join(chunks)
+
+
+def _read_frame(stream: IO[bytes]) -> Any:
+    """The next pickled frame, or ``EOFError`` at end of stream."""
+    header = _read_exactly(stream, _HEADER.size)
+    if header is None:
+        raise EOFError
+    data = _read_exactly(stream, _HEADER.unpack(header)[0])
+    if data is None:
+        raise EOFError
+    return pickle.loads(data)
+
+
+class _Child:
+    """One running child process, the calls waiting for it, and the thread reading its
+    answers."""
+
+    def __init__(self, arguments: dict[str, Any], on_exit: Callable[[_Child], None]) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "sesender.backends.ses_process"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            # Buffered both ways: a buffered writer writes a whole frame even when a signal
+            # interrupts the system call half-way (a raw pipe write may then be partial).
+            bufsize=-1,
+        )
+        assert self.process.stdin is not None
+        assert self.process.stdout is not None
+        self.stdin: IO[bytes] = self.process.stdin
+        self.stdout: IO[bytes] = self.process.stdout
+        self.pending: dict[int, Future[Any]] = {}
+        self.exited = False
+        self._on_exit = on_exit
+        try:
+            _write_frame(self.stdin, arguments)
+            # The child answers once its client is built and its signals are set.
+            _, ok, payload = _read_frame(self.stdout)
+        except (EOFError, OSError) as exc:
+            self._discard()
+            raise HTTPClientError(error=f"the SES client process did not start: {exc}") from exc
+        if not ok:
+            self._discard()
+            raise payload
+        self._reader = threading.Thread(
+            target=self._read_answers, name="ses client process reader", daemon=True
+        )
+        self._reader.start()
+
+    def _read_answers(self) -> None:
+        try:
+            while True:
+                call_id, ok, payload = _read_frame(self.stdout)
+                future = self.pending.pop(call_id, None)
+                if future is None:
+                    continue
+                if ok:
+                    future.set_result(payload)
+                else:
+                    future.set_exception(payload)
+        except (EOFError, OSError, pickle.UnpicklingError):
+            pass
+        self._on_exit(self)
+
+    def _discard(self) -> None:
+        """A child that did not start: make sure it is gone and its pipes closed."""
+        self.exited = True
+        with contextlib.suppress(OSError):
+            self.stdin.close()
+        self.process.kill()
+        self.process.wait()
+        self.stdout.close()
+
+    def fail_pending(self) -> None:
+        """The child is gone: every call still waiting raises as a lost connection."""
+        code = self.process.poll()
+        while self.pending:
+            _, future = self.pending.popitem()
+            future.set_exception(
+                HTTPClientError(error=f"the SES client process exited (code {code})")
+            )
+
+
+class ProcessSesClient:
+    """A ``sesv2`` client whose calls run in a child process (see the module docstring).
+
+    ``arguments``: the keyword arguments of :func:`~sesender.backends.ses.build_ses_client`
+    (picklable: strings, numbers, booleans). Thread-safe, like the client it stands in for; the
+    child is started by the first call (or :meth:`start`) and again after it died.
+    """
+
+    def __init__(self, arguments: dict[str, Any]) -> None:
+        self._arguments = dict(arguments)
+        self._lock = threading.Lock()  # the child's start and exit, and writes to its stdin
+        self._child: _Child | None = None
+        self._ids = itertools.count(1)
+        self._closed = False
+
+    @property
+    def pid(self) -> int | None:
+        """The running child's process id (benchmarks read its CPU time), or None."""
+        child = self._child
+        return child.process.pid if child is not None and not child.exited else None
+
+    def start(self) -> None:
+        """Start the child now rather than at the first call (blocking: it imports boto3)."""
+        with self._lock:
+            self._running_child()
+
+    def send_email(self, **request: Any) -> Any:
+        return self._call("send_email", request)
+
+    def send_bulk_email(self, **request: Any) -> Any:
+        return self._call("send_bulk_email", request)
+
+    def get_account(self) -> Any:
+        return self._call("get_account", {})
+
+    def close(self) -> None:
+        """Close the child's stdin (it finishes nothing more and exits), wait for it, and kill
+        it if it does not exit in time. Calls still waiting raise as lost connections."""
+        with self._lock:
+            self._closed = True
+            child, self._child = self._child, None
+        if child is None:
+            return
+        with contextlib.suppress(OSError):
+            child.stdin.close()
+        try:
+            child.process.wait(timeout=CLOSE_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            child.process.kill()
+            child.process.wait()
+        with self._lock:
+            child.exited = True
+            child.fail_pending()
+
+    def _running_child(self) -> _Child:
+        if self._closed:
+            raise HTTPClientError(error="the SES client is closed")
+        if self._child is None or self._child.exited:
+            self._child = _Child(self._arguments, self._child_exited)
+        return self._child
+
+    def _child_exited(self, child: _Child) -> None:
+        """Called by the child's reader thread at the end of its answers."""
+        with self._lock:
+            child.exited = True
+            child.fail_pending()
+            if self._child is child:
+                self._child = None
+            with contextlib.suppress(OSError):
+                child.stdin.close()
+        child.stdout.close()
+        code = child.process.wait()
+        if not self._closed:
+            logger.warning(
+                "the SES client process exited (code %s); calls in flight will be retried",
+                code,
+                extra={"event": "ses_client_process_exited"},
+            )
+
+    def _call(self, method: str, request: dict[str, Any]) -> Any:
+        future: Future[Any] = Future()
+        with self._lock:
+            child = self._running_child()
+            call_id = next(self._ids)
+            child.pending[call_id] = future
+            try:
+                _write_frame(child.stdin, (call_id, method, request))
+            except OSError as exc:
+                child.pending.pop(call_id, None)
+                raise HTTPClientError(error=f"the SES client process is gone: {exc}") from exc
+        return future.result()
+
+
+# --- the child ------------------------------------------------------------------------------
+
+
+def _answer(
+    client: Any, call_id: int, method: str, request: dict[str, Any], write: Callable[..., None]
+) -> None:
+    try:
+        if method not in METHODS:
+            raise ValueError(f"not a client method of the SES client process: {method!r}")
+        answer: tuple[int, bool, object] = (call_id, True, getattr(client, method)(**request))
+    except Exception as exc:
+        answer = (call_id, False, exc)
+    try:
+        write(answer)
+    except (pickle.PicklingError, TypeError, AttributeError) as exc:
+        # An exception botocore did not make picklable: its text still reaches the service.
+        write((call_id, False, HTTPClientError(error=f"{type(exc).__name__}: {exc}")))
+
+
+def worker_main() -> None:
+    """The child: build the client from the first frame, then run every call in a thread pool
+    and write its answer back; exit as soon as stdin ends (the service stopped or died)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    from sesender.backends.ses import build_ses_client
+
+    stdin = sys.stdin.buffer
+    # The answers get a descriptor of their own; whatever a library prints goes to stderr and
+    # cannot corrupt the stream of frames.
+    stdout = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    arguments = _read_frame(stdin)
+    try:
+        client = build_ses_client(**arguments)
+    except Exception as exc:
+        _write_frame(stdout, (0, False, exc))
+        raise
+    _write_frame(stdout, (0, True, None))  # ready: the first call may come
+    write_lock = threading.Lock()
+
+    def write(answer: object) -> None:
+        with write_lock:
+            _write_frame(stdout, answer)
+
+    executor = ThreadPoolExecutor(max_workers=max(1, int(arguments.get("pool_size", 1))))
+    while True:
+        try:
+            call_id, method, request = _read_frame(stdin)
+        except EOFError:
+            # Nobody is left to read the answers of calls in flight: stop now, not after them.
+            os._exit(0)
+        executor.submit(_answer, client, call_id, method, request, write)
+
+
+if __name__ == "__main__":
+    worker_main()

@@ -1,0 +1,219 @@
+"""The boto3 SES client in a child process (``SES_CLIENT_PROCESS``, the default), against
+``bench.fake_ses``: same answers and errors as the client in process, a killed child fails its
+calls in flight as lost connections and is replaced, and a SIGKILLed service takes its child with
+it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError, HTTPClientError
+
+from sesender.backends.ses import build_ses_client, translate_error
+from sesender.backends.ses_process import ProcessSesClient
+from sesender.errors import TransientSendError
+from tests.e2e.fake_ses_support import SENDER, FakeSes, running_fake_ses
+from tests.e2e.harness import ServiceProcess, submit, wait_topic
+from tests.waiting import wait_for
+
+pytestmark = pytest.mark.e2e
+
+
+def client_arguments(fake: FakeSes) -> dict[str, Any]:
+    return {
+        "region": "us-east-1",
+        "pool_size": 4,
+        "connect_timeout": 5.0,
+        "read_timeout": 10.0,
+        "endpoint_url": fake.url,
+        "access_key_id": "testing",
+        "secret_access_key": "testing",
+    }
+
+
+def bulk_request(*recipients: str) -> dict[str, Any]:
+    return {
+        "FromEmailAddress": SENDER,
+        "DefaultContent": {
+            "Template": {
+                "TemplateContent": {"Subject": "Hi", "Html": "<p>{{n}}</p>", "Text": "{{n}}"},
+                "TemplateData": "{}",
+            }
+        },
+        "BulkEmailEntries": [
+            {
+                "Destination": {"ToAddresses": [recipient]},
+                "ReplacementEmailContent": {
+                    "ReplacementTemplate": {"ReplacementTemplateData": f'{{"n": "{index}"}}'}
+                },
+            }
+            for index, recipient in enumerate(recipients)
+        ],
+    }
+
+
+@pytest.fixture(scope="module")
+def fake_ses() -> Iterator[FakeSes]:
+    """Refuses addresses starting with ``rejected``, throttles every third call."""
+    with running_fake_ses("--reject", "rejected", "--throttle-every", "3") as fake:
+        yield fake
+
+
+@pytest.fixture
+def remote(fake_ses: FakeSes) -> Iterator[ProcessSesClient]:
+    client = ProcessSesClient(client_arguments(fake_ses))
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def test_calls_answer_as_the_client_in_process_does(
+    fake_ses: FakeSes, remote: ProcessSesClient
+) -> None:
+    local = build_ses_client(**client_arguments(fake_ses))
+    try:
+        answers: dict[str, list[Any]] = {"remote": [], "local": []}
+        for _ in range(12):  # one call in three is throttled: each client meets a throttle
+            if all(len({type(r) for r in results}) == 2 for results in answers.values()):
+                break
+            for name, client in (("remote", remote), ("local", local)):
+                try:
+                    reply = client.send_bulk_email(
+                        **bulk_request("a@example.org", "rejected@example.org")
+                    )
+                except ClientError as exc:
+                    answers[name].append(translate_error(exc))
+                else:
+                    answers[name].append(
+                        [entry["Status"] for entry in reply["BulkEmailEntryResults"]]
+                    )
+        account = remote.get_account()
+        assert account["SendingEnabled"] == local.get_account()["SendingEnabled"]
+    finally:
+        local.close()
+
+    for name, results in answers.items():
+        statuses = [r for r in results if isinstance(r, list)]
+        errors = [r for r in results if not isinstance(r, list)]
+        assert statuses, name
+        assert all(s == ["SUCCESS", "MESSAGE_REJECTED"] for s in statuses), name
+        # The botocore error crossed the pipe intact: the same SendError comes of it.
+        assert errors, name
+        assert all(isinstance(e, TransientSendError) and e.throttled for e in errors), name
+    assert remote.pid is not None
+    assert remote.pid != os.getpid()
+
+
+def test_a_killed_child_fails_its_calls_in_flight_and_is_replaced() -> None:
+    with running_fake_ses("--latency", "30") as slow:
+        remote = ProcessSesClient(client_arguments(slow))
+        try:
+            remote.start()
+            first_pid = remote.pid
+            assert first_pid is not None
+            outcome: list[BaseException | object] = []
+
+            def call() -> None:
+                try:
+                    outcome.append(remote.send_bulk_email(**bulk_request("a@example.org")))
+                except BaseException as exc:
+                    outcome.append(exc)
+
+            caller = threading.Thread(target=call)
+            caller.start()
+            wait_for(lambda: slow.get("/_bench/stats")["send_bulk_email"] >= 1, timeout=20)
+            os.kill(first_pid, signal.SIGKILL)
+            caller.join(timeout=20)
+            assert not caller.is_alive(), "the call kept waiting for a dead child"
+            (error,) = outcome
+            # Retried by the SES backend as a lost connection: the child may have sent it.
+            assert isinstance(error, HTTPClientError)
+            assert isinstance(translate_error(error), TransientSendError)
+            assert "exited" in str(error)
+        finally:
+            remote.close()
+
+    with running_fake_ses() as fake:
+        remote = ProcessSesClient(client_arguments(fake))
+        try:
+            remote.start()
+            os.kill(remote.pid or 0, signal.SIGKILL)
+            # The next call finds the child gone and starts another.
+            reply = wait_for(
+                lambda: _send_or_none(remote, "b@example.org"), timeout=20, what="a new child"
+            )
+            assert reply["BulkEmailEntryResults"][0]["Status"] == "SUCCESS"
+            assert remote.pid not in (None, first_pid)
+        finally:
+            remote.close()
+    assert remote.pid is None
+
+
+def _send_or_none(remote: ProcessSesClient, recipient: str) -> Any:
+    try:
+        return remote.send_bulk_email(**bulk_request(recipient))
+    except HTTPClientError:
+        return None  # the call raced the old child's death; the next one gets a new child
+
+
+def _children(pid: int) -> set[int]:
+    found: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        text = (task / "children").read_text().split()
+        found.update(int(child) for child in text)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_sigkill_of_the_service_takes_its_client_process_with_it(
+    start_service: Callable[..., ServiceProcess], fake_ses: FakeSes
+) -> None:
+    service = start_service(**fake_ses.service_env(API_KEY="e2e-ses-process-key"))
+    with service.client() as client:
+        submit(client, topic="child", emails=["someone@example.org"], subject="s", content="c")
+        wait_topic(client, "child", count=1, timeout=60)
+    assert service.process is not None
+    children = _children(service.process.pid)
+    assert len(children) == 1, children
+    (child,) = children
+    service.signal(signal.SIGKILL)
+    assert service.wait(timeout=10) == -signal.SIGKILL
+    # End of file on its stdin: the child exits at once (its parent is gone, so init reaps it).
+    wait_for(lambda: not _alive(child), timeout=20, what="the client process to exit")
+
+
+def test_the_child_ignores_sigterm_and_exits_when_closed(fake_ses: FakeSes) -> None:
+    remote = ProcessSesClient(client_arguments(fake_ses))
+    remote.start()
+    pid = remote.pid
+    assert pid is not None
+    os.kill(pid, signal.SIGTERM)  # a service manager signals the whole group: drain goes on
+    assert remote.get_account()["SendingEnabled"] is True
+    assert remote.pid == pid
+    remote.close()
+    assert not _alive(pid)
+    with pytest.raises(HTTPClientError, match="closed"):
+        remote.get_account()
+
+
+def test_a_client_that_cannot_be_built_raises_the_builders_error(fake_ses: FakeSes) -> None:
+    arguments = {**client_arguments(fake_ses), "secret_access_key": None}
+    remote = ProcessSesClient(arguments)
+    with pytest.raises(ValueError, match="access_key_id and secret_access_key"):
+        remote.start()
+    assert remote.pid is None
+    remote.close()
