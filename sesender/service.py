@@ -50,7 +50,7 @@ from sesender.metrics import Metrics, PipelineCollector
 from sesender.monitoring import report_actor_crash
 from sesender.pipeline.compose import MessageComposer
 from sesender.pipeline.housekeeper import Housekeeper
-from sesender.pipeline.pipeline import ACTOR_NAMES, Pipeline
+from sesender.pipeline.pipeline import ACTOR_NAMES, GUARD_ACTOR, Pipeline
 from sesender.pipeline.result_writer import ResultWrite, ResultWriter, write_and_wait
 from sesender.startup_secrets import announce_api_key, load_startup_secrets
 from sesender.store.base import Store
@@ -169,6 +169,8 @@ async def open_service(
                 now_ms=now_ms,
                 rng=rng,
                 observer=metrics,
+                reputation=store,
+                guard_settings=config.guard,
             )
             async with (
                 SnsHttp.build_client() as http_client,
@@ -193,6 +195,14 @@ async def open_service(
             if owned_backend:
                 with trio.move_on_after(5, shield=True):
                     await backend.aclose()
+
+
+def _event_recorded(metrics: Metrics | None, pipeline: Pipeline, kind: str) -> None:
+    """An SES event was stored: count it, and let the reputation guard look at the rates."""
+    if metrics is not None:
+        metrics.ses_events.labels(kind).inc()
+    if pipeline.guard is not None:
+        pipeline.guard.note_event(kind)
 
 
 async def _start_actors(
@@ -238,7 +248,7 @@ async def _start_actors(
         verifier=verifier,
         write=functools.partial(write_and_wait, result_tx),
         confirm_subscription=sns_http.confirm_subscription,
-        on_recorded=(lambda kind: metrics.ses_events.labels(kind).inc()) if metrics else None,
+        on_recorded=functools.partial(_event_recorded, metrics, pipeline),
     )
     sns_rejections: dict[str, int] = {}
     if metrics is not None:
@@ -266,6 +276,7 @@ async def _start_actors(
         metrics=metrics,
         required_actors=(
             *ACTOR_NAMES,
+            *((GUARD_ACTOR,) if pipeline.guard is not None else ()),
             "result-writer",
             "housekeeper",
             "http",

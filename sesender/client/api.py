@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from types import TracebackType
 from typing import Any
 from urllib.parse import quote
@@ -29,6 +30,17 @@ DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=5.0)
 #: The largest page ``GET /v1/suppressions`` serves.
 MAX_SUPPRESSION_PAGE = 1000
 MAX_ERROR_TEXT = 300
+
+
+def _instant(value: object) -> datetime | None:
+    """An ISO 8601 instant from a response, or None when absent or unreadable."""
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else None
 
 
 def one_line(text: str) -> str:
@@ -52,10 +64,18 @@ class SubmitResult:
     success: int
     errors: int
     duplicates: int
+    #: As the original: a non-empty ``scheduled_at`` was given (even a past one).
     scheduled: bool
     rejected: tuple[RejectedAddress, ...] = ()
     first_request_id: int | None = None
     replayed: bool = False
+    #: When sending becomes due (``due_at``; None from servers that do not say).
+    due_at: datetime | None = None
+
+    def waits(self, now: datetime) -> bool:
+        """Whether the emails wait for a time after ``now`` (rather than being sent at once).
+        Without ``due_at`` (an older server, whose ``scheduled`` meant exactly that), the flag."""
+        return self.scheduled if self.due_at is None else self.due_at > now
 
 
 #: The statuses a topic's emails can have, in lifecycle order (the API's names).
@@ -199,6 +219,7 @@ class SesenderClient:
             rejected=rejected,
             first_request_id=first if isinstance(first, int) else None,
             replayed=response.headers.get("Idempotent-Replayed") == "true",
+            due_at=_instant(data.get("due_at")),
         )
 
     def topic_stats(self, topic_id: str) -> TopicStats:

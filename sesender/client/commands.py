@@ -24,7 +24,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, NoReturn, TextIO
 
@@ -320,6 +320,7 @@ class SendTotals:
     requests: int = 0
     #: Requests an earlier run had already got accepted (answered Idempotent-Replayed).
     replayed: int = 0
+    #: Whether the emails wait for a future time (not sent at once, so not followed).
     scheduled: bool = False
     rejected: list[RejectedAddress] = field(default_factory=list)
 
@@ -330,7 +331,7 @@ class SendTotals:
         self.success += result.success
         self.errors += result.errors
         self.duplicates += result.duplicates
-        self.scheduled = self.scheduled or result.scheduled
+        self.scheduled = self.scheduled or result.waits(datetime.now(UTC))
         self.rejected.extend(result.rejected[: max(0, SHOWN_REJECTED - len(self.rejected))])
 
 
