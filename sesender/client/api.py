@@ -241,6 +241,21 @@ class SesenderClient:
         response = self._request("POST", topic_path(topic_id) + "/retry")
         return self._int(self._object(response), "requeued", response)
 
+    def resume_sending(self) -> bool:
+        """``POST /v1/sending/resume``: lift the reputation guard's hold on all sending; whether
+        there was one."""
+        response = self._request("POST", "/v1/sending/resume")
+        return self._object(response).get("resumed") is True
+
+    def resume_topic(self, topic_id: str) -> int | None:
+        """``POST /v1/topics/{topic_id}/resume``: lift the guard's hold on the topic; how many
+        held emails were requeued, None when the topic was not held."""
+        response = self._request("POST", topic_path(topic_id) + "/resume")
+        data = self._object(response)
+        if data.get("held") is not True:
+            return None
+        return self._int(data, "resumed", response)
+
     def message(self, request_id: int) -> dict[str, Any]:
         """``GET /v1/messages/{request_id}``: one email's status, attempts, error and events."""
         return self._object(self._request("GET", f"/v1/messages/{int(request_id)}"))

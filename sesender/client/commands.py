@@ -1,5 +1,5 @@
-"""The client commands of the ``sesender`` script: ``send``, ``stats``, ``cancel``, ``retry`` and
-``suppressions list|add|remove``, talking to a running server over HTTP.
+"""The client commands of the ``sesender`` script: ``send``, ``stats``, ``cancel``, ``retry``,
+``resume`` and ``suppressions list|add|remove``, talking to a running server over HTTP.
 
 They never load the server's configuration: the server is ``--url`` (else ``$SESENDER_URL``, else
 ``http://localhost:3000``) and the key ``--api-key`` (else ``$API_KEY``); ``cli.py`` passes the
@@ -73,7 +73,7 @@ IDEMPOTENCY_WINDOW_HOURS = 24
 RATE_WINDOW_SECONDS = 5.0
 ORIGINAL_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 
-CLIENT_COMMANDS = frozenset({"send", "stats", "cancel", "retry", "suppressions"})
+CLIENT_COMMANDS = frozenset({"send", "stats", "cancel", "retry", "resume", "suppressions"})
 
 
 # -- parsing ---------------------------------------------------------------------------------------
@@ -207,6 +207,14 @@ def add_client_commands(commands: argparse._SubParsersAction[CommandParser]) -> 
     )
     retry.add_argument("topic", help="topic id")
     add_connection_options(retry)
+
+    resume = commands.add_parser(
+        "resume",
+        help="lift the reputation guard's hold: on all sending, or with --topic on one topic",
+        one_line_errors=True,
+    )
+    resume.add_argument("--topic", help="the held topic to resume (its held emails are requeued)")
+    add_connection_options(resume)
 
     suppressions = commands.add_parser(
         "suppressions", help="list, add or remove suppressed addresses", one_line_errors=True
@@ -671,6 +679,23 @@ def retry_command(client: SesenderClient, arguments: argparse.Namespace, runtime
     return EXIT_OK
 
 
+def resume_command(client: SesenderClient, arguments: argparse.Namespace, runtime: Runtime) -> int:
+    """An operator's decision after the reputation guard held sending or a topic."""
+    if arguments.topic is None:
+        if client.resume_sending():
+            say(runtime.console, "sending resumed")
+        else:
+            say(runtime.console, "sending was not held by the reputation guard")
+        return EXIT_OK
+    topic = require_topic(arguments.topic)
+    requeued = client.resume_topic(topic)
+    if requeued is None:
+        say(runtime.console, f"topic {topic}: not held")
+    else:
+        say(runtime.console, f"topic {topic}: resumed, {requeued} held emails requeued")
+    return EXIT_OK
+
+
 # -- suppressions ----------------------------------------------------------------------------------
 
 
@@ -710,5 +735,6 @@ COMMANDS: Mapping[str, Command] = {
     "stats": stats_command,
     "cancel": cancel_command,
     "retry": retry_command,
+    "resume": resume_command,
     "suppressions": suppressions_command,
 }

@@ -522,6 +522,46 @@ def test_cancel_and_retry_print_their_counts() -> None:
         assert (code, out.getvalue(), err.getvalue()) == (EXIT_OK, line + "\n", "")
 
 
+def test_resume_lifts_the_sending_hold_or_a_topic_hold() -> None:
+    seen: list[str] = []
+    held = {"/v1/sending/resume": True, "/v1/topics/news%2F1/resume": True}
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        path = request.url.raw_path.decode()
+        seen.append(f"{request.method} {path}")
+        was_held = held.get(path, False)
+        held[path] = False
+        if path == "/v1/sending/resume":
+            return httpx.Response(
+                200,
+                json={"status": "ok", "resumed": was_held, "sending": "active"},
+            )
+        return httpx.Response(
+            200, json={"status": "ok", "held": was_held, "resumed": 1740 if was_held else 0}
+        )
+
+    for argv, line in (
+        (["resume"], "sending resumed"),
+        (["resume"], "sending was not held by the reputation guard"),
+        (["resume", "--topic", "news/1"], "topic news/1: resumed, 1740 held emails requeued"),
+        (["resume", "--topic", "news/1"], "topic news/1: not held"),
+    ):
+        out, err = io.StringIO(), io.StringIO()
+        code = run_client_command(
+            build_parser().parse_args(argv),
+            ENVIRON,
+            runtime=Runtime(console=Console(file=out), errors=err),
+            transport=httpx.MockTransport(handle),
+        )
+        assert (code, out.getvalue(), err.getvalue()) == (EXIT_OK, line + "\n", "")
+    assert seen == [
+        "POST /v1/sending/resume",
+        "POST /v1/sending/resume",
+        "POST /v1/topics/news%2F1/resume",
+        "POST /v1/topics/news%2F1/resume",
+    ]
+
+
 def test_empty_topic_is_refused(fake: FakeSesender) -> None:
     result = run(fake, ["cancel", " "])
     assert (result.code, result.err) == (EXIT_USAGE, "sesender: the topic id must not be empty\n")
