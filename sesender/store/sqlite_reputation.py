@@ -34,7 +34,7 @@ def reputation_counts(connection: sqlite3.Connection, since_ms: int) -> Reputati
     since = first_bucket(since_ms)
     row = connection.execute(
         "SELECT COALESCE(SUM(sends), 0), COALESCE(SUM(bounces), 0), COALESCE(SUM(complaints), 0)"
-        " FROM guard_account_counts WHERE bucket >= MAX(?, COALESCE((SELECT resumed_at / ? + 1"
+        " FROM guard_topic_counts WHERE bucket >= MAX(?, COALESCE((SELECT resumed_at / ? + 1"
         " FROM reputation_holds WHERE scope = 'account' AND topic_id = ''), 0))",
         (since, BUCKET_MS),
     ).fetchone()
