@@ -621,11 +621,12 @@ def follow_display(topic: str, stats: TopicStats, rate: float, elapsed: float) -
 
 
 def counts_text(stats: TopicStats) -> str:
+    held = stats.requests("Held")
     return (
         f"{stats.requests('Sent')} sent, {stats.requests('Failed')} failed,"
         f" {stats.requests('Stopped')} stopped, {stats.requests('Suppressed')} suppressed,"
         f" {stats.results('Bounce')} bounced, {stats.results('Complaint')} complaints"
-    )
+    ) + (f"; {held} held by the reputation guard (sesender resume --topic ...)" if held else "")
 
 
 def final_line(topic: str, stats: TopicStats) -> str:

@@ -14,6 +14,7 @@ import pytest
 from rich.console import Console
 
 from sesender.cli import build_parser
+from sesender.client.api import TopicStats
 from sesender.client.commands import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -22,6 +23,7 @@ from sesender.client.commands import (
     IDEMPOTENCY_WINDOW_HOURS,
     RateMeter,
     Runtime,
+    final_line,
     idempotency_key,
     run_client_command,
 )
@@ -560,6 +562,17 @@ def test_resume_lifts_the_sending_hold_or_a_topic_hold() -> None:
         "POST /v1/topics/news%2F1/resume",
         "POST /v1/topics/news%2F1/resume",
     ]
+
+
+def test_the_final_line_names_held_emails_only_when_there_are_some() -> None:
+    plain = TopicStats(request_counts={"Sent": 3}, result_counts={"Bounce": 1})
+    held = TopicStats(request_counts={"Sent": 260, "Held": 1740}, result_counts={"Bounce": 26})
+    assert final_line("t", plain) == (
+        "topic t: 3 sent, 0 failed, 0 stopped, 0 suppressed, 1 bounced, 0 complaints"
+    )
+    assert final_line("t", held).endswith(
+        "26 bounced, 0 complaints; 1740 held by the reputation guard (sesender resume --topic ...)"
+    )
 
 
 def test_empty_topic_is_refused(fake: FakeSesender) -> None:
