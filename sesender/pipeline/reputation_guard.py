@@ -91,7 +91,17 @@ class ReputationGuard:
                 await self._wakeup.wait()
             self._wakeup.clear()
             if self._settings.enabled:
-                await self.evaluate()
+                try:
+                    await self.evaluate()
+                except StoreError as exc:
+                    # The database is waited out, as everywhere else (docs/architecture.md,
+                    # "Faults that are waited out"): the next evaluation tries again; holds
+                    # already decided stay in force in memory.
+                    logger.warning(
+                        "the reputation guard could not read or record its counters: %s",
+                        exc,
+                        extra={"event": "guard_store_error"},
+                    )
             await trio.sleep(MIN_GAP)
 
     async def load(self) -> None:

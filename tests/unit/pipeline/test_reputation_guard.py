@@ -294,3 +294,38 @@ async def test_the_monitor_never_lifts_a_hold(autojump_clock: trio.testing.MockC
         assert control.gate.held
         assert control.gate.is_paused
         nursery.cancel_scope.cancel()
+
+
+async def test_a_store_that_fails_is_waited_out_and_the_hold_recorded_later(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    from sesender.errors import StoreUnavailable
+
+    class FlakyStore(FakeReputationStore):
+        failing = True
+
+        async def hold_topic(self, topic_id: str, *, reason: str, now_ms: int) -> int:
+            if self.failing:
+                raise StoreUnavailable("database or disk is full")
+            return await super().hold_topic(topic_id, reason=reason, now_ms=now_ms)
+
+        async def reputation_counts(self, *, since_ms: int) -> ReputationCounts:
+            if self.failing and self.queries:
+                self.queries += 1
+                raise StoreUnavailable("database or disk is full")
+            return await super().reputation_counts(since_ms=since_ms)
+
+    store = FlakyStore()
+    store.counts = ReputationCounts(
+        account=GuardCounts(sends=300, bounces=30), topics={"t": GuardCounts(300, 30)}
+    )
+    guard, control = guard_for(store, GuardConfig(check_interval=1.0))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(guard.run)
+        await trio.sleep(5)  # evaluations fail; the actor lives on
+        assert "t" in control.held_topics  # held in memory at once
+        assert store.holds == {}
+        store.failing = False
+        await trio.sleep(3)
+        assert set(store.holds) == {(HoldScope.TOPIC, "t")}
+        nursery.cancel_scope.cancel()
