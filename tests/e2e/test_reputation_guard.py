@@ -11,8 +11,10 @@ The module's tests run in order on the one service:
 
 1. a topic of 2,000 recipients of which every tenth hard-bounces is held by the guard after
    about 200 sends, most of its emails ``Held``, while another topic keeps sending to the end;
+   the dashboard (chromium) shows the held topic with its Resume button;
 2. an account-wide run past the complaint threshold holds all sending (with the default
-   ``GUARD_MIN_SENDS`` of 1,000); the hold survives a restart, ``sesender resume`` lifts it and
+   ``GUARD_MIN_SENDS`` of 1,000); the hold survives a restart (the dashboard shows it, with its
+   Resume sending button), ``sesender resume`` lifts it and
    the queue drains; nothing was ``Failed`` by the guard at any point;
 3. resuming the held topic requeues its held emails; cancelling it stops what is left.
 
@@ -21,6 +23,7 @@ A second, small service checks the account monitor's ``GetAccount`` polls agains
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import threading
@@ -42,6 +45,16 @@ from tests.e2e.harness import (
     wait_topic,
 )
 from tests.e2e.sns_support import LOOPBACK_PATTERN, SesKind, SnsMinter, post_sns
+from tests.e2e.test_dashboard_browser import (
+    WAIT,
+    cell,
+    launch_chromium,
+    require_browser,
+    topic_row,
+)
+
+with contextlib.suppress(ImportError):  # require_browser() reports it as a failure
+    from playwright.sync_api import Browser, Page, expect
 
 pytestmark = pytest.mark.e2e
 
@@ -246,6 +259,36 @@ def test_a_bouncing_topic_is_held_while_another_keeps_sending(
         assert metric(client, 'sesender_guard_holds_total{scope="topic"}') == 1
 
 
+def open_dashboard(browser: Browser, service: ServiceProcess) -> Page:
+    page = browser.new_context(viewport={"width": 1360, "height": 900}).new_page()
+    page.goto(f"{service.url}/dashboard")
+    page.get_by_label("API key").fill(API_KEY)
+    page.get_by_role("button", name="Open dashboard").click()
+    expect(page.locator("#dashboard")).to_be_visible(timeout=WAIT)
+    return page
+
+
+def test_the_dashboard_shows_the_held_topic(deployment: Deployment) -> None:
+    require_browser()
+    with launch_chromium() as browser:
+        page = open_dashboard(browser, deployment.service)
+        row = topic_row(page, BAD_TOPIC)
+        expect(row.locator(".status")).to_have_text("Held by the guard", timeout=WAIT)
+        held = counts_of_url(deployment.service, BAD_TOPIC)["Held"]
+        expect(cell(row, "held")).to_have_text(f"{held:,}")
+        expect(row.get_by_role("button", name="Resume")).to_be_visible()
+        expect(row.get_by_role("button", name="Cancel")).to_be_enabled()
+        good = topic_row(page, GOOD_TOPIC)
+        expect(good.get_by_role("button", name="Resume")).to_be_hidden()
+        expect(page.locator("#sending-state")).to_have_text("Active")
+        expect(page.locator("#resume-sending")).to_be_hidden()
+
+
+def counts_of_url(service: ServiceProcess, topic: str) -> dict[str, int]:
+    with api(service) as client:
+        return counts_of(client, topic)
+
+
 def test_a_complaint_run_holds_all_sending_across_a_restart_until_resumed(
     deployment: Deployment, feeder: Feeder, fake: FakeSes
 ) -> None:
@@ -288,6 +331,15 @@ def test_a_complaint_run_holds_all_sending_across_a_restart_until_resumed(
         assert len(fake.messages()) == accepted_while_stopped
         assert counts_of(client, COMPLAINT_TOPIC)["Sent"] < 800
         assert counts_of(client, BEHIND_TOPIC).get("Sent", 0) < 300
+
+        # The dashboard says so, with the way out.
+        require_browser()
+        with launch_chromium() as browser:
+            page = open_dashboard(browser, restarted)
+            expect(page.locator("#sending-state")).to_have_text("Held", timeout=WAIT)
+            expect(page.locator("#sending-detail")).to_contain_text("GUARD_COMPLAINT_RATE")
+            expect(page.locator("#service-pill-text")).to_have_text("Ready · sending held")
+            expect(page.get_by_role("button", name="Resume sending")).to_be_visible()
 
         # An operator resumes with the CLI; the queue drains; nothing was failed by the guard.
         resumed = subprocess.run(
