@@ -248,9 +248,10 @@ class SesenderClient:
         return self._object(response).get("resumed") is True
 
     def resume_topic(self, topic_id: str) -> int | None:
-        """``POST /v1/topics/{topic_id}/resume``: lift the guard's hold on the topic; how many
-        held emails were requeued, None when the topic was not held."""
-        response = self._request("POST", topic_path(topic_id) + "/resume")
+        """``POST /v1/reputation/resume-topic`` (the topic id in the body, so any id works, the
+        empty one included): lift the guard's hold on the topic; how many held emails were
+        requeued, None when the topic was not held."""
+        response = self._request("POST", "/v1/reputation/resume-topic", json={"topic_id": topic_id})
         data = self._object(response)
         if data.get("held") is not True:
             return None

@@ -213,7 +213,9 @@ def add_client_commands(commands: argparse._SubParsersAction[CommandParser]) -> 
         help="lift the reputation guard's hold: on all sending, or with --topic on one topic",
         one_line_errors=True,
     )
-    resume.add_argument("--topic", help="the held topic to resume (its held emails are requeued)")
+    resume.add_argument(
+        "--topic", help='the held topic to resume, "" for the default one (held emails requeued)'
+    )
     add_connection_options(resume)
 
     suppressions = commands.add_parser(
@@ -688,12 +690,13 @@ def resume_command(client: SesenderClient, arguments: argparse.Namespace, runtim
         else:
             say(runtime.console, "sending was not held by the reputation guard")
         return EXIT_OK
-    topic = require_topic(arguments.topic)
+    topic = arguments.topic  # any id, the empty one (the original's default topic) included
     requeued = client.resume_topic(topic)
+    shown = topic or '""'
     if requeued is None:
-        say(runtime.console, f"topic {topic}: not held")
+        say(runtime.console, f"topic {shown}: not held")
     else:
-        say(runtime.console, f"topic {topic}: resumed, {requeued} held emails requeued")
+        say(runtime.console, f"topic {shown}: resumed, {requeued} held emails requeued")
     return EXIT_OK
 
 

@@ -2,7 +2,9 @@
 
 - ``GET /v1/reputation``: the window's counts and rates, the thresholds, what is held;
 - ``POST /v1/sending/resume``: lift the guard's hold on all sending;
-- ``POST /v1/topics/{topic_id}/resume``: lift a topic's hold and requeue its ``Held`` emails.
+- ``POST /v1/topics/{topic_id}/resume``: lift a topic's hold and requeue its ``Held`` emails;
+- ``POST /v1/reputation/resume-topic`` with ``{"topic_id": ...}``: the same for any topic id,
+  the empty one included (the original's default topic, which no path can name).
 
 A resume is a decision (the guard never lifts a hold by itself); the window starts again after
 it, so the same bounces do not hold the same scope again at once.
@@ -12,11 +14,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from quart import Blueprint, Response
+from quart import Blueprint, Response, request
 
 from sesender.errors import ApiError, StoreUnavailable
 from sesender.http.context import app_context
+from sesender.http.request_body import require_json
 from sesender.http.responses import json_response
+from sesender.http.submission import is_unicode, parse_json
 from sesender.pipeline.reputation_guard import ReputationGuard
 
 reputation_blueprint = Blueprint("reputation", __name__)
@@ -90,6 +94,23 @@ async def resume_sending() -> Response:
 
 @reputation_blueprint.post("/v1/topics/<path:topic_id>/resume")
 async def resume_topic(topic_id: str) -> Response:
+    return await resumed_topic_response(topic_id)
+
+
+@reputation_blueprint.post("/v1/reputation/resume-topic")
+async def resume_topic_by_body() -> Response:
+    require_json()
+    raw = await request.get_data(cache=False, as_text=False, parse_form_data=False)
+    payload = parse_json(raw)
+    if not isinstance(payload, dict) or not isinstance(payload.get("topic_id"), str):
+        raise ApiError(400, 'The body must be a JSON object with a string "topic_id"')
+    topic_id: str = payload["topic_id"]
+    if not is_unicode(topic_id):
+        raise ApiError(400, "topic_id must not contain lone UTF-16 surrogates")
+    return await resumed_topic_response(topic_id)
+
+
+async def resumed_topic_response(topic_id: str) -> Response:
     guard = guard_or_error()
     try:
         released = await guard.resume_topic(topic_id)

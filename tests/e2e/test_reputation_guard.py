@@ -369,6 +369,11 @@ def test_resuming_the_held_topic_requeues_its_emails(
     with api(deployment.service) as client:
         before = counts_of(client, BAD_TOPIC)
         assert before["Held"] >= 1500
+        # The body route names any topic, the default one ("") included; it is not held.
+        default = client.post("/v1/reputation/resume-topic", json={"topic_id": ""})
+        assert default.json() == {"status": "ok", "held": False, "resumed": 0}
+        refused = client.post("/v1/reputation/resume-topic", json={"topic_id": 7})
+        assert refused.status_code == 400
         response = client.post(f"/v1/topics/{BAD_TOPIC}/resume")
         assert response.status_code == 200, response.text
         assert response.json() == {"status": "ok", "held": True, "resumed": before["Held"]}

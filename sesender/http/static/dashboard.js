@@ -642,7 +642,7 @@
     parts.retry.disabled = parts.busy || !addressable || c.failed === 0;
     parts.cancel.disabled = parts.busy || !addressable || c.pending + c.held === 0;
     parts.resume.hidden = c.held === 0;
-    parts.resume.disabled = parts.busy;
+    parts.resume.disabled = parts.busy || !addressable;
     parts.resume.title = "Send the emails the reputation guard held (it stopped the topic for its bounce rate)";
     parts.retry.title = c.failed ? "Requeue the emails that failed for transient reasons" : "No failed emails";
     parts.cancel.title = c.pending + c.held ? "Stop the emails not yet handed to SES" : "Nothing left to send";

@@ -526,18 +526,19 @@ def test_cancel_and_retry_print_their_counts() -> None:
 
 def test_resume_lifts_the_sending_hold_or_a_topic_hold() -> None:
     seen: list[str] = []
-    held = {"/v1/sending/resume": True, "/v1/topics/news%2F1/resume": True}
+    held = {"": True, "news/1": True, "sending": True}
 
     def handle(request: httpx.Request) -> httpx.Response:
         path = request.url.raw_path.decode()
-        seen.append(f"{request.method} {path}")
-        was_held = held.get(path, False)
-        held[path] = False
         if path == "/v1/sending/resume":
+            seen.append(f"{request.method} {path}")
+            was_held, held["sending"] = held["sending"], False
             return httpx.Response(
-                200,
-                json={"status": "ok", "resumed": was_held, "sending": "active"},
+                200, json={"status": "ok", "resumed": was_held, "sending": "active"}
             )
+        topic = json.loads(request.content)["topic_id"]
+        seen.append(f"{request.method} {path} {topic!r}")
+        was_held, held[topic] = held[topic], False
         return httpx.Response(
             200, json={"status": "ok", "held": was_held, "resumed": 1740 if was_held else 0}
         )
@@ -547,6 +548,7 @@ def test_resume_lifts_the_sending_hold_or_a_topic_hold() -> None:
         (["resume"], "sending was not held by the reputation guard"),
         (["resume", "--topic", "news/1"], "topic news/1: resumed, 1740 held emails requeued"),
         (["resume", "--topic", "news/1"], "topic news/1: not held"),
+        (["resume", "--topic", ""], 'topic "": resumed, 1740 held emails requeued'),
     ):
         out, err = io.StringIO(), io.StringIO()
         code = run_client_command(
@@ -559,8 +561,9 @@ def test_resume_lifts_the_sending_hold_or_a_topic_hold() -> None:
     assert seen == [
         "POST /v1/sending/resume",
         "POST /v1/sending/resume",
-        "POST /v1/topics/news%2F1/resume",
-        "POST /v1/topics/news%2F1/resume",
+        "POST /v1/reputation/resume-topic 'news/1'",
+        "POST /v1/reputation/resume-topic 'news/1'",
+        "POST /v1/reputation/resume-topic ''",
     ]
 
 
