@@ -49,6 +49,7 @@ import asyncio
 import json
 import re
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -197,6 +198,7 @@ def send_email(body: bytes) -> bytes:
         STATE.messages.append(
             {
                 "message_id": message_id,
+                "at": time.time(),
                 "bulk": False,
                 "to": to,
                 "subject": simple["Subject"]["Data"],
@@ -248,6 +250,7 @@ def send_bulk_email(body: bytes) -> bytes:
             STATE.messages.append(
                 {
                     "message_id": message_id,
+                    "at": time.time(),
                     "bulk": True,
                     "to": to,
                     "subject": substitute(content.get("Subject", ""), values),

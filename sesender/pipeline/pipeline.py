@@ -47,6 +47,7 @@ from sesender.pipeline.reputation_guard import ReputationGuard
 from sesender.pipeline.retry import RetryPolicy
 from sesender.pipeline.scheduler import Scheduler
 from sesender.pipeline.sender_pool import SenderPool
+from sesender.pipeline.shared_rate import SharedRate
 from sesender.store.base import QueueStore, ReputationStore
 
 #: The most emails in one batch, whatever the rate: SES's ``SendBulkEmail`` takes at most 50
@@ -90,6 +91,7 @@ class Pipeline:
         now_ms: Callable[[], int],
         rng: random.Random | None = None,
         observer: PipelineObserver | None = None,
+        shared_rate: Callable[[TokenBucket], SharedRate] | None = None,
         reputation: ReputationStore | None = None,
         guard_settings: GuardConfig | None = None,
     ) -> None:
@@ -123,6 +125,7 @@ class Pipeline:
             control=self.control,
             now_ms=now_ms,
             max_batch=self.batch_size,
+            shared=shared_rate(self.bucket) if shared_rate is not None else None,
         )
         self.sender_pool = SenderPool(
             backend=backend,

@@ -281,7 +281,7 @@
   // -- service state -------------------------------------------------------------------------------
 
   function renderReady(ready) {
-    const isReady = ready.status === "ready";
+    const isReady = ready.status === "ok";
     const paused = ready.sending === "paused";
     // Held by the reputation guard: only an operator's resume lifts it (the button below).
     const held = ready.sending_held === true;

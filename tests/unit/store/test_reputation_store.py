@@ -1,7 +1,7 @@
 """The reputation guard's store: counters kept by triggers, the window, durable holds, ``Held``.
 
-Against a real SQLite file (the ``store`` fixture), through the Store interface; feedback goes
-through ``record_feedback`` exactly as the SNS intake writes it.
+On both engines (the ``store`` fixture: SQLite and PostgreSQL), through the Store interface;
+feedback goes through ``record_feedback`` exactly as the SNS intake writes it.
 """
 
 from __future__ import annotations
@@ -20,18 +20,18 @@ from sesender.models import (
     Status,
     Submission,
 )
-from sesender.store.sqlite import SqliteStore, open_sqlite_store
+from tests.unit.store.engines import AnyStore, OpenStore
 
 NOW = 1_768_471_200_000  # a whole 10-second bucket
 
 
-async def submit(store: SqliteStore, topic: str, count: int, *, at: int = NOW) -> None:
+async def submit(store: AnyStore, topic: str, count: int, *, at: int = NOW) -> None:
     emails = tuple(f"{topic}-{i}@example.com" for i in range(count))
     message = NewMessage(topic_id=topic, subject="s", body="b", emails=emails)
     await store.submit(Submission(messages=(message,), due_at_ms=at, created_at_ms=at))
 
 
-async def send(store: SqliteStore, count: int, *, at: int = NOW) -> list[int]:
+async def send(store: AnyStore, count: int, *, at: int = NOW) -> list[int]:
     """Claim ``count`` due emails and record them Sent at ``at``; return their ids."""
     batch = await store.claim_due(now_ms=at, limit=count)
     await store.record_outcomes(
@@ -62,12 +62,12 @@ def complaint(request_id: int, feedback_type: str = "abuse") -> FeedbackItem:
     )
 
 
-async def feed(store: SqliteStore, items: Sequence[FeedbackItem]) -> None:
+async def feed(store: AnyStore, items: Sequence[FeedbackItem]) -> None:
     await store.record_feedback(items, now_ms=NOW + 6_000)
 
 
 async def test_sends_permanent_bounces_and_complaints_are_counted_per_topic_and_account(
-    store: SqliteStore,
+    store: AnyStore,
 ) -> None:
     await submit(store, "bad", 10)
     await submit(store, "good", 10)
@@ -94,7 +94,7 @@ async def test_sends_permanent_bounces_and_complaints_are_counted_per_topic_and_
     assert counts.topics["bad"].bounces == 3
 
 
-async def test_the_window_counts_only_recent_sends(store: SqliteStore) -> None:
+async def test_the_window_counts_only_recent_sends(store: AnyStore) -> None:
     await submit(store, "t", 4, at=NOW - 3_600_000)
     old = await send(store, 2, at=NOW - 3_600_000)  # an hour ago
     recent = await send(store, 2, at=NOW)
@@ -106,7 +106,7 @@ async def test_the_window_counts_only_recent_sends(store: SqliteStore) -> None:
 
 
 async def test_a_held_topic_holds_queued_claimed_and_later_emails_until_resumed(
-    store: SqliteStore,
+    store: AnyStore,
 ) -> None:
     await submit(store, "held", 6)
     await submit(store, "other", 2)
@@ -135,7 +135,7 @@ async def test_a_held_topic_holds_queued_claimed_and_later_emails_until_resumed(
     assert (await store.topic_stats("held")).request_counts == {"Sent": 1, "Processed": 6}
 
 
-async def test_cancelling_a_held_topic_stops_its_held_emails(store: SqliteStore) -> None:
+async def test_cancelling_a_held_topic_stops_its_held_emails(store: AnyStore) -> None:
     await submit(store, "t", 3)
     await store.hold_topic("t", reason="bounces", now_ms=NOW)
     stopped = await store.stop_topic("t", up_to_id=3, keep=(), now_ms=NOW)
@@ -143,7 +143,7 @@ async def test_cancelling_a_held_topic_stops_its_held_emails(store: SqliteStore)
     assert (await store.topic_stats("t")).request_counts == {"Stopped": 3}
 
 
-async def test_after_a_resume_the_window_starts_again(store: SqliteStore) -> None:
+async def test_after_a_resume_the_window_starts_again(store: AnyStore) -> None:
     await submit(store, "t", 4)
     sent = await send(store, 2)
     await feed(store, [bounce(sent[0])])
@@ -162,16 +162,13 @@ async def test_after_a_resume_the_window_starts_again(store: SqliteStore) -> Non
     assert counts.topics == {"t": GuardCounts(sends=2, bounces=1)}
 
 
-async def test_holds_outlive_a_restart(tmp_path: object) -> None:
-    from pathlib import Path
-
-    path = Path(str(tmp_path)) / "holds.db"
-    async with open_sqlite_store(path) as store:
+async def test_holds_outlive_a_restart(open_store: OpenStore) -> None:
+    async with open_store() as store:
         await submit(store, "t", 2)
         await store.hold_topic("t", reason="topic bounces", now_ms=NOW)
         assert await store.hold_account(reason="account complaints", now_ms=NOW + 1)
         assert not await store.hold_account(reason="again", now_ms=NOW + 2)
-    async with open_sqlite_store(path) as store:
+    async with open_store() as store:
         holds = await store.reputation_holds()
         assert [(h.scope, h.topic_id, h.reason) for h in holds] == [
             (HoldScope.TOPIC, "t", "topic bounces"),
