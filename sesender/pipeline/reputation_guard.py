@@ -15,7 +15,10 @@ is a sum over a few buckets, never a scan of the emails):
   account keeps sending.
 
 It evaluates after every recorded bounce or complaint (woken by :meth:`note_event`, at most every
-:data:`MIN_GAP` seconds) and every ``GUARD_CHECK_SECONDS``. A hold is recorded in the store before
+:data:`MIN_GAP` seconds) and every ``GUARD_CHECK_SECONDS``; each evaluation also applies the holds
+the store records (and drops those it no longer has), so with several instances on one
+PostgreSQL database a hold, or an operator's resume, on one reaches the others by their next
+evaluation. A hold is recorded in the store before
 it is announced, and outlives restarts: only an operator lifts it (``POST /v1/sending/resume``,
 ``POST /v1/topics/{id}/resume``), and the window then starts again after the resume, so the
 bounces that caused the hold do not cause it again. Holds are logged at ERROR (so Sentry sees
@@ -80,6 +83,9 @@ class ReputationGuard:
         #: Holds in force in memory whose store record failed: recorded again next time.
         self._unrecorded: dict[str, str] = {}
         self._account_unrecorded: str | None = None
+        #: Evaluations and an operator's resumes take turns: a resume between an evaluation's
+        #: read of the recorded holds and its use of them would be undone in memory.
+        self._lock = trio.Lock()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Load the holds in force first (started only then, so the pipeline, started after,
@@ -133,12 +139,17 @@ class ReputationGuard:
 
     async def evaluate(self) -> ReputationCounts:
         """Sum the window and hold what crossed a threshold; return the counts."""
+        async with self._lock:
+            return await self._evaluate()
+
+    async def _evaluate(self) -> ReputationCounts:
         settings = self._settings
         now_ms = self._now_ms()
         counts = await self._store.reputation_counts(since_ms=now_ms - int(settings.window * 1000))
         self._evaluations += 1
         self._account = counts.account
         await self._record_unrecorded(now_ms)
+        await self._follow_recorded_holds()
         account = counts.account
         if not self._control.gate.held and account.sends >= settings.min_sends:
             reason = None
@@ -211,10 +222,46 @@ class ReputationGuard:
                 await self._store.hold_topic(topic_id, reason=reason, now_ms=now_ms)
             del self._unrecorded[topic_id]
 
+    async def _follow_recorded_holds(self) -> None:
+        """Apply the holds the store has and this process does not, and lift those it lifted:
+        with several instances on one database (PostgreSQL), a hold decided or resumed on one
+        instance reaches the others at their next evaluation."""
+        recorded = await self._store.reputation_holds()
+        control = self._control
+        account = [hold for hold in recorded if hold.scope is HoldScope.ACCOUNT]
+        topics = {hold.topic_id: hold.reason for hold in recorded if hold.scope is HoldScope.TOPIC}
+        gate = control.gate
+        if account and not gate.held:
+            gate.hold(account[0].reason)
+            logger.error(
+                "sending held by the reputation guard (recorded by another instance): %s",
+                account[0].reason,
+                extra={"event": "sending_held", "reason": account[0].reason},
+            )
+        elif not account and gate.held and self._account_unrecorded is None:
+            gate.release()
+            logger.warning(
+                "sending resumed (by an operator, on another instance)",
+                extra={"event": "sending_resumed", "by": "operator"},
+            )
+            control.wake_scheduler()
+        held = control.held_topics
+        for topic_id, reason in topics.items():
+            if topic_id not in held:
+                control.hold_topic_in_memory(topic_id, reason)
+        for topic_id in held.reasons():
+            if topic_id not in topics and topic_id not in self._unrecorded:
+                held.release(topic_id)
+                control.wake_scheduler()
+
     # -- an operator's decisions (the HTTP API) --------------------------------------------
 
     async def resume_account(self) -> bool:
         """Lift the account hold (store first, then the gate); False when there was none."""
+        async with self._lock:
+            return await self._resume_account()
+
+    async def _resume_account(self) -> bool:
         recorded = await self._store.resume_account(now_ms=self._now_ms())
         self._account_unrecorded = None
         released = self._control.gate.release()
@@ -228,6 +275,10 @@ class ReputationGuard:
 
     async def resume_topic(self, topic_id: str) -> int | None:
         """Lift the topic's hold and requeue its held emails; how many, None if not held."""
+        async with self._lock:
+            return await self._resume_topic(topic_id)
+
+    async def _resume_topic(self, topic_id: str) -> int | None:
         released = await self._store.resume_topic(topic_id, now_ms=self._now_ms())
         self._unrecorded.pop(topic_id, None)
         in_memory = self._control.held_topics.release(topic_id)

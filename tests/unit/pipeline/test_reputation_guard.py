@@ -329,3 +329,21 @@ async def test_a_store_that_fails_is_waited_out_and_the_hold_recorded_later(
         await trio.sleep(3)
         assert set(store.holds) == {(HoldScope.TOPIC, "t")}
         nursery.cancel_scope.cancel()
+
+
+async def test_holds_recorded_or_lifted_by_another_instance_are_followed() -> None:
+    """Several instances share one database: a hold one of them recorded, and an operator's
+    resume on one of them, reach the others at their next evaluation."""
+    store = FakeReputationStore()
+    guard, control = guard_for(store)
+    store.holds[(HoldScope.ACCOUNT, "")] = ReputationHold(HoldScope.ACCOUNT, "", "complaints", 1)
+    store.holds[(HoldScope.TOPIC, "t")] = ReputationHold(HoldScope.TOPIC, "t", "bounces", 2)
+    await guard.evaluate()
+    assert control.gate.held
+    assert "t" in control.held_topics
+    store.holds.clear()  # resumed elsewhere
+    control.scheduler_wakeup.clear()
+    await guard.evaluate()
+    assert not control.gate.is_paused
+    assert control.held_topics.none
+    await control.scheduler_wakeup.wait()
