@@ -12,6 +12,13 @@ It answers just enough for sesender's ``ses`` backend and for boto3's ``sesv2`` 
   "bulk_entries": <entries>}``, for the benchmark's own checks;
 * ``GET /_bench/messages`` (with ``--record``): every message sent so far as SES would render
   it (``to``, ``subject``, ``html``, ``text``, ``headers``, ``tags``, ``message_id``, ``bulk``);
+  ``?since=N`` only those after the first N, and ``&wait=SECONDS`` waits up to that long for one
+  to arrive when there is none yet (a long poll: a test plays SES's feedback as messages are sent,
+  without polling on a timer);
+* ``POST /_bench/account`` with a JSON object: fields merged into what ``GetAccount`` answers
+  from then on (``SendQuota`` merged field by field), e.g. ``{"SendingEnabled": false}``,
+  ``{"EnforcementStatus": "SHUTDOWN"}`` or ``{"SendQuota": {"MaxSendRate": 5}}``; ``{}`` after
+  ``POST /_bench/account/reset`` is the healthy account again;
 * anything else: 404 ``NotFoundException``.
 
 For tests: ``--unverified-sender ADDRESS`` refuses every send from ADDRESS as SES refuses an
@@ -48,6 +55,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 ACCOUNT = json.dumps(
     {
@@ -96,6 +104,10 @@ class State:
     messages: list[dict[str, Any]] = field(default_factory=list)
     paused: bool = False
     refused_while_paused: list[str] = field(default_factory=list)
+    #: ``POST /_bench/account``: what GetAccount answers on top of ACCOUNT.
+    account_overrides: dict[str, Any] = field(default_factory=dict)
+    #: Long polls of ``/_bench/messages`` waiting for a message: (connection, since, timer).
+    waiters: list[tuple[FakeSesProtocol, int, asyncio.TimerHandle]] = field(default_factory=list)
 
     def next_id(self) -> str:
         self.message_ids += 1
@@ -136,9 +148,31 @@ class State:
         return self.paused
 
     def account(self) -> bytes:
-        if not self.paused:
+        if not self.paused and not self.account_overrides:
             return ACCOUNT
-        return json.dumps({**json.loads(ACCOUNT), "SendingEnabled": False}).encode()
+        account = json.loads(ACCOUNT)
+        for key, value in self.account_overrides.items():
+            if key == "SendQuota" and isinstance(value, dict):
+                account["SendQuota"].update(value)
+            else:
+                account[key] = value
+        if self.paused:
+            account["SendingEnabled"] = False
+        return json.dumps(account).encode()
+
+    def messages_since(self, since: int) -> bytes:
+        return response(b"200 OK", json.dumps(self.messages[since:]).encode())
+
+    def answer_waiters(self) -> None:
+        """Answer the long polls that have a message to see now."""
+        waiting = []
+        for connection, since, timer in self.waiters:
+            if len(self.messages) > since:
+                timer.cancel()
+                connection.write_if_open(self.messages_since(since))
+            else:
+                waiting.append((connection, since, timer))
+        self.waiters = waiting
 
 
 STATE = State()
@@ -271,6 +305,12 @@ def answer(request_line: bytes, body: bytes) -> bytes:
     if method == b"GET" and path == b"/_bench/account":
         account = {"paused": STATE.paused, "refused": STATE.refused_while_paused}
         return response(b"200 OK", json.dumps(account).encode())
+    if method == b"POST" and path == b"/_bench/account":
+        STATE.account_overrides.update(json.loads(body or b"{}"))
+        return response(b"200 OK", STATE.account())
+    if method == b"POST" and path == b"/_bench/account/reset":
+        STATE.account_overrides.clear()
+        return response(b"200 OK", STATE.account())
     if method == b"POST" and path == b"/_bench/resume":
         STATE.paused = False
         return response(b"200 OK", b'{"paused": false}')
@@ -322,7 +362,12 @@ class FakeSesProtocol(asyncio.Protocol):
             del buffer[:end]
             assert self.transport is not None
             request_line = head.partition(b"\r\n")[0]
+            if request_line.startswith(b"GET /_bench/messages?"):
+                self.long_poll(request_line)
+                continue
             reply = answer(request_line, body)
+            if STATE.waiters and b"/outbound-" in request_line:
+                STATE.answer_waiters()
             if STATE.settings.latency and b"/outbound-" in request_line:
                 # boto3 sends one request at a time per connection, so answers keep their order.
                 asyncio.get_running_loop().call_later(
@@ -330,6 +375,24 @@ class FakeSesProtocol(asyncio.Protocol):
                 )
             else:
                 self.transport.write(reply)
+
+    def long_poll(self, request_line: bytes) -> None:
+        """``GET /_bench/messages?since=N[&wait=SECONDS]``: the messages after the first N, at
+        once if there are any, else when one arrives or the wait is over (then ``[]``)."""
+        target = request_line.split(b" ")[1].decode()
+        query = parse_qs(urlsplit(target).query)
+        since = int(query.get("since", ["0"])[0])
+        wait = float(query.get("wait", ["0"])[0])
+        if wait <= 0 or len(STATE.messages) > since:
+            self.write_if_open(STATE.messages_since(since))
+            return
+        loop = asyncio.get_running_loop()
+
+        def give_up() -> None:
+            STATE.waiters = [w for w in STATE.waiters if w[0] is not self or w[1] != since]
+            self.write_if_open(STATE.messages_since(since))
+
+        STATE.waiters.append((self, since, loop.call_later(wait, give_up)))
 
     def write_if_open(self, reply: bytes) -> None:
         if self.transport is not None and not self.transport.is_closing():

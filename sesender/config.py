@@ -115,9 +115,33 @@ class PipelineConfig:
     cap_to_account_rate: bool
     #: Sends in flight at once; not a setting of its own: None means twice the rate (at least 1).
     max_in_flight: int | None = None
+    #: ``ACCOUNT_POLL_SECONDS``: how often the account monitor reads the account (GetAccount).
+    account_poll_interval: float = 300.0
 
     def in_flight_limit(self) -> int:
         return self.max_in_flight or max(1, int(2 * self.max_send_per_second))
+
+
+@dataclass(frozen=True, slots=True)
+class GuardConfig:
+    """The reputation guard's settings (:mod:`sesender.pipeline.reputation_guard`); the
+    defaults sit just under the rates at which SES puts an account under review (5 % bounces,
+    0.1 % complaints)."""
+
+    #: ``GUARD_ENABLED``: whether the guard holds anything (it always counts).
+    enabled: bool = True
+    #: ``GUARD_BOUNCE_RATE``: permanent bounces per send, account-wide and per topic.
+    bounce_rate: float = 0.04
+    #: ``GUARD_COMPLAINT_RATE``: complaints per send, account-wide.
+    complaint_rate: float = 0.0008
+    #: ``GUARD_MIN_SENDS``: account-wide sends in the window before the rates are trusted.
+    min_sends: int = 1000
+    #: ``GUARD_TOPIC_MIN_SENDS``: a topic's sends in the window before its rate is trusted.
+    topic_min_sends: int = 200
+    #: ``GUARD_WINDOW_SECONDS``: how far back the sliding window of sends reaches.
+    window: float = 86_400.0
+    #: ``GUARD_CHECK_SECONDS``: evaluation interval besides the one after every bounce/complaint.
+    check_interval: float = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,6 +222,7 @@ class Config:
     tracking: TrackingConfig
     feedback: FeedbackConfig
     observability: ObservabilityConfig
+    guard: GuardConfig = GuardConfig()
 
     def public_settings(self) -> dict[str, object]:
         """The effective settings worth logging at start: everything but secrets."""
@@ -237,6 +262,14 @@ class Config:
             "access_log": self.server.access_log,
             "ses_events_queue_url": self.feedback.events_queue_url,
             "unsubscribe_enabled": self.feedback.unsubscribe_enabled,
+            "cap_to_account_rate": self.pipeline.cap_to_account_rate,
+            "account_poll_seconds": self.pipeline.account_poll_interval,
+            "guard_enabled": self.guard.enabled,
+            "guard_bounce_rate": self.guard.bounce_rate,
+            "guard_complaint_rate": self.guard.complaint_rate,
+            "guard_min_sends": self.guard.min_sends,
+            "guard_topic_min_sends": self.guard.topic_min_sends,
+            "guard_window_seconds": self.guard.window,
         }
 
 
@@ -436,6 +469,20 @@ def load_config(values: Mapping[str, str]) -> Config:
         flush_size=reader.integer("POST_FLUSH_SIZE", 100, minimum=1, maximum=100_000),
         flush_interval=reader.number("POST_FLUSH_SECONDS", 0.5, minimum=0.001, maximum=60),
         cap_to_account_rate=reader.boolean("CAP_TO_ACCOUNT_RATE", False),
+        account_poll_interval=reader.number(
+            "ACCOUNT_POLL_SECONDS", 300.0, minimum=0.01, maximum=86_400
+        ),
+    )
+    guard = GuardConfig(
+        enabled=reader.boolean("GUARD_ENABLED", True),
+        bounce_rate=reader.number("GUARD_BOUNCE_RATE", 0.04, minimum=0.0001, maximum=1),
+        complaint_rate=reader.number("GUARD_COMPLAINT_RATE", 0.0008, minimum=0.00001, maximum=1),
+        min_sends=reader.integer("GUARD_MIN_SENDS", 1000, minimum=1, maximum=100_000_000),
+        topic_min_sends=reader.integer(
+            "GUARD_TOPIC_MIN_SENDS", 200, minimum=1, maximum=100_000_000
+        ),
+        window=reader.number("GUARD_WINDOW_SECONDS", 86_400.0, minimum=60, maximum=30 * 86_400),
+        check_interval=reader.number("GUARD_CHECK_SECONDS", 30.0, minimum=0.1, maximum=3600),
     )
 
     region = reader.text("AWS_REGION", "us-east-1")
@@ -533,6 +580,7 @@ def load_config(values: Mapping[str, str]) -> Config:
         tracking=tracking,
         feedback=feedback,
         observability=observability,
+        guard=guard,
     )
 
 

@@ -23,7 +23,7 @@ prometheus-client, so it is flipped when a registry is built.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from prometheus_client import (
@@ -158,6 +158,12 @@ class PipelineCollector(Collector):
         yield CounterMetricFamily(
             "sesender_sending_pauses", "Times sending was paused", value=gate.pauses_total
         )
+        yield GaugeMetricFamily(
+            "sesender_sending_held",
+            "1 while the reputation guard holds all sending (until an operator resumes)",
+            value=1 if gate.held else 0,
+        )
+        yield from guard_metrics(pipeline)
 
         writes = self._store_writes()
         yield GaugeMetricFamily(
@@ -200,6 +206,47 @@ class PipelineCollector(Collector):
         for reason, count in sorted(reasons.items()):
             failures.add_metric([reason], count)
         yield failures
+
+
+def guard_metrics(pipeline: Pipeline) -> Iterator[Metric]:
+    """The reputation guard's view: the window's rates and sends, held topics, holds so far,
+    and what the account monitor last read from the provider."""
+    monitor = pipeline.account_monitor.statistics()
+    if monitor.account_max_send_rate is not None:
+        yield GaugeMetricFamily(
+            "sesender_account_max_send_rate",
+            "The provider account's MaxSendRate at the last read",
+            value=monitor.account_max_send_rate,
+        )
+    guard = pipeline.guard
+    if guard is None:
+        return
+    stats = guard.statistics()
+    account = stats.account
+    yield GaugeMetricFamily(
+        "sesender_guard_window_sends",
+        "Emails sent in the reputation guard's window (account-wide)",
+        value=account.sends if account else 0,
+    )
+    yield GaugeMetricFamily(
+        "sesender_guard_bounce_rate",
+        "Permanent bounces per send in the guard's window (account-wide)",
+        value=account.bounce_rate if account else 0.0,
+    )
+    yield GaugeMetricFamily(
+        "sesender_guard_complaint_rate",
+        "Complaints per send in the guard's window (account-wide)",
+        value=account.complaint_rate if account else 0.0,
+    )
+    yield GaugeMetricFamily(
+        "sesender_topics_held", "Topics the reputation guard holds", value=len(stats.held_topics)
+    )
+    holds = CounterMetricFamily(
+        "sesender_guard_holds", "Holds decided by the reputation guard", labels=["scope"]
+    )
+    holds.add_metric(["account"], stats.account_holds_total)
+    holds.add_metric(["topic"], stats.topic_holds_total)
+    yield holds
 
 
 class Metrics:

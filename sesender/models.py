@@ -20,6 +20,7 @@ class Status(enum.IntEnum):
     FAILED = 3
     STOPPED = 4  # cancelled before it reached the provider
     SUPPRESSED = 5  # the address is on the suppression list
+    HELD = 6  # its topic was stopped by the reputation guard; resuming the topic requeues it
 
     @property
     def label(self) -> str:
@@ -320,3 +321,49 @@ class ApiKey:
     created_at_ms: int
     last_used_at_ms: int | None
     revoked_at_ms: int | None
+
+
+# The reputation guard (sesender.pipeline.reputation_guard).
+
+
+class HoldScope(enum.StrEnum):
+    """What the reputation guard holds: all sending, or one topic."""
+
+    ACCOUNT = "account"
+    TOPIC = "topic"
+
+
+@dataclass(frozen=True, slots=True)
+class GuardCounts:
+    """Sends, permanent bounces and complaints over the guard's window."""
+
+    sends: int = 0
+    bounces: int = 0
+    complaints: int = 0
+
+    @property
+    def bounce_rate(self) -> float:
+        return self.bounces / self.sends if self.sends else 0.0
+
+    @property
+    def complaint_rate(self) -> float:
+        return self.complaints / self.sends if self.sends else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class ReputationCounts:
+    """The window's counts account-wide, and per topic for the topics with a bounce in it."""
+
+    account: GuardCounts
+    topics: dict[str, GuardCounts]
+
+
+@dataclass(frozen=True, slots=True)
+class ReputationHold:
+    """A hold the guard decided (``topic_id`` is "" for the account); it lasts until an operator
+    resumes it."""
+
+    scope: HoldScope
+    topic_id: str
+    reason: str
+    held_at_ms: int

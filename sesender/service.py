@@ -57,7 +57,7 @@ from sesender.pipeline.compose import MessageComposer
 from sesender.pipeline.control import PipelineControl
 from sesender.pipeline.housekeeper import Housekeeper
 from sesender.pipeline.instances import InstanceCoordinator
-from sesender.pipeline.pipeline import ACTOR_NAMES, Pipeline
+from sesender.pipeline.pipeline import ACTOR_NAMES, GUARD_ACTOR, Pipeline
 from sesender.pipeline.result_writer import ResultWrite, ResultWriter, write_and_wait
 from sesender.pipeline.shared_rate import SharedRate
 from sesender.startup_secrets import announce_api_key, load_startup_secrets
@@ -213,6 +213,8 @@ async def open_service(
                 rng=rng,
                 observer=metrics,
                 shared_rate=shared_rate,
+                reputation=store,
+                guard_settings=config.guard,
             )
             if coordinator is not None:
                 coordinator.attach(pipeline.control)
@@ -243,6 +245,14 @@ async def open_service(
             if listener is not None:
                 with trio.move_on_after(5, shield=True):
                     await listener.aclose()
+
+
+def _event_recorded(metrics: Metrics | None, pipeline: Pipeline, kind: str) -> None:
+    """An SES event was stored: count it, and let the reputation guard look at the rates."""
+    if metrics is not None:
+        metrics.ses_events.labels(kind).inc()
+    if pipeline.guard is not None:
+        pipeline.guard.note_event(kind)
 
 
 async def _start_actors(
@@ -291,7 +301,7 @@ async def _start_actors(
         verifier=verifier,
         write=functools.partial(write_and_wait, result_tx),
         confirm_subscription=sns_http.confirm_subscription,
-        on_recorded=(lambda kind: metrics.ses_events.labels(kind).inc()) if metrics else None,
+        on_recorded=functools.partial(_event_recorded, metrics, pipeline),
     )
     sns_rejections: dict[str, int] = {}
     if metrics is not None:
@@ -320,6 +330,7 @@ async def _start_actors(
         instance=coordinator,
         required_actors=(
             *ACTOR_NAMES,
+            *((GUARD_ACTOR,) if pipeline.guard is not None else ()),
             "result-writer",
             "housekeeper",
             "http",

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from types import TracebackType
 from typing import Any
 from urllib.parse import quote
@@ -29,6 +30,17 @@ DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=5.0)
 #: The largest page ``GET /v1/suppressions`` serves.
 MAX_SUPPRESSION_PAGE = 1000
 MAX_ERROR_TEXT = 300
+
+
+def _instant(value: object) -> datetime | None:
+    """An ISO 8601 instant from a response, or None when absent or unreadable."""
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else None
 
 
 def one_line(text: str) -> str:
@@ -52,10 +64,18 @@ class SubmitResult:
     success: int
     errors: int
     duplicates: int
+    #: As the original: a non-empty ``scheduled_at`` was given (even a past one).
     scheduled: bool
     rejected: tuple[RejectedAddress, ...] = ()
     first_request_id: int | None = None
     replayed: bool = False
+    #: When sending becomes due (``due_at``; None from servers that do not say).
+    due_at: datetime | None = None
+
+    def waits(self, now: datetime) -> bool:
+        """Whether the emails wait for a time after ``now`` (rather than being sent at once).
+        Without ``due_at`` (an older server, whose ``scheduled`` meant exactly that), the flag."""
+        return self.scheduled if self.due_at is None else self.due_at > now
 
 
 #: The statuses a topic's emails can have, in lifecycle order (the API's names).
@@ -203,6 +223,7 @@ class SesenderClient:
             rejected=rejected,
             first_request_id=first if isinstance(first, int) else None,
             replayed=response.headers.get("Idempotent-Replayed") == "true",
+            due_at=_instant(data.get("due_at")),
         )
 
     def topic_stats(self, topic_id: str) -> TopicStats:
@@ -223,6 +244,22 @@ class SesenderClient:
         """``POST /v1/topics/{topic_id}/retry``: how many failed emails were requeued."""
         response = self._request("POST", topic_path(topic_id) + "/retry")
         return self._int(self._object(response), "requeued", response)
+
+    def resume_sending(self) -> bool:
+        """``POST /v1/sending/resume``: lift the reputation guard's hold on all sending; whether
+        there was one."""
+        response = self._request("POST", "/v1/sending/resume")
+        return self._object(response).get("resumed") is True
+
+    def resume_topic(self, topic_id: str) -> int | None:
+        """``POST /v1/reputation/resume-topic`` (the topic id in the body, so any id works, the
+        empty one included): lift the guard's hold on the topic; how many held emails were
+        requeued, None when the topic was not held."""
+        response = self._request("POST", "/v1/reputation/resume-topic", json={"topic_id": topic_id})
+        data = self._object(response)
+        if data.get("held") is not True:
+            return None
+        return self._int(data, "resumed", response)
 
     def message(self, request_id: int) -> dict[str, Any]:
         """``GET /v1/messages/{request_id}``: one email's status, attempts, error and events."""

@@ -1,6 +1,6 @@
 """The client commands of the ``sesender`` script: ``send``, ``stats``, ``cancel``, ``retry``,
-``suppressions list|add|remove`` and ``keys create|list|revoke``, talking to a running server over
-HTTP.
+``resume``, ``suppressions list|add|remove`` and ``keys create|list|revoke``, talking to a
+running server over HTTP.
 
 They never load the server's configuration: the server is ``--url`` (else ``$SESENDER_URL``, else
 ``http://localhost:3000``) and the key ``--api-key`` (else ``$API_KEY``); ``cli.py`` passes the
@@ -25,7 +25,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, NoReturn, TextIO
 
@@ -74,7 +74,7 @@ IDEMPOTENCY_WINDOW_HOURS = 24
 RATE_WINDOW_SECONDS = 5.0
 ORIGINAL_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 
-CLIENT_COMMANDS = frozenset({"send", "stats", "cancel", "retry", "suppressions", "keys"})
+CLIENT_COMMANDS = frozenset({"send", "stats", "cancel", "retry", "resume", "suppressions", "keys"})
 SCOPES = ("send", "read", "admin")
 
 
@@ -217,6 +217,16 @@ def add_client_commands(commands: argparse._SubParsersAction[CommandParser]) -> 
     )
     retry.add_argument("topic", help="topic id")
     add_connection_options(retry)
+
+    resume = commands.add_parser(
+        "resume",
+        help="lift the reputation guard's hold: on all sending, or with --topic on one topic",
+        one_line_errors=True,
+    )
+    resume.add_argument(
+        "--topic", help='the held topic to resume, "" for the default one (held emails requeued)'
+    )
+    add_connection_options(resume)
 
     suppressions = commands.add_parser(
         "suppressions", help="list, add or remove suppressed addresses", one_line_errors=True
@@ -366,6 +376,7 @@ class SendTotals:
     requests: int = 0
     #: Requests an earlier run had already got accepted (answered Idempotent-Replayed).
     replayed: int = 0
+    #: Whether the emails wait for a future time (not sent at once, so not followed).
     scheduled: bool = False
     rejected: list[RejectedAddress] = field(default_factory=list)
 
@@ -376,7 +387,7 @@ class SendTotals:
         self.success += result.success
         self.errors += result.errors
         self.duplicates += result.duplicates
-        self.scheduled = self.scheduled or result.scheduled
+        self.scheduled = self.scheduled or result.waits(datetime.now(UTC))
         self.rejected.extend(result.rejected[: max(0, SHOWN_REJECTED - len(self.rejected))])
 
 
@@ -682,11 +693,12 @@ def follow_display(topic: str, stats: TopicStats, rate: float, elapsed: float) -
 
 
 def counts_text(stats: TopicStats) -> str:
+    held = stats.requests("Held")
     return (
         f"{stats.requests('Sent')} sent, {stats.requests('Failed')} failed,"
         f" {stats.requests('Stopped')} stopped, {stats.requests('Suppressed')} suppressed,"
         f" {stats.results('Bounce')} bounced, {stats.results('Complaint')} complaints"
-    )
+    ) + (f"; {held} held by the reputation guard (sesender resume --topic ...)" if held else "")
 
 
 def final_line(topic: str, stats: TopicStats) -> str:
@@ -737,6 +749,24 @@ def retry_command(client: SesenderClient, arguments: argparse.Namespace, runtime
     topic = require_topic(arguments.topic)
     requeued = client.retry_failed(topic)
     say(runtime.console, f"topic {topic}: requeued {requeued}")
+    return EXIT_OK
+
+
+def resume_command(client: SesenderClient, arguments: argparse.Namespace, runtime: Runtime) -> int:
+    """An operator's decision after the reputation guard held sending or a topic."""
+    if arguments.topic is None:
+        if client.resume_sending():
+            say(runtime.console, "sending resumed")
+        else:
+            say(runtime.console, "sending was not held by the reputation guard")
+        return EXIT_OK
+    topic = arguments.topic  # any id, the empty one (the original's default topic) included
+    requeued = client.resume_topic(topic)
+    shown = topic or '""'
+    if requeued is None:
+        say(runtime.console, f"topic {shown}: not held")
+    else:
+        say(runtime.console, f"topic {shown}: resumed, {requeued} held emails requeued")
     return EXIT_OK
 
 
@@ -812,6 +842,7 @@ COMMANDS: Mapping[str, Command] = {
     "stats": stats_command,
     "cancel": cancel_command,
     "retry": retry_command,
+    "resume": resume_command,
     "suppressions": suppressions_command,
     "keys": keys_command,
 }

@@ -30,6 +30,7 @@ from sesender.http.health import health_blueprint
 from sesender.http.messages import messages_blueprint
 from sesender.http.metrics_route import metrics_blueprint
 from sesender.http.openapi import docs_blueprint
+from sesender.http.reputation import reputation_blueprint
 from sesender.http.responses import error_response
 from sesender.http.scopes import ADMIN, PUBLIC, access_for
 from sesender.http.stats import stats_blueprint
@@ -88,6 +89,7 @@ def create_app(context: AppContext) -> SesenderApp:
         unsubscribe_blueprint,
         metrics_blueprint,
         stats_blueprint,
+        reputation_blueprint,
         dashboard_blueprint,
         api_keys_blueprint,
     ):

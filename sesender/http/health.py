@@ -73,6 +73,14 @@ async def ready() -> Response:
         }
     if gate.paused:
         body["sending_paused_reason"] = gate.reason
+    # The reputation guard's holds: sending paused by it (until an operator resumes), and the
+    # topics it stopped. The process is still ready: the account is what needs attention.
+    body["sending_held"] = gate.held
+    if gate.held:
+        body["sending_held_reason"] = gate.hold_reason
+    guard = context.pipeline.guard
+    if guard is not None:
+        body["held_topics"] = sorted(guard.statistics().held_topics)
     if problems:
         body["problems"] = problems
     return json_response(body, 200 if not problems else 503)

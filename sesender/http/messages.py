@@ -108,13 +108,17 @@ async def submit_messages() -> Response:
     if principal.senders is not None:
         check_key_senders(principal, parsed.messages, policy)
     due = due_at_ms(parsed.scheduled_at, now_ms)
-    scheduled = parsed.scheduled_at is not None and due > now_ms
+    # As the original: ``scheduled`` says a non-empty ``scheduled_at`` was given, even a past one
+    # (its README posts 2024-01-01 and shows true); ``due_at`` says when sending becomes due.
+    scheduled = parsed.scheduled_at is not None
+    waits = due > now_ms
     body: dict[str, Any] = {
         "total": parsed.total,
         "success": parsed.accepted,
         "errors": parsed.rejected_count,
         "duration_ms": 0,
         "scheduled": scheduled,
+        "due_at": iso(max(due, now_ms)),
         "duplicates": parsed.duplicates,
         "rejected": [{"email": r.email, "reason": r.reason} for r in parsed.rejected],
     }
@@ -144,7 +148,7 @@ async def submit_messages() -> Response:
         raise ApiError(503, f"Storage unavailable, nothing was stored: {exc}") from exc
     if receipt.replayed is not None:
         return replay(receipt.replayed, digest)
-    if receipt.stored and not scheduled:
+    if receipt.stored and not waits:
         context.pipeline.notify_submitted()
     if receipt.response is not None:
         return json_response(json.loads(receipt.response))  # what a replay will return

@@ -38,5 +38,6 @@ async def send_rate() -> Response:
             "in_flight": pipeline.sender_pool.statistics().in_flight,
             "sending": "paused" if gate.paused else "active",
             "sending_paused_reason": gate.reason or None,
+            "sending_held": gate.held,
         }
     )

@@ -101,20 +101,28 @@ class GateStatistics:
     reason: str
     paused_since: float | None
     pauses_total: int
+    #: Held by the reputation guard (only an operator's resume opens it again).
+    held: bool = False
+    hold_reason: str = ""
 
 
 class SendingGate:
-    """Open while the account can send; closed (paused) after an account-level error.
+    """Open while sending may go on; closed (paused) after an account-level error, or held by
+    the reputation guard.
 
-    Closing never fails an email: the sender defers it back to the queue. The account monitor
-    probes the provider and reopens the gate.
+    Two reasons can close it, each lifted by its own party: an account pause (``pause`` /
+    ``resume``) is ended by the account monitor when the provider says the account can send
+    again; a hold (``hold`` / ``release``) only by an operator's ``POST /v1/sending/resume``,
+    whatever the provider says. The gate is open when neither is in force. Closing never fails
+    an email: the sender defers it back to the queue.
     """
 
     def __init__(self) -> None:
         self._open = trio.Event()
         self._open.set()
         self._closed = trio.Event()
-        self._reason = ""
+        self._account_reason: str | None = None
+        self._hold_reason: str | None = None
         self._paused_since: float | None = None
         self._pauses = 0
         self.probe_soon = False
@@ -124,52 +132,117 @@ class SendingGate:
 
     @property
     def is_paused(self) -> bool:
+        """Nothing may be sent (for either reason)."""
         return not self._open.is_set()
 
     @property
+    def account_paused(self) -> bool:
+        """Paused by the provider's account state (what the account monitor probes)."""
+        return self._account_reason is not None
+
+    @property
+    def held(self) -> bool:
+        return self._hold_reason is not None
+
+    @property
     def reason(self) -> str:
-        return self._reason
+        return "; ".join(r for r in (self._hold_reason, self._account_reason) if r)
 
     def pause(self, reason: str, *, probe_soon: bool = False, remote: bool = False) -> bool:
-        """Close the gate; return True when this call paused it (False if already paused).
+        """Pause for an account-level reason; return True when this call paused it (False if an
+        account pause was already in force).
 
         ``probe_soon`` asks for a quick first probe: an unreachable provider is usually back in
         seconds, an account-level pause takes much longer. ``remote``: another instance paused
         (not passed on again).
         """
-        if self.is_paused:
+        if self._account_reason is not None:
             return False
         if not remote and self.on_pause is not None:
             self.on_pause(reason)
         self.probe_soon = probe_soon
-        self._open = trio.Event()
+        self._account_reason = reason
         self._closed.set()
-        self._reason = reason
-        self._paused_since = trio.current_time()
-        self._pauses += 1
+        self._update()
         return True
 
     def resume(self) -> None:
-        if self.is_paused:
-            self._reason = ""
-            self._paused_since = None
+        """End the account pause (a hold stays in force)."""
+        if self._account_reason is not None:
+            self._account_reason = None
             self._closed = trio.Event()
+            self._update()
+
+    def hold(self, reason: str) -> bool:
+        """Hold all sending until :meth:`release`; True when this call held it."""
+        if self._hold_reason is not None:
+            return False
+        self._hold_reason = reason
+        self._update()
+        return True
+
+    def release(self) -> bool:
+        """Lift the hold; True when there was one."""
+        if self._hold_reason is None:
+            return False
+        self._hold_reason = None
+        self._update()
+        return True
+
+    def _update(self) -> None:
+        closed = self._account_reason is not None or self._hold_reason is not None
+        if closed and self._open.is_set():
+            self._open = trio.Event()
+            self._paused_since = trio.current_time()
+            self._pauses += 1
+        elif not closed and not self._open.is_set():
+            self._paused_since = None
             self._open.set()
 
     async def wait_open(self) -> None:
         await self._open.wait()
 
     async def wait_paused(self) -> None:
-        """Return once the gate is closed (used by the account monitor)."""
+        """Return once an account pause is in force (used by the account monitor)."""
         await self._closed.wait()
 
     def statistics(self) -> GateStatistics:
         return GateStatistics(
             paused=self.is_paused,
-            reason=self._reason,
+            reason=self.reason,
             paused_since=self._paused_since,
             pauses_total=self._pauses,
+            held=self.held,
+            hold_reason=self._hold_reason or "",
         )
+
+
+class HeldTopics:
+    """Topics the reputation guard holds, as the running pipeline sees them (the store's
+    ``reputation_holds`` is the truth, loaded at start). An email of a held topic that is already
+    in the pipeline is not handed over: it is deferred, and the store makes it ``Held``."""
+
+    def __init__(self) -> None:
+        self._topics: dict[str, str] = {}
+
+    def hold(self, topic_id: str, reason: str) -> None:
+        self._topics[topic_id] = reason
+
+    def release(self, topic_id: str) -> bool:
+        return self._topics.pop(topic_id, None) is not None
+
+    def __contains__(self, topic_id: object) -> bool:
+        return topic_id in self._topics
+
+    def __len__(self) -> int:
+        return len(self._topics)
+
+    def reasons(self) -> dict[str, str]:
+        return dict(self._topics)
+
+    @property
+    def none(self) -> bool:
+        return not self._topics
 
 
 class PipelineControl:
@@ -179,6 +252,7 @@ class PipelineControl:
         self.scheduler_wakeup = Wakeup()
         self.cancelled = CancelledTopics()
         self.gate = SendingGate()
+        self.held_topics = HeldTopics()
         self.stop_sending = trio.Event()
         #: request id -> topic of every email handed to the backend whose outcome is not yet
         #: persisted: cancellation leaves these alone, and they bound duplicates after a crash.
@@ -205,6 +279,16 @@ class PipelineControl:
         self.scheduler_wakeup.set()
         if self.token_wait is not None:
             self.token_wait[1].cancel()
+
+    def hold_topic_in_memory(self, topic_id: str, reason: str) -> None:
+        """From now on no email of the topic is handed over (each hand-over checks
+        ``held_topics``); a batch waiting for tokens with one of its emails stops waiting, so the
+        held emails leave it before they take a token."""
+        self.held_topics.hold(topic_id, reason)
+        if self.token_wait is not None:
+            waiting, scope = self.token_wait
+            if any(e.topic_id == topic_id for e in waiting):
+                scope.cancel()
 
     def cancel_topic_in_memory(self, topic_id: str, up_to_id: int) -> tuple[int, list[int]]:
         """Mark the topic's cancellation pending; interrupt a token wait for it; return the mark

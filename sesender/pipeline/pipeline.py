@@ -15,7 +15,9 @@ holds about ``POST_CHANNEL_SIZE`` outcomes.
 
 The dispatch pipe is a rendezvous: the sender pool takes a batch only when it has room for it,
 so a batch that got its tokens is never parked where cancellation cannot see it. The
-AccountMonitor sits beside the graph and only opens and closes the sending gate.
+AccountMonitor sits beside the graph and only opens and closes the sending gate; the
+ReputationGuard (started first, as it loads the holds in force) holds the gate or single topics
+(``PipelineControl.held_topics``) when bounce or complaint rates cross their thresholds.
 
 Shutdown drains by end of channel: ``begin_stop`` makes the scheduler stop claiming and close its
 pipe; the rate limiter defers what is left in memory back to the queue and closes its pipes; the
@@ -33,7 +35,7 @@ import trio
 
 from actors import PipeStatistics, Supervisor, TokenBucket, open_pipe
 from sesender.backends.base import Backend
-from sesender.config import PipelineConfig
+from sesender.config import GuardConfig, PipelineConfig
 from sesender.models import ClaimedEmail, Outcome
 from sesender.pipeline.account_monitor import AccountMonitor
 from sesender.pipeline.compose import MessageComposer
@@ -41,11 +43,12 @@ from sesender.pipeline.control import GateStatistics, PipelineControl
 from sesender.pipeline.post_processor import PostProcessor
 from sesender.pipeline.rate_history import SendRateHistory
 from sesender.pipeline.rate_limiter import RateLimiter
+from sesender.pipeline.reputation_guard import ReputationGuard
 from sesender.pipeline.retry import RetryPolicy
 from sesender.pipeline.scheduler import Scheduler
 from sesender.pipeline.sender_pool import SenderPool
 from sesender.pipeline.shared_rate import SharedRate
-from sesender.store.base import QueueStore
+from sesender.store.base import QueueStore, ReputationStore
 
 #: The most emails in one batch, whatever the rate: SES's ``SendBulkEmail`` takes at most 50
 #: destinations per call.
@@ -53,6 +56,8 @@ MAX_BATCH = 50
 
 #: The actor names, in start order (downstream first, so nothing sends into an unstarted actor).
 ACTOR_NAMES = ("post-processor", "sender-pool", "rate-limiter", "scheduler", "account-monitor")
+#: Started before all of them (it loads the holds in force), when the pipeline has a guard.
+GUARD_ACTOR = "reputation-guard"
 
 
 def batch_size(settings: PipelineConfig) -> int:
@@ -87,6 +92,8 @@ class Pipeline:
         rng: random.Random | None = None,
         observer: PipelineObserver | None = None,
         shared_rate: Callable[[TokenBucket], SharedRate] | None = None,
+        reputation: ReputationStore | None = None,
+        guard_settings: GuardConfig | None = None,
     ) -> None:
         self.control = PipelineControl()
         self._observer = observer
@@ -153,6 +160,18 @@ class Pipeline:
             bucket=self.bucket,
             probe_interval=settings.pause_probe_interval,
             cap_to_account_rate=settings.cap_to_account_rate,
+            poll_interval=settings.account_poll_interval,
+        )
+        #: The reputation guard, when the pipeline was given its store.
+        self.guard = (
+            ReputationGuard(
+                store=reputation,
+                control=self.control,
+                settings=guard_settings or GuardConfig(),
+                now_ms=now_ms,
+            )
+            if reputation is not None
+            else None
         )
         self._drained = trio.Event()
 
@@ -161,6 +180,8 @@ class Pipeline:
         downstream first (so the in-memory checks agree with the store from the first email)."""
         for topic_id, up_to_id in (await self._store.cancellations()).items():
             self.control.cancelled.cancel(topic_id, up_to_id)
+        if self.guard is not None:
+            await supervisor.start(GUARD_ACTOR, self.guard.run)
         await supervisor.start("post-processor", self._run_post_processor)
         await supervisor.start("sender-pool", self.sender_pool.run)
         await supervisor.start("rate-limiter", self.rate_limiter.run)

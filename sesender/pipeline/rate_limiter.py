@@ -13,7 +13,9 @@ Before waiting, the limiter drops the batch's emails of cancelled topics as ``St
 (``Deferred`` while the store has not yet recorded the cancellation, see
 :class:`~sesender.pipeline.control.CancelledTopics`); a cancellation that arrives while the batch
 waits for its tokens (or for the sending gate) interrupts that wait, the cancelled emails leave
-the batch and the rest waits again, so a cancelled email never consumes a token. While the
+the batch and the rest waits again, so a cancelled email never consumes a token. Emails of a
+topic the reputation guard holds leave the same way, deferred (the store makes them ``Held``).
+While the
 sending gate is closed (account paused) nothing passes. On graceful shutdown, everything still in
 the send pipe, and the batch being assembled, is deferred back to the queue untouched.
 """
@@ -139,15 +141,22 @@ class RateLimiter:
         return scope.cancelled_caught
 
     async def _without_cancelled(self, batch: Sequence[ClaimedEmail]) -> Sequence[ClaimedEmail]:
-        """The batch without its emails of cancelled topics, whose outcomes go out now."""
+        """The batch without its emails of cancelled or held topics, whose outcomes go out
+        now."""
         cancelled = self._control.cancelled
-        if cancelled.none:
+        held_topics = self._control.held_topics
+        if cancelled.none and held_topics.none:
             return batch
         kept: list[ClaimedEmail] = []
         held: list[Outcome] = []
         now_ms = self._now_ms()
         for email in batch:
-            if cancelled.is_cancelled(email.topic_id, email.request_id):
+            if email.topic_id in held_topics:
+                # Held by the reputation guard: back to the queue, where the store's record of
+                # the hold makes it Held.
+                self._deferred += 1
+                held.append(Deferred(request_id=email.request_id, due_at_ms=now_ms))
+            elif cancelled.is_cancelled(email.topic_id, email.request_id):
                 outcome = self._control.held_back(email.topic_id, email.request_id, now_ms)
                 if isinstance(outcome, Stopped):
                     self._stopped += 1

@@ -203,10 +203,15 @@ class SenderPool:
         now_ms = self._now_ms()
         cancelled = control.cancelled
         check_cancelled = not cancelled.none
+        held_topics = control.held_topics
+        check_held = not held_topics.none
         hold = control.stop_sending.is_set() or control.gate.is_paused
         compose = self._composer.compose
         for email in batch:
-            if check_cancelled and cancelled.is_cancelled(email.topic_id, email.request_id):
+            if check_held and email.topic_id in held_topics:
+                counts["deferred"] += 1
+                outcomes.append(Deferred(request_id=email.request_id, due_at_ms=now_ms))
+            elif check_cancelled and cancelled.is_cancelled(email.topic_id, email.request_id):
                 held = control.held_back(email.topic_id, email.request_id, now_ms)
                 counts["stopped" if isinstance(held, Stopped) else "deferred"] += 1
                 outcomes.append(held)

@@ -10,6 +10,7 @@ against, only that:
 - :class:`HousekeepingStore`: pruning of deduplication records;
 - :class:`HealthStore`: ``/health``, ``/ready`` and the write-health signal;
 - :class:`ApiKeyStore`: named API keys (the HTTP layer's key ring and ``/v1/api-keys``).
+- :class:`ReputationStore`: the reputation guard's counters and its durable holds.
 
 :class:`Store` is their union, for the composition root that opens the store and hands each
 consumer its part; :class:`~sesender.store.sqlite.SqliteStore` implements it.
@@ -34,6 +35,8 @@ from sesender.models import (
     NewApiKey,
     NewIdempotencyKey,
     Outcome,
+    ReputationCounts,
+    ReputationHold,
     RequestDetail,
     Submission,
     SubmissionReceipt,
@@ -200,8 +203,46 @@ class HttpStore(ApiStore, HealthStore, ApiKeyStore, Protocol):
     API keys."""
 
 
+class ReputationStore(Protocol):
+    """The reputation guard's view: counters over a window, and holds that outlive a restart."""
+
+    async def reputation_counts(self, *, since_ms: int) -> ReputationCounts:
+        """Sends, permanent bounces and complaints of the emails sent from ``since_ms`` on,
+        account-wide and for each topic with a bounce among them; a scope an operator resumed
+        counts only what was sent after the resume. Cost: a sum over the window's counters."""
+        ...
+
+    async def reputation_holds(self) -> list[ReputationHold]:
+        """The holds in force (account and topics), oldest first."""
+        ...
+
+    async def hold_topic(self, topic_id: str, *, reason: str, now_ms: int) -> int:
+        """Hold the topic in one transaction: its queued emails end ``Held``, and any email of it
+        claimed or requeued later too. Return how many were held now, -1 if already held."""
+        ...
+
+    async def resume_topic(self, topic_id: str, *, now_ms: int) -> int | None:
+        """Lift the hold and requeue the topic's ``Held`` emails; how many, None if not held."""
+        ...
+
+    async def hold_account(self, *, reason: str, now_ms: int) -> bool:
+        """Record that all sending is held; False when it already was."""
+        ...
+
+    async def resume_account(self, *, now_ms: int) -> bool:
+        """Lift the account hold; False when there was none."""
+        ...
+
+
 class Store(
-    QueueStore, FeedbackStore, ApiStore, HousekeepingStore, HealthStore, ApiKeyStore, Protocol
+    QueueStore,
+    FeedbackStore,
+    ApiStore,
+    HousekeepingStore,
+    HealthStore,
+    ApiKeyStore,
+    ReputationStore,
+    Protocol,
 ):
     """Everything: what the composition root opens, closes and hands out in parts."""
 

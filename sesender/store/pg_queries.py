@@ -80,8 +80,14 @@ _CANCELLED = (
     "EXISTS (SELECT 1 FROM topic_cancellations AS c"
     " WHERE c.topic_id = requests.topic_id AND c.up_to_id >= requests.id)"
 )
+#: A topic the reputation guard holds (see :mod:`sesender.store.pg_reputation`).
+_HELD = (
+    "EXISTS (SELECT 1 FROM reputation_holds AS h WHERE h.scope = 'topic'"
+    " AND h.topic_id = requests.topic_id AND h.held_at IS NOT NULL)"
+)
 _REQUEUED_STATUS = (
-    f"CASE WHEN {_CANCELLED} THEN {Status.STOPPED.value} ELSE {Status.CREATED.value} END"
+    f"CASE WHEN {_CANCELLED} THEN {Status.STOPPED.value} WHEN {_HELD} THEN {Status.HELD.value}"
+    f" ELSE {Status.CREATED.value} END"
 )
 
 
@@ -243,6 +249,7 @@ _CLAIM_SQL = (
     " ORDER BY due_at, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED)"
     " UPDATE requests SET updated_at = %(now)s, claimed_by = %(instance)s,"
     f" status = CASE WHEN {_CANCELLED} THEN {Status.STOPPED.value}"
+    f" WHEN {_HELD} THEN {Status.HELD.value}"
     " WHEN EXISTS (SELECT 1 FROM suppressions AS s WHERE s.email = lower(requests.email))"
     f" THEN {Status.SUPPRESSED.value} ELSE {Status.PROCESSED.value} END"
     " FROM picked WHERE requests.id = picked.id"
@@ -544,7 +551,8 @@ def stop_topic(
         cursor = connection.execute(
             f"UPDATE requests SET status = {Status.STOPPED.value}, updated_at = %s"
             " WHERE topic_id = %s AND id <= %s AND NOT (id = ANY(%s))"
-            f" AND (status = {Status.CREATED.value} OR (status = {Status.PROCESSED.value}"
+            f" AND (status IN ({Status.CREATED.value}, {Status.HELD.value})"
+            f" OR (status = {Status.PROCESSED.value}"
             " AND (claimed_by IS NULL OR claimed_by = %s OR NOT EXISTS (SELECT 1 FROM instances"
             " AS i WHERE i.instance_id = requests.claimed_by))))",
             (now_ms, topic_id, up_to_id, list(keep), instance_id),

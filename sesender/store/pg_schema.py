@@ -212,6 +212,94 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE contents ADD COLUMN sender TEXT;
     ALTER TABLE contents ADD COLUMN reply_to TEXT;
     """,
+    # 3: the reputation guard (SQLite migration 8): sends, permanent bounces and complaints per
+    # topic and 10-second bucket of the send time, and the durable holds. Sends are counted by a
+    # statement-level trigger like topic_counts (one upsert per key and statement, in key order);
+    # bounces and complaints, rare, by a row trigger. A detail that is not JSON counts as nothing.
+    """
+    CREATE TABLE guard_topic_counts (
+        topic_id TEXT NOT NULL,
+        bucket BIGINT NOT NULL,
+        sends BIGINT NOT NULL DEFAULT 0,
+        bounces BIGINT NOT NULL DEFAULT 0,
+        complaints BIGINT NOT NULL DEFAULT 0,
+        PRIMARY KEY (topic_id, bucket)
+    );
+    CREATE INDEX guard_topic_counts_bucket ON guard_topic_counts (bucket);
+
+    CREATE FUNCTION requests_guard_sends() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        INSERT INTO guard_topic_counts (topic_id, bucket, sends)
+            SELECT topic_id, bucket, SUM(delta) FROM (
+                SELECT topic_id, sent_at / 10000 AS bucket, -1 AS delta FROM old_rows
+                    WHERE status = 2 AND sent_at IS NOT NULL
+                UNION ALL
+                SELECT topic_id, sent_at / 10000, 1 FROM new_rows
+                    WHERE status = 2 AND sent_at IS NOT NULL
+            ) AS changes
+            GROUP BY topic_id, bucket HAVING SUM(delta) > 0 ORDER BY topic_id, bucket
+            ON CONFLICT (topic_id, bucket)
+            DO UPDATE SET sends = guard_topic_counts.sends + excluded.sends;
+        RETURN NULL;
+    END $$;
+
+    CREATE TRIGGER requests_guard_sends AFTER UPDATE ON requests
+        REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+        FOR EACH STATEMENT EXECUTE FUNCTION requests_guard_sends();
+
+    CREATE FUNCTION guard_json_text(document TEXT, field TEXT) RETURNS TEXT
+    LANGUAGE plpgsql IMMUTABLE AS $$
+    BEGIN
+        RETURN document::jsonb ->> field;
+    EXCEPTION WHEN others THEN
+        RETURN NULL;
+    END $$;
+
+    CREATE FUNCTION results_guard_counts() RETURNS trigger LANGUAGE plpgsql AS $$
+    DECLARE
+        is_bounce BOOLEAN := FALSE;
+        sent_bucket BIGINT;
+    BEGIN
+        IF NEW.event_type = 'Bounce' THEN
+            IF guard_json_text(NEW.detail, 'bounce_type') IS DISTINCT FROM 'Permanent' THEN
+                RETURN NULL;
+            END IF;
+            IF TG_OP = 'UPDATE'
+                AND guard_json_text(OLD.detail, 'bounce_type') IS NOT DISTINCT FROM 'Permanent'
+            THEN
+                RETURN NULL;  -- counted when it became permanent
+            END IF;
+            is_bounce := TRUE;
+        ELSIF NEW.event_type = 'Complaint' AND TG_OP = 'INSERT' THEN
+            IF COALESCE(guard_json_text(NEW.detail, 'feedback_type'), '') = 'not-spam' THEN
+                RETURN NULL;
+            END IF;
+        ELSE
+            RETURN NULL;
+        END IF;
+        SELECT COALESCE(sent_at, NEW.first_at) / 10000 INTO sent_bucket
+            FROM requests WHERE id = NEW.request_id;
+        INSERT INTO guard_topic_counts (topic_id, bucket, bounces, complaints)
+            VALUES (NEW.topic_id, COALESCE(sent_bucket, NEW.first_at / 10000),
+                    CASE WHEN is_bounce THEN 1 ELSE 0 END, CASE WHEN is_bounce THEN 0 ELSE 1 END)
+            ON CONFLICT (topic_id, bucket) DO UPDATE SET
+                bounces = guard_topic_counts.bounces + excluded.bounces,
+                complaints = guard_topic_counts.complaints + excluded.complaints;
+        RETURN NULL;
+    END $$;
+
+    CREATE TRIGGER results_guard_counts AFTER INSERT OR UPDATE OF detail ON results
+        FOR EACH ROW EXECUTE FUNCTION results_guard_counts();
+
+    CREATE TABLE reputation_holds (
+        scope TEXT NOT NULL,
+        topic_id TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        held_at BIGINT,
+        resumed_at BIGINT,
+        PRIMARY KEY (scope, topic_id)
+    );
+    """,
 )
 
 LATEST_VERSION = len(MIGRATIONS)

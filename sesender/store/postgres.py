@@ -38,6 +38,8 @@ from sesender.models import (
     NewApiKey,
     NewIdempotencyKey,
     Outcome,
+    ReputationCounts,
+    ReputationHold,
     RequestDetail,
     Submission,
     SubmissionReceipt,
@@ -47,6 +49,7 @@ from sesender.models import (
     TopicSummary,
 )
 from sesender.store import pg_queries as queries
+from sesender.store import pg_reputation as reputation
 from sesender.store.base import StopResult
 from sesender.store.health import WriteHealth, WriteHealthStatus
 from sesender.store.pg_queries import Connection
@@ -335,6 +338,26 @@ class PostgresStore:
 
     async def touch_api_keys(self, used: Sequence[tuple[int, int]]) -> None:
         await self._write(queries.touch_api_keys, used)
+
+    # -- the ReputationStore interface (sesender.store.pg_reputation) ----------------------
+
+    async def reputation_counts(self, *, since_ms: int) -> ReputationCounts:
+        return await self._read(reputation.reputation_counts, since_ms)
+
+    async def reputation_holds(self) -> list[ReputationHold]:
+        return await self._read(reputation.reputation_holds)
+
+    async def hold_topic(self, topic_id: str, *, reason: str, now_ms: int) -> int:
+        return await self._write(reputation.hold_topic, topic_id, reason, now_ms)
+
+    async def resume_topic(self, topic_id: str, *, now_ms: int) -> int | None:
+        return await self._write(reputation.resume_topic, topic_id, now_ms)
+
+    async def hold_account(self, *, reason: str, now_ms: int) -> bool:
+        return await self._write(reputation.hold_account, reason, now_ms)
+
+    async def resume_account(self, *, now_ms: int) -> bool:
+        return await self._write(reputation.resume_account, now_ms)
 
     # -- the ServiceSecretsStore interface --------------------------------------------------
 

@@ -207,6 +207,82 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE contents ADD COLUMN sender TEXT;
     ALTER TABLE contents ADD COLUMN reply_to TEXT;
     """,
+    # 8: the reputation guard (sesender.pipeline.reputation_guard). Sends, permanent bounces and
+    # complaints counted per topic and 10-second bucket of the send time by triggers, so a rate
+    # over a sliding window is a sum over the window's buckets (account-wide: over every topic's),
+    # never a scan of ``requests`` or ``results``; one upsert per sent email. A bounce counts in
+    # the bucket of its email's send (falling back to the event's time when the send is not
+    # recorded yet): the rate is "of the emails sent in the window, how many bounced".
+    # ``reputation_holds`` makes the guard's decisions durable: a held topic or account stays
+    # held across restarts until an operator resumes it, and ``resumed_at`` starts the window
+    # again after a resume (else the same bounces would trip the guard again at once). Held
+    # emails have status 6 (``Held``).
+    """
+    CREATE TABLE guard_topic_counts (
+        topic_id TEXT NOT NULL,
+        bucket INTEGER NOT NULL,
+        sends INTEGER NOT NULL DEFAULT 0,
+        bounces INTEGER NOT NULL DEFAULT 0,
+        complaints INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (topic_id, bucket)
+    ) WITHOUT ROWID;
+    CREATE INDEX guard_topic_counts_bucket ON guard_topic_counts (bucket);
+
+    CREATE TRIGGER requests_guard_sends AFTER UPDATE OF status ON requests
+    WHEN NEW.status = 2 AND OLD.status <> 2 AND NEW.sent_at IS NOT NULL
+    BEGIN
+        INSERT INTO guard_topic_counts (topic_id, bucket, sends)
+            VALUES (NEW.topic_id, NEW.sent_at / 10000, 1)
+            ON CONFLICT (topic_id, bucket) DO UPDATE SET sends = sends + 1;
+    END;
+
+    CREATE TRIGGER results_guard_bounces AFTER INSERT ON results
+    WHEN NEW.event_type = 'Bounce'
+        AND (CASE WHEN json_valid(NEW.detail) THEN json_extract(NEW.detail, '$.bounce_type') END)
+            = 'Permanent'
+    BEGIN
+        INSERT INTO guard_topic_counts (topic_id, bucket, bounces) VALUES (NEW.topic_id,
+            COALESCE((SELECT sent_at FROM requests WHERE id = NEW.request_id), NEW.first_at)
+                / 10000, 1)
+            ON CONFLICT (topic_id, bucket) DO UPDATE SET bounces = bounces + 1;
+    END;
+
+    -- A transient bounce of an email recorded first, then a permanent one: counted once, then.
+    CREATE TRIGGER results_guard_bounces_upgraded AFTER UPDATE OF detail ON results
+    WHEN NEW.event_type = 'Bounce'
+        AND (CASE WHEN json_valid(NEW.detail) THEN json_extract(NEW.detail, '$.bounce_type') END)
+            = 'Permanent'
+        AND (CASE WHEN json_valid(OLD.detail) THEN json_extract(OLD.detail, '$.bounce_type') END)
+            IS NOT 'Permanent'
+    BEGIN
+        INSERT INTO guard_topic_counts (topic_id, bucket, bounces) VALUES (NEW.topic_id,
+            COALESCE((SELECT sent_at FROM requests WHERE id = NEW.request_id), NEW.first_at)
+                / 10000, 1)
+            ON CONFLICT (topic_id, bucket) DO UPDATE SET bounces = bounces + 1;
+    END;
+
+    -- A complaint, unless its feedback report says "not-spam" (which says the opposite).
+    CREATE TRIGGER results_guard_complaints AFTER INSERT ON results
+    WHEN NEW.event_type = 'Complaint'
+        AND COALESCE(
+            CASE WHEN json_valid(NEW.detail) THEN json_extract(NEW.detail, '$.feedback_type') END,
+            '') <> 'not-spam'
+    BEGIN
+        INSERT INTO guard_topic_counts (topic_id, bucket, complaints) VALUES (NEW.topic_id,
+            COALESCE((SELECT sent_at FROM requests WHERE id = NEW.request_id), NEW.first_at)
+                / 10000, 1)
+            ON CONFLICT (topic_id, bucket) DO UPDATE SET complaints = complaints + 1;
+    END;
+
+    CREATE TABLE reputation_holds (
+        scope TEXT NOT NULL,
+        topic_id TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        held_at INTEGER,
+        resumed_at INTEGER,
+        PRIMARY KEY (scope, topic_id)
+    ) WITHOUT ROWID;
+    """,
 )
 
 #: PRAGMAs set on every connection (docs/operations.md explains WAL and backups). ``auto_vacuum``

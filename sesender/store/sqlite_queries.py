@@ -65,11 +65,18 @@ _CANCELLED = (
     "EXISTS (SELECT 1 FROM topic_cancellations AS c"
     " WHERE c.topic_id = requests.topic_id AND c.up_to_id >= requests.id)"
 )
+#: True for a ``requests`` row whose topic the reputation guard holds (until an operator resumes
+#: it; see :mod:`sesender.store.sqlite_reputation`).
+_HELD = (
+    "EXISTS (SELECT 1 FROM reputation_holds AS h WHERE h.scope = 'topic'"
+    " AND h.topic_id = requests.topic_id AND h.held_at IS NOT NULL)"
+)
 #: The status of an email going back to the queue: ``Created``, unless its topic was cancelled,
-#: then ``Stopped``. Every statement that requeues an email uses it, so a cancellation outlives
-#: the process that received it.
+#: then ``Stopped``, or held by the reputation guard, then ``Held``. Every statement that
+#: requeues an email uses it, so a cancellation or a hold outlives the process that received it.
 _REQUEUED_STATUS = (
-    f"CASE WHEN {_CANCELLED} THEN {Status.STOPPED.value} ELSE {Status.CREATED.value} END"
+    f"CASE WHEN {_CANCELLED} THEN {Status.STOPPED.value} WHEN {_HELD} THEN {Status.HELD.value}"
+    f" ELSE {Status.CREATED.value} END"
 )
 
 
@@ -278,14 +285,16 @@ def claim_due(connection: sqlite3.Connection, now_ms: int, limit: int) -> ClaimB
 
     An email of a cancelled topic is never handed out, whatever put it back in the queue: the
     claim ends it ``Stopped`` instead (the requeueing statements already do; this is the last
-    line of defence).
+    line of defence). An email of a topic the reputation guard holds ends ``Held`` (emails
+    accepted for the topic after the hold included), until the topic is resumed.
     """
     if limit <= 0:
         return ClaimBatch(emails=(), suppressed=0)
     with transaction(connection):
         claimed = connection.execute(
             f"UPDATE requests SET updated_at = ?, status = CASE WHEN {_CANCELLED}"
-            f" THEN {Status.STOPPED.value} ELSE {Status.PROCESSED.value} END WHERE id IN ("
+            f" THEN {Status.STOPPED.value} WHEN {_HELD} THEN {Status.HELD.value}"
+            f" ELSE {Status.PROCESSED.value} END WHERE id IN ("
             f" SELECT id FROM requests WHERE status = {Status.CREATED.value} AND due_at <= ?"
             " ORDER BY due_at, id LIMIT ?)"
             " RETURNING id, topic_id, content_id, email, attempts, due_at, status, data",
@@ -524,7 +533,7 @@ def stop_topic(
             "INSERT OR IGNORE INTO stop_keep (id) VALUES (?)", ((i,) for i in keep)
         )
         stopped = 0
-        for status in (Status.CREATED, Status.PROCESSED):
+        for status in (Status.CREATED, Status.PROCESSED, Status.HELD):
             cursor = connection.execute(
                 f"UPDATE requests SET status = {Status.STOPPED.value}, updated_at = ?"
                 f" WHERE topic_id = ? AND status = {status.value} AND id <= ?"

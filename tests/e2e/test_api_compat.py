@@ -6,11 +6,11 @@ module, with small limits to reach the 400/413 paths cheaply: ``MAX_REQUEST_BYTE
 each other's data.
 
 The original README's example is posted byte for byte. Its ``scheduled_at`` ("2024-01-01
-09:00:00") is in the past: it is accepted and sent at once, so the response says
-``"scheduled": false`` (the emails do not wait for a schedule) and both emails reach ``Sent``. The
-original answered ``"scheduled": true`` whenever the field was present; the field's meaning here
-is "waits for a future time", which is what a client can act on (openapi.json: a past time sends
-now). A future ``scheduled_at`` answers ``"scheduled": true`` and keeps the emails ``Created``.
+09:00:00") is in the past: it is accepted and sent at once, and the response says
+``"scheduled": true``, as the original's does whenever a non-empty ``scheduled_at`` was given;
+``due_at`` (new) is the instant sending became due, the time of the request here. A future
+``scheduled_at`` answers ``"scheduled": true`` with ``due_at`` at that time and keeps the emails
+``Created``; no ``scheduled_at`` (or an empty one) answers ``false``.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from email import message_from_bytes
 from email.message import Message
 from email.policy import default as default_policy
@@ -169,7 +170,10 @@ def test_the_original_readme_example_verbatim(
     assert type(body["scheduled"]) is bool
     assert (body["total"], body["success"], body["errors"]) == (2, 2, 0)
     assert 0 <= body["duration_ms"] < 10_000
-    assert body["scheduled"] is False  # 2024-01-01 09:00:00 is past: sent at once
+    # As the original: a non-empty scheduled_at answers true even when past (it is sent at once).
+    assert body["scheduled"] is True
+    due = datetime.fromisoformat(body["due_at"])
+    assert abs((due - datetime.now(UTC)).total_seconds()) < 60  # due now, not in 2024
     # Extra fields are allowed, never instead of the documented ones.
     assert body["rejected"] == []
     assert body["duplicates"] == 0
@@ -206,6 +210,7 @@ def test_a_future_scheduled_at_is_scheduled_and_can_be_cancelled(client: httpx.C
     assert result["scheduled"] is True
     assert (result["total"], result["success"], result["errors"]) == (2, 2, 0)
     assert result["scheduled_at"] == "2099-01-01T09:00:00+00:00"
+    assert result["due_at"] == "2099-01-01T09:00:00.000+00:00"
 
     stats = topic(client, "compat-future")
     assert_topic_shape(stats)
@@ -243,6 +248,7 @@ def test_invalid_and_duplicate_addresses_are_counted_not_refused(client: httpx.C
     assert all(isinstance(r["reason"], str) and r["reason"] for r in body["rejected"])
     assert body["scheduled"] is False
     assert "scheduled_at" not in body
+    assert abs((datetime.fromisoformat(body["due_at"]) - datetime.now(UTC)).total_seconds()) < 60
 
 
 # -- GET/DELETE /v1/topics ------------------------------------------------------------------------

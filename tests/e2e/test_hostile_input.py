@@ -125,7 +125,7 @@ CANARY_SUPPRESSION = "canary@example.com"
 CANARY_IDEMPOTENCY_KEY = "canary"
 API_KEY = "hostile-sweep-key"
 
-STATUS_NAMES = ("Created", "Processed", "Sent", "Failed", "Stopped", "Suppressed")
+STATUS_NAMES = ("Created", "Processed", "Sent", "Failed", "Stopped", "Suppressed", "Held")
 #: Every header of an outgoing .eml: name (lower case) -> how many times.
 EXPECTED_HEADERS = Counter(
     {

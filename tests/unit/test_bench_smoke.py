@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import auth, bulk, ceiling, compose, idle, rate, store_ingest
+from bench import auth, bulk, ceiling, compose, guard_counters, idle, rate, store_ingest
 
 
 def result(directory: Path, name: str) -> dict[str, object]:
@@ -28,6 +28,18 @@ def test_store_ingest_quick(tmp_path: Path) -> None:
     figures = result(tmp_path, "store_ingest")
     assert figures["recipients"] == 2_000
     assert isinstance(figures["ratio_median"], float)
+
+
+def test_guard_counters_quick(tmp_path: Path) -> None:
+    guard_counters.main(["--quick", "--results-dir", str(tmp_path), "--directory", str(tmp_path)])
+
+    figures = result(tmp_path, "guard_counters")
+    sends = figures["sends"]
+    evaluation = figures["evaluation"]
+    assert isinstance(sends, dict)
+    assert isinstance(evaluation, dict)
+    assert isinstance(sends["median_cpu_ratio"], float)
+    assert evaluation["history_emails"] == 2_000
 
 
 def test_rate_quick(tmp_path: Path) -> None:

@@ -301,13 +301,17 @@
   function renderReady(ready) {
     const isReady = ready.status === "ok";
     const paused = ready.sending === "paused";
+    // Held by the reputation guard: only an operator's resume lifts it (the button below).
+    const held = ready.sending_held === true;
     const pill = byId("service-pill");
     pill.className = `pill ${!isReady ? "pill-bad" : paused ? "pill-warn" : "pill-good"}`;
     byId("service-pill-text").textContent = !isReady
       ? "Not ready"
-      : paused
-        ? "Ready · sending paused"
-        : "Ready";
+      : held
+        ? "Ready · sending held"
+        : paused
+          ? "Ready · sending paused"
+          : "Ready";
 
     const actors = Object.values(ready.actors || {});
     const running = actors.filter((s) => s === "running").length;
@@ -324,11 +328,14 @@
     }
     detail.replaceChildren(...parts);
 
-    setKpi("kpi-sending", paused ? "warn" : "good");
-    byId("sending-state").textContent = paused ? "Paused" : "Active";
-    byId("sending-detail").textContent = paused
-      ? ready.sending_paused_reason || "No reason given"
-      : "Emails flow to the provider";
+    setKpi("kpi-sending", held ? "bad" : paused ? "warn" : "good");
+    byId("sending-state").textContent = held ? "Held" : paused ? "Paused" : "Active";
+    byId("sending-detail").textContent = held
+      ? `Reputation guard: ${ready.sending_held_reason || ready.sending_paused_reason || "no reason given"}`
+      : paused
+        ? ready.sending_paused_reason || "No reason given"
+        : "Emails flow to the provider";
+    byId("resume-sending").hidden = !held;
   }
 
   function renderUnreachable() {
@@ -527,6 +534,7 @@
     ["failed", "Failed"],
     ["stopped", "Stopped"],
     ["suppressed", "Suppressed"],
+    ["held", "Held"],
   ];
   const NUMBERS = [
     ["sent", "Sent"],
@@ -534,6 +542,7 @@
     ["failed", "Failed"],
     ["stopped", "Stopped"],
     ["suppressed", "Suppressed"],
+    ["held", "Held"],
     ["bounces", "Bounces"],
     ["complaints", "Complaints"],
     ["opens", "Opens"],
@@ -549,17 +558,20 @@
       failed: count(requests.Failed),
       stopped: count(requests.Stopped),
       suppressed: count(requests.Suppressed),
+      held: count(requests.Held),
       bounces: count(results.Bounce),
       complaints: count(results.Complaint),
       opens: count(results.Open),
     };
-    counts.total = counts.sent + counts.pending + counts.failed + counts.stopped + counts.suppressed;
+    counts.total =
+      counts.sent + counts.pending + counts.failed + counts.stopped + counts.suppressed + counts.held;
     return counts;
   }
 
   function topicStatus(c) {
     if (c.total === 0) return ["Empty", "status-idle"];
     if (c.pending > 0) return c.pending === c.queued && c.sent === 0 ? ["Queued", "status-queued"] : ["Sending", "status-sending"];
+    if (c.held > 0) return ["Held by the guard", "status-failed"];
     if (c.stopped > 0) return ["Cancelled", "status-stopped"];
     if (c.failed > 0) return ["Done with failures", "status-failed"];
     return ["Complete", "status-done"];
@@ -607,9 +619,14 @@
     const cancel = element("button", "button button-small button-danger-outline", "Cancel");
     cancel.type = "button";
     cancel.dataset.action = "cancel";
-    row.append(element("td", "col-actions", null, [element("div", "actions", null, [retry, cancel])]));
+    const resume = element("button", "button button-small", "Resume");
+    resume.type = "button";
+    resume.dataset.action = "resume";
+    resume.hidden = true;
+    row.append(element("td", "col-actions", null, [element("div", "actions", null, [resume, retry, cancel])]));
 
-    const parts = { row, meta, bar, segments, status, percent, cells, retry, cancel, topic: null, counts: null, busy: false };
+    const parts = { row, meta, bar, segments, status, percent, cells, resume, retry, cancel, topic: null, counts: null, busy: false };
+    resume.addEventListener("click", () => resumeTopic(topicId, parts));
     retry.addEventListener("click", () => retryFailed(topicId, parts));
     cancel.addEventListener("click", () => cancelTopic(topicId, parts));
     return parts;
@@ -641,9 +658,12 @@
     }
     const addressable = parts.row.dataset.topicId !== "";
     parts.retry.disabled = parts.busy || !addressable || c.failed === 0;
-    parts.cancel.disabled = parts.busy || !addressable || c.pending === 0;
+    parts.cancel.disabled = parts.busy || !addressable || c.pending + c.held === 0;
+    parts.resume.hidden = c.held === 0;
+    parts.resume.disabled = parts.busy || !addressable;
+    parts.resume.title = "Send the emails the reputation guard held (it stopped the topic for its bounce rate)";
     parts.retry.title = c.failed ? "Requeue the emails that failed for transient reasons" : "No failed emails";
-    parts.cancel.title = c.pending ? "Stop the emails not yet handed to SES" : "Nothing left to send";
+    parts.cancel.title = c.pending + c.held ? "Stop the emails not yet handed to SES" : "Nothing left to send";
   }
 
   function renderTopics(topics) {
@@ -695,6 +715,7 @@
     parts.busy = true;
     parts.retry.disabled = true;
     parts.cancel.disabled = true;
+    if (parts.resume) parts.resume.disabled = true;
     try {
       await work();
     } catch (error) {
@@ -736,6 +757,37 @@
     });
   }
 
+  async function resumeTopic(topicId, parts) {
+    await runAction(parts, async () => {
+      const answer = await api(`${topicPath(topicId)}/resume`, { method: "POST" });
+      const resumed = count(answer.resumed);
+      toast(
+        answer.held
+          ? `“${topicId}”: resumed, ${plural(resumed, "held email")} queued again.`
+          : `“${topicId}”: was not held.`,
+        answer.held ? "success" : "info",
+      );
+    });
+  }
+
+  async function resumeSending() {
+    const button = byId("resume-sending");
+    button.disabled = true;
+    try {
+      const answer = await api("v1/sending/resume", { method: "POST" });
+      toast(answer.resumed ? "Sending resumed." : "Sending was not held.", answer.resumed ? "success" : "info");
+    } catch (error) {
+      if (error instanceof KeyRefused) {
+        signOut(REFUSED);
+        return;
+      }
+      toast(error.message, "error");
+    } finally {
+      button.disabled = false;
+      tick();
+    }
+  }
+
   function toast(message, tone) {
     const node = element("div", `toast toast-${tone}`, message);
     byId("toasts").append(node);
@@ -758,6 +810,7 @@
   function start() {
     byId("login-form").addEventListener("submit", submitKey);
     byId("change-key").addEventListener("click", () => signOut(""));
+    byId("resume-sending").addEventListener("click", () => resumeSending());
     for (const button of byId("window-buttons").querySelectorAll("button")) {
       button.addEventListener("click", () => {
         selectWindow(Number(button.dataset.seconds));

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -184,6 +185,23 @@ def test_submit_accepts_the_original_response_without_new_fields() -> None:
     assert result.duplicates == 0
     assert result.rejected == ()
     assert result.first_request_id is None
+
+
+def test_a_past_scheduled_at_is_flagged_but_does_not_wait() -> None:
+    """The server answers ``scheduled: true`` for any given time, as the original; whether the
+    emails wait is ``due_at``: a past time was due at once, a future one waits."""
+    now = datetime(2026, 1, 15, 10, tzinfo=UTC)
+    past = {"total": 1, "success": 1, "errors": 0, "duration_ms": 1, "scheduled": True}
+    with client_for(answer(200, past | {"due_at": "2026-01-15T09:59:59.000+00:00"})) as client:
+        due_now = client.submit(topic_id="", subject="s", content="c", emails=["a@b.c"])
+    with client_for(answer(200, past | {"due_at": "2026-01-16T00:00:00.000+00:00"})) as client:
+        later = client.submit(topic_id="", subject="s", content="c", emails=["a@b.c"])
+    with client_for(answer(200, past)) as client:
+        older_server = client.submit(topic_id="", subject="s", content="c", emails=["a@b.c"])
+    assert due_now.scheduled
+    assert later.scheduled
+    assert due_now.due_at == datetime(2026, 1, 15, 9, 59, 59, tzinfo=UTC)
+    assert (due_now.waits(now), later.waits(now), older_server.waits(now)) == (False, True, True)
 
 
 def test_topic_ids_are_quoted_in_paths() -> None:

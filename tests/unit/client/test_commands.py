@@ -14,6 +14,7 @@ import pytest
 from rich.console import Console
 
 from sesender.cli import build_parser
+from sesender.client.api import TopicStats
 from sesender.client.commands import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -22,6 +23,7 @@ from sesender.client.commands import (
     IDEMPOTENCY_WINDOW_HOURS,
     RateMeter,
     Runtime,
+    final_line,
     idempotency_key,
     run_client_command,
 )
@@ -520,6 +522,60 @@ def test_cancel_and_retry_print_their_counts() -> None:
             transport=httpx.MockTransport(handle),
         )
         assert (code, out.getvalue(), err.getvalue()) == (EXIT_OK, line + "\n", "")
+
+
+def test_resume_lifts_the_sending_hold_or_a_topic_hold() -> None:
+    seen: list[str] = []
+    held = {"": True, "news/1": True, "sending": True}
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        path = request.url.raw_path.decode()
+        if path == "/v1/sending/resume":
+            seen.append(f"{request.method} {path}")
+            was_held, held["sending"] = held["sending"], False
+            return httpx.Response(
+                200, json={"status": "ok", "resumed": was_held, "sending": "active"}
+            )
+        topic = json.loads(request.content)["topic_id"]
+        seen.append(f"{request.method} {path} {topic!r}")
+        was_held, held[topic] = held[topic], False
+        return httpx.Response(
+            200, json={"status": "ok", "held": was_held, "resumed": 1740 if was_held else 0}
+        )
+
+    for argv, line in (
+        (["resume"], "sending resumed"),
+        (["resume"], "sending was not held by the reputation guard"),
+        (["resume", "--topic", "news/1"], "topic news/1: resumed, 1740 held emails requeued"),
+        (["resume", "--topic", "news/1"], "topic news/1: not held"),
+        (["resume", "--topic", ""], 'topic "": resumed, 1740 held emails requeued'),
+    ):
+        out, err = io.StringIO(), io.StringIO()
+        code = run_client_command(
+            build_parser().parse_args(argv),
+            ENVIRON,
+            runtime=Runtime(console=Console(file=out), errors=err),
+            transport=httpx.MockTransport(handle),
+        )
+        assert (code, out.getvalue(), err.getvalue()) == (EXIT_OK, line + "\n", "")
+    assert seen == [
+        "POST /v1/sending/resume",
+        "POST /v1/sending/resume",
+        "POST /v1/reputation/resume-topic 'news/1'",
+        "POST /v1/reputation/resume-topic 'news/1'",
+        "POST /v1/reputation/resume-topic ''",
+    ]
+
+
+def test_the_final_line_names_held_emails_only_when_there_are_some() -> None:
+    plain = TopicStats(request_counts={"Sent": 3}, result_counts={"Bounce": 1})
+    held = TopicStats(request_counts={"Sent": 260, "Held": 1740}, result_counts={"Bounce": 26})
+    assert final_line("t", plain) == (
+        "topic t: 3 sent, 0 failed, 0 stopped, 0 suppressed, 1 bounced, 0 complaints"
+    )
+    assert final_line("t", held).endswith(
+        "26 bounced, 0 complaints; 1740 held by the reputation guard (sesender resume --topic ...)"
+    )
 
 
 def test_empty_topic_is_refused(fake: FakeSesender) -> None:

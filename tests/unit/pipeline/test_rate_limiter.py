@@ -249,3 +249,24 @@ async def test_a_batch_larger_than_the_burst_is_refused() -> None:
             now_ms=trio_ms,
             max_batch=5,
         )
+
+
+async def test_a_held_topic_is_deferred_without_a_token_and_the_rest_passes(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The reputation guard held a topic: its emails still in the pipe (and in the batch waiting
+    for tokens) go back to the queue as Deferred, untouched; the other topics keep their pace."""
+    rig = Rig(rate=1, burst=1)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(rig.limiter.run)
+        nursery.start_soon(rig.consume)
+        rig.send_tx.send_nowait(email(1, "good"))  # takes the one token at t=0
+        rig.send_tx.send_nowait(email(2, "bad"))  # waits for a token until t=1 ...
+        rig.send_tx.send_nowait(email(3, "bad"))
+        rig.send_tx.send_nowait(email(4, "good"))
+        await trio.sleep(0.5)
+        rig.control.hold_topic_in_memory("bad", "bounce rate")  # ... interrupted at 0.5
+        await rig.send_tx.aclose()
+    assert rig.passed == [(0, 1), (1.0, 4)]
+    assert rig.outcomes() == [Deferred(2, due_at_ms=500), Deferred(3, due_at_ms=500)]
+    assert rig.bucket.statistics().acquired_total == 2

@@ -400,3 +400,20 @@ async def test_a_message_that_cannot_be_composed_fails_alone_and_its_batch_goes_
     assert [r.email.request_id for r in backend.sent] == [1, 3]
     assert set(control.handed_over) == {1, 3}  # never handed over, never registered
     assert backend.statistics().attempts == 2
+
+
+async def test_a_held_topic_is_deferred_at_hand_over_not_sent(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The last check before the backend: an email of a topic the reputation guard held after
+    its batch got its tokens goes back to the queue; the others of the batch are sent."""
+    control = PipelineControl()
+    control.hold_topic_in_memory("bad", "bounce rate")
+    backend = MemoryBackend()
+    outcomes = await run_pool(
+        backend, [email(1, topic="bad"), email(2, topic="good")], control=control
+    )
+    assert isinstance(outcomes[0], Deferred)
+    assert outcomes[0].request_id == 1
+    assert isinstance(outcomes[1], Sent)
+    assert [r.email.request_id for r in backend.sent] == [2]
