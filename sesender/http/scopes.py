@@ -62,6 +62,10 @@ ROUTE_SCOPES: Final[Mapping[tuple[str, str], RouteAccess]] = {
     ("DELETE", "/v1/api-keys/<int:key_id>"): ADMIN,
     # Which key this is and what it may do (the dashboard shows admin actions only to admins).
     ("GET", "/v1/api-keys/current"): SEND_OR_READ,
+    ("GET", "/v1/reputation"): READ,
+    ("POST", "/v1/sending/resume"): ADMIN,
+    ("POST", "/v1/topics/<path:topic_id>/resume"): ADMIN,
+    ("POST", "/v1/reputation/resume-topic"): ADMIN,
 }
 
 _RULES_WITH_A_PUBLIC_METHOD = frozenset(
