@@ -1,4 +1,5 @@
-"""The ``sesender`` command: ``serve`` (the default), ``init-db`` and ``reset-api-key``; and the
+"""The ``sesender`` command: ``serve`` (the default), ``init-db``, ``reset-api-key`` and ``backup``;
+and the
 client commands (``send``, ``stats``, ``cancel``, ``retry``, ``suppressions``, see
 ``sesender.client.commands``).
 
@@ -49,6 +50,11 @@ def build_parser() -> argparse.ArgumentParser:
         "reset-api-key",
         help="without API_KEY: generate a new API key, keep it in the database, print it",
     )
+    backup = commands.add_parser(
+        "backup",
+        help="write a consistent, verified copy of the (running) service's database to PATH",
+    )
+    backup.add_argument("path", type=Path, metavar="PATH", help="the new file (must not exist)")
     add_client_commands(commands)
     return parser
 
@@ -70,6 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return init_db(config)
     if arguments.command == "reset-api-key":
         return reset_api_key(config)
+    if arguments.command == "backup":
+        return backup(config, arguments.path)
     return serve(config)
 
 
@@ -122,6 +130,32 @@ def reset_api_key(config: Config) -> int:
     print(
         f"sesender: new API key kept in {config.database.path} (a running service uses it once"
         f" restarted): {key}",
+        flush=True,
+    )
+    return EXIT_OK
+
+
+def backup(config: Config, path: Path) -> int:
+    """``sesender backup PATH``: see :mod:`sesender.store.sqlite_backup`. Prints the size."""
+    import time
+
+    from sesender.store.sqlite_backup import BackupError, backup_database
+
+    try:
+        report = backup_database(
+            config.database.path,
+            path,
+            busy_timeout=config.database.busy_timeout,
+            now_ms=time.time_ns() // 1_000_000,
+        )
+    except (BackupError, OSError) as exc:
+        print(f"sesender: backup failed: {exc}", file=sys.stderr)
+        return EXIT_CRASHED
+    print(
+        f"sesender: backup written to {report.path}: {report.size_bytes} bytes"
+        f" ({report.size_bytes / 1_048_576:.1f} MiB), {report.emails} emails (highest request id"
+        f" {report.max_request_id}), schema version {report.schema_version}, verified,"
+        f" in {report.seconds:.2f} s",
         flush=True,
     )
     return EXIT_OK

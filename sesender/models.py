@@ -270,3 +270,42 @@ class RequestDetail:
     due_at_ms: int
     sent_at_ms: int | None
     events: tuple[EventRecord, ...]
+
+
+# --- data lifecycle: retention, storage figures (sesender.store.sqlite_lifecycle) -----------
+
+
+@dataclass(frozen=True, slots=True)
+class PruneBatch:
+    """What one short pruning transaction did, and where the next one starts.
+
+    ``next_after_id`` is the last request id this batch looked at; ``done`` says no later email
+    can be old enough (the walk reached emails created after the cutoff, or the end).
+    ``range_first_id`` is the first id of the range of ids this run has pruned so far (None until
+    it pruned one), handed back to the next batch so a run records one range.
+    """
+
+    emails: int
+    results: int
+    contents: int
+    next_after_id: int
+    range_first_id: int | None
+    done: bool
+
+
+@dataclass(frozen=True, slots=True)
+class StorageStats:
+    """The database's size and contents, for ``/metrics``, the dashboard and ``/v1/stats/storage``.
+
+    Row counts come from the counters the store keeps (never a ``COUNT(*)`` over the emails),
+    so they cost the same on ten emails or a hundred million. Times are Unix milliseconds, None
+    when it never happened.
+    """
+
+    database_bytes: int
+    free_bytes: int
+    file_bytes: int
+    rows: dict[str, int]
+    emails_pruned: int
+    last_prune_at_ms: int | None
+    last_backup_at_ms: int | None

@@ -7,8 +7,9 @@ against, only that:
 - :class:`QueueStore`: the send pipeline (scheduler, post-processor, cancellation, start-up);
 - :class:`FeedbackStore`: the feedback intake's group commit (opens, SES events, unsubscribes);
 - :class:`ApiStore`: the HTTP API's queries and commands;
-- :class:`HousekeepingStore`: pruning of deduplication records;
-- :class:`HealthStore`: ``/health``, ``/ready`` and the write-health signal.
+- :class:`HousekeepingStore`: pruning of deduplication records and of old emails (retention);
+- :class:`HealthStore`: ``/health``, ``/ready`` and the write-health signal;
+- :class:`StorageStore`: the storage figures and whether a missing email was pruned.
 
 :class:`Store` is their union, for the composition root that opens the store and hands each
 consumer its part; :class:`~sesender.store.sqlite.SqliteStore` implements it.
@@ -31,7 +32,9 @@ from sesender.models import (
     IdempotencyRecord,
     NewIdempotencyKey,
     Outcome,
+    PruneBatch,
     RequestDetail,
+    StorageStats,
     Submission,
     SubmissionReceipt,
     Suppression,
@@ -161,6 +164,34 @@ class HousekeepingStore(Protocol):
         """Forget deduplication records older than ``before_ms``: (SNS ids, idempotency keys)."""
         ...
 
+    async def lowest_request_id(self) -> int:
+        """The lowest stored request id (0 when none): where a pruning run starts."""
+        ...
+
+    async def prune_emails(
+        self,
+        *,
+        before_ms: int,
+        after_id: int,
+        scan_limit: int,
+        range_first_id: int | None,
+        now_ms: int,
+    ) -> PruneBatch:
+        """One short transaction of retention: look at up to ``scan_limit`` emails with ids
+        above ``after_id`` and delete those in a final state last changed before ``before_ms``,
+        with their per-email rows and any content no email uses any more. Counters (topic
+        statistics, sent counts) are left as they are."""
+        ...
+
+    async def finish_prune(self, *, now_ms: int) -> None:
+        """Record the end of a pruning run (the storage figures' ``last_prune_at``)."""
+        ...
+
+    async def reclaim_space(self, *, pages: int) -> tuple[int, int]:
+        """Give up to ``pages`` free pages back to the file system in one short step:
+        (pages freed, free pages left). An engine that reclaims by itself returns (0, 0)."""
+        ...
+
 
 class HealthStore(Protocol):
     async def ping(self) -> None:
@@ -173,11 +204,29 @@ class HealthStore(Protocol):
         ...
 
 
-class HttpStore(ApiStore, HealthStore, Protocol):
-    """What the HTTP layer is given: the API's queries and commands, and the health checks."""
+class StorageStore(Protocol):
+    async def storage_stats(self) -> StorageStats:
+        """Sizes, rows per main table, emails pruned, last prune and last backup."""
+        ...
+
+    async def was_pruned(self, request_id: int) -> bool:
+        """Whether the email with this id (which is not stored) was deleted by retention."""
+        ...
+
+    def disk_free_bytes(self) -> int | None:
+        """Free bytes on the file system holding the database; None when this process cannot
+        tell (a database server elsewhere)."""
+        ...
 
 
-class Store(QueueStore, FeedbackStore, ApiStore, HousekeepingStore, HealthStore, Protocol):
+class HttpStore(ApiStore, HealthStore, StorageStore, Protocol):
+    """What the HTTP layer is given: the API's queries and commands, the health checks and the
+    storage figures."""
+
+
+class Store(
+    QueueStore, FeedbackStore, ApiStore, HousekeepingStore, HealthStore, StorageStore, Protocol
+):
     """Everything: what the composition root opens, closes and hands out in parts."""
 
     async def aclose(self) -> None: ...

@@ -33,7 +33,9 @@ from sesender.models import (
     IdempotencyRecord,
     NewIdempotencyKey,
     Outcome,
+    PruneBatch,
     RequestDetail,
+    StorageStats,
     Submission,
     SubmissionReceipt,
     Suppression,
@@ -41,6 +43,7 @@ from sesender.models import (
     TopicStats,
     TopicSummary,
 )
+from sesender.store import sqlite_lifecycle as lifecycle
 from sesender.store import sqlite_queries as queries
 from sesender.store.base import StopResult
 from sesender.store.health import WriteHealth, WriteHealthStatus
@@ -137,6 +140,7 @@ class SqliteStore:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         connection = queries.connect(str(self.path), busy_timeout=self._busy_timeout)
         applied = queries.apply_migrations(connection)
+        switch_to_incremental_vacuum(connection, self.path)
         self._writer = connection
         return applied
 
@@ -225,6 +229,37 @@ class SqliteStore:
 
     async def prune(self, *, before_ms: int) -> tuple[int, int]:
         return await self._with_writer(queries.prune_before, before_ms)
+
+    async def lowest_request_id(self) -> int:
+        return await self._read(lifecycle.lowest_request_id)
+
+    async def prune_emails(
+        self,
+        *,
+        before_ms: int,
+        after_id: int,
+        scan_limit: int,
+        range_first_id: int | None,
+        now_ms: int,
+    ) -> PruneBatch:
+        return await self._with_writer(
+            lifecycle.prune_batch, before_ms, after_id, scan_limit, range_first_id, now_ms
+        )
+
+    async def finish_prune(self, *, now_ms: int) -> None:
+        await self._with_writer(lifecycle.finish_prune, now_ms)
+
+    async def reclaim_space(self, *, pages: int) -> tuple[int, int]:
+        return await self._with_writer(lifecycle.incremental_vacuum, pages)
+
+    async def storage_stats(self) -> StorageStats:
+        return await self._read(lifecycle.storage_stats, self.path)
+
+    async def was_pruned(self, request_id: int) -> bool:
+        return await self._read(lifecycle.was_pruned, request_id)
+
+    def disk_free_bytes(self) -> int | None:
+        return lifecycle.disk_free_bytes(self.path)
 
     async def find_idempotency(self, key: str, *, since_ms: int) -> IdempotencyRecord | None:
         return await self._read(queries.find_idempotency, key, since_ms)
@@ -326,9 +361,38 @@ def migrate(path: Path, *, busy_timeout: float = 30.0) -> list[int]:
         path.parent.mkdir(parents=True, exist_ok=True)
     connection = queries.connect(str(path), busy_timeout=busy_timeout)
     try:
-        return queries.apply_migrations(connection)
+        applied = queries.apply_migrations(connection)
+        switch_to_incremental_vacuum(connection, path)
+        return applied
     finally:
         connection.close()
+
+
+def switch_to_incremental_vacuum(connection: sqlite3.Connection, path: Path) -> None:
+    """Give a database made without incremental auto-vacuum that mode (one ``VACUUM``, logged
+    with its duration), so pruning can shrink the file. Not fatal when it fails (a full disk:
+    the ``VACUUM`` needs about the file's size free): pruning still works, the file does not
+    shrink, and the next start tries again."""
+    started = time.monotonic()
+    try:
+        switched = lifecycle.ensure_incremental_auto_vacuum(connection)
+    except sqlite3.Error as exc:
+        logger.warning(
+            "could not switch %s to incremental auto-vacuum (pruning will not shrink the file): %s",
+            path,
+            exc,
+            extra={"event": "auto_vacuum_failed"},
+        )
+        return
+    if switched:
+        logger.info(
+            "switched the database to incremental auto-vacuum (one VACUUM)",
+            extra={
+                "event": "auto_vacuum_enabled",
+                "path": str(path),
+                "seconds": round(time.monotonic() - started, 3),
+            },
+        )
 
 
 def replace_service_secret_now(

@@ -170,7 +170,9 @@ def submit(
         for message in submission.messages:
             if not message.emails:
                 continue
-            content_id = _content_id(connection, message.subject, message.body, now)
+            content_id = _content_id(
+                connection, message.subject, message.body, now, len(message.emails)
+            )
             # One statement for the whole list: SQLite expands the JSON array itself, which is
             # about twice as fast as executemany binding 10,000 rows one by one from Python.
             if message.data is None:
@@ -224,12 +226,16 @@ def submit(
     return SubmissionReceipt(stored=stored, first_request_id=first_id, response=response)
 
 
-def _content_id(connection: sqlite3.Connection, subject: str, body: str, now: int) -> int:
+def _content_id(
+    connection: sqlite3.Connection, subject: str, body: str, now: int, refs: int
+) -> int:
     digest = content_digest(subject, body)
+    # ``refs`` counts the emails using the content, so that pruning can delete it with its last
+    # email (see sesender.store.sqlite_lifecycle).
     row = connection.execute(
-        "INSERT INTO contents (digest, subject, body, created_at) VALUES (?, ?, ?, ?)"
-        " ON CONFLICT (digest) DO UPDATE SET digest = excluded.digest RETURNING id",
-        (digest, subject, body, now),
+        "INSERT INTO contents (digest, subject, body, created_at, refs) VALUES (?, ?, ?, ?, ?)"
+        " ON CONFLICT (digest) DO UPDATE SET refs = refs + excluded.refs RETURNING id",
+        (digest, subject, body, now, refs),
     ).fetchone()
     return int(row[0])
 

@@ -121,7 +121,7 @@ def test_security_public_routes_have_none_and_the_others_need_the_api_key(
     [
         ("/v1/messages", "post", {"200", "400", "401", "409", "413", "415", "503"}),
         # 400 on a path parameter: a path that is not valid percent-encoded UTF-8.
-        ("/v1/messages/{request_id}", "get", {"200", "400", "401", "404"}),
+        ("/v1/messages/{request_id}", "get", {"200", "400", "401", "404", "410"}),
         ("/v1/topics/{topic_id}", "get", {"200", "400", "401", "404"}),
         ("/v1/topics/{topic_id}", "delete", {"200", "400", "401", "404", "503"}),
         ("/v1/events/open", "get", {"200"}),
