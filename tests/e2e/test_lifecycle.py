@@ -114,6 +114,17 @@ def test_retention_keeps_statistics_and_answers_410_for_pruned_emails(
         assert "retention" in gone.json()["error"]
         assert client.get(f"/v1/messages/{old[-1]}").status_code == 200
         assert client.get(f"/v1/messages/{old[-1] + 1000}").status_code == 404
+        # A genuine unsubscribe link of a pruned email cannot suppress (the address is gone):
+        # it says the link expired instead of claiming an unsubscription, and changes nothing.
+        token = TokenSigner(SECRET.encode()).sign("unsubscribe", old[4])
+        with httpx.Client(base_url=second.url, timeout=30) as anonymous:
+            expired = anonymous.post(
+                "/v1/unsubscribe",
+                params={"token": token},
+                data={"List-Unsubscribe": "One-Click"},
+            )
+        assert expired.status_code == 410
+        assert "expired" in expired.text
         assert figures(client, ["old"]) == before
         # The pixel of a pruned email still answers, and counts nothing: the kept email's open,
         # sent after it through the same writer, is counted, and only that one.
