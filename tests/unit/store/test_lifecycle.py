@@ -167,7 +167,7 @@ async def test_pruning_frees_pages_and_the_file_shrinks(tmp_path: Path) -> None:
     assert path.stat().st_size < full / 3  # checkpointed at close: the file itself shrank
 
 
-def test_migration_7_counts_the_uses_of_existing_contents(tmp_path: Path) -> None:
+def test_the_retention_migration_counts_the_uses_of_existing_contents(tmp_path: Path) -> None:
     path = tmp_path / "v6.db"
     connection = sqlite3.connect(path, isolation_level=None)
     for version, script in enumerate(MIGRATIONS[:6], start=1):
