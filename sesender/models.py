@@ -276,21 +276,30 @@ class RequestDetail:
 
 
 @dataclass(frozen=True, slots=True)
-class PruneBatch:
-    """What one short pruning transaction did, and where the next one starts.
+class PruneScan:
+    """One step of the retention walk: the emails old enough to delete among those looked at.
 
-    ``next_after_id`` is the last request id this batch looked at; ``done`` says no later email
-    can be old enough (the walk reached emails created after the cutoff, or the end).
+    ``next_after_id`` is where the next step starts; ``done`` says no later email can be old
+    enough (the walk reached emails created after the cutoff, or the end).
+    """
+
+    candidates: tuple[int, ...]
+    next_after_id: int
+    done: bool
+
+
+@dataclass(frozen=True, slots=True)
+class PruneBatch:
+    """What one short deleting transaction did.
+
     ``range_first_id`` is the first id of the range of ids this run has pruned so far (None until
-    it pruned one), handed back to the next batch so a run records one range.
+    it pruned one), handed back to the next batch so that a run records one range.
     """
 
     emails: int
     results: int
     contents: int
-    next_after_id: int
     range_first_id: int | None
-    done: bool
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,10 +6,11 @@ Two jobs per run:
   an hour; SQS may hold a message for days), idempotency keys for 24 hours. Records older than
   ``dedup_retention_ms`` (7 days: far beyond both windows) are deleted in one short write.
 - **Retention** (``RETENTION_DAYS``; 0 keeps everything). Emails in a final state whose last change
-  is older than that are deleted with their per-email rows, in batches of ``batch_size`` emails
-  looked at per transaction, so that no write holds the database long enough for the API or the
-  pipeline to notice: the store's single writer lane serves the waiting writes between two
-  batches. Statistics survive (see :mod:`sesender.store.sqlite_lifecycle`). Then the freed pages
+  is older than that are deleted with their per-email rows. A reader walks the emails
+  (``scan_limit`` per step, holding up no write); the writer deletes what it found in
+  transactions of ``batch_size`` emails, so that no write holds the database long enough for the
+  API or the pipeline to notice: the store's single writer lane serves the waiting writes between
+  two batches. Statistics survive (see :mod:`sesender.store.sqlite_lifecycle`). Then the freed pages
   go back to the file system, ``vacuum_pages`` per step, so the file shrinks.
 """
 
@@ -52,6 +53,7 @@ class Housekeeper:
         dedup_retention_ms: int = 7 * DAY_MS,
         email_retention_ms: int = 0,
         batch_size: int = 1000,
+        scan_limit: int = 5000,
         vacuum_pages: int = 256,
         pause: float = 0.0,
     ) -> None:
@@ -61,6 +63,7 @@ class Housekeeper:
         self._dedup_retention_ms = dedup_retention_ms
         self._email_retention_ms = email_retention_ms
         self._batch_size = batch_size
+        self._scan_limit = scan_limit
         self._vacuum_pages = vacuum_pages
         self._pause = pause
         self.pruned = (0, 0)
@@ -95,23 +98,31 @@ class Housekeeper:
         before_ms = self._now_ms() - self._email_retention_ms
         after_id = max(0, await self._store.lowest_request_id() - 1)
         range_first: int | None = None
+        pending: list[int] = []
         emails = results = contents = batches = 0
-        while True:
-            batch = await self._store.prune_emails(
-                before_ms=before_ms,
-                after_id=after_id,
-                scan_limit=self._batch_size,
-                range_first_id=range_first,
-                now_ms=self._now_ms(),
-            )
-            batches += 1
-            emails += batch.emails
-            results += batch.results
-            contents += batch.contents
-            after_id, range_first = batch.next_after_id, batch.range_first_id
-            if batch.done:
-                break
-            await trio.sleep(self._pause)  # a checkpoint at least: other writers go in between
+        done = False
+        while not done or pending:
+            if not done:
+                scan = await self._store.find_prunable(
+                    before_ms=before_ms, after_id=after_id, scan_limit=self._scan_limit
+                )
+                pending.extend(scan.candidates)
+                after_id, done = scan.next_after_id, scan.done
+            while len(pending) >= self._batch_size or (done and pending):
+                chunk, pending = pending[: self._batch_size], pending[self._batch_size :]
+                batch = await self._store.delete_emails(
+                    request_ids=chunk,
+                    before_ms=before_ms,
+                    range_first_id=range_first,
+                    now_ms=self._now_ms(),
+                )
+                batches += 1
+                emails += batch.emails
+                results += batch.results
+                contents += batch.contents
+                range_first = batch.range_first_id
+                # A checkpoint at least: the writes waiting for the writer go in between.
+                await trio.sleep(self._pause)
         freed = 0
         while True:
             step, left = await self._store.reclaim_space(pages=self._vacuum_pages)

@@ -33,6 +33,7 @@ from sesender.models import (
     NewIdempotencyKey,
     Outcome,
     PruneBatch,
+    PruneScan,
     RequestDetail,
     StorageStats,
     Submission,
@@ -168,19 +169,23 @@ class HousekeepingStore(Protocol):
         """The lowest stored request id (0 when none): where a pruning run starts."""
         ...
 
-    async def prune_emails(
+    async def find_prunable(self, *, before_ms: int, after_id: int, scan_limit: int) -> PruneScan:
+        """Look at up to ``scan_limit`` emails with ids above ``after_id`` and return those in a
+        final state last changed before ``before_ms`` (a read: it holds up no write)."""
+        ...
+
+    async def delete_emails(
         self,
         *,
+        request_ids: Sequence[int],
         before_ms: int,
-        after_id: int,
-        scan_limit: int,
         range_first_id: int | None,
         now_ms: int,
     ) -> PruneBatch:
-        """One short transaction of retention: look at up to ``scan_limit`` emails with ids
-        above ``after_id`` and delete those in a final state last changed before ``before_ms``,
-        with their per-email rows and any content no email uses any more. Counters (topic
-        statistics, sent counts) are left as they are."""
+        """One short transaction of retention: delete those of the emails that are (still) final
+        and last changed before ``before_ms``, with their per-email rows and any content no
+        email uses any more, and remember their ids as pruned. Counters (topic statistics, sent
+        counts) are left as they are."""
         ...
 
     async def finish_prune(self, *, now_ms: int) -> None:

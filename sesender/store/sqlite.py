@@ -34,6 +34,7 @@ from sesender.models import (
     NewIdempotencyKey,
     Outcome,
     PruneBatch,
+    PruneScan,
     RequestDetail,
     StorageStats,
     Submission,
@@ -233,17 +234,19 @@ class SqliteStore:
     async def lowest_request_id(self) -> int:
         return await self._read(lifecycle.lowest_request_id)
 
-    async def prune_emails(
+    async def find_prunable(self, *, before_ms: int, after_id: int, scan_limit: int) -> PruneScan:
+        return await self._read(lifecycle.find_prunable, before_ms, after_id, scan_limit)
+
+    async def delete_emails(
         self,
         *,
+        request_ids: Sequence[int],
         before_ms: int,
-        after_id: int,
-        scan_limit: int,
         range_first_id: int | None,
         now_ms: int,
     ) -> PruneBatch:
         return await self._with_writer(
-            lifecycle.prune_batch, before_ms, after_id, scan_limit, range_first_id, now_ms
+            lifecycle.delete_emails, request_ids, before_ms, range_first_id, now_ms
         )
 
     async def finish_prune(self, *, now_ms: int) -> None:

@@ -2,11 +2,13 @@
 
 Why it works the way it does:
 
-- **Pruning walks the emails by id**, a batch of ``scan_limit`` rows per short write transaction,
-  and deletes those in a final state (Sent, Failed, Stopped, Suppressed) whose last change is older
-  than the cutoff. Ids grow with submission time, so the walk stops at the first email created
-  after the cutoff: no index on age is needed (an index would cost every email bytes and insert
-  time, forever, to serve one hourly job).
+- **Pruning walks the emails by id** on a reader connection (:func:`find_prunable`, which never
+  holds up a write), ``scan_limit`` rows per snapshot, and collects those in a final state (Sent,
+  Failed, Stopped, Suppressed) whose last change is older than the cutoff; the writer deletes
+  them in short transactions of a batch each (:func:`delete_emails`, which checks the conditions
+  again). Ids grow with submission time, so the walk stops at the first email created after the
+  cutoff: no index on age is needed (an index would cost every email bytes and insert time,
+  forever, to serve one hourly job).
 - **Counters are untouched**: ``topic_counts``, ``topic_result_counts`` and ``sent_minutes`` are
   kept by triggers on INSERT and UPDATE only, and nothing here updates them, so topic statistics and
   sent counts stay what they were.
@@ -33,9 +35,10 @@ import os
 import shutil
 import sqlite3
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 
-from sesender.models import PruneBatch, Status, StorageStats
+from sesender.models import PruneBatch, PruneScan, Status, StorageStats
 from sesender.store.sqlite_queries import chunks, placeholders, transaction
 
 #: The states an email never leaves: only these are pruned.
@@ -56,35 +59,62 @@ LAST_BACKUP_AT = "last_backup_at"
 REPORTED_TABLES = ("requests", "results", "contents", "suppressions", "topics")
 
 
-def prune_batch(
+def find_prunable(
+    connection: sqlite3.Connection, before_ms: int, after_id: int, scan_limit: int
+) -> PruneScan:
+    """Walk up to ``scan_limit`` emails after ``after_id`` (one read snapshot, on a reader: it
+    never holds up a write) and return the ids of those old enough to prune."""
+    final = ",".join(str(status.value) for status in sorted(FINAL_STATUSES))
+    connection.execute("BEGIN")
+    try:
+        highest = int(connection.execute("SELECT MAX(id) FROM requests").fetchone()[0] or 0)
+        boundary = connection.execute(
+            "SELECT id, created_at FROM requests WHERE id > ? ORDER BY id LIMIT 1 OFFSET ?",
+            (after_id, scan_limit - 1),
+        ).fetchone()
+        if boundary is None:
+            upper, done = highest, True
+        else:
+            # Ids grow with submission time: past the first email created after the cutoff,
+            # nothing can be old enough.
+            upper, done = int(boundary[0]), int(boundary[1]) >= before_ms
+        candidates = tuple(
+            int(row[0])
+            for row in connection.execute(
+                "SELECT id FROM requests WHERE id > ? AND id <= ? AND id < ?"
+                f" AND status IN ({final}) AND updated_at < ? AND created_at < ? ORDER BY id",
+                (after_id, upper, highest, before_ms, before_ms),
+            )
+        )
+    finally:
+        connection.execute("COMMIT")
+    return PruneScan(candidates=candidates, next_after_id=max(after_id, upper), done=done)
+
+
+def delete_emails(
     connection: sqlite3.Connection,
+    request_ids: Sequence[int],
     before_ms: int,
-    after_id: int,
-    scan_limit: int,
     range_first_id: int | None,
     now_ms: int,
 ) -> PruneBatch:
-    """Look at up to ``scan_limit`` emails after ``after_id`` and delete the old final ones, in
-    one transaction; see the module docstring."""
+    """Delete the given emails that are (still) final, old enough and not the newest, with their
+    per-email rows and unused contents, in one short transaction (the conditions are checked
+    again here: the scan ran on a reader, and the email may have changed since)."""
+    final = ",".join(str(status.value) for status in sorted(FINAL_STATUSES))
     with transaction(connection):
         highest = int(connection.execute("SELECT MAX(id) FROM requests").fetchone()[0] or 0)
-        rows = connection.execute(
-            "SELECT id, content_id, status, updated_at, created_at FROM requests"
-            " WHERE id > ? ORDER BY id LIMIT ?",
-            (after_id, scan_limit),
-        ).fetchall()
-        done = len(rows) < scan_limit
-        victims: list[int] = []
         uses: Counter[int] = Counter()
-        next_after_id = after_id
-        for request_id, content_id, status, updated_at, created_at in rows:
-            if created_at >= before_ms:
-                done = True  # this email and every later one are younger than the cutoff
-                break
-            next_after_id = request_id
-            if status in FINAL_STATUSES and updated_at < before_ms and request_id != highest:
-                victims.append(request_id)
-                uses[content_id] += 1
+        victims: list[int] = []
+        for chunk in chunks(sorted(request_ids)):
+            for request_id, content_id in connection.execute(
+                f"SELECT id, content_id FROM requests WHERE id IN ({placeholders(len(chunk))})"
+                f" AND status IN ({final}) AND updated_at < ? AND id < ?",
+                (*chunk, before_ms, highest),
+            ):
+                victims.append(int(request_id))
+                uses[int(content_id)] += 1
+        victims.sort()
         results = contents = 0
         for chunk in chunks(victims):
             marks = placeholders(len(chunk))
@@ -114,19 +144,15 @@ def prune_batch(
                 )
             else:
                 connection.execute(
-                    "UPDATE pruned_requests SET last_id = ?, pruned_at = ? WHERE first_id = ?",
+                    "UPDATE pruned_requests SET last_id = MAX(last_id, ?), pruned_at = ?"
+                    " WHERE first_id = ?",
                     (victims[-1], now_ms, range_first_id),
                 )
             _add(connection, EMAILS_PRUNED, len(victims))
             _add(connection, RESULTS_PRUNED, results)
             _add(connection, CONTENTS_PRUNED, contents)
     return PruneBatch(
-        emails=len(victims),
-        results=results,
-        contents=contents,
-        next_after_id=next_after_id,
-        range_first_id=range_first_id,
-        done=done,
+        emails=len(victims), results=results, contents=contents, range_first_id=range_first_id
     )
 
 

@@ -216,3 +216,33 @@ async def test_a_backup_is_consistent_verified_and_recorded(
         backup_database(store.path, target, busy_timeout=5, now_ms=NOW)
     with pytest.raises(BackupError, match="does not exist"):
         backup_database(tmp_path / "nope.db", tmp_path / "b2.db", busy_timeout=5, now_ms=NOW)
+
+
+async def test_an_email_that_changed_after_the_scan_is_not_deleted(store: SqliteStore) -> None:
+    """The walk runs on a reader; the delete checks the conditions again in its transaction."""
+    ids = await send_topic(store, "t", 4, at=NOW - 20 * HOUR)
+    scan = await store.find_prunable(before_ms=NOW - HOUR, after_id=0, scan_limit=100)
+    assert scan.candidates == tuple(ids[:-1])  # not the newest
+    assert scan.done
+    connection = sqlite3.connect(store.path)
+    connection.execute("UPDATE requests SET updated_at = ? WHERE id = ?", (NOW, ids[0]))
+    connection.commit()
+    connection.close()
+    batch = await store.delete_emails(
+        request_ids=scan.candidates, before_ms=NOW - HOUR, range_first_id=None, now_ms=NOW
+    )
+    assert batch.emails == 2
+    assert await store.request_detail(ids[0]) is not None
+    assert [await store.was_pruned(i) for i in ids[1:-1]] == [True, True]
+
+
+async def test_the_walk_stops_at_the_first_email_created_after_the_cutoff(
+    store: SqliteStore,
+) -> None:
+    await send_topic(store, "old", 10, at=NOW - 20 * HOUR)
+    await send_topic(store, "new", 10, at=NOW)
+    scan = await store.find_prunable(before_ms=NOW - HOUR, after_id=0, scan_limit=15)
+    assert scan.done  # the 15th email is a new one: nothing after it can be old
+    assert len(scan.candidates) == 10
+    first = await store.find_prunable(before_ms=NOW - HOUR, after_id=0, scan_limit=4)
+    assert (first.candidates, first.next_after_id, first.done) == ((1, 2, 3, 4), 4, False)
