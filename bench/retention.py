@@ -352,11 +352,18 @@ def run(arguments: argparse.Namespace) -> dict[str, Any]:
             )
             for version in (6, LATEST_VERSION)
         }
-        progress(f"building {arguments.emails:,} old emails")
-        built = time.perf_counter()
-        source = directory / "old.db"
-        database = build_database(source, arguments.emails)
-        database["build_seconds"] = time.perf_counter() - built
+        source = arguments.old_database or directory / "old.db"
+        if arguments.old_database is not None and source.exists():
+            progress(f"reusing {source}")
+            connection = sqlite3.connect(source)
+            database = used_bytes(connection, arguments.emails)
+            connection.close()
+            database["file_bytes"] = source.stat().st_size
+        else:
+            progress(f"building {arguments.emails:,} old emails")
+            built = time.perf_counter()
+            database = build_database(source, arguments.emails)
+            database["build_seconds"] = time.perf_counter() - built
         runs: dict[str, Any] = {}
         for side in ("prune", "baseline"):
             copy = directory / f"{side}.db"
@@ -498,6 +505,13 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
         type=Path,
         default=None,
         help="where the databases go (default: a temporary directory)",
+    )
+    parser.add_argument(
+        "--old-database",
+        type=Path,
+        default=None,
+        help="keep the built database of old emails here and reuse it when it exists (it is"
+        " copied for each run, never changed)",
     )
     add_output_arguments(parser)
     arguments = parser.parse_args(argv)
