@@ -10,16 +10,20 @@ Two jobs per run:
   (``scan_limit`` per step, holding up no write); the writer deletes what it found in
   transactions of ``batch_size`` emails, so that no write holds the database long enough for the
   API or the pipeline to notice: the store's single writer lane serves the waiting writes between
-  two batches. Statistics survive (see :mod:`sesender.store.sqlite_lifecycle`). Then the freed pages
-  go back to the file system, ``vacuum_pages`` per step, so the file shrinks.
+  two batches. Every step is followed by a rest as long as the step took (``busy_share`` 0.5):
+  pruning a backlog of a million emails takes minutes more, and sending and the API keep their
+  share of a loaded machine (measured in docs/performance.md, "Retention"). Statistics survive
+  (see :mod:`sesender.store.sqlite_lifecycle`). Then the freed pages go back to the file system,
+  ``vacuum_pages`` per step, so the file shrinks.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import trio
 
@@ -27,6 +31,8 @@ from sesender.errors import StoreError
 from sesender.store.base import HousekeepingStore
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 DAY_MS = 86_400_000
 
@@ -52,10 +58,10 @@ class Housekeeper:
         interval: float = 3600.0,
         dedup_retention_ms: int = 7 * DAY_MS,
         email_retention_ms: int = 0,
-        batch_size: int = 1000,
+        batch_size: int = 500,
         scan_limit: int = 5000,
         vacuum_pages: int = 256,
-        pause: float = 0.0,
+        busy_share: float = 0.5,
     ) -> None:
         self._store = store
         self._now_ms = now_ms
@@ -65,7 +71,8 @@ class Housekeeper:
         self._batch_size = batch_size
         self._scan_limit = scan_limit
         self._vacuum_pages = vacuum_pages
-        self._pause = pause
+        #: rest after each step, per second of work: at most ``busy_share`` of the time busy.
+        self._rest_per_busy = (1 - busy_share) / busy_share
         self.pruned = (0, 0)
         self.last_report = PruneReport()
 
@@ -92,6 +99,15 @@ class Housekeeper:
         except StoreError as exc:
             logger.warning("housekeeping skipped: %s", exc)
 
+    async def _paced(self, step: Awaitable[T]) -> T:
+        """Run one step, then rest in proportion to how long it took: pruning never takes more
+        than its share of the writer (and of the CPU) from sending and the API, however slow
+        the machine is, and what waits for the writer goes in between."""
+        started = trio.current_time()
+        result = await step
+        await trio.sleep((trio.current_time() - started) * self._rest_per_busy)
+        return result
+
     async def prune_emails(self) -> PruneReport:
         """Delete final emails older than the retention, batch by batch, then reclaim space."""
         started = time.monotonic()
@@ -103,33 +119,34 @@ class Housekeeper:
         done = False
         while not done or pending:
             if not done:
-                scan = await self._store.find_prunable(
-                    before_ms=before_ms, after_id=after_id, scan_limit=self._scan_limit
+                scan = await self._paced(
+                    self._store.find_prunable(
+                        before_ms=before_ms, after_id=after_id, scan_limit=self._scan_limit
+                    )
                 )
                 pending.extend(scan.candidates)
                 after_id, done = scan.next_after_id, scan.done
             while len(pending) >= self._batch_size or (done and pending):
                 chunk, pending = pending[: self._batch_size], pending[self._batch_size :]
-                batch = await self._store.delete_emails(
-                    request_ids=chunk,
-                    before_ms=before_ms,
-                    range_first_id=range_first,
-                    now_ms=self._now_ms(),
+                batch = await self._paced(
+                    self._store.delete_emails(
+                        request_ids=chunk,
+                        before_ms=before_ms,
+                        range_first_id=range_first,
+                        now_ms=self._now_ms(),
+                    )
                 )
                 batches += 1
                 emails += batch.emails
                 results += batch.results
                 contents += batch.contents
                 range_first = batch.range_first_id
-                # A checkpoint at least: the writes waiting for the writer go in between.
-                await trio.sleep(self._pause)
         freed = 0
         while True:
-            step, left = await self._store.reclaim_space(pages=self._vacuum_pages)
+            step, left = await self._paced(self._store.reclaim_space(pages=self._vacuum_pages))
             freed += step
             if step == 0 or left == 0:
                 break
-            await trio.sleep(self._pause)
         await self._store.finish_prune(now_ms=self._now_ms())
         report = PruneReport(
             emails=emails,
