@@ -13,10 +13,10 @@ memory backend, JSON logs):
    schema version 6 (before retention) and at the latest version, to show what the retention
    schema costs per email.
 2. **Pruning while sending.** Two runs on two copies of that database, one after the other, each
-   sending ``R`` emails/s (``--rate``, default 1000) from emails submitted at the start through the
-   API, while a probe thread times API calls one at a time (``GET /v1/topics/{id}``, ``GET
-   /v1/messages/{id}``, a one-recipient ``POST /v1/messages`` scheduled far ahead: a write) every
-   ``--probe-interval`` seconds:
+   sending ``R`` emails/s (``--rate``, default 1000) from emails submitted through the API (30 s
+   worth at the start, then 10 s worth every 10 s from a thread), while a probe thread times API
+   calls one at a time (``GET /v1/topics/{id}``, ``GET /v1/messages/{id}``, a one-recipient
+   ``POST /v1/messages`` scheduled far ahead: a write) every ``--probe-interval`` seconds:
 
    - **prune**: ``RETENTION_DAYS=30``, ``HOUSEKEEPING_INTERVAL_SECONDS=--start-after``: the first
      housekeeping run deletes every old email (all older than 30 days), batch by batch, then
@@ -221,13 +221,13 @@ class Probe:
                 self._stop.wait(self._interval)
 
 
-def submit_load(url: str, total: int) -> list[int]:
+def submit_load(url: str, total: int, *, prefix: str) -> list[int]:
     """Submit ``total`` immediate emails in requests of 10,000; their request ids."""
     ids: list[int] = []
     with httpx.Client(base_url=url, headers={"X-API-KEY": API_KEY}, timeout=120) as client:
         for start in range(0, total, 10_000):
             count = min(10_000, total - start)
-            emails = [f"load{start + n}@example.org" for n in range(count)]
+            emails = [f"{prefix}-{start + n}@example.org" for n in range(count)]
             response = client.post(
                 "/v1/messages",
                 json={
@@ -245,6 +245,41 @@ def submit_load(url: str, total: int) -> list[int]:
             first = response.json()["first_request_id"]
             ids.extend(range(first, first + count))
     return ids
+
+
+def arguments_budget(start_after: float) -> float:
+    """How long the prune run may take before the benchmark gives up."""
+    return start_after + 1500.0
+
+
+def merge_history(client: httpx.Client, per_second: dict[int, int]) -> None:
+    """Add the last two minutes of per-second sends (complete seconds only) to ``per_second``."""
+    history = client.get("/v1/stats/send-rate", params={"seconds": 120}).json()
+    for point in history["per_second"]:
+        per_second[int(point["t"])] = int(point["sent"])
+
+
+class Loader:
+    """Submits R x 10 s of emails every 10 s from a thread, up to ``seconds`` worth in all."""
+
+    def __init__(self, url: str, rate: float, seconds: float) -> None:
+        self._url, self._rate, self._seconds = url, rate, seconds
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Loader:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=120)
+
+    def _run(self) -> None:
+        sent = min(self._seconds, 30)
+        while sent < self._seconds and not self._stop.wait(10):
+            submit_load(self._url, int(self._rate * 10), prefix=f"load{sent:g}")
+            sent += 10
 
 
 def pruned_line(process: Process) -> dict[str, Any] | None:
@@ -278,14 +313,26 @@ def run_once(
         url = listening["urls"][0].replace("0.0.0.0", "127.0.0.1")
         started = time.time()
         cpu = [(started, process_cpu_seconds(process.process.pid))]
-        budget = duration if duration is not None else 590.0
-        ids = submit_load(url, int(rate * load_seconds))
+        budget = duration if duration is not None else arguments_budget(start_after)
+        # A head start, then R x 10 s every 10 s from a thread (writes during pruning, as in
+        # real life); the send-rate history (600 s long) is read every minute and merged.
+        ids = submit_load(url, int(rate * min(load_seconds, 30)), prefix="head")
+        per_second: dict[int, int] = {}
         line = None
-        with Probe(url, probe_interval, ids[:: max(1, len(ids) // 500)]) as probe:
+        client = httpx.Client(base_url=url, headers={"X-API-KEY": API_KEY}, timeout=120)
+        with (
+            client,
+            Loader(url, rate, load_seconds),
+            Probe(url, probe_interval, ids[:: max(1, len(ids) // 500)]) as probe,
+        ):
+            last_history = time.time()
             while True:
                 time.sleep(0.25)
                 now = time.time()
                 cpu.append((now, process_cpu_seconds(process.process.pid)))
+                if now - last_history >= 60:
+                    merge_history(client, per_second)
+                    last_history = now
                 if duration is None:
                     line = line or pruned_line(process)
                     if line is not None and now > parse_time(line["time"]) + tail:
@@ -294,8 +341,7 @@ def run_once(
                         raise RuntimeError("pruning did not finish in time")
                 elif now - started >= duration:
                     break
-        with httpx.Client(base_url=url, headers={"X-API-KEY": API_KEY}, timeout=60) as client:
-            history = client.get("/v1/stats/send-rate", params={"seconds": 600}).json()
+            merge_history(client, per_second)
             storage = client.get("/v1/stats/storage").json()
     finally:
         process.stop()
@@ -303,7 +349,7 @@ def run_once(
         "started": started,
         "ended": time.time(),
         "pruned_line": line,
-        "per_second": [(point["t"], point["sent"]) for point in history["per_second"]],
+        "per_second": sorted(per_second.items()),
         "probe": probe.samples,
         "cpu": cpu,
         "storage": storage,
@@ -490,15 +536,19 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--schema-emails", type=int, default=100_000)
     parser.add_argument("--rate", type=float, default=1000.0, help="R: emails/s sent meanwhile")
     parser.add_argument(
-        "--start-after", type=float, default=15.0, help="seconds before pruning starts"
+        "--start-after",
+        type=float,
+        default=40.0,
+        help="seconds before pruning starts (the load is submitted meanwhile)",
     )
     parser.add_argument("--tail", type=float, default=5.0, help="seconds measured after pruning")
     parser.add_argument("--probe-interval", type=float, default=0.05)
     parser.add_argument(
         "--load-seconds",
         type=float,
-        default=300.0,
-        help="emails submitted at the start: R times this (pruning must end before they do)",
+        default=1800.0,
+        help="emails submitted: R times this in all (30 s worth at the start, then 10 s worth"
+        " every 10 s; pruning must end before they run out)",
     )
     parser.add_argument(
         "--directory",
@@ -517,7 +567,7 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     arguments = parser.parse_args(argv)
     if arguments.quick:
         arguments.emails, arguments.schema_emails, arguments.rate = 3_000, 1_000, 200.0
-        arguments.start_after, arguments.tail, arguments.load_seconds = 1.0, 0.5, 6.0
+        arguments.start_after, arguments.tail, arguments.load_seconds = 1.0, 0.5, 30.0
     return arguments
 
 
