@@ -1,5 +1,6 @@
-"""Retention on SQLite: what pruning deletes, what it must leave exactly as it was, and the
-storage figures, incremental vacuum and the backup."""
+"""Retention on both engines: what pruning deletes, what it must leave exactly as it was, the
+storage figures; and on SQLite alone, incremental vacuum, the migration of older files and the
+backup."""
 
 from __future__ import annotations
 
@@ -21,21 +22,14 @@ from sesender.pipeline.housekeeper import Housekeeper
 from sesender.store.schema import LATEST_VERSION, MIGRATIONS
 from sesender.store.sqlite import SqliteStore, migrate, open_sqlite_store
 from sesender.store.sqlite_backup import BackupError, backup_database, expected_tables
+from tests.unit.store.engines import AnyStore, rows
 
 NOW = 1_700_000_000_000
 HOUR = 3_600_000
 
 
-def rows(store: SqliteStore, sql: str, *args: object) -> list[tuple[object, ...]]:
-    connection = sqlite3.connect(store.path)
-    try:
-        return connection.execute(sql, args).fetchall()
-    finally:
-        connection.close()
-
-
 async def send_topic(
-    store: SqliteStore, topic: str, count: int, *, at: int, body: str = "<p>hi</p>"
+    store: AnyStore, topic: str, count: int, *, at: int, body: str = "<p>hi</p>"
 ) -> list[int]:
     """Submit ``count`` emails at ``at`` and record them all Sent at ``at`` (with an open each)."""
     emails = tuple(f"{topic}{i}@example.com" for i in range(count))
@@ -57,7 +51,7 @@ async def send_topic(
     return ids
 
 
-async def snapshot(store: SqliteStore, topics: list[str]) -> dict[str, object]:
+async def snapshot(store: AnyStore, topics: list[str]) -> dict[str, object]:
     """Everything pruning must leave unchanged."""
     return {
         "stats": [await store.topic_stats(topic) for topic in topics],
@@ -69,7 +63,7 @@ async def snapshot(store: SqliteStore, topics: list[str]) -> dict[str, object]:
     }
 
 
-async def prune(store: SqliteStore, *, retention_ms: int, now: int, batch: int = 7) -> Housekeeper:
+async def prune(store: AnyStore, *, retention_ms: int, now: int, batch: int = 7) -> Housekeeper:
     keeper = Housekeeper(
         store=store, now_ms=lambda: now, email_retention_ms=retention_ms, batch_size=batch
     )
@@ -78,7 +72,7 @@ async def prune(store: SqliteStore, *, retention_ms: int, now: int, batch: int =
 
 
 async def test_pruning_deletes_old_final_emails_and_keeps_every_statistic(
-    store: SqliteStore,
+    store: AnyStore,
 ) -> None:
     old = await send_topic(store, "old", 40, at=NOW - 20 * HOUR, body="<p>old</p>" * 200)
     recent = await send_topic(store, "new", 5, at=NOW - HOUR)
@@ -125,7 +119,7 @@ async def test_pruning_deletes_old_final_emails_and_keeps_every_statistic(
 
 
 async def test_the_newest_email_is_never_pruned_so_its_id_is_never_reused(
-    store: SqliteStore,
+    store: AnyStore,
 ) -> None:
     ids = await send_topic(store, "t", 3, at=NOW - 20 * HOUR)
     await prune(store, retention_ms=HOUR, now=NOW)
@@ -136,14 +130,14 @@ async def test_the_newest_email_is_never_pruned_so_its_id_is_never_reused(
     assert receipt.first_request_id == ids[-1] + 1
 
 
-async def test_retention_zero_keeps_everything(store: SqliteStore) -> None:
+async def test_retention_zero_keeps_everything(store: AnyStore) -> None:
     ids = await send_topic(store, "t", 5, at=NOW - 1000 * HOUR)
     await prune(store, retention_ms=0, now=NOW)
     assert all([await store.request_detail(i) is not None for i in ids])
     assert (await store.storage_stats()).last_prune_at_ms is None
 
 
-async def test_a_content_shared_with_a_kept_email_stays(store: SqliteStore) -> None:
+async def test_a_content_shared_with_a_kept_email_stays(store: AnyStore) -> None:
     await send_topic(store, "a", 4, at=NOW - 20 * HOUR)
     kept = await send_topic(store, "b", 4, at=NOW)  # the same body, so the same content
     assert rows(store, "SELECT COUNT(*), SUM(refs) FROM contents") == [(1, 8)]
@@ -195,8 +189,9 @@ def test_the_retention_migration_counts_the_uses_of_existing_contents(tmp_path: 
 
 
 async def test_a_backup_is_consistent_verified_and_recorded(
-    store: SqliteStore, tmp_path: Path
+    sqlite_store: SqliteStore, tmp_path: Path
 ) -> None:
+    store = sqlite_store
     ids = await send_topic(store, "t", 30, at=NOW)
     target = tmp_path / "backup.db"
     report = backup_database(store.path, target, busy_timeout=5, now_ms=NOW + 1)
@@ -218,16 +213,13 @@ async def test_a_backup_is_consistent_verified_and_recorded(
         backup_database(tmp_path / "nope.db", tmp_path / "b2.db", busy_timeout=5, now_ms=NOW)
 
 
-async def test_an_email_that_changed_after_the_scan_is_not_deleted(store: SqliteStore) -> None:
+async def test_an_email_that_changed_after_the_scan_is_not_deleted(store: AnyStore) -> None:
     """The walk runs on a reader; the delete checks the conditions again in its transaction."""
     ids = await send_topic(store, "t", 4, at=NOW - 20 * HOUR)
     scan = await store.find_prunable(before_ms=NOW - HOUR, after_id=0, scan_limit=100)
     assert scan.candidates == tuple(ids[:-1])  # not the newest
     assert scan.done
-    connection = sqlite3.connect(store.path)
-    connection.execute("UPDATE requests SET updated_at = ? WHERE id = ?", (NOW, ids[0]))
-    connection.commit()
-    connection.close()
+    rows(store, "UPDATE requests SET updated_at = ? WHERE id = ?", NOW, ids[0])
     batch = await store.delete_emails(
         request_ids=scan.candidates, before_ms=NOW - HOUR, range_first_id=None, now_ms=NOW
     )
@@ -237,7 +229,7 @@ async def test_an_email_that_changed_after_the_scan_is_not_deleted(store: Sqlite
 
 
 async def test_the_walk_stops_at_the_first_email_created_after_the_cutoff(
-    store: SqliteStore,
+    store: AnyStore,
 ) -> None:
     await send_topic(store, "old", 10, at=NOW - 20 * HOUR)
     await send_topic(store, "new", 10, at=NOW)
