@@ -1,5 +1,5 @@
-"""The ``sesender`` command: ``serve`` (the default), ``init-db``, ``reset-api-key`` and
-``migrate-store``; and the client commands (``send``, ``stats``, ``cancel``, ``retry``,
+"""The ``sesender`` command: ``serve`` (the default), ``init-db``, ``reset-api-key``, ``backup``
+and ``migrate-store``; and the client commands (``send``, ``stats``, ``cancel``, ``retry``,
 ``suppressions``, see ``sesender.client.commands``).
 
 Configuration is read here, once, from the environment and an optional ``.env`` file, and passed
@@ -49,6 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
         "reset-api-key",
         help="without API_KEY: generate a new API key, keep it in the database, print it",
     )
+    backup = commands.add_parser(
+        "backup",
+        help="write a consistent, verified copy of the (running) service's database to PATH",
+    )
+    backup.add_argument("path", type=Path, metavar="PATH", help="the new file (must not exist)")
     migrate = commands.add_parser(
         "migrate-store",
         help="copy a SQLite database (service stopped) into an empty PostgreSQL database",
@@ -78,6 +83,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return init_db(config)
     if arguments.command == "reset-api-key":
         return reset_api_key(config)
+    if arguments.command == "backup":
+        return backup(config, arguments.path)
     return serve(config)
 
 
@@ -164,6 +171,39 @@ def reset_api_key(config: Config) -> int:
     print(
         f"sesender: new API key kept in {config.database.path} (a running service uses it once"
         f" restarted): {key}",
+        flush=True,
+    )
+    return EXIT_OK
+
+
+def backup(config: Config, path: Path) -> int:
+    """``sesender backup PATH``: see :mod:`sesender.store.sqlite_backup`. Prints the size."""
+    import time
+
+    from sesender.store.sqlite_backup import BackupError, backup_database
+
+    if config.database.is_postgres:
+        print(
+            "sesender: backup copies a SQLite database; with DATABASE_URL use the database's"
+            " own tools (pg_dump, point-in-time recovery: docs/operations.md, section 5)",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
+    try:
+        report = backup_database(
+            config.database.path,
+            path,
+            busy_timeout=config.database.busy_timeout,
+            now_ms=time.time_ns() // 1_000_000,
+        )
+    except (BackupError, OSError) as exc:
+        print(f"sesender: backup failed: {exc}", file=sys.stderr)
+        return EXIT_CRASHED
+    print(
+        f"sesender: backup written to {report.path}: {report.size_bytes} bytes"
+        f" ({report.size_bytes / 1_048_576:.1f} MiB), {report.emails} emails (highest request id"
+        f" {report.max_request_id}), schema version {report.schema_version}, verified,"
+        f" in {report.seconds:.2f} s",
         flush=True,
     )
     return EXIT_OK

@@ -76,6 +76,14 @@ class ServerConfig:
 class DatabaseConfig:
     path: Path
     busy_timeout: float
+    #: ``RETENTION_DAYS``: emails in a final state are deleted this long after their last change
+    #: (fractions allowed; 0 keeps everything). Statistics are kept (sesender.pipeline.housekeeper).
+    retention_days: float = 90.0
+    #: ``HOUSEKEEPING_INTERVAL_SECONDS``: how often the housekeeper prunes.
+    housekeeping_interval: float = 3600.0
+    #: ``DISK_FREE_WARNING_MB`` in bytes: ``/ready`` warns when the database's disk has less free
+    #: space (0: never).
+    disk_free_warning_bytes: int = 1024 * 1024 * 1024
     #: ``DATABASE_URL`` (``postgresql://...``): PostgreSQL instead of the SQLite file, for
     #: several instances on one queue (docs/operations.md, "Several instances").
     url: str | None = field(default=None, repr=False)
@@ -236,6 +244,9 @@ class Config:
             "tracking_secrets_previous": len(self.tracking.previous_secrets),
             "open_tracking_enabled": self.tracking.open_tracking_enabled,
             "database_path": str(self.database.path),
+            "retention_days": self.database.retention_days,
+            "housekeeping_interval_seconds": self.database.housekeeping_interval,
+            "disk_free_warning_mb": self.database.disk_free_warning_bytes / (1024 * 1024),
             "database": "postgresql" if self.database.is_postgres else "sqlite",
             "instance_id": self.database.instance_id,
             "sender_backend": self.backend.kind.value,
@@ -443,6 +454,13 @@ def load_config(values: Mapping[str, str]) -> Config:
     database = DatabaseConfig(
         path=Path(reader.text("DATABASE_PATH", "./sesender.db")),
         busy_timeout=reader.number("DATABASE_BUSY_TIMEOUT_SECONDS", 30.0, minimum=0.1, maximum=600),
+        retention_days=reader.number("RETENTION_DAYS", 90.0, minimum=0, maximum=36_500),
+        housekeeping_interval=reader.number(
+            "HOUSEKEEPING_INTERVAL_SECONDS", 3600.0, minimum=0.01, maximum=7 * 86_400
+        ),
+        disk_free_warning_bytes=int(
+            reader.number("DISK_FREE_WARNING_MB", 1024.0, minimum=0, maximum=1e9) * 1024 * 1024
+        ),
         url=database_url,
         pool_size=reader.integer("DATABASE_POOL_SIZE", 8, minimum=2, maximum=200),
         instance_id=reader.text("INSTANCE_ID", "") or default_instance_id(),

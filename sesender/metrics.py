@@ -42,7 +42,7 @@ from prometheus_client.registry import Collector
 
 from actors import Supervisor
 from sesender.feedback.sns import SnsVerifier
-from sesender.models import Failed, Outcome, Retry, Sent
+from sesender.models import Failed, Outcome, Retry, Sent, StorageStats
 from sesender.pipeline.pipeline import Pipeline
 from sesender.store.health import WriteHealthStatus
 
@@ -56,6 +56,58 @@ class ScrapeState:
     """Values that need an ``await`` (the database) and are refreshed by the handler per scrape."""
 
     queued_in_database: int = 0
+    #: the storage figures (None until the first scrape reads them).
+    storage: StorageStats | None = None
+    #: free bytes on the database's file system (None: unknown).
+    disk_free_bytes: int | None = None
+
+
+class StorageCollector(Collector):
+    """The database's size, rows, retention and backups, from the last scrape's figures."""
+
+    def __init__(self, state: ScrapeState) -> None:
+        self._state = state
+
+    def collect(self) -> Iterable[Metric]:
+        if self._state.disk_free_bytes is not None:
+            yield GaugeMetricFamily(
+                "sesender_disk_free_bytes",
+                "Free space on the file system that holds the database",
+                value=self._state.disk_free_bytes,
+            )
+        stats = self._state.storage
+        if stats is None:
+            return
+        yield GaugeMetricFamily(
+            "sesender_database_bytes",
+            "Database size (pages x page size)",
+            value=stats.database_bytes,
+        )
+        yield GaugeMetricFamily(
+            "sesender_database_free_bytes",
+            "Free pages inside the database not yet given back to the file system",
+            value=stats.free_bytes,
+        )
+        yield GaugeMetricFamily(
+            "sesender_database_file_bytes",
+            "Database bytes on disk (file, write-ahead log, shared-memory index)",
+            value=stats.file_bytes,
+        )
+        rows = GaugeMetricFamily("sesender_database_rows", "Rows per main table", labels=["table"])
+        for table, count in sorted(stats.rows.items()):
+            rows.add_metric([table], count)
+        yield rows
+        yield CounterMetricFamily(
+            "sesender_emails_pruned",
+            "Emails deleted by the retention policy (RETENTION_DAYS) since the database was made",
+            value=stats.emails_pruned,
+        )
+        for name, at_ms, what in (
+            ("sesender_last_prune_timestamp_seconds", stats.last_prune_at_ms, "pruning run"),
+            ("sesender_last_backup_timestamp_seconds", stats.last_backup_at_ms, "verified backup"),
+        ):
+            if at_ms is not None:
+                yield GaugeMetricFamily(name, f"When the last {what} finished", value=at_ms / 1000)
 
 
 class PipelineCollector(Collector):
@@ -259,6 +311,7 @@ class Metrics:
         PlatformCollector(registry=self.registry)
         GCCollector(registry=self.registry)
         self.state = ScrapeState()
+        self.registry.register(StorageCollector(self.state))
         self.emails = Counter(
             "sesender_emails",
             "Emails by persisted outcome (failed by reason class)",

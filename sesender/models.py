@@ -367,3 +367,51 @@ class ReputationHold:
     topic_id: str
     reason: str
     held_at_ms: int
+
+
+# --- data lifecycle: retention, storage figures (sesender.store.sqlite_lifecycle) -----------
+
+
+@dataclass(frozen=True, slots=True)
+class PruneScan:
+    """One step of the retention walk: the emails old enough to delete among those looked at.
+
+    ``next_after_id`` is where the next step starts; ``done`` says no later email can be old
+    enough (the walk reached emails created after the cutoff, or the end).
+    """
+
+    candidates: tuple[int, ...]
+    next_after_id: int
+    done: bool
+
+
+@dataclass(frozen=True, slots=True)
+class PruneBatch:
+    """What one short deleting transaction did.
+
+    ``range_first_id`` is the first id of the range of ids this run has pruned so far (None until
+    it pruned one), handed back to the next batch so that a run records one range.
+    """
+
+    emails: int
+    results: int
+    contents: int
+    range_first_id: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class StorageStats:
+    """The database's size and contents, for ``/metrics``, the dashboard and ``/v1/stats/storage``.
+
+    Row counts come from the counters the store keeps (never a ``COUNT(*)`` over the emails),
+    so they cost the same on ten emails or a hundred million. Times are Unix milliseconds, None
+    when it never happened.
+    """
+
+    database_bytes: int
+    free_bytes: int
+    file_bytes: int
+    rows: dict[str, int]
+    emails_pruned: int
+    last_prune_at_ms: int | None
+    last_backup_at_ms: int | None

@@ -55,7 +55,7 @@ from sesender.metrics import Metrics, PipelineCollector
 from sesender.monitoring import report_actor_crash
 from sesender.pipeline.compose import MessageComposer
 from sesender.pipeline.control import PipelineControl
-from sesender.pipeline.housekeeper import Housekeeper
+from sesender.pipeline.housekeeper import DAY_MS, Housekeeper
 from sesender.pipeline.instances import InstanceCoordinator
 from sesender.pipeline.pipeline import ACTOR_NAMES, GUARD_ACTOR, Pipeline
 from sesender.pipeline.result_writer import ResultWrite, ResultWriter, write_and_wait
@@ -289,7 +289,13 @@ async def _start_actors(
             results_done.set()
 
     await supervisor.start("result-writer", run_result_writer)
-    await supervisor.start("housekeeper", Housekeeper(store=store, now_ms=now_ms).run)
+    housekeeper = Housekeeper(
+        store=store,
+        now_ms=now_ms,
+        interval=config.database.housekeeping_interval,
+        email_retention_ms=int(config.database.retention_days * DAY_MS),
+    )
+    await supervisor.start("housekeeper", housekeeper.run)
     verifier = SnsVerifier(
         fetch_pem=sns_http.fetch_pem,
         now=lambda: datetime.fromtimestamp(now_ms() / 1000, UTC),

@@ -24,7 +24,8 @@ async def ready() -> Response:
     """200 when the database answers and takes writes and every actor runs, even while sending is
     paused by the provider (the process is healthy; the account is not); 503 otherwise or while
     draining. A database that refuses writes (disk full, read-only file) still answers reads, so
-    the writes' own record (``Store.write_status``) decides that part.
+    the writes' own record (``Store.write_status``) decides that part. Less free disk space than
+    ``DISK_FREE_WARNING_MB`` is a warning (``warnings``), not a reason to be unready.
 
     ``status`` and ``db`` are the original service's two fields with its values (``"ok"`` and
     ``"connected"`` when ready; ``"unavailable"``, and ``"disconnected"`` when reads fail), so a
@@ -83,4 +84,22 @@ async def ready() -> Response:
         body["held_topics"] = sorted(guard.statistics().held_topics)
     if problems:
         body["problems"] = problems
+    warnings = disk_warnings(body, context.store.disk_free_bytes())
+    if warnings:
+        body["warnings"] = warnings
     return json_response(body, 200 if not problems else 503)
+
+
+def disk_warnings(body: dict[str, Any], free: int | None) -> list[str]:
+    """A warning, not a problem: a nearly full disk still takes writes, and an orchestrator that
+    restarted the service for it would only make things worse. Sets ``disk_free_bytes``."""
+    if free is None:
+        return []
+    body["disk_free_bytes"] = free
+    threshold = app_context().config.database.disk_free_warning_bytes
+    if threshold and free < threshold:
+        return [
+            f"the database's disk has {free // (1024 * 1024)} MB free, less than"
+            f" DISK_FREE_WARNING_MB={threshold // (1024 * 1024)}"
+        ]
+    return []

@@ -197,13 +197,20 @@ def elapsed_ms(started: float) -> int:
 
 @messages_blueprint.get("/v1/messages/<int:request_id>")
 async def message_detail(request_id: int) -> Response:
-    detail = await app_context().store.request_detail(request_id) if request_id < 2**63 else None
+    store = app_context().store
+    detail = await store.request_detail(request_id) if request_id < 2**63 else None
     principal = current_principal()
     if detail is not None and not (
         principal.has(Scope.READ) or detail.api_key_id == (principal.key_id)
     ):
         detail = None  # a send-only key reads its own emails; the others do not exist for it
     if detail is None:
+        if request_id < 2**63 and await store.was_pruned(request_id):
+            raise ApiError(
+                410,
+                f"Email {request_id} was deleted by the retention policy (RETENTION_DAYS);"
+                " its topic's statistics still count it",
+            )
         raise ApiError(404, f"No email with request id {request_id}")
     return json_response(
         {

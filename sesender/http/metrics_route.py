@@ -19,6 +19,10 @@ async def metrics() -> Response:
     if context.metrics is None:
         raise ApiError(404, "Metrics are disabled (METRICS_ENABLED=false)")
     # On a database error keep the last known value; /ready reports the database.
+    state = context.metrics.state
     with contextlib.suppress(StoreError):
-        context.metrics.state.queued_in_database = await context.store.queued_count()
+        state.queued_in_database = await context.store.queued_count()
+    with contextlib.suppress(StoreError):
+        state.storage = await context.store.storage_stats()
+    state.disk_free_bytes = context.store.disk_free_bytes()
     return Response(context.metrics.render(), status=200, content_type=CONTENT_TYPE)

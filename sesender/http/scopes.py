@@ -66,6 +66,7 @@ ROUTE_SCOPES: Final[Mapping[tuple[str, str], RouteAccess]] = {
     ("POST", "/v1/sending/resume"): ADMIN,
     ("POST", "/v1/topics/<path:topic_id>/resume"): ADMIN,
     ("POST", "/v1/reputation/resume-topic"): ADMIN,
+    ("GET", "/v1/stats/storage"): READ,
 }
 
 _RULES_WITH_A_PUBLIC_METHOD = frozenset(

@@ -1,12 +1,13 @@
-"""``GET /v1/stats/send-rate``: what the pipeline is doing now (for the dashboard)."""
+"""``GET /v1/stats/send-rate``: what the pipeline is doing now; ``GET /v1/stats/storage``: the
+database's size, rows, retention and backups (both for the dashboard)."""
 
 from __future__ import annotations
 
 from quart import Blueprint, Response, request
 
-from sesender.errors import ApiError
+from sesender.errors import ApiError, StoreError
 from sesender.http.context import app_context
-from sesender.http.responses import json_response
+from sesender.http.responses import iso, json_response
 
 stats_blueprint = Blueprint("stats", __name__)
 
@@ -39,5 +40,26 @@ async def send_rate() -> Response:
             "sending": "paused" if gate.paused else "active",
             "sending_paused_reason": gate.reason or None,
             "sending_held": gate.held,
+        }
+    )
+
+
+@stats_blueprint.get("/v1/stats/storage")
+async def storage() -> Response:
+    context = app_context()
+    try:
+        stats = await context.store.storage_stats()
+    except StoreError as exc:
+        raise ApiError(503, f"Storage unavailable: {exc}") from exc
+    return json_response(
+        {
+            "database_bytes": stats.database_bytes,
+            "free_bytes": stats.free_bytes,
+            "file_bytes": stats.file_bytes,
+            "rows": stats.rows,
+            "retention_days": context.config.database.retention_days,
+            "emails_pruned": stats.emails_pruned,
+            "last_prune_at": iso(stats.last_prune_at_ms),
+            "last_backup_at": iso(stats.last_backup_at_ms),
         }
     )

@@ -28,6 +28,11 @@ logger = logging.getLogger(__name__)
 
 unsubscribe_blueprint = Blueprint("unsubscribe", __name__)
 
+EXPIRED_TITLE = "This unsubscribe link has expired"
+EXPIRED_BODY = (
+    "<p>This email is too old for its link to unsubscribe you. Please use the link in a more"
+    " recent email, or contact the sender.</p>"
+)
 INVALID_TITLE = "This unsubscribe link is not valid"
 INVALID_BODY = (
     "<p>This link could not be used to unsubscribe, maybe because it was cut short or changed."
@@ -103,7 +108,15 @@ async def unsubscribe_post() -> Response:
         ),
     )
     try:
-        await write_and_wait(context.result_tx, item)
+        report = await write_and_wait(context.result_tx, item)
     except StoreError as exc:
         raise ApiError(503, "Please try again in a moment") from exc
+    if report.matched == 0:
+        # A genuine link whose email the retention policy deleted: its address is gone with it,
+        # so nothing could be suppressed. Say so rather than claim an unsubscription.
+        logger.warning(
+            "unsubscribe link of a deleted email: nothing suppressed",
+            extra={"event": "unsubscribe_expired", "request_id": request_id},
+        )
+        return page(EXPIRED_TITLE, EXPIRED_BODY, status=410)
     return page("Unsubscribed", "<p>You will not receive these emails any more.</p>")

@@ -7,10 +7,11 @@ against, only that:
 - :class:`QueueStore`: the send pipeline (scheduler, post-processor, cancellation, start-up);
 - :class:`FeedbackStore`: the feedback intake's group commit (opens, SES events, unsubscribes);
 - :class:`ApiStore`: the HTTP API's queries and commands;
-- :class:`HousekeepingStore`: pruning of deduplication records;
+- :class:`HousekeepingStore`: pruning of deduplication records and of old emails (retention);
 - :class:`HealthStore`: ``/health``, ``/ready`` and the write-health signal;
 - :class:`ApiKeyStore`: named API keys (the HTTP layer's key ring and ``/v1/api-keys``).
 - :class:`ReputationStore`: the reputation guard's counters and its durable holds.
+- :class:`StorageStore`: the storage figures and whether a missing email was pruned.
 
 :class:`Store` is their union, for the composition root that opens the store and hands each
 consumer its part; :class:`~sesender.store.sqlite.SqliteStore` implements it.
@@ -35,9 +36,12 @@ from sesender.models import (
     NewApiKey,
     NewIdempotencyKey,
     Outcome,
+    PruneBatch,
+    PruneScan,
     ReputationCounts,
     ReputationHold,
     RequestDetail,
+    StorageStats,
     Submission,
     SubmissionReceipt,
     Suppression,
@@ -167,6 +171,38 @@ class HousekeepingStore(Protocol):
         """Forget deduplication records older than ``before_ms``: (SNS ids, idempotency keys)."""
         ...
 
+    async def lowest_request_id(self) -> int:
+        """The lowest stored request id (0 when none): where a pruning run starts."""
+        ...
+
+    async def find_prunable(self, *, before_ms: int, after_id: int, scan_limit: int) -> PruneScan:
+        """Look at up to ``scan_limit`` emails with ids above ``after_id`` and return those in a
+        final state last changed before ``before_ms`` (a read: it holds up no write)."""
+        ...
+
+    async def delete_emails(
+        self,
+        *,
+        request_ids: Sequence[int],
+        before_ms: int,
+        range_first_id: int | None,
+        now_ms: int,
+    ) -> PruneBatch:
+        """One short transaction of retention: delete those of the emails that are (still) final
+        and last changed before ``before_ms``, with their per-email rows and any content no
+        email uses any more, and remember their ids as pruned. Counters (topic statistics, sent
+        counts) are left as they are."""
+        ...
+
+    async def finish_prune(self, *, now_ms: int) -> None:
+        """Record the end of a pruning run (the storage figures' ``last_prune_at``)."""
+        ...
+
+    async def reclaim_space(self, *, pages: int) -> tuple[int, int]:
+        """Give up to ``pages`` free pages back to the file system in one short step:
+        (pages freed, free pages left). An engine that reclaims by itself returns (0, 0)."""
+        ...
+
 
 class HealthStore(Protocol):
     async def ping(self) -> None:
@@ -176,6 +212,21 @@ class HealthStore(Protocol):
     def write_status(self) -> WriteHealthStatus:
         """Whether the database takes writes, as the latest writes found (a full disk or a
         read-only file leaves reads, and so ``ping``, working)."""
+        ...
+
+
+class StorageStore(Protocol):
+    async def storage_stats(self) -> StorageStats:
+        """Sizes, rows per main table, emails pruned, last prune and last backup."""
+        ...
+
+    async def was_pruned(self, request_id: int) -> bool:
+        """Whether the email with this id (which is not stored) was deleted by retention."""
+        ...
+
+    def disk_free_bytes(self) -> int | None:
+        """Free bytes on the file system holding the database; None when this process cannot
+        tell (a database server elsewhere)."""
         ...
 
 
@@ -198,9 +249,9 @@ class ApiKeyStore(Protocol):
         ...
 
 
-class HttpStore(ApiStore, HealthStore, ApiKeyStore, Protocol):
-    """What the HTTP layer is given: the API's queries and commands, the health checks and the
-    API keys."""
+class HttpStore(ApiStore, HealthStore, ApiKeyStore, StorageStore, Protocol):
+    """What the HTTP layer is given: the API's queries and commands, the health checks, the
+    API keys and the storage figures."""
 
 
 class ReputationStore(Protocol):
@@ -242,6 +293,7 @@ class Store(
     HealthStore,
     ApiKeyStore,
     ReputationStore,
+    StorageStore,
     Protocol,
 ):
     """Everything: what the composition root opens, closes and hands out in parts."""

@@ -157,7 +157,7 @@ def submit(
         for message in submission.messages:
             if not message.emails:
                 continue
-            content_id = _content_id(connection, message, now)
+            content_id = _content_id(connection, message, now, len(message.emails))
             data = (
                 None
                 if message.data is None
@@ -216,13 +216,14 @@ def submit(
     return SubmissionReceipt(stored=stored, first_request_id=first_id, response=response)
 
 
-def _content_id(connection: Connection, message: NewMessage, now: int) -> int:
+def _content_id(connection: Connection, message: NewMessage, now: int, refs: int) -> int:
     digest = content_digest(message.subject, message.body, message.sender, message.reply_to)
+    # ``refs`` counts the emails using the content (see sesender.store.pg_lifecycle).
     row = connection.execute(
-        "INSERT INTO contents (digest, subject, body, sender, reply_to, created_at)"
-        " VALUES (%s, %s, %s, %s, %s, %s)"
-        " ON CONFLICT (digest) DO UPDATE SET digest = excluded.digest RETURNING id",
-        (digest, message.subject, message.body, message.sender, message.reply_to, now),
+        "INSERT INTO contents (digest, subject, body, sender, reply_to, created_at, refs)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (digest)"
+        " DO UPDATE SET refs = contents.refs + excluded.refs RETURNING id",
+        (digest, message.subject, message.body, message.sender, message.reply_to, now, refs),
     ).fetchone()
     assert row is not None
     return int(row[0])

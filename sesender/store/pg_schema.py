@@ -298,6 +298,22 @@ MIGRATIONS: tuple[str, ...] = (
         held_at BIGINT,
         resumed_at BIGINT,
         PRIMARY KEY (scope, topic_id)
+    """,
+    # 4: retention, as SQLite's retention migration (sesender.store.pg_lifecycle): the uses of
+    # each content, the pruned id ranges (410 against 404), the lifecycle counters and times.
+    """
+    ALTER TABLE contents ADD COLUMN refs BIGINT NOT NULL DEFAULT 0;
+    UPDATE contents SET refs = used.n
+        FROM (SELECT content_id, COUNT(*) AS n FROM requests GROUP BY content_id) AS used
+        WHERE contents.id = used.content_id;
+    CREATE TABLE pruned_requests (
+        first_id BIGINT PRIMARY KEY,
+        last_id BIGINT NOT NULL,
+        pruned_at BIGINT NOT NULL
+    );
+    CREATE TABLE lifecycle_counters (
+        name TEXT PRIMARY KEY,
+        value BIGINT NOT NULL
     );
     """,
 )

@@ -38,9 +38,12 @@ from sesender.models import (
     NewApiKey,
     NewIdempotencyKey,
     Outcome,
+    PruneBatch,
+    PruneScan,
     ReputationCounts,
     ReputationHold,
     RequestDetail,
+    StorageStats,
     Submission,
     SubmissionReceipt,
     Suppression,
@@ -48,6 +51,7 @@ from sesender.models import (
     TopicStats,
     TopicSummary,
 )
+from sesender.store import pg_lifecycle as lifecycle
 from sesender.store import pg_queries as queries
 from sesender.store import pg_reputation as reputation
 from sesender.store.base import StopResult
@@ -213,6 +217,41 @@ class PostgresStore:
 
     async def prune(self, *, before_ms: int) -> tuple[int, int]:
         return await self._write(queries.prune_before, before_ms)
+
+    # -- retention and storage (sesender.store.pg_lifecycle) ---------------------------------
+
+    async def lowest_request_id(self) -> int:
+        return await self._read(lifecycle.lowest_request_id)
+
+    async def find_prunable(self, *, before_ms: int, after_id: int, scan_limit: int) -> PruneScan:
+        return await self._read(lifecycle.find_prunable, before_ms, after_id, scan_limit)
+
+    async def delete_emails(
+        self,
+        *,
+        request_ids: Sequence[int],
+        before_ms: int,
+        range_first_id: int | None,
+        now_ms: int,
+    ) -> PruneBatch:
+        return await self._write(
+            lifecycle.delete_emails, request_ids, before_ms, range_first_id, now_ms
+        )
+
+    async def finish_prune(self, *, now_ms: int) -> None:
+        await self._write(lifecycle.finish_prune, now_ms)
+
+    async def reclaim_space(self, *, pages: int) -> tuple[int, int]:
+        return (0, 0)  # autovacuum makes deleted rows' space reusable; files do not shrink
+
+    async def storage_stats(self) -> StorageStats:
+        return await self._read(lifecycle.storage_stats)
+
+    async def was_pruned(self, request_id: int) -> bool:
+        return await self._read(lifecycle.was_pruned, request_id)
+
+    def disk_free_bytes(self) -> int | None:
+        return None  # the database's disk is the server's
 
     async def find_idempotency(self, key: str, *, since_ms: int) -> IdempotencyRecord | None:
         return await self._read(queries.find_idempotency, key, since_ms)

@@ -21,6 +21,9 @@ Why the schema looks the way it does:
   ("counted once per recipient"); ``sns_messages`` remembers SNS message ids for deduplication.
 - ``requests.data`` holds a templated email's merge-field values (only the fields its template
   uses), so the content itself stays shared by every recipient.
+- ``contents.refs``, ``pruned_requests`` and ``lifecycle_counters`` serve retention: see
+  migration 9 and :mod:`sesender.store.sqlite_lifecycle`. No trigger fires on DELETE, so pruning
+  emails and their results leaves every counter above unchanged.
 - ``topic_cancellations`` makes a cancellation durable: each cancelled topic with the highest
   request id it covers, checked by every statement that would put an email back in the queue.
 - ``api_keys`` holds named keys as SHA-256 digests (a key is 256 random bits: a fast hash cannot
@@ -281,6 +284,27 @@ MIGRATIONS: tuple[str, ...] = (
         held_at INTEGER,
         resumed_at INTEGER,
         PRIMARY KEY (scope, topic_id)
+    """,
+    # 9: retention (sesender.store.sqlite_lifecycle). ``contents.refs`` counts the emails that
+    # use a content, kept by submit and by pruning, so pruning finds contents no email refers to
+    # without an index on requests (content_id) (which would cost every email bytes and insert
+    # time); existing rows are counted in one pass. ``pruned_requests`` remembers the id ranges
+    # pruning walked (one row per housekeeping run), so GET /v1/messages/{id} tells a pruned
+    # email (410) from one that never existed (404). ``lifecycle_counters`` keeps totals and
+    # times (emails pruned, last prune, last backup) across restarts and processes.
+    """
+    ALTER TABLE contents ADD COLUMN refs INTEGER NOT NULL DEFAULT 0;
+    UPDATE contents SET refs = used.n
+        FROM (SELECT content_id, COUNT(*) AS n FROM requests GROUP BY content_id) AS used
+        WHERE contents.id = used.content_id;
+    CREATE TABLE pruned_requests (
+        first_id INTEGER PRIMARY KEY,
+        last_id INTEGER NOT NULL,
+        pruned_at INTEGER NOT NULL
+    );
+    CREATE TABLE lifecycle_counters (
+        name TEXT PRIMARY KEY,
+        value INTEGER NOT NULL
     ) WITHOUT ROWID;
     """,
 )

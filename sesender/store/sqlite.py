@@ -35,9 +35,12 @@ from sesender.models import (
     NewApiKey,
     NewIdempotencyKey,
     Outcome,
+    PruneBatch,
+    PruneScan,
     ReputationCounts,
     ReputationHold,
     RequestDetail,
+    StorageStats,
     Submission,
     SubmissionReceipt,
     Suppression,
@@ -45,6 +48,7 @@ from sesender.models import (
     TopicStats,
     TopicSummary,
 )
+from sesender.store import sqlite_lifecycle as lifecycle
 from sesender.store import sqlite_queries as queries
 from sesender.store import sqlite_reputation as reputation
 from sesender.store.base import StopResult
@@ -142,6 +146,7 @@ class SqliteStore:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         connection = queries.connect(str(self.path), busy_timeout=self._busy_timeout)
         applied = queries.apply_migrations(connection)
+        switch_to_incremental_vacuum(connection, self.path)
         self._writer = connection
         return applied
 
@@ -230,6 +235,39 @@ class SqliteStore:
 
     async def prune(self, *, before_ms: int) -> tuple[int, int]:
         return await self._with_writer(queries.prune_before, before_ms)
+
+    async def lowest_request_id(self) -> int:
+        return await self._read(lifecycle.lowest_request_id)
+
+    async def find_prunable(self, *, before_ms: int, after_id: int, scan_limit: int) -> PruneScan:
+        return await self._read(lifecycle.find_prunable, before_ms, after_id, scan_limit)
+
+    async def delete_emails(
+        self,
+        *,
+        request_ids: Sequence[int],
+        before_ms: int,
+        range_first_id: int | None,
+        now_ms: int,
+    ) -> PruneBatch:
+        return await self._with_writer(
+            lifecycle.delete_emails, request_ids, before_ms, range_first_id, now_ms
+        )
+
+    async def finish_prune(self, *, now_ms: int) -> None:
+        await self._with_writer(lifecycle.finish_prune, now_ms)
+
+    async def reclaim_space(self, *, pages: int) -> tuple[int, int]:
+        return await self._with_writer(lifecycle.incremental_vacuum, pages)
+
+    async def storage_stats(self) -> StorageStats:
+        return await self._read(lifecycle.storage_stats, self.path)
+
+    async def was_pruned(self, request_id: int) -> bool:
+        return await self._read(lifecycle.was_pruned, request_id)
+
+    def disk_free_bytes(self) -> int | None:
+        return lifecycle.disk_free_bytes(self.path)
 
     async def find_idempotency(self, key: str, *, since_ms: int) -> IdempotencyRecord | None:
         return await self._read(queries.find_idempotency, key, since_ms)
@@ -365,9 +403,38 @@ def migrate(path: Path, *, busy_timeout: float = 30.0) -> list[int]:
         path.parent.mkdir(parents=True, exist_ok=True)
     connection = queries.connect(str(path), busy_timeout=busy_timeout)
     try:
-        return queries.apply_migrations(connection)
+        applied = queries.apply_migrations(connection)
+        switch_to_incremental_vacuum(connection, path)
+        return applied
     finally:
         connection.close()
+
+
+def switch_to_incremental_vacuum(connection: sqlite3.Connection, path: Path) -> None:
+    """Give a database made without incremental auto-vacuum that mode (one ``VACUUM``, logged
+    with its duration), so pruning can shrink the file. Not fatal when it fails (a full disk:
+    the ``VACUUM`` needs about the file's size free): pruning still works, the file does not
+    shrink, and the next start tries again."""
+    started = time.monotonic()
+    try:
+        switched = lifecycle.ensure_incremental_auto_vacuum(connection)
+    except sqlite3.Error as exc:
+        logger.warning(
+            "could not switch %s to incremental auto-vacuum (pruning will not shrink the file): %s",
+            path,
+            exc,
+            extra={"event": "auto_vacuum_failed"},
+        )
+        return
+    if switched:
+        logger.info(
+            "switched the database to incremental auto-vacuum (one VACUUM)",
+            extra={
+                "event": "auto_vacuum_enabled",
+                "path": str(path),
+                "seconds": round(time.monotonic() - started, 3),
+            },
+        )
 
 
 def replace_service_secret_now(

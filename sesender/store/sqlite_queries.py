@@ -189,7 +189,7 @@ def submit(
         for message in submission.messages:
             if not message.emails:
                 continue
-            content_id = _content_id(connection, message, now)
+            content_id = _content_id(connection, message, now, len(message.emails))
             # One statement for the whole list: SQLite expands the JSON array itself, which is
             # about twice as fast as executemany binding 10,000 rows one by one from Python.
             if message.data is None:
@@ -251,13 +251,15 @@ def submit(
     return SubmissionReceipt(stored=stored, first_request_id=first_id, response=response)
 
 
-def _content_id(connection: sqlite3.Connection, message: NewMessage, now: int) -> int:
+def _content_id(connection: sqlite3.Connection, message: NewMessage, now: int, refs: int) -> int:
     digest = content_digest(message.subject, message.body, message.sender, message.reply_to)
+    # ``refs`` counts the emails using the content, so that pruning can delete it with its last
+    # email (see sesender.store.sqlite_lifecycle).
     row = connection.execute(
-        "INSERT INTO contents (digest, subject, body, sender, reply_to, created_at)"
-        " VALUES (?, ?, ?, ?, ?, ?)"
-        " ON CONFLICT (digest) DO UPDATE SET digest = excluded.digest RETURNING id",
-        (digest, message.subject, message.body, message.sender, message.reply_to, now),
+        "INSERT INTO contents (digest, subject, body, sender, reply_to, created_at, refs)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT (digest) DO UPDATE SET refs = refs + excluded.refs RETURNING id",
+        (digest, message.subject, message.body, message.sender, message.reply_to, now, refs),
     ).fetchone()
     return int(row[0])
 

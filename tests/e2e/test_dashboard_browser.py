@@ -135,6 +135,8 @@ def check_dashboard(service: ServiceProcess, browser: Browser) -> None:
     expect(page.locator("#sending-state")).to_have_text("Active")
     expect(page.locator("#configured-rate")).to_have_text("20", timeout=WAIT)
     expect(page.locator("#topics-empty")).to_be_visible()
+    expect(page.locator("#storage-last-backup")).to_have_text("never", timeout=WAIT)
+    expect(page.locator("#storage-disk")).to_have_text(re.compile(r"^[0-9.]+ [KMGT]?B$"))
 
     with service.client() as client:
         # -- topic 1: its bar moves, then completes (2 permanent rejections, 1 suppressed) ----
@@ -154,6 +156,8 @@ def check_dashboard(service: ServiceProcess, browser: Browser) -> None:
         expect(bar).to_have_attribute("aria-valuenow", "100")
         expect(welcome.locator(".status")).to_have_text("Done with failures")
         expect(welcome.get_by_role("button", name="Cancel")).to_be_disabled()
+        expect(page.locator("#storage-emails")).to_have_text("103", timeout=WAIT)
+        expect(page.locator("#storage-rows")).to_contain_text("1 suppressions")
 
         # Retry failed: permanent rejections are never requeued, and the page says so.
         welcome.get_by_role("button", name="Retry failed").click()

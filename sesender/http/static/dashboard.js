@@ -190,8 +190,9 @@
       calls.push(api(`v1/stats/send-rate?seconds=${state.windowSeconds}`));
       calls.push(api(`v1/topics?limit=${TOPIC_LIMIT}`));
       calls.push(api("v1/api-keys/current"));
+      calls.push(api("v1/stats/storage"));
     }
-    const [ready, rate, topics, current] = await Promise.allSettled(calls);
+    const [ready, rate, topics, current, storage] = await Promise.allSettled(calls);
     if (generation !== state.generation) return;
 
     if (ready.status === "fulfilled") renderReady(ready.value);
@@ -199,15 +200,16 @@
     if (!signedIn) return;
 
     if (current.status === "fulfilled") applyScopes(current.value.scopes);
-    const results = [rate, topics, current];
+    const results = [rate, topics, current, storage];
     if (results.some((r) => r.status === "rejected" && r.reason instanceof KeyRefused)) {
       signOut(REFUSED);
       return;
     }
     if (rate.status === "fulfilled") renderRate(rate.value);
     if (topics.status === "fulfilled") renderTopics(topics.value.topics || []);
+    if (storage.status === "fulfilled") renderStorage(storage.value);
 
-    const failure = [ready, rate, topics].find((r) => r.status === "rejected");
+    const failure = [ready, rate, topics, storage].find((r) => r.status === "rejected");
     if (failure) {
       const since = state.lastUpdate ? ` Last update at ${clock.format(state.lastUpdate)}.` : "";
       showBanner(`${failure.reason.message}.${since} Retrying every ${REFRESH_MS / 1000} s…`);
@@ -326,7 +328,13 @@
     if (Array.isArray(ready.problems) && ready.problems.length) {
       parts.push(element("span", "problem", ready.problems.join(", ")));
     }
+    if (Array.isArray(ready.warnings) && ready.warnings.length) {
+      parts.push(element("span", "problem", ready.warnings.join(", ")));
+    }
     detail.replaceChildren(...parts);
+    const disk = byId("storage-disk");
+    disk.textContent = typeof ready.disk_free_bytes === "number" ? bytes(ready.disk_free_bytes) : "–";
+    disk.classList.toggle("warn", Array.isArray(ready.warnings) && ready.warnings.length > 0);
 
     setKpi("kpi-sending", held ? "bad" : paused ? "warn" : "good");
     byId("sending-state").textContent = held ? "Held" : paused ? "Paused" : "Active";
@@ -336,6 +344,38 @@
         ? ready.sending_paused_reason || "No reason given"
         : "Emails flow to the provider";
     byId("resume-sending").hidden = !held;
+  }
+
+  function bytes(value) {
+    const units = ["B", "KB", "MB", "GB", "TB"];
+    let amount = count(value);
+    let unit = 0;
+    while (amount >= 1024 && unit < units.length - 1) {
+      amount /= 1024;
+      unit += 1;
+    }
+    return `${amount.toFixed(unit === 0 ? 0 : 1)} ${units[unit]}`;
+  }
+
+  /** The storage card: GET /v1/stats/storage (sizes, rows, retention, backups). */
+  function renderStorage(storage) {
+    const rows = storage.rows || {};
+    const free = count(storage.free_bytes);
+    byId("storage-size").textContent =
+      bytes(storage.database_bytes) + (free ? ` (${bytes(free)} free inside)` : "");
+    byId("storage-emails").textContent = integer.format(count(rows.requests));
+    byId("storage-rows").textContent = ["results", "contents", "suppressions", "topics"]
+      .map((table) => `${integer.format(count(rows[table]))} ${table}`)
+      .join(" · ");
+    byId("storage-pruned").textContent = integer.format(count(storage.emails_pruned));
+    byId("storage-last-prune").textContent = storage.last_prune_at ? ago(storage.last_prune_at) : "never";
+    byId("storage-last-backup").textContent = storage.last_backup_at
+      ? ago(storage.last_backup_at)
+      : "never";
+    const days = count(storage.retention_days);
+    byId("storage-sub").textContent = days
+      ? `Emails in a final state are deleted ${days} days after their last change; statistics stay.`
+      : "Retention is off (RETENTION_DAYS=0): every email is kept.";
   }
 
   function renderUnreachable() {

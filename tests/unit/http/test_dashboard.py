@@ -183,6 +183,7 @@ def test_the_page_refers_to_the_api_relatively() -> None:
         "v1/topics",
         "v1/api-keys/current",
         "v1/sending/resume",
+        "v1/stats/storage",
     }
     assert not re.search(r"""["'`]/v1/""", script)
 
