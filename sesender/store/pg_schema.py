@@ -298,6 +298,7 @@ MIGRATIONS: tuple[str, ...] = (
         held_at BIGINT,
         resumed_at BIGINT,
         PRIMARY KEY (scope, topic_id)
+    );
     """,
     # 4: retention, as SQLite's retention migration (sesender.store.pg_lifecycle): the uses of
     # each content, the pruned id ranges (410 against 404), the lifecycle counters and times.

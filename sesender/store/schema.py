@@ -284,6 +284,7 @@ MIGRATIONS: tuple[str, ...] = (
         held_at INTEGER,
         resumed_at INTEGER,
         PRIMARY KEY (scope, topic_id)
+    ) WITHOUT ROWID;
     """,
     # 9: retention (sesender.store.sqlite_lifecycle). ``contents.refs`` counts the emails that
     # use a content, kept by submit and by pruning, so pruning finds contents no email refers to
