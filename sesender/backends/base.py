@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from sesender.errors import SendError
+from sesender.links import TrackedHtml
 from sesender.templating import MergeFields
 
 
@@ -55,6 +56,12 @@ class OutgoingEmail:
     #: template and the values it was rendered with. A backend that does not care sends
     #: ``subject``/``html`` as they are, so every backend shows the recipient the same text.
     merge: MergeFields | None = None
+    #: Click tracking of a content sent as given: the content with its links rewritten, once
+    #: per content, and this recipient's token; ``html`` is ``tracked.render(click_token,
+    #: pixel)`` and ``source_html`` the content before its links were rewritten. A templated
+    #: email's links are rewritten in its ``merge`` template instead (the token is a value).
+    tracked: TrackedHtml | None = None
+    click_token: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

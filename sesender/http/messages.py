@@ -92,6 +92,9 @@ async def submit_messages() -> Response:
             max_recipients=context.config.server.max_recipients_per_request,
             timezone=context.config.pipeline.schedule_timezone,
             unsubscribe_available=context.config.feedback.unsubscribe_enabled,
+            track_opens=context.config.tracking.open_tracking_enabled,
+            track_clicks=context.config.tracking.track_clicks,
+            public_url=context.config.server.public_url,
         ),
     )
     due = due_at_ms(parsed.scheduled_at, now_ms)

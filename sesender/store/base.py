@@ -8,7 +8,8 @@ against, only that:
 - :class:`FeedbackStore`: the feedback intake's group commit (opens, SES events, unsubscribes);
 - :class:`ApiStore`: the HTTP API's queries and commands;
 - :class:`HousekeepingStore`: pruning of deduplication records;
-- :class:`HealthStore`: ``/health``, ``/ready`` and the write-health signal.
+- :class:`HealthStore`: ``/health``, ``/ready`` and the write-health signal;
+- :class:`ClickStore`: click tracking's redirect target, recording a click, per-link counts.
 
 :class:`Store` is their union, for the composition root that opens the store and hands each
 consumer its part; :class:`~sesender.store.sqlite.SqliteStore` implements it.
@@ -26,11 +27,14 @@ from typing import Protocol
 
 from sesender.models import (
     ClaimBatch,
+    ClickEvent,
     FeedbackItem,
     FeedbackReport,
     IdempotencyRecord,
+    LinkStats,
     NewIdempotencyKey,
     Outcome,
+    RecordedClick,
     RequestDetail,
     Submission,
     SubmissionReceipt,
@@ -97,8 +101,28 @@ class FeedbackStore(Protocol):
         self, items: Sequence[FeedbackItem], *, now_ms: int
     ) -> list[FeedbackReport]:
         """Apply feedback in one transaction: events once per (email, type) with a repeat
-        counter, suppressions, transient-bounce counts; items whose ``source_id`` was seen
-        before change nothing."""
+        counter, clicks (as :meth:`ClickStore.record_click` records one), suppressions,
+        transient-bounce counts; items whose ``source_id`` was seen before change nothing."""
+        ...
+
+
+class ClickStore(Protocol):
+    """Click tracking (docs/architecture.md, "Click tracking")."""
+
+    async def click_target(self, request_id: int, position: int) -> str | None:
+        """The stored URL of the link at ``position`` of email ``request_id``'s content, when
+        that email was sent with click tracking; None otherwise. A read: the redirect answers
+        from it while the click itself is recorded by a group commit."""
+        ...
+
+    async def record_click(self, click: ClickEvent, *, now_ms: int) -> RecordedClick | None:
+        """Record one click in its own transaction: the email's ``Click`` result (once per
+        email in the topic's counts), whether it is the email's first click on that link, and
+        the topic's per-link counters. None, nothing written, for an unknown email or link."""
+        ...
+
+    async def topic_links(self, topic_id: str) -> list[LinkStats]:
+        """The topic's tracked links with unique and total clicks, most clicked first."""
         ...
 
 
@@ -173,11 +197,13 @@ class HealthStore(Protocol):
         ...
 
 
-class HttpStore(ApiStore, HealthStore, Protocol):
+class HttpStore(ApiStore, HealthStore, ClickStore, Protocol):
     """What the HTTP layer is given: the API's queries and commands, and the health checks."""
 
 
-class Store(QueueStore, FeedbackStore, ApiStore, HousekeepingStore, HealthStore, Protocol):
+class Store(
+    QueueStore, FeedbackStore, ApiStore, HousekeepingStore, HealthStore, ClickStore, Protocol
+):
     """Everything: what the composition root opens, closes and hands out in parts."""
 
     async def aclose(self) -> None: ...

@@ -28,11 +28,14 @@ from actors import ThreadLane
 from sesender.errors import StoreError, StoreUnavailable
 from sesender.models import (
     ClaimBatch,
+    ClickEvent,
     FeedbackItem,
     FeedbackReport,
     IdempotencyRecord,
+    LinkStats,
     NewIdempotencyKey,
     Outcome,
+    RecordedClick,
     RequestDetail,
     Submission,
     SubmissionReceipt,
@@ -41,6 +44,7 @@ from sesender.models import (
     TopicStats,
     TopicSummary,
 )
+from sesender.store import sqlite_clicks as clicks
 from sesender.store import sqlite_queries as queries
 from sesender.store.base import StopResult
 from sesender.store.health import WriteHealth, WriteHealthStatus
@@ -268,6 +272,19 @@ class SqliteStore:
 
     async def request_detail(self, request_id: int) -> RequestDetail | None:
         return await self._read(queries.request_detail, request_id)
+
+    async def click_target(self, request_id: int, position: int) -> str | None:
+        return await self._read(clicks.click_target, request_id, position)
+
+    async def record_click(self, click: ClickEvent, *, now_ms: int) -> RecordedClick | None:
+        def record(connection: sqlite3.Connection) -> RecordedClick | None:
+            with queries.transaction(connection):
+                return clicks.record_click(connection, click)
+
+        return await self._with_writer(record)
+
+    async def topic_links(self, topic_id: str) -> list[LinkStats]:
+        return await self._read(clicks.topic_links, topic_id)
 
     async def queued_count(self) -> int:
         return await self._read(queries.queued_count)
