@@ -46,6 +46,7 @@ from sesender.feedback.sqs_queue import build_sqs_client
 from sesender.http.app import create_app
 from sesender.http.context import AppContext
 from sesender.http.server import hypercorn_config, serve_http
+from sesender.links import CLICK_PATH
 from sesender.metrics import Metrics, PipelineCollector
 from sesender.monitoring import report_actor_crash
 from sesender.pipeline.compose import MessageComposer
@@ -239,6 +240,7 @@ async def _start_actors(
         write=functools.partial(write_and_wait, result_tx),
         confirm_subscription=sns_http.confirm_subscription,
         on_recorded=(lambda kind: metrics.ses_events.labels(kind).inc()) if metrics else None,
+        own_click_prefix=config.server.public_url.rstrip("/") + CLICK_PATH,
     )
     sns_rejections: dict[str, int] = {}
     if metrics is not None:
