@@ -201,8 +201,6 @@ def submit(
                     f" {Status.CREATED.value}, 0, ?, ?, ?, ?, ? FROM json_each(?)",
                     (message.topic_id, content_id, due, now, now, *tracking, pairs),
                 )
-            if message.track_clicks and message.links:
-                clicks.store_links(connection, message.topic_id, content_id, message.links)
             count = len(message.emails)
             if first_id is None:
                 first_id = (
@@ -210,6 +208,9 @@ def submit(
                 )
             stored += cursor.rowcount
             per_topic[message.topic_id] += count
+            if message.track_clicks and message.links:
+                # After last_insert_rowid() was read: these inserts change it.
+                clicks.store_links(connection, message.topic_id, content_id, message.links)
         connection.executemany(
             "INSERT INTO topics (topic_id, created_at, updated_at) VALUES (?, ?, ?)"
             " ON CONFLICT (topic_id) DO UPDATE SET updated_at = excluded.updated_at",
