@@ -38,7 +38,9 @@ CONTENT = (
     "<p><a class='x' href='https://blog.example.com/post/1'>Blog</a></p>"
     "</body></html>"
 )
-OTHER_CONTENT = '<html><body><p><a href="https://other.example.com/page?a=1">Other</a></p></body></html>'
+OTHER_CONTENT = (
+    '<html><body><p><a href="https://other.example.com/page?a=1">Other</a></p></body></html>'
+)
 HREF = re.compile(r"""href=["']([^"']+)["']""")
 CLICK_URL = re.compile(r"/v1/events/click/([A-Za-z0-9_-]+)/([A-Za-z0-9_-]+)$")
 
@@ -151,8 +153,9 @@ def test_tracked_links_redirect_count_once_and_resist_tampering(
         assert SALE not in message["text"]
     untracked = by_id[first + 61]
     assert tracked_links(untracked["html"]) == []
-    assert 'href="https://shop.example.com/sale?utm_source=mail&amp;utm_campaign=x%20y#top"' in (
-        untracked["html"]
+    assert (
+        'href="https://shop.example.com/sale?utm_source=mail&amp;utm_campaign=x%20y#top"'
+        in (untracked["html"])
     )
 
     reader = ids[7]
