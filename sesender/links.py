@@ -27,6 +27,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from html import escape, unescape
+from typing import NamedTuple
 
 from sesender.tracking import TokenSigner
 
@@ -45,23 +46,25 @@ CLICK_FIELD = "sesender_click_token"
 #: The path of tracked links on this service (the route is ``/v1/events/click/<token>/<code>``).
 CLICK_PATH = "/v1/events/click/"
 
-# An opening <a> tag. Attribute values may hold ">" only inside quotes, which the attribute
-# pattern below reads properly; the tag pattern allows quoted runs for that reason.
-ANCHOR = re.compile(r"""<a(?=[\s/>])(?:[^>"']|"[^"]*"|'[^']*')*>""", re.IGNORECASE)
+# The start of an <a> tag; the tag ends at the next ">" (see find_links).
+ANCHOR_START = re.compile(r"<a[\s/>]", re.IGNORECASE)
+# An href attribute preceded by white space, its value in group 1 (see find_links for when it is
+# taken as it is).
+HREF = re.compile(r"""\shref\s*=\s*("[^"]*"|'[^']*'|[^\s"'=<>`]+)""", re.IGNORECASE)
+HREF_VALUE = re.compile(r"""("[^"]*"|'[^']*'|[^\s"'=<>`]+)""")
 ATTRIBUTE = re.compile(
     r"""([^\s"'>/=]+)(?:\s*=\s*("[^"]*"|'[^']*'|[^\s"'=<>`]+))?""",
 )
 PLACEHOLDER = re.compile(r"\{\{[ \t]*[A-Za-z_][A-Za-z0-9_]*[ \t]*\}\}")
-HTTP_URL = re.compile(r"https?://[^\s]", re.IGNORECASE)
+# An http(s) URL with something after the scheme and no control character anywhere.
+HTTP_URL = re.compile(r"https?://[^\s\x00-\x1f\x7f][^\x00-\x1f\x7f]*\Z", re.IGNORECASE)
 URL_NEWLINES = re.compile(r"[\t\n\r]")
-CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 BODY_CLOSE = re.compile(r"</body\s*>", re.IGNORECASE)
 # Stands in for the recipient's token while the text part is made once per content.
 TEXT_MARK = "\ue010click\ue011"
 
 
-@dataclass(frozen=True, slots=True)
-class Link:
+class Link(NamedTuple):
     """A tracked link: its position, its URL as a browser follows it, and where its ``href``
     value (quotes included) is in the HTML."""
 
@@ -78,32 +81,60 @@ def find_links(html: str, *, own_url: str = "") -> list[Link]:
     """
     links: list[Link] = []
     own = own_url.rstrip("/").lower()
-    for tag in ANCHOR.finditer(html):
-        href: tuple[str, int, int] | None = None
-        no_track = False
-        # Attributes start after "<a"; the closing ">" is excluded.
-        for attribute in ATTRIBUTE.finditer(html, tag.start() + 2, tag.end() - 1):
-            name = attribute.group(1).lower()
-            if name == "data-no-track":
-                no_track = True
-            elif name == "href" and href is None and attribute.group(2) is not None:
-                href = (attribute.group(2), attribute.start(2), attribute.end(2))
-        if href is None or no_track:
+    position = 0
+    # Linear in the HTML whatever it holds: a tag ends at the first ">" after "<a" (a ">" inside
+    # a quoted attribute value ends it early, and an href after that is not seen: that link is
+    # simply not tracked), and the search goes on after it.
+    while (start := ANCHOR_START.search(html, position)) is not None:
+        end = html.find(">", start.start() + 2)
+        if end < 0:
+            break
+        position = end + 1
+        tag_start = start.start() + 2
+        href = HREF.search(html, tag_start, end)
+        if href is None:
             continue
-        raw, start, end = href
-        value = raw[1:-1] if raw[:1] in ("'", '"') else raw
-        if PLACEHOLDER.search(value):
+        before = html[tag_start : href.start()]
+        if '"' in before or "'" in before or "no-track" in html[tag_start:end].lower():
+            # Not the usual <a href=...> with nothing quoted before it: read every attribute.
+            href = tag_href(html, tag_start, end)
+            if href is None:
+                continue
+        raw = href.group(1)
+        value = raw[1:-1] if raw[0] in "'\"" else raw
+        if "{{" in value and PLACEHOLDER.search(value):
             continue
         # As a browser does: entities decoded, outer white space dropped, tabs and line breaks
         # inside removed (the URL standard); any other control character: not a link to track.
-        url = URL_NEWLINES.sub("", unescape(value).strip())
-        if not HTTP_URL.match(url) or CONTROL.search(url):
+        if "&" in value:
+            # "&amp;" alone (query strings) is the common case, and much cheaper to decode.
+            url = value.replace("&amp;", "&")
+            if "&" in value.replace("&amp;", ""):
+                url = unescape(value)
+        else:
+            url = value
+        url = url.strip()
+        if "\t" in url or "\n" in url or "\r" in url:
+            url = URL_NEWLINES.sub("", url)
+        if HTTP_URL.match(url) is None:
             continue
-        lowered = url.lower()
-        if own and (lowered == own or lowered.startswith(own + "/")):
+        if own and url[: len(own)].lower() == own and url[len(own) : len(own) + 1] in ("", "/"):
             continue
-        links.append(Link(position=len(links), url=url, start=start, end=end))
+        links.append(Link(len(links), url, href.start(1), href.end(1)))
     return links
+
+
+def tag_href(html: str, start: int, end: int) -> re.Match[str] | None:
+    """The first ``href`` attribute of the tag between ``start`` and ``end`` (its value is group
+    1), read attribute by attribute; None when it has none or has ``data-no-track``."""
+    href = None
+    for attribute in ATTRIBUTE.finditer(html, start, end):
+        name = attribute.group(1).lower()
+        if name == "data-no-track":
+            return None
+        if name == "href" and href is None and attribute.group(2) is not None:
+            href = attribute
+    return None if href is None else HREF_VALUE.match(html, href.start(2), href.end(2))
 
 
 def link_urls(html: str, *, own_url: str = "") -> tuple[str, ...]:
@@ -151,54 +182,35 @@ class TrackedHtml:
 
 
 def track_links(html: str, *, public_url: str, signer: TokenSigner) -> TrackedHtml:
-    """Rewrite every tracked link of ``html`` (once per content; see the module docstring)."""
-    links = find_links(html, own_url=public_url)
-    prefix = escape(public_url.rstrip("/") + CLICK_PATH, quote=True)
-    pieces: list[str] = []
-    slots: list[bool] = []
-    # Where the pixel goes, in the rewritten HTML: the last </body> outside every href value
-    # (the values are replaced, so one inside a value does not count).
-    body_close = None
-    for match in BODY_CLOSE.finditer(html):
-        if not any(link.start <= match.start() < link.end for link in links):
-            body_close = match.start()
+    """Rewrite every tracked link of ``html`` (once per content; see the module docstring).
+
+    The rewritten HTML is built once with a NUL where each token goes (no stored content holds
+    a NUL: submission refuses it; HTML that does is left untracked), the pixel's place is marked
+    where :func:`sesender.pipeline.pixel.insert_pixel` would put it in the rendered HTML, and
+    one ``split`` gives the pieces.
+    """
+    links = find_links(html, own_url=public_url) if "\x00" not in html else []
+    head = '"' + escape(public_url.rstrip("/") + CLICK_PATH, quote=True) + "\x00/"
+    parts: list[str] = []
     cursor = 0
-    current: list[str] = []
-    pixel_placed = False
-    for link in links:
-        if not pixel_placed and body_close is not None and body_close < link.start:
-            current.append(html[cursor:body_close])
-            pieces.append("".join(current))
-            slots.append(False)
-            current, cursor, pixel_placed = [], body_close, True
-        current.append(html[cursor : link.start])
-        current.append('"' + prefix)
-        pieces.append("".join(current))
-        slots.append(True)
-        current = ["/" + signer.link_code(link.position, link.url) + '"']
+    for link, code in zip(links, signer.link_codes([link.url for link in links]), strict=True):
+        parts += (html[cursor : link.start], head, code, '"')
         cursor = link.end
-    if not pixel_placed and body_close is not None:
-        current.append(html[cursor:body_close])
-        pieces.append("".join(current))
-        slots.append(False)
-        current, cursor = [], body_close
-        pixel_placed = True
-    current.append(html[cursor:])
-    if not pixel_placed:
-        pieces.append("".join(current))
-        slots.append(False)
-        current = []
-    pieces.append("".join(current))
-    placeholder = "{{" + CLICK_FIELD + "}}"
-    template = "".join(
-        piece + (placeholder if index < len(slots) and slots[index] else "")
-        for index, piece in enumerate(pieces)
-    )
+    parts.append(html[cursor:])
+    rewritten = "".join(parts)
+    body_close = None
+    for match in BODY_CLOSE.finditer(rewritten):
+        body_close = match.start()
+    if body_close is None:
+        marked = rewritten + "\x00p"
+    else:
+        marked = rewritten[:body_close] + "\x00p" + rewritten[body_close:]
+    first, *rest = marked.split("\x00")
     return TrackedHtml(
-        pieces=tuple(pieces),
-        slots=tuple(slots),
+        pieces=(first, *(piece[1:] if piece[:1] == "p" else piece for piece in rest)),
+        slots=tuple(piece[:1] != "p" for piece in rest),
         urls=tuple(link.url for link in links),
-        template=template,
+        template=rewritten.replace("\x00", "{{" + CLICK_FIELD + "}}"),
     )
 
 

@@ -15,7 +15,7 @@ unsubscribe, every recipient by counting. A token here is::
 - Verification never raises and answers ``None`` for anything it did not sign.
 - A tracked link's URL carries two parts (docs/architecture.md, "Click tracking"): the recipient's
   ``click`` token, signed once per email, and the link's *code*, signed once per content:
-  ``base64url_nopad( varint(position) || HMAC-SHA256(key["link"], varint(position) || url)[:12] )``.
+  ``base64url_nopad( varint(position) || BLAKE2b-96(key=key["link"], varint(position) || url) )``.
   The code names the link's position in its content and is bound to the link's URL, so changing
   any character of either part makes the link invalid, and a code only works for the URL it was
   made for.
@@ -201,8 +201,24 @@ class TokenSigner:
             raise ValueError("position must be an int")
         if not 0 <= position <= MAX_LINK_POSITION:
             raise ValueError(f"position must be between 0 and {MAX_LINK_POSITION}")
-        payload = _encode_varint(position + 1)
-        return _encode_token(payload + self._link_tag(self._keys[_LINK_PURPOSE], payload, url))
+        return self.link_codes((url,), first=position)[0]
+
+    def link_codes(self, urls: Sequence[str], *, first: int = 0) -> list[str]:
+        """:meth:`link_code` of each of ``urls``, at positions ``first``, ``first + 1``, ...:
+        the links of one content, signed in one go (the rewrite of a content runs it)."""
+        if isinstance(first, bool) or not isinstance(first, int):
+            raise ValueError("position must be an int")
+        if first < 0 or first + len(urls) - 1 > MAX_LINK_POSITION:
+            raise ValueError(f"position must be between 0 and {MAX_LINK_POSITION}")
+        key = self._keys[_LINK_PURPOSE]
+        blake2b = hashlib.blake2b
+        codes = []
+        for index, url in enumerate(urls, first + 1):
+            payload = bytes((index,)) if index < 0x80 else _encode_varint(index)
+            message = payload + url.encode("utf-8", "surrogatepass")
+            tag = blake2b(message, key=key, digest_size=LINK_TAG_BYTES).digest()
+            codes.append(_encode_token(payload + tag))
+        return codes
 
     def link_position(self, code: str) -> int | None:
         """The position a well-formed link code names, or None; says nothing about its
@@ -230,8 +246,10 @@ class TokenSigner:
         return any(matched)
 
     def _link_tag(self, key: bytes, payload: bytes, url: str) -> bytes:
+        # Keyed BLAKE2b: a MAC by design (RFC 7693), one C call, a third of HMAC-SHA256's cost;
+        # a 100 KB newsletter has hundreds of links, each signed when its content is rewritten.
         message = payload + url.encode("utf-8", "surrogatepass")
-        return hmac.new(key, message, hashlib.sha256).digest()[:LINK_TAG_BYTES]
+        return hashlib.blake2b(message, key=key, digest_size=LINK_TAG_BYTES).digest()
 
     @staticmethod
     def _link_code_bytes(code: object) -> bytes | None:

@@ -24,7 +24,8 @@ def test_only_http_links_without_opt_out_placeholders_or_own_url_are_tracked() -
         '<a href="https://a.example/{{ name }}">per recipient</a>'
         '<a href="https://sesender.example/v1/unsubscribe?token=x">own</a>'
         "<A HREF=http://b.example/plain>b</A>"
-        "<a title='x>y' href='  https://c.example/\n'>c</a>"
+        "<a title='x' href='  https://c.example/\n'>c</a>"
+        "<a title='x>y' href='https://cut.example/'>a tag ends at its first &gt;</a>"
         '<abbr href="https://not-a-link.example">n</abbr>'
         '<a href="https://d.example/&#10;x">newline removed</a>'
         '<a href="https://e.example/\x01x">control: not tracked</a>'
