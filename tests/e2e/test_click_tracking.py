@@ -9,6 +9,7 @@ call every recipient's links carry its own token.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Iterator
 from html import unescape
@@ -21,6 +22,7 @@ import pytest
 from sesender.tracking import TokenSigner
 from tests.e2e.fake_ses_support import SENDER, FakeSes, running_fake_ses
 from tests.e2e.harness import ServiceProcess, message_details, wait_for, wait_topic
+from tests.e2e.sns_support import LOOPBACK_PATTERN, SnsMinter, post_sns
 
 pytestmark = pytest.mark.e2e
 
@@ -51,8 +53,11 @@ def fake_ses() -> Iterator[FakeSes]:
         yield fake
 
 
-def start(start_service: Callable[..., ServiceProcess], fake: FakeSes, mode: str) -> ServiceProcess:
+def start(
+    start_service: Callable[..., ServiceProcess], fake: FakeSes, mode: str, **extra: str
+) -> ServiceProcess:
     return start_service(
+        **extra,
         API_KEY="e2e-clicks-key",
         SENDER_BACKEND="ses",
         SES_SEND_MODE=mode,
@@ -227,4 +232,104 @@ def test_tracked_links_redirect_count_once_and_resist_tampering(
         assert client.get("/v1/topics/other/links").json()["links"] == [
             {"url": OTHER, "unique_clicks": 0, "total_clicks": 0}
         ]
+    assert service.stop(timeout=15) == 0
+
+
+def ses_event(kind: str, ses_message_id: str, request_id: int, **detail: str) -> str:
+    """An SES event-publishing ``Open`` or ``Click`` event for one sent email."""
+    return json.dumps(
+        {
+            "eventType": kind,
+            "mail": {
+                "timestamp": "2026-01-15T10:00:00.000Z",
+                "messageId": ses_message_id,
+                "destination": ["reader@example.org"],
+                "tags": {"sesender_request_id": [str(request_id)]},
+            },
+            kind.lower(): {
+                "timestamp": "2026-01-15T10:05:00.000Z",
+                "ipAddress": "192.0.2.1",
+                "userAgent": "SES-seen browser",
+                **detail,
+            },
+        }
+    )
+
+
+def test_ses_open_and_click_events_count_with_sesenders_own_never_twice(
+    start_service: Callable[..., ServiceProcess], fake_ses: FakeSes, minter: SnsMinter
+) -> None:
+    service = start(
+        start_service,
+        fake_ses,
+        "bulk",
+        SNS_CERT_URL_PATTERN=LOOPBACK_PATTERN,
+        TRACK_CLICKS="true",  # the service's default this time, no per-message choice
+    )
+    with service.client() as client:
+        response = client.post(
+            "/v1/messages",
+            json={
+                "messages": [
+                    {
+                        "topic_id": "ses-events",
+                        "emails": ["reader@example.org", "other@example.org"],
+                        "subject": "News",
+                        "content": CONTENT,
+                    }
+                ]
+            },
+        )
+        assert response.status_code == 200, response.text
+        first = response.json()["first_request_id"]
+        wait_topic(client, "ses-events", count=2, timeout=60)
+        (detail,) = message_details(client, [first])
+    message = {m["message_id"]: m for m in fake_ses.messages()}[detail["message_id"]]
+    (token, code), _ = tracked_links(message["html"])
+    own_link = f"{PUBLIC_URL}/v1/events/click/{token}/{code}"
+    pixel = re.search(r'<img src="([^"]+)"', message["html"])
+    assert pixel is not None
+    ses_id = detail["message_id"]
+
+    browser = httpx.Client(base_url=service.url, timeout=30, follow_redirects=False)
+    with browser, service.client() as client:
+        # SES saw the click on sesender's link (SES click tracking wraps it): not counted, the
+        # redirect that follows counts it.
+        body = minter.notification(ses_event("Click", ses_id, first, link=own_link))
+        assert post_sns(browser, body).status_code == 200
+        assert browser.get(f"/v1/events/click/{token}/{code}").headers["location"] == SALE
+        # A click SES tracked on a link sesender did not rewrite: counted, per link.
+        body = minter.notification(
+            ses_event("Click", ses_id, first, link="https://private.example/")
+        )
+        assert post_sns(browser, body).status_code == 200
+        # An open seen by both pixels: one opened email.
+        body = minter.notification(ses_event("Open", ses_id, first))
+        assert post_sns(browser, body).status_code == 200
+        assert browser.get(unescape(pixel.group(1)).replace(PUBLIC_URL, "")).status_code == 200
+
+        def opened_twice() -> bool:
+            events = client.get(f"/v1/messages/{first}").json()["events"]
+            return any(e["type"] == "Open" and e["count"] == 2 for e in events)
+
+        # Both pixels saw the email: one row, counted twice there, once in the topic.
+        wait_for(opened_twice, timeout=10, what="both opens")
+        stats = wait_for(
+            lambda: (
+                (found := client.get("/v1/topics/ses-events").json()).get("clicks", {}).get("total")
+                == 2
+                and found
+            ),
+            timeout=10,
+            what="two clicks",
+        )
+        assert stats["result_counts"]["Open"] == 1
+        assert stats["result_counts"]["Click"] == 1
+        assert stats["clicks"] == {"unique": 1, "total": 2}
+        links = client.get("/v1/topics/ses-events/links").json()["links"]
+        assert {link["url"]: (link["unique_clicks"], link["total_clicks"]) for link in links} == {
+            SALE: (1, 1),
+            "https://private.example/": (1, 1),
+            BLOG: (0, 0),
+        }
     assert service.stop(timeout=15) == 0
