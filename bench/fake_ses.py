@@ -42,6 +42,7 @@ import asyncio
 import json
 import re
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -163,6 +164,7 @@ def send_email(body: bytes) -> bytes:
         STATE.messages.append(
             {
                 "message_id": message_id,
+                "at": time.time(),
                 "bulk": False,
                 "to": to,
                 "subject": simple["Subject"]["Data"],
@@ -214,6 +216,7 @@ def send_bulk_email(body: bytes) -> bytes:
             STATE.messages.append(
                 {
                     "message_id": message_id,
+                    "at": time.time(),
                     "bulk": True,
                     "to": to,
                     "subject": substitute(content.get("Subject", ""), values),

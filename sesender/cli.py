@@ -1,6 +1,6 @@
-"""The ``sesender`` command: ``serve`` (the default), ``init-db`` and ``reset-api-key``; and the
-client commands (``send``, ``stats``, ``cancel``, ``retry``, ``suppressions``, see
-``sesender.client.commands``).
+"""The ``sesender`` command: ``serve`` (the default), ``init-db``, ``reset-api-key`` and
+``migrate-store``; and the client commands (``send``, ``stats``, ``cancel``, ``retry``,
+``suppressions``, see ``sesender.client.commands``).
 
 Configuration is read here, once, from the environment and an optional ``.env`` file, and passed
 explicitly to everything else. Exit codes: 0 after a clean shutdown, 1 when an actor crashed,
@@ -49,6 +49,12 @@ def build_parser() -> argparse.ArgumentParser:
         "reset-api-key",
         help="without API_KEY: generate a new API key, keep it in the database, print it",
     )
+    migrate = commands.add_parser(
+        "migrate-store",
+        help="copy a SQLite database (service stopped) into an empty PostgreSQL database",
+    )
+    migrate.add_argument("--from", dest="source", required=True, help="sqlite:PATH")
+    migrate.add_argument("--to", dest="target", required=True, help="postgresql://...")
     add_client_commands(commands)
     return parser
 
@@ -58,6 +64,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if arguments.command in CLIENT_COMMANDS:
         # A client of a running server: never reads the server's configuration or .env file.
         return run_client_command(arguments, os.environ)
+    if arguments.command == "migrate-store":
+        return migrate_store(arguments.source, arguments.target)
     try:
         config = load_config(read_environment(os.environ, env_file=arguments.env_file))
     except ConfigError as exc:
@@ -74,17 +82,41 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def init_db(config: Config) -> int:
+    from sesender.store import postgres
     from sesender.store.sqlite import migrate
 
+    where = "PostgreSQL" if config.database.url else str(config.database.path)
     try:
-        applied = migrate(config.database.path, busy_timeout=config.database.busy_timeout)
-    except Exception as exc:  # sqlite3 errors and OS errors alike: report, exit non-zero
-        logger.error("could not migrate %s: %s", config.database.path, exc)
+        if config.database.url is not None:
+            applied = postgres.migrate(config.database.url)
+        else:
+            applied = migrate(config.database.path, busy_timeout=config.database.busy_timeout)
+    except Exception as exc:  # database errors and OS errors alike: report, exit non-zero
+        logger.error("could not migrate %s: %s", where, exc)
         return EXIT_CRASHED
     logger.info(
         "database ready",
-        extra={"event": "init_db", "path": str(config.database.path), "applied": applied},
+        extra={"event": "init_db", "path": where, "applied": applied},
     )
+    return EXIT_OK
+
+
+def migrate_store(source: str, target: str) -> int:
+    """``sesender migrate-store --from sqlite:PATH --to postgresql://...`` (no configuration:
+    both databases are named on the command line)."""
+    from sesender.store.migrate_store import MigrateStoreError, migrate_store, parse_source
+
+    configure_logging("INFO", False)
+    try:
+        report = migrate_store(parse_source(source), target)
+    except MigrateStoreError as exc:
+        print(f"sesender: {exc}", file=sys.stderr)
+        return EXIT_CRASHED
+    except Exception as exc:  # database errors: report, exit non-zero (nothing was written)
+        print(f"sesender: could not copy the database: {exc}", file=sys.stderr)
+        return EXIT_CRASHED
+    copied = ", ".join(f"{table} {count}" for table, count in report.rows.items())
+    print(f"sesender: copied {copied}", flush=True)
     return EXIT_OK
 
 
@@ -109,13 +141,23 @@ def reset_api_key(config: Config) -> int:
         return EXIT_CONFIG
     key = generate_api_key()
     try:
-        replace_service_secret_now(
-            config.database.path,
-            API_KEY_SHA256,
-            api_key_sha256(key),
-            now_ms=time.time_ns() // 1_000_000,
-            busy_timeout=config.database.busy_timeout,
-        )
+        if config.database.url is not None:
+            from sesender.store import postgres
+
+            postgres.replace_service_secret_now(
+                config.database.url,
+                API_KEY_SHA256,
+                api_key_sha256(key),
+                now_ms=time.time_ns() // 1_000_000,
+            )
+        else:
+            replace_service_secret_now(
+                config.database.path,
+                API_KEY_SHA256,
+                api_key_sha256(key),
+                now_ms=time.time_ns() // 1_000_000,
+                busy_timeout=config.database.busy_timeout,
+            )
     except Exception as exc:  # sqlite3 errors and OS errors alike: report, exit non-zero
         logger.error("could not store a new API key in %s: %s", config.database.path, exc)
         return EXIT_CRASHED

@@ -76,6 +76,23 @@ class ServerConfig:
 class DatabaseConfig:
     path: Path
     busy_timeout: float
+    #: ``DATABASE_URL`` (``postgresql://...``): PostgreSQL instead of the SQLite file, for
+    #: several instances on one queue (docs/operations.md, "Several instances").
+    url: str | None = field(default=None, repr=False)
+    #: ``DATABASE_POOL_SIZE``: PostgreSQL connections (and threads) of this instance's store;
+    #: one more is held for LISTEN/NOTIFY.
+    pool_size: int = 8
+    #: ``INSTANCE_ID``: this instance's name in the ``instances`` table and on its claims.
+    instance_id: str = ""
+    #: ``INSTANCE_LEASE_SECONDS``: an instance silent this long is dead; survivors requeue its
+    #: claimed emails.
+    lease: float = 10.0
+    #: ``INSTANCE_HEARTBEAT_SECONDS``: how often each instance writes its heartbeat.
+    heartbeat: float = 1.0
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.url is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,6 +211,8 @@ class Config:
             "open_tracking_enabled": self.tracking.open_tracking_enabled,
             "track_clicks": self.tracking.track_clicks,
             "database_path": str(self.database.path),
+            "database": "postgresql" if self.database.is_postgres else "sqlite",
+            "instance_id": self.database.instance_id,
             "sender_backend": self.backend.kind.value,
             "outbox_dir": str(self.backend.outbox_dir),
             "max_send_per_second": self.pipeline.max_send_per_second,
@@ -380,9 +399,20 @@ def load_config(values: Mapping[str, str]) -> Config:
         access_log=reader.boolean("ACCESS_LOG", False),
     )
 
+    database_url = reader.optional_text("DATABASE_URL")
+    if database_url is not None and not database_url.startswith(("postgresql://", "postgres://")):
+        reader.problems.append(
+            "DATABASE_URL must be a postgresql:// URL (for SQLite, set DATABASE_PATH instead)"
+        )
+    heartbeat = reader.number("INSTANCE_HEARTBEAT_SECONDS", 1.0, minimum=0.05, maximum=60)
     database = DatabaseConfig(
         path=Path(reader.text("DATABASE_PATH", "./sesender.db")),
         busy_timeout=reader.number("DATABASE_BUSY_TIMEOUT_SECONDS", 30.0, minimum=0.1, maximum=600),
+        url=database_url,
+        pool_size=reader.integer("DATABASE_POOL_SIZE", 8, minimum=2, maximum=200),
+        instance_id=reader.text("INSTANCE_ID", "") or default_instance_id(),
+        lease=reader.number("INSTANCE_LEASE_SECONDS", 10.0, minimum=heartbeat * 3, maximum=3600),
+        heartbeat=heartbeat,
     )
 
     rate = reader.number("MAX_SEND_PER_SECOND", 24.0, minimum=0.01, maximum=100_000)
@@ -503,6 +533,15 @@ def load_config(values: Mapping[str, str]) -> Config:
         feedback=feedback,
         observability=observability,
     )
+
+
+def default_instance_id() -> str:
+    """``<host>-<pid>-<random>``: unique per process start, readable in ``instances``."""
+    import os
+    import secrets
+    import socket
+
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
 
 
 def api_key_sha256(api_key: str) -> bytes:

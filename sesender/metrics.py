@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from prometheus_client import (
     CollectorRegistry,
     Counter,
+    Gauge,
     GCCollector,
     Histogram,
     PlatformCollector,
@@ -204,7 +205,7 @@ class PipelineCollector(Collector):
 class Metrics:
     """The service's instruments and registry."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, instance_id: str | None = None) -> None:
         disable_created_metrics()  # type: ignore[no-untyped-call]  # unannotated upstream
         self.registry = CollectorRegistry(auto_describe=False)
         ProcessCollector(registry=self.registry)
@@ -242,6 +243,15 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        if instance_id is not None:
+            # Several instances on one database: which one this is (its id is also on its claims
+            # and in the ``instances`` table); join on it to label any series.
+            Gauge(
+                "sesender_instance_info",
+                "This instance (several instances share one PostgreSQL database)",
+                ["instance_id"],
+                registry=self.registry,
+            ).labels(instance_id).set(1)
         for outcome in (
             "sent",
             "failed_permanent",

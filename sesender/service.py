@@ -29,6 +29,7 @@ from actors import (
     ShutdownTrigger,
     Supervisor,
     ThreadLane,
+    TokenBucket,
     open_pipe,
     open_supervisor,
     watch_signals,
@@ -50,12 +51,17 @@ from sesender.links import CLICK_PATH
 from sesender.metrics import Metrics, PipelineCollector
 from sesender.monitoring import report_actor_crash
 from sesender.pipeline.compose import MessageComposer
+from sesender.pipeline.control import PipelineControl
 from sesender.pipeline.housekeeper import Housekeeper
+from sesender.pipeline.instances import InstanceCoordinator
 from sesender.pipeline.pipeline import ACTOR_NAMES, Pipeline
 from sesender.pipeline.result_writer import ResultWrite, ResultWriter, write_and_wait
+from sesender.pipeline.shared_rate import SharedRate
 from sesender.startup_secrets import announce_api_key, load_startup_secrets
 from sesender.store.base import Store
-from sesender.store.sqlite import open_sqlite_store
+from sesender.store.opening import open_store
+from sesender.store.pg_notify import NotificationListener
+from sesender.store.postgres import PostgresStore
 from sesender.tracking import TokenSigner
 
 logger = logging.getLogger(__name__)
@@ -133,11 +139,31 @@ async def open_service(
     the block cancels everything at once.
     """
     shutdown = ShutdownTrigger()
-    async with open_sqlite_store(
-        config.database.path,
-        busy_timeout=config.database.busy_timeout,
-        suppress_after_transient=config.feedback.suppress_after_transient_bounces,
-    ) as store:
+    async with open_store(config) as store:
+        coordinator: InstanceCoordinator | None = None
+        listener: NotificationListener | None = None
+        shared_rate: Callable[[TokenBucket], SharedRate] | None = None
+        if isinstance(store, PostgresStore):
+            assert config.database.url is not None
+            listener = NotificationListener(config.database.url)
+            coordinator = InstanceCoordinator(
+                store=store,
+                listener=listener,
+                control=PipelineControl(),  # replaced by the pipeline's below
+                heartbeat=config.database.heartbeat,
+                lease=config.database.lease,
+                now_ms=now_ms,
+            )
+            await coordinator.start_beating()
+            postgres_store = store
+
+            def shared_rate(bucket: TokenBucket) -> SharedRate:
+                return SharedRate(
+                    store=postgres_store,
+                    rate=lambda: bucket.statistics().rate,
+                    burst=config.pipeline.burst,
+                )
+
         startup = await load_startup_secrets(config, store, now_ms=now_ms())
         config = startup.config  # with the API key in effect
         announce_api_key(config, startup.new_api_key)
@@ -161,7 +187,11 @@ async def open_service(
                 unsubscribe_enabled=config.feedback.unsubscribe_enabled,
                 open_tracking_enabled=config.tracking.open_tracking_enabled,
             )
-            metrics = Metrics() if config.observability.metrics_enabled else None
+            metrics = (
+                Metrics(instance_id=coordinator.instance_id if coordinator else None)
+                if config.observability.metrics_enabled
+                else None
+            )
             pipeline = Pipeline(
                 store=store,
                 backend=backend,
@@ -170,7 +200,10 @@ async def open_service(
                 now_ms=now_ms,
                 rng=rng,
                 observer=metrics,
+                shared_rate=shared_rate,
             )
+            if coordinator is not None:
+                coordinator.attach(pipeline.control)
             async with (
                 SnsHttp.build_client() as http_client,
                 open_supervisor("sesender", on_crash=report_actor_crash) as supervisor,
@@ -187,6 +220,7 @@ async def open_service(
                     shutdown,
                     recovered,
                     now_ms,
+                    coordinator,
                     handle_signals=handle_signals,
                 )
                 yield service
@@ -194,6 +228,9 @@ async def open_service(
             if owned_backend:
                 with trio.move_on_after(5, shield=True):
                     await backend.aclose()
+            if listener is not None:
+                with trio.move_on_after(5, shield=True):
+                    await listener.aclose()
 
 
 async def _start_actors(
@@ -208,6 +245,7 @@ async def _start_actors(
     shutdown: ShutdownTrigger,
     recovered: int,
     now_ms: Callable[[], int],
+    coordinator: InstanceCoordinator | None,
     *,
     handle_signals: bool,
 ) -> Service:
@@ -215,6 +253,8 @@ async def _start_actors(
     http_done = trio.Event()
     if handle_signals:
         await supervisor.start("signals", watch_signals, shutdown)
+    if coordinator is not None:
+        await supervisor.start("instance", coordinator.run)
     await pipeline.start(supervisor)
     result_tx, result_rx = open_pipe[ResultWrite]("results", 10_000)
     result_writer = ResultWriter(store=store, write_rx=result_rx, now_ms=now_ms)
@@ -266,11 +306,13 @@ async def _start_actors(
         intake=intake,
         sns_rejections=sns_rejections,
         metrics=metrics,
+        instance=coordinator,
         required_actors=(
             *ACTOR_NAMES,
             "result-writer",
             "housekeeper",
             "http",
+            *(("instance",) if coordinator is not None else ()),
             *(("sqs-poller",) if config.feedback.events_queue_url else ()),
         ),
     )
@@ -311,6 +353,8 @@ async def _start_actors(
             pipeline.begin_stop()  # 2. stop claiming; 3. drain by end of channel
             await pipeline.wait_drained()
             await results_done.wait()
+            if coordinator is not None:
+                await coordinator.leave()  # every claim is written back
         if scope.cancelled_caught:  # 4. deadline
             logger.warning(
                 "shutdown deadline of %ss reached; cancelling what is left",

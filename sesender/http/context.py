@@ -17,6 +17,7 @@ from actors import PipeSender, ShutdownTrigger, Supervisor
 from sesender.config import Config
 from sesender.feedback.intake import FeedbackIntake
 from sesender.metrics import Metrics
+from sesender.pipeline.instances import InstanceCoordinator
 from sesender.pipeline.pipeline import Pipeline
 from sesender.pipeline.result_writer import ResultWrite
 from sesender.store.base import HttpStore
@@ -41,6 +42,8 @@ class AppContext:
     metrics: Metrics | None
     #: the actors /ready requires to be running (the HTTP actor answers, so it is running).
     required_actors: tuple[str, ...]
+    #: with PostgreSQL: this instance's membership (heartbeat, notifications); None on SQLite.
+    instance: InstanceCoordinator | None = None
 
 
 class SesenderApp(QuartTrio):

@@ -10,7 +10,7 @@ whose outcome is not yet persisted (which cancellation must not mark ``Stopped``
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import trio
@@ -118,6 +118,9 @@ class SendingGate:
         self._paused_since: float | None = None
         self._pauses = 0
         self.probe_soon = False
+        #: told of every pause this instance decided (not of pauses learned from another
+        #: instance): with several instances on PostgreSQL, it tells them all.
+        self.on_pause: Callable[[str], None] | None = None
 
     @property
     def is_paused(self) -> bool:
@@ -127,14 +130,17 @@ class SendingGate:
     def reason(self) -> str:
         return self._reason
 
-    def pause(self, reason: str, *, probe_soon: bool = False) -> bool:
+    def pause(self, reason: str, *, probe_soon: bool = False, remote: bool = False) -> bool:
         """Close the gate; return True when this call paused it (False if already paused).
 
         ``probe_soon`` asks for a quick first probe: an unreachable provider is usually back in
-        seconds, an account-level pause takes much longer.
+        seconds, an account-level pause takes much longer. ``remote``: another instance paused
+        (not passed on again).
         """
         if self.is_paused:
             return False
+        if not remote and self.on_pause is not None:
+            self.on_pause(reason)
         self.probe_soon = probe_soon
         self._open = trio.Event()
         self._closed.set()
@@ -213,6 +219,15 @@ class PipelineControl:
             if any(e.topic_id == topic_id and e.request_id <= up_to_id for e in waiting):
                 scope.cancel()
         return mark, [rid for rid, topic in self.handed_over.items() if topic == topic_id]
+
+    def apply_cancellation(self, topic_id: str, up_to_id: int) -> None:
+        """A cancellation another instance recorded: confirmed at once (the store has it), and a
+        token wait for one of its emails is interrupted, as for a local one."""
+        self.cancelled.cancel(topic_id, up_to_id)
+        if self.token_wait is not None:
+            waiting, scope = self.token_wait
+            if any(e.topic_id == topic_id and e.request_id <= up_to_id for e in waiting):
+                scope.cancel()
 
     def held_back(self, topic_id: str, request_id: int, now_ms: int) -> Stopped | Deferred:
         """The outcome for an email of a cancelled topic that was not handed over: ``Stopped``

@@ -44,6 +44,7 @@ from sesender.pipeline.rate_limiter import RateLimiter
 from sesender.pipeline.retry import RetryPolicy
 from sesender.pipeline.scheduler import Scheduler
 from sesender.pipeline.sender_pool import SenderPool
+from sesender.pipeline.shared_rate import SharedRate
 from sesender.store.base import QueueStore
 
 #: The most emails in one batch, whatever the rate: SES's ``SendBulkEmail`` takes at most 50
@@ -85,6 +86,7 @@ class Pipeline:
         now_ms: Callable[[], int],
         rng: random.Random | None = None,
         observer: PipelineObserver | None = None,
+        shared_rate: Callable[[TokenBucket], SharedRate] | None = None,
     ) -> None:
         self.control = PipelineControl()
         self._observer = observer
@@ -116,6 +118,7 @@ class Pipeline:
             control=self.control,
             now_ms=now_ms,
             max_batch=self.batch_size,
+            shared=shared_rate(self.bucket) if shared_rate is not None else None,
         )
         self.sender_pool = SenderPool(
             backend=backend,

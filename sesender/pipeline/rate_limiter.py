@@ -30,6 +30,7 @@ import trio
 from actors import PipeReceiver, PipeSender, TokenBucket
 from sesender.models import ClaimedEmail, Deferred, Outcome, Stopped
 from sesender.pipeline.control import PipelineControl
+from sesender.pipeline.shared_rate import SharedRate
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +54,7 @@ class RateLimiter:
         control: PipelineControl,
         now_ms: Callable[[], int],
         max_batch: int = 1,
+        shared: SharedRate | None = None,
     ) -> None:
         if not 1 <= max_batch <= bucket.burst:
             raise ValueError(
@@ -61,6 +63,9 @@ class RateLimiter:
             )
         self.bucket = bucket
         self.max_batch = max_batch
+        #: with several instances (PostgreSQL): the account's rate, shared by all of them, which
+        #: a batch needs on top of this instance's own bucket.
+        self.shared = shared
         self._send_rx = send_rx
         self._dispatch_tx = dispatch_tx
         self._outcome_tx = outcome_tx
@@ -109,6 +114,11 @@ class RateLimiter:
                 if await self._wait_interruptibly(batch, partial(self.bucket.acquire, len(batch))):
                     batch = await self._without_cancelled(batch)
                     continue
+            if self.shared is not None and await self._wait_interruptibly(
+                batch, partial(self.shared.acquire, len(batch))
+            ):
+                batch = await self._without_cancelled(batch)
+                continue
             await self._dispatch_tx.send(batch)
             self._passed += len(batch)
             self._batches += 1

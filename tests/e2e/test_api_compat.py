@@ -303,12 +303,31 @@ def test_counts_sent(client: httpx.Client) -> None:
         assert body["count"] >= 2
 
 
-@pytest.mark.parametrize(
-    "hours", ["0", "8761", "abc", "-1", "1.5", "", "1e3", "99999999999999999999"]
-)
-def test_counts_sent_refuses_hours_outside_1_to_8760(client: httpx.Client, hours: str) -> None:
+@pytest.mark.parametrize("hours", ["8761", "abc", "-1", "1.5", "", "1e3", "99999999999999999999"])
+def test_counts_sent_refuses_hours_outside_0_to_8760(client: httpx.Client, hours: str) -> None:
     response = client.get("/v1/events/counts/sent", params={"hours": hours})
-    assert_error(response, 400, "hours must be a whole number from 1 to 8760")
+    assert_error(response, 400, "hours must be a whole number from 0 to 8760")
+
+
+def test_counts_sent_with_hours_0_is_an_empty_window(client: httpx.Client) -> None:
+    """As the original: 200 and a count of 0, even right after sends (a window of no time)."""
+    submit_json(
+        client,
+        {
+            "messages": [
+                {
+                    "topic_id": "zero-hours",
+                    "emails": ["z@example.com"],
+                    "subject": "s",
+                    "content": "c",
+                }
+            ]
+        },
+    )
+    wait_counts(client, "zero-hours", section="request_counts", name="Sent", count=1)
+    response = client.get("/v1/events/counts/sent", params={"hours": "0"})
+    assert response.status_code == 200
+    assert response.json() == {"count": 0}
 
 
 # -- GET /v1/events/open --------------------------------------------------------------------------

@@ -116,6 +116,8 @@ def test_a_full_disk_pauses_everything_loses_nothing_and_recovers(
             assert status == 503
             assert body["database"].startswith("refusing writes since"), body
             assert "disk I/O error" in body["database"] or "full" in body["database"], body
+            # The original's two fields: not ready, yet the database answers (reads work).
+            assert (body["status"], body["db"]) == ("unavailable", "connected"), body
 
             # Writes answer 503 with a JSON error and store nothing...
             refused = client.post(

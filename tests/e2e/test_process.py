@@ -21,8 +21,9 @@ def test_health_ready_and_sigterm_exit_zero(start_service: Callable[..., Service
         ready = client.get("/ready")
         assert ready.status_code == 200
         body = ready.json()
-        assert body["status"] == "ready"
+        assert body["status"] == "ok"
         assert body["database"] == "ok"
+        assert body["db"] == "connected"
         assert body["backend"] == "outbox"
         assert body["sending"] == "active"
         assert set(body["actors"]) >= {"scheduler", "rate-limiter", "sender-pool", "post-processor"}

@@ -216,7 +216,7 @@ async def test_account_pause_keeps_emails_queued_and_resumes(
 
                 # /ready reports the pause
                 body = await wait_until(paused, timeout=10)
-                assert body["status"] == "ready"
+                assert body["status"] == "ok"
                 for part in account.reason_parts:
                     assert part in body["sending_paused_reason"]
                 attempts_at_pause = account.attempts()

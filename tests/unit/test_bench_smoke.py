@@ -108,3 +108,15 @@ def test_idle_quick(tmp_path: Path) -> None:
         assert figures["alive_at_end"]
         assert figures["window_seconds"] >= 1.0
         assert figures["cpu_seconds"] >= 0
+
+
+def test_instances_claim_part_quick(tmp_path: Path) -> None:
+    """The claim path's round-trip count (PostgreSQL); the process-based parts of
+    ``bench.instances`` share their harness with tests/e2e/test_multi_instance.py."""
+    from bench import instances
+
+    instances.main(["--quick", "--part", "claim", "--results-dir", str(tmp_path)])
+    claim = result(tmp_path, "instances")["claim"]
+    assert isinstance(claim, dict)
+    # 300 emails: one claim, one empty claim, one contents fetch, three flushes of 100.
+    assert claim["round_trips"] == 6

@@ -281,7 +281,7 @@
   // -- service state -------------------------------------------------------------------------------
 
   function renderReady(ready) {
-    const isReady = ready.status === "ready";
+    const isReady = ready.status === "ok";
     const paused = ready.sending === "paused";
     const pill = byId("service-pill");
     pill.className = `pill ${!isReady ? "pill-bad" : paused ? "pill-warn" : "pill-good"}`;

@@ -1,14 +1,12 @@
 """The store's side of the feedback loop: record_feedback, suppressions and retry_failed.
 
-Against a real SQLite file in ``tmp_path`` (the ``store`` fixture), through the Store interface
-only; raw SQL is used just to look at what was written.
+Against a real SQLite file and a real PostgreSQL database (the ``store`` fixture), through the
+Store interface only; raw SQL is used just to look at what was written.
 """
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 
 import pytest
 
@@ -24,21 +22,13 @@ from sesender.models import (
     Submission,
     Suppression,
 )
-from sesender.store.sqlite import SqliteStore, open_sqlite_store
+from tests.unit.store.engines import AnyStore, OpenStore, rows
 
 NOW = 1_768_471_200_000
 
 
-def rows(store: SqliteStore, sql: str, *args: object) -> list[tuple[object, ...]]:
-    connection = sqlite3.connect(store.path)
-    try:
-        return connection.execute(sql, args).fetchall()
-    finally:
-        connection.close()
-
-
 async def sent_emails(
-    store: SqliteStore, topic: str, emails: Sequence[str], *, prefix: str = "ses"
+    store: AnyStore, topic: str, emails: Sequence[str], *, prefix: str = "ses"
 ) -> dict[str, int]:
     """Submit ``emails`` to ``topic`` and mark them Sent with SES ids ``<prefix>-<email>``;
     return email -> request id."""
@@ -80,13 +70,13 @@ def bounce_item(email: str, source: str | None, *, permanent: bool = True) -> Fe
 
 
 async def record_total(
-    store: SqliteStore, items: Sequence[FeedbackItem], *, now_ms: int
+    store: AnyStore, items: Sequence[FeedbackItem], *, now_ms: int
 ) -> FeedbackReport:
     """The store reports per item; these tests look at the totals of one call."""
     return FeedbackReport.total(await store.record_feedback(items, now_ms=now_ms))
 
 
-async def test_events_match_by_ses_message_id_then_by_request_id(store: SqliteStore) -> None:
+async def test_events_match_by_ses_message_id_then_by_request_id(store: AnyStore) -> None:
     ids = await sent_emails(store, "t", ["a@example.org", "b@example.org"])
     report = await record_total(
         store,
@@ -106,7 +96,7 @@ async def test_events_match_by_ses_message_id_then_by_request_id(store: SqliteSt
 
 
 async def test_repeats_are_counted_per_email_and_type_but_the_topic_counts_each_email_once(
-    store: SqliteStore,
+    store: AnyStore,
 ) -> None:
     ids = await sent_emails(store, "t", ["a@example.org"])
     for n, source in enumerate(("sns-1", "sns-2", "sns-3")):
@@ -133,7 +123,7 @@ async def test_repeats_are_counted_per_email_and_type_but_the_topic_counts_each_
 
 
 async def test_an_sns_message_id_is_applied_once_across_and_within_commits(
-    store: SqliteStore,
+    store: AnyStore,
 ) -> None:
     await sent_emails(store, "t", ["a@example.org", "b@example.org"])
     first = await record_total(store, [bounce_item("a@example.org", "sns-1")], now_ms=NOW)
@@ -158,7 +148,7 @@ async def test_an_sns_message_id_is_applied_once_across_and_within_commits(
     ]
 
 
-async def test_items_without_a_source_id_are_never_deduplicated(store: SqliteStore) -> None:
+async def test_items_without_a_source_id_are_never_deduplicated(store: AnyStore) -> None:
     ids = await sent_emails(store, "t", ["a@example.org"])
     item = FeedbackItem(events=(event("Open", request_id=ids["a@example.org"]),))
     for _ in range(2):
@@ -168,7 +158,7 @@ async def test_items_without_a_source_id_are_never_deduplicated(store: SqliteSto
 
 
 async def test_suppressions_are_lower_cased_and_the_first_reason_is_kept(
-    store: SqliteStore,
+    store: AnyStore,
 ) -> None:
     ids = await sent_emails(store, "t", ["Mixed.Case@Example.org", "other@example.org"])
     report = await record_total(
@@ -206,7 +196,7 @@ async def test_suppressions_are_lower_cased_and_the_first_reason_is_kept(
     assert (other.reason, other.source) == ("unsubscribe", "one-click")
 
 
-async def test_suppressed_addresses_end_suppressed_at_their_next_claim(store: SqliteStore) -> None:
+async def test_suppressed_addresses_end_suppressed_at_their_next_claim(store: AnyStore) -> None:
     await sent_emails(store, "t", ["gone@example.org"])
     await record_total(store, [bounce_item("gone@example.org", "sns-1")], now_ms=NOW)
     message = NewMessage(topic_id="u", subject="s", body="b", emails=("GONE@example.org",))
@@ -218,7 +208,7 @@ async def test_suppressed_addresses_end_suppressed_at_their_next_claim(store: Sq
 
 
 async def test_transient_bounces_are_counted_and_never_suppress_by_default(
-    store: SqliteStore,
+    store: AnyStore,
 ) -> None:
     await sent_emails(store, "t", ["full@example.org"])
     for n in range(5):
@@ -232,8 +222,10 @@ async def test_transient_bounces_are_counted_and_never_suppress_by_default(
     assert await store.get_suppression("full@example.org") is None
 
 
-async def test_suppress_after_transient_bounces_suppresses_at_the_threshold(tmp_path: Path) -> None:
-    async with open_sqlite_store(tmp_path / "t.db", suppress_after_transient=3) as store:
+async def test_suppress_after_transient_bounces_suppresses_at_the_threshold(
+    open_store: OpenStore,
+) -> None:
+    async with open_store(suppress_after_transient=3) as store:
         await sent_emails(store, "t", ["full@example.org"])
         reports = [
             await record_total(
@@ -277,7 +269,7 @@ async def test_suppress_after_transient_bounces_suppresses_at_the_threshold(tmp_
 # --- the suppression list API of the store ---------------------------------------------------
 
 
-async def test_put_adds_or_replaces_and_delete_removes(store: SqliteStore) -> None:
+async def test_put_adds_or_replaces_and_delete_removes(store: AnyStore) -> None:
     first = await store.put_suppression(
         Suppression("manual", "api", email="Someone@Example.org", detail="asked by phone"),
         now_ms=NOW,
@@ -300,12 +292,12 @@ async def test_put_adds_or_replaces_and_delete_removes(store: SqliteStore) -> No
     assert await store.get_suppression("someone@example.org") is None
 
 
-async def put_all(store: SqliteStore, emails: Iterable[str]) -> None:
+async def put_all(store: AnyStore, emails: Iterable[str]) -> None:
     for email in emails:
         await store.put_suppression(Suppression("manual", "api", email=email), now_ms=NOW)
 
 
-async def test_listing_pages_by_address_with_a_keyset_cursor(store: SqliteStore) -> None:
+async def test_listing_pages_by_address_with_a_keyset_cursor(store: AnyStore) -> None:
     emails = [f"user{n:02d}@example.org" for n in range(7)]
     await put_all(store, reversed(emails))
     pages: list[list[str]] = []
@@ -337,14 +329,14 @@ async def test_listing_pages_by_address_with_a_keyset_cursor(store: SqliteStore)
     ],
 )
 async def test_the_email_filter_is_a_literal_substring(
-    store: SqliteStore, needle: str, expected: list[str]
+    store: AnyStore, needle: str, expected: list[str]
 ) -> None:
     await put_all(store, ["a_b@example.org", "axb@example.org", "50%off@example.org"])
     found = await store.list_suppressions(email_contains=needle, after=None, limit=100)
     assert [entry.email for entry in found] == expected
 
 
-async def test_the_filter_and_the_cursor_combine(store: SqliteStore) -> None:
+async def test_the_filter_and_the_cursor_combine(store: AnyStore) -> None:
     await put_all(store, [f"{p}{n}@example.org" for p in ("keep", "drop") for n in range(4)])
     first = await store.list_suppressions(email_contains="keep", after=None, limit=2)
     second = await store.list_suppressions(email_contains="keep", after=first[-1].email, limit=2)
@@ -356,7 +348,7 @@ async def test_the_filter_and_the_cursor_combine(store: SqliteStore) -> None:
 # --- retry_failed --------------------------------------------------------------------------------
 
 
-async def test_retry_requeues_only_transient_failures_of_the_topic(store: SqliteStore) -> None:
+async def test_retry_requeues_only_transient_failures_of_the_topic(store: AnyStore) -> None:
     kinds = {
         "exhausted@example.org": FailureKind.EXHAUSTED,
         "config@example.org": FailureKind.CONFIG,

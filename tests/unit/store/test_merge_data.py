@@ -7,7 +7,8 @@ from pathlib import Path
 
 from sesender.models import NewMessage, Retry, Submission
 from sesender.store.schema import MIGRATIONS
-from sesender.store.sqlite import SqliteStore, migrate
+from sesender.store.sqlite import migrate
+from tests.unit.store.engines import AnyStore, rows
 
 NOW = 1_700_000_000_000
 
@@ -17,7 +18,7 @@ def submission(*messages: NewMessage) -> Submission:
 
 
 async def test_values_are_stored_per_recipient_and_come_back_with_the_claim(
-    store: SqliteStore,
+    store: AnyStore,
 ) -> None:
     hostile = "x\"}', NULL); DROP TABLE requests; --\n<b>&amp;</b> \u00e9\U0001f600"
     template = NewMessage(
@@ -37,21 +38,17 @@ async def test_values_are_stored_per_recipient_and_come_back_with_the_claim(
     assert by_address["c@example.com"].data is None  # not a template: sent as given
     assert by_address["ada@example.com"].content.subject == "Hi {{name}}"
     # The template's content is stored once for both recipients.
-    connection = sqlite3.connect(store.path)
-    try:
-        assert connection.execute("SELECT COUNT(*) FROM contents").fetchone() == (2,)
-    finally:
-        connection.close()
+    assert rows(store, "SELECT COUNT(*) FROM contents") == [(2,)]
 
 
-async def test_an_empty_values_object_is_a_template_too(store: SqliteStore) -> None:
+async def test_an_empty_values_object_is_a_template_too(store: AnyStore) -> None:
     message = NewMessage("t", "s", "<p>b</p>", ("a@example.com",), data=({},))
     await store.submit(submission(message))
     (email,) = (await store.claim_due(now_ms=NOW, limit=1)).emails
     assert email.data == {}
 
 
-async def test_a_retried_email_keeps_its_values(store: SqliteStore) -> None:
+async def test_a_retried_email_keeps_its_values(store: AnyStore) -> None:
     message = NewMessage("t", "s", "{{v}}", ("a@example.com",), data=({"v": "1"},))
     await store.submit(submission(message))
     (email,) = (await store.claim_due(now_ms=NOW, limit=1)).emails

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import cast
 
@@ -24,8 +25,11 @@ from sesender.models import (
     Stopped,
     Submission,
 )
+from sesender.store.postgres import open_postgres_store
 from sesender.store.schema import LATEST_VERSION
 from sesender.store.sqlite import SqliteStore, migrate, open_sqlite_store
+from tests import postgres_support
+from tests.unit.store.engines import ENGINES, AnyStore, Db, OpenStore, rows
 
 NOW = 1_700_000_000_000
 
@@ -43,15 +47,7 @@ def message(topic: str, count: int, *, body: str = "<p>hi</p>", start: int = 0) 
     )
 
 
-def rows(store: SqliteStore, sql: str, *args: object) -> list[tuple[object, ...]]:
-    connection = sqlite3.connect(store.path)
-    try:
-        return connection.execute(sql, args).fetchall()
-    finally:
-        connection.close()
-
-
-async def test_a_submission_of_10000_is_stored_with_one_content(store: SqliteStore) -> None:
+async def test_a_submission_of_10000_is_stored_with_one_content(store: AnyStore) -> None:
     receipt = await store.submit(submission(message("t", 10_000)))
     assert receipt.stored == 10_000
     assert receipt.first_request_id == 1
@@ -65,16 +61,10 @@ async def test_a_submission_of_10000_is_stored_with_one_content(store: SqliteSto
     assert stats.result_counts == {}
 
 
-async def test_a_failing_submission_stores_nothing(store: SqliteStore) -> None:
+async def test_a_failing_submission_stores_nothing(store: AnyStore, db: Db) -> None:
     """The second message of the submission fails (a trigger refuses one address): the first
     message's rows, already inserted in the same transaction, are rolled back too."""
-    connection = sqlite3.connect(store.path)
-    connection.execute(
-        "CREATE TRIGGER refuse_poison BEFORE INSERT ON requests"
-        " WHEN NEW.email = 'poison@example.com' BEGIN SELECT RAISE(ABORT, 'poison'); END"
-    )
-    connection.commit()
-    connection.close()
+    db.refuse("requests", "INSERT", "NEW.email = 'poison@example.com'")
     bad = NewMessage(
         topic_id="t", subject="s", body="b", emails=("a@example.com", "poison@example.com")
     )
@@ -84,7 +74,7 @@ async def test_a_failing_submission_stores_nothing(store: SqliteStore) -> None:
     assert await store.topic_stats("t") == await store.topic_stats("nothing")
 
 
-async def test_claim_takes_due_emails_oldest_first_in_bounded_batches(store: SqliteStore) -> None:
+async def test_claim_takes_due_emails_oldest_first_in_bounded_batches(store: AnyStore) -> None:
     await store.submit(submission(message("later", 2), due=NOW + 60_000))
     await store.submit(submission(message("now", 5, body="other"), due=NOW - 10))
     first = await store.claim_due(now_ms=NOW, limit=3)
@@ -100,21 +90,16 @@ async def test_claim_takes_due_emails_oldest_first_in_bounded_batches(store: Sql
     assert (await store.topic_stats("now")).request_counts == {"Processed": 5}
 
 
-async def test_claim_ends_suppressed_addresses(store: SqliteStore) -> None:
+async def test_claim_ends_suppressed_addresses(store: AnyStore) -> None:
     await store.submit(submission(message("t", 3)))
-    connection = sqlite3.connect(store.path)
-    connection.execute(
-        "INSERT INTO suppressions VALUES ('user1@example.com', 'bounce', 'test', NULL, 0)"
-    )
-    connection.commit()
-    connection.close()
+    rows(store, "INSERT INTO suppressions VALUES ('user1@example.com', 'bounce', 'test', NULL, 0)")
     batch = await store.claim_due(now_ms=NOW, limit=10)
     assert [e.email for e in batch.emails] == ["user0@example.com", "user2@example.com"]
     assert batch.suppressed == 1
     assert (await store.topic_stats("t")).request_counts == {"Processed": 2, "Suppressed": 1}
 
 
-async def test_outcomes_are_applied_and_counted(store: SqliteStore) -> None:
+async def test_outcomes_are_applied_and_counted(store: AnyStore) -> None:
     await store.submit(submission(message("t", 5)))
     batch = await store.claim_due(now_ms=NOW, limit=10)
     ids = [e.request_id for e in batch.emails]
@@ -158,7 +143,7 @@ async def test_outcomes_are_applied_and_counted(store: SqliteStore) -> None:
     assert await store.queued_count() == 2
 
 
-async def test_outcomes_never_overwrite_a_final_status(store: SqliteStore) -> None:
+async def test_outcomes_never_overwrite_a_final_status(store: AnyStore) -> None:
     await store.submit(submission(message("t", 1)))
     (email,) = (await store.claim_due(now_ms=NOW, limit=1)).emails
     await store.record_outcomes([Stopped(request_id=email.request_id)], now_ms=NOW)
@@ -171,16 +156,10 @@ async def test_outcomes_never_overwrite_a_final_status(store: SqliteStore) -> No
     assert detail.status is Status.STOPPED
 
 
-async def test_per_row_fallback_when_the_bulk_update_fails(store: SqliteStore) -> None:
+async def test_per_row_fallback_when_the_bulk_update_fails(store: AnyStore, db: Db) -> None:
     await store.submit(submission(message("t", 3)))
     ids = [e.request_id for e in (await store.claim_due(now_ms=NOW, limit=3)).emails]
-    connection = sqlite3.connect(store.path)
-    connection.execute(
-        "CREATE TRIGGER refuse BEFORE UPDATE OF message_id ON requests"
-        " WHEN NEW.message_id = 'poison' BEGIN SELECT RAISE(ABORT, 'poison'); END"
-    )
-    connection.commit()
-    connection.close()
+    db.refuse("requests", "UPDATE OF message_id", "NEW.message_id = 'poison'")
     await store.record_outcomes(
         [
             Sent(request_id=ids[0], message_id="ok-0", attempts=1, sent_at_ms=NOW),
@@ -192,7 +171,7 @@ async def test_per_row_fallback_when_the_bulk_update_fails(store: SqliteStore) -
     assert (await store.topic_stats("t")).request_counts == {"Sent": 2, "Processed": 1}
 
 
-async def test_recover_requeues_claimed_emails(store: SqliteStore) -> None:
+async def test_recover_requeues_claimed_emails(store: AnyStore) -> None:
     await store.submit(submission(message("t", 4)))
     await store.claim_due(now_ms=NOW, limit=3)
     assert await store.recover_claimed(now_ms=NOW + 1) == 3
@@ -200,7 +179,7 @@ async def test_recover_requeues_claimed_emails(store: SqliteStore) -> None:
     assert await store.recover_claimed(now_ms=NOW + 2) == 0
 
 
-async def test_stop_topic_spares_kept_ids_later_emails_and_other_topics(store: SqliteStore) -> None:
+async def test_stop_topic_spares_kept_ids_later_emails_and_other_topics(store: AnyStore) -> None:
     await store.submit(submission(message("a", 5), message("b", 2, start=100)))
     claimed = await store.claim_due(now_ms=NOW, limit=2)
     up_to = await store.max_request_id()
@@ -217,7 +196,7 @@ async def test_stop_topic_spares_kept_ids_later_emails_and_other_topics(store: S
     assert (await store.topic_stats("b")).request_counts == {"Created": 2}
 
 
-async def test_count_sent_since_is_exact_at_minute_edges(store: SqliteStore) -> None:
+async def test_count_sent_since_is_exact_at_minute_edges(store: AnyStore) -> None:
     minute = 60_000
     base = (NOW // minute) * minute
     times = [base - 1, base, base + 1, base + minute - 1, base + minute, base + 5 * minute + 7]
@@ -246,6 +225,7 @@ async def test_count_sent_since_is_exact_at_minute_edges(store: SqliteStore) -> 
         assert await store.count_sent_since(since) == expected, since
 
 
+@pytest.mark.parametrize("engine", ENGINES)
 @settings(max_examples=25, deadline=None)
 @given(
     plan=st.lists(
@@ -259,14 +239,23 @@ async def test_count_sent_since_is_exact_at_minute_edges(store: SqliteStore) -> 
     )
 )
 def test_counters_always_equal_a_recount(
-    tmp_path_factory: pytest.TempPathFactory, plan: list[tuple[str, int, str]]
+    tmp_path_factory: pytest.TempPathFactory,
+    engine: str,
+    request: pytest.FixtureRequest,
+    plan: list[tuple[str, int, str]],
 ) -> None:
     """Whatever happens, the trigger-kept counters equal a GROUP BY over the requests."""
     import trio
 
+    def opener() -> AbstractAsyncContextManager[AnyStore]:
+        if engine == "sqlite":
+            return open_sqlite_store(tmp_path_factory.mktemp("counters") / "db.sqlite")
+        url = request.getfixturevalue("pg_url")
+        postgres_support.reset(url)
+        return open_postgres_store(url, pool_size=2)
+
     async def scenario() -> None:
-        path = tmp_path_factory.mktemp("counters") / "db.sqlite"
-        async with open_sqlite_store(path) as store:
+        async with opener() as store:
             for topic, count, action in plan:
                 await store.submit(submission(message(topic, count)))
                 emails = (await store.claim_due(now_ms=NOW, limit=count)).emails
@@ -306,7 +295,8 @@ def test_migrations_are_versioned_and_idempotent(tmp_path: Path) -> None:
     connection.close()
 
 
-async def test_pragmas_on_store_connections(store: SqliteStore) -> None:
+async def test_pragmas_on_store_connections(sqlite_store: SqliteStore) -> None:
+    store = sqlite_store
     connection = store._writer  # the one writer connection
     assert connection is not None
     assert connection.execute("PRAGMA synchronous").fetchone() == (1,)  # NORMAL
@@ -315,8 +305,11 @@ async def test_pragmas_on_store_connections(store: SqliteStore) -> None:
     assert connection.execute("PRAGMA mmap_size").fetchone() == (268435456,)
 
 
-async def test_a_database_refusing_writes_is_unavailable_not_a_crash(store: SqliteStore) -> None:
+async def test_a_database_refusing_writes_is_unavailable_not_a_crash(
+    sqlite_store: SqliteStore,
+) -> None:
     """Root ignores file permissions, so make the writer connection itself read-only."""
+    store = sqlite_store
     assert store._writer is not None
     store._writer.execute("PRAGMA query_only = ON")
     with pytest.raises(StoreUnavailable, match="readonly"):
@@ -326,10 +319,11 @@ async def test_a_database_refusing_writes_is_unavailable_not_a_crash(store: Sqli
 
 
 async def test_refused_writes_are_one_episode_until_a_change_commits(
-    store: SqliteStore, caplog: pytest.LogCaptureFixture
+    sqlite_store: SqliteStore, caplog: pytest.LogCaptureFixture
 ) -> None:
     """``write_status`` is what ``/ready`` and the metrics show: reads keep working while the
     database refuses writes, so only the writes can tell."""
+    store = sqlite_store
     assert store._writer is not None
     assert store.write_status().failing is False
     await store.submit(submission(message("t", 2)))
@@ -357,7 +351,7 @@ async def test_refused_writes_are_one_episode_until_a_change_commits(
     assert levels["store_unavailable"] == "ERROR"
 
 
-async def test_prune_forgets_only_old_dedup_records(store: SqliteStore) -> None:
+async def test_prune_forgets_only_old_dedup_records(store: AnyStore) -> None:
     from sesender.models import FeedbackItem
 
     await store.record_feedback([FeedbackItem(source_id="old")], now_ms=NOW - 10_000)
@@ -372,10 +366,9 @@ async def test_prune_forgets_only_old_dedup_records(store: SqliteStore) -> None:
 
 
 async def test_a_retried_email_of_a_cancelled_topic_stays_stopped_after_reopening(
-    tmp_path: Path,
+    open_store: OpenStore,
 ) -> None:
-    path = tmp_path / "cancel.db"
-    async with open_sqlite_store(path) as store:
+    async with open_store() as store:
         await store.submit(submission(message("t", 1)))
         (email,) = (await store.claim_due(now_ms=NOW, limit=1)).emails
         up_to = await store.max_request_id()
@@ -384,7 +377,7 @@ async def test_a_retried_email_of_a_cancelled_topic_stays_stopped_after_reopenin
             [Retry(request_id=email.request_id, error="throttled", attempts=1, due_at_ms=NOW)],
             now_ms=NOW,
         )
-    async with open_sqlite_store(path) as reopened:
+    async with open_store() as reopened:
         assert (await reopened.claim_due(now_ms=NOW + 60_000, limit=10)).emails == ()
         detail = await reopened.request_detail(email.request_id)
         assert detail is not None
@@ -392,7 +385,7 @@ async def test_a_retried_email_of_a_cancelled_topic_stays_stopped_after_reopenin
 
 
 async def test_a_cancellation_stops_deferred_recovered_and_requeued_emails(
-    store: SqliteStore,
+    store: AnyStore,
 ) -> None:
     """Every way back into the queue ends an email of a cancelled topic Stopped; emails of the
     topic accepted after the cancel, and other topics, are untouched; counters stay exact."""
@@ -427,7 +420,7 @@ async def test_a_cancellation_stops_deferred_recovered_and_requeued_emails(
     assert set(recount) == {(Status.STOPPED, 4), (Status.PROCESSED, 1)}
 
 
-async def test_cancellations_keep_the_highest_request_id(store: SqliteStore) -> None:
+async def test_cancellations_keep_the_highest_request_id(store: AnyStore) -> None:
     await store.stop_topic("t", up_to_id=10, keep=[], now_ms=NOW)
     await store.stop_topic("t", up_to_id=4, keep=[], now_ms=NOW)
     await store.stop_topic("u", up_to_id=2, keep=[], now_ms=NOW)
@@ -435,7 +428,7 @@ async def test_cancellations_keep_the_highest_request_id(store: SqliteStore) -> 
 
 
 async def test_an_idempotent_response_is_built_in_the_transaction_and_saved_as_given(
-    store: SqliteStore,
+    store: AnyStore,
 ) -> None:
     """The store calls the caller's ``response_for`` with the first request id its transaction
     assigned, and saves and returns the string untouched; a replay calls nothing."""
@@ -466,7 +459,7 @@ async def test_an_idempotent_response_is_built_in_the_transaction_and_saved_as_g
     assert (empty.stored, empty.response) == (0, "first=None")
 
 
-async def test_a_batch_of_sent_outcomes_keeps_every_counter_exact(store: SqliteStore) -> None:
+async def test_a_batch_of_sent_outcomes_keeps_every_counter_exact(store: AnyStore) -> None:
     # A batch's Sent outcomes are one statement; the triggers must still count each row, and a
     # row that is no longer Processed (here: stopped by a cancellation) must stay as it is.
     await store.submit(submission(message("t", 120)))
@@ -481,7 +474,9 @@ async def test_a_batch_of_sent_outcomes_keeps_every_counter_exact(store: SqliteS
         now_ms=NOW + 10,
     )
     assert (await store.topic_stats("t")).request_counts == {"Sent": 119, "Stopped": 1}
-    assert rows(store, "SELECT status, count FROM topic_counts WHERE count > 0") == [
+    assert rows(
+        store, "SELECT status, count FROM topic_counts WHERE count > 0 ORDER BY status"
+    ) == [
         (Status.SENT.value, 119),
         (Status.STOPPED.value, 1),
     ]
@@ -503,7 +498,7 @@ async def test_a_batch_of_sent_outcomes_keeps_every_counter_exact(store: SqliteS
 
 
 async def test_an_email_named_twice_in_one_batch_gets_its_first_outcome(
-    store: SqliteStore,
+    store: AnyStore,
 ) -> None:
     await store.submit(submission(message("t", 2)))
     batch = await store.claim_due(now_ms=NOW, limit=10)

@@ -1,0 +1,323 @@
+"""Several instances on PostgreSQL, against one instance on SQLite, measured in one run.
+
+Three parts:
+
+**(a) end-to-end throughput.** ``N`` real ``sesender`` processes (``N`` = 1, 2, 3) on one fresh
+PostgreSQL database, and, as the baseline, one process on a fresh SQLite file; memory backend,
+``MAX_SEND_PER_SECOND`` and ``SEND_BURST`` at their largest (the rate never binds). The clock
+starts before ``--emails`` (default 30,000) are posted, split evenly over the instances in
+requests of 10,000 (``/v1/messages``), and stops when ``GET /v1/topics/{id}`` counts every one
+``Sent``. The CPU time of the service processes (not PostgreSQL's) is reported per 1,000 emails.
+The configurations are interleaved over ``--repeats`` rounds; the best of each is kept (noise on a
+shared machine only slows a run down). Goals: one PostgreSQL instance >= 0.5 of SQLite; three
+instances above one.
+
+**(b) the claim path's round trips.** One connection traced at the protocol level
+(``PGconn.trace``) runs the queue's database work for ``--claim-emails`` (default 10,000): claims of
+1,000 and ``Sent`` outcomes in batches of 100, as the scheduler and post-processor do. Every
+``Query`` and ``Sync`` the client sends ends one round trip; reported per 1,000 emails.
+
+**(c) shared-rate accuracy.** Three processes on one database, SES backend (bulk) against
+``bench.fake_ses`` (which records each message's arrival time), ``MAX_SEND_PER_SECOND`` R = 200
+and 2,000 (burst R/10): the busiest one-second window at the fake against R + burst, and the
+achieved rate over the run.
+
+    python -m bench.instances                 # all three parts
+    python -m bench.instances --part claim    # (b) only
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from bench.common import add_output_arguments, format_table, machine_info, write_result
+from sesender.models import Sent
+from sesender.store import pg_queries
+from tests import postgres_support
+from tests.e2e.fake_ses_support import running_fake_ses
+from tests.e2e.harness import ServiceProcess, base_env
+from tests.e2e.test_multi_instance import max_in_any_second
+
+
+def process_cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def post(url: str, body: dict[str, Any]) -> dict[str, Any]:
+    request = urllib.request.Request(
+        url,
+        data=json.dumps(body).encode(),
+        headers={"X-API-KEY": "test-key", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=60) as reply:
+        result: dict[str, Any] = json.load(reply)
+        return result
+
+
+def sent(url: str, topic: str) -> int:
+    request = urllib.request.Request(f"{url}/v1/topics/{topic}", headers={"X-API-KEY": "test-key"})
+    with urllib.request.urlopen(request, timeout=30) as reply:
+        return int(json.load(reply)["request_counts"].get("Sent", 0))
+
+
+def start(workdir: Path, **settings: str) -> ServiceProcess:
+    workdir.mkdir(parents=True, exist_ok=True)
+    env = base_env(workdir, **settings)
+    return ServiceProcess(workdir, env).start()
+
+
+def run_throughput(instances: int, emails: int, directory: Path) -> dict[str, Any]:
+    """One measurement: ``instances`` = 0 means one instance on SQLite."""
+    unbound = {
+        "SENDER_BACKEND": "memory",
+        "MAX_SEND_PER_SECOND": "100000",
+        "SEND_BURST": "1000000",
+    }
+    with postgres_support.temporary_database("sesender_bench") as url:
+        processes: list[ServiceProcess] = []
+        try:
+            if instances == 0:
+                processes.append(start(directory / "sqlite", **unbound))
+            else:
+                for number in range(instances):
+                    processes.append(start(directory / f"pg{number}", DATABASE_URL=url, **unbound))
+            cpu_before = sum(process_cpu_seconds(p.process.pid) for p in processes if p.process)
+            started = time.monotonic()
+            per_request = 10_000
+            for index, first in enumerate(range(0, emails, per_request)):
+                target = processes[index % len(processes)]
+                post(
+                    f"{target.url}/v1/messages",
+                    {
+                        "messages": [
+                            {
+                                "topic_id": "bench",
+                                "emails": [
+                                    f"u{n}@example.com"
+                                    for n in range(first, min(emails, first + per_request))
+                                ],
+                                "subject": "Hello",
+                                "content": "<p>Hello</p>",
+                            }
+                        ]
+                    },
+                )
+            while sent(processes[0].url, "bench") < emails:
+                time.sleep(0.05)
+            elapsed = time.monotonic() - started
+            cpu = sum(process_cpu_seconds(p.process.pid) for p in processes if p.process)
+        finally:
+            for process in processes:
+                process.kill()
+    return {
+        "emails_per_second": emails / elapsed,
+        "seconds": elapsed,
+        "service_cpu_seconds_per_1000": (cpu - cpu_before) / emails * 1000,
+    }
+
+
+def part_throughput(arguments: argparse.Namespace, directory: Path) -> dict[str, Any]:
+    configurations = {"sqlite x1": 0, "postgresql x1": 1, "postgresql x2": 2, "postgresql x3": 3}
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in configurations}
+    for round_number in range(arguments.repeats):
+        order = list(configurations.items())
+        if round_number % 2:
+            order.reverse()
+        for name, instances in order:
+            runs[name].append(
+                run_throughput(instances, arguments.emails, directory / f"{name}-{round_number}")
+            )
+    best = {name: max(r, key=lambda m: m["emails_per_second"]) for name, r in runs.items()}
+    sqlite = best["sqlite x1"]["emails_per_second"]
+    return {
+        "best": best,
+        "all": runs,
+        "postgresql_x1_over_sqlite": best["postgresql x1"]["emails_per_second"] / sqlite,
+        "postgresql_x3_over_x1": best["postgresql x3"]["emails_per_second"]
+        / best["postgresql x1"]["emails_per_second"],
+    }
+
+
+def part_claim(arguments: argparse.Namespace) -> dict[str, Any]:
+    from sesender.models import NewMessage, Submission
+
+    count = arguments.claim_emails
+    with (
+        postgres_support.temporary_database("sesender_claim") as url,
+        psycopg.connect(url, autocommit=True) as connection,
+    ):
+        pg_queries.apply_migrations(connection)
+        now = int(time.time() * 1000)
+        message = NewMessage("t", "s", "<p>b</p>", tuple(f"u{i}@x.com" for i in range(count)))
+        pg_queries.submit(
+            connection, Submission((message,), due_at_ms=now, created_at_ms=now), None, 0, True
+        )
+        with tempfile.TemporaryFile("w+") as trace:
+            connection.pgconn.trace(trace.fileno())
+            cache: dict[int, Any] = {}
+            claims = 0
+            while True:
+                batch = pg_queries.claim_due(connection, now, 1000, "bench", cache)
+                claims += 1
+                if not batch.emails:
+                    break
+                for first in range(0, len(batch.emails), 100):
+                    pg_queries.record_outcomes(
+                        connection,
+                        [
+                            Sent(e.request_id, f"m{e.request_id}", 1, now)
+                            for e in batch.emails[first : first + 100]
+                        ],
+                        now,
+                    )
+            connection.pgconn.untrace()
+            trace.seek(0)
+            round_trips = sum(
+                1 for line in trace if "\tF\t" in line and ("\tSync" in line or "\tQuery\t" in line)
+            )
+    return {
+        "emails": count,
+        "claims": claims,
+        "round_trips": round_trips,
+        "round_trips_per_1000": round_trips / count * 1000,
+    }
+
+
+def part_rate(arguments: argparse.Namespace, directory: Path) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    for rate in (200, 2000):
+        burst = rate // 10
+        emails = rate * arguments.rate_seconds
+        with (
+            running_fake_ses() as fake,
+            postgres_support.temporary_database("sesender_rate") as url,
+        ):
+            processes: list[ServiceProcess] = []
+            try:
+                for number in range(3):
+                    workdir = directory / f"rate{rate}-{number}"
+                    workdir.mkdir(parents=True, exist_ok=True)
+                    env = base_env(workdir) | fake.service_env(
+                        DATABASE_URL=url,
+                        MAX_SEND_PER_SECOND=str(rate),
+                        SEND_BURST=str(burst),
+                    )
+                    processes.append(ServiceProcess(workdir, env).start())
+                # All emails posted to one instance: the others must still take their share.
+                for first in range(0, emails, 10_000):
+                    post(
+                        f"{processes[0].url}/v1/messages",
+                        {
+                            "messages": [
+                                {
+                                    "topic_id": "rate",
+                                    "emails": [
+                                        f"u{n}@example.com"
+                                        for n in range(first, min(emails, first + 10_000))
+                                    ],
+                                    "subject": "s",
+                                    "content": "<p>x</p>",
+                                }
+                            ]
+                        },
+                    )
+                while fake.get("/_bench/stats")["bulk_entries"] < emails:
+                    time.sleep(0.2)
+                times = [message["at"] for message in fake.messages()]
+            finally:
+                for process in processes:
+                    process.kill()
+        busiest = max_in_any_second(times)
+        span = max(times) - min(times)
+        results[str(rate)] = {
+            "emails": emails,
+            "burst": burst,
+            "busiest_second": busiest,
+            "limit_rate_plus_burst": rate + burst,
+            "achieved_per_second": (len(times) - burst) / span if span else None,
+        }
+    return results
+
+
+def report(figures: dict[str, Any]) -> str:
+    lines: list[str] = []
+    if "throughput" in figures:
+        best = figures["throughput"]["best"]
+        lines.append(
+            format_table(
+                ["configuration", "emails/s (best)", "seconds", "service CPU s / 1,000"],
+                [
+                    [name, m["emails_per_second"], m["seconds"], m["service_cpu_seconds_per_1000"]]
+                    for name, m in best.items()
+                ],
+            )
+        )
+        lines.append(
+            f"postgresql x1 / sqlite x1 = {figures['throughput']['postgresql_x1_over_sqlite']:.2f}"
+            f"; postgresql x3 / x1 = {figures['throughput']['postgresql_x3_over_x1']:.2f}"
+        )
+    if "claim" in figures:
+        claim = figures["claim"]
+        lines.append(
+            f"claim path: {claim['round_trips']} round trips for {claim['emails']} emails"
+            f" ({claim['round_trips_per_1000']:.1f} per 1,000; {claim['claims']} claims)"
+        )
+    if "rate" in figures:
+        lines.append(
+            format_table(
+                ["R", "burst", "busiest second", "R + burst", "achieved/s"],
+                [
+                    [
+                        int(r),
+                        v["burst"],
+                        v["busiest_second"],
+                        v["limit_rate_plus_burst"],
+                        v["achieved_per_second"],
+                    ]
+                    for r, v in figures["rate"].items()
+                ],
+            )
+        )
+    return "\n\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--part", choices=["all", "throughput", "claim", "rate"], default="all")
+    parser.add_argument("--emails", type=int, default=30_000)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--claim-emails", type=int, default=10_000)
+    parser.add_argument("--rate-seconds", type=int, default=8)
+    add_output_arguments(parser)
+    arguments = parser.parse_args(argv)
+    if arguments.quick:
+        arguments.emails, arguments.repeats, arguments.claim_emails = 300, 1, 300
+        arguments.rate_seconds = 1
+    figures: dict[str, Any] = {"machine": machine_info()}
+    with tempfile.TemporaryDirectory(prefix="sesender-bench-") as scratch:
+        directory = Path(scratch)
+        if arguments.part in ("all", "claim"):
+            figures["claim"] = part_claim(arguments)
+        if arguments.part in ("all", "throughput"):
+            figures["throughput"] = part_throughput(arguments, directory)
+        if arguments.part in ("all", "rate"):
+            figures["rate"] = part_rate(arguments, directory)
+    print(report(figures))
+    write_result("instances", arguments.results_dir, arguments, figures)
+    return figures
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

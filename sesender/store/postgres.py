@@ -1,0 +1,364 @@
+"""PostgresStore: the :class:`~sesender.store.base.Store` on PostgreSQL, for several instances.
+
+The same design rule as SQLite: blocking database calls run in worker threads of the store's own
+:class:`~actors.ThreadLane` (its capacity limiter), each on a connection of a
+``psycopg_pool.ConnectionPool`` sized like the lane, so a thread never waits for a connection.
+psycopg errors are translated here, and only here, into :class:`~sesender.errors.StoreError` /
+:class:`~sesender.errors.StoreUnavailable`: a lost connection, a server that is down or starting
+(``OperationalError``, pool time-outs) is *unavailable* (the API answers 503, the pipeline keeps
+its outcomes and retries); a deadlock or serialisation failure is retried here a few times first.
+
+Beyond the single-instance interface it offers what several instances on one database need
+(:class:`~sesender.store.base.InstanceStore`): a heartbeat, requeueing a dead instance's claims,
+grants from the shared token bucket. The instance id is given at construction; claims carry it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar, TypeVarTuple, Unpack
+
+import psycopg
+import psycopg_pool
+import trio
+
+from actors import ThreadLane
+from sesender.errors import StoreError, StoreUnavailable
+from sesender.models import (
+    ClaimBatch,
+    Content,
+    FeedbackItem,
+    FeedbackReport,
+    IdempotencyRecord,
+    NewIdempotencyKey,
+    Outcome,
+    RequestDetail,
+    Submission,
+    SubmissionReceipt,
+    Suppression,
+    SuppressionEntry,
+    TopicStats,
+    TopicSummary,
+)
+from sesender.store import pg_queries as queries
+from sesender.store.base import StopResult
+from sesender.store.health import WriteHealth, WriteHealthStatus
+from sesender.store.pg_queries import Connection
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Ts = TypeVarTuple("Ts")
+
+#: Deadlocks and serialisation failures are retried this many times before giving up.
+ROLLBACK_RETRIES = 3
+#: The contents cache is cleared when it grows past this many entries (contents are immutable).
+CONTENTS_CACHE_SIZE = 10_000
+
+
+def translate(exc: psycopg.Error) -> StoreError:
+    """Map a psycopg error onto our tree (the one boundary where that happens)."""
+    if isinstance(exc, psycopg.OperationalError | psycopg_pool.PoolTimeout):
+        return StoreUnavailable(f"database unavailable: {exc}")
+    if isinstance(exc, psycopg.errors.TransactionRollback):
+        return StoreUnavailable(f"database busy: {exc}")
+    return StoreError(f"database error: {exc}")
+
+
+def connect(url: str) -> Connection:
+    """One autocommit connection (migrations, the CLI, the notification listener)."""
+    return psycopg.connect(url, autocommit=True, connect_timeout=5)
+
+
+class PostgresStore:
+    """The PostgreSQL implementation of the store. Build it with :func:`open_postgres_store`."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        instance_id: str,
+        pool_size: int = 8,
+        suppress_after_transient: int = 0,
+        connect_timeout: float = 5.0,
+        lease_ms: int = 10_000,
+    ) -> None:
+        self.url = url
+        #: how long an instance may go without a heartbeat before its claims are requeued.
+        self.lease_ms = lease_ms
+        self.instance_id = instance_id
+        self.suppress_after_transient = suppress_after_transient
+        self.pool_size = pool_size
+        self._lane = ThreadLane("postgres", pool_size)
+        self._pool = psycopg_pool.ConnectionPool(
+            url,
+            min_size=1,
+            max_size=pool_size,
+            kwargs={"autocommit": True, "connect_timeout": max(1, int(connect_timeout))},
+            # A call waits at most this long for a connection: while the server is down the API
+            # answers 503 after it, rather than hanging.
+            timeout=2.0,
+            reconnect_timeout=0,  # keep trying to reconnect for ever (a restart of the server)
+            open=False,
+            name=f"sesender-{instance_id}",
+        )
+        self._contents: dict[int, Content] = {}
+        self._contents_lock = threading.Lock()
+        self.write_health = WriteHealth(now_ms=lambda: int(time.time() * 1000))
+        #: database round trips' worth of statements run, for the claim-cost benchmark.
+        self.calls = 0
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def open(self) -> list[int]:
+        """Migrate (under the advisory lock) on a connection of its own, then open the pool."""
+
+        def run() -> list[int]:
+            with connect(self.url) as connection:
+                applied = queries.apply_migrations(connection)
+            self._pool.open(wait=True, timeout=30)
+            return applied
+
+        try:
+            return await self._lane.run(run)
+        except psycopg.Error as exc:
+            raise translate(exc) from exc
+
+    async def aclose(self) -> None:
+        await self._lane.run(self._pool.close)
+
+    # -- runners: the one place psycopg errors become StoreErrors ---------------------------
+
+    def _call(self, function: Callable[[Connection, Unpack[Ts]], T], *args: *Ts) -> T:
+        attempt = 0
+        while True:
+            try:
+                with self._pool.connection() as connection:
+                    self.calls += 1
+                    return function(connection, *args)
+            except psycopg.errors.TransactionRollback:
+                attempt += 1
+                if attempt > ROLLBACK_RETRIES:
+                    raise
+                time.sleep(0.005 * attempt)
+
+    async def _write(self, function: Callable[[Connection, Unpack[Ts]], T], *args: *Ts) -> T:
+        try:
+            result = await self._lane.run(self._call, function, *args)
+        except psycopg.Error as exc:
+            error = translate(exc)
+            if isinstance(error, StoreUnavailable):
+                self.write_health.refused(error)
+            raise error from exc
+        self.write_health.committed()
+        return result
+
+    async def _read(self, function: Callable[[Connection, Unpack[Ts]], T], *args: *Ts) -> T:
+        try:
+            return await self._lane.run(self._call, function, *args)
+        except psycopg.Error as exc:
+            raise translate(exc) from exc
+
+    # -- the Store interface ----------------------------------------------------------------
+
+    async def submit(
+        self,
+        submission: Submission,
+        *,
+        idempotency: NewIdempotencyKey | None = None,
+        idempotency_since_ms: int = 0,
+    ) -> SubmissionReceipt:
+        immediate = submission.due_at_ms <= submission.created_at_ms
+        return await self._write(
+            queries.submit, submission, idempotency, idempotency_since_ms, immediate
+        )
+
+    async def record_feedback(
+        self, items: Sequence[FeedbackItem], *, now_ms: int
+    ) -> list[FeedbackReport]:
+        return await self._write(
+            queries.record_feedback, items, self.suppress_after_transient, now_ms
+        )
+
+    async def put_suppression(self, suppression: Suppression, *, now_ms: int) -> SuppressionEntry:
+        return await self._write(queries.put_suppression, suppression, now_ms)
+
+    async def get_suppression(self, email: str) -> SuppressionEntry | None:
+        return await self._read(queries.get_suppression, email)
+
+    async def delete_suppression(self, email: str) -> bool:
+        return await self._write(queries.delete_suppression, email)
+
+    async def list_suppressions(
+        self, *, email_contains: str | None, after: str | None, limit: int
+    ) -> list[SuppressionEntry]:
+        return await self._read(queries.list_suppressions, email_contains, after, limit)
+
+    async def retry_failed(self, topic_id: str, *, now_ms: int) -> int:
+        return await self._write(queries.retry_failed, topic_id, now_ms)
+
+    async def prune(self, *, before_ms: int) -> tuple[int, int]:
+        return await self._write(queries.prune_before, before_ms)
+
+    async def find_idempotency(self, key: str, *, since_ms: int) -> IdempotencyRecord | None:
+        return await self._read(queries.find_idempotency, key, since_ms)
+
+    async def claim_due(self, *, now_ms: int, limit: int) -> ClaimBatch:
+        return await self._write(self._claim, now_ms, limit)
+
+    def _claim(self, connection: Connection, now_ms: int, limit: int) -> ClaimBatch:
+        with self._contents_lock:
+            if len(self._contents) > CONTENTS_CACHE_SIZE:
+                self._contents.clear()
+            cache = dict(self._contents)
+        batch = queries.claim_due(connection, now_ms, limit, self.instance_id, cache)
+        with self._contents_lock:
+            self._contents.update(cache)
+        return batch
+
+    async def next_due_at(self) -> int | None:
+        return await self._read(queries.next_due_at)
+
+    async def record_outcomes(self, outcomes: Sequence[Outcome], *, now_ms: int) -> None:
+        unwritten = await self._write(queries.record_outcomes, outcomes, now_ms)
+        if unwritten:
+            logger.error(
+                "%d outcomes could not be recorded; their emails are requeued after the lease",
+                unwritten,
+            )
+
+    async def recover_claimed(self, *, now_ms: int) -> int:
+        """At start: requeue the claims of instances that are gone (no heartbeat within the
+        lease, or no row at all); the claims of live instances are theirs."""
+        return await self.requeue_dead_claims(lease_ms=self.lease_ms, now_ms=now_ms, sweep=True)
+
+    async def max_request_id(self) -> int:
+        return await self._read(queries.max_request_id)
+
+    async def stop_topic(
+        self, topic_id: str, *, up_to_id: int, keep: Sequence[int], now_ms: int
+    ) -> StopResult:
+        stopped = await self._write(
+            queries.stop_topic, topic_id, up_to_id, keep, now_ms, self.instance_id
+        )
+        return StopResult(stopped=stopped)
+
+    async def cancellations(self) -> dict[str, int]:
+        return await self._read(queries.cancellations)
+
+    async def topic_stats(self, topic_id: str) -> TopicStats:
+        return await self._read(queries.topic_stats, topic_id)
+
+    async def recent_topics(self, *, limit: int) -> list[TopicSummary]:
+        return await self._read(queries.recent_topics, limit)
+
+    async def count_sent_since(self, since_ms: int) -> int:
+        return await self._read(queries.count_sent_since, since_ms)
+
+    async def request_detail(self, request_id: int) -> RequestDetail | None:
+        return await self._read(queries.request_detail, request_id)
+
+    async def queued_count(self) -> int:
+        return await self._read(queries.queued_count)
+
+    async def ping(self) -> None:
+        await self._read(queries.ping)
+
+    def write_status(self) -> WriteHealthStatus:
+        return self.write_health.status()
+
+    def lanes(self) -> tuple[ThreadLane]:
+        return (self._lane,)
+
+    # -- several instances (InstanceStore) --------------------------------------------------
+
+    async def heartbeat(self) -> None:
+        await self._write(queries.heartbeat, self.instance_id)
+
+    async def requeue_dead_claims(self, *, lease_ms: int, now_ms: int, sweep: bool = True) -> int:
+        return await self._write(queries.requeue_dead_claims, lease_ms, now_ms, sweep)
+
+    async def leave(self) -> None:
+        await self._write(queries.leave, self.instance_id)
+
+    async def instance_ids(self) -> list[str]:
+        return await self._read(queries.instance_ids)
+
+    async def take_tokens(
+        self, name: str, count: float, *, rate: float, burst: float
+    ) -> tuple[bool, float]:
+        return await self._write(queries.take_tokens, name, count, rate, burst)
+
+    async def notify_pause(self, reason: str) -> None:
+        """Tell every instance that the account paused sending (payload: ``<id> <reason>``)."""
+        await self._write(
+            queries.notify, queries.PAUSE_CHANNEL, f"{self.instance_id} {reason}"[:7000]
+        )
+
+    # -- the ServiceSecretsStore interface --------------------------------------------------
+
+    async def ensure_service_secret(self, name: str, candidate: bytes, *, now_ms: int) -> bytes:
+        return await self._write(queries.ensure_service_secret, name, candidate, now_ms)
+
+    async def service_secret(self, name: str) -> bytes | None:
+        return await self._read(queries.service_secret, name)
+
+    async def replace_service_secret(self, name: str, value: bytes, *, now_ms: int) -> None:
+        await self._write(queries.replace_service_secret, name, value, now_ms)
+
+    # -- tests and tooling ------------------------------------------------------------------
+
+    def run_sync(self, function: Callable[[Connection, Unpack[Ts]], T], *args: *Ts) -> T:
+        """Run ``function`` on a pooled connection in the calling thread (tests, tools)."""
+        return self._call(function, *args)
+
+
+@asynccontextmanager
+async def open_postgres_store(
+    url: str,
+    *,
+    instance_id: str = "local",
+    pool_size: int = 8,
+    suppress_after_transient: int = 0,
+    lease_ms: int = 10_000,
+) -> AsyncIterator[PostgresStore]:
+    """Open (and migrate) the database, and close the pool on the way out."""
+    store = PostgresStore(
+        url,
+        instance_id=instance_id,
+        pool_size=pool_size,
+        suppress_after_transient=suppress_after_transient,
+        lease_ms=lease_ms,
+    )
+    applied = await store.open()
+    if applied:
+        logger.info("database migrated", extra={"versions": applied})
+    try:
+        yield store
+    finally:
+        with trio.move_on_after(10, shield=True):
+            await store.aclose()
+
+
+def migrate(url: str) -> list[int]:
+    """Synchronous migration for ``sesender init-db``."""
+    with connect(url) as connection:
+        return queries.apply_migrations(connection)
+
+
+def replace_service_secret_now(url: str, name: str, value: bytes, *, now_ms: int) -> None:
+    """Synchronous :meth:`PostgresStore.replace_service_secret` for the CLI (migrates first)."""
+    with connect(url) as connection:
+        queries.apply_migrations(connection)
+        queries.replace_service_secret(connection, name, value, now_ms)
+
+
+def execute(url: str, sql: str, parameters: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    """Run one statement on a fresh connection and return its rows (tests and tools)."""
+    with connect(url) as connection:
+        cursor = connection.execute(sql.encode(), parameters)
+        return cursor.fetchall() if cursor.description else []

@@ -1,0 +1,109 @@
+"""``sesender migrate-store``: from one instance on SQLite to PostgreSQL, nothing lost.
+
+A real service runs on a SQLite file and sends part of a topic; while it runs, the copy is
+refused. After SIGTERM the copy runs; a service on PostgreSQL then reports the same statistics,
+details, suppressions and cancellations, accepts the same API key (a kept service secret), and
+sends the rest of the queue.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tests import postgres_support
+from tests.e2e.harness import (
+    ServiceProcess,
+    console_script,
+    submit,
+    topic_counts,
+    wait_for,
+    wait_topic,
+)
+
+pytestmark = pytest.mark.e2e
+
+
+def sqlite_rows(path: Path, query: str) -> list[tuple[object, ...]]:
+    connection = sqlite3.connect(path)
+    try:
+        return connection.execute(query).fetchall()
+    finally:
+        connection.close()
+
+
+def run_migrate(source: Path, target: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*console_script(), "migrate-store", "--from", f"sqlite:{source}", "--to", target],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_a_sqlite_database_moves_to_postgresql(
+    tmp_path: Path, start_service: Callable[..., ServiceProcess]
+) -> None:
+    database = tmp_path / "sesender.db"
+    service = start_service(SENDER_BACKEND="memory", MAX_SEND_PER_SECOND="1000")
+    with service.client() as client:
+        sent = submit(client, topic="done", emails=[f"d{i}@example.com" for i in range(30)])
+        wait_topic(client, "done", count=30, timeout=20)
+        assert client.put("/v1/suppressions/blocked@example.com").status_code in (200, 201)
+        suppressions = client.get("/v1/suppressions").json()
+        scheduled = client.post(
+            "/v1/messages",
+            json={
+                "messages": [
+                    {
+                        "topic_id": "later",
+                        "emails": [f"l{i}@example.com" for i in range(5)],
+                        "subject": "s",
+                        "content": "<p>later</p>",
+                    }
+                ],
+                "scheduled_at": "2099-01-01T00:00:00+00:00",
+            },
+        )
+        assert scheduled.status_code == 200, scheduled.text
+        assert client.delete("/v1/topics/gone").status_code == 200
+        before = {topic: topic_counts(client, topic) for topic in ("done", "later")}
+        detail = client.get(f"/v1/messages/{sent[0]}").json()
+
+    with postgres_support.temporary_database("sesender_move") as target:
+        refused = run_migrate(database, target)
+        assert refused.returncode == 1
+        assert "in use" in refused.stderr
+        assert service.stop() == 0
+
+        copied = run_migrate(database, target)
+        assert copied.returncode == 0, copied.stderr
+        assert "requests 35" in copied.stdout
+        again = run_migrate(database, target)
+        assert again.returncode == 1
+        assert "already holds emails" in again.stderr
+
+        secrets = sqlite_rows(database, "SELECT name, value FROM service_secrets ORDER BY name")
+        assert secrets  # the generated tracking secret: every link sent is signed with it
+        with psycopg.connect(target) as connection:
+            assert (
+                connection.execute(
+                    "SELECT name, value FROM service_secrets ORDER BY name"
+                ).fetchall()
+                == secrets
+            )
+        moved = start_service(SENDER_BACKEND="memory", DATABASE_URL=target)
+        with moved.client() as client:
+            assert {t: topic_counts(client, t) for t in ("done", "later")} == before
+            assert client.get(f"/v1/messages/{sent[0]}").json() == detail
+            assert client.get("/v1/suppressions").json() == suppressions
+            # Ids continue after the copied ones.
+            more = submit(client, topic="new", emails=["n@example.com"])
+            assert more[0] == 36
+            wait_for(lambda: topic_counts(client, "new").get("Sent") == 1, timeout=20, what="sent")
+        moved.kill()
