@@ -1,10 +1,8 @@
 """The store's side of click tracking: links stored at submission, the redirect target, record_click
 (unique per email and link, per-link counters that survive pruning per-email rows), SES clicks
-matched by message id, and the tracking choices handed to the pipeline."""
+matched by message id, and the tracking choices handed to the pipeline. On both engines."""
 
 from __future__ import annotations
-
-import sqlite3
 
 from sesender.models import (
     ClickEvent,
@@ -15,14 +13,14 @@ from sesender.models import (
     Sent,
     Submission,
 )
-from sesender.store.sqlite import SqliteStore
+from tests.unit.store.engines import AnyStore, rows
 
 NOW = 1_768_471_200_000
 SENT_AT = NOW + 1_000
 LINKS = ("https://a.example/?x=1#f", "https://b.example/")
 
 
-async def tracked_topic(store: SqliteStore, topic: str = "news", count: int = 3) -> list[int]:
+async def tracked_topic(store: AnyStore, topic: str = "news", count: int = 3) -> list[int]:
     """``count`` emails of one tracked message, sent at ``SENT_AT`` with SES ids ``ses-<id>``."""
     message = NewMessage(
         topic_id=topic,
@@ -49,7 +47,7 @@ async def tracked_topic(store: SqliteStore, topic: str = "news", count: int = 3)
 
 
 async def test_the_redirect_target_is_the_stored_link_of_a_tracked_email(
-    store: SqliteStore,
+    store: AnyStore,
 ) -> None:
     ids = await tracked_topic(store)
     assert await store.click_target(ids[0], 0) == LINKS[0]
@@ -59,7 +57,7 @@ async def test_the_redirect_target_is_the_stored_link_of_a_tracked_email(
     assert await store.click_target(10**9, 0) is None
 
 
-async def test_clicks_count_once_per_email_and_link_and_in_total(store: SqliteStore) -> None:
+async def test_clicks_count_once_per_email_and_link_and_in_total(store: AnyStore) -> None:
     ids = await tracked_topic(store)
     first = await store.record_click(
         ClickEvent(NOW + 5_000, request_id=ids[0], position=0, user_agent="UA"), now_ms=NOW
@@ -103,17 +101,14 @@ async def test_clicks_count_once_per_email_and_link_and_in_total(store: SqliteSt
     assert click.count == 3
 
 
-async def test_per_link_counts_survive_pruning_per_email_rows(store: SqliteStore) -> None:
+async def test_per_link_counts_survive_pruning_per_email_rows(store: AnyStore) -> None:
     ids = await tracked_topic(store)
     for request_id in ids:
         await store.record_click(
             ClickEvent(NOW + 2_000, request_id=request_id, position=1), now_ms=NOW
         )
-    connection = sqlite3.connect(store.path)
-    with connection:
-        connection.execute("DELETE FROM email_link_clicks")
-        connection.execute("DELETE FROM results")
-    connection.close()
+    rows(store, "DELETE FROM email_link_clicks")
+    rows(store, "DELETE FROM results")
     assert await store.topic_links("news") == [
         LinkStats(LINKS[1], unique_clicks=3, total_clicks=3),
         LinkStats(LINKS[0], unique_clicks=0, total_clicks=0),
@@ -122,7 +117,7 @@ async def test_per_link_counts_survive_pruning_per_email_rows(store: SqliteStore
 
 
 async def test_ses_clicks_and_opens_join_sesenders_own_without_double_counting(
-    store: SqliteStore,
+    store: AnyStore,
 ) -> None:
     ids = await tracked_topic(store)
     ses_click = ClickEvent(
