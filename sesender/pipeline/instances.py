@@ -43,7 +43,9 @@ SWEEP_EVERY = 10
 class InstanceStore(Protocol):
     instance_id: str
 
-    async def heartbeat(self) -> None: ...
+    async def heartbeat(self) -> bool:
+        """Write the heartbeat; True when the instance's row had to be created anew."""
+        ...
 
     async def requeue_dead_claims(self, *, lease_ms: int, now_ms: int, sweep: bool) -> int: ...
 
@@ -133,8 +135,16 @@ class InstanceCoordinator:
             await trio.sleep(self._heartbeat)
             beats += 1
             try:
-                await self._store.heartbeat()
+                revived = await self._store.heartbeat()
                 self._last_beat = trio.current_time()
+                if revived:
+                    logger.error(
+                        "this instance was silent for longer than the lease (%gs) and was taken"
+                        " for dead: its claimed emails were requeued, and those it still holds"
+                        " may be sent twice",
+                        self._lease,
+                        extra={"event": "taken_for_dead"},
+                    )
                 requeued = await self._store.requeue_dead_claims(
                     lease_ms=int(self._lease * 1000),
                     now_ms=self._now_ms(),

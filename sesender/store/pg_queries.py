@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import psycopg
@@ -313,14 +313,17 @@ def recover_claimed(connection: Connection, now_ms: int) -> int:
 # --- instances ------------------------------------------------------------------------------
 
 
-def heartbeat(connection: Connection, instance_id: str) -> None:
-    """Register or refresh this instance's heartbeat (database clock)."""
-    connection.execute(
+def heartbeat(connection: Connection, instance_id: str) -> bool:
+    """Register or refresh this instance's heartbeat (database clock); True when the row had to
+    be created (the first beat, or another instance took this one for dead and removed it)."""
+    row = connection.execute(
         "INSERT INTO instances (instance_id, started_at, heartbeat_at)"
         f" VALUES (%s, {DB_NOW_MS}, {DB_NOW_MS})"
-        " ON CONFLICT (instance_id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at",
+        " ON CONFLICT (instance_id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at"
+        " RETURNING (xmax = 0)",
         (instance_id,),
-    )
+    ).fetchone()
+    return bool(row and row[0])
 
 
 def requeue_dead_claims(connection: Connection, lease_ms: int, now_ms: int, sweep: bool) -> int:
@@ -738,15 +741,6 @@ def prune_before(connection: Connection, before_ms: int) -> tuple[int, int]:
     return sns, keys
 
 
-def try_lock(connection: Connection, key: int) -> bool:
-    row = connection.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
-    return bool(row and row[0])
-
-
-def unlock(connection: Connection, key: int) -> None:
-    connection.execute("SELECT pg_advisory_unlock(%s)", (key,))
-
-
 # --- reads ----------------------------------------------------------------------------------
 
 
@@ -844,15 +838,6 @@ def request_detail(connection: Connection, request_id: int) -> RequestDetail | N
 
 def ping(connection: Connection) -> None:
     connection.execute("SELECT 1 FROM requests LIMIT 1").fetchall()
-
-
-def statuses(connection: Connection, ids: Iterable[int]) -> dict[int, Status]:
-    return {
-        request_id: Status(status)
-        for request_id, status in connection.execute(
-            "SELECT id, status FROM requests WHERE id = ANY(%s)", (sorted(ids),)
-        )
-    }
 
 
 # -- service secrets -------------------------------------------------------------------------

@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, TypeVar, TypeVarTuple, Unpack
+from typing import TypeVar, TypeVarTuple, Unpack
 
 import psycopg
 import psycopg_pool
@@ -110,11 +110,14 @@ class PostgresStore:
             open=False,
             name=f"sesender-{instance_id}",
         )
+        #: the heartbeat and the requeueing of dead instances' claims run on a connection and a
+        #: thread of their own: a pipeline keeping every pooled connection busy must not delay
+        #: the heartbeat past the lease (the others would take this instance for dead).
+        self._beat_lane = ThreadLane("postgres-heartbeat", 1)
+        self._beat_connection: Connection | None = None
         self._contents: dict[int, Content] = {}
         self._contents_lock = threading.Lock()
         self.write_health = WriteHealth(now_ms=lambda: int(time.time() * 1000))
-        #: database round trips' worth of statements run, for the claim-cost benchmark.
-        self.calls = 0
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -134,6 +137,9 @@ class PostgresStore:
 
     async def aclose(self) -> None:
         await self._lane.run(self._pool.close)
+        connection, self._beat_connection = self._beat_connection, None
+        if connection is not None:
+            await self._beat_lane.run(connection.close)
 
     # -- runners: the one place psycopg errors become StoreErrors ---------------------------
 
@@ -142,7 +148,6 @@ class PostgresStore:
         while True:
             try:
                 with self._pool.connection() as connection:
-                    self.calls += 1
                     return function(connection, *args)
             except psycopg.errors.TransactionRollback:
                 attempt += 1
@@ -293,11 +298,27 @@ class PostgresStore:
 
     # -- several instances (InstanceStore) --------------------------------------------------
 
-    async def heartbeat(self) -> None:
-        await self._write(queries.heartbeat, self.instance_id)
+    async def heartbeat(self) -> bool:
+        return await self._beat(queries.heartbeat, self.instance_id)
 
     async def requeue_dead_claims(self, *, lease_ms: int, now_ms: int, sweep: bool = True) -> int:
-        return await self._write(queries.requeue_dead_claims, lease_ms, now_ms, sweep)
+        return await self._beat(queries.requeue_dead_claims, lease_ms, now_ms, sweep)
+
+    async def _beat(self, function: Callable[[Connection, Unpack[Ts]], T], *args: *Ts) -> T:
+        def call() -> T:
+            connection = self._beat_connection
+            if connection is None or connection.closed or connection.broken:
+                connection = self._beat_connection = connect(self.url)
+            try:
+                return function(connection, *args)
+            except psycopg.OperationalError:
+                connection.close()
+                raise
+
+        try:
+            return await self._beat_lane.run(call)
+        except psycopg.Error as exc:
+            raise translate(exc) from exc
 
     async def leave(self) -> None:
         await self._write(queries.leave, self.instance_id)
@@ -326,12 +347,6 @@ class PostgresStore:
 
     async def replace_service_secret(self, name: str, value: bytes, *, now_ms: int) -> None:
         await self._write(queries.replace_service_secret, name, value, now_ms)
-
-    # -- tests and tooling ------------------------------------------------------------------
-
-    def run_sync(self, function: Callable[[Connection, Unpack[Ts]], T], *args: *Ts) -> T:
-        """Run ``function`` on a pooled connection in the calling thread (tests, tools)."""
-        return self._call(function, *args)
 
 
 @asynccontextmanager
@@ -372,10 +387,3 @@ def replace_service_secret_now(url: str, name: str, value: bytes, *, now_ms: int
     with connect(url) as connection:
         queries.apply_migrations(connection)
         queries.replace_service_secret(connection, name, value, now_ms)
-
-
-def execute(url: str, sql: str, parameters: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-    """Run one statement on a fresh connection and return its rows (tests and tools)."""
-    with connect(url) as connection:
-        cursor = connection.execute(sql.encode(), parameters)
-        return cursor.fetchall() if cursor.description else []

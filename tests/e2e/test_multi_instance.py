@@ -7,8 +7,10 @@ on another instance. What must hold:
 
 - every accepted email of the other topics is sent (the dead instance's claims are requeued by a
   survivor after the lease); duplicates only from the dead instance's claims at the kill;
-- no one-second window holds more than ``MAX_SEND_PER_SECOND + SEND_BURST`` sends across all
-  instances (one shared bucket), and the survivors still reach the rate together;
+- the instances share one rate: over the run the sends stay within ``MAX_SEND_PER_SECOND``, and
+  the busiest one-second window at the fake is within ``MAX_SEND_PER_SECOND + SEND_BURST`` plus
+  the arrival jitter of the calls in flight (see the assertion); the survivors still reach half
+  the rate together;
 - the cancelled topic gets no new send from any instance later than 1 s after the response.
 """
 
@@ -36,7 +38,7 @@ TOTAL = 30_000
 TOPICS = 6
 RATE = 600
 BURST = 60
-LEASE = "3"
+LEASE = 4.0
 BATCH = 50  # SendBulkEmail carries at most 50 destinations
 
 
@@ -69,7 +71,7 @@ def test_three_instances_one_killed_share_the_queue_and_the_rate(
                 env = base_env(workdir) | fake.service_env(
                     DATABASE_URL=database,
                     INSTANCE_ID=f"i{number}",
-                    INSTANCE_LEASE_SECONDS=LEASE,
+                    INSTANCE_LEASE_SECONDS=str(LEASE),
                     INSTANCE_HEARTBEAT_SECONDS="0.5",
                     MAX_SEND_PER_SECOND=str(RATE),
                     SEND_BURST=str(BURST),
@@ -121,14 +123,15 @@ def test_three_instances_one_killed_share_the_queue_and_the_rate(
                 for instance in instances[:2]
                 for event in instance.events("requeued_dead_claims")
             )
+            # Exactly the dead instance's claims: no live instance was taken for dead.
             assert requeued == dead_claims
             requeued_at = min(
                 datetime.fromisoformat(event["time"]).timestamp()
                 for instance in instances[:2]
                 for event in instance.events("requeued_dead_claims")
             )
-            # The lease (3 s) and a heartbeat (0.5 s), plus slack for a loaded machine.
-            assert requeued_at - killed_at < 3 + 0.5 + 5
+            # The lease and a heartbeat (0.5 s), plus slack for a loaded machine.
+            assert requeued_at - killed_at < LEASE + 0.5 + 5
             for index in range(TOPICS - 1):
                 assert topic_counts(clients[0], f"topic-{index}").get("Sent") == per_topic
             for client in clients:
@@ -156,10 +159,16 @@ def test_three_instances_one_killed_share_the_queue_and_the_rate(
     busiest = max_in_any_second([message["at"] for message in messages])
     print(f"busiest second at the fake SES: {busiest} sends (rate {RATE}, burst {BURST})")
     # Measured where the fake receives the calls, not where the tokens are granted: a batch of
-    # 50 arrives at one instant, and the calls in flight reach the fake with some jitter on this
-    # shared machine (up to two batches seen). The database bucket itself never grants more
-    # than rate + burst in a second (tests/unit/store/test_postgres_store.py).
-    assert busiest <= RATE + BURST + 2 * BATCH
+    # 50 arrives at one instant, and the calls in flight (up to 2 s of sends are allowed in
+    # flight) reach the fake bunched whenever this shared 2-core machine stalls a process; up to
+    # 800 (R + burst + 140) were seen under a load average of 18. The bound below still fails
+    # by far if the rate were not shared (three instances with a bucket each: up to 3 x R), and
+    # the bucket row itself is checked exactly, at the grants, in
+    # tests/unit/store/test_postgres_store.py. Over the whole run, the sends stay within the
+    # rate (a second of slack for the jitter at both ends).
+    assert busiest <= RATE + BURST + 4 * BATCH
+    times = sorted(message["at"] for message in messages)
+    assert len(times) <= BURST + RATE * (times[-1] - times[0] + 1)
     assert busiest >= RATE * 0.5  # the instances together still reach the rate
 
 
@@ -196,3 +205,50 @@ def test_a_client_of_any_instance_sees_the_same_topic(database: str, tmp_path: P
     finally:
         for instance in instances:
             instance.kill()
+
+
+def test_an_account_pause_on_one_instance_pauses_the_others(database: str, tmp_path: Path) -> None:
+    """Instance "ses" sends to a fake SES that pauses the account after 20 recipients; instance
+    "quiet" uses the memory backend, which never pauses by itself: if it pauses, it learned it
+    from the other instance (NOTIFY), and says so."""
+    with running_fake_ses("--pause-after", "20") as fake:
+        instances = []
+        try:
+            ses_dir, quiet_dir = tmp_path / "ses", tmp_path / "quiet"
+            ses_dir.mkdir()
+            quiet_dir.mkdir()
+            instances.append(
+                ServiceProcess(
+                    ses_dir,
+                    base_env(ses_dir)
+                    | fake.service_env(
+                        DATABASE_URL=database, INSTANCE_ID="ses", MAX_SEND_PER_SECOND="50"
+                    ),
+                ).start()
+            )
+            instances.append(
+                ServiceProcess(
+                    quiet_dir,
+                    base_env(
+                        quiet_dir,
+                        DATABASE_URL=database,
+                        INSTANCE_ID="quiet",
+                        SENDER_BACKEND="memory",
+                        PAUSE_PROBE_SECONDS="600",
+                    ),
+                ).start()
+            )
+            with instances[0].client() as client:
+                submit(client, topic="p", emails=[f"p{i}@example.com" for i in range(200)])
+
+            def quiet_paused() -> dict[str, object] | None:
+                body: dict[str, object] = httpx.get(f"{instances[1].url}/ready").json()
+                return body if body["sending"] == "paused" else None
+
+            body = wait_for(quiet_paused, timeout=30, what="the quiet instance paused")
+            assert "paused by instance ses" in str(body["sending_paused_reason"])
+            (event,) = instances[1].events("sending_paused")
+            assert event["by"] == "ses"
+        finally:
+            for instance in instances:
+                instance.kill()

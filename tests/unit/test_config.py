@@ -293,3 +293,34 @@ def test_ses_send_mode_defaults_to_bulk_and_refuses_unknown_modes() -> None:
         load_config({"SES_SEND_MODE": "batch"})
     (problem,) = caught.value.problems
     assert "SES_SEND_MODE" in problem
+
+
+def test_database_url_selects_postgresql_and_stays_out_of_logs() -> None:
+    default = load_config({})
+    assert default.database.url is None
+    assert default.database.is_postgres is False
+    assert default.database.instance_id  # generated, unique per start
+    url = "postgresql://sesender:pg-password@db:5432/sesender"
+    config = load_config(
+        {"DATABASE_URL": url, "INSTANCE_ID": "web-1", "INSTANCE_LEASE_SECONDS": "5"}
+    )
+    assert config.database.is_postgres
+    assert (config.database.instance_id, config.database.lease) == ("web-1", 5.0)
+    assert (config.database.heartbeat, config.database.pool_size) == (1.0, 8)
+    assert "pg-password" not in repr(config)
+    assert "pg-password" not in str(config.public_settings())
+    assert config.public_settings()["database"] == "postgresql"
+
+
+@pytest.mark.parametrize(
+    ("values", "problem"),
+    [
+        ({"DATABASE_URL": "mysql://db/x"}, "DATABASE_URL"),
+        ({"DATABASE_URL": "sqlite:/tmp/x.db"}, "DATABASE_URL"),
+        ({"INSTANCE_HEARTBEAT_SECONDS": "2", "INSTANCE_LEASE_SECONDS": "5"}, "INSTANCE_LEASE"),
+        ({"DATABASE_POOL_SIZE": "1"}, "DATABASE_POOL_SIZE"),
+    ],
+)
+def test_bad_database_settings_are_refused(values: dict[str, str], problem: str) -> None:
+    with pytest.raises(ConfigError, match=problem):
+        load_config(values)

@@ -27,10 +27,14 @@ class FakeStore:
         self.pauses: list[str] = []
         self.failing = False
 
-    async def heartbeat(self) -> None:
+    async def heartbeat(self) -> bool:
         if self.failing:
             raise StoreUnavailable("down")
         self.beats += 1
+        revived, self.revive = self.revive, False
+        return self.beats == 1 or revived
+
+    revive = False
 
     async def requeue_dead_claims(self, *, lease_ms: int, now_ms: int, sweep: bool) -> int:
         assert lease_ms == 3000
@@ -132,7 +136,9 @@ async def test_a_cancellation_missed_by_notify_arrives_by_poll(
         nursery.cancel_scope.cancel()
 
 
-async def test_heartbeats_requeue_wake_and_go_stale(clock: trio.testing.MockClock) -> None:
+async def test_heartbeats_requeue_wake_and_go_stale(
+    clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
     store, listener, control = FakeStore(), FakeListener(), PipelineControl()
     async with trio.open_nursery() as nursery:
         coordinator = await started(nursery, store, listener, control)
@@ -151,8 +157,11 @@ async def test_heartbeats_requeue_wake_and_go_stale(clock: trio.testing.MockCloc
         assert status.stale is True
         assert status.heartbeat_age > 3
         store.failing = False
+        store.revive = True  # meanwhile another instance removed its row
         await trio.sleep(1.1)
         assert coordinator.status().stale is False
+        events = [getattr(record, "event", None) for record in caplog.records]
+        assert events.count("taken_for_dead") == 1
         nursery.cancel_scope.cancel()
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from sesender.store.postgres import open_postgres_store
+from sesender.store.postgres import migrate, open_postgres_store
 from sesender.store.sqlite import SqliteStore, open_sqlite_store
 from tests import postgres_support
 from tests.unit.store.engines import ENGINES, AnyStore, Db, OpenStore
@@ -22,8 +22,9 @@ from tests.unit.store.engines import ENGINES, AnyStore, Db, OpenStore
 
 @pytest.fixture(scope="session")
 def pg_url() -> Iterator[str]:
-    """This run's PostgreSQL database (fails, never skips, without a server)."""
+    """This run's PostgreSQL database, migrated (fails, never skips, without a server)."""
     with postgres_support.temporary_database() as url:
+        migrate(url)
         yield url
 
 
