@@ -12,7 +12,10 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Iterator
+from email.parser import BytesParser
+from email.policy import default as default_policy
 from html import unescape
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -21,7 +24,14 @@ import pytest
 
 from sesender.tracking import TokenSigner
 from tests.e2e.fake_ses_support import SENDER, FakeSes, running_fake_ses
-from tests.e2e.harness import ServiceProcess, message_details, wait_for, wait_topic
+from tests.e2e.harness import (
+    ServiceProcess,
+    message_details,
+    outbox_files,
+    submit,
+    wait_for,
+    wait_topic,
+)
 from tests.e2e.sns_support import LOOPBACK_PATTERN, SnsMinter, post_sns
 
 pytestmark = pytest.mark.e2e
@@ -332,4 +342,40 @@ def test_ses_open_and_click_events_count_with_sesenders_own_never_twice(
             "https://private.example/": (1, 1),
             BLOG: (0, 0),
         }
+    assert service.stop(timeout=15) == 0
+
+
+def test_tracked_links_keep_working_after_a_restart_with_the_outbox_backend(
+    start_service: Callable[..., ServiceProcess], tmp_path: Path
+) -> None:
+    """No TRACKING_SECRET: the generated secret and the stored links are the database's, so a
+    link sent before a restart still redirects (and counts) after it."""
+    env = {"SENDER_BACKEND": "outbox", "TRACK_CLICKS": "true"}
+    service = start_service(**env)
+    with service.client() as client:
+        ids = submit(client, topic="restart", emails=["reader@example.org"], content=CONTENT)
+        wait_topic(client, "restart", count=1, timeout=60)
+    (path,) = outbox_files(tmp_path / "outbox")
+    message = BytesParser(policy=default_policy).parsebytes(path.read_bytes())
+    html_part = message.get_body(preferencelist=("html",))
+    assert html_part is not None
+    html = html_part.get_content()
+    hrefs = [urlsplit(unescape(href)).path for href in HREF.findall(html)]
+    tracked = [href for href in hrefs if CLICK_URL.search(href)]
+    assert len(tracked) == 2, html
+    assert service.stop(timeout=15) == 0
+
+    service = start_service(**env)  # the same database
+    browser = httpx.Client(base_url=service.url, timeout=30, follow_redirects=False)
+    with browser, service.client() as client:
+        assert browser.get(tracked[1]).headers["location"] == BLOG
+        wait_for(
+            lambda: (
+                client.get("/v1/topics/restart").json().get("clicks") == {"unique": 1, "total": 1}
+            ),
+            timeout=10,
+            what="the click after the restart",
+        )
+        (detail,) = message_details(client, ids)
+        assert [event["type"] for event in detail["events"]] == ["Click"]
     assert service.stop(timeout=15) == 0
