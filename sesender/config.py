@@ -193,8 +193,12 @@ class TrackingConfig:
     #: stay valid while ``API_KEY`` is unchanged.
     api_key_secret: bytes | None = field(repr=False)
     accept_plain_ids: bool
-    #: ``OPEN_TRACKING_ENABLED``: whether emails carry the open-tracking pixel.
+    #: ``OPEN_TRACKING_ENABLED``: whether emails carry the open-tracking pixel (a message's
+    #: ``track_opens`` overrides it).
     open_tracking_enabled: bool
+    #: ``TRACK_CLICKS``: whether emails' links are rewritten for click tracking (a message's
+    #: ``track_clicks`` overrides it). Off by default: it changes what recipients see.
+    track_clicks: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,6 +247,7 @@ class Config:
             "tracking_secret": "set" if self.tracking.secret else "generated (stored)",
             "tracking_secrets_previous": len(self.tracking.previous_secrets),
             "open_tracking_enabled": self.tracking.open_tracking_enabled,
+            "track_clicks": self.tracking.track_clicks,
             "database_path": str(self.database.path),
             "retention_days": self.database.retention_days,
             "housekeeping_interval_seconds": self.database.housekeeping_interval,
@@ -538,6 +543,7 @@ def load_config(values: Mapping[str, str]) -> Config:
         api_key_secret=derive_secret(api_key) if api_key is not None else None,
         accept_plain_ids=reader.boolean("TRACKING_ACCEPT_PLAIN_IDS", False),
         open_tracking_enabled=reader.boolean("OPEN_TRACKING_ENABLED", True),
+        track_clicks=reader.boolean("TRACK_CLICKS", False),
     )
 
     topic_arns = reader.optional_text("SNS_TOPIC_ARNS")
@@ -577,16 +583,18 @@ def load_config(values: Mapping[str, str]) -> Config:
     server_url_unreadable = configured_url is None and reader.raw("SERVER_URL") is not None
     if (
         backend_kind is BackendKind.SES
-        and (tracking.open_tracking_enabled or feedback.unsubscribe_enabled)
+        and (
+            tracking.open_tracking_enabled or tracking.track_clicks or feedback.unsubscribe_enabled
+        )
         and not server_url_unreadable  # already reported as not an absolute URL
     ):
         problem = public_url_problem(configured_url)
         if problem is not None:
             reader.problems.append(
                 f"SERVER_URL {problem}; with SENDER_BACKEND=ses it must be this service's public"
-                " URL, because every email's tracking pixel and one-click unsubscribe link point"
-                " there (set SERVER_URL, or turn off both OPEN_TRACKING_ENABLED and"
-                " UNSUBSCRIBE_ENABLED)"
+                " URL, because every email's tracking pixel, tracked links and one-click"
+                " unsubscribe link point there (set SERVER_URL, or turn off"
+                " OPEN_TRACKING_ENABLED, TRACK_CLICKS and UNSUBSCRIBE_ENABLED)"
             )
 
     reader.raise_if_problems()

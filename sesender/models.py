@@ -42,6 +42,9 @@ class NewMessage:
 
     ``data`` is set for a template (see :mod:`sesender.templating`): one mapping of merge-field
     values per address, in the same order. None: the content is sent exactly as given.
+    ``track_opens`` / ``track_clicks`` are decided at submission (the message's own choice, else
+    the service's setting then); ``links`` are the URLs of the content's tracked links by
+    position (:func:`sesender.links.link_urls`), given when ``track_clicks`` is on.
     """
 
     topic_id: str
@@ -54,6 +57,9 @@ class NewMessage:
     sender: str | None = None
     #: the message's ``reply_to`` address, if any.
     reply_to: str | None = None
+    track_opens: bool = True
+    track_clicks: bool = False
+    links: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +123,45 @@ class ResultEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class ClickEvent:
+    """A click on a link of a sent email, to be recorded by the store's ``record_click``.
+
+    From sesender's own redirect: ``request_id`` and the link's ``position`` in the email's
+    content (the store knows its URL). From an SES ``Click`` event: ``message_id`` (and the
+    request id tag when SES echoed it) and the ``url`` SES reports.
+    """
+
+    occurred_at_ms: int
+    request_id: int | None = None
+    message_id: str | None = None
+    position: int | None = None
+    url: str | None = None
+    user_agent: str | None = None
+    source: str = "sesender"
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedClick:
+    """What the store recorded for a click: the email, its topic, the link, whether it was this
+    email's first click on that link (a unique click), and the time since the email was sent."""
+
+    request_id: int
+    topic_id: str
+    url: str
+    unique: bool
+    delay_ms: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class LinkStats:
+    """One link of a topic: clicks counted once per email (unique) and every click (total)."""
+
+    url: str
+    unique_clicks: int
+    total_clicks: int
+
+
+@dataclass(frozen=True, slots=True)
 class Content:
     subject: str
     body: str
@@ -136,6 +181,11 @@ class ClaimedEmail:
     attempts: int  # attempts already made before this claim
     #: the merge-field values stored for this email when its content is a template, else None.
     data: Mapping[str, str] | None = None
+    #: whether the email carries the open pixel; None (emails accepted before the choice was
+    #: stored): as OPEN_TRACKING_ENABLED says.
+    track_opens: bool | None = None
+    #: whether the email's links are rewritten for click tracking.
+    track_clicks: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,6 +274,7 @@ class FeedbackItem:
     whose source was already processed changes nothing."""
 
     events: tuple[ResultEvent, ...] = ()
+    clicks: tuple[ClickEvent, ...] = ()
     suppressions: tuple[Suppression, ...] = ()
     transient_bounces: tuple[str, ...] = ()
     source_id: str | None = None
@@ -248,6 +299,8 @@ class FeedbackReport:
 class TopicStats:
     request_counts: dict[str, int]
     result_counts: dict[str, int]
+    #: every click on the topic's links (``result_counts["Click"]`` counts emails clicked).
+    total_clicks: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -51,6 +51,7 @@ from sesender.gc_tuning import tune_for_service
 from sesender.http.app import create_app
 from sesender.http.context import AppContext
 from sesender.http.server import hypercorn_config, serve_http
+from sesender.links import CLICK_PATH
 from sesender.metrics import Metrics, PipelineCollector
 from sesender.monitoring import report_actor_crash
 from sesender.pipeline.compose import MessageComposer
@@ -308,6 +309,7 @@ async def _start_actors(
         write=functools.partial(write_and_wait, result_tx),
         confirm_subscription=sns_http.confirm_subscription,
         on_recorded=functools.partial(_event_recorded, metrics, pipeline),
+        own_click_prefix=config.server.public_url.rstrip("/") + CLICK_PATH,
     )
     sns_rejections: dict[str, int] = {}
     if metrics is not None:

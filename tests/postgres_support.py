@@ -82,7 +82,8 @@ def reset(url: str) -> None:
             )
         ]
         # Children before parents (results and requests reference their parents).
-        order = sorted(tables, key=lambda t: {"results": 0, "requests": 1}.get(t, 2))
+        parents_last = {"results": 0, "email_link_clicks": 0, "requests": 1, "links": 1}
+        order = sorted(tables, key=lambda t: parents_last.get(t, 2))
         statements = [sql.SQL("DELETE FROM {}").format(sql.Identifier(t)) for t in order]
         statements += [
             sql.SQL("ALTER SEQUENCE {} RESTART").format(sql.Identifier(s)) for s in sequences

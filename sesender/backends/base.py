@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from sesender.errors import SendError
+from sesender.links import TrackedHtml
 from sesender.templating import MergeFields
 
 
@@ -57,6 +58,12 @@ class OutgoingEmail:
     merge: MergeFields | None = None
     #: The message's Reply-To address (SES ``ReplyToAddresses``), if it has one.
     reply_to: str | None = None
+    #: Click tracking of a content sent as given: the content with its links rewritten, once
+    #: per content, and this recipient's token; ``html`` is ``tracked.render(click_token,
+    #: pixel)`` and ``source_html`` the content before its links were rewritten. A templated
+    #: email's links are rewritten in its ``merge`` template instead (the token is a value).
+    tracked: TrackedHtml | None = None
+    click_token: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

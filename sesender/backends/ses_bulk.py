@@ -27,6 +27,10 @@ calls"):
 - **The text part is the template's text with the same substitutions.** With those rules,
   converting the rendered HTML to text gives the same result as substituting into the text of
   the template, which is converted once per content.
+- **Tracked links** (click tracking): a content's links are rewritten once
+  (:class:`sesender.links.TrackedHtml`); its template has ``{{sesender_click_token}}`` where each
+  recipient's token goes, and each entry's data carries that token. A templated email's token is
+  one more merge value, so the rules above cover it.
 """
 
 from __future__ import annotations
@@ -52,7 +56,8 @@ from sesender.errors import (
     SenderSendError,
     TransientSendError,
 )
-from sesender.pipeline.pixel import insert_pixel
+from sesender.links import CLICK_FIELD
+from sesender.pipeline.pixel import insert_pixel, pixel_image
 
 if TYPE_CHECKING:
     from mypy_boto3_sesv2.type_defs import (
@@ -187,14 +192,24 @@ def bulk_key(email: OutgoingEmail) -> tuple[BulkKey, dict[str, str]] | None:
     """The group ``email`` can share a bulk call with, and its replacement data; None when it
     must be sent alone with ``SendEmail`` (see the module docstring)."""
     data: dict[str, str] = {}
+    tracked = email.tracked
     if email.merge is None:
         subject, html = email.subject, email.source_html
         if html is None:
-            if email.pixel_url is not None:
+            if email.pixel_url is not None or tracked is not None:
                 return None  # the pixel cannot be taken out again
             html = email.html
         if has_braces(subject) or has_braces(html):
             return None
+        if tracked is not None:
+            # Click tracking: the template is the content with its links rewritten once, the
+            # recipient's token its replacement data; the email must be exactly that.
+            token = email.click_token
+            pixel = "" if email.pixel_url is None else pixel_image(email.pixel_url)
+            if token is None or email.html != tracked.render(token, pixel):
+                return None
+            html = tracked.template
+            data[CLICK_FIELD] = token
     else:
         template = email.merge
         if PIXEL_FIELD in template.values:
@@ -212,7 +227,9 @@ def bulk_key(email: OutgoingEmail) -> tuple[BulkKey, dict[str, str]] | None:
     pixel_url: str | None = None
     if email.pixel_url is not None:
         shared = email.merge is None  # a rendered template's HTML is seen once: not cached
-        if email.html != insert_pixel(email.source_html or "", email.pixel_url, cached=shared):
+        if tracked is None and email.html != insert_pixel(
+            email.source_html or "", email.pixel_url, cached=shared
+        ):
             return None  # not the pixel compose inserts: nothing to rebuild it from
         pixel_url, tail = split_value(email.pixel_url)
         if "{" in pixel_url or "}" in pixel_url:
@@ -220,7 +237,7 @@ def bulk_key(email: OutgoingEmail) -> tuple[BulkKey, dict[str, str]] | None:
         if tail:
             data[PIXEL_FIELD] = tail
             pixel_url += "{{" + PIXEL_FIELD + "}}"
-    elif email.source_html is not None and email.html != email.source_html:
+    elif tracked is None and email.source_html is not None and email.html != email.source_html:
         return None
     key = BulkKey(
         sender=email.sender,

@@ -178,6 +178,9 @@ def text_part(email: OutgoingEmail) -> str:
     A templated email (``merge`` set) has its own rendered HTML, so it is converted every time and
     kept out of the cache, where it would only evict the contents shared by many recipients.
     """
+    if email.tracked is not None and email.click_token is not None:
+        # Tracked links show in the text part too, rewritten: converted once per content.
+        return email.tracked.text(email.click_token, html_to_text)
     if email.source_html is None:
         return html_to_text(email.html)
     if email.merge is not None:

@@ -25,7 +25,7 @@ from sesender.addresses import check_address
 from sesender.errors import SnsMalformed
 from sesender.feedback.ses_events import SesEvent, parse_ses_event
 from sesender.feedback.sns import SnsEnvelope, SnsVerifier, parse_envelope
-from sesender.models import FeedbackItem, FeedbackReport, ResultEvent, Suppression
+from sesender.models import ClickEvent, FeedbackItem, FeedbackReport, ResultEvent, Suppression
 
 logger = logging.getLogger(__name__)
 
@@ -55,8 +55,13 @@ class FeedbackIntake:
         write: Callable[[FeedbackItem], Awaitable[FeedbackReport]],
         confirm_subscription: Callable[[str], Awaitable[None]],
         on_recorded: Callable[[str], None] | None = None,
+        own_click_prefix: str | None = None,
     ) -> None:
         self._on_recorded = on_recorded
+        #: ``{SERVER_URL}/v1/events/click/``: an SES click on such a link was a click on a link
+        #: sesender tracks, which its redirect records; counting the SES event too would count
+        #: that click twice.
+        self._own_click_prefix = own_click_prefix
         self._verifier = verifier
         self._write = write
         self._confirm = confirm_subscription
@@ -104,6 +109,16 @@ class FeedbackIntake:
                 extra={"event": "sns_ignored", "source_id": source_id},
             )
             return IntakeResult(IntakeOutcome.IGNORED, message_type)
+        if (
+            event.event_type == "Click"
+            and self._own_click_prefix
+            and (event.link or "").startswith(self._own_click_prefix)
+        ):
+            logger.debug(
+                "SES click on a link sesender tracks itself: counted by its redirect, not twice",
+                extra={"event": "ses_click_own_link", "ses_message_id": event.ses_message_id},
+            )
+            return IntakeResult(IntakeOutcome.IGNORED, message_type, event.event_type)
         report = await self._write(feedback_item(event, source_id=source_id))
         if report.duplicates:
             outcome = IntakeOutcome.DUPLICATE
@@ -184,6 +199,18 @@ def feedback_item(event: SesEvent, *, source_id: str | None) -> FeedbackItem:
             )
         elif event.event_type == "Bounce":
             transient.append(address)
+    if event.event_type == "Click" and event.link is not None:
+        # Recorded as a click on that link (once per email, per-link counters), like a click on
+        # a link sesender rewrote; SES names the email (the message id), not the recipient.
+        click = ClickEvent(
+            occurred_at_ms=occurred_at_ms,
+            request_id=event.request_id_tag,
+            message_id=event.ses_message_id,
+            url=event.link,
+            user_agent=event.user_agent,
+            source="ses",
+        )
+        return FeedbackItem(clicks=(click,), source_id=source_id)
     if not events:  # an event without recipients still counts once for its email
         events.append(
             ResultEvent(

@@ -122,6 +122,10 @@ class SesEvent:
     request_id_tag: int | None = None
     topic_tag: str | None = None
     feedback_id: str | None = None
+    #: A ``Click`` event's ``click.link`` (the URL the recipient followed, as SES reports it).
+    link: str | None = None
+    #: An ``Open`` or ``Click`` event's ``userAgent``.
+    user_agent: str | None = None
 
 
 def _object(value: object, what: str) -> Mapping[str, object]:
@@ -302,7 +306,14 @@ def parse_ses_event(message: str) -> SesEvent:
         if event_type in ("Bounce", "Complaint")
         else None
     )
+    link = user_agent = None
+    if event_type in ("Open", "Click"):
+        user_agent = _optional_text(detail.get("userAgent"), f"{detail_key}.userAgent")
+        if event_type == "Click":
+            link = _optional_text(detail.get("link"), "click.link") or None
     return SesEvent(
+        link=link,
+        user_agent=user_agent,
         event_type=event_type,
         ses_message_id=ses_message_id,
         occurred_at=occurred_at,

@@ -50,6 +50,7 @@ PUBLIC_ENDPOINTS = frozenset(
         "health.health",
         "health.ready",
         "events.open_pixel",
+        "events.click",
         "events_results.sns_results",
         "unsubscribe.unsubscribe_page",
         "unsubscribe.unsubscribe_post",

@@ -102,6 +102,9 @@ async def submit_messages() -> Response:
             timezone=context.config.pipeline.schedule_timezone,
             unsubscribe_available=context.config.feedback.unsubscribe_enabled,
             senders=policy,
+            track_opens=context.config.tracking.open_tracking_enabled,
+            track_clicks=context.config.tracking.track_clicks,
+            public_url=context.config.server.public_url,
         ),
     )
     principal = current_principal()

@@ -67,6 +67,8 @@ ROUTE_SCOPES: Final[Mapping[tuple[str, str], RouteAccess]] = {
     ("POST", "/v1/topics/<path:topic_id>/resume"): ADMIN,
     ("POST", "/v1/reputation/resume-topic"): ADMIN,
     ("GET", "/v1/stats/storage"): READ,
+    ("GET", "/v1/topics/<path:topic_id>/links"): READ,
+    ("GET", "/v1/events/click/<token>/<code>"): PUBLIC,
 }
 
 _RULES_WITH_A_PUBLIC_METHOD = frozenset(

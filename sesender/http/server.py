@@ -3,7 +3,8 @@
 With ``ACCESS_LOG=true`` each request hypercorn answered is one ``http_request`` log line (logger
 ``sesender.access``, level info) through the service's own logging set-up, so it is a JSON object
 like every other line with ``LOG_FORMAT=json``: method, path, status and duration. The query string
-is never logged: the tracking pixel's and the unsubscribe link's tokens travel in it.
+is never logged: the tracking pixel's and the unsubscribe link's tokens travel in it; nor are a
+tracked link's token and code, which travel in its path (logged as ``/v1/events/click/…``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from hypercorn.typing import ResponseSummary, WWWScope
 
 from sesender.config import ServerConfig
 from sesender.http.context import SesenderApp
+from sesender.links import CLICK_PATH
 
 logger = logging.getLogger(__name__)
 access_logger = logging.getLogger("sesender.access")
@@ -46,19 +48,28 @@ class AccessLogger(HypercornLogger):
             return  # LOG_LEVEL above info
         method = request["method"] if request["type"] == "http" else "GET"
         status = response["status"]
+        path = loggable_path(request["path"])
         self.access_logger.info(
             "%s %s %s",
             method,
-            request["path"],
+            path,
             status,
             extra={
                 "event": "http_request",
                 "method": method,
-                "path": request["path"],
+                "path": path,
                 "status": status,
                 "duration_ms": round(request_time * 1000, 1),
             },
         )
+
+
+def loggable_path(path: str) -> str:
+    """``path`` as the access log shows it: a tracked link's token and code are credentials (they
+    record clicks), so they are left out."""
+    if path.startswith(CLICK_PATH):
+        return CLICK_PATH + "…"
+    return path
 
 
 def hypercorn_config(server: ServerConfig) -> HypercornConfig:

@@ -6,6 +6,11 @@ A body is refused whole (400, nothing stored) when its shape is wrong: not an ob
 request: invalid ones are counted in ``errors`` and listed (capped) in ``rejected``, duplicates
 within a message are sent once, and the valid ones are accepted.
 
+``track_opens`` / ``track_clicks`` (booleans, per message) choose open and click tracking for the
+message's emails; absent or null, the service's settings (OPEN_TRACKING_ENABLED, TRACK_CLICKS)
+decide, at submission. With click tracking the content's tracked links are found here, once per
+message, and stored with it (:mod:`sesender.links`).
+
 A message with ``data`` or with recipient objects (``{"email": ..., "data": {...}}``) is a template
 (:class:`Template`, rules in :mod:`sesender.templating`): the same holds per recipient, and a
 recipient whose data is unusable or lacks a field the template uses is refused in ``rejected`` with
@@ -25,6 +30,7 @@ from zoneinfo import ZoneInfo
 
 from sesender.addresses import check_address
 from sesender.errors import ApiError
+from sesender.links import link_urls
 from sesender.models import NewMessage
 from sesender.senders import SenderPolicy, parse_address_field
 from sesender.templating import (
@@ -123,6 +129,15 @@ def _text_field(message: dict[str, Any], name: str, index: int) -> str:
     return value
 
 
+def _tracking_flag(message: dict[str, Any], name: str, default: bool, index: int) -> bool:
+    value = message.get(name)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise ApiError(400, f"messages[{index}].{name} must be true or false")
+    return value
+
+
 def parse_submission(
     payload: Any,
     *,
@@ -130,10 +145,14 @@ def parse_submission(
     timezone: ZoneInfo,
     unsubscribe_available: bool = True,
     senders: SenderPolicy | None = None,
+    track_opens: bool = True,
+    track_clicks: bool = False,
+    public_url: str = "",
 ) -> ParsedSubmission:
     """The body checked and split into messages; ``unsubscribe_available`` says whether a
     template may use ``{{unsubscribe_url}}`` (UNSUBSCRIBE_ENABLED); ``senders`` which ``from``
-    a message may have (None: none but the default)."""
+    a message may have (None: none but the default); ``track_opens`` and ``track_clicks`` are
+    the service's defaults, ``public_url`` its URL (links to it are never tracked)."""
     if not isinstance(payload, dict):
         raise ApiError(400, "The body must be a JSON object with a 'messages' list")
     raw_messages = payload.get("messages")
@@ -185,6 +204,8 @@ def parse_submission(
         if "\x00" in content or "\x00" in subject:
             raise ApiError(400, f"messages[{index}] must not contain NUL characters")
         sender, reply_to = _sender_fields(message, index, senders)
+        opens = _tracking_flag(message, "track_opens", track_opens, index)
+        clicks = _tracking_flag(message, "track_clicks", track_clicks, index)
         if message.get("data") is not None or any(isinstance(i, dict) for i in message["emails"]):
             template = Template.of(message, subject, content, index, unsubscribe_available)
             parsed_message, dropped, refused = template.recipients(topic_id, message["emails"])
@@ -192,9 +213,16 @@ def parse_submission(
             parsed_message, dropped, refused = plain_recipients(
                 topic_id, subject, content, message["emails"]
             )
-        if sender is not None or reply_to is not None:
-            parsed_message = replace(parsed_message, sender=sender, reply_to=reply_to)
-        messages.append(parsed_message)
+        messages.append(
+            replace(
+                parsed_message,
+                sender=sender,
+                reply_to=reply_to,
+                track_opens=opens,
+                track_clicks=clicks,
+                links=link_urls(content, own_url=public_url) if clicks else (),
+            )
+        )
         duplicates += dropped
         rejected_count += len(refused)
         rejected.extend(refused[: REJECTED_LIST_CAP - len(rejected)])

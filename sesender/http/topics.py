@@ -1,4 +1,5 @@
-"""``GET /v1/topics/{topic_id}`` (statistics) and ``DELETE`` (structured cancellation)."""
+"""``GET /v1/topics/{topic_id}`` (statistics), ``GET .../links`` (per-link clicks) and ``DELETE``
+(structured cancellation)."""
 
 from __future__ import annotations
 
@@ -21,15 +22,42 @@ async def topic_stats(topic_id: str) -> Response:
     return json_response(stats_json(await app_context().store.topic_stats(topic_id)))
 
 
+@topics_blueprint.get("/v1/topics/<path:topic_id>/links")
+async def topic_links(topic_id: str) -> Response:
+    """Each tracked link of the topic with its clicks: ``unique_clicks`` counts emails that
+    clicked it (once each), ``total_clicks`` every click; most clicked first."""
+    links = await app_context().store.topic_links(topic_id)
+    return json_response(
+        {
+            "topic_id": topic_id,
+            "links": [
+                {
+                    "url": link.url,
+                    "unique_clicks": link.unique_clicks,
+                    "total_clicks": link.total_clicks,
+                }
+                for link in links
+            ],
+        }
+    )
+
+
 def stats_json(stats: TopicStats) -> dict[str, dict[str, int]]:
     """Counts by status name and by event type; zeros listed for a known topic, as the original
-    service did; empty maps for an unknown one."""
+    service did; empty maps for an unknown one. ``result_counts["Click"]`` counts emails with at
+    least one click; ``clicks`` adds every click (``total``), when there was any."""
     if not stats.request_counts and not stats.result_counts:
         return {"request_counts": {}, "result_counts": {}}
     request_counts = {status.label: stats.request_counts.get(status.label, 0) for status in Status}
     result_counts = {name: stats.result_counts.get(name, 0) for name in DOCUMENTED_RESULTS}
     result_counts.update(stats.result_counts)
-    return {"request_counts": request_counts, "result_counts": result_counts}
+    stats_body = {"request_counts": request_counts, "result_counts": result_counts}
+    if stats.total_clicks or "Click" in stats.result_counts:
+        stats_body["clicks"] = {
+            "unique": stats.result_counts.get("Click", 0),
+            "total": stats.total_clicks,
+        }
+    return stats_body
 
 
 @topics_blueprint.delete("/v1/topics/<path:topic_id>")

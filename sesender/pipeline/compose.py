@@ -3,12 +3,13 @@ configuration set."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sesender.backends.base import OutgoingEmail
 from sesender.feedback.ses_events import REQUEST_ID_TAG, TOPIC_TAG
+from sesender.links import CLICK_FIELD, LinkRewriter
 from sesender.models import ClaimedEmail
-from sesender.pipeline.pixel import insert_pixel
+from sesender.pipeline.pixel import insert_pixel, pixel_image
 from sesender.templating import (
     EMAIL_FIELD,
     UNSUBSCRIBE_FIELD,
@@ -26,8 +27,15 @@ class MessageComposer:
     signer: TokenSigner
     configuration_set: str | None
     unsubscribe_enabled: bool
-    #: OPEN_TRACKING_ENABLED: whether the html carries the tracking pixel.
+    #: OPEN_TRACKING_ENABLED: whether the html carries the tracking pixel, for emails accepted
+    #: before each email stored its own choice.
     open_tracking_enabled: bool = True
+    #: rewrites a content's links once for all its emails (click tracking).
+    rewriter: LinkRewriter = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        rewriter = LinkRewriter(public_url=self.public_url, signer=self.signer)
+        object.__setattr__(self, "rewriter", rewriter)
 
     def pixel_url(self, request_id: int) -> str:
         token = self.signer.sign("open", request_id)
@@ -54,22 +62,39 @@ class MessageComposer:
         if email.topic_id:
             # As is: the SES backend makes tag names and values valid SES tags (ses_tag_part).
             tags.append((TOPIC_TAG, email.topic_id))
+        track_opens = self.open_tracking_enabled if email.track_opens is None else email.track_opens
+        pixel_url = self.pixel_url(email.request_id) if track_opens else None
+        # Click tracking: the content's links are rewritten once (cached per content); what
+        # differs per recipient is only the token that goes into each link.
+        tracked = self.rewriter.tracked(email.content.body) if email.track_clicks else None
+        click_token = self.signer.sign("click", email.request_id) if tracked else None
         subject, html = email.content.subject, email.content.body
         merge = None
         if email.data is not None:
             # A template: rendered here, once, so every backend sends the same text; the parts
-            # travel along unrendered for a backend that lets the provider render them.
+            # travel along unrendered for a backend that lets the provider render them. With
+            # click tracking the template is the one with its links rewritten, and the token
+            # is one more value.
             values = {**email.data, EMAIL_FIELD: email.email, UNSUBSCRIBE_FIELD: unsubscribe_url}
+            if tracked is not None and click_token is not None:
+                html = tracked.template
+                values[CLICK_FIELD] = click_token
             merge = MergeFields(subject=subject, html=html, values=values)
             subject, html = render_text(subject, values), render_html(html, values)
-        pixel_url = self.pixel_url(email.request_id) if self.open_tracking_enabled else None
+            tracked = click_token = None
+        if tracked is not None and click_token is not None:
+            body = tracked.render(click_token, "" if pixel_url is None else pixel_image(pixel_url))
+        elif pixel_url is None:
+            body = html
+        else:
+            body = insert_pixel(html, pixel_url, cached=merge is None)
         return OutgoingEmail(
             request_id=email.request_id,
             topic_id=email.topic_id,
             sender=email.content.sender or self.sender,
             recipient=email.email,
             subject=subject,
-            html=html if pixel_url is None else insert_pixel(html, pixel_url, cached=merge is None),
+            html=body,
             headers=headers,
             tags=tuple(tags),
             configuration_set=self.configuration_set,
@@ -78,4 +103,6 @@ class MessageComposer:
             pixel_url=pixel_url,
             merge=merge,
             reply_to=email.content.reply_to,
+            tracked=tracked,
+            click_token=click_token,
         )

@@ -12,6 +12,7 @@ against, only that:
 - :class:`ApiKeyStore`: named API keys (the HTTP layer's key ring and ``/v1/api-keys``).
 - :class:`ReputationStore`: the reputation guard's counters and its durable holds.
 - :class:`StorageStore`: the storage figures and whether a missing email was pruned.
+- :class:`ClickStore`: click tracking's redirect target, recording a click, per-link counts.
 
 :class:`Store` is their union, for the composition root that opens the store and hands each
 consumer its part; :class:`~sesender.store.sqlite.SqliteStore` implements it.
@@ -30,14 +31,17 @@ from typing import Protocol
 from sesender.models import (
     ApiKey,
     ClaimBatch,
+    ClickEvent,
     FeedbackItem,
     FeedbackReport,
     IdempotencyRecord,
+    LinkStats,
     NewApiKey,
     NewIdempotencyKey,
     Outcome,
     PruneBatch,
     PruneScan,
+    RecordedClick,
     ReputationCounts,
     ReputationHold,
     RequestDetail,
@@ -107,8 +111,28 @@ class FeedbackStore(Protocol):
         self, items: Sequence[FeedbackItem], *, now_ms: int
     ) -> list[FeedbackReport]:
         """Apply feedback in one transaction: events once per (email, type) with a repeat
-        counter, suppressions, transient-bounce counts; items whose ``source_id`` was seen
-        before change nothing."""
+        counter, clicks (as :meth:`ClickStore.record_click` records one), suppressions,
+        transient-bounce counts; items whose ``source_id`` was seen before change nothing."""
+        ...
+
+
+class ClickStore(Protocol):
+    """Click tracking (docs/architecture.md, "Click tracking")."""
+
+    async def click_target(self, request_id: int, position: int) -> str | None:
+        """The stored URL of the link at ``position`` of email ``request_id``'s content, when
+        that email was sent with click tracking; None otherwise. A read: the redirect answers
+        from it while the click itself is recorded by a group commit."""
+        ...
+
+    async def record_click(self, click: ClickEvent, *, now_ms: int) -> RecordedClick | None:
+        """Record one click in its own transaction: the email's ``Click`` result (once per
+        email in the topic's counts), whether it is the email's first click on that link, and
+        the topic's per-link counters. None, nothing written, for an unknown email or link."""
+        ...
+
+    async def topic_links(self, topic_id: str) -> list[LinkStats]:
+        """The topic's tracked links with unique and total clicks, most clicked first."""
         ...
 
 
@@ -249,9 +273,9 @@ class ApiKeyStore(Protocol):
         ...
 
 
-class HttpStore(ApiStore, HealthStore, ApiKeyStore, StorageStore, Protocol):
+class HttpStore(ApiStore, HealthStore, ApiKeyStore, StorageStore, ClickStore, Protocol):
     """What the HTTP layer is given: the API's queries and commands, the health checks, the
-    API keys and the storage figures."""
+    API keys, the storage figures and click tracking."""
 
 
 class ReputationStore(Protocol):
@@ -294,6 +318,7 @@ class Store(
     ApiKeyStore,
     ReputationStore,
     StorageStore,
+    ClickStore,
     Protocol,
 ):
     """Everything: what the composition root opens, closes and hands out in parts."""

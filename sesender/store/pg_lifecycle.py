@@ -98,6 +98,13 @@ def delete_emails(
                 " FROM unnest(%s::bigint[], %s::bigint[]) AS u (id, n) WHERE contents.id = u.id",
                 ([content for content, _ in ordered], [count for _, count in ordered]),
             )
+            # A content's tracked links go with it (the per-link counters stay: they are per
+            # topic and URL); its old click links then answer the plain page.
+            connection.execute(
+                "DELETE FROM links WHERE content_id = ANY(%s)"
+                " AND content_id IN (SELECT id FROM contents WHERE refs <= 0)",
+                ([content for content, _ in ordered],),
+            )
             contents = connection.execute(
                 "DELETE FROM contents WHERE id = ANY(%s) AND refs <= 0",
                 ([content for content, _ in ordered],),

@@ -55,6 +55,7 @@ from sesender.models import (
     TopicStats,
     TopicSummary,
 )
+from sesender.store import pg_clicks as clicks
 from sesender.store.pg_schema import (
     HOUSEKEEPING_LOCK,
     LATEST_VERSION,
@@ -165,8 +166,9 @@ def submit(
             )
             row = connection.execute(
                 "WITH inserted AS (INSERT INTO requests (topic_id, content_id, email, data,"
-                " status, attempts, due_at, created_at, updated_at, api_key_id)"
-                f" SELECT %s, %s, e.email, e.data, {Status.CREATED.value}, 0, %s, %s, %s, %s"
+                " status, attempts, due_at, created_at, updated_at, api_key_id, track_opens,"
+                " track_clicks) SELECT %s, %s, e.email, e.data,"
+                f" {Status.CREATED.value}, 0, %s, %s, %s, %s, %s, %s"
                 " FROM unnest(%s::text[], %s::text[]) WITH ORDINALITY AS e (email, data, n)"
                 " ORDER BY e.n RETURNING id) SELECT MIN(id), COUNT(*) FROM inserted",
                 (
@@ -176,6 +178,8 @@ def submit(
                     now,
                     now,
                     submission.api_key_id,
+                    int(message.track_opens),
+                    int(message.track_clicks),
                     list(message.emails),
                     data if data is not None else [None] * len(message.emails),
                 ),
@@ -185,6 +189,8 @@ def submit(
                 first_id = int(row[0])
             stored += int(row[1])
             per_topic[message.topic_id] += len(message.emails)
+            if message.track_clicks and message.links:
+                clicks.store_links(connection, message.topic_id, content_id, message.links)
         ordered = sorted(per_topic.items())
         if ordered:
             topics = [topic for topic, _ in ordered]
@@ -254,7 +260,8 @@ _CLAIM_SQL = (
     " WHEN EXISTS (SELECT 1 FROM suppressions AS s WHERE s.email = lower(requests.email))"
     f" THEN {Status.SUPPRESSED.value} ELSE {Status.PROCESSED.value} END"
     " FROM picked WHERE requests.id = picked.id"
-    " RETURNING requests.id, topic_id, content_id, email, attempts, due_at, status, data"
+    " RETURNING requests.id, topic_id, content_id, email, attempts, due_at, status, data,"
+    " track_opens, track_clicks"
 )
 
 
@@ -294,6 +301,8 @@ def claim_due(
             content=contents_cache[row[2]],
             attempts=row[4],
             data=None if row[7] is None else json.loads(row[7]),
+            track_opens=None if row[8] is None else bool(row[8]),
+            track_clicks=bool(row[9]),
         )
         for row in rows
     )
@@ -595,6 +604,8 @@ def record_feedback(
                     continue
             for event in item.events:
                 matched += _record_event(connection, event)
+            for click in item.clicks:
+                matched += clicks.record_click(connection, click) is not None
             for suppression in item.suppressions:
                 suppressed += _suppress(connection, suppression, now_ms)
             for email in item.transient_bounces:
@@ -767,7 +778,11 @@ def topic_stats(connection: Connection, topic_id: str) -> TopicStats:
             (topic_id,),
         )
     }
-    return TopicStats(request_counts=request_counts, result_counts=result_counts)
+    return TopicStats(
+        request_counts=request_counts,
+        result_counts=result_counts,
+        total_clicks=clicks.topic_total_clicks(connection, topic_id),
+    )
 
 
 def recent_topics(connection: Connection, limit: int) -> list[TopicSummary]:

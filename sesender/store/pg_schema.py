@@ -317,6 +317,38 @@ MIGRATIONS: tuple[str, ...] = (
         value BIGINT NOT NULL
     );
     """,
+    # 5: click tracking (SQLite's migration 10; see sesender.store.schema and
+    # sesender.store.sqlite_clicks).
+    """
+    ALTER TABLE requests ADD COLUMN track_opens SMALLINT;
+    ALTER TABLE requests ADD COLUMN track_clicks SMALLINT;
+
+    CREATE TABLE links (
+        content_id BIGINT NOT NULL REFERENCES contents (id),
+        position INTEGER NOT NULL,
+        url TEXT NOT NULL,
+        PRIMARY KEY (content_id, position)
+    );
+
+    CREATE TABLE link_clicks (
+        topic_id TEXT NOT NULL,
+        url TEXT NOT NULL,
+        unique_clicks BIGINT NOT NULL DEFAULT 0,
+        total_clicks BIGINT NOT NULL DEFAULT 0,
+        PRIMARY KEY (topic_id, url)
+    );
+
+    CREATE TABLE email_link_clicks (
+        request_id BIGINT NOT NULL REFERENCES requests (id),
+        url TEXT NOT NULL,
+        count BIGINT NOT NULL,
+        first_at BIGINT NOT NULL,
+        last_at BIGINT NOT NULL,
+        user_agent TEXT,
+        delay_ms BIGINT,
+        PRIMARY KEY (request_id, url)
+    );
+    """,
 )
 
 LATEST_VERSION = len(MIGRATIONS)

@@ -31,15 +31,18 @@ from sesender.errors import StoreError, StoreUnavailable
 from sesender.models import (
     ApiKey,
     ClaimBatch,
+    ClickEvent,
     Content,
     FeedbackItem,
     FeedbackReport,
     IdempotencyRecord,
+    LinkStats,
     NewApiKey,
     NewIdempotencyKey,
     Outcome,
     PruneBatch,
     PruneScan,
+    RecordedClick,
     ReputationCounts,
     ReputationHold,
     RequestDetail,
@@ -51,6 +54,7 @@ from sesender.models import (
     TopicStats,
     TopicSummary,
 )
+from sesender.store import pg_clicks as clicks
 from sesender.store import pg_lifecycle as lifecycle
 from sesender.store import pg_queries as queries
 from sesender.store import pg_reputation as reputation
@@ -197,6 +201,19 @@ class PostgresStore:
         return await self._write(
             queries.record_feedback, items, self.suppress_after_transient, now_ms
         )
+
+    async def click_target(self, request_id: int, position: int) -> str | None:
+        return await self._read(clicks.click_target, request_id, position)
+
+    async def record_click(self, click: ClickEvent, *, now_ms: int) -> RecordedClick | None:
+        def record(connection: Connection) -> RecordedClick | None:
+            with connection.transaction():
+                return clicks.record_click(connection, click)
+
+        return await self._write(record)
+
+    async def topic_links(self, topic_id: str) -> list[LinkStats]:
+        return await self._read(clicks.topic_links, topic_id)
 
     async def put_suppression(self, suppression: Suppression, *, now_ms: int) -> SuppressionEntry:
         return await self._write(queries.put_suppression, suppression, now_ms)

@@ -24,6 +24,12 @@ Why the schema looks the way it does:
 - ``contents.refs``, ``pruned_requests`` and ``lifecycle_counters`` serve retention: see
   migration 9 and :mod:`sesender.store.sqlite_lifecycle`. No trigger fires on DELETE, so pruning
   emails and their results leaves every counter above unchanged.
+- Click tracking (migration 10): ``requests.track_opens`` / ``track_clicks`` are each email's
+  choice, made at submission; ``links`` is each content's tracked links by position (the redirect
+  target, never read from the request); ``link_clicks`` counts clicks per (topic, link), unique and
+  total, kept by the store as it records a click, so it survives the pruning of per-email rows;
+  ``email_link_clicks`` is the per-email row that tells a unique click from a repeat, with the
+  first click's user agent and delay since sending (prefetching scanners).
 - ``topic_cancellations`` makes a cancellation durable: each cancelled topic with the highest
   request id it covers, checked by every statement that would put an email back in the queue.
 - ``api_keys`` holds named keys as SHA-256 digests (a key is 256 random bits: a fast hash cannot
@@ -307,6 +313,39 @@ MIGRATIONS: tuple[str, ...] = (
         name TEXT PRIMARY KEY,
         value INTEGER NOT NULL
     ) WITHOUT ROWID;
+    """,
+    # 10: click tracking: each email's tracking choices (NULL for emails accepted before: opens
+    # as OPEN_TRACKING_ENABLED says, no click tracking), each content's tracked links, per-link
+    # counters per topic and per-email click rows (see the module docstring).
+    """
+    ALTER TABLE requests ADD COLUMN track_opens INTEGER;
+    ALTER TABLE requests ADD COLUMN track_clicks INTEGER;
+
+    CREATE TABLE links (
+        content_id INTEGER NOT NULL REFERENCES contents (id),
+        position INTEGER NOT NULL,
+        url TEXT NOT NULL,
+        PRIMARY KEY (content_id, position)
+    ) WITHOUT ROWID;
+
+    CREATE TABLE link_clicks (
+        topic_id TEXT NOT NULL,
+        url TEXT NOT NULL,
+        unique_clicks INTEGER NOT NULL DEFAULT 0,
+        total_clicks INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (topic_id, url)
+    );
+
+    CREATE TABLE email_link_clicks (
+        request_id INTEGER NOT NULL REFERENCES requests (id),
+        url TEXT NOT NULL,
+        count INTEGER NOT NULL,
+        first_at INTEGER NOT NULL,
+        last_at INTEGER NOT NULL,
+        user_agent TEXT,
+        delay_ms INTEGER,
+        PRIMARY KEY (request_id, url)
+    );
     """,
 )
 

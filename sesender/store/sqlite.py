@@ -29,14 +29,17 @@ from sesender.errors import StoreError, StoreUnavailable
 from sesender.models import (
     ApiKey,
     ClaimBatch,
+    ClickEvent,
     FeedbackItem,
     FeedbackReport,
     IdempotencyRecord,
+    LinkStats,
     NewApiKey,
     NewIdempotencyKey,
     Outcome,
     PruneBatch,
     PruneScan,
+    RecordedClick,
     ReputationCounts,
     ReputationHold,
     RequestDetail,
@@ -48,6 +51,7 @@ from sesender.models import (
     TopicStats,
     TopicSummary,
 )
+from sesender.store import sqlite_clicks as clicks
 from sesender.store import sqlite_lifecycle as lifecycle
 from sesender.store import sqlite_queries as queries
 from sesender.store import sqlite_reputation as reputation
@@ -311,6 +315,19 @@ class SqliteStore:
 
     async def request_detail(self, request_id: int) -> RequestDetail | None:
         return await self._read(queries.request_detail, request_id)
+
+    async def click_target(self, request_id: int, position: int) -> str | None:
+        return await self._read(clicks.click_target, request_id, position)
+
+    async def record_click(self, click: ClickEvent, *, now_ms: int) -> RecordedClick | None:
+        def record(connection: sqlite3.Connection) -> RecordedClick | None:
+            with queries.transaction(connection):
+                return clicks.record_click(connection, click)
+
+        return await self._with_writer(record)
+
+    async def topic_links(self, topic_id: str) -> list[LinkStats]:
+        return await self._read(clicks.topic_links, topic_id)
 
     async def queued_count(self) -> int:
         return await self._read(queries.queued_count)

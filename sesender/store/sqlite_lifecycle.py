@@ -46,7 +46,7 @@ FINAL_STATUSES = frozenset({Status.SENT, Status.FAILED, Status.STOPPED, Status.S
 
 #: Tables with rows per email, keyed by ``request_id``: deleted with their email (before it: they
 #: reference it). A table of per-email rows added later belongs here.
-PER_EMAIL_TABLES: tuple[str, ...] = ("results",)
+PER_EMAIL_TABLES: tuple[str, ...] = ("results", "email_link_clicks")
 
 #: ``lifecycle_counters`` names.
 EMAILS_PRUNED = "emails_pruned"
@@ -131,6 +131,13 @@ def delete_emails(
                 ((count, content_id) for content_id, count in uses.items()),
             )
             for chunk in chunks(sorted(uses)):
+                # A content's tracked links go with it (the per-link counters stay: they are
+                # per topic and URL); its old click links then answer the plain page.
+                connection.execute(
+                    f"DELETE FROM links WHERE content_id IN ({placeholders(len(chunk))})"
+                    " AND content_id IN (SELECT id FROM contents WHERE refs <= 0)",
+                    chunk,
+                )
                 contents += connection.execute(
                     f"DELETE FROM contents WHERE id IN ({placeholders(len(chunk))}) AND refs <= 0",
                     chunk,

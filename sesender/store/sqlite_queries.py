@@ -51,6 +51,7 @@ from sesender.models import (
     TopicStats,
     TopicSummary,
 )
+from sesender.store import sqlite_clicks as clicks
 from sesender.store.schema import CONNECTION_PRAGMAS, LATEST_VERSION, MIGRATIONS
 
 logger = logging.getLogger(__name__)
@@ -192,11 +193,13 @@ def submit(
             content_id = _content_id(connection, message, now, len(message.emails))
             # One statement for the whole list: SQLite expands the JSON array itself, which is
             # about twice as fast as executemany binding 10,000 rows one by one from Python.
+            tracking = (int(message.track_opens), int(message.track_clicks))
             if message.data is None:
                 cursor = connection.execute(
                     "INSERT INTO requests (topic_id, content_id, email, status, attempts, due_at,"
-                    f" created_at, updated_at, api_key_id) SELECT ?, ?, value,"
-                    f" {Status.CREATED.value}, 0, ?, ?, ?, ? FROM json_each(?)",
+                    " created_at, updated_at, api_key_id, track_opens, track_clicks)"
+                    f" SELECT ?, ?, value, {Status.CREATED.value}, 0, ?, ?, ?, ?, ?, ?"
+                    " FROM json_each(?)",
                     (
                         message.topic_id,
                         content_id,
@@ -204,6 +207,7 @@ def submit(
                         now,
                         now,
                         submission.api_key_id,
+                        *tracking,
                         json.dumps(message.emails),
                     ),
                 )
@@ -213,10 +217,19 @@ def submit(
                 pairs = json.dumps(list(zip(message.emails, message.data, strict=True)))
                 cursor = connection.execute(
                     "INSERT INTO requests (topic_id, content_id, email, data, status, attempts,"
-                    " due_at, created_at, updated_at, api_key_id) SELECT ?, ?,"
-                    " json_extract(value, '$[0]'), json_extract(value, '$[1]'),"
-                    f" {Status.CREATED.value}, 0, ?, ?, ?, ? FROM json_each(?)",
-                    (message.topic_id, content_id, due, now, now, submission.api_key_id, pairs),
+                    " due_at, created_at, updated_at, api_key_id, track_opens, track_clicks)"
+                    " SELECT ?, ?, json_extract(value, '$[0]'), json_extract(value, '$[1]'),"
+                    f" {Status.CREATED.value}, 0, ?, ?, ?, ?, ?, ? FROM json_each(?)",
+                    (
+                        message.topic_id,
+                        content_id,
+                        due,
+                        now,
+                        now,
+                        submission.api_key_id,
+                        *tracking,
+                        pairs,
+                    ),
                 )
             count = len(message.emails)
             if first_id is None:
@@ -225,6 +238,9 @@ def submit(
                 )
             stored += cursor.rowcount
             per_topic[message.topic_id] += count
+            if message.track_clicks and message.links:
+                # After last_insert_rowid() was read: these inserts change it.
+                clicks.store_links(connection, message.topic_id, content_id, message.links)
         connection.executemany(
             "INSERT INTO topics (topic_id, created_at, updated_at) VALUES (?, ?, ?)"
             " ON CONFLICT (topic_id) DO UPDATE SET updated_at = excluded.updated_at",
@@ -299,7 +315,8 @@ def claim_due(connection: sqlite3.Connection, now_ms: int, limit: int) -> ClaimB
             f" ELSE {Status.PROCESSED.value} END WHERE id IN ("
             f" SELECT id FROM requests WHERE status = {Status.CREATED.value} AND due_at <= ?"
             " ORDER BY due_at, id LIMIT ?)"
-            " RETURNING id, topic_id, content_id, email, attempts, due_at, status, data",
+            " RETURNING id, topic_id, content_id, email, attempts, due_at, status, data,"
+            " track_opens, track_clicks",
             (now_ms, now_ms, limit),
         ).fetchall()
         stopped = sum(1 for row in claimed if row[6] == Status.STOPPED)
@@ -325,6 +342,8 @@ def claim_due(connection: sqlite3.Connection, now_ms: int, limit: int) -> ClaimB
             content=contents[row[2]],
             attempts=row[4],
             data=None if row[7] is None else json.loads(row[7]),
+            track_opens=None if row[8] is None else bool(row[8]),
+            track_clicks=bool(row[9]),
         )
         for row in rows
         if row[0] not in suppressed_set
@@ -582,6 +601,8 @@ def record_feedback(
                     continue
             for event in item.events:
                 matched += _record_event(connection, event)
+            for click in item.clicks:
+                matched += clicks.record_click(connection, click) is not None
             for suppression in item.suppressions:
                 suppressed += _suppress(connection, suppression, now_ms)
             for email in item.transient_bounces:
@@ -607,6 +628,8 @@ def record_feedback(
 
 
 def _record_event(connection: sqlite3.Connection, event: ResultEvent) -> int:
+    """Record one result (once per email and type, with a repeat counter); 1 if its email was
+    found, else 0."""
     match = None
     if event.message_id:
         match = connection.execute(
@@ -619,10 +642,7 @@ def _record_event(connection: sqlite3.Connection, event: ResultEvent) -> int:
     if match is None:
         return 0
     connection.execute(
-        "INSERT INTO results (request_id, topic_id, event_type, count, first_at, last_at, detail)"
-        " VALUES (?, ?, ?, 1, ?, ?, ?) ON CONFLICT (request_id, event_type) DO UPDATE"
-        " SET count = count + 1, last_at = MAX(last_at, excluded.last_at),"
-        " detail = COALESCE(excluded.detail, detail)",
+        clicks.RESULT_UPSERT,
         (
             match[0],
             match[1],
@@ -754,7 +774,11 @@ def topic_stats(connection: sqlite3.Connection, topic_id: str) -> TopicStats:
             (topic_id,),
         )
     }
-    return TopicStats(request_counts=request_counts, result_counts=result_counts)
+    return TopicStats(
+        request_counts=request_counts,
+        result_counts=result_counts,
+        total_clicks=clicks.topic_total_clicks(connection, topic_id),
+    )
 
 
 def recent_topics(connection: sqlite3.Connection, limit: int) -> list[TopicSummary]:

@@ -37,7 +37,7 @@ def test_a_loopback_or_missing_server_url_is_a_configuration_error(
     assert service.raw_lines[0] == "sesender: invalid configuration:"
     (problem,) = [line for line in service.raw_lines if "SERVER_URL" in line]
     assert "SENDER_BACKEND=ses" in problem
-    assert "OPEN_TRACKING_ENABLED and UNSUBSCRIBE_ENABLED" in problem
+    assert "OPEN_TRACKING_ENABLED, TRACK_CLICKS and UNSUBSCRIBE_ENABLED" in problem
     assert service.find("listening") is None
 
 

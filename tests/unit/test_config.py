@@ -189,6 +189,7 @@ def test_ses_refuses_a_missing_or_loopback_server_url(url: str | None) -> None:
     assert problem.startswith("SERVER_URL ")
     assert "SENDER_BACKEND=ses" in problem
     assert "OPEN_TRACKING_ENABLED" in problem
+    assert "TRACK_CLICKS" in problem
     assert "UNSUBSCRIBE_ENABLED" in problem
 
 
@@ -212,8 +213,9 @@ def test_ses_needs_no_server_url_with_tracking_and_unsubscribe_off() -> None:
     config = load_config({**SES, **off})
     assert config.server.public_url == "http://localhost:3000"
     assert config.tracking.open_tracking_enabled is False
-    # Either one still on needs the public URL.
-    for still_on in ("OPEN_TRACKING_ENABLED", "UNSUBSCRIBE_ENABLED"):
+    assert config.tracking.track_clicks is False
+    # Any one still on needs the public URL.
+    for still_on in ("OPEN_TRACKING_ENABLED", "TRACK_CLICKS", "UNSUBSCRIBE_ENABLED"):
         with pytest.raises(ConfigError, match="SERVER_URL"):
             load_config({**SES, **off, still_on: "true"})
 
@@ -223,6 +225,14 @@ def test_other_backends_keep_the_localhost_default() -> None:
         config = load_config({"SENDER_BACKEND": backend, "UNSUBSCRIBE_ENABLED": "true"})
         assert config.server.public_url == "http://localhost:3000"
         assert config.tracking.open_tracking_enabled is True
+
+
+def test_click_tracking_is_off_by_default_and_checked() -> None:
+    assert load_config({}).tracking.track_clicks is False
+    assert load_config({"TRACK_CLICKS": "true"}).tracking.track_clicks is True
+    assert load_config({"TRACK_CLICKS": "true"}).public_settings()["track_clicks"] is True
+    with pytest.raises(ConfigError, match="TRACK_CLICKS"):
+        load_config({"TRACK_CLICKS": "sometimes"})
 
 
 def test_tracking_secrets() -> None:

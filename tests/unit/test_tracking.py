@@ -23,7 +23,7 @@ from sesender.tracking import (
 
 SECRET = b"0123456789abcdef0123456789abcdef"
 SIGNER = TokenSigner(SECRET)
-PURPOSES: list[TokenPurpose] = ["open", "unsubscribe"]
+PURPOSES: list[TokenPurpose] = ["open", "click", "unsubscribe"]
 URL_SAFE = set(string.ascii_letters + string.digits + "-_")
 REQUEST_IDS = st.integers(min_value=1, max_value=MAX_REQUEST_ID)
 
@@ -144,7 +144,7 @@ def test_tokens_are_compact() -> None:
 def test_tokens_are_deterministic_and_distinct() -> None:
     assert SIGNER.sign("open", 5) == TokenSigner(SECRET).sign("open", 5)
     tokens = {SIGNER.sign(purpose, n) for purpose in PURPOSES for n in range(1, 2000)}
-    assert len(tokens) == 2 * 1999
+    assert len(tokens) == len(PURPOSES) * 1999
 
 
 @pytest.mark.parametrize("request_id", [0, -1, MAX_REQUEST_ID + 1, True, 1.0, "1"])
@@ -155,7 +155,7 @@ def test_sign_refuses_impossible_request_ids(request_id: Any) -> None:
 
 def test_sign_refuses_unknown_purposes() -> None:
     with pytest.raises(ValueError, match="purpose"):
-        SIGNER.sign("click", 1)  # type: ignore[arg-type]
+        SIGNER.sign("link", 1)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("secret", [b"", b"short", b"x" * 15, "a string secret of enough length"])
@@ -270,3 +270,40 @@ def test_previous_secrets_are_checked_like_the_current_one() -> None:
     same = TokenSigner(SECRET, previous=[SECRET, OLD_SECRET, OLD_SECRET])
     assert same.verify("open", TokenSigner(OLD_SECRET).sign("open", 3)) == 3
     assert "old-secret" not in repr(same)
+
+
+# --- link codes (click tracking) ------------------------------------------------------------------
+
+
+@given(position=st.integers(0, 2**31 - 1), url=st.text(max_size=200))
+def test_a_link_code_names_its_position_and_only_works_for_its_url(position: int, url: str) -> None:
+    code = SIGNER.link_code(position, url)
+    assert SIGNER.link_position(code) == position
+    assert SIGNER.verify_link_code(code, url)
+    assert not SIGNER.verify_link_code(code, url + "x")
+    assert not TokenSigner(b"another secret of enough length").verify_link_code(code, url)
+
+
+def test_any_change_to_a_link_code_is_refused() -> None:
+    url = "https://example.com/?a=1#f"
+    code = SIGNER.link_code(3, url)
+    for index in range(len(code)):
+        for replacement in "A_-0z":
+            altered = code[:index] + replacement + code[index + 1 :]
+            if altered != code:
+                assert not SIGNER.verify_link_code(altered, url), altered
+    for altered in (code[:-1], code + "A", "", "!" * len(code), code.upper()):
+        assert not SIGNER.verify_link_code(altered, url)
+    # A link code is not a token of any purpose, and no token is a link code.
+    assert SIGNER.verify("click", code) is None
+    assert not SIGNER.verify_link_code(SIGNER.sign("click", 3), url)
+
+
+def test_link_codes_made_before_a_rotation_stay_valid() -> None:
+    old = TokenSigner(b"the old secret of enough length")
+    code = old.link_code(0, "https://example.com/")
+    rotated = TokenSigner(
+        b"the new secret of enough length", previous=[b"the old secret of enough length"]
+    )
+    assert rotated.verify_link_code(code, "https://example.com/")
+    assert rotated.link_code(0, "https://example.com/") != code

@@ -36,7 +36,7 @@ from sesender.feedback.testing import (
     MemoryCertificateFetcher,
     SnsMessageSigner,
 )
-from sesender.models import FeedbackItem, FeedbackReport, NewMessage, Sent, Submission
+from sesender.models import ClickEvent, FeedbackItem, FeedbackReport, NewMessage, Sent, Submission
 from sesender.pipeline.result_writer import ResultWrite, ResultWriter, write_and_wait
 from sesender.store.sqlite import open_sqlite_store
 
@@ -558,3 +558,54 @@ def test_a_recipient_that_is_not_an_address_is_recorded_but_never_suppressed(
     assert len(item.events) == 2  # both recorded as events (detail kept for the record)
     assert [s.email for s in item.suppressions] == ["ok@example.org"]
     assert any(getattr(r, "event", None) == "ses_event_invalid_recipient" for r in caplog.records)
+
+
+# --- SES click events (click tracking) ----------------------------------------------------------
+
+
+def test_an_ses_click_is_a_click_on_its_link_with_the_user_agent() -> None:
+    document = ses_document(
+        "Click",
+        fmt="eventType",
+        link="https://shop.example/sale?a=1#top",
+        userAgent="Mozilla/5.0",
+        ipAddress="192.0.2.1",
+        linkTags={},
+    )
+    document["mail"]["tags"] = {"sesender_request_id": ["42"]}
+    item = item_of(document)
+    assert item.events == ()
+    (click,) = item.clicks
+    assert click == ClickEvent(
+        occurred_at_ms=1_768_471_203_500,
+        request_id=42,
+        message_id="ses-message-1",
+        url="https://shop.example/sale?a=1#top",
+        user_agent="Mozilla/5.0",
+        source="ses",
+    )
+    assert item.source_id == "sns-1"
+
+
+async def test_an_ses_click_on_a_link_sesender_tracks_is_not_counted_twice(
+    test_cert_pem: bytes,
+) -> None:
+    fetcher = MemoryCertificateFetcher().serve(DEFAULT_TEST_CERT_URL, test_cert_pem)
+    write = Recorder()
+    intake = FeedbackIntake(
+        verifier=SnsVerifier(fetch_pem=fetcher, now=lambda: NOW, max_age=timedelta(hours=4)),
+        write=write,
+        confirm_subscription=Confirmer(),
+        own_click_prefix="https://sesender.example/v1/events/click/",
+    )
+    own = ses_document(
+        "Click", fmt="eventType", link="https://sesender.example/v1/events/click/tok/code"
+    )
+    result = await intake.handle_ses_message(json.dumps(own), source_id="sns-1")
+    assert result.outcome is IntakeOutcome.IGNORED
+    assert write.items == []  # sesender's redirect records that click
+    foreign = ses_document("Click", fmt="eventType", link="https://elsewhere.example/")
+    result = await intake.handle_ses_message(json.dumps(foreign), source_id="sns-2")
+    assert result.outcome is IntakeOutcome.RECORDED
+    (item,) = write.items
+    assert [click.url for click in item.clicks] == ["https://elsewhere.example/"]

@@ -93,3 +93,15 @@ def test_a_request_reported_without_an_answer_is_not_a_line(json_lines: io.Strin
     config = hypercorn_config(load_config({"ACCESS_LOG": "true"}).server)
     trio.run(config.log.access, SCOPE, None, 0.01)  # type: ignore[arg-type]  # hypercorn does
     assert json_lines.getvalue() == ""
+
+
+def test_a_tracked_links_token_and_code_are_not_logged(json_lines: io.StringIO) -> None:
+    config = hypercorn_config(load_config({"ACCESS_LOG": "true"}).server)
+    assert isinstance(config.log, AccessLogger)
+    scope: HTTPScope = {**SCOPE, "path": "/v1/events/click/secret-click-token/secret-code"}
+    response: ResponseSummary = {"status": 302, "headers": []}
+    trio.run(config.log.access, scope, response, 0.001)
+    (line,) = json_lines.getvalue().splitlines()
+    entry = json.loads(line)
+    assert entry["path"] == "/v1/events/click/…"
+    assert "secret" not in line

@@ -383,3 +383,48 @@ async def test_large_bodies_are_parsed_in_a_thread_with_the_same_answers(
     assert "JSON" in (await response.get_json())["error"]
     assert threads == [size == "large"] * 2
     assert digests == [False, False]  # no Idempotency-Key: the body's digest is not needed
+
+
+# -- tracking choices ------------------------------------------------------------------------------
+
+
+def test_tracking_choices_default_to_the_settings_and_a_message_overrides_them() -> None:
+    content = (
+        '<p><a href="https://a.example/?x=1&amp;y=2">a</a> <a href="mailto:m@example.com">m</a>'
+        ' <a href="https://sesender.example/v1/unsubscribe">own</a></p>'
+    )
+    payload = {
+        "messages": [
+            message(content=content),
+            message(content=content, track_clicks=True, track_opens=False),
+            message(content=content, track_clicks=None, track_opens=None),
+        ]
+    }
+    default, chosen, null = parse_submission(
+        payload,
+        max_recipients=10,
+        timezone=ZoneInfo("UTC"),
+        track_opens=True,
+        track_clicks=False,
+        public_url="https://sesender.example",
+    ).messages
+    assert (default.track_opens, default.track_clicks, default.links) == (True, False, ())
+    assert (chosen.track_opens, chosen.track_clicks) == (False, True)
+    assert chosen.links == ("https://a.example/?x=1&y=2",)
+    assert (null.track_opens, null.track_clicks) == (True, False)
+    (on,) = parse_submission(
+        {"messages": [message(content=content)]},
+        max_recipients=10,
+        timezone=ZoneInfo("UTC"),
+        track_clicks=True,
+        public_url="https://sesender.example",
+    ).messages
+    assert on.track_clicks is True
+    assert on.links == ("https://a.example/?x=1&y=2",)
+
+
+@pytest.mark.parametrize("field", ["track_opens", "track_clicks"])
+@pytest.mark.parametrize("value", ["true", 1, 0, [], {}])
+def test_a_tracking_choice_that_is_not_a_boolean_is_a_400(field: str, value: Any) -> None:
+    problem = refused({"messages": [message(**{field: value})]})
+    assert problem == f"messages[0].{field} must be true or false"
