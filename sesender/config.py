@@ -156,6 +156,27 @@ class FeedbackConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class WebhookConfig:
+    """Outbound webhooks (sesender.webhooks)."""
+
+    #: ``WEBHOOK_ALLOW_PRIVATE``: let endpoints reach loopback/private addresses (tests only).
+    allow_private: bool
+    #: ``WEBHOOK_CONCURRENCY``: POSTs in flight per endpoint.
+    concurrency: int
+    #: ``WEBHOOK_TIMEOUT_SECONDS``: one attempt's whole deadline.
+    timeout: float
+    #: ``WEBHOOK_POLL_SECONDS``: how often idle endpoints look for due events.
+    poll_interval: float
+    #: ``WEBHOOK_RETRY_SCHEDULE``: seconds before attempt 2, 3, ...; then the event fails.
+    retry_schedule: tuple[float, ...]
+    #: ``WEBHOOK_DISABLE_AFTER_HOURS``: an endpoint failing this long without a success is
+    #: disabled.
+    disable_after_hours: float
+    #: ``WEBHOOK_RETENTION_HOURS``: delivered events are pruned after this long.
+    retention_hours: float
+
+
+@dataclass(frozen=True, slots=True)
 class ObservabilityConfig:
     log_level: str
     log_format: LogFormat
@@ -176,6 +197,7 @@ class Config:
     tracking: TrackingConfig
     feedback: FeedbackConfig
     observability: ObservabilityConfig
+    webhooks: WebhookConfig
 
     def public_settings(self) -> dict[str, object]:
         """The effective settings worth logging at start: everything but secrets."""
@@ -211,6 +233,9 @@ class Config:
             "access_log": self.server.access_log,
             "ses_events_queue_url": self.feedback.events_queue_url,
             "unsubscribe_enabled": self.feedback.unsubscribe_enabled,
+            "webhook_allow_private": self.webhooks.allow_private,
+            "webhook_concurrency": self.webhooks.concurrency,
+            "webhook_timeout_seconds": self.webhooks.timeout,
         }
 
 
@@ -470,6 +495,20 @@ def load_config(values: Mapping[str, str]) -> Config:
         metrics_enabled=reader.boolean("METRICS_ENABLED", True),
     )
 
+    webhooks = WebhookConfig(
+        allow_private=reader.boolean("WEBHOOK_ALLOW_PRIVATE", False),
+        concurrency=reader.integer("WEBHOOK_CONCURRENCY", 16, minimum=1, maximum=1000),
+        timeout=reader.number("WEBHOOK_TIMEOUT_SECONDS", 10.0, minimum=0.1, maximum=300),
+        poll_interval=reader.number("WEBHOOK_POLL_SECONDS", 1.0, minimum=0.01, maximum=3600),
+        retry_schedule=_retry_schedule(reader, "WEBHOOK_RETRY_SCHEDULE"),
+        disable_after_hours=reader.number(
+            "WEBHOOK_DISABLE_AFTER_HOURS", 120.0, minimum=0.001, maximum=24 * 365
+        ),
+        retention_hours=reader.number(
+            "WEBHOOK_RETENTION_HOURS", 72.0, minimum=0.001, maximum=24 * 365
+        ),
+    )
+
     server_url_unreadable = configured_url is None and reader.raw("SERVER_URL") is not None
     if (
         backend_kind is BackendKind.SES
@@ -494,7 +533,26 @@ def load_config(values: Mapping[str, str]) -> Config:
         tracking=tracking,
         feedback=feedback,
         observability=observability,
+        webhooks=webhooks,
     )
+
+
+#: The default WEBHOOK_RETRY_SCHEDULE: 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h (about 28 h).
+DEFAULT_WEBHOOK_SCHEDULE = "5,300,1800,7200,18000,36000,36000"
+
+
+def _retry_schedule(reader: SettingsReader, name: str) -> tuple[float, ...]:
+    raw = reader.text(name, DEFAULT_WEBHOOK_SCHEDULE)
+    try:
+        delays = tuple(float(part) for part in raw.split(",") if part.strip())
+    except ValueError:
+        delays = ()
+    if not delays or len(delays) > 50 or not all(0 <= d <= 7 * 86_400 for d in delays):
+        reader.problems.append(
+            f"{name} must be 1 to 50 comma-separated delays in seconds, each 0 to 604800"
+        )
+        return tuple(float(part) for part in DEFAULT_WEBHOOK_SCHEDULE.split(","))
+    return delays
 
 
 def api_key_sha256(api_key: str) -> bytes:

@@ -23,6 +23,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+import httpx
 import trio
 
 from actors import (
@@ -56,6 +57,9 @@ from sesender.startup_secrets import announce_api_key, load_startup_secrets
 from sesender.store.base import Store
 from sesender.store.sqlite import open_sqlite_store
 from sesender.tracking import TokenSigner
+from sesender.webhooks.deliverer import DeliverySettings, WebhookDeliverer
+from sesender.webhooks.guard import AddressPolicy, GuardedTransport
+from sesender.webhooks.poster import WebhookPoster
 
 logger = logging.getLogger(__name__)
 
@@ -170,12 +174,21 @@ async def open_service(
                 rng=rng,
                 observer=metrics,
             )
+            released = await store.release_webhook_leases()
+            if released:
+                logger.info(
+                    "%d webhook events left in flight by the previous run go again",
+                    released,
+                    extra={"event": "webhook_leases_released", "count": released},
+                )
             async with (
                 SnsHttp.build_client() as http_client,
+                webhook_client(config) as webhook_http,
                 open_supervisor("sesender", on_crash=report_actor_crash) as supervisor,
             ):
                 service = await _start_actors(
                     SnsHttp(http_client),
+                    webhook_http,
                     startup.signer,
                     metrics,
                     config,
@@ -195,8 +208,20 @@ async def open_service(
                     await backend.aclose()
 
 
+def webhook_client(config: Config) -> httpx.AsyncClient:
+    """The client webhooks are delivered with: guarded against private addresses at connection
+    time (unless WEBHOOK_ALLOW_PRIVATE), no redirects, a pool sized for every endpoint's lane."""
+    policy = AddressPolicy(allow_private=config.webhooks.allow_private)
+    return httpx.AsyncClient(
+        transport=GuardedTransport(policy, max_connections=1000),
+        follow_redirects=False,
+        timeout=config.webhooks.timeout,
+    )
+
+
 async def _start_actors(
     sns_http: SnsHttp,
+    webhook_http: httpx.AsyncClient,
     signer: TokenSigner,
     metrics: Metrics | None,
     config: Config,
@@ -226,7 +251,28 @@ async def _start_actors(
             results_done.set()
 
     await supervisor.start("result-writer", run_result_writer)
-    await supervisor.start("housekeeper", Housekeeper(store=store, now_ms=now_ms).run)
+    webhooks = config.webhooks
+    await supervisor.start(
+        "housekeeper",
+        Housekeeper(
+            store=store,
+            now_ms=now_ms,
+            webhook_retention_ms=round(webhooks.retention_hours * 3_600_000),
+        ).run,
+    )
+    deliverer = WebhookDeliverer(
+        store=store,
+        poster=WebhookPoster(client=webhook_http, timeout=webhooks.timeout),
+        settings=DeliverySettings(
+            concurrency=webhooks.concurrency,
+            timeout=webhooks.timeout,
+            poll_interval=webhooks.poll_interval,
+            schedule=webhooks.retry_schedule,
+            disable_after_ms=round(webhooks.disable_after_hours * 3_600_000),
+        ),
+        now_ms=now_ms,
+    )
+    await supervisor.start("webhook-deliverer", deliverer.run)
     verifier = SnsVerifier(
         fetch_pem=sns_http.fetch_pem,
         now=lambda: datetime.fromtimestamp(now_ms() / 1000, UTC),
@@ -264,10 +310,13 @@ async def _start_actors(
         intake=intake,
         sns_rejections=sns_rejections,
         metrics=metrics,
+        webhook_policy=AddressPolicy(allow_private=webhooks.allow_private),
+        webhook_refresh=deliverer.refresh_soon,
         required_actors=(
             *ACTOR_NAMES,
             "result-writer",
             "housekeeper",
+            "webhook-deliverer",
             "http",
             *(("sqs-poller",) if config.feedback.events_queue_url else ()),
         ),

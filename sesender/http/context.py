@@ -21,6 +21,7 @@ from sesender.pipeline.pipeline import Pipeline
 from sesender.pipeline.result_writer import ResultWrite
 from sesender.store.base import HttpStore
 from sesender.tracking import TokenSigner
+from sesender.webhooks.guard import AddressPolicy
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +42,10 @@ class AppContext:
     metrics: Metrics | None
     #: the actors /ready requires to be running (the HTTP actor answers, so it is running).
     required_actors: tuple[str, ...]
+    #: which addresses a webhook URL may resolve to (checked at creation and change).
+    webhook_policy: AddressPolicy
+    #: tells the webhook deliverer to look at endpoints and due events now.
+    webhook_refresh: Callable[[], None]
 
 
 class SesenderApp(QuartTrio):

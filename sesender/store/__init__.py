@@ -10,6 +10,8 @@ from sesender.store.base import (
     QueueStore,
     StopResult,
     Store,
+    WebhookAdminStore,
+    WebhookDeliveryStore,
 )
 from sesender.store.sqlite import SqliteStore, migrate, open_sqlite_store
 
@@ -24,6 +26,8 @@ __all__ = [
     "SqliteStore",
     "StopResult",
     "Store",
+    "WebhookAdminStore",
+    "WebhookDeliveryStore",
     "migrate",
     "open_sqlite_store",
 ]

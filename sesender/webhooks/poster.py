@@ -1,0 +1,93 @@
+"""WebhookPoster: one signed POST of one event, with httpx, reported as a value.
+
+The boundary where httpx's exceptions stop: :meth:`post` never raises for anything the receiver
+or the network does; it returns the status code or a one-line error. Each attempt is bounded by
+one overall deadline (httpx's timeouts are per read, which a receiver dripping bytes would get
+around); at most ``max_response_bytes`` of the answer are read (only its start is kept, for the
+attempt log); redirects are never followed (a 3xx is a failed attempt).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import httpx
+import trio
+
+from sesender.webhooks.events import event_body
+from sesender.webhooks.models import DeliveryTarget, PendingEvent
+from sesender.webhooks.signing import Signer
+
+#: How much of an error answer the attempt log keeps.
+ERROR_SNIPPET = 200
+
+
+@dataclass(frozen=True, slots=True)
+class PostResult:
+    status_code: int | None
+    error: str | None
+    duration_ms: int
+
+
+def _snippet(data: bytes) -> str:
+    text = data[:ERROR_SNIPPET].decode("utf-8", "replace")
+    return "".join(ch if ch.isprintable() else " " for ch in text).strip()
+
+
+class WebhookPoster:
+    def __init__(
+        self,
+        *,
+        client: httpx.AsyncClient,
+        timeout: float,
+        max_response_bytes: int = 4096,
+        wall_seconds: Callable[[], float] = time.time,
+        user_agent: str = "sesender-webhooks/1",
+    ) -> None:
+        self._client = client
+        self._timeout = timeout
+        self._max_response_bytes = max_response_bytes
+        self._wall_seconds = wall_seconds
+        self._user_agent = user_agent
+        self._signer = Signer()
+
+    async def post(self, target: DeliveryTarget, event: PendingEvent) -> PostResult:
+        body = event_body(event)
+        headers = self._signer.headers(
+            target.secrets, event.event_id, int(self._wall_seconds()), body
+        )
+        headers["content-type"] = "application/json"
+        headers["user-agent"] = self._user_agent
+        started = trio.current_time()
+        status_code: int | None = None
+        error: str | None = None
+        with trio.move_on_after(self._timeout) as deadline:
+            try:
+                async with self._client.stream(
+                    "POST", target.url, content=body, headers=headers, follow_redirects=False
+                ) as response:
+                    status_code = response.status_code
+                    kept = b""
+                    read = 0
+                    async for chunk in response.aiter_raw():
+                        if len(kept) < ERROR_SNIPPET:
+                            kept += chunk[: ERROR_SNIPPET - len(kept)]
+                        read += len(chunk)
+                        if read >= self._max_response_bytes:
+                            break
+                if 300 <= status_code < 400:
+                    error = f"HTTP {status_code}: redirects are not followed"
+                elif not 200 <= status_code < 300:
+                    snippet = _snippet(kept)
+                    error = f"HTTP {status_code}" + (f": {snippet}" if snippet else "")
+            except httpx.HTTPError as exc:
+                status_code = None
+                error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        if deadline.cancelled_caught and not (status_code and 200 <= status_code < 300):
+            # (a 2xx whose body was still dripping in at the deadline was delivered)
+            status_code = None
+            error = f"timed out after {self._timeout:g} s"
+        duration_ms = round((trio.current_time() - started) * 1000)
+        return PostResult(status_code=status_code, error=error, duration_ms=duration_ms)
