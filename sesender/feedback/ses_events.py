@@ -122,6 +122,8 @@ class SesEvent:
     request_id_tag: int | None = None
     topic_tag: str | None = None
     feedback_id: str | None = None
+    #: the link clicked (``click.link`` of a Click event), for the ``email.clicked`` webhook.
+    link: str | None = None
 
 
 def _object(value: object, what: str) -> Mapping[str, object]:
@@ -311,4 +313,5 @@ def parse_ses_event(message: str) -> SesEvent:
         request_id_tag=_request_id(tags),
         topic_tag=topic_values[0] if len(topic_values) == 1 else None,
         feedback_id=feedback_id,
+        link=_optional_text(detail.get("link"), "click.link") if event_type == "Click" else None,
     )
