@@ -159,6 +159,9 @@ class FeedbackConfig:
 class WebhookConfig:
     """Outbound webhooks (sesender.webhooks)."""
 
+    #: ``WEBHOOK_DELIVERY_ENABLED``: whether this instance delivers webhook events (events are
+    #: recorded either way; with several instances, any one or more may deliver).
+    delivery_enabled: bool
     #: ``WEBHOOK_ALLOW_PRIVATE``: let endpoints reach loopback/private addresses (tests only).
     allow_private: bool
     #: ``WEBHOOK_CONCURRENCY``: POSTs in flight per endpoint.
@@ -233,6 +236,7 @@ class Config:
             "access_log": self.server.access_log,
             "ses_events_queue_url": self.feedback.events_queue_url,
             "unsubscribe_enabled": self.feedback.unsubscribe_enabled,
+            "webhook_delivery_enabled": self.webhooks.delivery_enabled,
             "webhook_allow_private": self.webhooks.allow_private,
             "webhook_concurrency": self.webhooks.concurrency,
             "webhook_timeout_seconds": self.webhooks.timeout,
@@ -496,6 +500,7 @@ def load_config(values: Mapping[str, str]) -> Config:
     )
 
     webhooks = WebhookConfig(
+        delivery_enabled=reader.boolean("WEBHOOK_DELIVERY_ENABLED", True),
         allow_private=reader.boolean("WEBHOOK_ALLOW_PRIVATE", False),
         concurrency=reader.integer("WEBHOOK_CONCURRENCY", 16, minimum=1, maximum=1000),
         timeout=reader.number("WEBHOOK_TIMEOUT_SECONDS", 10.0, minimum=0.1, maximum=300),

@@ -272,7 +272,8 @@ async def _start_actors(
         ),
         now_ms=now_ms,
     )
-    await supervisor.start("webhook-deliverer", deliverer.run)
+    if webhooks.delivery_enabled:
+        await supervisor.start("webhook-deliverer", deliverer.run)
     verifier = SnsVerifier(
         fetch_pem=sns_http.fetch_pem,
         now=lambda: datetime.fromtimestamp(now_ms() / 1000, UTC),
@@ -316,7 +317,7 @@ async def _start_actors(
             *ACTOR_NAMES,
             "result-writer",
             "housekeeper",
-            "webhook-deliverer",
+            *(("webhook-deliverer",) if webhooks.delivery_enabled else ()),
             "http",
             *(("sqs-poller",) if config.feedback.events_queue_url else ()),
         ),
