@@ -156,14 +156,17 @@ async def test_disabling_stops_events_and_enabling_resumes_them(store: SqliteSto
     await store.create_webhook(endpoint("ep", "email.sent"), now_ms=NOW)
     ids = await submit(store, "t", 4)
     disabled = await store.update_webhook("ep", EndpointChanges(enabled=False), now_ms=NOW)
-    assert disabled is not None and not disabled.enabled
+    assert disabled is not None
+    assert not disabled.enabled
     assert disabled.disabled_reason == "disabled through the API"
     await store.record_outcomes([Sent(ids[0], "m0", 1, NOW)], now_ms=NOW)
     assert event_types(store) == Counter()
     enabled = await store.update_webhook(
         "ep", EndpointChanges(enabled=True, event_types=("email.failed",)), now_ms=NOW
     )
-    assert enabled is not None and enabled.enabled and enabled.disabled_reason is None
+    assert enabled is not None
+    assert enabled.enabled
+    assert enabled.disabled_reason is None
     await store.record_outcomes(
         [Sent(ids[1], "m1", 1, NOW), Failed(ids[2], "x", FailureKind.PERMANENT, 1)], now_ms=NOW
     )
@@ -238,12 +241,15 @@ async def test_recorded_attempts_set_states_log_and_endpoint_health(store: Sqlit
     assert disabled == []
     found = await store.get_webhook("ep")
     assert found is not None
-    assert found.pending == 1 and found.failed == 1
+    assert found.pending == 1
+    assert found.failed == 1
     assert found.failing_since_ms == NOW + 20
-    assert found.last_error == "refused" and found.last_success_at_ms == NOW + 10
+    assert found.last_error == "refused"
+    assert found.last_success_at_ms == NOW + 10
     assert await claim(store, "ep", NOW + 4999) == []  # not due before its backoff
     (retried,) = await claim(store, "ep", NOW + 5000)
-    assert retried.event_id == events[1].event_id and retried.attempts == 1
+    assert retried.event_id == events[1].event_id
+    assert retried.attempts == 1
     attempts = await store.webhook_attempts("ep", since_ms=NOW - DAY, limit=10)
     assert [a.outcome for a in attempts] == ["failed", "retry", "delivered"]
     failed = await store.webhook_events("ep", state=EventState.FAILED, limit=10)
@@ -251,7 +257,8 @@ async def test_recorded_attempts_set_states_log_and_endpoint_health(store: Sqlit
     assert await store.resend_webhook_event("ep", events[2].event_id, now_ms=NOW + 6000)
     assert not await store.resend_webhook_event("ep", events[2].event_id, now_ms=NOW + 6000)
     (resent,) = await claim(store, "ep", NOW + 6000)
-    assert resent.event_id == events[2].event_id and resent.attempts == 0
+    assert resent.event_id == events[2].event_id
+    assert resent.attempts == 0
 
 
 async def test_gone_and_long_failure_disable_the_endpoint(store: SqliteStore) -> None:
@@ -271,7 +278,9 @@ async def test_gone_and_long_failure_disable_the_endpoint(store: SqliteStore) ->
     )
     assert disabled == ["gone"]
     gone = await store.get_webhook("gone")
-    assert gone is not None and not gone.enabled and "410" in str(gone.disabled_reason)
+    assert gone is not None
+    assert not gone.enabled
+    assert "410" in str(gone.disabled_reason)
     assert [t.endpoint_id for t in await store.webhook_targets(now_ms=NOW)] == ["dead"]
     (again,) = await store.claim_webhook_events(
         "dead", now_ms=NOW + 5 * DAY, lease_until_ms=NOW + 5 * DAY + 1, limit=1
@@ -283,7 +292,8 @@ async def test_gone_and_long_failure_disable_the_endpoint(store: SqliteStore) ->
     )
     assert disabled == ["dead"]
     dead = await store.get_webhook("dead")
-    assert dead is not None and "every delivery failed since" in str(dead.disabled_reason)
+    assert dead is not None
+    assert "every delivery failed since" in str(dead.disabled_reason)
 
 
 async def test_rotation_signs_with_both_secrets_for_the_grace_period(store: SqliteStore) -> None:
@@ -291,12 +301,14 @@ async def test_rotation_signs_with_both_secrets_for_the_grace_period(store: Sqli
     rotated = await store.rotate_webhook_secret(
         "ep", "whsec_" + "B" * 43, keep_until_ms=NOW + DAY, now_ms=NOW
     )
-    assert rotated is not None and rotated.secret.startswith("whsec_B")
+    assert rotated is not None
+    assert rotated.secret.startswith("whsec_B")
     (target,) = await store.webhook_targets(now_ms=NOW + DAY - 1)
     assert target.secrets == ("whsec_" + "B" * 43, "whsec_" + "A" * 43)
     (target,) = await store.webhook_targets(now_ms=NOW + DAY)
     assert target.secrets == ("whsec_" + "B" * 43,)
-    assert "whsec" not in repr(rotated) and "whsec" not in repr(target)
+    assert "whsec" not in repr(rotated)
+    assert "whsec" not in repr(target)
 
 
 async def test_pruning_forgets_delivered_events_then_failed_ones_and_old_attempts(
