@@ -28,6 +28,7 @@ import logging
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import trio
 
@@ -35,7 +36,7 @@ from actors import PipeReceiver, PipeSender, open_pipe
 from sesender.errors import StoreError
 from sesender.store.base import WebhookDeliveryStore
 from sesender.webhooks.models import AttemptOutcome, AttemptResult, DeliveryTarget, PendingEvent
-from sesender.webhooks.poster import WebhookPoster
+from sesender.webhooks.poster import PostResult
 from sesender.webhooks.retry import DEFAULT_SCHEDULE, decide
 
 logger = logging.getLogger(__name__)
@@ -44,6 +45,12 @@ logger = logging.getLogger(__name__)
 FLUSH_ON_CANCEL_TIMEOUT = 5.0
 #: Tries to record one batch of results before leaving its events to their leases.
 WRITE_ATTEMPTS = 3
+
+
+class Poster(Protocol):
+    """What the deliverer posts with (:class:`~sesender.webhooks.poster.WebhookPoster`)."""
+
+    async def post(self, target: DeliveryTarget, event: PendingEvent) -> PostResult: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +96,7 @@ class WebhookDeliverer:
         self,
         *,
         store: WebhookDeliveryStore,
-        poster: WebhookPoster,
+        poster: Poster,
         settings: DeliverySettings,
         now_ms: Callable[[], int],
         rng: random.Random | None = None,
