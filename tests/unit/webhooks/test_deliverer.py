@@ -86,7 +86,7 @@ class MemoryDeliveryStore:
         self, endpoint_id: str, *, now_ms: int, lease_until_ms: int, limit: int
     ) -> list[PendingEvent]:
         await trio.lowlevel.checkpoint()
-        claimed = []
+        claimed: list[PendingEvent] = []
         for row in self.rows.values():
             if len(claimed) >= limit:
                 break

@@ -175,7 +175,7 @@ async def test_a_delivery_verifies_and_an_error_answer_is_kept_short(
 async def test_one_deadline_bounds_an_attempt(receiver: WebhookReceiver) -> None:
     receiver.behaviours["/hang"] = Behaviour(hang=True)
     status, error = await post(
-        AddressPolicy(allow_private=True), receiver.url("/hang"), timeout=0.2
+        AddressPolicy(allow_private=True), receiver.url("/hang"), deadline=0.2
     )
     assert status is None
     assert error == "timed out after 0.2 s"
