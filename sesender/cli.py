@@ -1,5 +1,5 @@
 """The ``sesender`` command: ``serve`` (the default), ``init-db`` and ``reset-api-key``; and the
-client commands (``send``, ``stats``, ``cancel``, ``retry``, ``suppressions``, see
+client commands (``send``, ``stats``, ``cancel``, ``retry``, ``suppressions``, ``webhooks``, see
 ``sesender.client.commands``).
 
 Configuration is read here, once, from the environment and an optional ``.env`` file, and passed

@@ -17,7 +17,10 @@ deliveries by its own topics and endpoints); the crash and refusal tests start t
 
 from __future__ import annotations
 
+import os
+import re
 import signal
+import subprocess
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -27,7 +30,14 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.harness import ServiceProcess, base_env, submit, wait_for, wait_topic
+from tests.e2e.harness import (
+    ServiceProcess,
+    base_env,
+    console_script,
+    submit,
+    wait_for,
+    wait_topic,
+)
 from tests.e2e.sns_support import (
     LOOPBACK_PATTERN,
     LoopbackServer,
@@ -379,3 +389,45 @@ def test_private_loopback_and_metadata_urls_are_refused(tmp_path: Path) -> None:
     finally:
         service.kill()
         stack.close()
+
+
+def test_the_cli_creates_lists_shows_and_disables_endpoints(
+    service: ServiceProcess, receiver: WebhookReceiver
+) -> None:
+    def cli(*args: str) -> str:
+        completed = subprocess.run(
+            [*console_script(), "webhooks", *args],
+            env={**os.environ, "SESENDER_URL": service.url, "API_KEY": service.api_key},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert completed.returncode == 0, completed.stderr
+        return completed.stdout
+
+    receiver.behaviours["/cli"] = Behaviour(failures=1000, failure_status=503)
+    created = cli("create", receiver.url("/cli"), "--events", "email.sent", "--description", "cli")
+    endpoint_id = created.split()[1]
+    secret = created.splitlines()[1].rsplit(" ", 1)[1]
+    assert secret.startswith("whsec_")
+    receiver.secrets["/cli"] = secret
+    assert "queued test event evt_" in cli("test", endpoint_id)
+
+    with service.client() as client:  # the CLI reads what the API shows: wait through the API
+        wait_for(
+            lambda: client.get(f"/v1/webhooks/{endpoint_id}").json()["last_error"],
+            timeout=30,
+            what="the endpoint's first failed attempt",
+        )
+    (line,) = [row for row in cli("list").splitlines() if row.startswith(endpoint_id)]
+    assert line.split("\t")[1:4] == ["failing", "1", "0"]  # status, pending, failed
+    assert line.endswith("HTTP 503: receiver is failing on purpose")
+    assert secret not in line
+    shown = cli("show", endpoint_id)
+    assert "status: failing" in shown
+    assert "last_error: HTTP 503: receiver is failing on purpose" in shown
+    assert re.search(r"\twebhook\.test\t\d+\tretry\t503\tHTTP 503: receiver is failing", shown)
+    assert "is disabled" in cli("disable", endpoint_id)
+    assert "disabled_reason: disabled through the API" in cli("show", endpoint_id)
+    assert f"deleted {endpoint_id}" in cli("delete", endpoint_id)
