@@ -23,7 +23,6 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-import httpx
 import trio
 
 from actors import (
@@ -58,7 +57,7 @@ from sesender.store.base import Store
 from sesender.store.sqlite import open_sqlite_store
 from sesender.tracking import TokenSigner
 from sesender.webhooks.deliverer import DeliverySettings, WebhookDeliverer
-from sesender.webhooks.guard import AddressPolicy, GuardedTransport
+from sesender.webhooks.guard import AddressPolicy
 from sesender.webhooks.poster import WebhookPoster
 
 logger = logging.getLogger(__name__)
@@ -183,12 +182,12 @@ async def open_service(
                 )
             async with (
                 SnsHttp.build_client() as http_client,
-                webhook_client(config) as webhook_http,
+                open_webhook_poster(config) as webhook_poster,
                 open_supervisor("sesender", on_crash=report_actor_crash) as supervisor,
             ):
                 service = await _start_actors(
                     SnsHttp(http_client),
-                    webhook_http,
+                    webhook_poster,
                     startup.signer,
                     metrics,
                     config,
@@ -208,20 +207,25 @@ async def open_service(
                     await backend.aclose()
 
 
-def webhook_client(config: Config) -> httpx.AsyncClient:
-    """The client webhooks are delivered with: guarded against private addresses at connection
-    time (unless WEBHOOK_ALLOW_PRIVATE), no redirects, a pool sized for every endpoint's lane."""
-    policy = AddressPolicy(allow_private=config.webhooks.allow_private)
-    return httpx.AsyncClient(
-        transport=GuardedTransport(policy, max_connections=1000),
-        follow_redirects=False,
+@asynccontextmanager
+async def open_webhook_poster(config: Config) -> AsyncIterator[WebhookPoster]:
+    """What webhooks are delivered with: guarded against private addresses at connection time
+    (unless WEBHOOK_ALLOW_PRIVATE), no redirects, a connection pool per endpoint."""
+    poster = WebhookPoster(
+        policy=AddressPolicy(allow_private=config.webhooks.allow_private),
         timeout=config.webhooks.timeout,
+        connections_per_endpoint=config.webhooks.concurrency,
     )
+    try:
+        yield poster
+    finally:
+        with trio.move_on_after(5, shield=True):
+            await poster.aclose()
 
 
 async def _start_actors(
     sns_http: SnsHttp,
-    webhook_http: httpx.AsyncClient,
+    webhook_poster: WebhookPoster,
     signer: TokenSigner,
     metrics: Metrics | None,
     config: Config,
@@ -262,7 +266,7 @@ async def _start_actors(
     )
     deliverer = WebhookDeliverer(
         store=store,
-        poster=WebhookPoster(client=webhook_http, timeout=webhooks.timeout),
+        poster=webhook_poster,
         settings=DeliverySettings(
             concurrency=webhooks.concurrency,
             timeout=webhooks.timeout,

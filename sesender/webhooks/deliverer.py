@@ -52,6 +52,10 @@ class Poster(Protocol):
 
     async def post(self, target: DeliveryTarget, event: PendingEvent) -> PostResult: ...
 
+    async def forget(self, target: DeliveryTarget) -> None:
+        """Release what was kept for posting to ``target`` (its lane stopped)."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class DeliverySettings:
@@ -158,11 +162,17 @@ class WebhookDeliverer:
     async def _run_lane(self, lane: _Lane, results_tx: PipeSender[AttemptResult]) -> None:
         concurrency = self._settings.concurrency
         events_tx, events_rx = trio.open_memory_channel[PendingEvent](2 * concurrency)
-        with lane.scope:
-            async with trio.open_nursery() as nursery, results_tx, events_tx, events_rx:
-                for _ in range(concurrency):
-                    nursery.start_soon(self._post_loop, lane, events_rx.clone(), results_tx.clone())
-                await self._claim_loop(lane, events_tx)
+        try:
+            with lane.scope:
+                async with trio.open_nursery() as nursery, results_tx, events_tx, events_rx:
+                    for _ in range(concurrency):
+                        nursery.start_soon(
+                            self._post_loop, lane, events_rx.clone(), results_tx.clone()
+                        )
+                    await self._claim_loop(lane, events_tx)
+        finally:
+            with trio.move_on_after(FLUSH_ON_CANCEL_TIMEOUT, shield=True):
+                await self._poster.forget(lane.target)
 
     async def _claim_loop(
         self, lane: _Lane, events_tx: trio.MemorySendChannel[PendingEvent]

@@ -129,6 +129,7 @@ class ScriptedPoster:
     scripts: dict[str, Script]
     in_flight: dict[str, int] = field(default_factory=dict)
     secrets_seen: list[tuple[str, ...]] = field(default_factory=list)
+    forgotten: list[str] = field(default_factory=list)
 
     async def post(self, target: DeliveryTarget, event: PendingEvent) -> PostResult:
         self.in_flight[target.endpoint_id] = self.in_flight.get(target.endpoint_id, 0) + 1
@@ -137,6 +138,10 @@ class ScriptedPoster:
             return await self.scripts[target.endpoint_id](target, event)
         finally:
             self.in_flight[target.endpoint_id] -= 1
+
+    async def forget(self, target: DeliveryTarget) -> None:
+        await trio.lowlevel.checkpoint()
+        self.forgotten.append(target.endpoint_id)
 
 
 async def answer(status: int, delay: float = 0.01) -> PostResult:
@@ -242,7 +247,8 @@ async def test_endpoint_changes_are_picked_up(autojump_clock: trio.testing.MockC
         assert poster.secrets_seen == [("old",), ("new", "old")]
         store.targets = []  # disabled or deleted: its lane stops
         actor.refresh_soon()
-        await wait_until(lambda: _true(actor.statistics().lanes == 0), timeout=10)
+        await wait_until(lambda: _true(poster.forgotten == ["ep"]), timeout=10)
+        assert actor.statistics().lanes == 0
         store.add("ep", 1)
         await trio.sleep(30)
         assert len(store.results) == 2

@@ -11,10 +11,9 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterator
 
-import httpx
 import pytest
 
-from sesender.webhooks.guard import AddressPolicy, GuardedTransport, address_problem, url_problem
+from sesender.webhooks.guard import AddressPolicy, address_problem, url_problem
 from sesender.webhooks.models import DeliveryTarget, PendingEvent
 from sesender.webhooks.poster import WebhookPoster
 from tests.e2e.webhook_support import Behaviour, WebhookReceiver
@@ -114,11 +113,13 @@ def event() -> PendingEvent:
 async def post(
     policy: AddressPolicy, url: str, *, deadline: float = 5.0
 ) -> tuple[int | None, str | None]:
-    async with httpx.AsyncClient(
-        transport=GuardedTransport(policy, max_connections=4), follow_redirects=False
-    ) as client:
-        poster = WebhookPoster(client=client, timeout=deadline, max_response_bytes=1024)
+    poster = WebhookPoster(
+        policy=policy, timeout=deadline, connections_per_endpoint=2, max_response_bytes=1024
+    )
+    try:
         result = await poster.post(DeliveryTarget("ep_1", url, (SECRET,)), event())
+    finally:
+        await poster.aclose()
     return result.status_code, result.error
 
 
