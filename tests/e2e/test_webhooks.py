@@ -229,7 +229,7 @@ def test_every_event_of_a_topic_arrives_once_verified_with_its_details(
 
 
 def test_a_failing_receiver_gets_everything_once_it_recovers(
-    client: httpx.Client, receiver: WebhookReceiver
+    service: ServiceProcess, client: httpx.Client, receiver: WebhookReceiver
 ) -> None:
     endpoint = create_endpoint(
         client, receiver, "/flaky", Behaviour(failures=25), event_types=["email.sent"]
@@ -273,6 +273,11 @@ def test_a_failing_receiver_gets_everything_once_it_recovers(
     assert arrived.event_type == "webhook.test"
     assert arrived.signatures == 2
     assert receiver.rejected == []
+    # Secrets are in the creation and rotation answers only: never logged, never listed.
+    for secret in (endpoint["secret"], rotated["secret"]):
+        assert not any(secret in line for line in service.raw_lines)
+        assert secret not in client.get("/v1/webhooks").text
+        assert secret not in client.get(f"/v1/webhooks/{endpoint['id']}").text
 
 
 def test_a_hanging_receiver_delays_neither_sending_nor_other_endpoints(

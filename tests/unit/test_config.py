@@ -283,3 +283,31 @@ def test_ses_send_mode_defaults_to_bulk_and_refuses_unknown_modes() -> None:
         load_config({"SES_SEND_MODE": "batch"})
     (problem,) = caught.value.problems
     assert "SES_SEND_MODE" in problem
+
+
+def test_webhook_settings() -> None:
+    defaults = load_config({}).webhooks
+    assert defaults.delivery_enabled is True
+    assert defaults.allow_private is False
+    assert defaults.concurrency == 16
+    assert defaults.timeout == 10.0
+    assert defaults.retry_schedule == (5, 300, 1800, 7200, 18000, 36000, 36000)
+    assert defaults.disable_after_hours == 120
+    assert defaults.retention_hours == 72
+    config = load_config(
+        {
+            "WEBHOOK_ALLOW_PRIVATE": "true",
+            "WEBHOOK_DELIVERY_ENABLED": "false",
+            "WEBHOOK_RETRY_SCHEDULE": "0.5, 2,10",
+            "WEBHOOK_CONCURRENCY": "4",
+        }
+    ).webhooks
+    assert config.allow_private is True
+    assert config.delivery_enabled is False
+    assert config.retry_schedule == (0.5, 2, 10)
+    assert config.concurrency == 4
+    for schedule in ("5,soon", "-1", "5,999999999", "nan", ","):
+        with pytest.raises(ConfigError, match="WEBHOOK_RETRY_SCHEDULE"):
+            load_config({"WEBHOOK_RETRY_SCHEDULE": schedule})
+    with pytest.raises(ConfigError, match="WEBHOOK_CONCURRENCY"):
+        load_config({"WEBHOOK_CONCURRENCY": "0"})

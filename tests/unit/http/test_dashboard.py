@@ -177,7 +177,7 @@ def test_the_page_refers_to_the_api_relatively() -> None:
     script = packaged("dashboard.js")
     assert re.findall(r"fetch\(([^,)]*)", script) == ["path"]
     calls = set(re.findall(r'api\(\s*[`"]([^`"?$]+)', script))
-    assert calls == {"ready", "v1/stats/send-rate", "v1/topics"}
+    assert calls == {"ready", "v1/stats/send-rate", "v1/topics", "v1/webhooks"}
     assert not re.search(r"""["'`]/v1/""", script)
 
 
