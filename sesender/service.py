@@ -301,6 +301,7 @@ async def _start_actors(
                 sns_rejections=sns_rejections,
                 state=metrics.state,
                 store_writes=store.write_status,
+                webhooks=deliverer.statistics if webhooks.delivery_enabled else None,
             )
         )
     context = AppContext(

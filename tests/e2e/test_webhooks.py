@@ -259,6 +259,14 @@ def test_a_failing_receiver_gets_everything_once_it_recovers(
     assert shown["status"] == "healthy"
     assert shown["last_error"].startswith("HTTP 500")
 
+    metrics = client.get("/metrics").text
+    delivered = re.search(
+        r'^sesender_webhook_attempts_total\{outcome="delivered"\} (\S+)$', metrics, re.M
+    )
+    assert delivered is not None
+    assert float(delivered.group(1)) >= 20
+    assert re.search(r'^sesender_webhook_attempts_total\{outcome="retry"\} [1-9]', metrics, re.M)
+
     # Rotation: the new secret signs, the old one beside it for 24 hours.
     rotated = client.post(f"/v1/webhooks/{endpoint['id']}/rotate-secret").json()
     assert rotated["secret"] != endpoint["secret"]
