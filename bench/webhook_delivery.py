@@ -86,6 +86,25 @@ def service(directory: Path, **settings: Any) -> Any:
             yield process, client
 
 
+@contextmanager
+def deliverer(directory: Path, arguments: argparse.Namespace, *, enabled: bool) -> Any:
+    """``sesender deliver-webhooks`` beside the service (``--deliverer-process``), or nothing."""
+    if not enabled:
+        yield None
+        return
+    env = service_env(
+        directory, rate=arguments.rate, delivery=True, concurrency=arguments.concurrency
+    )
+    with running([*console_script(), "deliver-webhooks"], env) as process:
+        process.wait_for_json("event", "webhook_deliverer_started")
+        started = time.monotonic()
+        yield process.process.pid
+        warnings = [line for line in process.lines if '"level": "warning"' in line]
+        progress(f"deliverer ran {time.monotonic() - started:.1f} s; {len(warnings)} warnings")
+        for line in warnings[:5]:
+            progress(line[:300])
+
+
 def submit(client: httpx.Client, topic: str, count: int) -> None:
     for start in range(0, count, 10_000):
         emails = [f"{topic}{n}@example.org" for n in range(start, min(count, start + 10_000))]
@@ -177,14 +196,21 @@ def run(arguments: argparse.Namespace) -> dict[str, Any]:
 
             # 3. Delivery on, sending at the baseline's rate at the same time.
             expected = backlog_events + arguments.endpoints * arguments.emails
-            with service(
-                directory / "webhooks",
-                rate=arguments.rate,
-                delivery=True,
-                concurrency=arguments.concurrency,
-            ) as (process, client):
+            separate = arguments.deliverer_process
+            with (
+                service(
+                    directory / "webhooks",
+                    rate=arguments.rate,
+                    delivery=not separate,
+                    concurrency=arguments.concurrency,
+                ) as (process, client),
+                deliverer(directory / "webhooks", arguments, enabled=separate) as deliverer_pid,
+            ):
                 pid = process.process.pid
                 cpu_before = process_cpu_seconds(pid)
+                deliverer_cpu_before = (
+                    process_cpu_seconds(deliverer_pid) if deliverer_pid is not None else 0.0
+                )
                 receiver_cpu_before = process_cpu_seconds(receiver_pid)
                 start_stats = receiver_stats(receiver_url)
                 with_webhooks = send_paced(process, client, "paced", arguments.emails)
@@ -197,6 +223,8 @@ def run(arguments: argparse.Namespace) -> dict[str, Any]:
                     time.sleep(0.1)
                     stats = receiver_stats(receiver_url)
                 service_cpu = process_cpu_seconds(pid) - cpu_before
+                if deliverer_pid is not None:
+                    service_cpu += process_cpu_seconds(deliverer_pid) - deliverer_cpu_before
                 receiver_cpu = process_cpu_seconds(receiver_pid) - receiver_cpu_before
     finally:
         shutil.rmtree(directory, ignore_errors=True)
@@ -212,6 +240,7 @@ def run(arguments: argparse.Namespace) -> dict[str, Any]:
         and stats["distinct"] == expected
     )
     return {
+        "deliverer_process": arguments.deliverer_process,
         "rate": arguments.rate,
         "emails": arguments.emails,
         "endpoints": arguments.endpoints,
@@ -277,6 +306,12 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, default=16, help="WEBHOOK_CONCURRENCY")
     parser.add_argument("--backlog", type=int, default=10_000, help="emails whose events wait")
     parser.add_argument("--backlog-rate", type=float, default=5000.0)
+    parser.add_argument(
+        "--deliverer-process",
+        action="store_true",
+        help="deliver from `sesender deliver-webhooks` (its own process) beside a service with"
+        " WEBHOOK_DELIVERY_ENABLED=false; its CPU is added to the service's",
+    )
     add_output_arguments(parser)
     arguments = parser.parse_args(argv)
     if arguments.quick:

@@ -1,4 +1,5 @@
-"""The ``sesender`` command: ``serve`` (the default), ``init-db`` and ``reset-api-key``; and the
+"""The ``sesender`` command: ``serve`` (the default), ``init-db``, ``reset-api-key`` and
+``deliver-webhooks`` (the webhook deliverer alone, beside a service that does not deliver); and the
 client commands (``send``, ``stats``, ``cancel``, ``retry``, ``suppressions``, ``webhooks``, see
 ``sesender.client.commands``).
 
@@ -49,6 +50,11 @@ def build_parser() -> argparse.ArgumentParser:
         "reset-api-key",
         help="without API_KEY: generate a new API key, keep it in the database, print it",
     )
+    commands.add_parser(
+        "deliver-webhooks",
+        help="run only the webhook deliverer (beside a service with"
+        " WEBHOOK_DELIVERY_ENABLED=false)",
+    )
     add_client_commands(commands)
     return parser
 
@@ -70,6 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return init_db(config)
     if arguments.command == "reset-api-key":
         return reset_api_key(config)
+    if arguments.command == "deliver-webhooks":
+        return serve(config, webhooks_only=True)
     return serve(config)
 
 
@@ -127,13 +135,13 @@ def reset_api_key(config: Config) -> int:
     return EXIT_OK
 
 
-def serve(config: Config) -> int:
+def serve(config: Config, *, webhooks_only: bool = False) -> int:
     # Imported here so that the client commands start fast (no trio, no Sentry).
     import trio
 
     from actors import ActorCrashed
     from sesender.monitoring import flush, init_sentry
-    from sesender.service import run_service
+    from sesender.service import run_service, run_webhook_deliverer
 
     sentry = init_sentry(config.observability)
     logger.info(
@@ -142,7 +150,7 @@ def serve(config: Config) -> int:
         extra={"event": "start", "settings": config.public_settings(), "sentry": sentry},
     )
     try:
-        trio.run(run_service, config)
+        trio.run(run_webhook_deliverer if webhooks_only else run_service, config)
     except ActorCrashed as exc:
         logger.critical("stopped: %s", exc, extra={"event": "crashed", "actor": exc.actor})
         flush()

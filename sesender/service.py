@@ -173,7 +173,9 @@ async def open_service(
                 rng=rng,
                 observer=metrics,
             )
-            released = await store.release_webhook_leases()
+            released = (
+                await store.release_webhook_leases() if config.webhooks.delivery_enabled else 0
+            )
             if released:
                 logger.info(
                     "%d webhook events left in flight by the previous run go again",
@@ -223,6 +225,60 @@ async def open_webhook_poster(config: Config) -> AsyncIterator[WebhookPoster]:
             await poster.aclose()
 
 
+def build_deliverer(
+    config: Config, store: Store, poster: WebhookPoster, now_ms: Callable[[], int]
+) -> WebhookDeliverer:
+    webhooks = config.webhooks
+    return WebhookDeliverer(
+        store=store,
+        poster=poster,
+        settings=DeliverySettings(
+            concurrency=webhooks.concurrency,
+            timeout=webhooks.timeout,
+            poll_interval=webhooks.poll_interval,
+            schedule=webhooks.retry_schedule,
+            disable_after_ms=round(webhooks.disable_after_hours * 3_600_000),
+        ),
+        now_ms=now_ms,
+    )
+
+
+async def run_webhook_deliverer(config: Config) -> None:
+    """``sesender deliver-webhooks``: only the webhook deliverer, in a process of its own.
+
+    Delivery is CPU work (an HTTP request per event) on the same event loop as sending when it
+    runs inside the service; in a process of its own it runs on another core, and the service runs
+    with ``WEBHOOK_DELIVERY_ENABLED=false``. It shares the database (its writes are small
+    transactions through its own writer connection; WAL and the busy timeout serialise them with
+    the service's). With SQLite, run one deliverer: this process frees every lease at start, as
+    the service does when it delivers. SIGTERM/SIGINT stop it; attempts already made are recorded.
+    """
+    shutdown = ShutdownTrigger()
+    async with open_sqlite_store(
+        config.database.path, busy_timeout=config.database.busy_timeout
+    ) as store:
+        released = await store.release_webhook_leases()
+        logger.info(
+            "delivering webhooks (%d events left in flight go again)",
+            released,
+            extra={"event": "webhook_deliverer_started", "released": released},
+        )
+        async with (
+            open_webhook_poster(config) as poster,
+            open_supervisor("sesender-webhooks", on_crash=report_actor_crash) as supervisor,
+        ):
+            await supervisor.start("signals", watch_signals, shutdown)
+            deliverer = build_deliverer(config, store, poster, wall_clock_ms)
+            await supervisor.start("webhook-deliverer", deliverer.run)
+            await shutdown.wait()
+            logger.info(
+                "stopping the webhook deliverer: %s",
+                shutdown.reason,
+                extra={"event": "shutdown", "reason": shutdown.reason},
+            )
+            supervisor.cancel()
+
+
 async def _start_actors(
     sns_http: SnsHttp,
     webhook_poster: WebhookPoster,
@@ -264,18 +320,7 @@ async def _start_actors(
             webhook_retention_ms=round(webhooks.retention_hours * 3_600_000),
         ).run,
     )
-    deliverer = WebhookDeliverer(
-        store=store,
-        poster=webhook_poster,
-        settings=DeliverySettings(
-            concurrency=webhooks.concurrency,
-            timeout=webhooks.timeout,
-            poll_interval=webhooks.poll_interval,
-            schedule=webhooks.retry_schedule,
-            disable_after_ms=round(webhooks.disable_after_hours * 3_600_000),
-        ),
-        now_ms=now_ms,
-    )
+    deliverer = build_deliverer(config, store, webhook_poster, now_ms)
     if webhooks.delivery_enabled:
         await supervisor.start("webhook-deliverer", deliverer.run)
     verifier = SnsVerifier(

@@ -444,3 +444,41 @@ def test_the_cli_creates_lists_shows_and_disables_endpoints(
     assert "is disabled" in cli("disable", endpoint_id)
     assert "disabled_reason: disabled through the API" in cli("show", endpoint_id)
     assert f"deleted {endpoint_id}" in cli("delete", endpoint_id)
+
+
+def test_a_deliverer_process_beside_a_service_that_does_not_deliver(tmp_path: Path) -> None:
+    receiver = WebhookReceiver().start()
+    service_env = base_env(tmp_path, **webhook_env(WEBHOOK_DELIVERY_ENABLED="false"))
+    main = ServiceProcess(tmp_path, service_env).start()
+    deliverer: subprocess.Popen[str] | None = None
+    stack = ExitStack()
+    try:
+        client = stack.enter_context(main.client())
+        create_endpoint(client, receiver, "/apart", event_types=["email.sent"])
+        ids = set(submit(client, topic="apart", emails=[f"a{i}@example.com" for i in range(50)]))
+        wait_topic(client, "apart", count=50, timeout=60)
+        assert receiver.received("/apart") == []  # recorded, not delivered: nobody delivers
+        deliverer = subprocess.Popen(
+            [*console_script(), "deliver-webhooks"],
+            cwd=tmp_path,
+            env={**os.environ, **base_env(tmp_path, **webhook_env())},
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for(
+            lambda: {d.payload["data"]["request_id"] for d in receiver.received("/apart")} == ids,
+            timeout=60,
+            what="every event from the deliverer process",
+        )
+        assert receiver.rejected == []
+        deliverer.send_signal(signal.SIGTERM)
+        assert deliverer.wait(timeout=30) == 0
+        assert main.stop() == 0
+    finally:
+        if deliverer is not None and deliverer.poll() is None:
+            deliverer.kill()
+            deliverer.wait(timeout=10)
+        main.kill()
+        receiver.stop()
+        stack.close()
