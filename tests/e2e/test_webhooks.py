@@ -450,7 +450,7 @@ def test_a_deliverer_process_beside_a_service_that_does_not_deliver(tmp_path: Pa
     receiver = WebhookReceiver().start()
     service_env = base_env(tmp_path, **webhook_env(WEBHOOK_DELIVERY_ENABLED="false"))
     main = ServiceProcess(tmp_path, service_env).start()
-    deliverer: subprocess.Popen[str] | None = None
+    deliverer: subprocess.Popen[bytes] | None = None
     stack = ExitStack()
     try:
         client = stack.enter_context(main.client())
@@ -458,7 +458,7 @@ def test_a_deliverer_process_beside_a_service_that_does_not_deliver(tmp_path: Pa
         ids = set(submit(client, topic="apart", emails=[f"a{i}@example.com" for i in range(50)]))
         wait_topic(client, "apart", count=50, timeout=60)
         assert receiver.received("/apart") == []  # recorded, not delivered: nobody delivers
-        deliverer = subprocess.Popen(
+        deliverer = process = subprocess.Popen(
             [*console_script(), "deliver-webhooks"],
             cwd=tmp_path,
             env={**os.environ, **base_env(tmp_path, **webhook_env())},
@@ -472,8 +472,8 @@ def test_a_deliverer_process_beside_a_service_that_does_not_deliver(tmp_path: Pa
             what="every event from the deliverer process",
         )
         assert receiver.rejected == []
-        deliverer.send_signal(signal.SIGTERM)
-        assert deliverer.wait(timeout=30) == 0
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
         assert main.stop() == 0
     finally:
         if deliverer is not None and deliverer.poll() is None:
