@@ -344,6 +344,8 @@ _ATTEMPTS_INSERT_SQL = (
     " json_extract(value, '$[1]'), json_extract(value, '$[2]'), json_extract(value, '$[3]'),"
     " json_extract(value, '$[4]'), json_extract(value, '$[5]'), json_extract(value, '$[6]'),"
     " json_extract(value, '$[7]'), json_extract(value, '$[8]') FROM json_each(?)"
+    # (an endpoint deleted while its attempts were in flight keeps no orphan log rows)
+    " WHERE EXISTS (SELECT 1 FROM webhook_endpoints WHERE id = json_extract(value, '$[0]'))"
 )
 
 

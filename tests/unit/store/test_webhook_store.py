@@ -333,3 +333,17 @@ async def test_pruning_forgets_delivered_events_then_failed_ones_and_old_attempt
         2,
     )
     assert rows(store, "SELECT COUNT(*) FROM webhook_events") == [(0,)]
+
+
+async def test_attempts_of_a_deleted_endpoint_leave_nothing_behind(store: SqliteStore) -> None:
+    await store.create_webhook(endpoint("ep", "email.sent"), now_ms=NOW)
+    ids = await submit(store, "t", 1)
+    await store.record_outcomes([Sent(ids[0], "m", 1, NOW)], now_ms=NOW)
+    (event,) = await claim(store, "ep", NOW)
+    assert await store.delete_webhook("ep")
+    disabled = await store.record_webhook_attempts(
+        [result(event, AttemptOutcome.DELIVERED, NOW)], now_ms=NOW, disable_after_ms=5 * DAY
+    )
+    assert disabled == []
+    assert rows(store, "SELECT COUNT(*) FROM webhook_attempts") == [(0,)]
+    assert rows(store, "SELECT COUNT(*) FROM webhook_events") == [(0,)]
