@@ -347,3 +347,32 @@ async def test_attempts_of_a_deleted_endpoint_leave_nothing_behind(store: Sqlite
     assert disabled == []
     assert rows(store, "SELECT COUNT(*) FROM webhook_attempts") == [(0,)]
     assert rows(store, "SELECT COUNT(*) FROM webhook_events") == [(0,)]
+
+
+async def test_an_unsubscribe_makes_one_event_saying_the_address_is_suppressed(
+    store: SqliteStore,
+) -> None:
+    await store.create_webhook(endpoint("ep", "email.unsubscribed", "email.suppressed"), now_ms=NOW)
+    (request_id,) = await submit(store, "t", 1)
+    await store.record_outcomes([Sent(request_id, "m", 1, NOW)], now_ms=NOW)
+    await store.record_feedback(
+        [
+            FeedbackItem(  # what POST /v1/unsubscribe records
+                events=(ResultEvent("Unsubscribe", NOW, request_id=request_id),),
+                suppressions=(
+                    Suppression(reason="unsubscribe", source="one-click", request_id=request_id),
+                ),
+            )
+        ],
+        now_ms=NOW,
+    )
+    assert rows(store, "SELECT event_type, request_id, suppressed FROM webhook_events") == [
+        ("email.unsubscribed", request_id, 1)
+    ]
+    # The next email to the address ends Suppressed when claimed: one email.suppressed event.
+    assert await submit(store, "t2", 1) == []  # nothing handed out: it was suppressed
+    assert rows(
+        store,
+        "SELECT e.request_id, r.topic_id FROM webhook_events AS e JOIN requests AS r"
+        " ON r.id = e.request_id WHERE e.event_type = 'email.suppressed'",
+    ) == [(request_id + 1, "t2")]
