@@ -1,6 +1,7 @@
-"""The ``sesender`` command: ``serve`` (the default), ``init-db``, ``reset-api-key``, ``backup``
-and ``migrate-store``; and the client commands (``send``, ``stats``, ``cancel``, ``retry``,
-``suppressions``, see ``sesender.client.commands``).
+"""The ``sesender`` command: ``serve`` (the default), ``init-db``, ``reset-api-key``, ``backup``,
+``migrate-store`` and ``deliver-webhooks`` (the webhook deliverer alone, beside a service that does
+not deliver); and the client commands (``send``, ``stats``, ``cancel``, ``retry``, ``resume``,
+``suppressions``, ``keys``, ``webhooks``, see ``sesender.client.commands``).
 
 Configuration is read here, once, from the environment and an optional ``.env`` file, and passed
 explicitly to everything else. Exit codes: 0 after a clean shutdown, 1 when an actor crashed,
@@ -60,6 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     migrate.add_argument("--from", dest="source", required=True, help="sqlite:PATH")
     migrate.add_argument("--to", dest="target", required=True, help="postgresql://...")
+    commands.add_parser(
+        "deliver-webhooks",
+        help="run only the webhook deliverer (beside a service with"
+        " WEBHOOK_DELIVERY_ENABLED=false)",
+    )
     add_client_commands(commands)
     return parser
 
@@ -85,6 +91,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return reset_api_key(config)
     if arguments.command == "backup":
         return backup(config, arguments.path)
+    if arguments.command == "deliver-webhooks":
+        return serve(config, webhooks_only=True)
     return serve(config)
 
 
@@ -209,13 +217,13 @@ def backup(config: Config, path: Path) -> int:
     return EXIT_OK
 
 
-def serve(config: Config) -> int:
+def serve(config: Config, *, webhooks_only: bool = False) -> int:
     # Imported here so that the client commands start fast (no trio, no Sentry).
     import trio
 
     from actors import ActorCrashed
     from sesender.monitoring import flush, init_sentry
-    from sesender.service import run_service
+    from sesender.service import run_service, run_webhook_deliverer
 
     sentry = init_sentry(config.observability)
     logger.info(
@@ -224,7 +232,7 @@ def serve(config: Config) -> int:
         extra={"event": "start", "settings": config.public_settings(), "sentry": sentry},
     )
     try:
-        trio.run(run_service, config)
+        trio.run(run_webhook_deliverer if webhooks_only else run_service, config)
     except ActorCrashed as exc:
         logger.critical("stopped: %s", exc, extra={"event": "crashed", "actor": exc.actor})
         flush()

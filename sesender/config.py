@@ -214,6 +214,30 @@ class FeedbackConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class WebhookConfig:
+    """Outbound webhooks (sesender.webhooks)."""
+
+    #: ``WEBHOOK_DELIVERY_ENABLED``: whether this instance delivers webhook events (events are
+    #: recorded either way; with several instances, any one or more may deliver).
+    delivery_enabled: bool
+    #: ``WEBHOOK_ALLOW_PRIVATE``: let endpoints reach loopback/private addresses (tests only).
+    allow_private: bool
+    #: ``WEBHOOK_CONCURRENCY``: POSTs in flight per endpoint.
+    concurrency: int
+    #: ``WEBHOOK_TIMEOUT_SECONDS``: one attempt's whole deadline.
+    timeout: float
+    #: ``WEBHOOK_POLL_SECONDS``: how often idle endpoints look for due events.
+    poll_interval: float
+    #: ``WEBHOOK_RETRY_SCHEDULE``: seconds before attempt 2, 3, ...; then the event fails.
+    retry_schedule: tuple[float, ...]
+    #: ``WEBHOOK_DISABLE_AFTER_HOURS``: an endpoint failing this long without a success is
+    #: disabled.
+    disable_after_hours: float
+    #: ``WEBHOOK_RETENTION_HOURS``: delivered events are pruned after this long.
+    retention_hours: float
+
+
+@dataclass(frozen=True, slots=True)
 class ObservabilityConfig:
     log_level: str
     log_format: LogFormat
@@ -234,6 +258,7 @@ class Config:
     tracking: TrackingConfig
     feedback: FeedbackConfig
     observability: ObservabilityConfig
+    webhooks: WebhookConfig
     guard: GuardConfig = GuardConfig()
 
     def public_settings(self) -> dict[str, object]:
@@ -286,6 +311,10 @@ class Config:
             "guard_min_sends": self.guard.min_sends,
             "guard_topic_min_sends": self.guard.topic_min_sends,
             "guard_window_seconds": self.guard.window,
+            "webhook_delivery_enabled": self.webhooks.delivery_enabled,
+            "webhook_allow_private": self.webhooks.allow_private,
+            "webhook_concurrency": self.webhooks.concurrency,
+            "webhook_timeout_seconds": self.webhooks.timeout,
         }
 
 
@@ -580,6 +609,21 @@ def load_config(values: Mapping[str, str]) -> Config:
         metrics_enabled=reader.boolean("METRICS_ENABLED", True),
     )
 
+    webhooks = WebhookConfig(
+        delivery_enabled=reader.boolean("WEBHOOK_DELIVERY_ENABLED", True),
+        allow_private=reader.boolean("WEBHOOK_ALLOW_PRIVATE", False),
+        concurrency=reader.integer("WEBHOOK_CONCURRENCY", 16, minimum=1, maximum=1000),
+        timeout=reader.number("WEBHOOK_TIMEOUT_SECONDS", 10.0, minimum=0.1, maximum=300),
+        poll_interval=reader.number("WEBHOOK_POLL_SECONDS", 1.0, minimum=0.01, maximum=3600),
+        retry_schedule=_retry_schedule(reader, "WEBHOOK_RETRY_SCHEDULE"),
+        disable_after_hours=reader.number(
+            "WEBHOOK_DISABLE_AFTER_HOURS", 120.0, minimum=0.001, maximum=24 * 365
+        ),
+        retention_hours=reader.number(
+            "WEBHOOK_RETENTION_HOURS", 72.0, minimum=0.001, maximum=24 * 365
+        ),
+    )
+
     server_url_unreadable = configured_url is None and reader.raw("SERVER_URL") is not None
     if (
         backend_kind is BackendKind.SES
@@ -607,7 +651,26 @@ def load_config(values: Mapping[str, str]) -> Config:
         feedback=feedback,
         observability=observability,
         guard=guard,
+        webhooks=webhooks,
     )
+
+
+#: The default WEBHOOK_RETRY_SCHEDULE: 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h (about 28 h).
+DEFAULT_WEBHOOK_SCHEDULE = "5,300,1800,7200,18000,36000,36000"
+
+
+def _retry_schedule(reader: SettingsReader, name: str) -> tuple[float, ...]:
+    raw = reader.text(name, DEFAULT_WEBHOOK_SCHEDULE)
+    try:
+        delays = tuple(float(part) for part in raw.split(",") if part.strip())
+    except ValueError:
+        delays = ()
+    if not delays or len(delays) > 50 or not all(0 <= d <= 7 * 86_400 for d in delays):
+        reader.problems.append(
+            f"{name} must be 1 to 50 comma-separated delays in seconds, each 0 to 604800"
+        )
+        return tuple(float(part) for part in DEFAULT_WEBHOOK_SCHEDULE.split(","))
+    return delays
 
 
 def default_instance_id() -> str:

@@ -45,6 +45,7 @@ from sesender.feedback.sns import SnsVerifier
 from sesender.models import Failed, Outcome, Retry, Sent, StorageStats
 from sesender.pipeline.pipeline import Pipeline
 from sesender.store.health import WriteHealthStatus
+from sesender.webhooks.deliverer import DelivererStatistics
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -122,15 +123,42 @@ class PipelineCollector(Collector):
         sns_rejections: dict[str, int],
         state: ScrapeState,
         store_writes: Callable[[], WriteHealthStatus],
+        webhooks: Callable[[], DelivererStatistics] | None = None,
     ) -> None:
         self._store_writes = store_writes
+        self._webhooks = webhooks
         self._pipeline = pipeline
         self._supervisor = supervisor
         self._verifier = verifier
         self._sns_rejections = sns_rejections
         self._state = state
 
+    def _webhook_metrics(self) -> Iterable[Metric]:
+        if self._webhooks is None:  # WEBHOOK_DELIVERY_ENABLED=false
+            return
+        webhooks = self._webhooks()
+        attempts = CounterMetricFamily(
+            "sesender_webhook_attempts",
+            "Webhook delivery attempts by what they decided",
+            labels=["outcome"],
+        )
+        attempts.add_metric(["delivered"], webhooks.delivered)
+        attempts.add_metric(["retry"], webhooks.retried)
+        attempts.add_metric(["failed"], webhooks.failed)
+        yield attempts
+        yield GaugeMetricFamily(
+            "sesender_webhook_in_flight",
+            "Webhook events leased by this deliverer and not yet answered",
+            value=webhooks.in_flight,
+        )
+        yield GaugeMetricFamily(
+            "sesender_webhook_endpoints_delivering",
+            "Enabled webhook endpoints this deliverer has a lane for",
+            value=webhooks.lanes,
+        )
+
     def collect(self) -> Iterable[Metric]:
+        yield from self._webhook_metrics()
         pipeline = self._pipeline
         depth = GaugeMetricFamily(
             "sesender_channel_depth", "Items buffered in a pipeline channel", labels=["channel"]

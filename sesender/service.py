@@ -67,6 +67,9 @@ from sesender.store.opening import open_store
 from sesender.store.pg_notify import NotificationListener
 from sesender.store.postgres import PostgresStore
 from sesender.tracking import TokenSigner
+from sesender.webhooks.deliverer import DeliverySettings, WebhookDeliverer
+from sesender.webhooks.guard import AddressPolicy
+from sesender.webhooks.poster import WebhookPoster
 
 if TYPE_CHECKING:
     from mypy_boto3_sesv2 import SESV2Client
@@ -219,12 +222,23 @@ async def open_service(
             )
             if coordinator is not None:
                 coordinator.attach(pipeline.control)
+            released = (
+                await store.release_webhook_leases() if config.webhooks.delivery_enabled else 0
+            )
+            if released:
+                logger.info(
+                    "%d webhook events left in flight by the previous run go again",
+                    released,
+                    extra={"event": "webhook_leases_released", "count": released},
+                )
             async with (
                 SnsHttp.build_client() as http_client,
+                open_webhook_poster(config) as webhook_poster,
                 open_supervisor("sesender", on_crash=report_actor_crash) as supervisor,
             ):
                 service = await _start_actors(
                     SnsHttp(http_client),
+                    webhook_poster,
                     startup.signer,
                     metrics,
                     config,
@@ -256,8 +270,77 @@ def _event_recorded(metrics: Metrics | None, pipeline: Pipeline, kind: str) -> N
         pipeline.guard.note_event(kind)
 
 
+@asynccontextmanager
+async def open_webhook_poster(config: Config) -> AsyncIterator[WebhookPoster]:
+    """What webhooks are delivered with: guarded against private addresses at connection time
+    (unless WEBHOOK_ALLOW_PRIVATE), no redirects, a connection pool per endpoint."""
+    poster = WebhookPoster(
+        policy=AddressPolicy(allow_private=config.webhooks.allow_private),
+        timeout=config.webhooks.timeout,
+        connections_per_endpoint=config.webhooks.concurrency,
+    )
+    try:
+        yield poster
+    finally:
+        with trio.move_on_after(5, shield=True):
+            await poster.aclose()
+
+
+def build_deliverer(
+    config: Config, store: Store, poster: WebhookPoster, now_ms: Callable[[], int]
+) -> WebhookDeliverer:
+    webhooks = config.webhooks
+    return WebhookDeliverer(
+        store=store,
+        poster=poster,
+        settings=DeliverySettings(
+            concurrency=webhooks.concurrency,
+            timeout=webhooks.timeout,
+            poll_interval=webhooks.poll_interval,
+            schedule=webhooks.retry_schedule,
+            disable_after_ms=round(webhooks.disable_after_hours * 3_600_000),
+        ),
+        now_ms=now_ms,
+    )
+
+
+async def run_webhook_deliverer(config: Config) -> None:
+    """``sesender deliver-webhooks``: only the webhook deliverer, in a process of its own.
+
+    Delivery is CPU work (an HTTP request per event) on the same event loop as sending when it
+    runs inside the service; in a process of its own it runs on another core, and the service runs
+    with ``WEBHOOK_DELIVERY_ENABLED=false``. It shares the database (its writes are small
+    transactions through its own writer connection; WAL and the busy timeout serialise them with
+    the service's). With SQLite, run one deliverer: this process frees every lease at start, as
+    the service does when it delivers. SIGTERM/SIGINT stop it; attempts already made are recorded.
+    """
+    shutdown = ShutdownTrigger()
+    async with open_store(config) as store:
+        released = await store.release_webhook_leases()
+        logger.info(
+            "delivering webhooks (%d events left in flight go again)",
+            released,
+            extra={"event": "webhook_deliverer_started", "released": released},
+        )
+        async with (
+            open_webhook_poster(config) as poster,
+            open_supervisor("sesender-webhooks", on_crash=report_actor_crash) as supervisor,
+        ):
+            await supervisor.start("signals", watch_signals, shutdown)
+            deliverer = build_deliverer(config, store, poster, wall_clock_ms)
+            await supervisor.start("webhook-deliverer", deliverer.run)
+            await shutdown.wait()
+            logger.info(
+                "stopping the webhook deliverer: %s",
+                shutdown.reason,
+                extra={"event": "shutdown", "reason": shutdown.reason},
+            )
+            supervisor.cancel()
+
+
 async def _start_actors(
     sns_http: SnsHttp,
+    webhook_poster: WebhookPoster,
     signer: TokenSigner,
     metrics: Metrics | None,
     config: Config,
@@ -290,13 +373,18 @@ async def _start_actors(
             results_done.set()
 
     await supervisor.start("result-writer", run_result_writer)
+    webhooks = config.webhooks
     housekeeper = Housekeeper(
         store=store,
         now_ms=now_ms,
         interval=config.database.housekeeping_interval,
         email_retention_ms=int(config.database.retention_days * DAY_MS),
+        webhook_retention_ms=round(webhooks.retention_hours * 3_600_000),
     )
     await supervisor.start("housekeeper", housekeeper.run)
+    deliverer = build_deliverer(config, store, webhook_poster, now_ms)
+    if webhooks.delivery_enabled:
+        await supervisor.start("webhook-deliverer", deliverer.run)
     verifier = SnsVerifier(
         fetch_pem=sns_http.fetch_pem,
         now=lambda: datetime.fromtimestamp(now_ms() / 1000, UTC),
@@ -321,6 +409,7 @@ async def _start_actors(
                 sns_rejections=sns_rejections,
                 state=metrics.state,
                 store_writes=store.write_status,
+                webhooks=deliverer.statistics if webhooks.delivery_enabled else None,
             )
         )
     context = AppContext(
@@ -336,11 +425,14 @@ async def _start_actors(
         sns_rejections=sns_rejections,
         metrics=metrics,
         instance=coordinator,
+        webhook_policy=AddressPolicy(allow_private=webhooks.allow_private),
+        webhook_refresh=deliverer.refresh_soon,
         required_actors=(
             *ACTOR_NAMES,
             *((GUARD_ACTOR,) if pipeline.guard is not None else ()),
             "result-writer",
             "housekeeper",
+            *(("webhook-deliverer",) if webhooks.delivery_enabled else ()),
             "http",
             *(("instance",) if coordinator is not None else ()),
             *(("sqs-poller",) if config.feedback.events_queue_url else ()),

@@ -336,6 +336,52 @@ class SesenderClient:
         """``DELETE /v1/api-keys/{id}``: the revoked key's record."""
         return self._object(self._request("DELETE", f"/v1/api-keys/{int(key_id)}"))
 
+    # -- webhook endpoints ---------------------------------------------------------------------
+
+    def list_webhooks(self) -> list[dict[str, Any]]:
+        """``GET /v1/webhooks``: every endpoint with its status and last error."""
+        response = self._request("GET", "/v1/webhooks")
+        return [
+            item for item in _list(self._object(response).get("webhooks")) if isinstance(item, dict)
+        ]
+
+    def webhook(self, endpoint_id: str) -> dict[str, Any]:
+        """``GET /v1/webhooks/{id}``."""
+        return self._object(self._request("GET", webhook_path(endpoint_id)))
+
+    def create_webhook(
+        self, url: str, *, event_types: Sequence[str] | None = None, description: str | None = None
+    ) -> dict[str, Any]:
+        """``POST /v1/webhooks``: the endpoint, with its secret (shown only in this answer)."""
+        body: dict[str, Any] = {"url": url}
+        if event_types:
+            body["event_types"] = list(event_types)
+        if description is not None:
+            body["description"] = description
+        return self._object(self._request("POST", "/v1/webhooks", json=body))
+
+    def update_webhook(self, endpoint_id: str, **changes: Any) -> dict[str, Any]:
+        """``PATCH /v1/webhooks/{id}`` (``enabled``, ``url``, ``event_types``, ``description``)."""
+        return self._object(self._request("PATCH", webhook_path(endpoint_id), json=changes))
+
+    def delete_webhook(self, endpoint_id: str) -> None:
+        self._request("DELETE", webhook_path(endpoint_id))
+
+    def test_webhook(self, endpoint_id: str) -> str:
+        """``POST /v1/webhooks/{id}/test``: the queued test event's id."""
+        response = self._request("POST", webhook_path(endpoint_id) + "/test")
+        event_id = self._object(response).get("event_id")
+        return event_id if isinstance(event_id, str) else ""
+
+    def webhook_attempts(self, endpoint_id: str, *, limit: int = 20) -> list[dict[str, Any]]:
+        """``GET /v1/webhooks/{id}/attempts``: the latest attempts, newest first."""
+        response = self._request(
+            "GET", webhook_path(endpoint_id) + "/attempts", params={"limit": limit}
+        )
+        return [
+            item for item in _list(self._object(response).get("attempts")) if isinstance(item, dict)
+        ]
+
     # -- the one boundary -----------------------------------------------------------------------
 
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
@@ -436,6 +482,10 @@ class SesenderClient:
 
 def topic_path(topic_id: str) -> str:
     return "/v1/topics/" + quote(topic_id, safe="")
+
+
+def webhook_path(endpoint_id: str) -> str:
+    return "/v1/webhooks/" + quote(endpoint_id, safe="")
 
 
 def suppression_path(email: str) -> str:

@@ -74,7 +74,9 @@ IDEMPOTENCY_WINDOW_HOURS = 24
 RATE_WINDOW_SECONDS = 5.0
 ORIGINAL_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 
-CLIENT_COMMANDS = frozenset({"send", "stats", "cancel", "retry", "resume", "suppressions", "keys"})
+CLIENT_COMMANDS = frozenset(
+    {"send", "stats", "cancel", "retry", "resume", "suppressions", "keys", "webhooks"}
+)
 SCOPES = ("send", "read", "admin")
 
 
@@ -281,6 +283,39 @@ def add_client_commands(commands: argparse._SubParsersAction[CommandParser]) -> 
     revoke = key_actions.add_parser("revoke", help="revoke a key", one_line_errors=True)
     revoke.add_argument("id", type=positive_int, help="the key's id (see 'keys list')")
     add_connection_options(revoke)
+    webhooks = commands.add_parser(
+        "webhooks", help="list, inspect and manage webhook endpoints", one_line_errors=True
+    )
+    hooks = webhooks.add_subparsers(dest="action", required=True)
+    add_connection_options(
+        hooks.add_parser(
+            "list", help="every endpoint: status, pending, failed, last error", one_line_errors=True
+        )
+    )
+    show = hooks.add_parser(
+        "show", help="one endpoint and its latest attempts", one_line_errors=True
+    )
+    show.add_argument("id")
+    show.add_argument("--attempts", type=positive_int, default=10, metavar="N")
+    add_connection_options(show)
+    create = hooks.add_parser(
+        "create", help="add an endpoint (prints its secret, once)", one_line_errors=True
+    )
+    create.add_argument("endpoint_url", metavar="URL", help="where to POST the events")
+    create.add_argument(
+        "--events", nargs="+", action="extend", metavar="TYPE", help="event types (default: all)"
+    )
+    create.add_argument("--description")
+    add_connection_options(create)
+    for action, help_text in (
+        ("enable", "resume delivery to an endpoint"),
+        ("disable", "stop delivery to an endpoint"),
+        ("delete", "delete an endpoint with its pending events"),
+        ("test", "queue a webhook.test event for an endpoint"),
+    ):
+        command = hooks.add_parser(action, help=help_text, one_line_errors=True)
+        command.add_argument("id")
+        add_connection_options(command)
 
 
 # -- running ---------------------------------------------------------------------------------------
@@ -835,6 +870,93 @@ def keys_command(client: SesenderClient, arguments: argparse.Namespace, runtime:
     return EXIT_OK
 
 
+def webhook_line(endpoint: Mapping[str, Any]) -> str:
+    error = endpoint.get("last_error") or endpoint.get("disabled_reason") or ""
+    fields = (
+        str(endpoint.get("id", "")),
+        str(endpoint.get("status", "")),
+        str(endpoint.get("pending", "")),
+        str(endpoint.get("failed", "")),
+        str(endpoint.get("url", "")),
+        str(error),
+    )
+    return "\t".join(" ".join(value.split()) for value in fields)
+
+
+def webhooks_command(
+    client: SesenderClient, arguments: argparse.Namespace, runtime: Runtime
+) -> int:
+    console = runtime.console
+    action = arguments.action
+    if action == "create":
+        created = client.create_webhook(
+            arguments.endpoint_url,
+            event_types=arguments.events,
+            description=arguments.description,
+        )
+        say(console, f"created {created.get('id')} for {created.get('url')}")
+        say(console, f"secret (shown once, store it now): {created.get('secret')}")
+        return EXIT_OK
+    if action in ("enable", "disable"):
+        changed = client.update_webhook(arguments.id, enabled=action == "enable")
+        say(console, f"{changed.get('id')} is {changed.get('status')}")
+        return EXIT_OK
+    if action == "delete":
+        client.delete_webhook(arguments.id)
+        say(console, f"deleted {arguments.id}")
+        return EXIT_OK
+    if action == "test":
+        say(console, f"queued test event {client.test_webhook(arguments.id)}")
+        return EXIT_OK
+    if action == "show":
+        endpoint = client.webhook(arguments.id)
+        for name in (
+            "id",
+            "url",
+            "description",
+            "event_types",
+            "status",
+            "disabled_reason",
+            "failing_since",
+            "last_error",
+            "last_error_at",
+            "last_success_at",
+            "pending",
+            "failed",
+        ):
+            value = endpoint.get(name)
+            shown = ", ".join(value) if isinstance(value, list) else value
+            say(console, f"{name}: {'' if shown is None else shown}")
+        for attempt in client.webhook_attempts(arguments.id, limit=arguments.attempts):
+            say(
+                console,
+                "\t".join(
+                    str(attempt.get(key) if attempt.get(key) is not None else "")
+                    for key in (
+                        "attempted_at",
+                        "event_type",
+                        "attempt",
+                        "outcome",
+                        "status_code",
+                        "error",
+                    )
+                ),
+            )
+        return EXIT_OK
+    endpoints = client.list_webhooks()
+    if not console.is_terminal:
+        for endpoint in endpoints:
+            say(console, webhook_line(endpoint))
+        return EXIT_OK
+    table = Table("id", "status", "pending", "failed", "url", "last error", title_justify="left")
+    for endpoint in endpoints:
+        table.add_row(*webhook_line(endpoint).split("\t"))
+    if endpoints:
+        console.print(table)
+    say(console, f"{len(endpoints)} webhook endpoint{'s' if len(endpoints) != 1 else ''}")
+    return EXIT_OK
+
+
 Command = Callable[[SesenderClient, argparse.Namespace, Runtime], int]
 
 COMMANDS: Mapping[str, Command] = {
@@ -845,4 +967,5 @@ COMMANDS: Mapping[str, Command] = {
     "resume": resume_command,
     "suppressions": suppressions_command,
     "keys": keys_command,
+    "webhooks": webhooks_command,
 }

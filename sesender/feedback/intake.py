@@ -164,6 +164,7 @@ def feedback_item(event: SesEvent, *, source_id: str | None) -> FeedbackItem:
                 ("status", recipient.status),
                 ("diagnostic", recipient.diagnostic),
                 ("feedback_type", recipient.feedback_type),
+                ("link", event.link),
             )
             if value
         }
@@ -218,6 +219,7 @@ def feedback_item(event: SesEvent, *, source_id: str | None) -> FeedbackItem:
                 occurred_at_ms=occurred_at_ms,
                 request_id=event.request_id_tag,
                 message_id=event.ses_message_id,
+                detail=json.dumps({"link": event.link}, ensure_ascii=False) if event.link else None,
             )
         )
     return FeedbackItem(

@@ -37,6 +37,7 @@ from sesender.http.stats import stats_blueprint
 from sesender.http.suppressions import suppressions_blueprint
 from sesender.http.topics import topics_blueprint
 from sesender.http.unsubscribe import unsubscribe_blueprint
+from sesender.http.webhooks import webhooks_blueprint
 from sesender.monitoring import report_exception
 
 __all__ = ["PUBLIC_ENDPOINTS", "SesenderApp", "create_app", "is_utf8"]
@@ -93,6 +94,7 @@ def create_app(context: AppContext) -> SesenderApp:
         reputation_blueprint,
         dashboard_blueprint,
         api_keys_blueprint,
+        webhooks_blueprint,
     ):
         app.register_blueprint(blueprint)
 

@@ -23,6 +23,7 @@ from sesender.pipeline.pipeline import Pipeline
 from sesender.pipeline.result_writer import ResultWrite
 from sesender.store.base import HttpStore
 from sesender.tracking import TokenSigner
+from sesender.webhooks.guard import AddressPolicy
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +46,10 @@ class AppContext:
     required_actors: tuple[str, ...]
     #: checks X-API-KEY: API_KEY, then the named keys (cached, refreshed every second).
     keys: KeyRing
+    #: which addresses a webhook URL may resolve to (checked at creation and change).
+    webhook_policy: AddressPolicy
+    #: tells the webhook deliverer to look at endpoints and due events now.
+    webhook_refresh: Callable[[], None]
     #: with PostgreSQL: this instance's membership (heartbeat, notifications); None on SQLite.
     instance: InstanceCoordinator | None = None
 

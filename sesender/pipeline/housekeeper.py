@@ -1,6 +1,6 @@
 """Housekeeper: forgets what cannot matter any more, every ``HOUSEKEEPING_INTERVAL_SECONDS``.
 
-Two jobs per run:
+Three jobs per run:
 
 - **Deduplication records.** SNS message ids are kept to drop redeliveries (SNS retries for at most
   an hour; SQS may hold a message for days), idempotency keys for 24 hours. Records older than
@@ -15,6 +15,10 @@ Two jobs per run:
   share of a loaded machine (measured in docs/performance.md, "Retention"). Statistics survive
   (see :mod:`sesender.store.sqlite_lifecycle`). Then the freed pages go back to the file system,
   ``vacuum_pages`` per step, so the file shrinks.
+- **Webhook events**: delivered ones once ``webhook_retention_ms`` has passed since their delivery
+  (the queue table would otherwise hold every event ever sent), failed ones and the attempt log
+  after ``dedup_retention_ms`` (the attempts of the last 7 days can be listed, and a failed event
+  resent, until then).
 """
 
 from __future__ import annotations
@@ -62,6 +66,7 @@ class Housekeeper:
         scan_limit: int = 5000,
         vacuum_pages: int = 256,
         busy_share: float = 0.5,
+        webhook_retention_ms: int = 3 * DAY_MS,
     ) -> None:
         self._store = store
         self._now_ms = now_ms
@@ -75,6 +80,8 @@ class Housekeeper:
         self._rest_per_busy = (1 - busy_share) / busy_share
         self.pruned = (0, 0)
         self.last_report = PruneReport()
+        self._webhook_retention_ms = webhook_retention_ms
+        self.pruned_webhooks = (0, 0)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
@@ -83,16 +90,25 @@ class Housekeeper:
             await self.run_once()
 
     async def run_once(self) -> None:
-        """Both jobs once; a store error skips the rest of this run (the next run retries)."""
+        """The jobs once; a store error skips the rest of this run (the next run retries)."""
         try:
-            self.pruned = await self._store.prune(
-                before_ms=self._now_ms() - self._dedup_retention_ms
+            now = self._now_ms()
+            self.pruned = await self._store.prune(before_ms=now - self._dedup_retention_ms)
+            self.pruned_webhooks = await self._store.prune_webhooks(
+                delivered_before_ms=now - self._webhook_retention_ms,
+                failed_before_ms=now - self._dedup_retention_ms,
             )
             if any(self.pruned):
                 logger.info(
                     "forgot %d SNS message ids and %d idempotency keys",
                     *self.pruned,
                     extra={"event": "pruned"},
+                )
+            if any(self.pruned_webhooks):
+                logger.info(
+                    "forgot %d finished webhook events and %d webhook attempts",
+                    *self.pruned_webhooks,
+                    extra={"event": "pruned_webhooks"},
                 )
             if self._email_retention_ms > 0:
                 self.last_report = await self.prune_emails()

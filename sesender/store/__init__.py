@@ -11,6 +11,8 @@ from sesender.store.base import (
     QueueStore,
     StopResult,
     Store,
+    WebhookAdminStore,
+    WebhookDeliveryStore,
 )
 from sesender.store.sqlite import SqliteStore, migrate, open_sqlite_store
 
@@ -26,6 +28,8 @@ __all__ = [
     "SqliteStore",
     "StopResult",
     "Store",
+    "WebhookAdminStore",
+    "WebhookDeliveryStore",
     "migrate",
     "open_sqlite_store",
 ]

@@ -7,12 +7,15 @@ against, only that:
 - :class:`QueueStore`: the send pipeline (scheduler, post-processor, cancellation, start-up);
 - :class:`FeedbackStore`: the feedback intake's group commit (opens, SES events, unsubscribes);
 - :class:`ApiStore`: the HTTP API's queries and commands;
-- :class:`HousekeepingStore`: pruning of deduplication records and of old emails (retention);
+- :class:`HousekeepingStore`: pruning of deduplication records, old emails (retention) and
+  old webhook events;
 - :class:`HealthStore`: ``/health``, ``/ready`` and the write-health signal;
 - :class:`ApiKeyStore`: named API keys (the HTTP layer's key ring and ``/v1/api-keys``).
 - :class:`ReputationStore`: the reputation guard's counters and its durable holds.
 - :class:`StorageStore`: the storage figures and whether a missing email was pruned.
 - :class:`ClickStore`: click tracking's redirect target, recording a click, per-link counts.
+- :class:`WebhookAdminStore`: the webhook endpoints as the API manages them;
+- :class:`WebhookDeliveryStore`: the webhook deliverer's queue of events (claim, record);
 
 :class:`Store` is their union, for the composition root that opens the store and hands each
 consumer its part; :class:`~sesender.store.sqlite.SqliteStore` implements it.
@@ -54,6 +57,17 @@ from sesender.models import (
     TopicSummary,
 )
 from sesender.store.health import WriteHealthStatus
+from sesender.webhooks.models import (
+    AttemptRecord,
+    AttemptResult,
+    DeliveryTarget,
+    Endpoint,
+    EndpointChanges,
+    EventState,
+    EventSummary,
+    NewEndpoint,
+    PendingEvent,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,6 +241,86 @@ class HousekeepingStore(Protocol):
         (pages freed, free pages left). An engine that reclaims by itself returns (0, 0)."""
         ...
 
+    async def prune_webhooks(
+        self, *, delivered_before_ms: int, failed_before_ms: int
+    ) -> tuple[int, int]:
+        """Forget webhook events delivered before ``delivered_before_ms``, failed events and
+        attempts older than ``failed_before_ms``: (events, attempts)."""
+        ...
+
+
+class WebhookAdminStore(Protocol):
+    """Webhook endpoints as the API (and through it the CLI and dashboard) manage them.
+
+    Creating, changing, enabling or disabling an endpoint also sets what the event triggers see
+    (its subscription rows), in the same transaction: events are written from the next commit
+    on, and a disabled endpoint gets none.
+    """
+
+    async def create_webhook(self, endpoint: NewEndpoint, *, now_ms: int) -> Endpoint: ...
+
+    async def list_webhooks(self) -> list[Endpoint]: ...
+
+    async def get_webhook(self, endpoint_id: str) -> Endpoint | None: ...
+
+    async def update_webhook(
+        self, endpoint_id: str, changes: EndpointChanges, *, now_ms: int
+    ) -> Endpoint | None: ...
+
+    async def delete_webhook(self, endpoint_id: str) -> bool: ...
+
+    async def rotate_webhook_secret(
+        self, endpoint_id: str, secret: str, *, keep_until_ms: int, now_ms: int
+    ) -> Endpoint | None:
+        """Sign with ``secret`` from now on, and with the current secret too until
+        ``keep_until_ms``."""
+        ...
+
+    async def queue_webhook_event(
+        self, endpoint_id: str, *, event_id: str, event_type: str, detail: str | None, now_ms: int
+    ) -> bool:
+        """Queue one event for one endpoint (the test event); False if it does not exist."""
+        ...
+
+    async def webhook_attempts(
+        self, endpoint_id: str, *, since_ms: int, limit: int
+    ) -> list[AttemptRecord]: ...
+
+    async def webhook_events(
+        self, endpoint_id: str, *, state: EventState | None, limit: int
+    ) -> list[EventSummary]: ...
+
+    async def resend_webhook_event(self, endpoint_id: str, event_id: str, *, now_ms: int) -> bool:
+        """Queue a finished event again, due now, with its event id; False if no such event
+        is finished (unknown, or still pending)."""
+        ...
+
+
+class WebhookDeliveryStore(Protocol):
+    """The webhook deliverer's queue: claim under a lease, record attempts in bulk."""
+
+    async def webhook_targets(self, *, now_ms: int) -> list[DeliveryTarget]:
+        """Every enabled endpoint with the secrets it signs with at ``now_ms``."""
+        ...
+
+    async def claim_webhook_events(
+        self, endpoint_id: str, *, now_ms: int, lease_until_ms: int, limit: int
+    ) -> list[PendingEvent]:
+        """Lease up to ``limit`` due events of one endpoint (none leased by another deliverer
+        whose lease still runs)."""
+        ...
+
+    async def record_webhook_attempts(
+        self, results: Sequence[AttemptResult], *, now_ms: int, disable_after_ms: int
+    ) -> list[str]:
+        """Record attempts and their events' new states in one transaction; return the ids of
+        endpoints this disabled (410 Gone, or failing for ``disable_after_ms``)."""
+        ...
+
+    async def release_webhook_leases(self) -> int:
+        """Free every lease (at start: with SQLite this process is the only deliverer)."""
+        ...
+
 
 class HealthStore(Protocol):
     async def ping(self) -> None:
@@ -273,9 +367,11 @@ class ApiKeyStore(Protocol):
         ...
 
 
-class HttpStore(ApiStore, HealthStore, ApiKeyStore, StorageStore, ClickStore, Protocol):
-    """What the HTTP layer is given: the API's queries and commands, the health checks, the
-    API keys, the storage figures and click tracking."""
+class HttpStore(
+    ApiStore, WebhookAdminStore, HealthStore, ApiKeyStore, StorageStore, ClickStore, Protocol
+):
+    """What the HTTP layer is given: the API's queries and commands, the webhook endpoints, the
+    health checks, the API keys, the storage figures and click tracking."""
 
 
 class ReputationStore(Protocol):
@@ -319,6 +415,8 @@ class Store(
     ReputationStore,
     StorageStore,
     ClickStore,
+    WebhookAdminStore,
+    WebhookDeliveryStore,
     Protocol,
 ):
     """Everything: what the composition root opens, closes and hands out in parts."""

@@ -347,6 +347,159 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (request_id, url)
     );
     """,
+    # 11: outbound webhooks (see sesender/webhooks/ and docs/adr/0006-webhook-events-by-trigger.md).
+    # ``webhook_subscriptions`` holds one row per (event type, endpoint) for ENABLED endpoints
+    # only, so the triggers' condition is one index probe that finds nothing when nobody listens:
+    # the send path then writes no event row at all. The triggers run inside the statement that
+    # records what they report (the bulk outcome UPDATE, the feedback upsert), so an event is
+    # committed with its cause or not at all. Status numbers are those of models.Status
+    # (2 Sent, 3 Failed, 4 Stopped, 5 Suppressed; 0 Created and 1 Processed are pending).
+    """
+    CREATE TABLE webhook_endpoints (
+        id TEXT PRIMARY KEY,
+        url TEXT NOT NULL,
+        description TEXT NOT NULL DEFAULT '',
+        event_types TEXT NOT NULL,
+        enabled INTEGER NOT NULL DEFAULT 1,
+        disabled_reason TEXT,
+        secret TEXT NOT NULL,
+        previous_secret TEXT,
+        previous_secret_until INTEGER,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        failing_since INTEGER,
+        last_error TEXT,
+        last_error_at INTEGER,
+        last_attempt_at INTEGER,
+        last_success_at INTEGER
+    ) WITHOUT ROWID;
+
+    CREATE TABLE webhook_subscriptions (
+        event_type TEXT NOT NULL,
+        endpoint_id TEXT NOT NULL,
+        PRIMARY KEY (event_type, endpoint_id)
+    ) WITHOUT ROWID;
+
+    CREATE TABLE webhook_status_events (
+        status INTEGER PRIMARY KEY,
+        event_type TEXT NOT NULL
+    );
+    INSERT INTO webhook_status_events (status, event_type) VALUES
+        (2, 'email.sent'), (3, 'email.failed'), (4, 'email.stopped'), (5, 'email.suppressed');
+
+    CREATE TABLE webhook_result_events (
+        result_type TEXT PRIMARY KEY,
+        event_type TEXT NOT NULL
+    ) WITHOUT ROWID;
+    INSERT INTO webhook_result_events (result_type, event_type) VALUES
+        ('Delivery', 'email.delivered'), ('Bounce', 'email.bounced'),
+        ('Complaint', 'email.complained'), ('Open', 'email.opened'), ('Click', 'email.clicked'),
+        ('Unsubscribe', 'email.unsubscribed'), ('Subscription', 'email.unsubscribed');
+
+    -- One row per (event, endpoint): the delivery queue. state 0 pending, 1 delivered,
+    -- 2 failed. A deliverer claims a row by setting lease_until; due_at is the next attempt.
+    CREATE TABLE webhook_events (
+        id INTEGER PRIMARY KEY,
+        event_id TEXT NOT NULL UNIQUE,
+        endpoint_id TEXT NOT NULL,
+        event_type TEXT NOT NULL,
+        request_id INTEGER,
+        topic_id TEXT,
+        email TEXT,
+        message_id TEXT,
+        suppressed INTEGER,
+        detail TEXT,
+        occurred_at INTEGER NOT NULL,
+        state INTEGER NOT NULL DEFAULT 0,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        due_at INTEGER NOT NULL DEFAULT 0,
+        lease_until INTEGER,
+        finished_at INTEGER,
+        last_error TEXT
+    );
+    CREATE INDEX webhook_events_due ON webhook_events (endpoint_id, due_at, id) WHERE state = 0;
+    CREATE INDEX webhook_events_leased ON webhook_events (lease_until)
+        WHERE lease_until IS NOT NULL;
+    CREATE INDEX webhook_events_finished ON webhook_events (finished_at) WHERE state <> 0;
+    CREATE INDEX webhook_events_endpoint ON webhook_events (endpoint_id, state, id);
+
+    CREATE TABLE webhook_attempts (
+        id INTEGER PRIMARY KEY,
+        endpoint_id TEXT NOT NULL,
+        event_id TEXT NOT NULL,
+        event_type TEXT NOT NULL,
+        attempt INTEGER NOT NULL,
+        attempted_at INTEGER NOT NULL,
+        duration_ms INTEGER NOT NULL,
+        status_code INTEGER,
+        outcome TEXT NOT NULL,
+        error TEXT
+    );
+    CREATE INDEX webhook_attempts_endpoint ON webhook_attempts (endpoint_id, attempted_at);
+    CREATE INDEX webhook_attempts_time ON webhook_attempts (attempted_at);
+
+    -- One trigger for both status events, so an outcome row pays one trigger, whose condition
+    -- (any subscription at all) is one probe; the inserts' joins find nothing for an event type
+    -- nobody subscribes to.
+    CREATE TRIGGER webhook_on_status AFTER UPDATE OF status ON requests
+    WHEN NEW.status <> OLD.status AND EXISTS (SELECT 1 FROM webhook_subscriptions)
+    BEGIN
+        INSERT INTO webhook_events (event_id, endpoint_id, event_type, request_id, topic_id,
+            email, message_id, detail, occurred_at)
+        SELECT 'evt_' || lower(hex(randomblob(16))), s.endpoint_id, t.event_type, NEW.id,
+            NEW.topic_id, NEW.email, NEW.message_id,
+            CASE WHEN NEW.status = 3
+                THEN json_object('error', NEW.error, 'failure_kind', NEW.failure_kind) END,
+            NEW.updated_at
+        FROM webhook_status_events AS t
+        JOIN webhook_subscriptions AS s ON s.event_type = t.event_type
+        WHERE t.status = NEW.status;
+        INSERT INTO webhook_events (event_id, endpoint_id, event_type, topic_id, occurred_at)
+        SELECT 'evt_' || lower(hex(randomblob(16))), s.endpoint_id, s.event_type,
+            NEW.topic_id, NEW.updated_at
+        FROM webhook_subscriptions AS s
+        WHERE s.event_type = 'topic.completed'
+            AND OLD.status IN (0, 1) AND NEW.status NOT IN (0, 1)
+            AND NOT EXISTS (SELECT 1 FROM requests
+                WHERE topic_id = NEW.topic_id AND status IN (0, 1));
+    END;
+
+    CREATE TRIGGER webhook_result_inserted AFTER INSERT ON results
+    WHEN EXISTS (
+        SELECT 1 FROM webhook_result_events AS t
+        JOIN webhook_subscriptions AS s ON s.event_type = t.event_type
+        WHERE t.result_type = NEW.event_type)
+    BEGIN
+        INSERT INTO webhook_events (event_id, endpoint_id, event_type, request_id, topic_id,
+            email, message_id, suppressed, detail, occurred_at)
+        SELECT 'evt_' || lower(hex(randomblob(16))), s.endpoint_id, t.event_type, r.id,
+            r.topic_id, r.email, r.message_id,
+            EXISTS (SELECT 1 FROM suppressions WHERE email = lower(r.email)),
+            NEW.detail, NEW.last_at
+        FROM webhook_result_events AS t
+        JOIN webhook_subscriptions AS s ON s.event_type = t.event_type
+        JOIN requests AS r ON r.id = NEW.request_id
+        WHERE t.result_type = NEW.event_type;
+    END;
+
+    CREATE TRIGGER webhook_result_repeated AFTER UPDATE OF count ON results
+    WHEN NEW.count > OLD.count AND EXISTS (
+        SELECT 1 FROM webhook_result_events AS t
+        JOIN webhook_subscriptions AS s ON s.event_type = t.event_type
+        WHERE t.result_type = NEW.event_type)
+    BEGIN
+        INSERT INTO webhook_events (event_id, endpoint_id, event_type, request_id, topic_id,
+            email, message_id, suppressed, detail, occurred_at)
+        SELECT 'evt_' || lower(hex(randomblob(16))), s.endpoint_id, t.event_type, r.id,
+            r.topic_id, r.email, r.message_id,
+            EXISTS (SELECT 1 FROM suppressions WHERE email = lower(r.email)),
+            NEW.detail, NEW.last_at
+        FROM webhook_result_events AS t
+        JOIN webhook_subscriptions AS s ON s.event_type = t.event_type
+        JOIN requests AS r ON r.id = NEW.request_id
+        WHERE t.result_type = NEW.event_type;
+    END;
+    """,
 )
 
 #: PRAGMAs set on every connection (docs/operations.md explains WAL and backups). ``auto_vacuum``

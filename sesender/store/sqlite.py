@@ -55,8 +55,20 @@ from sesender.store import sqlite_clicks as clicks
 from sesender.store import sqlite_lifecycle as lifecycle
 from sesender.store import sqlite_queries as queries
 from sesender.store import sqlite_reputation as reputation
+from sesender.store import sqlite_webhooks as webhooks
 from sesender.store.base import StopResult
 from sesender.store.health import WriteHealth, WriteHealthStatus
+from sesender.webhooks.models import (
+    AttemptRecord,
+    AttemptResult,
+    DeliveryTarget,
+    Endpoint,
+    EndpointChanges,
+    EventState,
+    EventSummary,
+    NewEndpoint,
+    PendingEvent,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -337,6 +349,75 @@ class SqliteStore:
 
     def write_status(self) -> WriteHealthStatus:
         return self.write_health.status()
+
+    # -- webhooks (WebhookAdminStore, WebhookDeliveryStore; sqlite_webhooks.py) -------------
+
+    async def create_webhook(self, endpoint: NewEndpoint, *, now_ms: int) -> Endpoint:
+        return await self._with_writer(webhooks.create_endpoint, endpoint, now_ms)
+
+    async def list_webhooks(self) -> list[Endpoint]:
+        return await self._read(webhooks.list_endpoints)
+
+    async def get_webhook(self, endpoint_id: str) -> Endpoint | None:
+        return await self._read(webhooks.get_endpoint, endpoint_id)
+
+    async def update_webhook(
+        self, endpoint_id: str, changes: EndpointChanges, *, now_ms: int
+    ) -> Endpoint | None:
+        return await self._with_writer(webhooks.update_endpoint, endpoint_id, changes, now_ms)
+
+    async def delete_webhook(self, endpoint_id: str) -> bool:
+        return await self._with_writer(webhooks.delete_endpoint, endpoint_id)
+
+    async def rotate_webhook_secret(
+        self, endpoint_id: str, secret: str, *, keep_until_ms: int, now_ms: int
+    ) -> Endpoint | None:
+        return await self._with_writer(
+            webhooks.rotate_secret, endpoint_id, secret, keep_until_ms, now_ms
+        )
+
+    async def queue_webhook_event(
+        self, endpoint_id: str, *, event_id: str, event_type: str, detail: str | None, now_ms: int
+    ) -> bool:
+        return await self._with_writer(
+            webhooks.add_event, endpoint_id, event_id, event_type, detail, now_ms
+        )
+
+    async def webhook_attempts(
+        self, endpoint_id: str, *, since_ms: int, limit: int
+    ) -> list[AttemptRecord]:
+        return await self._read(webhooks.list_attempts, endpoint_id, since_ms, limit)
+
+    async def webhook_events(
+        self, endpoint_id: str, *, state: EventState | None, limit: int
+    ) -> list[EventSummary]:
+        return await self._read(webhooks.list_events, endpoint_id, state, limit)
+
+    async def resend_webhook_event(self, endpoint_id: str, event_id: str, *, now_ms: int) -> bool:
+        return await self._with_writer(webhooks.resend_event, endpoint_id, event_id, now_ms)
+
+    async def webhook_targets(self, *, now_ms: int) -> list[DeliveryTarget]:
+        return await self._read(webhooks.delivery_targets, now_ms)
+
+    async def claim_webhook_events(
+        self, endpoint_id: str, *, now_ms: int, lease_until_ms: int, limit: int
+    ) -> list[PendingEvent]:
+        return await self._with_writer(
+            webhooks.claim_events, endpoint_id, now_ms, lease_until_ms, limit
+        )
+
+    async def record_webhook_attempts(
+        self, results: Sequence[AttemptResult], *, now_ms: int, disable_after_ms: int
+    ) -> list[str]:
+        return await self._with_writer(webhooks.record_attempts, results, now_ms, disable_after_ms)
+
+    async def release_webhook_leases(self) -> int:
+        return await self._with_writer(webhooks.release_leases)
+
+    async def prune_webhooks(
+        self, *, delivered_before_ms: int, failed_before_ms: int
+    ) -> tuple[int, int]:
+        return await self._with_writer(webhooks.prune, delivered_before_ms, failed_before_ms)
 
     def lanes(self) -> tuple[ThreadLane, ThreadLane]:
         """The writer and reader lanes, for statistics and metrics."""

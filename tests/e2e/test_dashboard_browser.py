@@ -102,7 +102,9 @@ def test_the_dashboard_shows_and_controls_the_running_service(
     start_service: Callable[..., ServiceProcess],
 ) -> None:
     require_browser()
-    service = start_service(SENDER_BACKEND="memory", MAX_SEND_PER_SECOND="20")
+    service = start_service(
+        SENDER_BACKEND="memory", MAX_SEND_PER_SECOND="20", WEBHOOK_ALLOW_PRIVATE="true"
+    )
     with launch_chromium() as browser:
         check_dashboard(service, browser)
 
@@ -213,6 +215,20 @@ def check_dashboard(service: ServiceProcess, browser: Browser) -> None:
         expect(cell(hostile, "sent")).to_have_text("1", timeout=WAIT)
     expect(page.locator("script")).to_have_count(1)  # dashboard.js only
     expect(page.locator("img")).to_have_count(0)
+
+    # -- webhook endpoints: status and last error, as text ---------------------------------------
+    expect(page.locator("#webhooks-empty")).to_be_visible()
+    with service.client() as client:
+        hook_url = "http://127.0.0.1:9/<b>hook</b>"  # nothing listens on port 9: refused
+        created = client.post("/v1/webhooks", json={"url": hook_url, "event_types": ["email.sent"]})
+        assert created.status_code == 201, created.text
+        assert client.post(f"/v1/webhooks/{created.json()['id']}/test").status_code == 202
+    hook_row = page.locator("#webhook-rows tr").first
+    expect(hook_row.locator("td").first).to_have_text(hook_url, timeout=WAIT)
+    expect(hook_row.locator(".webhook-status")).to_have_text("failing", timeout=WAIT)
+    expect(hook_row.locator(".webhook-error")).to_contain_text("ConnectError")
+    expect(page.locator("#webhooks-empty")).to_be_hidden()
+    expect(page.locator("b")).to_have_count(0)
 
     # -- each window asks for what its button says, and its axis labels are short ------------
     for button, seconds, label in (("5 min", 300, "5 min"), ("10 min", 600, "10 min")):

@@ -334,3 +334,31 @@ def test_database_url_selects_postgresql_and_stays_out_of_logs() -> None:
 def test_bad_database_settings_are_refused(values: dict[str, str], problem: str) -> None:
     with pytest.raises(ConfigError, match=problem):
         load_config(values)
+
+
+def test_webhook_settings() -> None:
+    defaults = load_config({}).webhooks
+    assert defaults.delivery_enabled is True
+    assert defaults.allow_private is False
+    assert defaults.concurrency == 16
+    assert defaults.timeout == 10.0
+    assert defaults.retry_schedule == (5, 300, 1800, 7200, 18000, 36000, 36000)
+    assert defaults.disable_after_hours == 120
+    assert defaults.retention_hours == 72
+    config = load_config(
+        {
+            "WEBHOOK_ALLOW_PRIVATE": "true",
+            "WEBHOOK_DELIVERY_ENABLED": "false",
+            "WEBHOOK_RETRY_SCHEDULE": "0.5, 2,10",
+            "WEBHOOK_CONCURRENCY": "4",
+        }
+    ).webhooks
+    assert config.allow_private is True
+    assert config.delivery_enabled is False
+    assert config.retry_schedule == (0.5, 2, 10)
+    assert config.concurrency == 4
+    for schedule in ("5,soon", "-1", "5,999999999", "nan", ","):
+        with pytest.raises(ConfigError, match="WEBHOOK_RETRY_SCHEDULE"):
+            load_config({"WEBHOOK_RETRY_SCHEDULE": schedule})
+    with pytest.raises(ConfigError, match="WEBHOOK_CONCURRENCY"):
+        load_config({"WEBHOOK_CONCURRENCY": "0"})

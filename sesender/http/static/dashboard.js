@@ -191,8 +191,9 @@
       calls.push(api(`v1/topics?limit=${TOPIC_LIMIT}`));
       calls.push(api("v1/api-keys/current"));
       calls.push(api("v1/stats/storage"));
+      calls.push(api("v1/webhooks"));
     }
-    const [ready, rate, topics, current, storage] = await Promise.allSettled(calls);
+    const [ready, rate, topics, current, storage, webhooks] = await Promise.allSettled(calls);
     if (generation !== state.generation) return;
 
     if (ready.status === "fulfilled") renderReady(ready.value);
@@ -200,7 +201,7 @@
     if (!signedIn) return;
 
     if (current.status === "fulfilled") applyScopes(current.value.scopes);
-    const results = [rate, topics, current, storage];
+    const results = [rate, topics, current, storage, webhooks];
     if (results.some((r) => r.status === "rejected" && r.reason instanceof KeyRefused)) {
       signOut(REFUSED);
       return;
@@ -208,8 +209,9 @@
     if (rate.status === "fulfilled") renderRate(rate.value);
     if (topics.status === "fulfilled") renderTopics(topics.value.topics || []);
     if (storage.status === "fulfilled") renderStorage(storage.value);
+    if (webhooks.status === "fulfilled") renderWebhooks(webhooks.value.webhooks || []);
 
-    const failure = [ready, rate, topics, storage].find((r) => r.status === "rejected");
+    const failure = [ready, rate, topics, storage, webhooks].find((r) => r.status === "rejected");
     if (failure) {
       const since = state.lastUpdate ? ` Last update at ${clock.format(state.lastUpdate)}.` : "";
       showBanner(`${failure.reason.message}.${since} Retrying every ${REFRESH_MS / 1000} s…`);
@@ -729,6 +731,30 @@
     }
     byId("topics-empty").hidden = topics.length > 0;
     byId("topics").hidden = topics.length === 0;
+  }
+
+  /** One row per webhook endpoint, rebuilt each refresh (a short list), all text as text. */
+  function renderWebhooks(endpoints) {
+    const body = byId("webhook-rows");
+    const rows = endpoints.map((endpoint) => {
+      const row = element("tr");
+      row.dataset.webhookId = String(endpoint.id);
+      const target = element("td", "col-topic", String(endpoint.url));
+      target.title = `${endpoint.id}${endpoint.description ? ` · ${endpoint.description}` : ""}`;
+      const status = element("td", `webhook-status webhook-${endpoint.status}`, String(endpoint.status));
+      if (endpoint.disabled_reason) status.title = String(endpoint.disabled_reason);
+      const pending = element("td", "num", integer.format(endpoint.pending || 0));
+      const failed = element("td", "num", integer.format(endpoint.failed || 0));
+      failed.classList.toggle("alert-failed", endpoint.failed > 0);
+      const error = endpoint.last_error
+        ? `${endpoint.last_error}${endpoint.last_error_at ? ` (${ago(endpoint.last_error_at)})` : ""}`
+        : "";
+      row.append(target, status, pending, failed, element("td", "webhook-error", error));
+      return row;
+    });
+    body.replaceChildren(...rows);
+    byId("webhooks-empty").hidden = endpoints.length > 0;
+    byId("webhooks").hidden = endpoints.length === 0;
   }
 
   // -- actions -------------------------------------------------------------------------------------

@@ -184,6 +184,7 @@ def test_the_page_refers_to_the_api_relatively() -> None:
         "v1/api-keys/current",
         "v1/sending/resume",
         "v1/stats/storage",
+        "v1/webhooks",
     }
     assert not re.search(r"""["'`]/v1/""", script)
 

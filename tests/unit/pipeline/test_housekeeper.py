@@ -30,6 +30,11 @@ class SlowStore:
     async def prune(self, *, before_ms: int) -> tuple[int, int]:
         return (0, 0)
 
+    async def prune_webhooks(
+        self, *, delivered_before_ms: int, failed_before_ms: int
+    ) -> tuple[int, int]:
+        return (0, 0)
+
     async def lowest_request_id(self) -> int:
         return 1
 

@@ -1,0 +1,378 @@
+"""The store's side of outbound webhooks: events written by triggers in the transactions that
+record what they report, only for enabled subscribers; claims under a lease; attempts recorded in
+bulk with the endpoint's health; pruning.
+
+Against a real SQLite file (the ``store`` fixture), through the store's interface; raw SQL only to
+look at what was written.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections import Counter
+
+from sesender.models import (
+    Failed,
+    FailureKind,
+    FeedbackItem,
+    NewMessage,
+    ResultEvent,
+    Retry,
+    Sent,
+    Stopped,
+    Submission,
+    Suppression,
+)
+from sesender.store.sqlite import SqliteStore
+from sesender.webhooks.events import EVENT_TYPES
+from sesender.webhooks.models import (
+    AttemptOutcome,
+    AttemptResult,
+    EndpointChanges,
+    EventState,
+    NewEndpoint,
+    PendingEvent,
+)
+
+NOW = 1_768_471_200_000
+DAY = 86_400_000
+
+
+def rows(store: SqliteStore, sql: str, *args: object) -> list[tuple[object, ...]]:
+    connection = sqlite3.connect(store.path)
+    try:
+        return connection.execute(sql, args).fetchall()
+    finally:
+        connection.close()
+
+
+def endpoint(endpoint_id: str, *types: str) -> NewEndpoint:
+    return NewEndpoint(
+        endpoint_id=endpoint_id,
+        url=f"https://hooks.example.com/{endpoint_id}",
+        event_types=types or EVENT_TYPES,
+        description="",
+        secret="whsec_" + "A" * 43,
+    )
+
+
+async def submit(store: SqliteStore, topic: str, count: int) -> list[int]:
+    message = NewMessage(
+        topic_id=topic,
+        subject="s",
+        body="b",
+        emails=tuple(f"user{i}@example.com" for i in range(count)),
+    )
+    await store.submit(Submission(messages=(message,), due_at_ms=NOW, created_at_ms=NOW))
+    batch = await store.claim_due(now_ms=NOW, limit=count)
+    return [email.request_id for email in batch.emails]
+
+
+def event_types(store: SqliteStore, endpoint_id: str | None = None) -> Counter[str]:
+    where = "" if endpoint_id is None else " WHERE endpoint_id = ?"
+    args = () if endpoint_id is None else (endpoint_id,)
+    return Counter(
+        str(row[0]) for row in rows(store, f"SELECT event_type FROM webhook_events{where}", *args)
+    )
+
+
+async def test_no_event_row_without_a_subscriber(store: SqliteStore) -> None:
+    ids = await submit(store, "t", 3)
+    await store.record_outcomes([Sent(i, f"m{i}", 1, NOW) for i in ids], now_ms=NOW)
+    assert event_types(store) == Counter()
+
+
+async def test_outcomes_of_a_bulk_batch_make_one_event_per_email_and_subscriber(
+    store: SqliteStore,
+) -> None:
+    await store.create_webhook(endpoint("ep_all"), now_ms=NOW)
+    await store.create_webhook(endpoint("ep_sent", "email.sent"), now_ms=NOW)
+    ids = await submit(store, "t", 5)
+    await store.record_outcomes(
+        [
+            *(Sent(i, f"m{i}", 1, NOW) for i in ids[:3]),
+            Failed(ids[3], "rejected", FailureKind.PERMANENT, 1),
+            Retry(ids[4], "throttled", 1, NOW + 1000),
+        ],
+        now_ms=NOW,
+    )
+    assert event_types(store, "ep_all") == Counter({"email.sent": 3, "email.failed": 1})
+    assert event_types(store, "ep_sent") == Counter({"email.sent": 3})
+    (detail,) = rows(store, "SELECT detail FROM webhook_events WHERE event_type = 'email.failed'")[
+        0
+    ]
+    assert json.loads(str(detail)) == {"error": "rejected", "failure_kind": "permanent"}
+    # The retried email is still pending: no topic.completed yet; it completes when it ends.
+    batch = await store.claim_due(now_ms=NOW + 1000, limit=10)
+    await store.record_outcomes([Stopped(batch.emails[0].request_id)], now_ms=NOW + 1000)
+    assert event_types(store, "ep_all")["email.stopped"] == 1
+    assert event_types(store, "ep_all")["topic.completed"] == 1
+    ids_unique = {row[0] for row in rows(store, "SELECT event_id FROM webhook_events")}
+    assert len(ids_unique) == 3 + 1 + 1 + 1 + 3
+
+
+async def test_feedback_events_carry_the_email_and_whether_the_address_is_suppressed(
+    store: SqliteStore,
+) -> None:
+    await store.create_webhook(endpoint("ep"), now_ms=NOW)
+    ids = await submit(store, "t", 2)
+    await store.record_outcomes([Sent(i, f"ses-{i}", 1, NOW) for i in ids], now_ms=NOW)
+    bounce_detail = json.dumps({"bounce_type": "Permanent", "sub_type": "General"})
+    await store.record_feedback(
+        [
+            FeedbackItem(
+                events=(
+                    ResultEvent("Bounce", NOW, message_id=f"ses-{ids[0]}", detail=bounce_detail),
+                ),
+                suppressions=(
+                    Suppression(reason="bounce", source="sns-1", email="user0@example.com"),
+                ),
+                source_id="sns-1",
+            ),
+            FeedbackItem(events=(ResultEvent("Open", NOW, request_id=ids[1]),)),
+            FeedbackItem(events=(ResultEvent("Open", NOW + 5, request_id=ids[1]),)),
+            FeedbackItem(events=(ResultEvent("Click", NOW + 6, request_id=ids[1]),)),
+            FeedbackItem(events=(ResultEvent("Delivery", NOW, message_id=f"ses-{ids[1]}"),)),
+        ],
+        now_ms=NOW,
+    )
+    counts = event_types(store)
+    assert counts["email.bounced"] == 1
+    assert counts["email.opened"] == 2  # every open that happened, not once per email
+    assert counts["email.clicked"] == 1
+    assert counts["email.delivered"] == 1
+    bounced = rows(
+        store,
+        "SELECT request_id, email, message_id, suppressed FROM webhook_events"
+        " WHERE event_type = 'email.bounced'",
+    )
+    assert bounced == [(ids[0], "user0@example.com", f"ses-{ids[0]}", 1)]
+    opened = rows(store, "SELECT suppressed FROM webhook_events WHERE event_type = 'email.opened'")
+    assert opened == [(0,), (0,)]
+
+
+async def test_disabling_stops_events_and_enabling_resumes_them(store: SqliteStore) -> None:
+    await store.create_webhook(endpoint("ep", "email.sent"), now_ms=NOW)
+    ids = await submit(store, "t", 4)
+    disabled = await store.update_webhook("ep", EndpointChanges(enabled=False), now_ms=NOW)
+    assert disabled is not None
+    assert not disabled.enabled
+    assert disabled.disabled_reason == "disabled through the API"
+    await store.record_outcomes([Sent(ids[0], "m0", 1, NOW)], now_ms=NOW)
+    assert event_types(store) == Counter()
+    enabled = await store.update_webhook(
+        "ep", EndpointChanges(enabled=True, event_types=("email.failed",)), now_ms=NOW
+    )
+    assert enabled is not None
+    assert enabled.enabled
+    assert enabled.disabled_reason is None
+    await store.record_outcomes(
+        [Sent(ids[1], "m1", 1, NOW), Failed(ids[2], "x", FailureKind.PERMANENT, 1)], now_ms=NOW
+    )
+    assert event_types(store) == Counter({"email.failed": 1})
+    assert await store.delete_webhook("ep")
+    await store.record_outcomes([Failed(ids[3], "x", FailureKind.PERMANENT, 1)], now_ms=NOW)
+    assert event_types(store) == Counter()
+
+
+async def claim(
+    store: SqliteStore, endpoint_id: str, now: int, limit: int = 100
+) -> list[PendingEvent]:
+    return await store.claim_webhook_events(
+        endpoint_id, now_ms=now, lease_until_ms=now + 60_000, limit=limit
+    )
+
+
+def result(event: PendingEvent, outcome: AttemptOutcome, at: int, **extra: object) -> AttemptResult:
+    return AttemptResult(
+        row_id=event.row_id,
+        event_id=event.event_id,
+        endpoint_id=event.endpoint_id,
+        event_type=event.event_type,
+        attempt=event.attempts + 1,
+        attempted_at_ms=at,
+        duration_ms=3,
+        status_code=extra.pop("status_code", 200),  # type: ignore[arg-type]
+        error=extra.pop("error", None),  # type: ignore[arg-type]
+        outcome=outcome,
+        due_at_ms=extra.pop("due_at_ms", at),  # type: ignore[arg-type]
+    )
+
+
+async def test_a_leased_event_is_not_claimed_again_until_its_lease_runs_out(
+    store: SqliteStore,
+) -> None:
+    await store.create_webhook(endpoint("ep", "email.sent"), now_ms=NOW)
+    ids = await submit(store, "t", 3)
+    await store.record_outcomes([Sent(i, f"m{i}", 1, NOW) for i in ids], now_ms=NOW)
+    first = await claim(store, "ep", NOW, limit=2)
+    assert [e.request_id for e in first] == ids[:2]
+    second = await claim(store, "ep", NOW + 1)
+    assert [e.request_id for e in second] == ids[2:]
+    assert await claim(store, "ep", NOW + 2) == []
+    again = await claim(store, "ep", NOW + 60_001)  # leases ran out: claimable, same ids
+    assert {e.event_id for e in again} == {e.event_id for e in first + second}
+    assert await store.release_webhook_leases() == 3
+    assert len(await claim(store, "ep", NOW + 60_002)) == 3
+
+
+async def test_recorded_attempts_set_states_log_and_endpoint_health(store: SqliteStore) -> None:
+    await store.create_webhook(endpoint("ep", "email.sent"), now_ms=NOW)
+    ids = await submit(store, "t", 3)
+    await store.record_outcomes([Sent(i, f"m{i}", 1, NOW) for i in ids], now_ms=NOW)
+    events = await claim(store, "ep", NOW)
+    disabled = await store.record_webhook_attempts(
+        [
+            result(events[0], AttemptOutcome.DELIVERED, NOW + 10),
+            result(
+                events[1],
+                AttemptOutcome.RETRY,
+                NOW + 20,
+                status_code=500,
+                error="HTTP 500: boom",
+                due_at_ms=NOW + 5000,
+            ),
+            result(events[2], AttemptOutcome.FAILED, NOW + 30, status_code=None, error="refused"),
+        ],
+        now_ms=NOW + 40,
+        disable_after_ms=5 * DAY,
+    )
+    assert disabled == []
+    found = await store.get_webhook("ep")
+    assert found is not None
+    assert found.pending == 1
+    assert found.failed == 1
+    assert found.failing_since_ms == NOW + 20
+    assert found.last_error == "refused"
+    assert found.last_success_at_ms == NOW + 10
+    assert await claim(store, "ep", NOW + 4999) == []  # not due before its backoff
+    (retried,) = await claim(store, "ep", NOW + 5000)
+    assert retried.event_id == events[1].event_id
+    assert retried.attempts == 1
+    attempts = await store.webhook_attempts("ep", since_ms=NOW - DAY, limit=10)
+    assert [a.outcome for a in attempts] == ["failed", "retry", "delivered"]
+    failed = await store.webhook_events("ep", state=EventState.FAILED, limit=10)
+    assert [e.event_id for e in failed] == [events[2].event_id]
+    assert await store.resend_webhook_event("ep", events[2].event_id, now_ms=NOW + 6000)
+    assert not await store.resend_webhook_event("ep", events[2].event_id, now_ms=NOW + 6000)
+    (resent,) = await claim(store, "ep", NOW + 6000)
+    assert resent.event_id == events[2].event_id
+    assert resent.attempts == 0
+
+
+async def test_gone_and_long_failure_disable_the_endpoint(store: SqliteStore) -> None:
+    await store.create_webhook(endpoint("gone", "email.sent"), now_ms=NOW)
+    await store.create_webhook(endpoint("dead", "email.sent"), now_ms=NOW)
+    ids = await submit(store, "t", 1)
+    await store.record_outcomes([Sent(ids[0], "m", 1, NOW)], now_ms=NOW)
+    (to_gone,) = await claim(store, "gone", NOW)
+    (to_dead,) = await claim(store, "dead", NOW)
+    disabled = await store.record_webhook_attempts(
+        [
+            result(to_gone, AttemptOutcome.GONE, NOW, status_code=410, error="HTTP 410"),
+            result(to_dead, AttemptOutcome.RETRY, NOW, status_code=503, error="HTTP 503"),
+        ],
+        now_ms=NOW,
+        disable_after_ms=5 * DAY,
+    )
+    assert disabled == ["gone"]
+    gone = await store.get_webhook("gone")
+    assert gone is not None
+    assert not gone.enabled
+    assert "410" in str(gone.disabled_reason)
+    assert [t.endpoint_id for t in await store.webhook_targets(now_ms=NOW)] == ["dead"]
+    (again,) = await store.claim_webhook_events(
+        "dead", now_ms=NOW + 5 * DAY, lease_until_ms=NOW + 5 * DAY + 1, limit=1
+    )
+    disabled = await store.record_webhook_attempts(
+        [result(again, AttemptOutcome.RETRY, NOW + 5 * DAY, status_code=503, error="HTTP 503")],
+        now_ms=NOW + 5 * DAY,
+        disable_after_ms=5 * DAY,
+    )
+    assert disabled == ["dead"]
+    dead = await store.get_webhook("dead")
+    assert dead is not None
+    assert "every delivery failed since" in str(dead.disabled_reason)
+
+
+async def test_rotation_signs_with_both_secrets_for_the_grace_period(store: SqliteStore) -> None:
+    await store.create_webhook(endpoint("ep"), now_ms=NOW)
+    rotated = await store.rotate_webhook_secret(
+        "ep", "whsec_" + "B" * 43, keep_until_ms=NOW + DAY, now_ms=NOW
+    )
+    assert rotated is not None
+    assert rotated.secret.startswith("whsec_B")
+    (target,) = await store.webhook_targets(now_ms=NOW + DAY - 1)
+    assert target.secrets == ("whsec_" + "B" * 43, "whsec_" + "A" * 43)
+    (target,) = await store.webhook_targets(now_ms=NOW + DAY)
+    assert target.secrets == ("whsec_" + "B" * 43,)
+    assert "whsec" not in repr(rotated)
+    assert "whsec" not in repr(target)
+
+
+async def test_pruning_forgets_delivered_events_then_failed_ones_and_old_attempts(
+    store: SqliteStore,
+) -> None:
+    await store.create_webhook(endpoint("ep", "email.sent"), now_ms=NOW)
+    ids = await submit(store, "t", 2)
+    await store.record_outcomes([Sent(i, f"m{i}", 1, NOW) for i in ids], now_ms=NOW)
+    events = await claim(store, "ep", NOW)
+    await store.record_webhook_attempts(
+        [
+            result(events[0], AttemptOutcome.DELIVERED, NOW),
+            result(events[1], AttemptOutcome.FAILED, NOW, status_code=500, error="x"),
+        ],
+        now_ms=NOW,
+        disable_after_ms=5 * DAY,
+    )
+    assert await store.prune_webhooks(delivered_before_ms=NOW, failed_before_ms=NOW) == (0, 0)
+    assert await store.prune_webhooks(delivered_before_ms=NOW + 1, failed_before_ms=NOW) == (1, 0)
+    assert await store.prune_webhooks(delivered_before_ms=NOW + 1, failed_before_ms=NOW + 1) == (
+        1,
+        2,
+    )
+    assert rows(store, "SELECT COUNT(*) FROM webhook_events") == [(0,)]
+
+
+async def test_attempts_of_a_deleted_endpoint_leave_nothing_behind(store: SqliteStore) -> None:
+    await store.create_webhook(endpoint("ep", "email.sent"), now_ms=NOW)
+    ids = await submit(store, "t", 1)
+    await store.record_outcomes([Sent(ids[0], "m", 1, NOW)], now_ms=NOW)
+    (event,) = await claim(store, "ep", NOW)
+    assert await store.delete_webhook("ep")
+    disabled = await store.record_webhook_attempts(
+        [result(event, AttemptOutcome.DELIVERED, NOW)], now_ms=NOW, disable_after_ms=5 * DAY
+    )
+    assert disabled == []
+    assert rows(store, "SELECT COUNT(*) FROM webhook_attempts") == [(0,)]
+    assert rows(store, "SELECT COUNT(*) FROM webhook_events") == [(0,)]
+
+
+async def test_an_unsubscribe_makes_one_event_saying_the_address_is_suppressed(
+    store: SqliteStore,
+) -> None:
+    await store.create_webhook(endpoint("ep", "email.unsubscribed", "email.suppressed"), now_ms=NOW)
+    (request_id,) = await submit(store, "t", 1)
+    await store.record_outcomes([Sent(request_id, "m", 1, NOW)], now_ms=NOW)
+    await store.record_feedback(
+        [
+            FeedbackItem(  # what POST /v1/unsubscribe records
+                events=(ResultEvent("Unsubscribe", NOW, request_id=request_id),),
+                suppressions=(
+                    Suppression(reason="unsubscribe", source="one-click", request_id=request_id),
+                ),
+            )
+        ],
+        now_ms=NOW,
+    )
+    assert rows(store, "SELECT event_type, request_id, suppressed FROM webhook_events") == [
+        ("email.unsubscribed", request_id, 1)
+    ]
+    # The next email to the address ends Suppressed when claimed: one email.suppressed event.
+    assert await submit(store, "t2", 1) == []  # nothing handed out: it was suppressed
+    assert rows(
+        store,
+        "SELECT e.request_id, r.topic_id FROM webhook_events AS e JOIN requests AS r"
+        " ON r.id = e.request_id WHERE e.event_type = 'email.suppressed'",
+    ) == [(request_id + 1, "t2")]
