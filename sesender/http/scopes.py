@@ -69,6 +69,16 @@ ROUTE_SCOPES: Final[Mapping[tuple[str, str], RouteAccess]] = {
     ("GET", "/v1/stats/storage"): READ,
     ("GET", "/v1/topics/<path:topic_id>/links"): READ,
     ("GET", "/v1/events/click/<token>/<code>"): PUBLIC,
+    ("POST", "/v1/webhooks"): ADMIN,
+    ("GET", "/v1/webhooks"): READ,
+    ("GET", "/v1/webhooks/<endpoint_id>"): READ,
+    ("PATCH", "/v1/webhooks/<endpoint_id>"): ADMIN,
+    ("DELETE", "/v1/webhooks/<endpoint_id>"): ADMIN,
+    ("POST", "/v1/webhooks/<endpoint_id>/rotate-secret"): ADMIN,
+    ("POST", "/v1/webhooks/<endpoint_id>/test"): ADMIN,
+    ("GET", "/v1/webhooks/<endpoint_id>/attempts"): READ,
+    ("GET", "/v1/webhooks/<endpoint_id>/events"): READ,
+    ("POST", "/v1/webhooks/<endpoint_id>/events/<event_id>/resend"): ADMIN,
 }
 
 _RULES_WITH_A_PUBLIC_METHOD = frozenset(
