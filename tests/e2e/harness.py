@@ -86,6 +86,8 @@ class ServiceProcess:
                 what="the listening log line",
             )
             if not isinstance(event, dict):
+                self.process.wait(timeout=10)
+                self._close_pipes()
                 raise AssertionError(
                     f"sesender exited with {self.process.returncode}:\n" + "\n".join(self.raw_lines)
                 )

@@ -608,9 +608,11 @@ def test_create_message_scheduled(client: httpx.Client) -> None:
     (request_id,) = ids_of(answer)
     # DELIBERATE DIFFERENCE (a past scheduled_at sends now): the original's test was written
     # when 2025-01-01 was in the future and expects the email to wait (Created). That time has
-    # passed: sesender sends it at once and says so (``scheduled: false``; openapi.json
-    # POST /v1/messages, "A scheduled_at in the past is accepted and sent at once").
-    assert answer["scheduled"] is False
+    # passed: sesender sends it at once. The flag answers as the original's does (true whenever
+    # a scheduled_at was given) and ``due_at`` says when sending became due (openapi.json
+    # POST /v1/messages).
+    assert answer["scheduled"] is True
+    assert answer["due_at"]
     settle(client, [request_id])
 
 
@@ -1382,11 +1384,14 @@ def test_from_i32_valid() -> None:
 
 
 def test_from_i32_invalid() -> None:
-    for number in (-1, 6, 100):
+    for number in (-1, 7, 100):
         with pytest.raises(ValueError, match="is not a valid Status"):
             Status(number)
-    # 5 is sesender's addition, Suppressed (README "HTTP API": suppression list).
+    # DELIBERATE DIFFERENCE (new states): 5 is sesender's Suppressed (README "HTTP API":
+    # suppression list) and 6 its Held (docs/operations.md, "Reputation": the guard holds a
+    # topic); the original's enum ends at 4.
     assert Status(5).label == "Suppressed"
+    assert Status(6).label == "Held"
 
 
 def test_as_str(memory: httpx.Client) -> None:
@@ -1417,7 +1422,8 @@ def test_debug(client: httpx.Client) -> None:
 
 
 def test_from_i32_boundary_values() -> None:
-    for number in (-2, -1, 6):
+    # DELIBERATE DIFFERENCE: 5 (Suppressed) and 6 (Held) are sesender's states (see above).
+    for number in (-2, -1, 7):
         with pytest.raises(ValueError, match="is not a valid Status"):
             Status(number)
     assert Status(0) is Status.CREATED

@@ -103,6 +103,12 @@ checks.positive_data_acceptance.expected-statuses = ["2xx", "401", "404", "405",
 include-operation-id = "getTopicLinks"
 checks.unsupported_method.enabled = false
 checks.allow_header_conformance.enabled = false
+# The default topic's id is "": its links path /v1/topics//links is /v1/topics/links once the
+# slashes merge, which is GET /v1/topics/{topic_id} of the topic "links" (the routing rule above,
+# docs/operations.md section 13). Schemathesis's stateful phase follows listTopics' "" there and
+# validates the topic's answer against the links schema; tests/e2e/test_click_tracking.py checks
+# the links answer of real topics.
+checks.response_schema_conformance.enabled = false
 
 # The webhook endpoints. A URL valid for the schema is refused (400) unless every address its host
 # resolves to is public, which no schema expresses (and this machine resolves no public name).
