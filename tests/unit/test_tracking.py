@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import string
 from typing import Any
 
@@ -252,3 +254,81 @@ def test_previous_secrets_are_checked_like_the_current_one() -> None:
     same = TokenSigner(SECRET, previous=[SECRET, OLD_SECRET, OLD_SECRET])
     assert same.verify("open", TokenSigner(OLD_SECRET).sign("open", 3)) == 3
     assert "old-secret" not in repr(same)
+
+
+# -- issue 20: gaps mutation testing found ----------------------------------------------------------
+
+
+def rfc5869_hkdf_sha256(key: bytes, *, salt: bytes, info: bytes, length: int) -> bytes:
+    """HKDF-SHA256 written out from RFC 5869 with ``hmac`` only: an independent derivation."""
+    prk = hmac.new(salt, key, hashlib.sha256).digest()
+    out, block = b"", b""
+    for counter in range(1, -(-length // 32) + 1):
+        block = hmac.new(prk, block + info + bytes([counter]), hashlib.sha256).digest()
+        out += block
+    return out[:length]
+
+
+def test_derive_secret_known_answer() -> None:
+    """The salt and info of the derivation are part of every link already sent: changing either
+    silently breaks them. Pinned by a known answer and by the RFC 5869 construction (a mutant
+    changing ``_SECRET_SALT`` or ``_SECRET_INFO`` fails here)."""
+    expected = "5a362844317e9ff397acf8081e0e6715fe996dabc995ba9e26837c5c3bfa7b2f"
+    assert derive_secret("my-api-key").hex() == expected
+    independent = rfc5869_hkdf_sha256(
+        b"my-api-key",
+        salt=b"sesender/tracking-secret/v1",
+        info=b"sesender tracking secret derived from API_KEY",
+        length=32,
+    )
+    assert independent.hex() == expected
+
+
+def other_spellings(token: str) -> list[str]:
+    """Every other base64url spelling of the same bytes: the last character with different
+    unused low bits (base64 decoders ignore them)."""
+    alphabet = string.ascii_uppercase + string.ascii_lowercase + string.digits + "-_"
+    unused_bits = {2: 4, 3: 2}.get(len(token) % 4, 0)
+    last = alphabet.index(token[-1])
+    keep = last >> unused_bits
+    return [
+        token[:-1] + alphabet[(keep << unused_bits) | low]
+        for low in range(1 << unused_bits)
+        if (keep << unused_bits) | low != last
+    ]
+
+
+@settings(max_examples=300, deadline=None)
+@given(request_id=REQUEST_IDS, purpose=st.sampled_from(PURPOSES))
+def test_every_spelling_but_the_canonical_one_is_refused(
+    request_id: int, purpose: TokenPurpose
+) -> None:
+    """The re-encoding check: a token re-spelt with other unused low bits decodes to the same
+    bytes and the same valid MAC, so only ``_encode_token(raw) != token`` refuses it (a mutant
+    deleting that check fails here; the earlier test never produced such a spelling)."""
+    token = SIGNER.sign(purpose, request_id)
+    spellings = other_spellings(token)
+    # Payload and tag fill whole base64 groups (no unused bits) only for a multiple of 3 bytes.
+    raw_length = len(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+    assert bool(spellings) == (raw_length % 3 != 0)
+    for spelling in spellings:
+        padded = spelling + "=" * (-len(spelling) % 4)
+        assert base64.urlsafe_b64decode(padded) == base64.urlsafe_b64decode(
+            token + "=" * (-len(token) % 4)
+        )
+        assert SIGNER.verify(purpose, spelling) is None
+    assert SIGNER.verify(purpose, token) == request_id
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"\x81\x80\x00",  # 1, three bytes
+        b"\x81\x80\x80\x00",  # 1, four bytes
+        b"\xff\xff\x00",  # 16383, three bytes
+        b"\x80\x80\x80\x80\x80\x80\x80\x80\x00",  # zero in nine bytes
+        b"\x81\x80\x80\x80\x80\x80\x80\x80\x00",  # 1 in nine bytes
+    ],
+)
+def test_non_minimal_varints_of_three_bytes_or_more_are_refused(payload: bytes) -> None:
+    assert tracking._decode_varint(payload) is None
