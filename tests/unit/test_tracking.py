@@ -256,7 +256,7 @@ def test_previous_secrets_are_checked_like_the_current_one() -> None:
     assert "old-secret" not in repr(same)
 
 
-# -- issue 20: gaps mutation testing found ----------------------------------------------------------
+# -- issue 20: gaps that mutation testing found ----------------------------------------------
 
 
 def rfc5869_hkdf_sha256(key: bytes, *, salt: bytes, info: bytes, length: int) -> bytes:

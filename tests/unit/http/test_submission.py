@@ -13,6 +13,7 @@ import pytest
 from sesender.errors import ApiError
 from sesender.http import messages
 from sesender.http.submission import (
+    IDEMPOTENCY_WINDOW,
     REJECTED_LIST_CAP,
     body_digest,
     due_at_ms,
@@ -380,3 +381,40 @@ async def test_large_bodies_are_parsed_in_a_thread_with_the_same_answers(
     assert response.status_code == 400
     assert "JSON" in (await response.get_json())["error"]
     assert threads == [size == "large"] * 2
+
+
+# -- issue 20: gaps that mutation testing found ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("address", "reason"),
+    [
+        ("not-an-address", "An email address must have an @-sign."),
+        ("a@b", "The part after the @-sign is not valid. It should have a period."),
+        ("x@exa mple.com", "The part after the @-sign contains invalid characters: SPACE."),
+        ("", "The email address is empty."),
+    ],
+)
+def test_a_refused_address_says_why(address: str, reason: str) -> None:
+    """The reason is email-validator's own sentence, not a generic "invalid"."""
+    parsed = parse({"messages": [message(emails=[address])]})
+    assert [(item.email, item.reason) for item in parsed.rejected] == [(address, reason)]
+
+
+@pytest.mark.parametrize("item", [7, None, 1.5, ["a@example.com"], True])
+def test_a_recipient_that_is_not_a_string_says_so(item: Any) -> None:
+    parsed = parse({"messages": [message(emails=[item, "ok@example.com"])]})
+    assert [(entry.email, entry.reason) for entry in parsed.rejected] == [
+        (str(item), "not a string")
+    ]
+    assert parsed.accepted == 1
+
+
+def test_a_long_non_string_recipient_is_cut_to_320_characters() -> None:
+    parsed = parse({"messages": [message(emails=[["x" * 400]])]})
+    assert parsed.rejected[0].email == str(["x" * 400])[:320]
+    assert len(parsed.rejected[0].email) == 320
+
+
+def test_the_idempotency_window_is_24_hours() -> None:
+    assert IDEMPOTENCY_WINDOW == timedelta(hours=24)
