@@ -332,3 +332,21 @@ def test_every_spelling_but_the_canonical_one_is_refused(
 )
 def test_non_minimal_varints_of_three_bytes_or_more_are_refused(payload: bytes) -> None:
     assert tracking._decode_varint(payload) is None
+
+
+@pytest.mark.parametrize(
+    ("request_id", "message"),
+    [
+        (True, "request_id must be an int"),
+        ("1", "request_id must be an int"),
+        (0, f"request_id must be between 1 and {MAX_REQUEST_ID}"),
+    ],
+)
+def test_sign_says_exactly_what_is_wrong(request_id: Any, message: str) -> None:
+    with pytest.raises(ValueError, match=f"^{message}$"):
+        SIGNER.sign("open", request_id)
+
+
+def test_deriving_from_an_empty_key_says_so() -> None:
+    with pytest.raises(ValueError, match="^cannot derive a tracking secret from an empty API key$"):
+        derive_secret("")
