@@ -417,4 +417,4 @@ def test_a_long_non_string_recipient_is_cut_to_320_characters() -> None:
 
 
 def test_the_idempotency_window_is_24_hours() -> None:
-    assert IDEMPOTENCY_WINDOW == timedelta(hours=24)
+    assert timedelta(hours=24) == IDEMPOTENCY_WINDOW
