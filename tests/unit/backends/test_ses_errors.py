@@ -188,3 +188,15 @@ def test_other_botocore_errors_are_permanent() -> None:
     assert type(error) is PermanentSendError
     assert error.code == "ParamValidationError"
     assert str(error).startswith("SES request failed: ")
+
+
+def test_the_message_is_kept_whole() -> None:
+    """Only the ": " left by an empty message is trimmed, never letters of the message."""
+    assert str(classify_client_error("Weird", 400, "TAX")) == "SES Weird: TAX"
+    assert str(classify_client_error("Weird", 400, "")) == "SES Weird"
+
+
+def test_a_client_error_without_a_message_has_no_placeholder() -> None:
+    error = translate_error(ClientError({"Error": {"Code": "MessageRejected"}}, "SendEmail"))
+    assert str(error) == "SES MessageRejected"
+    assert type(error) is PermanentSendError

@@ -32,7 +32,7 @@ class FixedDraw(random.Random):
 
 
 def ceiling(policy: RetryPolicy, attempts_made: int) -> float:
-    return min(policy.max_delay, policy.base_delay * 2 ** max(0, attempts_made - 1))
+    return float(min(policy.max_delay, policy.base_delay * 2 ** max(0, attempts_made - 1)))
 
 
 def test_exactly_max_attempts_are_made() -> None:
