@@ -938,3 +938,39 @@ async def test_fuzz_mutated_genuine_messages(
     document.update(changes)
     body = json.dumps(document).encode("utf-8", "surrogatepass")
     await _parse_and_verify(body, genuine_pem(name), now)
+
+
+# --- issue 20: what a rejection says (mutation testing found the texts unchecked) ---------------
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        ({"type": "X" * 100}, f"(type): unknown message Type {'X' * 64!r}"),
+        (
+            {"type": "SubscriptionConfirmation", "subscribe_url": None},
+            "(missing_key): SubscriptionConfirmation needs SubscribeURL and Token",
+        ),
+        ({"message_id": ""}, "(missing_key): MessageId, TopicArn and Signature must not be empty"),
+    ],
+)
+async def test_a_rejection_says_what_is_wrong(
+    changes: dict[str, object], expected: str, genuine_body: Callable[[str], bytes]
+) -> None:
+    envelope = parse_envelope(genuine_body("php_validator_fixture_1_sigv2"))
+    verifier = verifier_at(envelope, MemoryCertificateFetcher())
+    with pytest.raises(SnsSignatureInvalid) as caught:
+        await verifier.verify(dataclasses.replace(envelope, **changes))  # type: ignore[arg-type]
+    assert str(caught.value) == f"SNS message rejected {expected}"
+
+
+def test_string_to_sign_names_what_is_missing_or_not_unicode(
+    genuine_body: Callable[[str], bytes],
+) -> None:
+    envelope = parse_envelope(genuine_body("php_validator_fixture_1_sigv2"))
+    with pytest.raises(SnsMalformed) as missing:
+        string_to_sign(dataclasses.replace(envelope, message_id=None))  # type: ignore[arg-type]
+    assert str(missing.value) == f"SNS {envelope.type} has no MessageId"
+    with pytest.raises(SnsMalformed) as broken:
+        string_to_sign(dataclasses.replace(envelope, message="\udcff"))
+    assert str(broken.value) == "SNS message contains text that is not valid Unicode"

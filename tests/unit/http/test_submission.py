@@ -418,3 +418,48 @@ def test_a_long_non_string_recipient_is_cut_to_320_characters() -> None:
 
 def test_the_idempotency_window_is_24_hours() -> None:
     assert timedelta(hours=24) == IDEMPOTENCY_WINDOW
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (
+            {"emails": "a@example.com"},
+            'messages[0].emails must be a list of addresses or {"email": ..., "data": {...}} objects',
+        ),
+        (
+            {"topic_id": "t" * 257},
+            "messages[0].topic_id must be at most 256 characters without control characters",
+        ),
+        (
+            {"subject": "s" * 999},
+            "messages[0].subject must be one line of at most 998 characters",
+        ),
+    ],
+)
+def test_shape_errors_say_exactly_what_is_expected(change: dict[str, Any], expected: str) -> None:
+    assert refused({"messages": [message(**change)]}) == expected
+
+
+def test_refused_addresses_add_up_across_messages_and_the_list_stays_capped() -> None:
+    parsed = parse(
+        {
+            "messages": [
+                message(emails=[f"bad{i}" for i in range(80)]),
+                message(emails=[f"worse{i}" for i in range(80)] + ["ok@example.com"]),
+            ]
+        }
+    )
+    assert parsed.rejected_count == 160
+    assert len(parsed.rejected) == REJECTED_LIST_CAP
+    assert parsed.rejected[-1].email == f"worse{REJECTED_LIST_CAP - 81}"
+    assert parsed.accepted == 1
+
+
+def test_unsubscribe_links_are_available_unless_told_otherwise() -> None:
+    body = {"messages": [message(content="<a href='{{unsubscribe_url}}'>x</a>", data={})]}
+    assert parse(body).accepted == 1
+    with pytest.raises(ApiError, match="unsubscribe"):
+        parse_submission(
+            body, max_recipients=10, timezone=ZoneInfo("UTC"), unsubscribe_available=False
+        )
