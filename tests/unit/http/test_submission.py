@@ -425,7 +425,8 @@ def test_the_idempotency_window_is_24_hours() -> None:
     [
         (
             {"emails": "a@example.com"},
-            'messages[0].emails must be a list of addresses or {"email": ..., "data": {...}} objects',
+            "messages[0].emails must be a list of addresses or"
+            ' {"email": ..., "data": {...}} objects',
         ),
         (
             {"topic_id": "t" * 257},
