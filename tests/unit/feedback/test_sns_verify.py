@@ -30,6 +30,7 @@ from sesender.feedback import (
     parse_envelope,
     string_to_sign,
 )
+from sesender.feedback.sns import check_cert_url
 from sesender.feedback.testing import (
     DEFAULT_TEST_CERT_URL,
     MemoryCertificateFetcher,
@@ -648,7 +649,7 @@ async def test_hand_built_envelopes_are_checked_too(
 async def test_a_naive_clock_is_a_programming_error(signer: SnsMessageSigner) -> None:
     envelope = parse_envelope(signer.notification())
     verifier = SnsVerifier(fetch_pem=MemoryCertificateFetcher(), now=datetime.now)
-    with pytest.raises(TypeError, match="aware"):
+    with pytest.raises(TypeError, match=r"^SnsVerifier's now\(\) must return an aware datetime$"):
         await verifier.verify(envelope)
 
 
@@ -974,3 +975,56 @@ def test_string_to_sign_names_what_is_missing_or_not_unicode(
     with pytest.raises(SnsMalformed) as broken:
         string_to_sign(dataclasses.replace(envelope, message="\udcff"))
     assert str(broken.value) == "SNS message contains text that is not valid Unicode"
+
+
+async def test_every_check_says_what_failed(genuine_body: Callable[[str], bytes]) -> None:
+    """One envelope per check, each failing only that check, and the exact text it logs."""
+    envelope = parse_envelope(genuine_body("php_validator_fixture_1_sigv2"))
+    assert envelope.signature_version == "2"
+    fetcher = MemoryCertificateFetcher()
+    hour = timedelta(hours=1)
+    cases: list[tuple[SnsVerifier, object, str]] = [
+        (
+            verifier_at(envelope, fetcher, topic_arns=frozenset({"arn:other"})),
+            envelope,
+            f"(topic): TopicArn {envelope.topic_arn[:300]!r} is not allowed",
+        ),
+        (
+            verifier_at(envelope, fetcher),
+            dataclasses.replace(envelope, signature_version="3"),
+            "(signature_version): SignatureVersion must be 1 or 2",
+        ),
+        (
+            verifier_at(envelope, fetcher, require_signature_version_2=True),
+            dataclasses.replace(envelope, signature_version="1"),
+            "(signature_version): SignatureVersion 2 is required",
+        ),
+        (
+            SnsVerifier(fetch_pem=fetcher, now=lambda: envelope.timestamp + 2 * hour),
+            envelope,
+            "(too_old): Timestamp is older than the accepted window",
+        ),
+        (
+            SnsVerifier(fetch_pem=fetcher, now=lambda: envelope.timestamp - hour),
+            envelope,
+            "(in_future): Timestamp is in the future",
+        ),
+    ]
+    for verifier, candidate, expected in cases:
+        with pytest.raises(SnsSignatureInvalid) as caught:
+            await verifier.verify(candidate)  # type: ignore[arg-type]
+        assert str(caught.value) == f"SNS message rejected {expected}"
+
+
+async def test_a_refused_certificate_url_keeps_its_reason_and_cause(
+    genuine_body: Callable[[str], bytes],
+) -> None:
+    envelope = parse_envelope(genuine_body("php_validator_fixture_1_sigv2"))
+    bad = dataclasses.replace(envelope, signing_cert_url="http://example.com/cert.pem")
+    with pytest.raises(SnsSignatureInvalid) as direct:
+        check_cert_url(bad.signing_cert_url)
+    with pytest.raises(SnsSignatureInvalid) as caught:
+        await verifier_at(bad, MemoryCertificateFetcher()).verify(bad)
+    assert str(caught.value) == f"SNS message rejected (cert_url): {direct.value}"
+    assert type(caught.value.__cause__) is SnsSignatureInvalid
+    assert str(caught.value.__cause__) == str(direct.value)
