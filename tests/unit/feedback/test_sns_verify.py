@@ -1028,3 +1028,30 @@ async def test_a_refused_certificate_url_keeps_its_reason_and_cause(
     assert str(caught.value) == f"SNS message rejected (cert_url): {direct.value}"
     assert type(caught.value.__cause__) is SnsSignatureInvalid
     assert str(caught.value.__cause__) == str(direct.value)
+
+
+@pytest.mark.parametrize("stamp", ["2020-01-01T00:00:00.000Z", "2040-01-01T00:00:00.000Z"])
+async def test_a_certificate_is_valid_on_its_first_and_last_instant(
+    signer: SnsMessageSigner, test_cert_pem: bytes, stamp: str
+) -> None:
+    """Both ends of the validity period count (not_valid_before <= Timestamp <= not_valid_after)."""
+    envelope = parse_envelope(signer.notification(Timestamp=stamp))
+    await verifier_at(envelope, MemoryCertificateFetcher(default=test_cert_pem)).verify(envelope)
+
+
+async def test_certificate_rejections_say_why(
+    signer: SnsMessageSigner, test_cert_pem: bytes, other_rsa_key: rsa.RSAPrivateKey
+) -> None:
+    early = parse_envelope(signer.notification(Timestamp="2019-12-31T23:59:59.999Z"))
+    with pytest.raises(SnsSignatureInvalid) as invalid:
+        await verifier_at(early, MemoryCertificateFetcher(default=test_cert_pem)).verify(early)
+    assert str(invalid.value) == (
+        "SNS message rejected (cert_validity): certificate was not valid at the message Timestamp"
+    )
+    pem = self_signed_certificate(other_rsa_key, common_name="evil.example.com")
+    envelope = parse_envelope(SnsMessageSigner(other_rsa_key).notification())
+    with pytest.raises(SnsSignatureInvalid) as subject:
+        await verifier_at(envelope, MemoryCertificateFetcher(default=pem)).verify(envelope)
+    assert str(subject.value) == (
+        "SNS message rejected (cert_subject): certificate subject is not sns.amazonaws.com"
+    )
