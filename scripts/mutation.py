@@ -82,22 +82,27 @@ def main(argv: list[str]) -> int:
         return 2
     equivalents = load_equivalents()
     started = time.monotonic()
+    failed = False
+    lines: list[str] = []
     for name in chosen:
         began = time.monotonic()
         run = subprocess.run([str(MUTMUT), "run", *modules[name]], cwd=ROOT, check=False)
         if run.returncode != 0:
             print(f"mutmut failed on {name} (exit {run.returncode})", file=sys.stderr)
             return 2
-        print(f"{name}: {time.monotonic() - began:.0f} s")
-    statuses = results()
-    failed = False
-    print(f"\n{'module':<14} {'score':>7} {'killed':>7} {'mutants':>8}  (equivalents excluded)")
-    for name in chosen:
+        # Scored at once: a later run may invalidate these results (mutmut re-tests mutants
+        # whose tests changed), and only this module's were just brought up to date.
+        statuses = results()
         percent, killed, counted, survivors = score(modules[name], statuses, equivalents)
         failed |= percent < THRESHOLD
-        print(f"{name:<14} {percent:6.1f}% {killed:>7} {counted:>8}")
-        for survivor in survivors:
-            print(f"    survived: {survivor} ({statuses[survivor]})")
+        lines.append(
+            f"{name:<14} {percent:6.1f}% {killed:>7} {counted:>8} {time.monotonic() - began:>6.0f} s"
+        )
+        lines.extend(f"    survived: {survivor} ({statuses[survivor]})" for survivor in survivors)
+        print(lines[-1 - len(survivors)], flush=True)
+    print(f"\n{'module':<14} {'score':>7} {'killed':>7} {'mutants':>8} {'time':>8}")
+    print("\n".join(lines))
+    print("(equivalent mutants, listed in mutation-equivalents.toml, are not counted)")
     load = Path("/proc/loadavg").read_text().split()[:3]
     print(f"\ntotal time {time.monotonic() - started:.0f} s; load average {' '.join(load)}")
     return 1 if failed else 0
