@@ -95,9 +95,8 @@ def main(argv: list[str]) -> int:
         statuses = results()
         percent, killed, counted, survivors = score(modules[name], statuses, equivalents)
         failed |= percent < THRESHOLD
-        lines.append(
-            f"{name:<14} {percent:6.1f}% {killed:>7} {counted:>8} {time.monotonic() - began:>6.0f} s"
-        )
+        took = time.monotonic() - began
+        lines.append(f"{name:<14} {percent:6.1f}% {killed:>7} {counted:>8} {took:>6.0f} s")
         lines.extend(f"    survived: {survivor} ({statuses[survivor]})" for survivor in survivors)
         print(lines[-1 - len(survivors)], flush=True)
     print(f"\n{'module':<14} {'score':>7} {'killed':>7} {'mutants':>8} {'time':>8}")
