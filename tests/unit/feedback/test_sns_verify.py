@@ -1055,3 +1055,58 @@ async def test_certificate_rejections_say_why(
     assert str(subject.value) == (
         "SNS message rejected (cert_subject): certificate subject is not sns.amazonaws.com"
     )
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        (
+            "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-abc.pem?x=1",
+            "SigningCertURL must not have a query",
+        ),
+        (
+            "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-abc.pem#f",
+            "SigningCertURL must not have a fragment",
+        ),
+        (
+            "https://sns.us-east-1.amazonaws.com/other.pem",
+            "SigningCertURL path is not /SimpleNotificationService-<id>.pem",
+        ),
+        ("http://example.com/x.pem", "SigningCertURL must use https"),
+    ],
+)
+def test_a_refused_certificate_url_says_why(url: str, expected: str) -> None:
+    with pytest.raises(SnsSignatureInvalid) as caught:
+        check_cert_url(url)
+    assert str(caught.value) == expected
+
+
+async def test_key_and_signature_rejections_say_why(
+    signer: SnsMessageSigner, test_cert_pem: bytes, genuine_body: Callable[[str], bytes]
+) -> None:
+    envelope = parse_envelope(signer.notification())
+    weak = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+    cases: list[tuple[rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey, str]] = [
+        (ec.generate_private_key(ec.SECP256R1()), "certificate key is not RSA"),
+        (weak, "certificate RSA key is shorter than 2048 bits"),
+    ]
+    for key, text in cases:
+        fetcher = MemoryCertificateFetcher(default=self_signed_certificate(key))
+        with pytest.raises(SnsSignatureInvalid) as caught:
+            await verifier_at(envelope, fetcher).verify(envelope)
+        assert str(caught.value) == f"SNS message rejected (cert_key): {text}"
+    forged = dataclasses.replace(envelope, message="forged")
+    with pytest.raises(SnsSignatureInvalid) as bad:
+        await verifier_at(forged, MemoryCertificateFetcher(default=test_cert_pem)).verify(forged)
+    assert str(bad.value) == (
+        "SNS message rejected (signature): signature does not match the signed fields"
+    )
+    assert bad.value.__cause__ is not None
+    long_arn = "arn:" + "x" * 400
+    other = dataclasses.replace(envelope, topic_arn=long_arn)
+    verifier = verifier_at(other, MemoryCertificateFetcher(), topic_arns=frozenset({"arn:a"}))
+    with pytest.raises(SnsSignatureInvalid) as topic:
+        await verifier.verify(other)
+    assert str(topic.value) == (
+        f"SNS message rejected (topic): TopicArn {long_arn[:300]!r} is not allowed"
+    )
