@@ -1073,6 +1073,7 @@ async def test_certificate_rejections_say_why(
             "SigningCertURL path is not /SimpleNotificationService-<id>.pem",
         ),
         ("http://example.com/x.pem", "SigningCertURL must use https"),
+        ("https://evil.com\\@sns.us-east-1.amazonaws.com/x", "SigningCertURL contains a backslash"),
     ],
 )
 def test_a_refused_certificate_url_says_why(url: str, expected: str) -> None:
