@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 import string
 from typing import Any
 
@@ -307,3 +308,101 @@ def test_link_codes_made_before_a_rotation_stay_valid() -> None:
     )
     assert rotated.verify_link_code(code, "https://example.com/")
     assert rotated.link_code(0, "https://example.com/") != code
+
+
+# -- issue 20: gaps that mutation testing found ----------------------------------------------
+
+
+def rfc5869_hkdf_sha256(key: bytes, *, salt: bytes, info: bytes, length: int) -> bytes:
+    """HKDF-SHA256 written out from RFC 5869 with ``hmac`` only: an independent derivation."""
+    prk = hmac.new(salt, key, hashlib.sha256).digest()
+    out, block = b"", b""
+    for counter in range(1, -(-length // 32) + 1):
+        block = hmac.new(prk, block + info + bytes([counter]), hashlib.sha256).digest()
+        out += block
+    return out[:length]
+
+
+def test_derive_secret_known_answer() -> None:
+    """The salt and info of the derivation are part of every link already sent: changing either
+    silently breaks them. Pinned by a known answer and by the RFC 5869 construction (a mutant
+    changing ``_SECRET_SALT`` or ``_SECRET_INFO`` fails here)."""
+    expected = "5a362844317e9ff397acf8081e0e6715fe996dabc995ba9e26837c5c3bfa7b2f"
+    assert derive_secret("my-api-key").hex() == expected
+    independent = rfc5869_hkdf_sha256(
+        b"my-api-key",
+        salt=b"sesender/tracking-secret/v1",
+        info=b"sesender tracking secret derived from API_KEY",
+        length=32,
+    )
+    assert independent.hex() == expected
+
+
+def other_spellings(token: str) -> list[str]:
+    """Every other base64url spelling of the same bytes: the last character with different
+    unused low bits (base64 decoders ignore them)."""
+    alphabet = string.ascii_uppercase + string.ascii_lowercase + string.digits + "-_"
+    unused_bits = {2: 4, 3: 2}.get(len(token) % 4, 0)
+    last = alphabet.index(token[-1])
+    keep = last >> unused_bits
+    return [
+        token[:-1] + alphabet[(keep << unused_bits) | low]
+        for low in range(1 << unused_bits)
+        if (keep << unused_bits) | low != last
+    ]
+
+
+@settings(max_examples=300, deadline=None)
+@given(request_id=REQUEST_IDS, purpose=st.sampled_from(PURPOSES))
+def test_every_spelling_but_the_canonical_one_is_refused(
+    request_id: int, purpose: TokenPurpose
+) -> None:
+    """The re-encoding check: a token re-spelt with other unused low bits decodes to the same
+    bytes and the same valid MAC, so only ``_encode_token(raw) != token`` refuses it (a mutant
+    deleting that check fails here; the earlier test never produced such a spelling)."""
+    token = SIGNER.sign(purpose, request_id)
+    spellings = other_spellings(token)
+    # Payload and tag fill whole base64 groups (no unused bits) only for a multiple of 3 bytes.
+    raw_length = len(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+    assert bool(spellings) == (raw_length % 3 != 0)
+    for spelling in spellings:
+        padded = spelling + "=" * (-len(spelling) % 4)
+        assert base64.urlsafe_b64decode(padded) == base64.urlsafe_b64decode(
+            token + "=" * (-len(token) % 4)
+        )
+        assert SIGNER.verify(purpose, spelling) is None
+    assert SIGNER.verify(purpose, token) == request_id
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"\x81\x80\x00",  # 1, three bytes
+        b"\x81\x80\x80\x00",  # 1, four bytes
+        b"\xff\xff\x00",  # 16383, three bytes
+        b"\x80\x80\x80\x80\x80\x80\x80\x80\x00",  # zero in nine bytes
+        b"\x81\x80\x80\x80\x80\x80\x80\x80\x00",  # 1 in nine bytes
+    ],
+)
+def test_non_minimal_varints_of_three_bytes_or_more_are_refused(payload: bytes) -> None:
+    assert tracking._decode_varint(payload) is None
+
+
+@pytest.mark.parametrize(
+    ("request_id", "message"),
+    [
+        (True, "request_id must be an int"),
+        ("1", "request_id must be an int"),
+        (0, f"request_id must be between 1 and {MAX_REQUEST_ID}"),
+    ],
+)
+def test_sign_says_exactly_what_is_wrong(request_id: Any, message: str) -> None:
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        SIGNER.sign("open", request_id)
+
+
+def test_deriving_from_an_empty_key_says_so() -> None:
+    with pytest.raises(
+        ValueError, match=r"^cannot derive a tracking secret from an empty API key$"
+    ):
+        derive_secret("")

@@ -736,3 +736,25 @@ def test_plain_content_is_the_same_through_bulk_and_single_for_any_html(
                 single["Body"]["Html"]["Data"],
                 single["Body"].get("Text", {}).get("Data"),
             )
+
+
+# -- issue 20: the texts of failed entries (mutation testing found them unchecked) -----------------
+
+
+@pytest.mark.parametrize(
+    ("entry", "text", "code"),
+    [
+        ({}, "SES no status", ""),
+        ({"Status": "FAILED"}, "SES FAILED", "FAILED"),
+        ({"Error": "lost"}, "SES no status: lost", ""),
+        ({"Status": "MESSAGE_REJECTED", "Error": "TAX"}, "SES MESSAGE_REJECTED: TAX", None),
+        ({"Status": "SUCCESS"}, "SES SUCCESS", "SUCCESS"),  # no MessageId: not a success
+    ],
+)
+def test_a_failed_entry_says_what_ses_said(
+    entry: dict[str, str], text: str, code: str | None
+) -> None:
+    result = entry_result(entry)  # type: ignore[arg-type]
+    assert isinstance(result, SendError)
+    assert str(result) == text
+    assert result.code == (entry.get("Status", "") if code is None else code)

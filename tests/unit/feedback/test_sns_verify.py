@@ -30,6 +30,7 @@ from sesender.feedback import (
     parse_envelope,
     string_to_sign,
 )
+from sesender.feedback.sns import check_cert_url
 from sesender.feedback.testing import (
     DEFAULT_TEST_CERT_URL,
     MemoryCertificateFetcher,
@@ -648,7 +649,7 @@ async def test_hand_built_envelopes_are_checked_too(
 async def test_a_naive_clock_is_a_programming_error(signer: SnsMessageSigner) -> None:
     envelope = parse_envelope(signer.notification())
     verifier = SnsVerifier(fetch_pem=MemoryCertificateFetcher(), now=datetime.now)
-    with pytest.raises(TypeError, match="aware"):
+    with pytest.raises(TypeError, match=r"^SnsVerifier's now\(\) must return an aware datetime$"):
         await verifier.verify(envelope)
 
 
@@ -938,3 +939,175 @@ async def test_fuzz_mutated_genuine_messages(
     document.update(changes)
     body = json.dumps(document).encode("utf-8", "surrogatepass")
     await _parse_and_verify(body, genuine_pem(name), now)
+
+
+# --- issue 20: what a rejection says (mutation testing found the texts unchecked) ---------------
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        ({"type": "X" * 100}, f"(type): unknown message Type {'X' * 64!r}"),
+        (
+            {"type": "SubscriptionConfirmation", "subscribe_url": None},
+            "(missing_key): SubscriptionConfirmation needs SubscribeURL and Token",
+        ),
+        ({"message_id": ""}, "(missing_key): MessageId, TopicArn and Signature must not be empty"),
+    ],
+)
+async def test_a_rejection_says_what_is_wrong(
+    changes: dict[str, object], expected: str, genuine_body: Callable[[str], bytes]
+) -> None:
+    envelope = parse_envelope(genuine_body("php_validator_fixture_1_sigv2"))
+    verifier = verifier_at(envelope, MemoryCertificateFetcher())
+    with pytest.raises(SnsSignatureInvalid) as caught:
+        await verifier.verify(dataclasses.replace(envelope, **changes))  # type: ignore[arg-type]
+    assert str(caught.value) == f"SNS message rejected {expected}"
+
+
+def test_string_to_sign_names_what_is_missing_or_not_unicode(
+    genuine_body: Callable[[str], bytes],
+) -> None:
+    envelope = parse_envelope(genuine_body("php_validator_fixture_1_sigv2"))
+    with pytest.raises(SnsMalformed) as missing:
+        string_to_sign(dataclasses.replace(envelope, message_id=None))  # type: ignore[arg-type]
+    assert str(missing.value) == f"SNS {envelope.type} has no MessageId"
+    with pytest.raises(SnsMalformed) as broken:
+        string_to_sign(dataclasses.replace(envelope, message="\udcff"))
+    assert str(broken.value) == "SNS message contains text that is not valid Unicode"
+
+
+async def test_every_check_says_what_failed(genuine_body: Callable[[str], bytes]) -> None:
+    """One envelope per check, each failing only that check, and the exact text it logs."""
+    envelope = parse_envelope(genuine_body("php_validator_fixture_1_sigv2"))
+    assert envelope.signature_version == "2"
+    fetcher = MemoryCertificateFetcher()
+    hour = timedelta(hours=1)
+    cases: list[tuple[SnsVerifier, object, str]] = [
+        (
+            verifier_at(envelope, fetcher, topic_arns=frozenset({"arn:other"})),
+            envelope,
+            f"(topic): TopicArn {envelope.topic_arn[:300]!r} is not allowed",
+        ),
+        (
+            verifier_at(envelope, fetcher),
+            dataclasses.replace(envelope, signature_version="3"),
+            "(signature_version): SignatureVersion must be 1 or 2",
+        ),
+        (
+            verifier_at(envelope, fetcher, require_signature_version_2=True),
+            dataclasses.replace(envelope, signature_version="1"),
+            "(signature_version): SignatureVersion 2 is required",
+        ),
+        (
+            SnsVerifier(fetch_pem=fetcher, now=lambda: envelope.timestamp + 2 * hour),
+            envelope,
+            "(too_old): Timestamp is older than the accepted window",
+        ),
+        (
+            SnsVerifier(fetch_pem=fetcher, now=lambda: envelope.timestamp - hour),
+            envelope,
+            "(in_future): Timestamp is in the future",
+        ),
+    ]
+    for verifier, candidate, expected in cases:
+        with pytest.raises(SnsSignatureInvalid) as caught:
+            await verifier.verify(candidate)  # type: ignore[arg-type]
+        assert str(caught.value) == f"SNS message rejected {expected}"
+
+
+async def test_a_refused_certificate_url_keeps_its_reason_and_cause(
+    genuine_body: Callable[[str], bytes],
+) -> None:
+    envelope = parse_envelope(genuine_body("php_validator_fixture_1_sigv2"))
+    bad = dataclasses.replace(envelope, signing_cert_url="http://example.com/cert.pem")
+    with pytest.raises(SnsSignatureInvalid) as direct:
+        check_cert_url(bad.signing_cert_url)
+    with pytest.raises(SnsSignatureInvalid) as caught:
+        await verifier_at(bad, MemoryCertificateFetcher()).verify(bad)
+    assert str(caught.value) == f"SNS message rejected (cert_url): {direct.value}"
+    assert type(caught.value.__cause__) is SnsSignatureInvalid
+    assert str(caught.value.__cause__) == str(direct.value)
+
+
+@pytest.mark.parametrize("stamp", ["2020-01-01T00:00:00.000Z", "2040-01-01T00:00:00.000Z"])
+async def test_a_certificate_is_valid_on_its_first_and_last_instant(
+    signer: SnsMessageSigner, test_cert_pem: bytes, stamp: str
+) -> None:
+    """Both ends of the validity period count (not_valid_before <= Timestamp <= not_valid_after)."""
+    envelope = parse_envelope(signer.notification(Timestamp=stamp))
+    await verifier_at(envelope, MemoryCertificateFetcher(default=test_cert_pem)).verify(envelope)
+
+
+async def test_certificate_rejections_say_why(
+    signer: SnsMessageSigner, test_cert_pem: bytes, other_rsa_key: rsa.RSAPrivateKey
+) -> None:
+    early = parse_envelope(signer.notification(Timestamp="2019-12-31T23:59:59.999Z"))
+    with pytest.raises(SnsSignatureInvalid) as invalid:
+        await verifier_at(early, MemoryCertificateFetcher(default=test_cert_pem)).verify(early)
+    assert str(invalid.value) == (
+        "SNS message rejected (cert_validity): certificate was not valid at the message Timestamp"
+    )
+    pem = self_signed_certificate(other_rsa_key, common_name="evil.example.com")
+    envelope = parse_envelope(SnsMessageSigner(other_rsa_key).notification())
+    with pytest.raises(SnsSignatureInvalid) as subject:
+        await verifier_at(envelope, MemoryCertificateFetcher(default=pem)).verify(envelope)
+    assert str(subject.value) == (
+        "SNS message rejected (cert_subject): certificate subject is not sns.amazonaws.com"
+    )
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        (
+            "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-abc.pem?x=1",
+            "SigningCertURL must not have a query",
+        ),
+        (
+            "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-abc.pem#f",
+            "SigningCertURL must not have a fragment",
+        ),
+        (
+            "https://sns.us-east-1.amazonaws.com/other.pem",
+            "SigningCertURL path is not /SimpleNotificationService-<id>.pem",
+        ),
+        ("http://example.com/x.pem", "SigningCertURL must use https"),
+        ("https://evil.com\\@sns.us-east-1.amazonaws.com/x", "SigningCertURL contains a backslash"),
+    ],
+)
+def test_a_refused_certificate_url_says_why(url: str, expected: str) -> None:
+    with pytest.raises(SnsSignatureInvalid) as caught:
+        check_cert_url(url)
+    assert str(caught.value) == expected
+
+
+async def test_key_and_signature_rejections_say_why(
+    signer: SnsMessageSigner, test_cert_pem: bytes, genuine_body: Callable[[str], bytes]
+) -> None:
+    envelope = parse_envelope(signer.notification())
+    weak = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+    cases: list[tuple[rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey, str]] = [
+        (ec.generate_private_key(ec.SECP256R1()), "certificate key is not RSA"),
+        (weak, "certificate RSA key is shorter than 2048 bits"),
+    ]
+    for key, text in cases:
+        fetcher = MemoryCertificateFetcher(default=self_signed_certificate(key))
+        with pytest.raises(SnsSignatureInvalid) as caught:
+            await verifier_at(envelope, fetcher).verify(envelope)
+        assert str(caught.value) == f"SNS message rejected (cert_key): {text}"
+    forged = dataclasses.replace(envelope, message="forged")
+    with pytest.raises(SnsSignatureInvalid) as bad:
+        await verifier_at(forged, MemoryCertificateFetcher(default=test_cert_pem)).verify(forged)
+    assert str(bad.value) == (
+        "SNS message rejected (signature): signature does not match the signed fields"
+    )
+    assert bad.value.__cause__ is not None
+    long_arn = "arn:" + "x" * 400
+    other = dataclasses.replace(envelope, topic_arn=long_arn)
+    verifier = verifier_at(other, MemoryCertificateFetcher(), topic_arns=frozenset({"arn:a"}))
+    with pytest.raises(SnsSignatureInvalid) as topic:
+        await verifier.verify(other)
+    assert str(topic.value) == (
+        f"SNS message rejected (topic): TopicArn {long_arn[:300]!r} is not allowed"
+    )

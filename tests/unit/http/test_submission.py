@@ -13,6 +13,7 @@ import pytest
 from sesender.errors import ApiError
 from sesender.http import messages
 from sesender.http.submission import (
+    IDEMPOTENCY_WINDOW,
     REJECTED_LIST_CAP,
     body_digest,
     due_at_ms,
@@ -428,3 +429,86 @@ def test_tracking_choices_default_to_the_settings_and_a_message_overrides_them()
 def test_a_tracking_choice_that_is_not_a_boolean_is_a_400(field: str, value: Any) -> None:
     problem = refused({"messages": [message(**{field: value})]})
     assert problem == f"messages[0].{field} must be true or false"
+
+
+# -- issue 20: gaps that mutation testing found ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("address", "reason"),
+    [
+        ("not-an-address", "An email address must have an @-sign."),
+        ("a@b", "The part after the @-sign is not valid. It should have a period."),
+        ("x@exa mple.com", "The part after the @-sign contains invalid characters: SPACE."),
+        ("", "The email address is empty."),
+    ],
+)
+def test_a_refused_address_says_why(address: str, reason: str) -> None:
+    """The reason is email-validator's own sentence, not a generic "invalid"."""
+    parsed = parse({"messages": [message(emails=[address])]})
+    assert [(item.email, item.reason) for item in parsed.rejected] == [(address, reason)]
+
+
+@pytest.mark.parametrize("item", [7, None, 1.5, ["a@example.com"], True])
+def test_a_recipient_that_is_not_a_string_says_so(item: Any) -> None:
+    parsed = parse({"messages": [message(emails=[item, "ok@example.com"])]})
+    assert [(entry.email, entry.reason) for entry in parsed.rejected] == [
+        (str(item), "not a string")
+    ]
+    assert parsed.accepted == 1
+
+
+def test_a_long_non_string_recipient_is_cut_to_320_characters() -> None:
+    parsed = parse({"messages": [message(emails=[["x" * 400]])]})
+    assert parsed.rejected[0].email == str(["x" * 400])[:320]
+    assert len(parsed.rejected[0].email) == 320
+
+
+def test_the_idempotency_window_is_24_hours() -> None:
+    assert timedelta(hours=24) == IDEMPOTENCY_WINDOW
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (
+            {"emails": "a@example.com"},
+            "messages[0].emails must be a list of addresses or"
+            ' {"email": ..., "data": {...}} objects',
+        ),
+        (
+            {"topic_id": "t" * 257},
+            "messages[0].topic_id must be at most 256 characters without control characters",
+        ),
+        (
+            {"subject": "s" * 999},
+            "messages[0].subject must be one line of at most 998 characters",
+        ),
+    ],
+)
+def test_shape_errors_say_exactly_what_is_expected(change: dict[str, Any], expected: str) -> None:
+    assert refused({"messages": [message(**change)]}) == expected
+
+
+def test_refused_addresses_add_up_across_messages_and_the_list_stays_capped() -> None:
+    parsed = parse(
+        {
+            "messages": [
+                message(emails=[f"bad{i}" for i in range(80)]),
+                message(emails=[f"worse{i}" for i in range(80)] + ["ok@example.com"]),
+            ]
+        }
+    )
+    assert parsed.rejected_count == 160
+    assert len(parsed.rejected) == REJECTED_LIST_CAP
+    assert parsed.rejected[-1].email == f"worse{REJECTED_LIST_CAP - 81}"
+    assert parsed.accepted == 1
+
+
+def test_unsubscribe_links_are_available_unless_told_otherwise() -> None:
+    body = {"messages": [message(content="<a href='{{unsubscribe_url}}'>x</a>", data={})]}
+    assert parse(body).accepted == 1
+    with pytest.raises(ApiError, match="unsubscribe"):
+        parse_submission(
+            body, max_recipients=10, timezone=ZoneInfo("UTC"), unsubscribe_available=False
+        )

@@ -241,3 +241,8 @@ def test_the_idempotency_digest_covers_data() -> None:
     changed["messages"][0]["emails"][0]["data"]["plan"] = "free"
     defaults = {"messages": [message(data={"plan": "x"})]}
     assert len({body_digest(first), body_digest(changed), body_digest(defaults)}) == 3
+
+
+def test_a_template_message_keeps_its_topic() -> None:
+    parsed = parse(message(topic_id="welcome"))
+    assert [m.topic_id for m in parsed.messages] == ["welcome"]
