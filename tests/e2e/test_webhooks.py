@@ -539,7 +539,7 @@ def test_on_postgresql_instances_share_the_queue_and_deliver_each_event_once(
                     ),
                 )
                 assert response.status_code == 200, response.text
-            expected = Counter(("email.sent", i) for i in ids)
+            expected: Counter[tuple[str, object]] = Counter(("email.sent", i) for i in ids)
             expected.update([("email.bounced", ids[0]), ("topic.completed", "pg-hooks")])
 
             def complete() -> bool:
