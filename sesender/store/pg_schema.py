@@ -357,8 +357,9 @@ MIGRATIONS: tuple[str, ...] = (
     #   trigger over the transition tables, like ``topic_counts``: the old and new rows are
     #   grouped by id (one hash aggregate, never a join of the two transition tables, which carry
     #   no statistics and would be planned as a nested loop), so a bulk batch of n outcomes costs
-    #   O(n), and ``topic.completed`` is checked once per topic and statement. With no
-    #   subscription at all the trigger returns after one probe.
+    #   O(n), and ``topic.completed`` is checked once per topic and statement, under a per-topic
+    #   advisory lock (several instances may finish one topic at once). With no subscription at
+    #   all the trigger returns after one probe.
     # - The status and result-type mappings are immutable SQL functions rather than lookup
     #   tables (nothing to keep in step, nothing a table reset could empty).
     # - Event ids are 'evt_' and 32 hex digits of ``gen_random_uuid()``.
@@ -450,12 +451,21 @@ MIGRATIONS: tuple[str, ...] = (
         SELECT 'evt_' || replace(gen_random_uuid()::text, '-', '')
     $$;
 
-    -- One statement-level trigger for the status events and topic.completed, one statement:
-    -- ``changed`` has one row per email whose status changed, with its old and new status and
-    -- the new row's fields (the old side contributes NULLs), from one GROUP BY over both
-    -- transition tables; the status events are inserted by a data-modifying CTE, the
-    -- topic.completed events (once per topic that has nothing pending left) by the main query.
+    -- One statement-level trigger for the status events and topic.completed. ``changed`` has
+    -- one row per email whose status changed, with its old and new status and the new row's
+    -- fields (the old side contributes NULLs), from one GROUP BY over both transition tables;
+    -- the status events are inserted by a data-modifying CTE of the statement that also collects
+    -- the topics some email of which left the pending states (0 Created, 1 Processed).
+    --
+    -- topic.completed: two instances finishing a topic's last emails at once would each see the
+    -- other's uncommitted emails as pending, and neither would report it. So the check takes a
+    -- transaction-level advisory lock per topic first (in key order: no deadlock among them) and
+    -- runs as a statement of its own, with a snapshot taken after the lock: whoever checks second
+    -- sees the first one's commit. Only when someone subscribes to topic.completed.
     CREATE FUNCTION webhook_on_status() RETURNS trigger LANGUAGE plpgsql AS $$
+    DECLARE
+        done_topics TEXT[];
+        done_at BIGINT[];
     BEGIN
         IF NOT EXISTS (SELECT 1 FROM webhook_subscriptions) THEN
             RETURN NULL;
@@ -491,13 +501,25 @@ MIGRATIONS: tuple[str, ...] = (
             ORDER BY c.id, s.endpoint_id
             RETURNING 1
         )
-        INSERT INTO webhook_events (event_id, endpoint_id, event_type, topic_id, occurred_at)
-        SELECT webhook_event_id(), s.endpoint_id, s.event_type, t.topic_id, t.updated_at
+        SELECT array_agg(t.topic_id ORDER BY t.topic_id), array_agg(t.at ORDER BY t.topic_id)
+        INTO done_topics, done_at
         FROM (
-            SELECT topic_id, MAX(updated_at) AS updated_at FROM changed
+            SELECT topic_id, MAX(updated_at) AS at FROM changed
             WHERE old_status IN (0, 1) AND new_status NOT IN (0, 1)
             GROUP BY topic_id
-        ) AS t
+        ) AS t;
+        IF done_topics IS NULL OR NOT EXISTS (
+            SELECT 1 FROM webhook_subscriptions WHERE event_type = 'topic.completed'
+        ) THEN
+            RETURN NULL;
+        END IF;
+        PERFORM pg_advisory_xact_lock(k.key) FROM (
+            SELECT DISTINCT hashtextextended('sesender topic ' || t, 0) AS key
+            FROM unnest(done_topics) AS t ORDER BY 1
+        ) AS k;
+        INSERT INTO webhook_events (event_id, endpoint_id, event_type, topic_id, occurred_at)
+        SELECT webhook_event_id(), s.endpoint_id, s.event_type, t.topic_id, t.at
+        FROM unnest(done_topics, done_at) AS t (topic_id, at)
         JOIN webhook_subscriptions AS s ON s.event_type = 'topic.completed'
         WHERE NOT EXISTS (SELECT 1 FROM requests
             WHERE requests.topic_id = t.topic_id AND requests.status IN (0, 1))

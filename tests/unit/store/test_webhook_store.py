@@ -9,9 +9,11 @@ store's interface; raw SQL (``engines.rows``) only to look at what was written.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections import Counter
 
+import psycopg
 import pytest
 
 from sesender.models import (
@@ -26,6 +28,7 @@ from sesender.models import (
     Submission,
     Suppression,
 )
+from sesender.store.postgres import PostgresStore
 from sesender.store.sqlite import SqliteStore
 from sesender.webhooks.events import EVENT_TYPES
 from sesender.webhooks.models import (
@@ -37,6 +40,7 @@ from sesender.webhooks.models import (
     PendingEvent,
 )
 from tests.unit.store.engines import AnyStore, rows
+from tests.waiting import wait_for
 
 NOW = 1_768_471_200_000
 DAY = 86_400_000
@@ -394,3 +398,52 @@ async def test_an_unsubscribe_makes_one_event_saying_the_address_is_suppressed(
         "SELECT e.request_id, r.topic_id FROM webhook_events AS e JOIN requests AS r"
         " ON r.id = e.request_id WHERE e.event_type = 'email.suppressed'",
     ) == [(request_id + 1, "t2")]
+
+
+@pytest.mark.parametrize("engine", ["postgres"])
+async def test_two_instances_finishing_one_topic_at_once_report_it_completed_once(
+    store: AnyStore,
+) -> None:
+    """Two transactions each finish one of a topic's last two emails (one sent from Processed,
+    one stopped from Created: they share no counter row, so nothing else orders them): the second
+    one's check waits for the first one's commit (the per-topic lock), so topic.completed is
+    reported once, not lost because each saw the other's email still pending."""
+    assert isinstance(store, PostgresStore)
+    await store.create_webhook(endpoint("ep", "topic.completed"), now_ms=NOW)
+    message = NewMessage(topic_id="race", subject="s", body="b", emails=("a@x.com", "b@x.com"))
+    await store.submit(Submission(messages=(message,), due_at_ms=NOW, created_at_ms=NOW))
+    (claimed,) = (await store.claim_due(now_ms=NOW, limit=1)).emails  # the other stays Created
+    first = claimed.request_id
+    with psycopg.connect(store.url) as one, psycopg.connect(store.url) as other:
+        one.execute(  # sent; its transaction stays open
+            "UPDATE requests SET status = 2, sent_at = %s, updated_at = %s WHERE id = %s",
+            (NOW, NOW, first),
+        )
+        pid = other.info.backend_pid
+
+        def finish_other() -> None:
+            other.execute(
+                "UPDATE requests SET status = 4, updated_at = %s WHERE topic_id = 'race'"
+                " AND status = 0",
+                (NOW,),
+            )
+            other.commit()
+
+        thread = threading.Thread(target=finish_other)
+        thread.start()
+        try:
+            waiting = wait_for(
+                lambda: rows(
+                    store,
+                    "SELECT 1 FROM pg_stat_activity WHERE pid = ? AND wait_event_type = 'Lock'",
+                    pid,
+                ),
+                timeout=10,
+                what="the second transaction waiting for the topic's lock",
+            )
+            assert waiting
+        finally:
+            one.commit()
+            thread.join(timeout=10)
+    assert not thread.is_alive()
+    assert event_types(store) == Counter({"topic.completed": 1})
