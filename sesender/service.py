@@ -312,7 +312,9 @@ async def run_webhook_deliverer(config: Config) -> None:
     with ``WEBHOOK_DELIVERY_ENABLED=false``. It shares the database (its writes are small
     transactions through its own writer connection; WAL and the busy timeout serialise them with
     the service's). With SQLite, run one deliverer: this process frees every lease at start, as
-    the service does when it delivers. SIGTERM/SIGINT stop it; attempts already made are recorded.
+    the service does when it delivers. With PostgreSQL run as many as needed: claims skip each
+    other's leased events, and only leases that already ran out are freed at start. SIGTERM/SIGINT
+    stop it; attempts already made are recorded.
     """
     shutdown = ShutdownTrigger()
     async with open_store(config) as store:

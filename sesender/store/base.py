@@ -318,7 +318,9 @@ class WebhookDeliveryStore(Protocol):
         ...
 
     async def release_webhook_leases(self) -> int:
-        """Free every lease (at start: with SQLite this process is the only deliverer)."""
+        """At start, free the leases a previous run left: every lease with SQLite (this process
+        is the only deliverer); only leases that already ran out with PostgreSQL (the others may
+        belong to live instances, and a dead one's run out by time). Returns how many."""
         ...
 
 

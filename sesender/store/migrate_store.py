@@ -3,8 +3,9 @@
 For the move from one instance on SQLite to several on PostgreSQL (docs/operations.md, section
 12). Every table both schemas have is copied whole, in one PostgreSQL transaction (all or
 nothing), with ``COPY``: queued and historical emails with their contents, results, topics,
-counters, cancellations, suppressions, bounce counts, idempotency keys, SNS message ids and the
-service secrets (so the API key and every link already sent keep working).
+counters, cancellations, suppressions, bounce counts, idempotency keys, SNS message ids, the
+service secrets (so the API key and every link already sent keep working) and the webhook
+endpoints (with their secrets), subscriptions, queued events and attempts.
 
 It refuses to run while a service holds the SQLite file (it takes SQLite's exclusive lock, which
 any open connection of a live service prevents in WAL mode), and into a PostgreSQL database that
@@ -115,7 +116,7 @@ def _copy(lite: sqlite3.Connection, pg: pg_queries.Connection) -> CopyReport:
             f"UPDATE requests SET status = {Status.CREATED.value}, claimed_by = NULL"
             f" WHERE status = {Status.PROCESSED.value}"
         )
-        for table in ("contents", "requests", "results"):
+        for table in ("contents", "requests", "results", "webhook_events", "webhook_attempts"):
             pg.execute(
                 sql.SQL(
                     "SELECT setval(pg_get_serial_sequence({}, 'id'),"

@@ -602,10 +602,8 @@ def record_feedback(
                 if cursor.rowcount == 0:
                     reports.append(FeedbackReport(duplicates=1))
                     continue
-            for event in item.events:
-                matched += _record_event(connection, event)
-            for click in item.clicks:
-                matched += clicks.record_click(connection, click) is not None
+            # Suppressions first: the webhook event a result row makes (its trigger) says
+            # whether the address is suppressed, which this item may be what decides.
             for suppression in item.suppressions:
                 suppressed += _suppress(connection, suppression, now_ms)
             for email in item.transient_bounces:
@@ -628,6 +626,10 @@ def record_feedback(
                         ),
                         now_ms,
                     )
+            for event in item.events:
+                matched += _record_event(connection, event)
+            for click in item.clicks:
+                matched += clicks.record_click(connection, click) is not None
             reports.append(FeedbackReport(matched=matched, suppressed=suppressed))
     return reports
 

@@ -58,9 +58,21 @@ from sesender.store import pg_clicks as clicks
 from sesender.store import pg_lifecycle as lifecycle
 from sesender.store import pg_queries as queries
 from sesender.store import pg_reputation as reputation
+from sesender.store import pg_webhooks as webhooks
 from sesender.store.base import StopResult
 from sesender.store.health import WriteHealth, WriteHealthStatus
 from sesender.store.pg_queries import Connection
+from sesender.webhooks.models import (
+    AttemptRecord,
+    AttemptResult,
+    DeliveryTarget,
+    Endpoint,
+    EndpointChanges,
+    EventState,
+    EventSummary,
+    NewEndpoint,
+    PendingEvent,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -414,6 +426,75 @@ class PostgresStore:
 
     async def resume_account(self, *, now_ms: int) -> bool:
         return await self._write(reputation.resume_account, now_ms)
+
+    # -- webhooks (WebhookAdminStore, WebhookDeliveryStore; pg_webhooks.py) -----------------
+
+    async def create_webhook(self, endpoint: NewEndpoint, *, now_ms: int) -> Endpoint:
+        return await self._write(webhooks.create_endpoint, endpoint, now_ms)
+
+    async def list_webhooks(self) -> list[Endpoint]:
+        return await self._read(webhooks.list_endpoints)
+
+    async def get_webhook(self, endpoint_id: str) -> Endpoint | None:
+        return await self._read(webhooks.get_endpoint, endpoint_id)
+
+    async def update_webhook(
+        self, endpoint_id: str, changes: EndpointChanges, *, now_ms: int
+    ) -> Endpoint | None:
+        return await self._write(webhooks.update_endpoint, endpoint_id, changes, now_ms)
+
+    async def delete_webhook(self, endpoint_id: str) -> bool:
+        return await self._write(webhooks.delete_endpoint, endpoint_id)
+
+    async def rotate_webhook_secret(
+        self, endpoint_id: str, secret: str, *, keep_until_ms: int, now_ms: int
+    ) -> Endpoint | None:
+        return await self._write(webhooks.rotate_secret, endpoint_id, secret, keep_until_ms, now_ms)
+
+    async def queue_webhook_event(
+        self, endpoint_id: str, *, event_id: str, event_type: str, detail: str | None, now_ms: int
+    ) -> bool:
+        return await self._write(
+            webhooks.add_event, endpoint_id, event_id, event_type, detail, now_ms
+        )
+
+    async def webhook_attempts(
+        self, endpoint_id: str, *, since_ms: int, limit: int
+    ) -> list[AttemptRecord]:
+        return await self._read(webhooks.list_attempts, endpoint_id, since_ms, limit)
+
+    async def webhook_events(
+        self, endpoint_id: str, *, state: EventState | None, limit: int
+    ) -> list[EventSummary]:
+        return await self._read(webhooks.list_events, endpoint_id, state, limit)
+
+    async def resend_webhook_event(self, endpoint_id: str, event_id: str, *, now_ms: int) -> bool:
+        return await self._write(webhooks.resend_event, endpoint_id, event_id, now_ms)
+
+    async def webhook_targets(self, *, now_ms: int) -> list[DeliveryTarget]:
+        return await self._read(webhooks.delivery_targets, now_ms)
+
+    async def claim_webhook_events(
+        self, endpoint_id: str, *, now_ms: int, lease_until_ms: int, limit: int
+    ) -> list[PendingEvent]:
+        return await self._write(webhooks.claim_events, endpoint_id, now_ms, lease_until_ms, limit)
+
+    async def record_webhook_attempts(
+        self, results: Sequence[AttemptResult], *, now_ms: int, disable_after_ms: int
+    ) -> list[str]:
+        return await self._write(webhooks.record_attempts, results, now_ms, disable_after_ms)
+
+    async def release_webhook_leases(self) -> int:
+        """Free only the leases that already ran out (by this machine's clock), unlike SQLite:
+        the others may be held by live instances delivering those events right now. A dead
+        instance's leases run out by time and its events are claimed again then (see
+        :func:`sesender.store.pg_webhooks.release_expired_leases`)."""
+        return await self._write(webhooks.release_expired_leases, int(time.time() * 1000))
+
+    async def prune_webhooks(
+        self, *, delivered_before_ms: int, failed_before_ms: int
+    ) -> tuple[int, int]:
+        return await self._write(webhooks.prune, delivered_before_ms, failed_before_ms)
 
     # -- the ServiceSecretsStore interface --------------------------------------------------
 

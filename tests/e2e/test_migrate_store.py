@@ -3,14 +3,15 @@
 A real service runs on a SQLite file and sends part of a topic; while it runs, the copy is
 refused. After SIGTERM the copy runs; a service on PostgreSQL then reports the same statistics,
 details, suppressions and cancellations, accepts the same API key (a kept service secret), and
-sends the rest of the queue.
+sends the rest of the queue; the webhook endpoint moves with its secret and keeps receiving
+(verified with ``standardwebhooks``), its event and attempt ids continuing after the copied ones.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg
@@ -25,6 +26,7 @@ from tests.e2e.harness import (
     wait_for,
     wait_topic,
 )
+from tests.e2e.webhook_support import WebhookReceiver
 
 pytestmark = pytest.mark.e2e
 
@@ -46,12 +48,34 @@ def run_migrate(source: Path, target: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.fixture
+def receiver() -> Iterator[WebhookReceiver]:
+    server = WebhookReceiver().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+HOOKS = {"WEBHOOK_ALLOW_PRIVATE": "true", "WEBHOOK_POLL_SECONDS": "0.2"}
+
+
+def sent_events(receiver: WebhookReceiver) -> dict[object, str]:
+    """Request id to event id of the ``email.sent`` deliveries received."""
+    return {d.payload["data"]["request_id"]: d.event_id for d in receiver.received("/moved")}
+
+
 def test_a_sqlite_database_moves_to_postgresql(
-    tmp_path: Path, start_service: Callable[..., ServiceProcess]
+    tmp_path: Path, start_service: Callable[..., ServiceProcess], receiver: WebhookReceiver
 ) -> None:
     database = tmp_path / "sesender.db"
-    service = start_service(SENDER_BACKEND="memory", MAX_SEND_PER_SECOND="1000")
+    service = start_service(SENDER_BACKEND="memory", MAX_SEND_PER_SECOND="1000", **HOOKS)
     with service.client() as client:
+        hook = client.post(
+            "/v1/webhooks", json={"url": receiver.url("/moved"), "event_types": ["email.sent"]}
+        )
+        assert hook.status_code == 201, hook.text
+        receiver.secrets["/moved"] = hook.json()["secret"]
         sent = submit(client, topic="done", emails=[f"d{i}@example.com" for i in range(30)])
         wait_topic(client, "done", count=30, timeout=20)
         assert client.put("/v1/suppressions/blocked@example.com").status_code in (200, 201)
@@ -74,6 +98,7 @@ def test_a_sqlite_database_moves_to_postgresql(
         assert client.delete("/v1/topics/gone").status_code == 200
         before = {topic: topic_counts(client, topic) for topic in ("done", "later")}
         detail = client.get(f"/v1/messages/{sent[0]}").json()
+        wait_for(lambda: len(sent_events(receiver)) == 30, timeout=20, what="webhooks on SQLite")
 
     with postgres_support.temporary_database("sesender_move") as target:
         refused = run_migrate(database, target)
@@ -97,7 +122,7 @@ def test_a_sqlite_database_moves_to_postgresql(
                 ).fetchall()
                 == secrets
             )
-        moved = start_service(SENDER_BACKEND="memory", DATABASE_URL=target)
+        moved = start_service(SENDER_BACKEND="memory", DATABASE_URL=target, **HOOKS)
         with moved.client() as client:
             assert {t: topic_counts(client, t) for t in ("done", "later")} == before
             assert client.get(f"/v1/messages/{sent[0]}").json() == detail
@@ -106,4 +131,16 @@ def test_a_sqlite_database_moves_to_postgresql(
             more = submit(client, topic="new", emails=["n@example.com"])
             assert more[0] == 36
             wait_for(lambda: topic_counts(client, "new").get("Sent") == 1, timeout=20, what="sent")
+            (endpoint,) = client.get("/v1/webhooks").json()["webhooks"]
+            assert endpoint["id"] == hook.json()["id"]
+            # The moved endpoint signs with its copied secret; the new event's row id follows
+            # the copied ones (a clash would fail the outcome's transaction: nothing delivered).
+            wait_for(lambda: 36 in sent_events(receiver), timeout=20, what="webhook on PostgreSQL")
+            assert receiver.rejected == []
+            assert len(set(sent_events(receiver).values())) == 31
+            with psycopg.connect(target) as connection:
+                ids = connection.execute(
+                    "SELECT MIN(id), MAX(id), COUNT(*) FROM webhook_events"
+                ).fetchone()
+            assert ids == (1, 31, 31)
         moved.kill()

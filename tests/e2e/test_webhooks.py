@@ -9,7 +9,9 @@ verifies every delivery with the ``standardwebhooks`` package (tests/e2e/webhook
 - a receiver that hangs holds only its own lane: sending and another endpoint go on;
 - 410 Gone disables the endpoint and says why;
 - SIGKILL during delivery loses no event (a repeat carries the same event id);
-- private, loopback, metadata addresses and names that resolve to them are refused.
+- private, loopback, metadata addresses and names that resolve to them are refused;
+- on PostgreSQL, two instances on one database deliver every event once between them (claims
+  under ``FOR UPDATE SKIP LOCKED``), a bounce saying the address is now suppressed.
 
 One service process is shared by the first four (module scope; each test filters the receiver's
 deliveries by its own topics and endpoints); the crash and refusal tests start their own.
@@ -30,6 +32,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests import postgres_support
 from tests.e2e.harness import (
     ServiceProcess,
     base_env,
@@ -486,3 +489,86 @@ def test_a_deliverer_process_beside_a_service_that_does_not_deliver(tmp_path: Pa
         main.kill()
         receiver.stop()
         stack.close()
+
+
+def delivered_count(service: ServiceProcess) -> float:
+    """The instance's ``sesender_webhook_attempts_total{outcome="delivered"}``."""
+    with service.client() as client:
+        metrics = client.get("/metrics").text
+    found = re.search(
+        r'^sesender_webhook_attempts_total\{outcome="delivered"\} (\S+)$', metrics, re.M
+    )
+    return 0.0 if found is None else float(found.group(1))
+
+
+@pytest.mark.parametrize("instances", [2])
+def test_on_postgresql_instances_share_the_queue_and_deliver_each_event_once(
+    tmp_path: Path, receiver: WebhookReceiver, minter: SnsMinter, instances: int
+) -> None:
+    """The webhook tables, triggers and claims of the PostgreSQL store, end to end: several
+    instances on one database, events written by the outcome trigger and the feedback path,
+    every delivery verified by ``standardwebhooks``, none made twice (by event id, and by the
+    instances' own delivered counts)."""
+    with postgres_support.temporary_database("sesender_e2e_webhooks") as database:
+        services: list[ServiceProcess] = []
+        try:
+            for number in range(instances):
+                workdir = tmp_path / f"i{number}"
+                workdir.mkdir()
+                env = base_env(
+                    workdir, DATABASE_URL=database, INSTANCE_ID=f"hooks{number}", **webhook_env()
+                )
+                services.append(ServiceProcess(workdir, env).start())
+            first, second = services[0], services[-1]
+            with first.client() as client:
+                create_endpoint(
+                    client,
+                    receiver,
+                    "/pg",
+                    event_types=["email.sent", "email.bounced", "topic.completed"],
+                )
+                emails = [f"pg{i}@example.com" for i in range(150)]
+                ids = list(submit(client, topic="pg-hooks", emails=emails))
+                wait_topic(client, "pg-hooks", count=len(ids), timeout=60)
+            with second.client() as client:
+                response = post_sns(
+                    client,
+                    minter.ses_notification(
+                        "bounce",
+                        "event",
+                        ses_message_id="unknown-pg",
+                        recipient=emails[0],
+                        tags={"sesender_request_id": [str(ids[0])]},
+                        bounce_type="Permanent",
+                    ),
+                )
+                assert response.status_code == 200, response.text
+            expected: Counter[tuple[str, object]] = Counter(("email.sent", i) for i in ids)
+            expected.update([("email.bounced", ids[0]), ("topic.completed", "pg-hooks")])
+
+            def complete() -> bool:
+                got = unique(receiver.received("/pg")).values()
+                return sum(Counter(key(d) for d in got).values()) >= expected.total()
+
+            wait_for(complete, timeout=60, what="every event from the PostgreSQL instances")
+            deliveries = receiver.received("/pg")
+            assert receiver.rejected == []
+            got = unique(deliveries)
+            assert Counter(key(d) for d in got.values()) == expected
+            assert len(deliveries) == len(got), "an event was delivered twice"
+            by_key = {key(d): d.payload["data"] for d in got.values()}
+            bounce = by_key[("email.bounced", ids[0])]
+            assert bounce["suppressed"] is True
+            assert bounce["email"] == emails[0]
+            # Each instance counts what it delivered: together, every event exactly once.
+            wait_for(
+                lambda: sum(delivered_count(s) for s in services) >= len(got),
+                timeout=30,
+                what="the attempts recorded",
+            )
+            assert sum(delivered_count(s) for s in services) == len(got)
+            for service in services:
+                assert service.stop() == 0
+        finally:
+            for service in services:
+                service.kill()

@@ -2,15 +2,19 @@
 record what they report, only for enabled subscribers; claims under a lease; attempts recorded in
 bulk with the endpoint's health; pruning.
 
-Against a real SQLite file (the ``store`` fixture), through the store's interface; raw SQL only to
-look at what was written.
+On both engines (the ``store`` fixture: a SQLite file, a PostgreSQL database), through the
+store's interface; raw SQL (``engines.rows``) only to look at what was written.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
+import threading
+import time
 from collections import Counter
+
+import psycopg
+import pytest
 
 from sesender.models import (
     Failed,
@@ -24,6 +28,7 @@ from sesender.models import (
     Submission,
     Suppression,
 )
+from sesender.store.postgres import PostgresStore
 from sesender.store.sqlite import SqliteStore
 from sesender.webhooks.events import EVENT_TYPES
 from sesender.webhooks.models import (
@@ -34,17 +39,11 @@ from sesender.webhooks.models import (
     NewEndpoint,
     PendingEvent,
 )
+from tests.unit.store.engines import AnyStore, rows
+from tests.waiting import wait_for
 
 NOW = 1_768_471_200_000
 DAY = 86_400_000
-
-
-def rows(store: SqliteStore, sql: str, *args: object) -> list[tuple[object, ...]]:
-    connection = sqlite3.connect(store.path)
-    try:
-        return connection.execute(sql, args).fetchall()
-    finally:
-        connection.close()
 
 
 def endpoint(endpoint_id: str, *types: str) -> NewEndpoint:
@@ -57,7 +56,7 @@ def endpoint(endpoint_id: str, *types: str) -> NewEndpoint:
     )
 
 
-async def submit(store: SqliteStore, topic: str, count: int) -> list[int]:
+async def submit(store: AnyStore, topic: str, count: int) -> list[int]:
     message = NewMessage(
         topic_id=topic,
         subject="s",
@@ -69,7 +68,7 @@ async def submit(store: SqliteStore, topic: str, count: int) -> list[int]:
     return [email.request_id for email in batch.emails]
 
 
-def event_types(store: SqliteStore, endpoint_id: str | None = None) -> Counter[str]:
+def event_types(store: AnyStore, endpoint_id: str | None = None) -> Counter[str]:
     where = "" if endpoint_id is None else " WHERE endpoint_id = ?"
     args = () if endpoint_id is None else (endpoint_id,)
     return Counter(
@@ -77,14 +76,14 @@ def event_types(store: SqliteStore, endpoint_id: str | None = None) -> Counter[s
     )
 
 
-async def test_no_event_row_without_a_subscriber(store: SqliteStore) -> None:
+async def test_no_event_row_without_a_subscriber(store: AnyStore) -> None:
     ids = await submit(store, "t", 3)
     await store.record_outcomes([Sent(i, f"m{i}", 1, NOW) for i in ids], now_ms=NOW)
     assert event_types(store) == Counter()
 
 
 async def test_outcomes_of_a_bulk_batch_make_one_event_per_email_and_subscriber(
-    store: SqliteStore,
+    store: AnyStore,
 ) -> None:
     await store.create_webhook(endpoint("ep_all"), now_ms=NOW)
     await store.create_webhook(endpoint("ep_sent", "email.sent"), now_ms=NOW)
@@ -113,7 +112,7 @@ async def test_outcomes_of_a_bulk_batch_make_one_event_per_email_and_subscriber(
 
 
 async def test_feedback_events_carry_the_email_and_whether_the_address_is_suppressed(
-    store: SqliteStore,
+    store: AnyStore,
 ) -> None:
     await store.create_webhook(endpoint("ep"), now_ms=NOW)
     ids = await submit(store, "t", 2)
@@ -152,7 +151,7 @@ async def test_feedback_events_carry_the_email_and_whether_the_address_is_suppre
     assert opened == [(0,), (0,)]
 
 
-async def test_disabling_stops_events_and_enabling_resumes_them(store: SqliteStore) -> None:
+async def test_disabling_stops_events_and_enabling_resumes_them(store: AnyStore) -> None:
     await store.create_webhook(endpoint("ep", "email.sent"), now_ms=NOW)
     ids = await submit(store, "t", 4)
     disabled = await store.update_webhook("ep", EndpointChanges(enabled=False), now_ms=NOW)
@@ -177,7 +176,7 @@ async def test_disabling_stops_events_and_enabling_resumes_them(store: SqliteSto
 
 
 async def claim(
-    store: SqliteStore, endpoint_id: str, now: int, limit: int = 100
+    store: AnyStore, endpoint_id: str, now: int, limit: int = 100
 ) -> list[PendingEvent]:
     return await store.claim_webhook_events(
         endpoint_id, now_ms=now, lease_until_ms=now + 60_000, limit=limit
@@ -201,7 +200,7 @@ def result(event: PendingEvent, outcome: AttemptOutcome, at: int, **extra: objec
 
 
 async def test_a_leased_event_is_not_claimed_again_until_its_lease_runs_out(
-    store: SqliteStore,
+    store: AnyStore,
 ) -> None:
     await store.create_webhook(endpoint("ep", "email.sent"), now_ms=NOW)
     ids = await submit(store, "t", 3)
@@ -213,11 +212,34 @@ async def test_a_leased_event_is_not_claimed_again_until_its_lease_runs_out(
     assert await claim(store, "ep", NOW + 2) == []
     again = await claim(store, "ep", NOW + 60_001)  # leases ran out: claimable, same ids
     assert {e.event_id for e in again} == {e.event_id for e in first + second}
-    assert await store.release_webhook_leases() == 3
-    assert len(await claim(store, "ep", NOW + 60_002)) == 3
+    if isinstance(store, SqliteStore):  # the only deliverer: at start every lease is freed
+        assert await store.release_webhook_leases() == 3
+        assert len(await claim(store, "ep", NOW + 60_002)) == 3
 
 
-async def test_recorded_attempts_set_states_log_and_endpoint_health(store: SqliteStore) -> None:
+@pytest.mark.parametrize("engine", ["postgres"])
+async def test_postgres_frees_only_expired_leases_at_start(store: AnyStore) -> None:
+    """On PostgreSQL other live instances hold leases: a starting instance frees none that still
+    runs (by the wall clock), only those that ran out."""
+    await store.create_webhook(endpoint("ep", "email.sent"), now_ms=NOW)
+    ids = await submit(store, "t", 2)
+    await store.record_outcomes([Sent(i, f"m{i}", 1, NOW) for i in ids], now_ms=NOW)
+    wall = int(time.time() * 1000)
+    (expired,) = await store.claim_webhook_events(
+        "ep", now_ms=NOW, lease_until_ms=wall - 1, limit=1
+    )
+    (running,) = await store.claim_webhook_events(
+        "ep", now_ms=NOW, lease_until_ms=wall + 3_600_000, limit=1
+    )
+    assert await store.release_webhook_leases() == 1
+    assert rows(store, "SELECT event_id FROM webhook_events WHERE lease_until IS NOT NULL") == [
+        (running.event_id,)
+    ]
+    (again,) = await claim(store, "ep", wall)
+    assert again.event_id == expired.event_id
+
+
+async def test_recorded_attempts_set_states_log_and_endpoint_health(store: AnyStore) -> None:
     await store.create_webhook(endpoint("ep", "email.sent"), now_ms=NOW)
     ids = await submit(store, "t", 3)
     await store.record_outcomes([Sent(i, f"m{i}", 1, NOW) for i in ids], now_ms=NOW)
@@ -261,7 +283,7 @@ async def test_recorded_attempts_set_states_log_and_endpoint_health(store: Sqlit
     assert resent.attempts == 0
 
 
-async def test_gone_and_long_failure_disable_the_endpoint(store: SqliteStore) -> None:
+async def test_gone_and_long_failure_disable_the_endpoint(store: AnyStore) -> None:
     await store.create_webhook(endpoint("gone", "email.sent"), now_ms=NOW)
     await store.create_webhook(endpoint("dead", "email.sent"), now_ms=NOW)
     ids = await submit(store, "t", 1)
@@ -296,7 +318,7 @@ async def test_gone_and_long_failure_disable_the_endpoint(store: SqliteStore) ->
     assert "every delivery failed since" in str(dead.disabled_reason)
 
 
-async def test_rotation_signs_with_both_secrets_for_the_grace_period(store: SqliteStore) -> None:
+async def test_rotation_signs_with_both_secrets_for_the_grace_period(store: AnyStore) -> None:
     await store.create_webhook(endpoint("ep"), now_ms=NOW)
     rotated = await store.rotate_webhook_secret(
         "ep", "whsec_" + "B" * 43, keep_until_ms=NOW + DAY, now_ms=NOW
@@ -312,7 +334,7 @@ async def test_rotation_signs_with_both_secrets_for_the_grace_period(store: Sqli
 
 
 async def test_pruning_forgets_delivered_events_then_failed_ones_and_old_attempts(
-    store: SqliteStore,
+    store: AnyStore,
 ) -> None:
     await store.create_webhook(endpoint("ep", "email.sent"), now_ms=NOW)
     ids = await submit(store, "t", 2)
@@ -335,7 +357,7 @@ async def test_pruning_forgets_delivered_events_then_failed_ones_and_old_attempt
     assert rows(store, "SELECT COUNT(*) FROM webhook_events") == [(0,)]
 
 
-async def test_attempts_of_a_deleted_endpoint_leave_nothing_behind(store: SqliteStore) -> None:
+async def test_attempts_of_a_deleted_endpoint_leave_nothing_behind(store: AnyStore) -> None:
     await store.create_webhook(endpoint("ep", "email.sent"), now_ms=NOW)
     ids = await submit(store, "t", 1)
     await store.record_outcomes([Sent(ids[0], "m", 1, NOW)], now_ms=NOW)
@@ -350,7 +372,7 @@ async def test_attempts_of_a_deleted_endpoint_leave_nothing_behind(store: Sqlite
 
 
 async def test_an_unsubscribe_makes_one_event_saying_the_address_is_suppressed(
-    store: SqliteStore,
+    store: AnyStore,
 ) -> None:
     await store.create_webhook(endpoint("ep", "email.unsubscribed", "email.suppressed"), now_ms=NOW)
     (request_id,) = await submit(store, "t", 1)
@@ -376,3 +398,52 @@ async def test_an_unsubscribe_makes_one_event_saying_the_address_is_suppressed(
         "SELECT e.request_id, r.topic_id FROM webhook_events AS e JOIN requests AS r"
         " ON r.id = e.request_id WHERE e.event_type = 'email.suppressed'",
     ) == [(request_id + 1, "t2")]
+
+
+@pytest.mark.parametrize("engine", ["postgres"])
+async def test_two_instances_finishing_one_topic_at_once_report_it_completed_once(
+    store: AnyStore,
+) -> None:
+    """Two transactions each finish one of a topic's last two emails (one sent from Processed,
+    one stopped from Created: they share no counter row, so nothing else orders them): the second
+    one's check waits for the first one's commit (the per-topic lock), so topic.completed is
+    reported once, not lost because each saw the other's email still pending."""
+    assert isinstance(store, PostgresStore)
+    await store.create_webhook(endpoint("ep", "topic.completed"), now_ms=NOW)
+    message = NewMessage(topic_id="race", subject="s", body="b", emails=("a@x.com", "b@x.com"))
+    await store.submit(Submission(messages=(message,), due_at_ms=NOW, created_at_ms=NOW))
+    (claimed,) = (await store.claim_due(now_ms=NOW, limit=1)).emails  # the other stays Created
+    first = claimed.request_id
+    with psycopg.connect(store.url) as one, psycopg.connect(store.url) as other:
+        one.execute(  # sent; its transaction stays open
+            "UPDATE requests SET status = 2, sent_at = %s, updated_at = %s WHERE id = %s",
+            (NOW, NOW, first),
+        )
+        pid = other.info.backend_pid
+
+        def finish_other() -> None:
+            other.execute(
+                "UPDATE requests SET status = 4, updated_at = %s WHERE topic_id = 'race'"
+                " AND status = 0",
+                (NOW,),
+            )
+            other.commit()
+
+        thread = threading.Thread(target=finish_other)
+        thread.start()
+        try:
+            waiting = wait_for(
+                lambda: rows(
+                    store,
+                    "SELECT 1 FROM pg_stat_activity WHERE pid = ? AND wait_event_type = 'Lock'",
+                    pid,
+                ),
+                timeout=10,
+                what="the second transaction waiting for the topic's lock",
+            )
+            assert waiting
+        finally:
+            one.commit()
+            thread.join(timeout=10)
+    assert not thread.is_alive()
+    assert event_types(store) == Counter({"topic.completed": 1})
