@@ -3,7 +3,9 @@ record what they report, only for enabled subscribers; claims under a lease; att
 bulk with the endpoint's health; pruning.
 
 On both engines (the ``store`` fixture: a SQLite file, a PostgreSQL database), through the
-store's interface; raw SQL (``engines.rows``) only to look at what was written.
+store's interface; raw SQL (``engines.rows``) only to look at what was written. The last tests
+are PostgreSQL's own (several instances on one database): which leases a starting instance frees,
+claims in flight skipping each other, and two transactions finishing one topic at once.
 """
 
 from __future__ import annotations
