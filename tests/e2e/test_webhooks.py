@@ -65,9 +65,9 @@ def webhook_env(**overrides: str) -> dict[str, str]:
         "WEBHOOK_POLL_SECONDS": "0.2",
         "WEBHOOK_TIMEOUT_SECONDS": "60",
         "WEBHOOK_RETRY_SCHEDULE": "0.2,0.4,0.8,1,1,1,1,1,1,1,1,1",
-        # The first test injects bounces and complaints at rates that make the reputation guard
-        # hold all sending (tests/e2e/test_reputation_guard.py tests that); the later tests of
-        # this module share the service and need it sending.
+        # The first test injects 4 % bounces and 2 % complaints on purpose: the reputation guard
+        # (tested in test_reputation_guard.py) would pause the shared service's sending for the
+        # tests after it.
         "GUARD_ENABLED": "false",
     }
     env.update(overrides)

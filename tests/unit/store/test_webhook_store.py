@@ -3,7 +3,9 @@ record what they report, only for enabled subscribers; claims under a lease; att
 bulk with the endpoint's health; pruning.
 
 On both engines (the ``store`` fixture: a SQLite file, a PostgreSQL database), through the
-store's interface; raw SQL (``engines.rows``) only to look at what was written.
+store's interface; raw SQL (``engines.rows``) only to look at what was written. The last tests
+are PostgreSQL's own (several instances on one database): which leases a starting instance frees,
+claims in flight skipping each other, and two transactions finishing one topic at once.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from sesender.models import (
     Submission,
     Suppression,
 )
+from sesender.store import pg_webhooks
 from sesender.store.postgres import PostgresStore
 from sesender.store.sqlite import SqliteStore
 from sesender.webhooks.events import EVENT_TYPES
@@ -447,3 +450,24 @@ async def test_two_instances_finishing_one_topic_at_once_report_it_completed_onc
             thread.join(timeout=10)
     assert not thread.is_alive()
     assert event_types(store) == Counter({"topic.completed": 1})
+
+
+@pytest.mark.parametrize("engine", ["postgres"])
+async def test_concurrent_claims_on_postgres_skip_each_others_rows_without_waiting(
+    store: AnyStore,
+) -> None:
+    """A claim still in flight (its transaction open) holds its rows: another instance's claim
+    takes the rest at once instead of waiting (SKIP LOCKED), and after the commit the first
+    claim's leases keep them out of every other claim."""
+    assert isinstance(store, PostgresStore)
+    await store.create_webhook(endpoint("ep", "email.sent"), now_ms=NOW)
+    ids = await submit(store, "t", 3)
+    await store.record_outcomes([Sent(i, f"m{i}", 1, NOW) for i in ids], now_ms=NOW)
+    with psycopg.connect(store.url) as one, psycopg.connect(store.url, autocommit=True) as other:
+        other.execute("SET lock_timeout = '5s'")  # waiting would be the failure, not a hang
+        held = pg_webhooks.claim_events(one, "ep", NOW, NOW + 60_000, 2)  # not committed yet
+        rest = pg_webhooks.claim_events(other, "ep", NOW, NOW + 60_000, 10)
+        assert [e.request_id for e in held] == ids[:2]
+        assert [e.request_id for e in rest] == ids[2:]
+        one.commit()
+        assert pg_webhooks.claim_events(other, "ep", NOW + 1, NOW + 60_000, 10) == []
