@@ -116,7 +116,14 @@ def _copy(lite: sqlite3.Connection, pg: pg_queries.Connection) -> CopyReport:
             f"UPDATE requests SET status = {Status.CREATED.value}, claimed_by = NULL"
             f" WHERE status = {Status.PROCESSED.value}"
         )
-        for table in ("contents", "requests", "results", "webhook_events", "webhook_attempts"):
+        for table in (
+            "contents",
+            "requests",
+            "results",
+            "api_keys",
+            "webhook_events",
+            "webhook_attempts",
+        ):
             pg.execute(
                 sql.SQL(
                     "SELECT setval(pg_get_serial_sequence({}, 'id'),"

@@ -76,6 +76,8 @@ def test_a_sqlite_database_moves_to_postgresql(
         )
         assert hook.status_code == 201, hook.text
         receiver.secrets["/moved"] = hook.json()["secret"]
+        old_key = client.post("/v1/api-keys", json={"name": "app", "scopes": ["read"]})
+        assert old_key.status_code == 201, old_key.text
         sent = submit(client, topic="done", emails=[f"d{i}@example.com" for i in range(30)])
         wait_topic(client, "done", count=30, timeout=20)
         assert client.put("/v1/suppressions/blocked@example.com").status_code in (200, 201)
@@ -143,4 +145,10 @@ def test_a_sqlite_database_moves_to_postgresql(
                     "SELECT MIN(id), MAX(id), COUNT(*) FROM webhook_events"
                 ).fetchone()
             assert ids == (1, 31, 31)
+            # The copied key still works, and a new key's id follows it (no identity clash).
+            key = old_key.json()["key"]
+            assert client.get("/v1/topics", headers={"X-API-KEY": key}).status_code == 200
+            new_key = client.post("/v1/api-keys", json={"name": "new", "scopes": ["read"]})
+            assert new_key.status_code == 201, new_key.text
+            assert new_key.json()["id"] == old_key.json()["id"] + 1
         moved.kill()
