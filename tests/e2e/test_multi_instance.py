@@ -208,10 +208,10 @@ def test_a_client_of_any_instance_sees_the_same_topic(database: str, tmp_path: P
 
 
 def test_an_account_pause_on_one_instance_pauses_the_others(database: str, tmp_path: Path) -> None:
-    """Instance "ses" sends to a fake SES that pauses the account after 20 recipients; instance
+    """Instance "ses" sends to a fake SES that pauses the account after 5 recipients; instance
     "quiet" uses the memory backend, which never pauses by itself: if it pauses, it learned it
     from the other instance (NOTIFY), and says so."""
-    with running_fake_ses("--pause-after", "20") as fake:
+    with running_fake_ses("--pause-after", "5") as fake:
         instances = []
         try:
             ses_dir, quiet_dir = tmp_path / "ses", tmp_path / "quiet"
@@ -235,11 +235,16 @@ def test_an_account_pause_on_one_instance_pauses_the_others(database: str, tmp_p
                         INSTANCE_ID="quiet",
                         SENDER_BACKEND="memory",
                         PAUSE_PROBE_SECONDS="600",
+                        # One account, one rate: the instances share MAX_SEND_PER_SECOND and
+                        # SEND_BURST (docs/operations.md section 12).
+                        MAX_SEND_PER_SECOND="50",
                     ),
                 ).start()
             )
             with instances[0].client() as client:
-                submit(client, topic="p", emails=[f"p{i}@example.com" for i in range(200)])
+                # Both instances claim from the one queue: enough emails that "ses" surely gets
+                # more than the fake's 5 however fast "quiet" claims (the account rate is shared).
+                submit(client, topic="p", emails=[f"p{i}@example.com" for i in range(2000)])
 
             def quiet_paused() -> dict[str, object] | None:
                 body: dict[str, object] = httpx.get(f"{instances[1].url}/ready").json()
