@@ -84,7 +84,7 @@ async def ready() -> Response:
         body["held_topics"] = sorted(guard.statistics().held_topics)
     if problems:
         body["problems"] = problems
-    warnings = disk_warnings(body, context.store.disk_free_bytes())
+    warnings = disk_warnings(body, await context.store.disk_free_bytes())
     if warnings:
         body["warnings"] = warnings
     return json_response(body, 200 if not problems else 503)

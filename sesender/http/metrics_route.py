@@ -24,5 +24,5 @@ async def metrics() -> Response:
         state.queued_in_database = await context.store.queued_count()
     with contextlib.suppress(StoreError):
         state.storage = await context.store.storage_stats()
-    state.disk_free_bytes = context.store.disk_free_bytes()
+    state.disk_free_bytes = await context.store.disk_free_bytes()
     return Response(context.metrics.render(), status=200, content_type=CONTENT_TYPE)

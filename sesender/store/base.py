@@ -344,7 +344,7 @@ class StorageStore(Protocol):
         """Whether the email with this id (which is not stored) was deleted by retention."""
         ...
 
-    def disk_free_bytes(self) -> int | None:
+    async def disk_free_bytes(self) -> int | None:
         """Free bytes on the file system holding the database; None when this process cannot
         tell (a database server elsewhere)."""
         ...

@@ -279,7 +279,7 @@ class PostgresStore:
     async def was_pruned(self, request_id: int) -> bool:
         return await self._read(lifecycle.was_pruned, request_id)
 
-    def disk_free_bytes(self) -> int | None:
+    async def disk_free_bytes(self) -> int | None:
         return None  # the database's disk is the server's
 
     async def find_idempotency(self, key: str, *, since_ms: int) -> IdempotencyRecord | None:

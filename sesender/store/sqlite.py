@@ -282,8 +282,10 @@ class SqliteStore:
     async def was_pruned(self, request_id: int) -> bool:
         return await self._read(lifecycle.was_pruned, request_id)
 
-    def disk_free_bytes(self) -> int | None:
-        return lifecycle.disk_free_bytes(self.path)
+    async def disk_free_bytes(self) -> int | None:
+        # statvfs is file-system I/O: a worker thread, never the event loop (a stuck network
+        # mount would otherwise freeze /ready and /metrics, and everything else with them).
+        return await trio.to_thread.run_sync(lifecycle.disk_free_bytes, self.path)
 
     async def find_idempotency(self, key: str, *, since_ms: int) -> IdempotencyRecord | None:
         return await self._read(queries.find_idempotency, key, since_ms)
