@@ -29,18 +29,22 @@ achieved rate over the run.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
 import tempfile
 import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import psycopg
 
+from bench.ceiling import FakeSes, run_fake_ses
 from bench.common import add_output_arguments, format_table, machine_info, write_result
+from bench.pg_observer import PostgresObserver, process_cpu_seconds
 from sesender.models import Sent
 from sesender.store import pg_queries
 from tests import postgres_support
@@ -49,10 +53,27 @@ from tests.e2e.harness import ServiceProcess, base_env
 from tests.e2e.test_multi_instance import max_in_any_second
 
 
-def process_cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds of a process and its living descendants (the SES backend's boto3 child)."""
+    total = process_cpu_seconds(pid) or 0.0
+    for child in child_pids(pid):
+        total += tree_cpu_seconds(child)
+    return total
+
+
+def child_pids(pid: int) -> list[int]:
+    children: list[int] = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return children
+    for task in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{task}/children", encoding="ascii") as listing:
+                children.extend(int(child) for child in listing.read().split())
+        except OSError:
+            continue
+    return children
 
 
 def post(url: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -78,75 +99,168 @@ def start(workdir: Path, **settings: str) -> ServiceProcess:
     return ServiceProcess(workdir, env).start()
 
 
-def run_throughput(instances: int, emails: int, directory: Path) -> dict[str, Any]:
-    """One measurement: ``instances`` = 0 means one instance on SQLite."""
-    unbound = {
-        "SENDER_BACKEND": "memory",
-        "MAX_SEND_PER_SECOND": "100000",
-        "SEND_BURST": "1000000",
+UNBOUND_RATE = {"MAX_SEND_PER_SECOND": "100000", "SEND_BURST": "1000000"}
+
+
+def backend_settings(backend: str, fake: FakeSes | None) -> dict[str, str]:
+    """The service settings of one backend kind, the rate never binding."""
+    if backend == "memory":
+        return {"SENDER_BACKEND": "memory", **UNBOUND_RATE}
+    assert fake is not None
+    return {
+        "SENDER_BACKEND": "ses",
+        "SES_SEND_MODE": "bulk",
+        "AWS_ENDPOINT_URL_SESV2": fake.url,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_REGION": "us-east-1",
+        "AWS_SES_FROM_EMAIL": "news@example.com",
+        "SERVER_URL": "https://sesender.example.test",
+        **UNBOUND_RATE,
     }
+
+
+def post_all(processes: list[ServiceProcess], emails: int, *, parallel: bool) -> None:
+    """Post ``emails`` recipients of topic ``bench`` in requests of 10,000, spread evenly over
+    the instances: with ``parallel``, one client thread per instance posts that instance's share
+    (clients spread by a load balancer), else one client posts every request in turn."""
+    per_request = 10_000
+    requests = [
+        (processes[index % len(processes)].url, range(first, min(emails, first + per_request)))
+        for index, first in enumerate(range(0, emails, per_request))
+    ]
+
+    def post_one(url: str, numbers: range) -> None:
+        post(
+            f"{url}/v1/messages",
+            {
+                "messages": [
+                    {
+                        "topic_id": "bench",
+                        "emails": [f"u{n}@example.com" for n in numbers],
+                        "subject": "Hello",
+                        "content": "<p>Hello</p>",
+                    }
+                ]
+            },
+        )
+
+    if not parallel:
+        for url, numbers in requests:
+            post_one(url, numbers)
+        return
+
+    def post_share(url: str) -> None:
+        for target, numbers in requests:
+            if target == url:
+                post_one(target, numbers)
+
+    with ThreadPoolExecutor(len(processes)) as pool:
+        for future in [pool.submit(post_share, process.url) for process in processes]:
+            future.result()
+
+
+def run_throughput(
+    instances: int,
+    emails: int,
+    directory: Path,
+    backend: str,
+    fake: FakeSes | None,
+    *,
+    parallel: bool = True,
+) -> dict[str, Any]:
+    """One measurement: ``instances`` = 0 means one instance on SQLite."""
+    settings = backend_settings(backend, fake)
     with postgres_support.temporary_database("sesender_bench") as url:
         processes: list[ServiceProcess] = []
+        observer: PostgresObserver | None = None
         try:
             if instances == 0:
-                processes.append(start(directory / "sqlite", **unbound))
+                processes.append(start(directory / "sqlite", **settings))
             else:
                 for number in range(instances):
-                    processes.append(start(directory / f"pg{number}", DATABASE_URL=url, **unbound))
-            cpu_before = sum(process_cpu_seconds(p.process.pid) for p in processes if p.process)
+                    processes.append(start(directory / f"pg{number}", DATABASE_URL=url, **settings))
+                observer = PostgresObserver(url)
+            pids = [p.process.pid for p in processes if p.process]
+            fake_cpu_before = fake.cpu_seconds() if fake else 0.0
+            cpu_before = sum(tree_cpu_seconds(pid) for pid in pids)
+            if observer is not None:
+                observer.start()
             started = time.monotonic()
-            per_request = 10_000
-            for index, first in enumerate(range(0, emails, per_request)):
-                target = processes[index % len(processes)]
-                post(
-                    f"{target.url}/v1/messages",
-                    {
-                        "messages": [
-                            {
-                                "topic_id": "bench",
-                                "emails": [
-                                    f"u{n}@example.com"
-                                    for n in range(first, min(emails, first + per_request))
-                                ],
-                                "subject": "Hello",
-                                "content": "<p>Hello</p>",
-                            }
-                        ]
-                    },
-                )
+            post_all(processes, emails, parallel=parallel)
+            posted = time.monotonic() - started
             while sent(processes[0].url, "bench") < emails:
                 time.sleep(0.05)
             elapsed = time.monotonic() - started
-            cpu = sum(process_cpu_seconds(p.process.pid) for p in processes if p.process)
+            cpu = sum(tree_cpu_seconds(pid) for pid in pids)
+            fake_cpu = (fake.cpu_seconds() - fake_cpu_before) if fake else 0.0
+            activity = observer.stop() if observer is not None else None
+            shares = claims_per_instance(url) if instances > 1 else {}
         finally:
             for process in processes:
                 process.kill()
-    return {
+        if observer is not None:
+            observer.finish_counters()
+    figures: dict[str, Any] = {
         "emails_per_second": emails / elapsed,
         "seconds": elapsed,
+        "post_seconds": posted,
         "service_cpu_seconds_per_1000": (cpu - cpu_before) / emails * 1000,
+        "fake_ses_cpu_seconds_per_1000": fake_cpu / emails * 1000,
+        "claimed_by": shares,
     }
+    if activity is not None:
+        figures.update(activity.per_thousand(emails))
+    return figures
 
 
-def part_throughput(arguments: argparse.Namespace, directory: Path) -> dict[str, Any]:
-    configurations = {"sqlite x1": 0, "postgresql x1": 1, "postgresql x2": 2, "postgresql x3": 3}
-    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in configurations}
-    for round_number in range(arguments.repeats):
-        order = list(configurations.items())
-        if round_number % 2:
-            order.reverse()
-        for name, instances in order:
-            runs[name].append(
-                run_throughput(instances, arguments.emails, directory / f"{name}-{round_number}")
+def claims_per_instance(url: str) -> dict[str, int]:
+    """How many of the emails each instance sent (``claimed_by`` stays on a sent email)."""
+    with psycopg.connect(url, autocommit=True) as connection:
+        return {
+            str(instance): int(count)
+            for instance, count in connection.execute(
+                "SELECT claimed_by, COUNT(*) FROM requests GROUP BY 1 ORDER BY 1"
             )
+        }
+
+
+CONFIGURATIONS = {"sqlite x1": 0, "postgresql x1": 1, "postgresql x2": 2, "postgresql x3": 3}
+
+
+def part_throughput(arguments: argparse.Namespace, directory: Path, backend: str) -> dict[str, Any]:
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in CONFIGURATIONS}
+    with contextlib.ExitStack() as stack:
+        fake = stack.enter_context(run_fake_ses()) if backend == "ses" else None
+        for round_number in range(arguments.repeats):
+            order = list(CONFIGURATIONS.items())
+            if round_number % 2:
+                order.reverse()
+            for name, instances in order:
+                runs[name].append(
+                    run_throughput(
+                        instances,
+                        arguments.emails,
+                        directory / f"{backend}-{name}-{round_number}",
+                        backend,
+                        fake,
+                        parallel=arguments.posting == "parallel",
+                    )
+                )
     best = {name: max(r, key=lambda m: m["emails_per_second"]) for name, r in runs.items()}
     sqlite = best["sqlite x1"]["emails_per_second"]
+    x1_over_sqlite = best["postgresql x1"]["emails_per_second"] / sqlite
+    x3_over_x1 = (
+        best["postgresql x3"]["emails_per_second"] / best["postgresql x1"]["emails_per_second"]
+    )
     return {
+        "backend": backend,
         "best": best,
         "all": runs,
-        "postgresql_x1_over_sqlite": best["postgresql x1"]["emails_per_second"] / sqlite,
-        "postgresql_x3_over_x1": best["postgresql x3"]["emails_per_second"]
-        / best["postgresql x1"]["emails_per_second"],
+        "postgresql_x1_over_sqlite": x1_over_sqlite,
+        "postgresql_x3_over_x1": x3_over_x1,
+        "aim_x1_over_sqlite_pass": x1_over_sqlite >= 0.5,
+        "aim_x3_over_x1_pass": x3_over_x1 > 1.0,
     }
 
 
@@ -251,23 +365,52 @@ def part_rate(arguments: argparse.Namespace, directory: Path) -> dict[str, Any]:
     return results
 
 
+def throughput_report(throughput: dict[str, Any]) -> str:
+    best = throughput["best"]
+    table = format_table(
+        [
+            "configuration",
+            "emails/s (best)",
+            "seconds",
+            "service CPU s / 1,000",
+            "PostgreSQL CPU s / 1,000",
+            "PG transactions / 1,000",
+            "PG active sessions",
+            "PG waits (share of active samples)",
+        ],
+        [
+            [
+                name,
+                m["emails_per_second"],
+                m["seconds"],
+                m["service_cpu_seconds_per_1000"],
+                m.get("pg_cpu_seconds_per_1000", 0.0),
+                m.get("pg_transactions_per_1000", 0.0),
+                m.get("pg_mean_active_sessions", 0.0),
+                ", ".join(f"{k} {v:.2f}" for k, v in m.get("pg_waits", {}).items()) or "-",
+            ]
+            for name, m in best.items()
+        ],
+    )
+
+    def verdict(passed: bool) -> str:
+        return "PASS" if passed else "FAIL"
+
+    return (
+        f"end to end, {throughput['backend']} backend:\n\n{table}\n\n"
+        f"aim: postgresql x1 / sqlite x1 >= 0.5: {throughput['postgresql_x1_over_sqlite']:.2f}"
+        f" {verdict(throughput['aim_x1_over_sqlite_pass'])}\n"
+        f"aim: postgresql x3 / x1 > 1: {throughput['postgresql_x3_over_x1']:.2f}"
+        f" {verdict(throughput['aim_x3_over_x1_pass'])}"
+    )
+
+
 def report(figures: dict[str, Any]) -> str:
     lines: list[str] = []
-    if "throughput" in figures:
-        best = figures["throughput"]["best"]
-        lines.append(
-            format_table(
-                ["configuration", "emails/s (best)", "seconds", "service CPU s / 1,000"],
-                [
-                    [name, m["emails_per_second"], m["seconds"], m["service_cpu_seconds_per_1000"]]
-                    for name, m in best.items()
-                ],
-            )
-        )
-        lines.append(
-            f"postgresql x1 / sqlite x1 = {figures['throughput']['postgresql_x1_over_sqlite']:.2f}"
-            f"; postgresql x3 / x1 = {figures['throughput']['postgresql_x3_over_x1']:.2f}"
-        )
+    for backend in ("memory", "ses"):
+        key = f"throughput_{backend}"
+        if key in figures:
+            lines.append(throughput_report(figures[key]))
     if "claim" in figures:
         claim = figures["claim"]
         lines.append(
@@ -295,8 +438,19 @@ def report(figures: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--part", choices=["all", "throughput", "claim", "rate"], default="all")
-    parser.add_argument("--emails", type=int, default=30_000)
+    parser.add_argument(
+        "--part",
+        choices=["all", "throughput", "memory", "ses", "claim", "rate"],
+        default="all",
+        help="throughput = memory and ses; memory / ses = the end-to-end part of one backend",
+    )
+    parser.add_argument("--emails", type=int, default=60_000)
+    parser.add_argument(
+        "--posting",
+        choices=["parallel", "sequential"],
+        default="parallel",
+        help="parallel: one client per instance (default); sequential: one client in turn",
+    )
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--claim-emails", type=int, default=10_000)
     parser.add_argument("--rate-seconds", type=int, default=8)
@@ -310,8 +464,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         directory = Path(scratch)
         if arguments.part in ("all", "claim"):
             figures["claim"] = part_claim(arguments)
-        if arguments.part in ("all", "throughput"):
-            figures["throughput"] = part_throughput(arguments, directory)
+        for backend in ("memory", "ses"):
+            if arguments.part in ("all", "throughput", backend):
+                figures[f"throughput_{backend}"] = part_throughput(arguments, directory, backend)
         if arguments.part in ("all", "rate"):
             figures["rate"] = part_rate(arguments, directory)
     print(report(figures))

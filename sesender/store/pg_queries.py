@@ -155,10 +155,12 @@ def submit(
             if existing is not None:
                 return SubmissionReceipt(stored=0, first_request_id=None, replayed=existing)
         per_topic: Counter[str] = Counter()
+        uses: Counter[int] = Counter()
         for message in submission.messages:
             if not message.emails:
                 continue
-            content_id = _content_id(connection, message, now, len(message.emails))
+            content_id = _content_id(connection, message, now)
+            uses[content_id] += len(message.emails)
             data = (
                 None
                 if message.data is None
@@ -191,6 +193,8 @@ def submit(
             per_topic[message.topic_id] += len(message.emails)
             if message.track_clicks and message.links:
                 clicks.store_links(connection, message.topic_id, content_id, message.links)
+        if uses:
+            _add_content_refs(connection, uses)
         ordered = sorted(per_topic.items())
         if ordered:
             topics = [topic for topic, _ in ordered]
@@ -222,17 +226,41 @@ def submit(
     return SubmissionReceipt(stored=stored, first_request_id=first_id, response=response)
 
 
-def _content_id(connection: Connection, message: NewMessage, now: int, refs: int) -> int:
+def _content_id(connection: Connection, message: NewMessage, now: int) -> int:
+    """The id of the message's content, stored if new, its row held with ``FOR KEY SHARE``
+    until the transaction ends (so retention cannot delete it under the emails being inserted).
+
+    The use count (``refs``) is raised by :func:`_add_content_refs` at the end of the
+    transaction, not here: raising it here took the row's update lock for the whole insert of
+    the emails, and every other submission of the same content, on any instance, waited for it.
+    ``FOR KEY SHARE`` locks are shared; the count's update waits only for the other commits."""
     digest = content_digest(message.subject, message.body, message.sender, message.reply_to)
-    # ``refs`` counts the emails using the content (see sesender.store.pg_lifecycle).
-    row = connection.execute(
-        "INSERT INTO contents (digest, subject, body, sender, reply_to, created_at, refs)"
-        " VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (digest)"
-        " DO UPDATE SET refs = contents.refs + excluded.refs RETURNING id",
-        (digest, message.subject, message.body, message.sender, message.reply_to, now, refs),
-    ).fetchone()
+    existing = "SELECT id FROM contents WHERE digest = %s FOR KEY SHARE"
+    row = connection.execute(existing, (digest,)).fetchone()
+    if row is None:
+        # New: stored with no uses yet; a concurrent insert of the same content waits for
+        # this transaction (the unique digest), then finds the row.
+        row = (
+            connection.execute(
+                "INSERT INTO contents (digest, subject, body, sender, reply_to, created_at, refs)"
+                " VALUES (%s, %s, %s, %s, %s, %s, 0) ON CONFLICT (digest) DO NOTHING RETURNING id",
+                (digest, message.subject, message.body, message.sender, message.reply_to, now),
+            ).fetchone()
+            or connection.execute(existing, (digest,)).fetchone()
+        )
     assert row is not None
     return int(row[0])
+
+
+def _add_content_refs(connection: Connection, uses: Counter[int]) -> None:
+    """Count the submission's emails as uses of their contents (see
+    :mod:`sesender.store.pg_lifecycle`), in id order (no deadlock between two submissions)."""
+    ordered = sorted(uses.items())
+    connection.execute(
+        "UPDATE contents SET refs = contents.refs + u.n"
+        " FROM unnest(%s::bigint[], %s::bigint[]) AS u (id, n) WHERE contents.id = u.id",
+        ([content for content, _ in ordered], [count for _, count in ordered]),
+    )
 
 
 def find_idempotency(connection: Connection, key: str, since_ms: int) -> IdempotencyRecord | None:
@@ -250,16 +278,32 @@ def find_idempotency(connection: Connection, key: str, since_ms: int) -> Idempot
 
 # --- the queue ------------------------------------------------------------------------------
 
+#: A CTE (join it into the statement's FROM list as ``async_commit``) that commits the statement
+#: without waiting for the WAL flush: ``synchronous_commit`` off for this transaction only. For
+#: the queue's hot writes, claims and outcomes, which several instances make on the same counter
+#: rows (``topic_counts`` of a topic, ``sent_minutes``, ``guard_topic_counts``): with a flush per
+#: commit, each waited an fsync while holding those row locks, and the other instances queued
+#: behind it. What it risks is what SQLite's ``synchronous = NORMAL`` risks: a crash of the
+#: PostgreSQL server (or the machine; not a clean stop, not a crash of sesender) can lose the
+#: last few hundred milliseconds (3 x ``wal_writer_delay``) of these writes, as if they had not
+#: happened: a lost claim puts its email back in the queue, a lost ``Sent`` sends it again
+#: (at-least-once, as after a crash of an instance). Submissions, cancellations, suppressions
+#: and the rest keep the synchronous commit: what the API accepted is never lost.
+_ASYNC_COMMIT = (
+    "async_commit AS MATERIALIZED (SELECT set_config('synchronous_commit', 'off', true))"
+)
+
 _CLAIM_SQL = (
     "WITH picked AS (SELECT id FROM requests"
     f" WHERE status = {Status.CREATED.value} AND due_at <= %(now)s"
-    " ORDER BY due_at, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED)"
+    " ORDER BY due_at, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED),"
+    f" {_ASYNC_COMMIT}"
     " UPDATE requests SET updated_at = %(now)s, claimed_by = %(instance)s,"
     f" status = CASE WHEN {_CANCELLED} THEN {Status.STOPPED.value}"
     f" WHEN {_HELD} THEN {Status.HELD.value}"
     " WHEN EXISTS (SELECT 1 FROM suppressions AS s WHERE s.email = lower(requests.email))"
     f" THEN {Status.SUPPRESSED.value} ELSE {Status.PROCESSED.value} END"
-    " FROM picked WHERE requests.id = picked.id"
+    " FROM picked, async_commit WHERE requests.id = picked.id"
     " RETURNING requests.id, topic_id, content_id, email, attempts, due_at, status, data,"
     " track_opens, track_clicks"
 )
@@ -436,10 +480,11 @@ _SENT_SQL = (
 )
 # The common outcome of a batch as one statement over arrays (one round trip, one trigger run).
 _SENT_BATCH_SQL = (
-    f"UPDATE requests SET status = {Status.SENT.value}, message_id = s.message_id,"
+    f"WITH {_ASYNC_COMMIT}"
+    f" UPDATE requests SET status = {Status.SENT.value}, message_id = s.message_id,"
     " attempts = s.attempts, sent_at = s.sent_at, error = NULL, failure_kind = NULL,"
     " updated_at = %s FROM unnest(%s::text[], %s::int[], %s::bigint[], %s::bigint[])"
-    " AS s (message_id, attempts, sent_at, id)"
+    " AS s (message_id, attempts, sent_at, id), async_commit"
     f" WHERE requests.id = s.id AND requests.status = {Status.PROCESSED.value}"
 )
 
@@ -491,6 +536,7 @@ def record_outcomes(connection: Connection, outcomes: Sequence[Outcome], now_ms:
             _sent_batch(connection, sent, now_ms)
         else:
             with connection.transaction():
+                connection.execute("SET LOCAL synchronous_commit = off")  # see _ASYNC_COMMIT
                 if sent:
                     _sent_batch(connection, sent, now_ms)
                 for sql, rows in grouped.items():

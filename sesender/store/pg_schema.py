@@ -17,7 +17,8 @@ Differences from the SQLite schema, and why:
   holds each running instance's heartbeat (database clock). A survivor requeues the claims of an
   instance whose heartbeat is older than the lease (see :mod:`sesender.store.pg_instances`).
 - ``rate_buckets`` is the account's shared token bucket: one row, updated in one short statement
-  per grant (see :mod:`sesender.pipeline.shared_rate`).
+  per grant (see :mod:`sesender.pipeline.shared_rate`); unlogged (migration 7): a grant writes no
+  WAL and commits without waiting for a flush.
 """
 
 from __future__ import annotations
@@ -553,6 +554,15 @@ MIGRATIONS: tuple[str, ...] = (
 
     CREATE TRIGGER webhook_on_result AFTER INSERT OR UPDATE OF count ON results
         FOR EACH ROW EXECUTE FUNCTION webhook_on_result();
+    """,
+    # 7: the shared token bucket without WAL. Every batch sent by any instance updates its one
+    # row; as a logged table each grant wrote WAL and waited for a WAL flush (fsync) at commit,
+    # holding the row lock meanwhile, so the instances queued behind each other's fsyncs. An
+    # unlogged table writes no WAL, and a transaction that wrote none commits without a flush.
+    # After a PostgreSQL crash the table comes back empty and the next grant refills the row at
+    # the burst (pg_queries.take_tokens), which is what a restart of a single instance does too.
+    """
+    ALTER TABLE rate_buckets SET UNLOGGED;
     """,
 )
 
