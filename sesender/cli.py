@@ -241,6 +241,11 @@ def serve(config: Config, *, webhooks_only: bool = False) -> int:
         logger.critical("stopped: %s", exc, extra={"event": "store_failed"})
         flush()
         return EXIT_CRASHED
+    except ConfigError as exc:  # found at start, against the other instances (PostgreSQL)
+        logger.critical("not started: %s", exc, extra={"event": "config_error"})
+        print(f"sesender: {exc}", file=sys.stderr)
+        flush()
+        return EXIT_CONFIG
     except KeyboardInterrupt:
         return EXIT_OK
     logger.info("stopped", extra={"event": "stopped"})

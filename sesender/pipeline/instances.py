@@ -28,10 +28,10 @@ from typing import Protocol
 
 import trio
 
-from sesender.errors import StoreError
+from sesender.errors import ConfigError, StoreError
 from sesender.pipeline.control import PipelineControl
 from sesender.store.pg_notify import Notification
-from sesender.store.pg_queries import CANCEL_CHANNEL, PAUSE_CHANNEL, QUEUE_CHANNEL
+from sesender.store.pg_queries import CANCEL_CHANNEL, PAUSE_CHANNEL, QUEUE_CHANNEL, InstanceRate
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +42,11 @@ SWEEP_EVERY = 10
 
 class InstanceStore(Protocol):
     instance_id: str
+    rate: InstanceRate
+
+    async def register(self) -> list[InstanceRate]:
+        """The first heartbeat, unless live instances have other rate settings (returned)."""
+        ...
 
     async def heartbeat(self) -> bool:
         """Write the heartbeat; True when the instance's row had to be created anew."""
@@ -54,6 +59,19 @@ class InstanceStore(Protocol):
     async def notify_pause(self, reason: str) -> None: ...
 
     async def leave(self) -> None: ...
+
+
+def rate_settings_problem(mine: InstanceRate, others: list[InstanceRate]) -> str:
+    def settings(rate: InstanceRate) -> str:
+        return f"MAX_SEND_PER_SECOND={rate.max_send_per_second:g}, SEND_BURST={rate.send_burst:g}"
+
+    running = "; ".join(f"{other.instance_id}: {settings(other)}" for other in others)
+    return (
+        f"this instance's {settings(mine)} differ from those of the running instances on this"
+        f" database ({running}). Instances on one database share one account rate and must all"
+        " have the same MAX_SEND_PER_SECOND and SEND_BURST; to change them, stop every instance"
+        " (or wait until the others are gone) and start them with the new settings"
+    )
 
 
 class Listener(Protocol):
@@ -109,8 +127,13 @@ class InstanceCoordinator:
 
     async def start_beating(self) -> None:
         """The first heartbeat, before the pipeline claims anything (so no survivor takes this
-        instance's first claims for a dead one's)."""
-        await self._store.heartbeat()
+        instance's first claims for a dead one's). Raises :class:`ConfigError`, writing
+        nothing, when live instances have another ``MAX_SEND_PER_SECOND`` or ``SEND_BURST``:
+        they share one token bucket, which each refill caps at the asking instance's burst, so
+        with differing settings one of them could wait for tokens for ever."""
+        differing = await self._store.register()
+        if differing:
+            raise ConfigError([rate_settings_problem(self._store.rate, differing)])
         self._last_beat = trio.current_time()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:

@@ -22,6 +22,7 @@ async def open_store(config: Config) -> AsyncIterator[SqliteStore | PostgresStor
             pool_size=database.pool_size,
             suppress_after_transient=suppress,
             lease_ms=int(database.lease * 1000),
+            rate_settings=(config.pipeline.max_send_per_second, config.pipeline.burst),
         ) as postgres:
             yield postgres
     else:

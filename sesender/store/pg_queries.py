@@ -21,7 +21,7 @@ import json
 import logging
 from collections import Counter
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import psycopg
 
@@ -61,6 +61,7 @@ from sesender.store.pg_schema import (
     LATEST_VERSION,
     MIGRATION_LOCK,
     MIGRATIONS,
+    REGISTRATION_LOCK,
 )
 from sesender.store.sqlite_queries import content_digest
 
@@ -375,15 +376,51 @@ def recover_claimed(connection: Connection, now_ms: int) -> int:
 # --- instances ------------------------------------------------------------------------------
 
 
-def heartbeat(connection: Connection, instance_id: str) -> bool:
+class InstanceRate(NamedTuple):
+    """An instance's share of the account rate settings (see :func:`register_instance`)."""
+
+    instance_id: str
+    #: None: not known (an instance of an older version; a store opened without settings).
+    max_send_per_second: float | None
+    send_burst: float | None
+
+
+def register_instance(
+    connection: Connection, instance: InstanceRate, lease_ms: int
+) -> list[InstanceRate]:
+    """Register ``instance`` with its first heartbeat, unless a live instance (heartbeat within
+    ``lease_ms``) has other rate settings: then nothing is written and those instances are
+    returned. Under an advisory lock, so of two instances starting at once with different
+    settings the second sees the first."""
+    with connection.transaction():
+        connection.execute("SELECT pg_advisory_xact_lock(%s)", (REGISTRATION_LOCK,))
+        differing = [
+            InstanceRate(str(row[0]), float(row[1]), float(row[2]))
+            for row in connection.execute(
+                "SELECT instance_id, max_send_per_second, send_burst FROM instances"
+                f" WHERE instance_id <> %s AND heartbeat_at >= {DB_NOW_MS} - %s"
+                " AND max_send_per_second IS NOT NULL"
+                " AND (max_send_per_second, send_burst)"
+                " IS DISTINCT FROM (%s::float8, %s::float8) ORDER BY instance_id",
+                (instance.instance_id, lease_ms, instance.max_send_per_second, instance.send_burst),
+            )
+        ]
+        if not differing or instance.max_send_per_second is None:
+            heartbeat(connection, instance)
+            return []
+        return differing
+
+
+def heartbeat(connection: Connection, instance: InstanceRate) -> bool:
     """Register or refresh this instance's heartbeat (database clock); True when the row had to
     be created (the first beat, or another instance took this one for dead and removed it)."""
     row = connection.execute(
-        "INSERT INTO instances (instance_id, started_at, heartbeat_at)"
-        f" VALUES (%s, {DB_NOW_MS}, {DB_NOW_MS})"
-        " ON CONFLICT (instance_id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at"
+        "INSERT INTO instances (instance_id, started_at, heartbeat_at, max_send_per_second,"
+        f" send_burst) VALUES (%s, {DB_NOW_MS}, {DB_NOW_MS}, %s, %s)"
+        " ON CONFLICT (instance_id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at,"
+        " max_send_per_second = excluded.max_send_per_second, send_burst = excluded.send_burst"
         " RETURNING (xmax = 0)",
-        (instance_id,),
+        instance,
     ).fetchone()
     return bool(row and row[0])
 

@@ -28,6 +28,9 @@ from __future__ import annotations
 MIGRATION_LOCK = 0x73657365_6E646572 & 0x7FFF_FFFF_FFFF_FFFF
 #: The key of the advisory lock held while housekeeping runs (one instance at a time).
 HOUSEKEEPING_LOCK = MIGRATION_LOCK - 1
+#: The key of the advisory lock under which a starting instance compares its rate settings with
+#: the live instances' and registers (two starting at once: the second sees the first).
+REGISTRATION_LOCK = MIGRATION_LOCK - 2
 
 MIGRATIONS: tuple[str, ...] = (
     # 1: the schema of SQLite migrations 1-6, plus the multi-instance columns and tables.
@@ -563,6 +566,15 @@ MIGRATIONS: tuple[str, ...] = (
     # the burst (pg_queries.take_tokens), which is what a restart of a single instance does too.
     """
     ALTER TABLE rate_buckets SET UNLOGGED;
+    """,
+    # 8: each instance's rate settings beside its heartbeat. The instances share one token bucket
+    # and each caps it at its own SEND_BURST when it refills it, so an instance whose batches
+    # are larger than another's burst could wait for ever: a starting instance whose
+    # MAX_SEND_PER_SECOND or SEND_BURST differ from a live instance's refuses to start
+    # (pg_queries.register_instance). NULL: an instance of an older version, not compared.
+    """
+    ALTER TABLE instances ADD COLUMN max_send_per_second DOUBLE PRECISION;
+    ALTER TABLE instances ADD COLUMN send_burst DOUBLE PRECISION;
     """,
 )
 

@@ -111,8 +111,12 @@ class PostgresStore:
         suppress_after_transient: int = 0,
         connect_timeout: float = 5.0,
         lease_ms: int = 10_000,
+        rate_settings: tuple[float, float] | None = None,
     ) -> None:
         self.url = url
+        #: (``MAX_SEND_PER_SECOND``, ``SEND_BURST``), written with the heartbeat: instances with
+        #: other settings refuse to start beside this one (see :meth:`register`).
+        self.rate = queries.InstanceRate(instance_id, *(rate_settings or (None, None)))
         #: how long an instance may go without a heartbeat before its claims are requeued.
         self.lease_ms = lease_ms
         self.instance_id = instance_id
@@ -354,8 +358,13 @@ class PostgresStore:
 
     # -- several instances (InstanceStore) --------------------------------------------------
 
+    async def register(self) -> list[queries.InstanceRate]:
+        """The first heartbeat, unless live instances have other rate settings: those are
+        returned, and nothing is written."""
+        return await self._beat(queries.register_instance, self.rate, self.lease_ms)
+
     async def heartbeat(self) -> bool:
-        return await self._beat(queries.heartbeat, self.instance_id)
+        return await self._beat(queries.heartbeat, self.rate)
 
     async def requeue_dead_claims(self, *, lease_ms: int, now_ms: int, sweep: bool = True) -> int:
         return await self._beat(queries.requeue_dead_claims, lease_ms, now_ms, sweep)
@@ -516,12 +525,14 @@ async def open_postgres_store(
     pool_size: int = 8,
     suppress_after_transient: int = 0,
     lease_ms: int = 10_000,
+    rate_settings: tuple[float, float] | None = None,
 ) -> AsyncIterator[PostgresStore]:
     """Open (and migrate) the database, and close the pool on the way out."""
     store = PostgresStore(
         url,
         instance_id=instance_id,
         pool_size=pool_size,
+        rate_settings=rate_settings,
         suppress_after_transient=suppress_after_transient,
         lease_ms=lease_ms,
     )

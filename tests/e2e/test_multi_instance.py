@@ -257,3 +257,63 @@ def test_an_account_pause_on_one_instance_pauses_the_others(database: str, tmp_p
         finally:
             for instance in instances:
                 instance.kill()
+
+
+def test_an_instance_with_other_rate_settings_refuses_to_start(
+    database: str, tmp_path: Path
+) -> None:
+    """The instances share one token bucket, which each refill caps at the asking instance's
+    SEND_BURST: with other settings beside a live instance, a second one does not start (exit
+    code 2, the configuration error names both settings); with the same settings it does."""
+    instances: list[ServiceProcess] = []
+    try:
+        for name in ("first", "other", "same"):
+            (tmp_path / name).mkdir()
+        instances.append(
+            ServiceProcess(
+                tmp_path / "first",
+                base_env(
+                    tmp_path / "first",
+                    DATABASE_URL=database,
+                    INSTANCE_ID="first",
+                    MAX_SEND_PER_SECOND="200",
+                    SEND_BURST="20",
+                ),
+            ).start()
+        )
+        other = ServiceProcess(
+            tmp_path / "other",
+            base_env(
+                tmp_path / "other",
+                DATABASE_URL=database,
+                INSTANCE_ID="other",
+                MAX_SEND_PER_SECOND="200",
+                SEND_BURST="60",
+            ),
+        )
+        instances.append(other)
+        with pytest.raises(AssertionError, match="exited with 2"):
+            other.start()
+        message = "\n".join(other.raw_lines)
+        assert "SEND_BURST=60 differ from those of the running instances" in message
+        assert "first: MAX_SEND_PER_SECOND=200, SEND_BURST=20" in message
+        with psycopg.connect(database) as connection:
+            registered = [row[0] for row in connection.execute("SELECT instance_id FROM instances")]
+        assert registered == ["first"]  # the refused one never counted as an instance
+
+        instances.append(
+            ServiceProcess(
+                tmp_path / "same",
+                base_env(
+                    tmp_path / "same",
+                    DATABASE_URL=database,
+                    INSTANCE_ID="same",
+                    MAX_SEND_PER_SECOND="200",
+                    SEND_BURST="20",
+                ),
+            ).start()
+        )
+        assert httpx.get(f"{instances[-1].url}/ready").json()["status"] == "ok"
+    finally:
+        for instance in instances:
+            instance.kill()

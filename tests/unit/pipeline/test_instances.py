@@ -9,23 +9,32 @@ import pytest
 import trio
 import trio.testing
 
-from sesender.errors import StoreUnavailable
+from sesender.errors import ConfigError, StoreUnavailable
 from sesender.pipeline.control import PipelineControl
 from sesender.pipeline.instances import SWEEP_EVERY, InstanceCoordinator
 from sesender.store.pg_notify import Notification
-from sesender.store.pg_queries import CANCEL_CHANNEL, PAUSE_CHANNEL, QUEUE_CHANNEL
+from sesender.store.pg_queries import CANCEL_CHANNEL, PAUSE_CHANNEL, QUEUE_CHANNEL, InstanceRate
 
 
 class FakeStore:
     instance_id = "me"
+    rate = InstanceRate("me", 100.0, 10.0)
 
     def __init__(self) -> None:
+        #: live instances with other rate settings, which register() reports.
+        self.differing: list[InstanceRate] = []
         self.beats = 0
         self.sweeps: list[bool] = []
         self.requeue_next = 0
         self.cancelled: dict[str, int] = {}
         self.pauses: list[str] = []
         self.failing = False
+
+    async def register(self) -> list[InstanceRate]:
+        if self.differing:
+            return self.differing
+        await self.heartbeat()
+        return []
 
     async def heartbeat(self) -> bool:
         if self.failing:
@@ -81,6 +90,26 @@ async def started(
     await coordinator.start_beating()
     await nursery.start(coordinator.run)
     return coordinator
+
+
+async def test_other_rate_settings_on_a_live_instance_refuse_the_start() -> None:
+    store = FakeStore()
+    store.differing = [InstanceRate("them", 50.0, 10.0)]
+    coordinator = InstanceCoordinator(
+        store=store,
+        listener=FakeListener(),
+        control=PipelineControl(),
+        heartbeat=1.0,
+        lease=3.0,
+        now_ms=lambda: 0,
+    )
+    with pytest.raises(ConfigError) as raised:
+        await coordinator.start_beating()
+    (problem,) = raised.value.problems
+    assert "MAX_SEND_PER_SECOND=100, SEND_BURST=10" in problem  # this instance's
+    assert "them: MAX_SEND_PER_SECOND=50, SEND_BURST=10" in problem  # the running one's
+    assert store.beats == 0  # nothing written: the others never count it as an instance
+    assert math.isinf(coordinator.status().heartbeat_age)
 
 
 async def test_notifications_wake_cancel_and_pause(clock: trio.testing.MockClock) -> None:

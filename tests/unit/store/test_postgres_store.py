@@ -103,6 +103,29 @@ async def test_a_silent_instances_claims_are_requeued_and_a_live_ones_are_not(pg
         assert {e.request_id for e in gone.emails} <= {e.request_id for e in again.emails}
 
 
+async def test_an_instance_with_other_rate_settings_is_not_registered_beside_live_ones(
+    pg: Db,
+) -> None:
+    async with (
+        open_postgres_store(pg.target, instance_id="a", rate_settings=(100, 10)) as a,
+        open_postgres_store(pg.target, instance_id="b", rate_settings=(100, 20)) as b,
+        open_postgres_store(pg.target, instance_id="c", rate_settings=(100, 10)) as c,
+        open_postgres_store(pg.target, instance_id="old") as old,
+    ):
+        await old.heartbeat()  # settings unknown (an older version): never compared
+        assert await a.register() == []
+        assert await b.register() == [pg_queries.InstanceRate("a", 100, 10)]
+        assert await c.register() == []
+        assert await old.register() == []
+        assert await a.instance_ids() == ["a", "c", "old"]  # b wrote nothing
+        # Once a and c are past the lease (dead), b's settings are the only ones: it starts.
+        pg.execute("UPDATE instances SET heartbeat_at = heartbeat_at - 20000")
+        assert await b.register() == []
+        assert rows(
+            b, "SELECT max_send_per_second, send_burst FROM instances WHERE instance_id = ?", "b"
+        ) == [(100, 20)]
+
+
 async def test_a_cancellation_leaves_another_live_instances_claims_to_it(pg: Db) -> None:
     async with (
         open_postgres_store(pg.target, instance_id="a", pool_size=2) as a,
