@@ -9,17 +9,27 @@ waits for the deficit's refill time, then asks again.
 
 Why this one: the sum over all instances can never exceed what one bucket lets through (R per
 second plus the burst), whatever the number of instances; and an idle instance takes nothing, so
-the busy ones get the whole rate (a fixed split R/N would leave the idle share unused). Tokens
-are taken just before the send, never hoarded, so a grant is spent at once.
+the busy ones get the whole rate (a fixed split R/N would leave the idle share unused).
+
+Tokens are taken just before the send and kept no longer than :data:`HORIZON`: when the rate
+allows more than a batch within that horizon (``R x HORIZON`` >= the batch, i.e. from 2,500 per
+second for batches of 50), one round trip takes up to that many, and the batches that follow
+within the horizon use them without asking again; what is left after it is dropped, never spent
+late (only the rate's unused headroom is lost). Below that rate every batch asks for exactly its
+own tokens, as before: at the rates an SES account has, a grant is spent at once.
 
 Cost: one database round trip per batch (batches carry up to ``min(SEND_BURST, 50)`` emails),
 plus one per refused attempt. At R = 200 (burst 20) that is about 10 to 20 round trips a second
-for all instances together, at R = 2,000 (burst 50 per batch) about 40 to 80.
+for all instances together, at R = 2,000 (burst 50 per batch) about 40 to 80; from 2,500 per
+second on, at most one per instance and horizon (``1 / HORIZON`` a second), however fast the
+instance sends (without it, an instance sending 10,000 a second took the row 200 times a
+second, and every instance queued for that one row lock).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -35,19 +45,30 @@ logger = logging.getLogger(__name__)
 ACCOUNT_BUCKET = "account"
 #: The shortest wait after a refusal: a round trip costs about that much anyway.
 MIN_WAIT = 0.002
+#: How long tokens taken ahead of need may wait for their batch (seconds, from the moment they
+#: were asked for): short enough that a grant is spent at once, long enough to cover a few
+#: batches at high rates.
+HORIZON = 0.02
 
 
 class TokenStore(Protocol):
     async def take_tokens(
-        self, name: str, count: float, *, rate: float, burst: float
-    ) -> tuple[bool, float]: ...
+        self, name: str, count: float, *, rate: float, burst: float, at_most: float | None = None
+    ) -> tuple[float, float]:
+        """Take between ``count`` and ``at_most`` tokens, or none: (taken, there were)."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
 class SharedRateStatistics:
+    #: round trips that took tokens
     grants: int
     refusals: int
     store_failures: int
+    #: batches served from tokens taken ahead, without a round trip
+    ahead: int = 0
+    #: tokens taken ahead that expired unused
+    expired: float = 0.0
 
 
 class SharedRate:
@@ -58,17 +79,32 @@ class SharedRate:
         self._grants = 0
         self._refusals = 0
         self._failures = 0
+        #: tokens taken ahead, usable until ``_ahead_until`` (trio clock)
+        self._ahead = 0.0
+        self._ahead_until = -math.inf
+        self._ahead_used = 0
+        self._expired = 0.0
 
     async def acquire(self, count: int) -> None:
-        """Return once ``count`` tokens were taken from the shared bucket (cancellable: a
-        cancelled wait takes nothing; a cancelled round trip may have taken them, which only
-        ever lowers the rate)."""
+        """Return once ``count`` tokens were taken from the shared bucket, or from those taken
+        ahead within the horizon (cancellable: a cancelled wait takes nothing; a cancelled
+        round trip may have taken them, which only ever lowers the rate)."""
+        if self._ahead >= count and trio.current_time() <= self._ahead_until:
+            self._ahead -= count
+            self._ahead_used += 1
+            return
+        if self._ahead:
+            self._expired += self._ahead
+            self._ahead = 0.0
         failures = 0
         while True:
             rate = self._rate()
+            # Ahead only what the rate allows within the horizon, never beyond the burst.
+            at_most = max(count, min(rate * HORIZON, self._burst))
+            asked_at = trio.current_time()
             try:
-                granted, available = await self._store.take_tokens(
-                    ACCOUNT_BUCKET, count, rate=rate, burst=self._burst
+                taken, available = await self._store.take_tokens(
+                    ACCOUNT_BUCKET, count, rate=rate, burst=self._burst, at_most=at_most
                 )
             except StoreError as exc:
                 failures += 1
@@ -77,13 +113,19 @@ class SharedRate:
                 logger.warning("shared rate unavailable (%s); waiting %.1fs", exc, delay)
                 await trio.sleep(delay)
                 continue
-            if granted:
+            if taken >= count:
                 self._grants += 1
+                self._ahead = taken - count
+                self._ahead_until = asked_at + HORIZON
                 return
             self._refusals += 1
             await trio.sleep(max(MIN_WAIT, (count - available) / rate))
 
     def statistics(self) -> SharedRateStatistics:
         return SharedRateStatistics(
-            grants=self._grants, refusals=self._refusals, store_failures=self._failures
+            grants=self._grants,
+            refusals=self._refusals,
+            store_failures=self._failures,
+            ahead=self._ahead_used,
+            expired=self._expired,
         )

@@ -465,10 +465,18 @@ def leave(connection: Connection, instance_id: str) -> None:
 
 
 def take_tokens(
-    connection: Connection, name: str, count: float, rate: float, burst: float
-) -> tuple[bool, float]:
-    """Take ``count`` tokens from the shared bucket ``name`` (refilled at ``rate`` by the
-    database clock, capped at ``burst``) in one statement: (granted, tokens there were)."""
+    connection: Connection,
+    name: str,
+    count: float,
+    rate: float,
+    burst: float,
+    at_most: float | None = None,
+) -> tuple[float, float]:
+    """Take at least ``count`` and at most ``at_most`` (default ``count``) tokens from the
+    shared bucket ``name`` (refilled at ``rate`` by the database clock, capped at ``burst``) in
+    one statement, or none when fewer than ``count`` are there: (tokens taken, tokens there
+    were)."""
+    most = count if at_most is None else max(count, at_most)
     row = connection.execute(
         "WITH now AS (SELECT " + DB_NOW_MS + "::float8 AS ms),"
         " current AS (SELECT b.name, LEAST(%(burst)s::float8, b.tokens"
@@ -476,10 +484,11 @@ def take_tokens(
         " GREATEST(b.updated_at, now.ms) AS at FROM rate_buckets AS b, now"
         " WHERE b.name = %(name)s FOR UPDATE OF b)"
         " UPDATE rate_buckets AS b SET updated_at = current.at, tokens = current.available"
-        " - CASE WHEN current.available >= %(count)s THEN %(count)s ELSE 0 END"
+        " - CASE WHEN current.available >= %(count)s"
+        " THEN LEAST(current.available, %(most)s) ELSE 0 END"
         " FROM current WHERE b.name = current.name"
         " RETURNING current.available",
-        {"name": name, "count": count, "rate": rate, "burst": burst},
+        {"name": name, "count": count, "most": most, "rate": rate, "burst": burst},
     ).fetchone()
     if row is None:
         connection.execute(
@@ -487,9 +496,9 @@ def take_tokens(
             f" VALUES (%s, %s, {DB_NOW_MS}) ON CONFLICT (name) DO NOTHING",
             (name, burst),
         )
-        return take_tokens(connection, name, count, rate, burst)
+        return take_tokens(connection, name, count, rate, burst, at_most)
     available = float(row[0])
-    return available >= count, available
+    return (min(available, most) if available >= count else 0.0), available
 
 
 # --- outcomes -------------------------------------------------------------------------------

@@ -392,9 +392,11 @@ class PostgresStore:
         return await self._read(queries.instance_ids)
 
     async def take_tokens(
-        self, name: str, count: float, *, rate: float, burst: float
-    ) -> tuple[bool, float]:
-        return await self._write(queries.take_tokens, name, count, rate, burst)
+        self, name: str, count: float, *, rate: float, burst: float, at_most: float | None = None
+    ) -> tuple[float, float]:
+        return await self._write(
+            queries.take_tokens, name, count, rate, burst, count if at_most is None else at_most
+        )
 
     async def notify_pause(self, reason: str) -> None:
         """Tell every instance that the account paused sending (payload: ``<id> <reason>``)."""

@@ -173,6 +173,17 @@ def test_the_shared_bucket_grants_no_more_than_rate_and_burst(pg: Db, takers: in
     assert sum(1 for g in granted if g) >= min(2, takers)  # shared, not one winner
 
 
+def test_the_shared_bucket_gives_up_to_at_most_and_never_less_than_count(pg: Db) -> None:
+    with psycopg.connect(pg.target, autocommit=True) as connection:
+        # A bucket of 20 (the burst) at a rate too slow to refill during the test.
+        assert pg_queries.take_tokens(connection, "account", 5, 0.001, 20, at_most=12) == (12, 20)
+        taken, available = pg_queries.take_tokens(connection, "account", 5, 0.001, 20, at_most=12)
+        assert taken == available == pytest.approx(8, abs=0.01)  # all there was
+        taken, available = pg_queries.take_tokens(connection, "account", 1, 0.001, 20)
+        assert taken == 0  # fewer than count: nothing taken
+        assert available < 1
+
+
 def test_instances_starting_together_migrate_once() -> None:
     with postgres_support.temporary_database("sesender_migrate") as url:
         results: list[list[int]] = []
