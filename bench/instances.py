@@ -2,14 +2,23 @@
 
 Three parts:
 
-**(a) end-to-end throughput.** ``N`` real ``sesender`` processes (``N`` = 1, 2, 3) on one fresh
-PostgreSQL database, and, as the baseline, one process on a fresh SQLite file; memory backend,
+**(a) end-to-end throughput**, once with the memory backend (``--part memory``) and once with
+the SES backend in bulk mode against ``bench.fake_ses`` (``--part ses``; one fake process for
+the part, not recording). ``N`` real ``sesender`` processes (``N`` = 1, 2, 3) on one fresh
+PostgreSQL database, and, as the baseline, one process on a fresh SQLite file;
 ``MAX_SEND_PER_SECOND`` and ``SEND_BURST`` at their largest (the rate never binds). The clock
-starts before ``--emails`` (default 30,000) are posted, split evenly over the instances in
-requests of 10,000 (``/v1/messages``), and stops when ``GET /v1/topics/{id}`` counts every one
-``Sent``. The CPU time of the service processes (not PostgreSQL's) is reported per 1,000 emails.
-The configurations are interleaved over ``--repeats`` rounds; the best of each is kept (noise on a
-shared machine only slows a run down). Goals: one PostgreSQL instance >= 0.5 of SQLite; three
+starts before ``--emails`` (default 60,000) are posted, split evenly over the instances in
+requests of 10,000 (``/v1/messages``): with ``--posting parallel`` (the default) one client
+thread per instance posts that instance's share, as clients spread by a load balancer would (a
+single client posting every request in turn, ``--posting sequential``, measured its own speed
+more than the instances': the others sent while it posted), and stops when
+``GET /v1/topics/{id}`` counts every one ``Sent``. Reported per configuration, per 1,000 emails:
+the CPU time of the service processes (with the SES backend's boto3 child), PostgreSQL's own CPU
+(its backends serving the benchmark's database, from ``/proc``), its transactions (one per
+round trip in autocommit) and, sampled every 25 ms from ``pg_stat_activity``, what its active
+sessions waited for (:mod:`bench.pg_observer`). The configurations are interleaved over
+``--repeats`` rounds; the best of each is kept (noise on a shared machine only slows a run
+down). Aims, printed PASS/FAIL per backend: one PostgreSQL instance >= 0.5 of SQLite; three
 instances above one.
 
 **(b) the claim path's round trips.** One connection traced at the protocol level
@@ -22,8 +31,10 @@ instances above one.
 and 2,000 (burst R/10): the busiest one-second window at the fake against R + burst, and the
 achieved rate over the run.
 
-    python -m bench.instances                 # all three parts
-    python -m bench.instances --part claim    # (b) only
+    python -m bench.instances                   # all three parts
+    python -m bench.instances --part memory     # (a) with the memory backend only
+    python -m bench.instances --part ses        # (a) with the SES fake only
+    python -m bench.instances --part claim      # (b) only
 """
 
 from __future__ import annotations

@@ -9,7 +9,8 @@ on another instance. What must hold:
   survivor after the lease); duplicates only from the dead instance's claims at the kill;
 - the instances share one rate: over the run the sends stay within ``MAX_SEND_PER_SECOND``, and
   the busiest one-second window at the fake is within ``MAX_SEND_PER_SECOND + SEND_BURST`` plus
-  the arrival jitter of the calls in flight (see the assertion); the survivors still reach half
+  what a stall of the processes moves into one window (why the exact bound holds at the grants
+  but cannot at the fake's arrival times: see the assertion); the survivors still reach half
   the rate together;
 - the cancelled topic gets no new send from any instance later than 1 s after the response.
 """
@@ -158,14 +159,20 @@ def test_three_instances_one_killed_share_the_queue_and_the_rate(
     assert late == [], f"{len(late)} sends of the cancelled topic more than 1 s after the DELETE"
     busiest = max_in_any_second([message["at"] for message in messages])
     print(f"busiest second at the fake SES: {busiest} sends (rate {RATE}, burst {BURST})")
-    # Measured where the fake receives the calls, not where the tokens are granted: a batch of
-    # 50 arrives at one instant, and the calls in flight (up to 2 s of sends are allowed in
-    # flight) reach the fake bunched whenever this shared 2-core machine stalls a process; up to
-    # 800 (R + burst + 140) were seen under a load average of 18. The bound below still fails
-    # by far if the rate were not shared (three instances with a bucket each: up to 3 x R), and
-    # the bucket row itself is checked exactly, at the grants, in
-    # tests/unit/store/test_postgres_store.py. Over the whole run, the sends stay within the
-    # rate (a second of slack for the jitter at both ends).
+    # The exact bound, R + burst in every one-second window, holds where the tokens are taken:
+    # the bucket row grants no more (tests/unit/store/test_postgres_store.py checks it at the
+    # grants), and at these rates every batch takes its own tokens as it goes to a sender. It
+    # cannot hold exactly at the fake's arrival times, whatever the instances do: the fake stamps
+    # a call when its (single) event loop gets to it, so a stall of s seconds anywhere between
+    # the grant and that moment (an instance descheduled after its grant, the fake descheduled
+    # while calls queue on its socket) moves up to R x s of properly spaced sends into the
+    # window after it. What holds at the fake is R + burst + R x s, s the longest such stall in
+    # the window: s is about 0 on a quiet machine (the shared-rate benchmark counted exactly
+    # R + burst, 2,200 at R = 2,000), and up to about 0.25 s were seen on this shared 2-core
+    # machine under a load of 18 (800 = R + burst + 140 at R = 600). The allowance below is
+    # R x 0.33 s (200 sends, four bulk calls); it still fails by far if the rate were not
+    # shared (three instances with a bucket each: up to 3 x R). Over the whole run the sends
+    # stay within the rate (a second of slack for the jitter at both ends).
     assert busiest <= RATE + BURST + 4 * BATCH
     times = sorted(message["at"] for message in messages)
     assert len(times) <= BURST + RATE * (times[-1] - times[0] + 1)
