@@ -11,19 +11,21 @@ Why this one: the sum over all instances can never exceed what one bucket lets t
 second plus the burst), whatever the number of instances; and an idle instance takes nothing, so
 the busy ones get the whole rate (a fixed split R/N would leave the idle share unused).
 
-Tokens are taken just before the send and kept no longer than :data:`HORIZON`: when the rate
-allows more than a batch within that horizon (``R x HORIZON`` >= the batch, i.e. from 2,500 per
-second for batches of 50), one round trip takes up to that many, and the batches that follow
-within the horizon use them without asking again; what is left after it is dropped, never spent
-late (only the rate's unused headroom is lost). Below that rate every batch asks for exactly its
-own tokens, as before: at the rates an SES account has, a grant is spent at once.
+Tokens are taken just before the send. When the rate allows more than a batch within
+:data:`AHEAD` seconds (``R x AHEAD`` >= the batch, i.e. from 2,500 per second for batches of 50),
+one round trip takes up to ``R x AHEAD`` tokens (never more than the burst), and the batches that
+follow use them without asking again, for at most :data:`EXPIRY` seconds; what is left then is
+dropped, never spent late (only unused headroom of the rate is lost). So an instance holds at
+most ``R x AHEAD`` tokens taken but not spent, and N instances send at most ``N x R x AHEAD``
+more in a second than the bucket granted in it (2 % of the rate per instance); below 2,500 per
+second every batch asks for exactly its own tokens, as before, and a grant is spent at once.
 
 Cost: one database round trip per batch (batches carry up to ``min(SEND_BURST, 50)`` emails),
 plus one per refused attempt. At R = 200 (burst 20) that is about 10 to 20 round trips a second
 for all instances together, at R = 2,000 (burst 50 per batch) about 40 to 80; from 2,500 per
-second on, at most one per instance and horizon (``1 / HORIZON`` a second), however fast the
-instance sends (without it, an instance sending 10,000 a second took the row 200 times a
-second, and every instance queued for that one row lock).
+second on, about one per instance and ``R x AHEAD`` tokens sent (at most ``1 / AHEAD`` a
+second), however fast the instance sends (without it, an instance sending 10,000 a second took
+the row 200 times a second, and every instance queued for that one row lock).
 """
 
 from __future__ import annotations
@@ -45,10 +47,12 @@ logger = logging.getLogger(__name__)
 ACCOUNT_BUCKET = "account"
 #: The shortest wait after a refusal: a round trip costs about that much anyway.
 MIN_WAIT = 0.002
-#: How long tokens taken ahead of need may wait for their batch (seconds, from the moment they
-#: were asked for): short enough that a grant is spent at once, long enough to cover a few
-#: batches at high rates.
-HORIZON = 0.02
+#: Tokens taken ahead of need: at most what the rate refills in this many seconds (and never more
+#: than the burst), so what an instance holds unspent is a small share of the rate.
+AHEAD = 0.02
+#: How long tokens taken ahead may wait for their batch (seconds, from the moment they were
+#: asked for); then they are dropped.
+EXPIRY = 0.25
 
 
 class TokenStore(Protocol):
@@ -87,7 +91,7 @@ class SharedRate:
 
     async def acquire(self, count: int) -> None:
         """Return once ``count`` tokens were taken from the shared bucket, or from those taken
-        ahead within the horizon (cancellable: a cancelled wait takes nothing; a cancelled
+        ahead and not yet expired (cancellable: a cancelled wait takes nothing; a cancelled
         round trip may have taken them, which only ever lowers the rate)."""
         if self._ahead >= count and trio.current_time() <= self._ahead_until:
             self._ahead -= count
@@ -99,8 +103,8 @@ class SharedRate:
         failures = 0
         while True:
             rate = self._rate()
-            # Ahead only what the rate allows within the horizon, never beyond the burst.
-            at_most = max(count, min(rate * HORIZON, self._burst))
+            # Ahead only what the rate refills in AHEAD seconds, never beyond the burst.
+            at_most = max(count, min(rate * AHEAD, self._burst))
             asked_at = trio.current_time()
             try:
                 taken, available = await self._store.take_tokens(
@@ -116,7 +120,7 @@ class SharedRate:
             if taken >= count:
                 self._grants += 1
                 self._ahead = taken - count
-                self._ahead_until = asked_at + HORIZON
+                self._ahead_until = asked_at + EXPIRY
                 return
             self._refusals += 1
             await trio.sleep(max(MIN_WAIT, (count - available) / rate))

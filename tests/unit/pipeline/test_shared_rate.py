@@ -1,5 +1,6 @@
 """SharedRate against an in-memory bucket on trio's mock clock: tokens taken ahead of need only
-when the rate allows more than a batch within the horizon, and never spent after it."""
+when the rate refills more than a batch within ``AHEAD``, never more than that, and never spent
+after ``EXPIRY``."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import pytest
 import trio
 import trio.testing
 
-from sesender.pipeline.shared_rate import HORIZON, SharedRate
+from sesender.pipeline.shared_rate import AHEAD, EXPIRY, SharedRate
 
 
 class FakeBucket:
@@ -38,18 +39,21 @@ async def test_a_high_rate_takes_several_batches_per_round_trip(
 ) -> None:
     bucket = FakeBucket(1_000_000)
     shared = SharedRate(store=bucket, rate=lambda: 100_000.0, burst=1_000_000)
-    ahead = 100_000 * HORIZON  # 2,000 tokens: 40 batches of 50
+    ahead = 100_000 * AHEAD  # 2,000 tokens: 40 batches of 50
     for _ in range(40):
         await shared.acquire(50)
     assert bucket.calls == [(50, ahead)]  # one round trip for all 40
     assert shared.statistics().ahead == 39
     await shared.acquire(50)  # the 41st: none left, asks again
     assert len(bucket.calls) == 2
-    clock.jump(HORIZON * 1.5)  # past the horizon: the rest of the second grant expires
+    clock.jump(EXPIRY * 0.9)  # still in time: from the second grant
+    await shared.acquire(50)
+    assert len(bucket.calls) == 2
+    clock.jump(EXPIRY * 0.2)  # too late: the rest of the second grant expires
     await shared.acquire(50)
     assert len(bucket.calls) == 3
     statistics = shared.statistics()
-    assert statistics.expired == ahead - 50
+    assert statistics.expired == ahead - 100
     assert 1_000_000 - bucket.tokens == 3 * ahead  # taken from the bucket, all of it counted
 
 
