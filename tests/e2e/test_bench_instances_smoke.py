@@ -17,9 +17,9 @@ from tests.e2e.bench_support import REPO_ROOT
 
 
 def test_the_instances_benchmark_runs_its_ses_part_in_quick_mode(tmp_path: Path) -> None:
+    command = [sys.executable, "-m", "bench.instances", "--quick", "--part", "ses"]
     completed = subprocess.run(
-        [sys.executable, "-m", "bench.instances", "--quick", "--part", "ses"]
-        + ["--results-dir", str(tmp_path)],
+        [*command, "--results-dir", str(tmp_path)],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
