@@ -500,6 +500,28 @@ MIGRATIONS: tuple[str, ...] = (
         WHERE t.result_type = NEW.event_type;
     END;
     """,
+    # 12: a pruned email's click links keep redirecting (issue 18). ``links`` no longer
+    # references ``contents``: a content's tracked links outlive it (a URL per link), and
+    # ``click_ranges`` maps the ids of pruned click-tracked emails, in runs of consecutive ids
+    # with one content, to that content (sesender.store.sqlite_lifecycle).
+    """
+    ALTER TABLE links RENAME TO links_before_12;
+    CREATE TABLE links (
+        content_id INTEGER NOT NULL,
+        position INTEGER NOT NULL,
+        url TEXT NOT NULL,
+        PRIMARY KEY (content_id, position)
+    ) WITHOUT ROWID;
+    INSERT INTO links (content_id, position, url)
+        SELECT content_id, position, url FROM links_before_12;
+    DROP TABLE links_before_12;
+
+    CREATE TABLE click_ranges (
+        first_id INTEGER PRIMARY KEY,
+        last_id INTEGER NOT NULL,
+        content_id INTEGER NOT NULL
+    );
+    """,
 )
 
 #: PRAGMAs set on every connection (docs/operations.md explains WAL and backups). ``auto_vacuum``
