@@ -29,7 +29,9 @@ Why the schema looks the way it does:
   target, never read from the request); ``link_clicks`` counts clicks per (topic, link), unique and
   total, kept by the store as it records a click, so it survives the pruning of per-email rows;
   ``email_link_clicks`` is the per-email row that tells a unique click from a repeat, with the
-  first click's user agent and delay since sending (prefetching scanners).
+  first click's user agent and delay since sending (prefetching scanners). Since migration 12,
+  ``links`` outlive their content and ``click_ranges`` maps pruned click-tracked emails to their
+  content, so a pruned email's click link still redirects.
 - ``topic_cancellations`` makes a cancellation durable: each cancelled topic with the highest
   request id it covers, checked by every statement that would put an email back in the queue.
 - ``api_keys`` holds named keys as SHA-256 digests (a key is 256 random bits: a fast hash cannot
