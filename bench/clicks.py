@@ -9,11 +9,17 @@
    on trio, ``--concurrency`` requests in flight, kept-alive connections on 127.0.0.1); every
    answer must be a 302 to the link's exact URL. The **baseline** is a bare quart-trio app served
    by hypercorn on trio in its own process, answering the same paths with a 302 to the same URL
-   and the same headers, without verifying or recording anything. The two alternate
+   and the same headers, without verifying or recording anything. The emails are stored
+   through the service being measured, so their redirect targets are in its memory
+   (:mod:`sesender.store.click_targets`); ``--cold`` restarts it first, so that every target is
+   read from the database, as for emails submitted before a restart or to another instance.
+   The two alternate
    ``--repeats`` times (each sesender repeat clicks fresh emails, so every click is a new
    unique click: a new ``results`` row, a new per-email row and a counter update); the headline
-   is the best rate of each and the ratio sesender / baseline (aim >= 0.7), with the CPU time
-   each server process spent per request beside it. The redirect answers before the click is
+   is the best rate of each and the ratio sesender / baseline (aim >= 0.7), and the ratio of
+   the CPU time each server process spent per request, baseline / sesender (the lowest of each
+   side; aim >= 0.7 too: the load generator shares the machine, so throughput alone can hide a
+   route that costs twice the bare one). Both must pass. The redirect answers before the click is
    committed (the result writer group-commits behind it), so afterwards the topic's
    ``clicks.total`` must reach every click made, and its per-link counts must agree.
 2. **Rewrite.** CPU time (``time.thread_time``) of rewriting the links of a ~100 KB newsletter
@@ -206,12 +212,11 @@ def measure_redirect(
     service_url: str,
     bare: Process,
     baseline_url: str,
+    ids: Sequence[int],
     arguments: argparse.Namespace,
 ) -> dict[str, Any]:
     per_repeat = arguments.warmup + arguments.clicks
-    ids = store_tracked_emails(service_url, per_repeat * arguments.repeats)
     paths = click_paths(ids)
-    progress(f"{len(ids):,} tracked emails stored and their links signed")
     runs: list[dict[str, Any]] = []
     for repeat in range(arguments.repeats):
         targets = [
@@ -253,6 +258,7 @@ def measure_redirect(
     service_cpu = min(pair["sesender"]["server_cpu_ms_per_request"] for pair in runs)
     baseline_cpu = min(pair["baseline"]["server_cpu_ms_per_request"] for pair in runs)
     return {
+        "targets_from": "database" if arguments.cold else "memory",
         "clicks_per_run": arguments.clicks,
         "warmup": arguments.warmup,
         "concurrency": arguments.concurrency,
@@ -274,7 +280,11 @@ def measure_redirect(
         "persisted": persisted,
         "all_persisted": all_persisted,
         "aim": REDIRECT_AIM,
-        "passed": ratio >= REDIRECT_AIM and all_persisted,
+        "throughput_passed": ratio >= REDIRECT_AIM,
+        "cpu_passed": cpu_ratio(baseline_cpu, service_cpu) >= REDIRECT_AIM,
+        "passed": ratio >= REDIRECT_AIM
+        and cpu_ratio(baseline_cpu, service_cpu) >= REDIRECT_AIM
+        and all_persisted,
     }
 
 
@@ -420,10 +430,21 @@ def run(arguments: argparse.Namespace) -> dict[str, Any]:
             service_url = service.wait_for_json("event", "listening")["urls"][0]
             baseline_url = bare.wait_for_json("baseline_url")["baseline_url"]
             progress(f"sesender at {service_url}, baseline at {baseline_url}")
+            per_repeat = arguments.warmup + arguments.clicks
+            ids = store_tracked_emails(service_url, per_repeat * arguments.repeats)
+            progress(f"{len(ids):,} tracked emails stored")
+            errors: list[str] = []
+            if arguments.cold:
+                # A new process on the same database: no redirect target is in memory.
+                errors += errors_logged(service)
+                stop_all([service])
+                service = Process(command, env)
+                service_url = service.wait_for_json("event", "listening")["urls"][0]
+                progress(f"sesender restarted at {service_url}: targets from the database")
             figures["redirect"] = measure_redirect(
-                service, service_url, bare, baseline_url, arguments
+                service, service_url, bare, baseline_url, ids, arguments
             )
-            figures["service_errors"] = errors_logged(service)
+            figures["service_errors"] = errors + errors_logged(service)
         finally:
             stop_all([service, bare])
             shutil.rmtree(directory, ignore_errors=True)
@@ -453,7 +474,8 @@ def report(figures: dict[str, Any]) -> str:
             for index, pair in enumerate(redirect["runs"])
         ]
         sections.append(
-            "Click redirect (requests/s; server CPU ms per request)\n"
+            "Click redirect (requests/s; server CPU ms per request;"
+            f" targets from {redirect['targets_from']})\n"
             + format_table(
                 (
                     "repeat",
@@ -466,9 +488,12 @@ def report(figures: dict[str, Any]) -> str:
                 ),
                 rows,
             )
-            + f"\nbest ratio {redirect['ratio']:.2f} (aim >= {redirect['aim']}),"
-            f" CPU ratio {redirect['cpu_ratio']:.2f}; every click persisted:"
-            f" {redirect['all_persisted']} -> {verdict(redirect['passed'])}"
+            + f"\nthroughput: best ratio {redirect['ratio']:.2f} (aim >= {redirect['aim']})"
+            f" -> {verdict(redirect['throughput_passed'])}"
+            f"\nserver CPU per redirect: bare / sesender {redirect['cpu_ratio']:.2f}"
+            f" (aim >= {redirect['aim']}) -> {verdict(redirect['cpu_passed'])}"
+            f"\nevery click persisted: {redirect['all_persisted']}"
+            f"\nredirect -> {verdict(redirect['passed'])}"
         )
     if "rewrite" in figures:
         rewrite = figures["rewrite"]
@@ -511,6 +536,12 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=200)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=5, help="redirect runs of each side")
+    parser.add_argument(
+        "--cold",
+        action="store_true",
+        help="restart the service after storing the emails: every redirect target is read from"
+        " the database, as after a restart or on another instance",
+    )
     parser.add_argument("--rewrites", type=int, default=200, help="rewrites of the newsletter")
     parser.add_argument("--recipients", type=int, default=1_000, help="per compose round")
     parser.add_argument("--rounds", type=int, default=5)

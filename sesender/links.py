@@ -12,7 +12,7 @@ submission parser, the composer and the SES backend's bulk path can all use them
 - **Positions**: tracked links are numbered 0, 1, ... in document order. The submission stores
   each position's URL for the content (HTML entities decoded, as a browser would follow it), and
   the composer, running :func:`find_links` on the same text, rewrites the same links in the same
-  order: the two never disagree because they are one function.
+  order: the two never disagree because they are one function (:func:`scan_links`).
 - **Once per content**: :class:`TrackedHtml` is the content with each tracked ``href`` replaced by
   ``{public_url}/v1/events/click/<recipient token>/<link code>``, kept as the pieces between the
   places where the recipient's token (and the open pixel) go. An email's HTML is then one
@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Callable
+from bisect import bisect_right
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from html import escape, unescape
 from typing import NamedTuple
@@ -46,12 +47,31 @@ CLICK_FIELD = "sesender_click_token"
 #: The path of tracked links on this service (the route is ``/v1/events/click/<token>/<code>``).
 CLICK_PATH = "/v1/events/click/"
 
-# The start of an <a> tag; the tag ends at the next ">" (see find_links).
-ANCHOR_START = re.compile(r"<a[\s/>]", re.IGNORECASE)
-# An href attribute preceded by white space, its value in group 1 (see find_links for when it is
-# taken as it is).
-HREF = re.compile(r"""\shref\s*=\s*("[^"]*"|'[^']*'|[^\s"'=<>`]+)""", re.IGNORECASE)
-HREF_VALUE = re.compile(r"""("[^"]*"|'[^']*'|[^\s"'=<>`]+)""")
+#: The value of an ``href``: quoted (a tag ends at its first ">", so a quoted value holds none) or
+#: bare, as HTML allows.
+HREF_VALUE_PATTERN = r"""("[^">]*"|'[^'>]*'|[^\s"'=<>`]+)"""
+#: An http(s) URL that a browser follows exactly as written but for ``&amp;``: no other
+#: character reference, no white space or control character, no quote, no ``{`` (so no merge
+#: placeholder). Nearly every link of a real newsletter is one; the scanning regex tells their
+#: quoted values apart itself, which saves the per-link checks in Python.
+PLAIN_URL_CHARACTER = r"""[^\s"'<>&{\x00-\x1f\x7f]"""
+# (Unrolled as "x+(&amp;x*)*": a repeated alternation would run the engine's slow group loop
+# once per character.)
+PLAIN_URL_PATTERN = rf"((?i:https?://){PLAIN_URL_CHARACTER}+(?:&amp;{PLAIN_URL_CHARACTER}*)*)"
+#: One ``<a>`` tag that has an ``href`` attribute; the tag ends at its first ">". Group 1 is what
+#: comes before the first ``href=`` (white space first); the value is in group 2 (a plain URL in
+#: double quotes), 3 (in single quotes) or 4 (anything else, quotes included). The "a" is
+#: matched in lower case only: a literal prefix lets the regex engine skip to each "<a" at C
+#: speed, where a case-insensitive one costs twice the scan; a document with "<A" takes
+#: :data:`ANCHOR_WITH_HREF_ANY_CASE` instead.
+ANCHOR_WITH_HREF = re.compile(
+    r"<a(?=[\s/>])([^>]*?)\s(?i:href)\s*=\s*"
+    + f"""(?:"{PLAIN_URL_PATTERN}"|'{PLAIN_URL_PATTERN}'|{HREF_VALUE_PATTERN})"""
+    + r"[^>]*>"
+)
+ANCHOR_WITH_HREF_ANY_CASE = re.compile(ANCHOR_WITH_HREF.pattern, re.IGNORECASE)
+UPPER_ANCHOR = re.compile("<A")
+HREF_VALUE = re.compile(HREF_VALUE_PATTERN)
 ATTRIBUTE = re.compile(
     r"""([^\s"'>/=]+)(?:\s*=\s*("[^"]*"|'[^']*'|[^\s"'=<>`]+))?""",
 )
@@ -60,6 +80,9 @@ PLACEHOLDER = re.compile(r"\{\{[ \t]*[A-Za-z_][A-Za-z0-9_]*[ \t]*\}\}")
 HTTP_URL = re.compile(r"https?://[^\s\x00-\x1f\x7f][^\x00-\x1f\x7f]*\Z", re.IGNORECASE)
 URL_NEWLINES = re.compile(r"[\t\n\r]")
 BODY_CLOSE = re.compile(r"</body\s*>", re.IGNORECASE)
+BODY_CLOSE_START = re.compile("</body", re.IGNORECASE)
+#: How much of the end of a document is searched first for its last ``</body>``.
+BODY_CLOSE_TAIL = 4096
 # Stands in for the recipient's token while the text part is made once per content.
 TEXT_MARK = "\ue010click\ue011"
 
@@ -79,49 +102,76 @@ def find_links(html: str, *, own_url: str = "") -> list[Link]:
 
     ``own_url`` is this service's public URL: links to it are not tracked.
     """
-    links: list[Link] = []
+    urls, starts, ends = scan_links(html, own_url)
+    return [
+        Link(position, url, start, end)
+        for position, (url, start, end) in enumerate(zip(urls, starts, ends, strict=True))
+    ]
+
+
+def scan_links(html: str, own_url: str) -> tuple[list[str], list[int], list[int]]:
+    """:func:`find_links` as three lists: the URLs, and where each ``href`` value starts and ends.
+
+    One regex pass finds every ``<a>`` tag with an ``href`` and its value (linear in the HTML
+    whatever it holds: a tag ends at the first ">" after "<a", even inside a quoted value, and an
+    href after that is not seen: that link is simply not tracked). Only a tag with a quote before
+    its first ``href=`` (which may then be inside another attribute's value) or with
+    ``no-track`` in it is read attribute by attribute (:func:`tag_href`), and only a value that
+    is not a quoted plain URL (:data:`PLAIN_URL_PATTERN`) goes through :func:`href_url`: the
+    work per link is most of what rewriting a newsletter costs (docs/performance.md).
+    """
+    urls: list[str] = []
+    starts: list[int] = []
+    ends: list[int] = []
     own = own_url.rstrip("/").lower()
-    position = 0
-    # Linear in the HTML whatever it holds: a tag ends at the first ">" after "<a" (a ">" inside
-    # a quoted attribute value ends it early, and an href after that is not seen: that link is
-    # simply not tracked), and the search goes on after it.
-    while (start := ANCHOR_START.search(html, position)) is not None:
-        end = html.find(">", start.start() + 2)
-        if end < 0:
-            break
-        position = end + 1
-        tag_start = start.start() + 2
-        href = HREF.search(html, tag_start, end)
-        if href is None:
-            continue
-        before = html[tag_start : href.start()]
-        if '"' in before or "'" in before or "no-track" in html[tag_start:end].lower():
+    own_length = len(own)
+    anchors = ANCHOR_WITH_HREF_ANY_CASE if UPPER_ANCHOR.search(html) else ANCHOR_WITH_HREF
+    url: str | None
+    for anchor in anchors.finditer(html):
+        before, double_quoted, single_quoted = anchor.group(1, 2, 3)
+        if '"' in before or "'" in before or "no-track" in anchor.group(0).lower():
             # Not the usual <a href=...> with nothing quoted before it: read every attribute.
-            href = tag_href(html, tag_start, end)
+            href = tag_href(html, anchor.start() + 2, anchor.end() - 1)
             if href is None:
                 continue
-        raw = href.group(1)
-        value = raw[1:-1] if raw[0] in "'\"" else raw
-        if "{{" in value and PLACEHOLDER.search(value):
-            continue
-        # As a browser does: entities decoded, outer white space dropped, tabs and line breaks
-        # inside removed (the URL standard); any other control character: not a link to track.
-        if "&" in value:
-            # "&amp;" alone (query strings) is the common case, and much cheaper to decode.
-            url = value.replace("&amp;", "&")
-            if "&" in value.replace("&amp;", ""):
-                url = unescape(value)
+            start, end = href.span(1)
+            url = href_url(href.group(1))
+        elif double_quoted is not None or single_quoted is not None:
+            group = 2 if double_quoted is not None else 3
+            url = anchor.group(group)
+            if "&" in url:
+                url = url.replace("&amp;", "&")
+            start, end = anchor.start(group) - 1, anchor.end(group) + 1
         else:
-            url = value
-        url = url.strip()
-        if "\t" in url or "\n" in url or "\r" in url:
-            url = URL_NEWLINES.sub("", url)
-        if HTTP_URL.match(url) is None:
+            start, end = anchor.span(4)
+            url = href_url(anchor.group(4))
+        if url is None:
             continue
-        if own and url[: len(own)].lower() == own and url[len(own) : len(own) + 1] in ("", "/"):
+        if (
+            own
+            and url[own_length : own_length + 1] in ("", "/")
+            and url[:own_length].lower() == own
+        ):
             continue
-        links.append(Link(len(links), url, href.start(1), href.end(1)))
-    return links
+        urls.append(url)
+        starts.append(start)
+        ends.append(end)
+    return urls, starts, ends
+
+
+def href_url(raw: str) -> str | None:
+    """The URL a browser follows for the ``href`` value ``raw`` (quotes included), if it is one
+    to track: None for a merge placeholder, a scheme other than http(s), a control character."""
+    value = raw[1:-1] if raw[0] in "'\"" else raw
+    if "{{" in value and PLACEHOLDER.search(value):
+        return None
+    # As a browser does: entities decoded, outer white space dropped, tabs and line breaks
+    # inside removed (the URL standard); any other control character: not a link to track.
+    url = unescape(value) if "&" in value else value
+    url = url.strip()
+    if "\t" in url or "\n" in url or "\r" in url:
+        url = URL_NEWLINES.sub("", url)
+    return url if HTTP_URL.match(url) is not None else None
 
 
 def tag_href(html: str, start: int, end: int) -> re.Match[str] | None:
@@ -139,7 +189,7 @@ def tag_href(html: str, start: int, end: int) -> re.Match[str] | None:
 
 def link_urls(html: str, *, own_url: str = "") -> tuple[str, ...]:
     """The URLs of the tracked links of ``html``, by position (what the submission stores)."""
-    return tuple(link.url for link in find_links(html, own_url=own_url))
+    return tuple(scan_links(html, own_url)[0])
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,34 +234,66 @@ class TrackedHtml:
 def track_links(html: str, *, public_url: str, signer: TokenSigner) -> TrackedHtml:
     """Rewrite every tracked link of ``html`` (once per content; see the module docstring).
 
-    The rewritten HTML is built once with a NUL where each token goes (no stored content holds
-    a NUL: submission refuses it; HTML that does is left untracked), the pixel's place is marked
-    where :func:`sesender.pipeline.pixel.insert_pixel` would put it in the rendered HTML, and
-    one ``split`` gives the pieces.
+    The pieces are cut straight from ``html`` around each link's ``href`` value and the pixel's
+    place (where :func:`sesender.pipeline.pixel.insert_pixel` would put it in the rendered HTML:
+    before the last ``</body>`` that is not inside a rewritten ``href``, else at the end), and the
+    codes of all the links are signed in one call: no intermediate copy of the document is made.
     """
-    links = find_links(html, own_url=public_url) if "\x00" not in html else []
-    head = '"' + escape(public_url.rstrip("/") + CLICK_PATH, quote=True) + "\x00/"
-    parts: list[str] = []
+    urls, starts, ends = scan_links(html, public_url)
+    pixel_at = last_body_close(html, starts, ends)
+    head = '"' + escape(public_url.rstrip("/") + CLICK_PATH, quote=True)
+    pieces: list[str] = []
+    slots: list[bool] = []
+    lead = ""  # what the next piece starts with: the end of the previous rewritten href
     cursor = 0
-    for link, code in zip(links, signer.link_codes([link.url for link in links]), strict=True):
-        parts += (html[cursor : link.start], head, code, '"')
-        cursor = link.end
-    parts.append(html[cursor:])
-    rewritten = "".join(parts)
-    body_close = None
-    for match in BODY_CLOSE.finditer(rewritten):
-        body_close = match.start()
-    if body_close is None:
-        marked = rewritten + "\x00p"
-    else:
-        marked = rewritten[:body_close] + "\x00p" + rewritten[body_close:]
-    first, *rest = marked.split("\x00")
+    for start, end, code in zip(starts, ends, signer.link_codes(urls), strict=True):
+        if cursor <= pixel_at < start:
+            pieces.append(lead + html[cursor:pixel_at])
+            slots.append(False)
+            lead, cursor = "", pixel_at
+        pieces.append(lead + html[cursor:start] + head)
+        slots.append(True)
+        lead = "/" + code + '"'
+        cursor = end
+    if cursor <= pixel_at:
+        pieces.append(lead + html[cursor:pixel_at])
+        slots.append(False)
+        lead, cursor = "", pixel_at
+    pieces.append(lead + html[cursor:])
+    field_mark = "{{" + CLICK_FIELD + "}}"
     return TrackedHtml(
-        pieces=(first, *(piece[1:] if piece[:1] == "p" else piece for piece in rest)),
-        slots=tuple(piece[:1] != "p" for piece in rest),
-        urls=tuple(link.url for link in links),
-        template=rewritten.replace("\x00", "{{" + CLICK_FIELD + "}}"),
+        pieces=tuple(pieces),
+        slots=tuple(slots),
+        urls=tuple(urls),
+        template="".join(
+            piece + (field_mark if is_token else "")
+            for piece, is_token in zip(pieces, (*slots, False), strict=True)
+        ),
     )
+
+
+def last_body_close(html: str, starts: Sequence[int], ends: Sequence[int]) -> int:
+    """Where the pixel goes in ``html`` once the links whose ``href`` values lie between
+    ``starts`` and ``ends`` are rewritten: the start of its last ``</body>`` outside those values
+    (rewriting replaces them), or its end.
+
+    The last 4 KB are searched first, then a region twice as long before them, and so on: a
+    ``</body>`` is nearly always near the end, so this reads a few kilobytes, not the document.
+    """
+    region_end = len(html)
+    size = BODY_CLOSE_TAIL
+    while region_end > 0:
+        begin = max(0, region_end - size)
+        # "</body" starting in [begin, region_end): the later ones were looked at already.
+        found = BODY_CLOSE_START.finditer(html, begin, region_end + len("</body") - 1)
+        for position in reversed([match.start() for match in found]):
+            index = bisect_right(starts, position) - 1
+            inside_link = index >= 0 and position < ends[index]
+            if not inside_link and BODY_CLOSE.match(html, position):
+                return position
+        region_end = begin
+        size *= 2
+    return len(html)
 
 
 class LinkRewriter:

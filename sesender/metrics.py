@@ -339,6 +339,7 @@ class Metrics:
         PlatformCollector(registry=self.registry)
         GCCollector(registry=self.registry)
         self.state = ScrapeState()
+        self._http_children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
         self.registry.register(StorageCollector(self.state))
         self.emails = Counter(
             "sesender_emails",
@@ -431,8 +432,19 @@ class Metrics:
             self.emails.labels(outcome).inc(amount)
 
     def observe_http(self, route: str, method: str, status: int, seconds: float) -> None:
-        self.http_requests.labels(route, method, str(status)).inc()
-        self.http_latency.labels(route, method).observe(seconds)
+        # Every request comes here: the labelled children are looked up once per (route,
+        # method, status) and kept, since ``labels()`` (a lock, the label values checked and
+        # joined) costs as much as the observation itself on the click redirect's short path.
+        key = (route, method, status)
+        children = self._http_children.get(key)
+        if children is None:
+            children = (
+                self.http_requests.labels(route, method, str(status)),
+                self.http_latency.labels(route, method),
+            )
+            self._http_children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

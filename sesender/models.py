@@ -108,6 +108,19 @@ class SubmissionReceipt:
     replayed: IdempotencyRecord | None = None
     #: with an idempotency key: the response as stored for replays (to be returned verbatim).
     response: str | None = None
+    #: the click-tracked messages' emails and their links, for the redirect's in-memory targets
+    #: (:mod:`sesender.store.click_targets`).
+    click_ranges: tuple[ClickRange, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ClickRange:
+    """The emails ``first_id`` .. ``last_id`` (consecutive ids, one message of a submission) were
+    stored with click tracking, and their content's tracked links are ``urls``, by position."""
+
+    first_id: int
+    last_id: int
+    urls: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)

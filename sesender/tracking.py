@@ -242,14 +242,16 @@ class TokenSigner:
             raise ValueError("position must be an int")
         if first < 0 or first + len(urls) - 1 > MAX_LINK_POSITION:
             raise ValueError(f"position must be between 0 and {MAX_LINK_POSITION}")
-        key = self._keys[_LINK_PURPOSE].key
-        blake2b = hashlib.blake2b
+        # The keyed state is set up once and copied per link: a keyed BLAKE2b hashes its key as
+        # a first block, which is a third of the cost of signing a short URL.
+        keyed = hashlib.blake2b(key=self._keys[_LINK_PURPOSE].key, digest_size=LINK_TAG_BYTES)
         codes = []
         for index, url in enumerate(urls, first + 1):
             payload = bytes((index,)) if index < 0x80 else _encode_varint(index)
-            message = payload + url.encode("utf-8", "surrogatepass")
-            tag = blake2b(message, key=key, digest_size=LINK_TAG_BYTES).digest()
-            codes.append(_encode_token(payload + tag))
+            state = keyed.copy()
+            state.update(payload)
+            state.update(url.encode("utf-8", "surrogatepass"))
+            codes.append(_encode_token(payload + state.digest()))
         return codes
 
     def link_position(self, code: str) -> int | None:

@@ -25,19 +25,28 @@ RESULT_UPSERT = (
 
 def store_links(
     connection: Connection, topic_id: str, content_id: int, urls: Sequence[str]
-) -> None:
+) -> tuple[str, ...]:
     """See :func:`sesender.store.sqlite_clicks.store_links`."""
-    connection.execute(
+    inserted = connection.execute(
         "INSERT INTO links (content_id, position, url)"
         " SELECT %s, u.n - 1, u.url FROM unnest(%s::text[]) WITH ORDINALITY AS u (url, n)"
         " ON CONFLICT DO NOTHING",
         (content_id, list(urls)),
     )
+    stored = tuple(urls)
+    if inserted.rowcount != len(stored):
+        stored = tuple(
+            str(row[0])
+            for row in connection.execute(
+                "SELECT url FROM links WHERE content_id = %s ORDER BY position", (content_id,)
+            )
+        )
     connection.execute(
         "INSERT INTO link_clicks (topic_id, url, unique_clicks, total_clicks)"
         " SELECT %s, u, 0, 0 FROM unnest(%s::text[]) AS u ORDER BY u ON CONFLICT DO NOTHING",
         (topic_id, sorted(set(urls))),
     )
+    return stored
 
 
 def click_target(connection: Connection, request_id: int, position: int) -> str | None:
@@ -48,7 +57,43 @@ def click_target(connection: Connection, request_id: int, position: int) -> str 
         " WHERE r.id = %s AND r.track_clicks = 1",
         (position, request_id),
     ).fetchone()
+    if row is not None:
+        return str(row[0])
+    if connection.execute("SELECT 1 FROM requests WHERE id = %s", (request_id,)).fetchone():
+        return None
+    row = connection.execute(
+        "SELECT l.url FROM (SELECT content_id, last_id FROM click_ranges WHERE first_id <= %s"
+        " ORDER BY first_id DESC LIMIT 1) AS c"
+        " JOIN links AS l ON l.content_id = c.content_id AND l.position = %s"
+        " WHERE c.last_id >= %s",
+        (request_id, position, request_id),
+    ).fetchone()
     return None if row is None else str(row[0])
+
+
+def remember_pruned(connection: Connection, emails: Sequence[tuple[int, int]]) -> None:
+    """See :func:`sesender.store.sqlite_clicks.remember_pruned`. Two instances extending one
+    range at once: the second UPDATE waits for the first's row lock, finds the range no longer
+    ends where it did, and inserts its own."""
+    runs: list[list[int]] = []
+    for request_id, content_id in emails:
+        if runs and runs[-1][1] == request_id - 1 and runs[-1][2] == content_id:
+            runs[-1][1] = request_id
+        else:
+            runs.append([request_id, request_id, content_id])
+    for first_id, last_id, content_id in runs:
+        extended = connection.execute(
+            "UPDATE click_ranges SET last_id = %s WHERE first_id ="
+            " (SELECT MAX(first_id) FROM click_ranges WHERE first_id < %s)"
+            " AND last_id = %s AND content_id = %s",
+            (last_id, first_id, first_id - 1, content_id),
+        ).rowcount
+        if not extended:
+            connection.execute(
+                "INSERT INTO click_ranges (first_id, last_id, content_id) VALUES (%s, %s, %s)"
+                " ON CONFLICT (first_id) DO NOTHING",
+                (first_id, last_id, content_id),
+            )
 
 
 def record_click(connection: Connection, click: ClickEvent) -> RecordedClick | None:

@@ -7,6 +7,7 @@ as on SQLite: PostgreSQL's counter triggers fire on UPDATE and INSERT only. What
 - the candidates are locked ``FOR UPDATE SKIP LOCKED`` before they are deleted: an email another
   instance is updating right now is left for the next run instead of waited for, and two
   instances pruning at once never delete (or count) one email twice;
+- no content is spared to keep ids unique (an identity column never gives one twice);
 - there is no vacuum step: autovacuum makes the space of deleted rows reusable by new ones (the
   files do not shrink; ``VACUUM FULL`` or ``pg_repack`` would, with locks an operator chooses);
 - sizes come from ``pg_database_size``; the disk holding it is the server's, not this process's.
@@ -21,6 +22,7 @@ from typing import Any
 import psycopg
 
 from sesender.models import PruneBatch, PruneScan, StorageStats
+from sesender.store import pg_clicks as clicks
 from sesender.store.sqlite_lifecycle import (
     CONTENTS_PRUNED,
     EMAILS_PRUNED,
@@ -76,7 +78,7 @@ def delete_emails(
 ) -> PruneBatch:
     with connection.transaction():
         locked = connection.execute(
-            "SELECT id, content_id FROM requests WHERE id = ANY(%s)"
+            "SELECT id, content_id, track_clicks FROM requests WHERE id = ANY(%s)"
             f" AND status IN ({_FINAL}) AND updated_at < %s"
             " AND id < (SELECT MAX(id) FROM requests) ORDER BY id FOR UPDATE SKIP LOCKED",
             (list(request_ids), before_ms),
@@ -85,6 +87,10 @@ def delete_emails(
         uses = Counter(int(row[1]) for row in locked)
         results = contents = 0
         if victims:
+            # Their click links keep redirecting: which content each had is remembered.
+            clicks.remember_pruned(
+                connection, [(int(row[0]), int(row[1])) for row in locked if row[2] == 1]
+            )
             for table in PER_EMAIL_TABLES:
                 cursor = connection.execute(
                     f"DELETE FROM {table} WHERE request_id = ANY(%s)", (victims,)
@@ -98,13 +104,8 @@ def delete_emails(
                 " FROM unnest(%s::bigint[], %s::bigint[]) AS u (id, n) WHERE contents.id = u.id",
                 ([content for content, _ in ordered], [count for _, count in ordered]),
             )
-            # A content's tracked links go with it (the per-link counters stay: they are per
-            # topic and URL); its old click links then answer the plain page.
-            connection.execute(
-                "DELETE FROM links WHERE content_id = ANY(%s)"
-                " AND content_id IN (SELECT id FROM contents WHERE refs <= 0)",
-                ([content for content, _ in ordered],),
-            )
+            # A content's tracked links outlive it (its old click links still redirect); an
+            # identity column never gives an id twice, so no new content meets them.
             contents = connection.execute(
                 "DELETE FROM contents WHERE id = ANY(%s) AND refs <= 0",
                 ([content for content, _ in ordered],),

@@ -29,6 +29,7 @@ from sesender.models import (
     ApiKey,
     ClaimBatch,
     ClaimedEmail,
+    ClickRange,
     Content,
     Deferred,
     EventRecord,
@@ -146,6 +147,7 @@ def submit(
     due = submission.due_at_ms
     stored = 0
     first_id: int | None = None
+    click_ranges: list[ClickRange] = []
     with connection.transaction():
         if idempotency is not None:
             # Two requests with one key: the second waits here until the first commits.
@@ -173,7 +175,7 @@ def submit(
                 " track_clicks) SELECT %s, %s, e.email, e.data,"
                 f" {Status.CREATED.value}, 0, %s, %s, %s, %s, %s, %s"
                 " FROM unnest(%s::text[], %s::text[]) WITH ORDINALITY AS e (email, data, n)"
-                " ORDER BY e.n RETURNING id) SELECT MIN(id), COUNT(*) FROM inserted",
+                " ORDER BY e.n RETURNING id) SELECT MIN(id), COUNT(*), MAX(id) FROM inserted",
                 (
                     message.topic_id,
                     content_id,
@@ -193,7 +195,10 @@ def submit(
             stored += int(row[1])
             per_topic[message.topic_id] += len(message.emails)
             if message.track_clicks and message.links:
-                clicks.store_links(connection, message.topic_id, content_id, message.links)
+                urls = clicks.store_links(connection, message.topic_id, content_id, message.links)
+                low, count, high = int(row[0]), int(row[1]), int(row[2])
+                if high - low + 1 == count:  # other instances' inserts may interleave ids
+                    click_ranges.append(ClickRange(low, high, urls))
         if uses:
             _add_content_refs(connection, uses)
         ordered = sorted(per_topic.items())
@@ -224,7 +229,12 @@ def submit(
             )
         if notify and stored:
             connection.execute("SELECT pg_notify(%s, '')", (QUEUE_CHANNEL,))
-    return SubmissionReceipt(stored=stored, first_request_id=first_id, response=response)
+    return SubmissionReceipt(
+        stored=stored,
+        first_request_id=first_id,
+        response=response,
+        click_ranges=tuple(click_ranges),
+    )
 
 
 def _content_id(connection: Connection, message: NewMessage, now: int) -> int:

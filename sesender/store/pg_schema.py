@@ -576,6 +576,18 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE instances ADD COLUMN max_send_per_second DOUBLE PRECISION;
     ALTER TABLE instances ADD COLUMN send_burst DOUBLE PRECISION;
     """,
+    # 9: a pruned email's click links keep redirecting (SQLite's migration 12): a content's
+    # tracked links outlive it, and the pruned click-tracked emails are remembered as ranges of
+    # consecutive ids with their content (sesender.store.pg_lifecycle).
+    """
+    ALTER TABLE links DROP CONSTRAINT IF EXISTS links_content_id_fkey;
+
+    CREATE TABLE click_ranges (
+        first_id BIGINT PRIMARY KEY,
+        last_id BIGINT NOT NULL,
+        content_id BIGINT NOT NULL
+    );
+    """,
 )
 
 LATEST_VERSION = len(MIGRATIONS)

@@ -60,6 +60,7 @@ from sesender.store import pg_queries as queries
 from sesender.store import pg_reputation as reputation
 from sesender.store import pg_webhooks as webhooks
 from sesender.store.base import StopResult
+from sesender.store.click_targets import ClickTargets
 from sesender.store.health import WriteHealth, WriteHealthStatus
 from sesender.store.pg_queries import Connection
 from sesender.webhooks.models import (
@@ -123,6 +124,8 @@ class PostgresStore:
         self.suppress_after_transient = suppress_after_transient
         self.pool_size = pool_size
         self._lane = ThreadLane("postgres", pool_size)
+        #: the links of recently submitted click-tracked emails: most redirects need no read.
+        self._click_targets = ClickTargets()
         self._pool = psycopg_pool.ConnectionPool(
             url,
             min_size=1,
@@ -207,9 +210,11 @@ class PostgresStore:
         idempotency_since_ms: int = 0,
     ) -> SubmissionReceipt:
         immediate = submission.due_at_ms <= submission.created_at_ms
-        return await self._write(
+        receipt = await self._write(
             queries.submit, submission, idempotency, idempotency_since_ms, immediate
         )
+        self._click_targets.remember(receipt.click_ranges)
+        return receipt
 
     async def record_feedback(
         self, items: Sequence[FeedbackItem], *, now_ms: int
@@ -219,6 +224,9 @@ class PostgresStore:
         )
 
     async def click_target(self, request_id: int, position: int) -> str | None:
+        urls = self._click_targets.links_of(request_id)
+        if urls is not None:
+            return urls[position] if position < len(urls) else None
         return await self._read(clicks.click_target, request_id, position)
 
     async def record_click(self, click: ClickEvent, *, now_ms: int) -> RecordedClick | None:

@@ -29,7 +29,9 @@ Why the schema looks the way it does:
   target, never read from the request); ``link_clicks`` counts clicks per (topic, link), unique and
   total, kept by the store as it records a click, so it survives the pruning of per-email rows;
   ``email_link_clicks`` is the per-email row that tells a unique click from a repeat, with the
-  first click's user agent and delay since sending (prefetching scanners).
+  first click's user agent and delay since sending (prefetching scanners). Since migration 12,
+  ``links`` outlive their content and ``click_ranges`` maps pruned click-tracked emails to their
+  content, so a pruned email's click link still redirects.
 - ``topic_cancellations`` makes a cancellation durable: each cancelled topic with the highest
   request id it covers, checked by every statement that would put an email back in the queue.
 - ``api_keys`` holds named keys as SHA-256 digests (a key is 256 random bits: a fast hash cannot
@@ -499,6 +501,28 @@ MIGRATIONS: tuple[str, ...] = (
         JOIN requests AS r ON r.id = NEW.request_id
         WHERE t.result_type = NEW.event_type;
     END;
+    """,
+    # 12: a pruned email's click links keep redirecting (issue 18). ``links`` no longer
+    # references ``contents``: a content's tracked links outlive it (a URL per link), and
+    # ``click_ranges`` maps the ids of pruned click-tracked emails, in runs of consecutive ids
+    # with one content, to that content (sesender.store.sqlite_lifecycle).
+    """
+    ALTER TABLE links RENAME TO links_before_12;
+    CREATE TABLE links (
+        content_id INTEGER NOT NULL,
+        position INTEGER NOT NULL,
+        url TEXT NOT NULL,
+        PRIMARY KEY (content_id, position)
+    ) WITHOUT ROWID;
+    INSERT INTO links (content_id, position, url)
+        SELECT content_id, position, url FROM links_before_12;
+    DROP TABLE links_before_12;
+
+    CREATE TABLE click_ranges (
+        first_id INTEGER PRIMARY KEY,
+        last_id INTEGER NOT NULL,
+        content_id INTEGER NOT NULL
+    );
     """,
 )
 

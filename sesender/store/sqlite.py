@@ -57,6 +57,7 @@ from sesender.store import sqlite_queries as queries
 from sesender.store import sqlite_reputation as reputation
 from sesender.store import sqlite_webhooks as webhooks
 from sesender.store.base import StopResult
+from sesender.store.click_targets import ClickTargets
 from sesender.store.health import WriteHealth, WriteHealthStatus
 from sesender.webhooks.models import (
     AttemptRecord,
@@ -145,6 +146,8 @@ class SqliteStore:
         self.suppress_after_transient = suppress_after_transient
         self._busy_timeout = busy_timeout
         self._writer_lane = ThreadLane("sqlite-writer", 1)
+        #: the links of recently submitted click-tracked emails: most redirects need no read.
+        self._click_targets = ClickTargets()
         self._reader_lane = ThreadLane("sqlite-reader", readers)
         self._writer: sqlite3.Connection | None = None
         self._readers = ReaderPool(self._open_reader, readers)
@@ -221,9 +224,11 @@ class SqliteStore:
         idempotency: NewIdempotencyKey | None = None,
         idempotency_since_ms: int = 0,
     ) -> SubmissionReceipt:
-        return await self._with_writer(
+        receipt = await self._with_writer(
             queries.submit, submission, idempotency, idempotency_since_ms
         )
+        self._click_targets.remember(receipt.click_ranges)
+        return receipt
 
     async def record_feedback(
         self, items: Sequence[FeedbackItem], *, now_ms: int
@@ -331,6 +336,9 @@ class SqliteStore:
         return await self._read(queries.request_detail, request_id)
 
     async def click_target(self, request_id: int, position: int) -> str | None:
+        urls = self._click_targets.links_of(request_id)
+        if urls is not None:
+            return urls[position] if position < len(urls) else None
         return await self._read(clicks.click_target, request_id, position)
 
     async def record_click(self, click: ClickEvent, *, now_ms: int) -> RecordedClick | None:

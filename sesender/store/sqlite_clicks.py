@@ -32,31 +32,78 @@ MAX_USER_AGENT = 512
 
 def store_links(
     connection: sqlite3.Connection, topic_id: str, content_id: int, urls: Sequence[str]
-) -> None:
+) -> tuple[str, ...]:
     """Remember a content's tracked links by position (a content shared by several messages
     keeps its first list: the positions are a function of the content), and list them for the
-    topic with zero clicks so ``GET /v1/topics/{id}/links`` shows links nobody clicked."""
-    connection.executemany(
+    topic with zero clicks so ``GET /v1/topics/{id}/links`` shows links nobody clicked. Returns
+    the content's links as stored (what a click on them redirects to)."""
+    inserted = connection.executemany(
         "INSERT OR IGNORE INTO links (content_id, position, url) VALUES (?, ?, ?)",
         ((content_id, position, url) for position, url in enumerate(urls)),
-    )
+    ).rowcount
+    stored = tuple(urls)
+    if inserted != len(stored):
+        stored = tuple(
+            str(row[0])
+            for row in connection.execute(
+                "SELECT url FROM links WHERE content_id = ? ORDER BY position", (content_id,)
+            )
+        )
     connection.executemany(
         "INSERT OR IGNORE INTO link_clicks (topic_id, url, unique_clicks, total_clicks)"
         " VALUES (?, ?, 0, 0)",
         ((topic_id, url) for url in dict.fromkeys(urls)),
     )
+    return stored
 
 
 def click_target(connection: sqlite3.Connection, request_id: int, position: int) -> str | None:
     """The URL of the link at ``position`` in the content of email ``request_id``, if that email
-    was sent with click tracking; None otherwise."""
+    was sent with click tracking; None otherwise. A pruned email's content is found in
+    ``click_ranges`` (:func:`remember_pruned`): its links still redirect."""
     row = connection.execute(
         "SELECT l.url FROM requests AS r JOIN links AS l"
         " ON l.content_id = r.content_id AND l.position = ?"
         " WHERE r.id = ? AND r.track_clicks = 1",
         (position, request_id),
     ).fetchone()
+    if row is not None:
+        return str(row[0])
+    if connection.execute("SELECT 1 FROM requests WHERE id = ?", (request_id,)).fetchone():
+        return None
+    row = connection.execute(
+        "SELECT l.url FROM (SELECT content_id, last_id FROM click_ranges WHERE first_id <= ?"
+        " ORDER BY first_id DESC LIMIT 1) AS c"
+        " JOIN links AS l ON l.content_id = c.content_id AND l.position = ?"
+        " WHERE c.last_id >= ?",
+        (request_id, position, request_id),
+    ).fetchone()
     return None if row is None else str(row[0])
+
+
+def remember_pruned(connection: sqlite3.Connection, emails: Sequence[tuple[int, int]]) -> None:
+    """Remember which content the click-tracked emails about to be pruned had, as
+    ``(request_id, content_id)`` pairs in id order: one ``click_ranges`` row per run of
+    consecutive ids with one content, or the previous row extended when the run continues it
+    (a bulk message pruned batch after batch stays one row)."""
+    runs: list[list[int]] = []
+    for request_id, content_id in emails:
+        if runs and runs[-1][1] == request_id - 1 and runs[-1][2] == content_id:
+            runs[-1][1] = request_id
+        else:
+            runs.append([request_id, request_id, content_id])
+    for first_id, last_id, content_id in runs:
+        extended = connection.execute(
+            "UPDATE click_ranges SET last_id = ? WHERE first_id ="
+            " (SELECT MAX(first_id) FROM click_ranges WHERE first_id < ?)"
+            " AND last_id = ? AND content_id = ?",
+            (last_id, first_id, first_id - 1, content_id),
+        ).rowcount
+        if not extended:
+            connection.execute(
+                "INSERT INTO click_ranges (first_id, last_id, content_id) VALUES (?, ?, ?)",
+                (first_id, last_id, content_id),
+            )
 
 
 def record_click(connection: sqlite3.Connection, click: ClickEvent) -> RecordedClick | None:

@@ -14,6 +14,13 @@ Why it works the way it does:
   sent counts stay what they were.
 - **Only per-email rows go**: the email, its rows in :data:`PER_EMAIL_TABLES`, and a content once
   no email uses it (``contents.refs``). Suppressions, topics, cancellations, counters never.
+- **Click links keep redirecting**: a content's tracked links (``links``) are kept when it goes
+  (a URL per link), and the pruned click-tracked emails are remembered as ranges of consecutive
+  ids with their content (``click_ranges``, :func:`sesender.store.sqlite_clicks.remember_pruned`;
+  a bulk message pruned batch after batch stays one row), so an old click link still finds its
+  URL, and records nothing. Kept links are keyed by content id, so a content id must never be
+  given twice: the unused content with the highest id is spared until a newer one exists
+  (SQLite gives a new row ``MAX(id) + 1``, as for emails below).
 - **The highest id is never pruned**: SQLite gives a new row ``MAX(id) + 1``, so deleting the newest
   email would let the next submission reuse its id, and an old tracking token would then count an
   open (or an unsubscribe) against a stranger's email.
@@ -39,6 +46,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from sesender.models import PruneBatch, PruneScan, Status, StorageStats
+from sesender.store import sqlite_clicks as clicks
 from sesender.store.sqlite_queries import chunks, placeholders, transaction
 
 #: The states an email never leaves: only these are pruned.
@@ -54,6 +62,8 @@ RESULTS_PRUNED = "results_pruned"
 CONTENTS_PRUNED = "contents_pruned"
 LAST_PRUNE_AT = "last_prune_at"
 LAST_BACKUP_AT = "last_backup_at"
+#: The unused content kept because it has the highest id (see :func:`delete_emails`).
+SPARED_CONTENT = "spared_content_id"
 
 #: The tables whose rows the storage figures report.
 REPORTED_TABLES = ("requests", "results", "contents", "suppressions", "topics")
@@ -106,15 +116,21 @@ def delete_emails(
         highest = int(connection.execute("SELECT MAX(id) FROM requests").fetchone()[0] or 0)
         uses: Counter[int] = Counter()
         victims: list[int] = []
+        tracked: list[tuple[int, int]] = []
         for chunk in chunks(sorted(request_ids)):
-            for request_id, content_id in connection.execute(
-                f"SELECT id, content_id FROM requests WHERE id IN ({placeholders(len(chunk))})"
-                f" AND status IN ({final}) AND updated_at < ? AND id < ?",
+            for request_id, content_id, track_clicks in connection.execute(
+                "SELECT id, content_id, track_clicks FROM requests"
+                f" WHERE id IN ({placeholders(len(chunk))})"
+                f" AND status IN ({final}) AND updated_at < ? AND id < ? ORDER BY id",
                 (*chunk, before_ms, highest),
             ):
                 victims.append(int(request_id))
                 uses[int(content_id)] += 1
+                if track_clicks == 1:
+                    tracked.append((int(request_id), int(content_id)))
         victims.sort()
+        # Their click links keep redirecting: which content each had is remembered.
+        clicks.remember_pruned(connection, sorted(tracked))
         results = contents = 0
         for chunk in chunks(victims):
             marks = placeholders(len(chunk))
@@ -130,18 +146,29 @@ def delete_emails(
                 "UPDATE contents SET refs = refs - ? WHERE id = ?",
                 ((count, content_id) for content_id, count in uses.items()),
             )
-            for chunk in chunks(sorted(uses)):
-                # A content's tracked links go with it (the per-link counters stay: they are
-                # per topic and URL); its old click links then answer the plain page.
-                connection.execute(
-                    f"DELETE FROM links WHERE content_id IN ({placeholders(len(chunk))})"
-                    " AND content_id IN (SELECT id FROM contents WHERE refs <= 0)",
-                    chunk,
-                )
+        # A content's tracked links outlive it (small, and its old click links must still
+        # redirect), so a content id must never be given twice: SQLite gives a new row
+        # MAX(id) + 1, so the content with the highest id is spared while it is the highest,
+        # and deleted by a later batch once a newer content exists.
+        spared = counters(connection).get(SPARED_CONTENT)
+        candidates = sorted({*uses, *([spared] if spared is not None else [])})
+        if candidates:
+            newest = int(connection.execute("SELECT MAX(id) FROM contents").fetchone()[0] or 0)
+            for chunk in chunks(candidates):
                 contents += connection.execute(
-                    f"DELETE FROM contents WHERE id IN ({placeholders(len(chunk))}) AND refs <= 0",
-                    chunk,
+                    f"DELETE FROM contents WHERE id IN ({placeholders(len(chunk))})"
+                    " AND refs <= 0 AND id < ?",
+                    (*chunk, newest),
                 ).rowcount
+            unused_newest = connection.execute(
+                "SELECT 1 FROM contents WHERE id = ? AND refs <= 0", (newest,)
+            ).fetchone()
+            if unused_newest is not None:
+                set_counter(connection, SPARED_CONTENT, newest)
+            elif spared is not None:
+                connection.execute(
+                    "DELETE FROM lifecycle_counters WHERE name = ?", (SPARED_CONTENT,)
+                )
         if victims:
             if range_first_id is None:
                 range_first_id = victims[0]

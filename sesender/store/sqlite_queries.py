@@ -25,6 +25,7 @@ from sesender.models import (
     ApiKey,
     ClaimBatch,
     ClaimedEmail,
+    ClickRange,
     Content,
     Deferred,
     EventRecord,
@@ -181,6 +182,7 @@ def submit(
     due = submission.due_at_ms
     stored = 0
     first_id: int | None = None
+    click_ranges: list[ClickRange] = []
     with transaction(connection):
         if idempotency is not None:
             existing = find_idempotency(connection, idempotency.key, idempotency_since_ms)
@@ -232,15 +234,16 @@ def submit(
                     ),
                 )
             count = len(message.emails)
+            # One statement by the only writer: the message's ids are consecutive.
+            last_id = int(connection.execute("SELECT last_insert_rowid()").fetchone()[0])
             if first_id is None:
-                first_id = (
-                    int(connection.execute("SELECT last_insert_rowid()").fetchone()[0]) - count + 1
-                )
+                first_id = last_id - count + 1
             stored += cursor.rowcount
             per_topic[message.topic_id] += count
             if message.track_clicks and message.links:
                 # After last_insert_rowid() was read: these inserts change it.
-                clicks.store_links(connection, message.topic_id, content_id, message.links)
+                urls = clicks.store_links(connection, message.topic_id, content_id, message.links)
+                click_ranges.append(ClickRange(last_id - count + 1, last_id, urls))
         connection.executemany(
             "INSERT INTO topics (topic_id, created_at, updated_at) VALUES (?, ?, ?)"
             " ON CONFLICT (topic_id) DO UPDATE SET updated_at = excluded.updated_at",
@@ -264,7 +267,12 @@ def submit(
                 " excluded.created_at",
                 (idempotency.key, idempotency.body_digest, response, idempotency.created_at_ms),
             )
-    return SubmissionReceipt(stored=stored, first_request_id=first_id, response=response)
+    return SubmissionReceipt(
+        stored=stored,
+        first_request_id=first_id,
+        response=response,
+        click_ranges=tuple(click_ranges),
+    )
 
 
 def _content_id(connection: sqlite3.Connection, message: NewMessage, now: int, refs: int) -> int:

@@ -11,13 +11,22 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
-def run_quick(name: str, results_dir: Path) -> tuple[str, dict[str, Any]]:
-    """Run ``python -m bench.<name> --quick``; return its stdout and its results file.
+def run_quick(name: str, results_dir: Path, *options: str) -> tuple[str, dict[str, Any]]:
+    """Run ``python -m bench.<name> --quick`` (and ``options``); return its stdout and its
+    results file.
 
     Fails the test with the process's output unless it exits 0.
     """
     completed = subprocess.run(
-        [sys.executable, "-m", f"bench.{name}", "--quick", "--results-dir", str(results_dir)],
+        [
+            sys.executable,
+            "-m",
+            f"bench.{name}",
+            "--quick",
+            *options,
+            "--results-dir",
+            str(results_dir),
+        ],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,

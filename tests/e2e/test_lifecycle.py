@@ -1,6 +1,8 @@
 """Data lifecycle against the running service: retention keeps the statistics, backups are
 consistent while sending at full rate.
 
+The click links of pruned emails must still redirect (to the exact URL) and record nothing.
+
 Retention runs in two phases on one database: the service first runs with ``RETENTION_DAYS=0``
 (keeps everything) to send, count opens and take the "before" figures; it is then restarted with a
 retention of one second and a housekeeping interval of a fifth of a second, and the test polls
@@ -46,6 +48,7 @@ def figures(client: httpx.Client, topics: list[str]) -> dict[str, Any]:
 
     return {
         "topics": {topic: get(f"/v1/topics/{topic}") for topic in topics},
+        "links": {topic: get(f"/v1/topics/{topic}/links") for topic in topics},
         "recent": get("/v1/topics"),
         "sent_1h": get("/v1/events/counts/sent", hours=1),
         "sent_24h": get("/v1/events/counts/sent", hours=24),
@@ -57,6 +60,23 @@ def pixel(service: ServiceProcess, request_id: int) -> httpx.Response:
     token = TokenSigner(SECRET.encode()).sign("open", request_id)
     with httpx.Client(base_url=service.url, timeout=30) as anonymous:
         return anonymous.get("/v1/events/open", params={"request_id": token})
+
+
+#: A tracked link whose exact URL (entity decoded, query, fragment) the redirect must give back.
+SHOP = "https://shop.example.com/sale?utm_source=mail&utm_campaign=spring%20sale#top"
+TRACKED_CONTENT = (
+    "<html><body><p><a href='https://shop.example.com/sale?utm_source=mail&amp;"
+    "utm_campaign=spring%20sale#top'>Shop</a> <a href='https://blog.example.com/'>Blog</a>"
+    "</p></body></html>"
+)
+
+
+def click(service: ServiceProcess, request_id: int, position: int, url: str) -> httpx.Response:
+    """Follow the tracked link an email's HTML has, as a browser would (no redirect followed)."""
+    signer = TokenSigner(SECRET.encode())
+    path = f"/v1/events/click/{signer.sign('click', request_id)}/{signer.link_code(position, url)}"
+    with httpx.Client(base_url=service.url, timeout=30, follow_redirects=False) as anonymous:
+        return anonymous.get(path)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -77,6 +97,30 @@ def test_retention_keeps_statistics_and_answers_410_for_pruned_emails(
     first = start_service(RETENTION_DAYS="0", **COMMON, **engine_env)
     old: list[int] = []
     with first.client() as client:
+        response = client.post(
+            "/v1/messages",
+            json={
+                "messages": [
+                    {
+                        "topic_id": "clicks",
+                        "emails": [f"c{i}@example.com" for i in range(20)],
+                        "subject": "Sale",
+                        "content": TRACKED_CONTENT,
+                        "track_clicks": True,
+                    }
+                ]
+            },
+        )
+        assert response.status_code == 200, response.text
+        first_click_id = response.json()["first_request_id"]
+        clicked = list(range(first_click_id, first_click_id + 20))
+        wait_topic(client, "clicks", count=len(clicked), timeout=60)
+        assert click(first, clicked[2], 0, SHOP).headers["location"] == SHOP
+        wait_for(
+            lambda: client.get("/v1/topics/clicks").json().get("clicks", {}).get("total") == 1,
+            timeout=15,
+            what="a click counted",
+        )
         for n in range(8):  # eight contents of ~60 KB, 250 emails each
             old += submit(
                 client,
@@ -94,7 +138,7 @@ def test_retention_keeps_statistics_and_answers_410_for_pruned_emails(
         )
         put = client.put("/v1/suppressions/keep@example.com", json={"reason": "asked"})
         assert put.status_code == 200, put.text
-        before = figures(client, ["old"])
+        before = figures(client, ["old", "clicks"])
         assert client.get(f"/v1/messages/{old[0]}").status_code == 200
     assert first.stop() == 0
     size_before = database.stat().st_size if sqlite else 0
@@ -113,7 +157,8 @@ def test_retention_keeps_statistics_and_answers_410_for_pruned_emails(
         )
         storage = wait_for(
             lambda: (
-                (body := client.get("/v1/stats/storage").json())["emails_pruned"] == len(old) - 1
+                (body := client.get("/v1/stats/storage").json())["emails_pruned"]
+                == len(old) - 1 + len(clicked)
                 and body["last_prune_at"]
                 and body
             ),
@@ -141,9 +186,24 @@ def test_retention_keeps_statistics_and_answers_410_for_pruned_emails(
             )
         assert expired.status_code == 410
         assert "expired" in expired.text
-        assert figures(client, ["old"]) == before
+        assert figures(client, ["old", "clicks"]) == before
+        # The click links of pruned emails (their content is gone) still redirect to the exact
+        # URL, from the database (this process never saw them submitted), and record nothing:
+        # a tampered one still answers the plain page.
+        assert client.get(f"/v1/messages/{clicked[2]}").status_code == 410
+        for request_id, position, url in (
+            (clicked[2], 0, SHOP),
+            (clicked[0], 1, "https://blog.example.com/"),
+            (clicked[-1], 0, SHOP),
+        ):
+            redirect = click(second, request_id, position, url)
+            assert redirect.status_code == 302, redirect.text
+            assert redirect.headers["location"] == url
+        assert click(second, clicked[2], 0, SHOP + "x").status_code == 404
+        assert click(second, clicked[2], 2, SHOP).status_code == 404
         # The pixel of a pruned email still answers, and counts nothing: the kept email's open,
-        # sent after it through the same writer, is counted, and only that one.
+        # sent after it (and after the clicks above) through the same writer, is counted, and
+        # only that one.
         response = pixel(second, old[3])
         assert response.status_code == 200
         assert response.headers["content-type"] == "image/png"
@@ -153,12 +213,12 @@ def test_retention_keeps_statistics_and_answers_410_for_pruned_emails(
             timeout=15,
             what="the kept email's open",
         )
-        after = figures(client, ["old"])
+        after = figures(client, ["old", "clicks"])
         after["topics"]["old"]["result_counts"]["Open"] = 10
         after["recent"]["topics"][0]["result_counts"]["Open"] = 10
         assert after == before
         metrics = client.get("/metrics").text
-        assert f"sesender_emails_pruned_total {float(len(old) - 1)}" in metrics
+        assert f"sesender_emails_pruned_total {float(len(old) - 1 + len(clicked))}" in metrics
         assert 'sesender_database_rows{table="requests"} 1.0' in metrics
         ready = client.get("/ready").json()
         assert "warnings" not in ready

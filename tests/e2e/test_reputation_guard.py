@@ -467,3 +467,70 @@ def test_the_account_monitor_follows_get_account(
 def post_fake(fake: FakeSes, path: str, body: dict[str, Any]) -> None:
     response = httpx.post(f"{fake.url}{path}", json=body, timeout=5)
     assert response.status_code == 200, response.text
+
+
+def test_an_account_wide_bounce_run_holds_all_sending_until_resumed(
+    tmp_path: Path, minter: SnsMinter
+) -> None:
+    """Bounces spread over topics too small for the per-topic guard (under its 200 sends) still
+    reach ``GUARD_BOUNCE_RATE`` account-wide: all sending is held, with the reason; nothing is
+    failed; an operator's resume lets the queue move again. (Its own service and fake SES, with
+    ``GUARD_MIN_SENDS=300`` so the test stays short.)"""
+    topics = [f"guard-spread-{n}" for n in range(8)]
+    with running_fake_ses() as own_fake:
+        env = base_env(
+            tmp_path,
+            **own_fake.service_env(
+                API_KEY=API_KEY,
+                SNS_CERT_URL_PATTERN=LOOPBACK_PATTERN,
+                MAX_SEND_PER_SECOND="100",
+                GUARD_CHECK_SECONDS="0.5",
+                GUARD_MIN_SENDS="300",
+            ),
+        )
+        service = ServiceProcess(tmp_path, env).start()
+        try:
+            with Feeder(own_fake, service.url, minter) as own_feeder, api(service) as client:
+                for topic in topics:  # 150 emails each, every tenth a permanent bounce
+                    submit(
+                        client,
+                        topic=topic,
+                        emails=[
+                            f"{'bounce' if i % 10 == 0 else 'reader'}-{i}@{topic}.example"
+                            for i in range(150)
+                        ],
+                    )
+                state = wait_for(
+                    lambda: (body := ready(client))["sending_held"] and body,
+                    timeout=60,
+                    what="sending held by the guard's account-wide bounce rate",
+                )
+                assert state["sending"] == "paused"
+                assert "GUARD_BOUNCE_RATE" in state["sending_held_reason"]
+                assert metric(client, "sesender_sending_held") == 1
+                assert metric(client, "sesender_guard_bounce_rate") >= 0.04
+                assert own_feeder.posted["bounce"] > 0
+                counts = {topic: counts_of(client, topic) for topic in topics}
+                held_sent = sum(c.get("Sent", 0) for c in counts.values())
+                assert 300 <= held_sent < 1200 - 200  # held early: most emails still queued
+                # No topic reached the per-topic minimum: this is the account-wide hold.
+                assert all(total(c) == 150 and c.get("Sent", 0) < 200 for c in counts.values())
+                assert not any(c.get("Failed") or c.get("Held") for c in counts.values())
+
+                resumed = client.post("/v1/sending/resume")
+                assert resumed.status_code == 200, resumed.text
+                wait_for(
+                    lambda: (
+                        sum(counts_of(client, t).get("Sent", 0) for t in topics) >= held_sent + 100
+                    ),
+                    timeout=60,
+                    what="sending going on after the operator's resume",
+                )
+                assert service.find("sending_resumed") is not None
+                final = [counts_of(client, topic) for topic in topics]
+                assert not any(c.get("Failed") for c in final)
+                assert sum(total(c) for c in final) == 1200  # nothing lost
+            assert own_feeder.errors == []
+            assert service.stop() == 0
+        finally:
+            service.kill()

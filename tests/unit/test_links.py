@@ -9,6 +9,7 @@ from sesender.backends.text import html_to_text
 from sesender.links import CLICK_FIELD, LinkRewriter, find_links, link_urls, track_links
 from sesender.pipeline.pixel import insert_pixel, pixel_image
 from sesender.tracking import TokenSigner
+from tests.unit.link_scanner_reference import reference_find_links, reference_track_links
 
 SIGNER = TokenSigner(b"links-test-secret-of-enough-length")
 PUBLIC = "https://sesender.example"
@@ -125,3 +126,93 @@ def test_the_rewriter_rewrites_a_content_once() -> None:
     rewriter.tracked("<p>other</p>")
     rewriter.tracked("<p>third</p>")
     assert rewriter.tracked(html) is not first  # evicted: bounded
+
+
+# --- the one-pass scanner against the old tag-by-tag one ------------------------------------------
+
+#: Pieces of HTML that exercise every branch of the scanner: case, quoting, a quote or a ">"
+#: before the href, opt-outs in any case, entities, white space, placeholders, this service's
+#: own URL, unterminated tags, "</body>" inside an href.
+TRICKY_FRAGMENTS = [
+    *FRAGMENTS,
+    '<A HREF="HTTPS://UPPER.example/A?b=1&amp;c=2">',
+    "<a\thref = https://bare.example/x?y=1&amp;z>",
+    "<a href=https://bare.example/&lt;x&gt;>",
+    "<a title='x>y' href='https://cut.example/'>",
+    '<a title="a href=https://inside.example" href="https://real.example">',
+    "<a class=x href='https://single.example/it&#39;s'>",
+    '<a DATA-NO-TRACK href="https://opt.example">',
+    '<a href="https://late-opt.example" Data-No-Track>',
+    '<a href="  https://spaces.example/\n">',
+    '<a href="https://tab.example/a\tb">',
+    '<a href="https://ctl.example/\x01">',
+    '<a href="https://e.example/&#10;x&amp;y&unknown;">',
+    '<a href="https://sesender.example/v1/unsubscribe">',
+    '<a href="https://SESENDER.example">',
+    '<a href="https://sesender.example.org/">',
+    '<a href="{{unsubscribe_url}}">',
+    '<a href="https://x.example/{ notplaceholder }">',
+    '<a href="https://x.example/{{bad-name}}">',
+    '<a href="https://&amp;first.example/">',
+    '<a href="https://\u00e9t\u00e9.example/\u00fc">',
+    '<a href="http://">',
+    '<a href="https:// space.example">',
+    '<a href=">',
+    "<a href='https://no-end.example",
+    "<a href>",
+    "<a/href='https://slash.example'>",
+    "<a\nhref='https://newline.example'>",
+    "<abbr href='https://abbr.example'>",
+    "<a>",
+    "<a ",
+    "</BODY >",
+    "</body\n>",
+    '<a href="https://a.example/</body>">',
+    "<a href='https://b.example/</BODY  >'>",
+    "'",
+    '"',
+    ">",
+    "&amp;",
+]
+
+
+@given(st.lists(st.sampled_from(TRICKY_FRAGMENTS), max_size=20))
+@settings(max_examples=1500, deadline=None)
+def test_the_one_pass_scanner_finds_what_the_tag_by_tag_scanner_found(
+    fragments: list[str],
+) -> None:
+    html = "".join(fragments)
+    assert find_links(html, own_url=PUBLIC) == reference_find_links(html, own_url=PUBLIC)
+    assert find_links(html) == reference_find_links(html)
+
+
+@given(st.text(alphabet="<>aAhrefHREF=\"' =/&amp;;#x{}\t\nbodyBODY-notrackhtps:.", max_size=120))
+@settings(max_examples=1500, deadline=None)
+def test_the_one_pass_scanner_agrees_on_arbitrary_markup(html: str) -> None:
+    for prefix in ("", '<a href="https://p.example/?q=1&amp;r=2">', "<a href=http://p.example "):
+        text = prefix + html
+        assert find_links(text, own_url=PUBLIC) == reference_find_links(text, own_url=PUBLIC)
+
+
+@given(st.lists(st.sampled_from(TRICKY_FRAGMENTS), max_size=20))
+@settings(max_examples=500, deadline=None)
+def test_the_rewrite_is_the_old_rewrite(fragments: list[str]) -> None:
+    html = "".join(fragments)
+    tracked = track_links(html, public_url=PUBLIC, signer=SIGNER)
+    assert (tracked.pieces, tracked.slots, tracked.urls, tracked.template) == (
+        reference_track_links(html, public_url=PUBLIC, signer=SIGNER)
+    )
+
+
+def test_the_pixel_place_is_found_far_from_the_end_and_never_inside_a_rewritten_href() -> None:
+    filler = "<p>" + "x" * 10_000 + "</p>"
+    for html in (
+        "<body>" + filler + "</body>" + filler * 3,
+        "<body>" + filler + "</body>" + filler + '<a href="https://a.example/</body>">x</a>',
+        "<body></body  \n>" + filler * 2,
+        filler * 3,
+    ):
+        tracked = track_links(html, public_url=PUBLIC, signer=SIGNER)
+        assert (tracked.pieces, tracked.slots, tracked.urls, tracked.template) == (
+            reference_track_links(html, public_url=PUBLIC, signer=SIGNER)
+        )

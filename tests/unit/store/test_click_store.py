@@ -13,7 +13,7 @@ from sesender.models import (
     Sent,
     Submission,
 )
-from tests.unit.store.engines import AnyStore, rows
+from tests.unit.store.engines import AnyStore, OpenStore, rows
 
 NOW = 1_768_471_200_000
 SENT_AT = NOW + 1_000
@@ -55,6 +55,32 @@ async def test_the_redirect_target_is_the_stored_link_of_a_tracked_email(
     assert await store.click_target(ids[0], 2) is None  # no such link
     assert await store.click_target(ids[-1] + 1, 0) is None  # the untracked email
     assert await store.click_target(10**9, 0) is None
+
+
+async def test_the_target_remembered_at_submission_is_the_one_in_the_database(
+    open_store: OpenStore,
+) -> None:
+    probes = [(request_id, position) for request_id in range(1, 10) for position in range(3)]
+    async with open_store() as store:
+        ids = await tracked_topic(store)
+        # The same content again, its links found otherwise this time (as after a change of
+        # SERVER_URL): the content keeps its first list, and that is the list remembered.
+        again = NewMessage(
+            topic_id="again",
+            subject="s",
+            body="<a href='https://a.example/?x=1#f'>a</a><a href='https://b.example/'>b</a>",
+            emails=("x@example.org", "y@example.org"),
+            track_clicks=True,
+            links=LINKS[:1],
+        )
+        await store.submit(Submission(messages=(again,), due_at_ms=NOW, created_at_ms=NOW))
+        remembered = [await store.click_target(*probe) for probe in probes]
+    async with open_store() as fresh:  # nothing in memory: every answer read from the database
+        read = [await fresh.click_target(*probe) for probe in probes]
+    assert remembered == read
+    assert remembered[probes.index((ids[1], 1))] == LINKS[1]
+    assert remembered[probes.index((ids[-1] + 3, 1))] == LINKS[1]  # the second submission's
+    assert remembered.count(None) == len(probes) - 2 * (len(ids) + 2)
 
 
 async def test_clicks_count_once_per_email_and_link_and_in_total(store: AnyStore) -> None:

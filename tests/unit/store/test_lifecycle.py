@@ -11,6 +11,7 @@ import pytest
 import trio
 
 from sesender.models import (
+    ClickEvent,
     FeedbackItem,
     NewMessage,
     ResultEvent,
@@ -22,7 +23,7 @@ from sesender.pipeline.housekeeper import Housekeeper
 from sesender.store.schema import LATEST_VERSION, MIGRATIONS
 from sesender.store.sqlite import SqliteStore, migrate, open_sqlite_store
 from sesender.store.sqlite_backup import BackupError, backup_database, expected_tables
-from tests.unit.store.engines import AnyStore, rows
+from tests.unit.store.engines import AnyStore, OpenStore, rows
 
 NOW = 1_700_000_000_000
 HOUR = 3_600_000
@@ -188,6 +189,33 @@ def test_the_retention_migration_counts_the_uses_of_existing_contents(tmp_path: 
     connection.close()
 
 
+def test_the_migration_that_keeps_links_keeps_those_stored_before_it(tmp_path: Path) -> None:
+    path = tmp_path / "v11.db"
+    connection = sqlite3.connect(path, isolation_level=None)
+    for version, script in enumerate(MIGRATIONS[:11], start=1):
+        connection.executescript(f"BEGIN;{script}PRAGMA user_version = {version};COMMIT;")
+    connection.execute(
+        "INSERT INTO contents (id, digest, subject, body, created_at)"
+        " VALUES (1, x'01', 's', 'b', 0)"
+    )
+    connection.executemany(
+        "INSERT INTO links (content_id, position, url) VALUES (1, ?, ?)",
+        [(0, "https://a.example/"), (1, "https://b.example/")],
+    )
+    connection.close()
+    assert 12 in migrate(path)
+    connection = sqlite3.connect(path)
+    connection.execute("PRAGMA foreign_keys = ON")
+    connection.execute("DELETE FROM contents")  # no longer referenced by its links
+    connection.commit()
+    assert connection.execute("SELECT * FROM links ORDER BY position").fetchall() == [
+        (1, 0, "https://a.example/"),
+        (1, 1, "https://b.example/"),
+    ]
+    assert connection.execute("SELECT COUNT(*) FROM click_ranges").fetchone() == (0,)
+    connection.close()
+
+
 async def test_a_backup_is_consistent_verified_and_recorded(
     sqlite_store: SqliteStore, tmp_path: Path
 ) -> None:
@@ -238,3 +266,95 @@ async def test_the_walk_stops_at_the_first_email_created_after_the_cutoff(
     assert len(scan.candidates) == 10
     first = await store.find_prunable(before_ms=NOW - HOUR, after_id=0, scan_limit=4)
     assert (first.candidates, first.next_after_id, first.done) == ((1, 2, 3, 4), 4, False)
+
+
+# --- click links of pruned emails ----------------------------------------------------------------
+
+LINKS_A = ("https://a.example/?x=1&y=2#f", "https://a.example/2")
+LINKS_B = ("https://b.example/", "https://b.example/2", "https://b.example/3")
+
+
+async def send_tracked(
+    store: AnyStore, topic: str, count: int, *, at: int, links: tuple[str, ...]
+) -> list[int]:
+    """Like :func:`send_topic`, with click tracking and a body of its own links."""
+    body = "".join(f'<a href="{url}">{n}</a>' for n, url in enumerate(links))
+    emails = tuple(f"{topic}{i}@example.com" for i in range(count))
+    message = NewMessage(
+        topic_id=topic, subject="S", body=body, emails=emails, track_clicks=True, links=links
+    )
+    await store.submit(Submission(messages=(message,), due_at_ms=at, created_at_ms=at))
+    ids = sorted(
+        email.request_id for email in (await store.claim_due(now_ms=at, limit=count)).emails
+    )
+    await store.record_outcomes(
+        [Sent(request_id=i, message_id=f"m{i}", attempts=1, sent_at_ms=at) for i in ids], now_ms=at
+    )
+    return ids
+
+
+async def test_a_pruned_emails_click_links_still_redirect_and_record_nothing(
+    open_store: OpenStore,
+) -> None:
+    async with open_store() as store:
+        tracked = await send_tracked(store, "clicks", 20, at=NOW - 20 * HOUR, links=LINKS_A)
+        untracked = await send_topic(store, "plain", 3, at=NOW - 20 * HOUR)
+        await send_topic(store, "new", 1, at=NOW)
+        await store.record_click(
+            ClickEvent(NOW - 19 * HOUR, request_id=tracked[3], position=1), now_ms=NOW
+        )
+        links_before = await store.topic_links("clicks")
+        stats_before = await store.topic_stats("clicks")
+        await prune(store, retention_ms=HOUR, now=NOW)  # batches of 7: three deletes
+        assert rows(store, "SELECT COUNT(*) FROM requests WHERE topic_id <> 'new'") == [(0,)]
+        assert rows(store, "SELECT COUNT(*) FROM contents WHERE body LIKE ?", "%a.example%") == [
+            (0,)
+        ]
+        # The twenty emails, pruned batch after batch, are one range.
+        assert rows(store, "SELECT first_id, last_id FROM click_ranges") == [
+            (tracked[0], tracked[-1])
+        ]
+        assert await store.click_target(tracked[5], 0) == LINKS_A[0]  # from memory
+    async with open_store() as fresh:  # nothing in memory: from the database
+        for request_id in (tracked[0], tracked[5], tracked[-1]):
+            assert await fresh.click_target(request_id, 0) == LINKS_A[0]
+            assert await fresh.click_target(request_id, 1) == LINKS_A[1]
+            assert await fresh.click_target(request_id, 2) is None
+        assert await fresh.click_target(untracked[0], 0) is None
+        assert await fresh.click_target(tracked[-1] + 10_000, 0) is None
+        recorded = await fresh.record_click(
+            ClickEvent(NOW, request_id=tracked[5], position=1), now_ms=NOW
+        )
+        assert recorded is None
+        assert await fresh.topic_links("clicks") == links_before
+        assert await fresh.topic_stats("clicks") == stats_before
+
+
+async def test_a_content_id_is_never_given_twice_so_kept_links_meet_no_new_content(
+    open_store: OpenStore,
+) -> None:
+    async with open_store() as store:
+        a = await send_tracked(store, "a", 2, at=NOW - 20 * HOUR, links=LINKS_A)
+        b = await send_tracked(store, "b", 2, at=NOW - 20 * HOUR, links=LINKS_B)
+        # The newest email shares A's content: B's content is the newest content, unused once
+        # its emails are pruned.
+        await send_tracked(store, "keep", 1, at=NOW, links=LINKS_A)
+        await prune(store, retention_ms=HOUR, now=NOW)
+        assert rows(store, "SELECT COUNT(*) FROM requests") == [(1,)]
+        c = await send_tracked(store, "c", 2, at=NOW - 10 * HOUR, links=("https://c.example/",))
+        await send_tracked(store, "keep", 1, at=NOW, links=LINKS_A)
+        await prune(store, retention_ms=HOUR, now=NOW)
+        # B's content is gone now that a newer content exists (C's, spared in its turn).
+        assert rows(store, "SELECT COUNT(*) FROM contents WHERE body LIKE ?", "%b.example%") == [
+            (0,)
+        ]
+    async with open_store() as fresh:
+        assert await fresh.click_target(a[0], 1) == LINKS_A[1]
+        assert await fresh.click_target(b[1], 2) == LINKS_B[2]
+        assert await fresh.click_target(c[0], 0) == "https://c.example/"
+        assert await fresh.click_target(c[0], 1) is None
+        d = await send_tracked(fresh, "d", 1, at=NOW, links=("https://d.example/",))
+        assert await fresh.click_target(d[0], 0) == "https://d.example/"
+    async with open_store() as again:
+        assert await again.click_target(d[0], 0) == "https://d.example/"
+        assert await again.click_target(b[0], 0) == LINKS_B[0]
