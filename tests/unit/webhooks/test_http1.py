@@ -63,7 +63,7 @@ class ScriptedReceiver:
                         data = await stream.receive_some(65536)
                     except trio.BrokenResourceError:
                         return
-                    connection.receive_data(data)
+                    connection.receive_data(bytes(data))
                     if not data:
                         return
                     continue
@@ -75,7 +75,10 @@ class ScriptedReceiver:
                 elif isinstance(event, h11.EndOfMessage):
                     number = len(self.requests)
                     self.requests.append(Received(body, headers))
-                    await stream.send_all(self.answer(number))
+                    try:
+                        await stream.send_all(self.answer(number))
+                    except trio.BrokenResourceError:
+                        return  # the client stopped reading (an answer over its limit)
                     if self.close_after(number):
                         return
                     # the client state is DONE: read the next request on the same connection
