@@ -34,7 +34,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -87,22 +87,28 @@ def service(directory: Path, **settings: Any) -> Any:
 
 
 @contextmanager
-def deliverer(directory: Path, arguments: argparse.Namespace, *, enabled: bool) -> Any:
-    """``sesender deliver-webhooks`` beside the service (``--deliverer-process``), or nothing."""
-    if not enabled:
-        yield None
-        return
+def deliverers(directory: Path, arguments: argparse.Namespace) -> Any:
+    """``--deliverers`` ``sesender deliver-webhooks`` processes beside the service (none: the
+    service delivers); yields their pids."""
     env = service_env(
         directory, rate=arguments.rate, delivery=True, concurrency=arguments.concurrency
     )
-    with running([*console_script(), "deliver-webhooks"], env) as process:
-        process.wait_for_json("event", "webhook_deliverer_started")
+    with ExitStack() as stack:
+        processes = []
+        for _ in range(arguments.deliverers):
+            process = stack.enter_context(running([*console_script(), "deliver-webhooks"], env))
+            process.wait_for_json("event", "webhook_deliverer_started")
+            processes.append(process)
         started = time.monotonic()
-        yield process.process.pid
-        warnings = [line for line in process.lines if '"level": "warning"' in line]
-        progress(f"deliverer ran {time.monotonic() - started:.1f} s; {len(warnings)} warnings")
-        for line in warnings[:5]:
-            progress(line[:300])
+        yield [process.process.pid for process in processes]
+        for number, process in enumerate(processes, start=1):
+            warnings = [line for line in process.lines if '"level": "warning"' in line]
+            progress(
+                f"deliverer {number} ran {time.monotonic() - started:.1f} s;"
+                f" {len(warnings)} warnings"
+            )
+            for line in warnings[:5]:
+                progress(line[:300])
 
 
 def submit(client: httpx.Client, topic: str, count: int) -> None:
@@ -196,7 +202,7 @@ def run(arguments: argparse.Namespace) -> dict[str, Any]:
 
             # 3. Delivery on, sending at the baseline's rate at the same time.
             expected = backlog_events + arguments.endpoints * arguments.emails
-            separate = arguments.deliverer_process
+            separate = arguments.deliverers > 0
             with (
                 service(
                     directory / "webhooks",
@@ -204,13 +210,11 @@ def run(arguments: argparse.Namespace) -> dict[str, Any]:
                     delivery=not separate,
                     concurrency=arguments.concurrency,
                 ) as (process, client),
-                deliverer(directory / "webhooks", arguments, enabled=separate) as deliverer_pid,
+                deliverers(directory / "webhooks", arguments) as deliverer_pids,
             ):
                 pid = process.process.pid
                 cpu_before = process_cpu_seconds(pid)
-                deliverer_cpu_before = (
-                    process_cpu_seconds(deliverer_pid) if deliverer_pid is not None else 0.0
-                )
+                deliverer_cpu_before = sum(process_cpu_seconds(p) for p in deliverer_pids)
                 receiver_cpu_before = process_cpu_seconds(receiver_pid)
                 start_stats = receiver_stats(receiver_url)
                 with_webhooks = send_paced(process, client, "paced", arguments.emails)
@@ -224,9 +228,7 @@ def run(arguments: argparse.Namespace) -> dict[str, Any]:
                     stats = receiver_stats(receiver_url)
                 service_cpu = process_cpu_seconds(pid) - cpu_before
                 deliverer_cpu = (
-                    process_cpu_seconds(deliverer_pid) - deliverer_cpu_before
-                    if deliverer_pid is not None
-                    else 0.0
+                    sum(process_cpu_seconds(p) for p in deliverer_pids) - deliverer_cpu_before
                 )
                 receiver_cpu = process_cpu_seconds(receiver_pid) - receiver_cpu_before
     finally:
@@ -243,7 +245,7 @@ def run(arguments: argparse.Namespace) -> dict[str, Any]:
         and stats["distinct"] == expected
     )
     return {
-        "deliverer_process": arguments.deliverer_process,
+        "deliverers": arguments.deliverers,
         "rate": arguments.rate,
         "emails": arguments.emails,
         "endpoints": arguments.endpoints,
@@ -322,10 +324,18 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--backlog", type=int, default=10_000, help="emails whose events wait")
     parser.add_argument("--backlog-rate", type=float, default=5000.0)
     parser.add_argument(
+        "--deliverers",
+        type=int,
+        default=1,
+        help="`sesender deliver-webhooks` processes beside a service with"
+        " WEBHOOK_DELIVERY_ENABLED=false (0: the service delivers itself)",
+    )
+    parser.add_argument(
         "--deliverer-process",
-        action="store_true",
-        help="deliver from `sesender deliver-webhooks` (its own process) beside a service with"
-        " WEBHOOK_DELIVERY_ENABLED=false; its CPU is added to the service's",
+        action="store_const",
+        const=1,
+        dest="deliverers",
+        help="the same as --deliverers 1 (the default)",
     )
     add_output_arguments(parser)
     arguments = parser.parse_args(argv)
