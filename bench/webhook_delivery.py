@@ -10,17 +10,21 @@ What it measures, in one run, on one machine:
   endpoints are created, all pointing at one local receiver (``bench/webhook_receiver.py``, its
   own process, which verifies every delivery with the ``standardwebhooks`` package) and
   subscribed to ``email.sent``, and ``--backlog`` emails are sent as fast as the memory backend
-  goes: ``endpoints x backlog`` events wait. Then the service is restarted with delivery on and the
-  same ``--rate`` as the baseline, and the same ``--emails`` are submitted at once: the send rate
-  is measured as in the baseline while the deliverer drains the backlog (and the new emails'
-  events) at full speed. Delivered events per second is the receiver's count over the sending
-  window (the backlog keeps delivery saturated throughout) and, separately, over the whole drain.
+  goes: ``endpoints x backlog`` events wait. Then the service is restarted with the same
+  ``--rate`` as the baseline, with delivery off and ``--deliverers`` ``sesender deliver-webhooks``
+  processes beside it (default 1; ``--deliverers 0``: the service delivers itself), and the same
+  ``--emails`` are submitted at once: the send rate is measured as in the baseline while the
+  deliverers drain the backlog (and the new emails' events) at full speed. Delivered events per
+  second is the receiver's count over the sending window (the backlog keeps delivery saturated
+  throughout) and, separately, over the whole drain. CPU per delivered event is reported for the
+  service, the deliverers together and the receiver, each from ``/proc``.
 
 Pass: delivery >= 2,000 events/s during the window, and the send rate with webhooks at least 95%
 of the baseline's (the rate limiter sets it; "unaffected" means webhooks do not pull it down).
 Every delivery must verify, and every event must arrive (distinct event ids = events).
 
     python -m bench.webhook_delivery                      # rate 200/s, 2,000 emails, 4 x 10,000
+    python -m bench.webhook_delivery --deliverers 2       # two deliverer processes
     python -m bench.webhook_delivery --quick              # tiny, for the CI smoke test
 """
 

@@ -6,11 +6,12 @@ bounded by one overall deadline (a per-read timeout is what a receiver dripping 
 around); at most ``max_response_bytes`` of the answer are read (only its start is kept, for the
 attempt log); redirects are never followed (a 3xx is a failed attempt).
 
-Requests go over :class:`~sesender.webhooks.http1.Http1Connection` (h11 over a trio stream, the
-address check at every connect): a quarter of the CPU per delivery that httpx with httpcore's pool
-took (docs/performance.md). Each endpoint keeps its idle keep-alive connections in a stack; a post
-takes one (or opens one) and gives it back when its answer was read to the end, so an endpoint has
-at most as many connections as posts in flight (``WEBHOOK_CONCURRENCY``), and never shares them.
+Requests go over :class:`~sesender.webhooks.http1.Http1Connection` (a trio stream, answers
+parsed by httptools, the address check at every connect): a fifth of the CPU per post that httpx
+with httpcore's pool took (docs/performance.md). Each endpoint keeps its idle keep-alive
+connections in a stack; a post takes one (or opens one) and gives it back when its answer was
+read to the end, so an endpoint has at most as many connections as posts in flight
+(``WEBHOOK_CONCURRENCY``), and never shares them.
 Idle connections older than ``keepalive_expiry`` are closed rather than reused (receivers close
 idle connections on their own schedule). A request on a reused connection that the receiver had
 closed meanwhile fails before any answer: it goes again once, at once, on a new connection.
@@ -172,7 +173,7 @@ class WebhookPoster:
             except _BROKEN:
                 endpoint.every.discard(connection)
                 await connection.aclose()
-                if reused:
+                if reused and connection.status_code is None:  # closed while it was idle
                     continue
                 raise
             except BaseException:  # cancelled (the deadline): the connection is mid-request
