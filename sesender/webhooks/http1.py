@@ -142,14 +142,15 @@ class _AnswerReader:
             self.complete = True
 
 
-def _idle_socket_readable(sock: socket.socket) -> bool:
-    """True when an idle connection's socket has something to read: EOF or stray bytes, either
-    way not a connection to send the next request on."""
+def idle_socket_readable(sock: socket.socket) -> bool:
+    """True when an idle connection's socket has something to read: EOF, a reset or stray bytes,
+    either way not a connection to send the next request on (``poll``: no descriptor limit)."""
+    poller = select.poll()
     try:
-        readable, _, _ = select.select([sock], [], [], 0)
+        poller.register(sock, select.POLLIN)
+        return bool(poller.poll(0))
     except (OSError, ValueError):  # closed
         return True
-    return bool(readable)
 
 
 class Http1Connection:
@@ -182,7 +183,7 @@ class Http1Connection:
         return (
             idle < keepalive_expiry
             and self.finished_cleanly()
-            and (idle < RECHECK_AFTER_IDLE or not _idle_socket_readable(self._socket))
+            and (idle < RECHECK_AFTER_IDLE or not idle_socket_readable(self._socket))
         )
 
     async def post(

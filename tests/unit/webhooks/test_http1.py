@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import socket
 import ssl
 import tempfile
 from collections.abc import AsyncIterator, Callable
@@ -28,7 +29,7 @@ from cryptography.x509.oid import NameOID
 from standardwebhooks import Webhook
 
 from sesender.webhooks.guard import AddressPolicy
-from sesender.webhooks.http1 import parse_origin, request_bytes
+from sesender.webhooks.http1 import idle_socket_readable, parse_origin, request_bytes
 from sesender.webhooks.models import DeliveryTarget, PendingEvent
 from sesender.webhooks.poster import PostResult, WebhookPoster
 
@@ -304,3 +305,12 @@ async def test_https_verifies_the_certificate_and_keeps_the_connection() -> None
     assert untrusted.error.startswith("ConnectError: TLS: ")
     assert "certificate verify failed" in untrusted.error
     assert len(receiver.requests) == 3
+
+
+def test_an_idle_connection_closed_by_its_peer_is_seen_before_reuse() -> None:
+    ours, theirs = socket.socketpair()
+    with ours:
+        assert not idle_socket_readable(ours)  # open and quiet: reusable
+        theirs.close()
+        assert idle_socket_readable(ours)  # EOF waiting: not reusable
+    assert idle_socket_readable(ours)  # closed
