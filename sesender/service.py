@@ -273,11 +273,11 @@ def _event_recorded(metrics: Metrics | None, pipeline: Pipeline, kind: str) -> N
 @asynccontextmanager
 async def open_webhook_poster(config: Config) -> AsyncIterator[WebhookPoster]:
     """What webhooks are delivered with: guarded against private addresses at connection time
-    (unless WEBHOOK_ALLOW_PRIVATE), no redirects, a connection pool per endpoint."""
+    (unless WEBHOOK_ALLOW_PRIVATE), no redirects, kept-alive connections per endpoint (at most
+    one per post in flight: WEBHOOK_CONCURRENCY)."""
     poster = WebhookPoster(
         policy=AddressPolicy(allow_private=config.webhooks.allow_private),
         timeout=config.webhooks.timeout,
-        connections_per_endpoint=config.webhooks.concurrency,
     )
     try:
         yield poster

@@ -76,7 +76,6 @@ class WebhookPoster:
         *,
         policy: AddressPolicy,
         timeout: float,
-        connections_per_endpoint: int,
         max_response_bytes: int = 4096,
         wall_seconds: Callable[[], float] = time.time,
         user_agent: str = "sesender-webhooks/1",
@@ -86,7 +85,6 @@ class WebhookPoster:
     ) -> None:
         self._policy = policy
         self._timeout = timeout
-        self._connections = connections_per_endpoint
         self._max_response_bytes = max_response_bytes
         self._wall_seconds = wall_seconds
         self._static_headers = [

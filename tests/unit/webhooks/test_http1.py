@@ -124,7 +124,6 @@ def poster(**settings: object) -> WebhookPoster:
     return WebhookPoster(
         policy=AddressPolicy(allow_private=True),
         timeout=5,
-        connections_per_endpoint=4,
         max_response_bytes=1024,
         **settings,  # type: ignore[arg-type]
     )
