@@ -10,17 +10,21 @@ What it measures, in one run, on one machine:
   endpoints are created, all pointing at one local receiver (``bench/webhook_receiver.py``, its
   own process, which verifies every delivery with the ``standardwebhooks`` package) and
   subscribed to ``email.sent``, and ``--backlog`` emails are sent as fast as the memory backend
-  goes: ``endpoints x backlog`` events wait. Then the service is restarted with delivery on and the
-  same ``--rate`` as the baseline, and the same ``--emails`` are submitted at once: the send rate
-  is measured as in the baseline while the deliverer drains the backlog (and the new emails'
-  events) at full speed. Delivered events per second is the receiver's count over the sending
-  window (the backlog keeps delivery saturated throughout) and, separately, over the whole drain.
+  goes: ``endpoints x backlog`` events wait. Then the service is restarted with the same
+  ``--rate`` as the baseline, with delivery off and ``--deliverers`` ``sesender deliver-webhooks``
+  processes beside it (default 1; ``--deliverers 0``: the service delivers itself), and the same
+  ``--emails`` are submitted at once: the send rate is measured as in the baseline while the
+  deliverers drain the backlog (and the new emails' events) at full speed. Delivered events per
+  second is the receiver's count over the sending window (the backlog keeps delivery saturated
+  throughout) and, separately, over the whole drain. CPU per delivered event is reported for the
+  service, the deliverers together and the receiver, each from ``/proc``.
 
 Pass: delivery >= 2,000 events/s during the window, and the send rate with webhooks at least 95%
 of the baseline's (the rate limiter sets it; "unaffected" means webhooks do not pull it down).
 Every delivery must verify, and every event must arrive (distinct event ids = events).
 
     python -m bench.webhook_delivery                      # rate 200/s, 2,000 emails, 4 x 10,000
+    python -m bench.webhook_delivery --deliverers 2       # two deliverer processes
     python -m bench.webhook_delivery --quick              # tiny, for the CI smoke test
 """
 
@@ -34,7 +38,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -87,22 +91,28 @@ def service(directory: Path, **settings: Any) -> Any:
 
 
 @contextmanager
-def deliverer(directory: Path, arguments: argparse.Namespace, *, enabled: bool) -> Any:
-    """``sesender deliver-webhooks`` beside the service (``--deliverer-process``), or nothing."""
-    if not enabled:
-        yield None
-        return
+def deliverers(directory: Path, arguments: argparse.Namespace) -> Any:
+    """``--deliverers`` ``sesender deliver-webhooks`` processes beside the service (none: the
+    service delivers); yields their pids."""
     env = service_env(
         directory, rate=arguments.rate, delivery=True, concurrency=arguments.concurrency
     )
-    with running([*console_script(), "deliver-webhooks"], env) as process:
-        process.wait_for_json("event", "webhook_deliverer_started")
+    with ExitStack() as stack:
+        processes = []
+        for _ in range(arguments.deliverers):
+            process = stack.enter_context(running([*console_script(), "deliver-webhooks"], env))
+            process.wait_for_json("event", "webhook_deliverer_started")
+            processes.append(process)
         started = time.monotonic()
-        yield process.process.pid
-        warnings = [line for line in process.lines if '"level": "warning"' in line]
-        progress(f"deliverer ran {time.monotonic() - started:.1f} s; {len(warnings)} warnings")
-        for line in warnings[:5]:
-            progress(line[:300])
+        yield [process.process.pid for process in processes]
+        for number, process in enumerate(processes, start=1):
+            warnings = [line for line in process.lines if '"level": "warning"' in line]
+            progress(
+                f"deliverer {number} ran {time.monotonic() - started:.1f} s;"
+                f" {len(warnings)} warnings"
+            )
+            for line in warnings[:5]:
+                progress(line[:300])
 
 
 def submit(client: httpx.Client, topic: str, count: int) -> None:
@@ -196,7 +206,7 @@ def run(arguments: argparse.Namespace) -> dict[str, Any]:
 
             # 3. Delivery on, sending at the baseline's rate at the same time.
             expected = backlog_events + arguments.endpoints * arguments.emails
-            separate = arguments.deliverer_process
+            separate = arguments.deliverers > 0
             with (
                 service(
                     directory / "webhooks",
@@ -204,13 +214,11 @@ def run(arguments: argparse.Namespace) -> dict[str, Any]:
                     delivery=not separate,
                     concurrency=arguments.concurrency,
                 ) as (process, client),
-                deliverer(directory / "webhooks", arguments, enabled=separate) as deliverer_pid,
+                deliverers(directory / "webhooks", arguments) as deliverer_pids,
             ):
                 pid = process.process.pid
                 cpu_before = process_cpu_seconds(pid)
-                deliverer_cpu_before = (
-                    process_cpu_seconds(deliverer_pid) if deliverer_pid is not None else 0.0
-                )
+                deliverer_cpu_before = sum(process_cpu_seconds(p) for p in deliverer_pids)
                 receiver_cpu_before = process_cpu_seconds(receiver_pid)
                 start_stats = receiver_stats(receiver_url)
                 with_webhooks = send_paced(process, client, "paced", arguments.emails)
@@ -223,8 +231,9 @@ def run(arguments: argparse.Namespace) -> dict[str, Any]:
                     time.sleep(0.1)
                     stats = receiver_stats(receiver_url)
                 service_cpu = process_cpu_seconds(pid) - cpu_before
-                if deliverer_pid is not None:
-                    service_cpu += process_cpu_seconds(deliverer_pid) - deliverer_cpu_before
+                deliverer_cpu = (
+                    sum(process_cpu_seconds(p) for p in deliverer_pids) - deliverer_cpu_before
+                )
                 receiver_cpu = process_cpu_seconds(receiver_pid) - receiver_cpu_before
     finally:
         shutil.rmtree(directory, ignore_errors=True)
@@ -240,7 +249,7 @@ def run(arguments: argparse.Namespace) -> dict[str, Any]:
         and stats["distinct"] == expected
     )
     return {
-        "deliverer_process": arguments.deliverer_process,
+        "deliverers": arguments.deliverers,
         "rate": arguments.rate,
         "emails": arguments.emails,
         "endpoints": arguments.endpoints,
@@ -262,6 +271,8 @@ def run(arguments: argparse.Namespace) -> dict[str, Any]:
         "drain_seconds": drain_seconds,
         "drain_events_per_second": drain_rate,
         "service_cpu_ms_per_event": service_cpu * 1000 / stats["delivered"],
+        "deliverer_cpu_ms_per_event": deliverer_cpu * 1000 / stats["delivered"],
+        "delivery_cpu_ms_per_event": (service_cpu + deliverer_cpu) * 1000 / stats["delivered"],
         "receiver_cpu_ms_per_event": receiver_cpu * 1000 / stats["delivered"],
         "load_average_after": os.getloadavg(),
         "aim_events_per_second": AIM_EVENTS_PER_SECOND,
@@ -272,26 +283,36 @@ def run(arguments: argparse.Namespace) -> dict[str, Any]:
 
 def report(figures: dict[str, Any]) -> str:
     table = format_table(
-        ["", "send rate (emails/s)", "events delivered/s", "service CPU ms/event"],
         [
-            ("sending alone", figures["baseline_send_rate"], "-", "-"),
+            "",
+            "send rate (emails/s)",
+            "events delivered/s",
+            "CPU ms/event: service",
+            "deliverer",
+            "receiver",
+        ],
+        [
+            ("sending alone", figures["baseline_send_rate"], "-", "-", "-", "-"),
             (
                 "sending + webhooks",
                 figures["webhooks_send_rate"],
                 figures["window_events_per_second"],
                 figures["service_cpu_ms_per_event"],
+                figures["deliverer_cpu_ms_per_event"],
+                figures["receiver_cpu_ms_per_event"],
             ),
         ],
     )
     summary = (
-        f"send rate with webhooks / alone: {figures['send_ratio']:.3f} (aim >= {AIM_SEND_RATIO});"
-        f" events/s while sending: {figures['window_events_per_second']:,.0f}"
-        f" (aim >= {AIM_EVENTS_PER_SECOND:,.0f}); whole drain:"
+        f"aim: >= {AIM_EVENTS_PER_SECOND:,.0f} events/s delivered while sending, send rate with"
+        f" webhooks >= {AIM_SEND_RATIO} of sending alone, every event arrived and verified\n"
+        f"send rate with webhooks / alone: {figures['send_ratio']:.3f};"
+        f" events/s while sending: {figures['window_events_per_second']:,.0f}; whole drain:"
         f" {figures['drain_events_per_second']:,.0f}/s over {figures['drain_seconds']:.1f} s;"
         f" {figures['events_distinct']:,} of {figures['events_expected']:,} events arrived"
         f" ({figures['events_delivered']:,} deliveries,"
-        f" {figures['events_rejected']} not verified); receiver CPU"
-        f" {figures['receiver_cpu_ms_per_event']:.3f} ms/event: {verdict(figures['passed'])}"
+        f" {figures['events_rejected']} not verified); load average after:"
+        f" {figures['load_average_after'][0]:.1f}\n{verdict(figures['passed'])}"
     )
     return f"{table}\n\n{summary}"
 
@@ -307,10 +328,18 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--backlog", type=int, default=10_000, help="emails whose events wait")
     parser.add_argument("--backlog-rate", type=float, default=5000.0)
     parser.add_argument(
+        "--deliverers",
+        type=int,
+        default=1,
+        help="`sesender deliver-webhooks` processes beside a service with"
+        " WEBHOOK_DELIVERY_ENABLED=false (0: the service delivers itself)",
+    )
+    parser.add_argument(
         "--deliverer-process",
-        action="store_true",
-        help="deliver from `sesender deliver-webhooks` (its own process) beside a service with"
-        " WEBHOOK_DELIVERY_ENABLED=false; its CPU is added to the service's",
+        action="store_const",
+        const=1,
+        dest="deliverers",
+        help="the same as --deliverers 1 (the default)",
     )
     add_output_arguments(parser)
     arguments = parser.parse_args(argv)

@@ -273,11 +273,11 @@ def _event_recorded(metrics: Metrics | None, pipeline: Pipeline, kind: str) -> N
 @asynccontextmanager
 async def open_webhook_poster(config: Config) -> AsyncIterator[WebhookPoster]:
     """What webhooks are delivered with: guarded against private addresses at connection time
-    (unless WEBHOOK_ALLOW_PRIVATE), no redirects, a connection pool per endpoint."""
+    (unless WEBHOOK_ALLOW_PRIVATE), no redirects, kept-alive connections per endpoint (at most
+    one per post in flight: WEBHOOK_CONCURRENCY)."""
     poster = WebhookPoster(
         policy=AddressPolicy(allow_private=config.webhooks.allow_private),
         timeout=config.webhooks.timeout,
-        connections_per_endpoint=config.webhooks.concurrency,
     )
     try:
         yield poster
@@ -311,14 +311,15 @@ async def run_webhook_deliverer(config: Config) -> None:
     runs inside the service; in a process of its own it runs on another core, and the service runs
     with ``WEBHOOK_DELIVERY_ENABLED=false``. It shares the database (its writes are small
     transactions through its own writer connection; WAL and the busy timeout serialise them with
-    the service's). With SQLite, run one deliverer: this process frees every lease at start, as
-    the service does when it delivers. With PostgreSQL run as many as needed: claims skip each
-    other's leased events, and only leases that already ran out are freed at start. SIGTERM/SIGINT
-    stop it; attempts already made are recorded.
+    the service's). Run as many as the machine has cores to spare, on SQLite as on PostgreSQL:
+    claims lease events (on PostgreSQL skipping each other's locked rows), and at start only
+    leases that already ran out are freed (others may belong to a live deliverer; a killed one's
+    events go again once their leases run out). SIGTERM/SIGINT stop it; attempts already made
+    are recorded.
     """
     shutdown = ShutdownTrigger()
     async with open_store(config) as store:
-        released = await store.release_webhook_leases()
+        released = await store.release_webhook_leases(only_expired=True)
         logger.info(
             "delivering webhooks (%d events left in flight go again)",
             released,

@@ -317,10 +317,12 @@ class WebhookDeliveryStore(Protocol):
         endpoints this disabled (410 Gone, or failing for ``disable_after_ms``)."""
         ...
 
-    async def release_webhook_leases(self) -> int:
-        """At start, free the leases a previous run left: every lease with SQLite (this process
-        is the only deliverer); only leases that already ran out with PostgreSQL (the others may
-        belong to live instances, and a dead one's run out by time). Returns how many."""
+    async def release_webhook_leases(self, *, only_expired: bool = False) -> int:
+        """At start, free the leases a previous run left: every lease with SQLite when this
+        process is the only deliverer (the service delivering itself); only leases that already
+        ran out with PostgreSQL, or with ``only_expired`` (``sesender deliver-webhooks``, of which
+        several may run: the others' leases belong to live deliverers, and a dead one's run out
+        by time). Returns how many."""
         ...
 
 

@@ -503,9 +503,10 @@ class PostgresStore:
     ) -> list[str]:
         return await self._write(webhooks.record_attempts, results, now_ms, disable_after_ms)
 
-    async def release_webhook_leases(self) -> int:
-        """Free only the leases that already ran out (by this machine's clock), unlike SQLite:
-        the others may be held by live instances delivering those events right now. A dead
+    async def release_webhook_leases(self, *, only_expired: bool = True) -> int:
+        """Free only the leases that already ran out (by this machine's clock), whatever
+        ``only_expired`` says: the others may be held by live instances delivering those events
+        right now. A dead
         instance's leases run out by time and its events are claimed again then (see
         :func:`sesender.store.pg_webhooks.release_expired_leases`)."""
         return await self._write(webhooks.release_expired_leases, int(time.time() * 1000))

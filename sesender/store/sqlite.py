@@ -421,8 +421,9 @@ class SqliteStore:
     ) -> list[str]:
         return await self._with_writer(webhooks.record_attempts, results, now_ms, disable_after_ms)
 
-    async def release_webhook_leases(self) -> int:
-        return await self._with_writer(webhooks.release_leases)
+    async def release_webhook_leases(self, *, only_expired: bool = False) -> int:
+        expired_before_ms = int(time.time() * 1000) if only_expired else None
+        return await self._with_writer(webhooks.release_leases, expired_before_ms)
 
     async def prune_webhooks(
         self, *, delivered_before_ms: int, failed_before_ms: int

@@ -316,11 +316,18 @@ def claim_events(
     ]
 
 
-def release_leases(connection: sqlite3.Connection) -> int:
-    """Free every lease (at start, on SQLite where this process is the only deliverer)."""
+def release_leases(connection: sqlite3.Connection, expired_before_ms: int | None) -> int:
+    """Free every lease (at start, when this process is the only deliverer), or only those that
+    ran out before ``expired_before_ms`` (a ``deliver-webhooks`` process: others may run)."""
     with transaction(connection):
+        if expired_before_ms is None:
+            return connection.execute(
+                "UPDATE webhook_events SET lease_until = NULL WHERE lease_until IS NOT NULL"
+            ).rowcount
         return connection.execute(
-            "UPDATE webhook_events SET lease_until = NULL WHERE lease_until IS NOT NULL"
+            "UPDATE webhook_events SET lease_until = NULL"
+            " WHERE lease_until IS NOT NULL AND lease_until <= ?",
+            (expired_before_ms,),
         ).rowcount
 
 

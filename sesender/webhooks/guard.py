@@ -7,10 +7,11 @@ link-local, shared, reserved, multicast and the cloud metadata addresses all fai
 the check runs twice:
 
 * when an endpoint is created or its URL changed (:func:`url_problem`), for a clear 400;
-* at every connection (:class:`GuardedBackend`, an ``httpcore`` network backend): the host is
-  resolved here, every address it resolves to is checked, and the connection goes to a checked
-  address, never to a name resolved again later, so DNS rebinding (public at creation, private
-  at delivery) gets nowhere. Redirects are never followed (see the poster).
+* at every connection (:func:`~sesender.webhooks.http1.open_connection` calls
+  :meth:`AddressPolicy.checked_addresses`): the host is resolved there, every address it resolves
+  to is checked, and the connection goes to a checked address, never to a name resolved again
+  later, so DNS rebinding (public at creation, private at delivery) gets nowhere. Redirects are
+  never followed (see the poster).
 
 ``WEBHOOK_ALLOW_PRIVATE=true`` lifts the address check (tests deliver to loopback); the scheme
 check stays.
@@ -19,14 +20,10 @@ check stays.
 from __future__ import annotations
 
 import ipaddress
-import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import urlsplit
 
-import httpcore
-import httpx
 import trio
 
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -92,9 +89,9 @@ class AddressPolicy:
         return addresses
 
 
-class AddressRefused(httpcore.ConnectError):
-    """A connection to a refused address was not attempted (an ``httpcore`` connect error, so
-    the transport reports it as any failed connection: the attempt fails and is retried)."""
+class AddressRefused(Exception):
+    """A connection to a refused address was not attempted (the poster reports it as any failed
+    connection: the attempt fails and is retried)."""
 
 
 def _literal(host: str) -> IpAddress | None:
@@ -125,133 +122,3 @@ async def url_problem(url: str, policy: AddressPolicy) -> str | None:
     except OSError as exc:
         return f"url host {host!r} cannot be resolved: {exc.strerror or exc}"
     return None
-
-
-class GuardedBackend(httpcore.AsyncNetworkBackend):
-    """Resolves and checks every host before connecting, then connects to a checked address
-    (TLS still verifies the certificate for the URL's host name: httpcore sends the origin's
-    name as SNI and checks it, whatever address the socket went to)."""
-
-    def __init__(self, policy: AddressPolicy, inner: httpcore.AsyncNetworkBackend) -> None:
-        self._policy = policy
-        self._inner = inner
-
-    async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,  # noqa: ASYNC109 (httpcore's interface)
-        local_address: str | None = None,
-        socket_options: Iterable[Any] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        try:
-            addresses = await self._policy.checked_addresses(host, port)
-        except OSError as exc:
-            raise httpcore.ConnectError(f"cannot resolve {host}: {exc}") from exc
-        failure: Exception | None = None
-        for address in addresses:
-            try:
-                return await self._inner.connect_tcp(
-                    address, port, timeout, local_address, socket_options
-                )
-            except httpcore.ConnectError as exc:
-                failure = exc
-        assert failure is not None
-        raise failure
-
-    async def connect_unix_socket(
-        self,
-        path: str,
-        timeout: float | None = None,  # noqa: ASYNC109 (httpcore's interface)
-        socket_options: Iterable[Any] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        raise httpcore.ConnectError("unix sockets are not webhook endpoints")
-
-    async def sleep(self, seconds: float) -> None:
-        await self._inner.sleep(seconds)
-
-
-#: httpcore's exceptions -> httpx's, most specific first (the transport's one boundary).
-_ERRORS: tuple[tuple[type[Exception], type[httpx.TransportError]], ...] = (
-    (httpcore.ConnectTimeout, httpx.ConnectTimeout),
-    (httpcore.ReadTimeout, httpx.ReadTimeout),
-    (httpcore.WriteTimeout, httpx.WriteTimeout),
-    (httpcore.PoolTimeout, httpx.PoolTimeout),
-    (httpcore.TimeoutException, httpx.TimeoutException),
-    (httpcore.ConnectError, httpx.ConnectError),
-    (httpcore.ReadError, httpx.ReadError),
-    (httpcore.WriteError, httpx.WriteError),
-    (httpcore.NetworkError, httpx.NetworkError),
-    (httpcore.RemoteProtocolError, httpx.RemoteProtocolError),
-    (httpcore.LocalProtocolError, httpx.LocalProtocolError),
-    (httpcore.ProtocolError, httpx.ProtocolError),
-    (httpcore.UnsupportedProtocol, httpx.UnsupportedProtocol),
-)
-
-
-def mapped(exc: Exception, request: httpx.Request) -> Exception:
-    """The httpx exception for an httpcore one (anything else unchanged)."""
-    for core_type, httpx_type in _ERRORS:
-        if isinstance(exc, core_type):
-            return httpx_type(str(exc), request=request)
-    return exc
-
-
-class _ResponseStream(httpx.AsyncByteStream):
-    def __init__(self, response: httpcore.Response, request: httpx.Request) -> None:
-        self._response = response
-        self._request = request
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        try:
-            async for chunk in self._response.aiter_stream():
-                yield chunk
-        except Exception as exc:
-            raise mapped(exc, self._request) from exc
-
-    async def aclose(self) -> None:
-        await self._response.aclose()
-
-
-class GuardedTransport(httpx.AsyncBaseTransport):
-    """An httpx transport over an ``httpcore`` connection pool that connects through
-    :class:`GuardedBackend` (httpx's own transport does not take a network backend)."""
-
-    def __init__(
-        self, policy: AddressPolicy, *, max_connections: int, keepalive_expiry: float = 30.0
-    ) -> None:
-        self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=ssl.create_default_context(),
-            max_connections=max_connections,
-            max_keepalive_connections=max_connections,
-            keepalive_expiry=keepalive_expiry,
-            network_backend=GuardedBackend(policy, httpcore.TrioBackend()),
-        )
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        assert isinstance(request.stream, httpx.AsyncByteStream)
-        core_request = httpcore.Request(
-            method=request.method,
-            url=httpcore.URL(
-                scheme=request.url.raw_scheme,
-                host=request.url.raw_host,
-                port=request.url.port,
-                target=request.url.raw_path,
-            ),
-            headers=request.headers.raw,
-            content=request.stream,
-            extensions=request.extensions,
-        )
-        try:
-            response = await self._pool.handle_async_request(core_request)
-        except Exception as exc:
-            raise mapped(exc, request) from exc
-        return httpx.Response(
-            status_code=response.status,
-            headers=response.headers,
-            stream=_ResponseStream(response, request),
-            extensions=response.extensions,
-        )
-
-    async def aclose(self) -> None:
-        await self._pool.aclose()

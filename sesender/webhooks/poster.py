@@ -1,37 +1,49 @@
-"""WebhookPoster: one signed POST of one event, with httpx, reported as a value.
+"""WebhookPoster: one signed POST of one event, reported as a value.
 
-The boundary where httpx's exceptions stop: :meth:`post` never raises for anything the receiver
-or the network does; it returns the status code or a one-line error. Each attempt is bounded by
-one overall deadline (httpx's timeouts are per read, which a receiver dripping bytes would get
+The boundary where network and HTTP errors stop: :meth:`post` never raises for anything the
+receiver or the network does; it returns the status code or a one-line error. Each attempt is
+bounded by one overall deadline (a per-read timeout is what a receiver dripping bytes would get
 around); at most ``max_response_bytes`` of the answer are read (only its start is kept, for the
 attempt log); redirects are never followed (a 3xx is a failed attempt).
 
-Requests go straight to an httpx transport (an ``httpx.Request`` handed to
-``handle_async_request``): ``httpx.AsyncClient`` adds cookies, auth and redirect handling that a
-webhook never uses (a quarter of the CPU of a delivery, measured). Each transport
-(:class:`~sesender.webhooks.guard.GuardedTransport`) holds one keep-alive connection, and a post
-checks out an idle one of its endpoint (or opens one): httpcore's pool compares every queued
-request with every connection it holds at each request's start and end (a fifth of the CPU with
-16 connections in one pool, profiled), which a pool of one never does. An endpoint so gets at most
-as many connections as it has posts in flight (``WEBHOOK_CONCURRENCY``), and never shares them.
+Requests go over :class:`~sesender.webhooks.http1.Http1Connection` (a trio stream, answers
+parsed by httptools, the address check at every connect): a fifth of the CPU per post that httpx
+with httpcore's pool took (docs/performance.md). Each endpoint keeps its idle keep-alive
+connections in a stack; a post takes one (or opens one) and gives it back when its answer was
+read to the end, so an endpoint has at most as many connections as posts in flight
+(``WEBHOOK_CONCURRENCY``), and never shares them.
+Idle connections older than ``keepalive_expiry`` are closed rather than reused (receivers close
+idle connections on their own schedule). A request on a reused connection that the receiver had
+closed meanwhile fails before any answer: it goes again once, at once, on a new connection.
 """
 
 from __future__ import annotations
 
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import httpx
 import trio
 
 from sesender.webhooks.events import event_body
-from sesender.webhooks.guard import AddressPolicy, GuardedTransport
+from sesender.webhooks.guard import AddressPolicy
+from sesender.webhooks.http1 import (
+    Answer,
+    ConnectError,
+    Http1Connection,
+    Origin,
+    ProtocolError,
+    open_connection,
+    parse_origin,
+)
 from sesender.webhooks.models import DeliveryTarget, PendingEvent
 from sesender.webhooks.signing import Signer
 
 #: How much of an error answer the attempt log keeps.
 ERROR_SNIPPET = 200
+#: Errors of a connection that broke under a request (trio's, the OS's, the peer's HTTP).
+_BROKEN = (ProtocolError, trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,103 +58,165 @@ def _snippet(data: bytes) -> str:
     return "".join(ch if ch.isprintable() else " " for ch in text).strip()
 
 
+def _describe(exc: BaseException) -> str:
+    name = "ConnectError" if isinstance(exc, ConnectError) else type(exc).__name__
+    return f"{name}: {exc}" if str(exc) else name
+
+
+@dataclass(slots=True)
+class _EndpointConnections:
+    origin: Origin
+    idle: list[Http1Connection]
+    every: set[Http1Connection]
+
+
 class WebhookPoster:
     def __init__(
         self,
         *,
         policy: AddressPolicy,
         timeout: float,
-        connections_per_endpoint: int,
         max_response_bytes: int = 4096,
         wall_seconds: Callable[[], float] = time.time,
         user_agent: str = "sesender-webhooks/1",
+        ssl_context: ssl.SSLContext | None = None,
+        connect_timeout: float = 10.0,
+        keepalive_expiry: float = 30.0,
     ) -> None:
         self._policy = policy
         self._timeout = timeout
-        self._connections = connections_per_endpoint
         self._max_response_bytes = max_response_bytes
         self._wall_seconds = wall_seconds
-        self._user_agent = user_agent
+        self._static_headers = [
+            (b"content-type", b"application/json"),
+            (b"user-agent", user_agent.encode("ascii")),
+        ]
+        self._ssl_context = ssl_context or ssl.create_default_context()
+        self._connect_timeout = min(connect_timeout, timeout)
+        self._keepalive_expiry = keepalive_expiry
         self._signer = Signer()
-        #: per (endpoint, url): every connection opened, and those not in use right now.
-        self._transports: dict[tuple[str, str], list[GuardedTransport]] = {}
-        self._idle: dict[tuple[str, str], list[GuardedTransport]] = {}
+        #: per (endpoint, url): every connection open, and those not in use right now.
+        self._endpoints: dict[tuple[str, str], _EndpointConnections] = {}
 
-    def _checkout(self, target: DeliveryTarget) -> GuardedTransport:
+    def _endpoint(self, target: DeliveryTarget) -> _EndpointConnections:
         key = (target.endpoint_id, target.url)
-        idle = self._idle.setdefault(key, [])
-        if idle:
-            return idle.pop()
-        transport = GuardedTransport(self._policy, max_connections=1)
-        self._transports.setdefault(key, []).append(transport)
-        return transport
+        endpoint = self._endpoints.get(key)
+        if endpoint is None:
+            endpoint = _EndpointConnections(origin=parse_origin(target.url), idle=[], every=set())
+            self._endpoints[key] = endpoint
+        return endpoint
 
-    def _checkin(self, target: DeliveryTarget, transport: GuardedTransport) -> None:
-        key = (target.endpoint_id, target.url)
-        if transport in self._transports.get(key, ()):  # not forgotten meanwhile
-            self._idle.setdefault(key, []).append(transport)
+    async def _checkout(self, endpoint: _EndpointConnections) -> Http1Connection:
+        now = trio.current_time()
+        while endpoint.idle:
+            connection = endpoint.idle.pop()
+            if connection.reusable(now, self._keepalive_expiry):
+                return connection
+            endpoint.every.discard(connection)
+            await connection.aclose()
+        connection = await open_connection(
+            endpoint.origin,
+            self._policy,
+            ssl_context=self._ssl_context,
+            connect_timeout=self._connect_timeout,
+        )
+        endpoint.every.add(connection)
+        return connection
+
+    def _checkin(self, endpoint: _EndpointConnections, connection: Http1Connection) -> None:
+        if connection in endpoint.every:  # not forgotten meanwhile
+            endpoint.idle.append(connection)
 
     async def forget(self, target: DeliveryTarget) -> None:
         """Close the connections to ``target`` (its lane stopped: disabled, deleted, URL
         changed)."""
-        key = (target.endpoint_id, target.url)
-        self._idle.pop(key, None)
-        for transport in self._transports.pop(key, []):
-            await transport.aclose()
+        endpoint = self._endpoints.pop((target.endpoint_id, target.url), None)
+        if endpoint is not None:
+            await self._close(endpoint)
 
     async def aclose(self) -> None:
-        self._idle.clear()
-        while self._transports:
-            _, transports = self._transports.popitem()
-            for transport in transports:
-                await transport.aclose()
+        while self._endpoints:
+            _, endpoint = self._endpoints.popitem()
+            await self._close(endpoint)
+
+    @staticmethod
+    async def _close(endpoint: _EndpointConnections) -> None:
+        endpoint.idle.clear()
+        connections, endpoint.every = endpoint.every, set()
+        for connection in connections:
+            await connection.aclose()
+
+    async def _exchange(
+        self,
+        endpoint: _EndpointConnections,
+        body: bytes,
+        headers: list[tuple[bytes, bytes]],
+        in_flight: list[Http1Connection],
+    ) -> Answer:
+        """One request and its answer, on a kept connection or a new one (once more on a new
+        one if a kept connection turns out to have been closed by the receiver). The connection
+        in use is left in ``in_flight``: the caller's deadline may cut the answer short."""
+        while True:
+            connection = await self._checkout(endpoint)
+            in_flight[:] = [connection]
+            reused = connection.requests > 0
+            try:
+                answer = await connection.post(
+                    endpoint.origin,
+                    headers,
+                    body,
+                    max_response_bytes=self._max_response_bytes,
+                    keep=ERROR_SNIPPET,
+                )
+            except _BROKEN:
+                endpoint.every.discard(connection)
+                await connection.aclose()
+                if reused and connection.status_code is None:  # closed while it was idle
+                    continue
+                raise
+            except BaseException:  # cancelled (the deadline): the connection is mid-request
+                endpoint.every.discard(connection)
+                await connection.aclose()
+                raise
+            if connection.finished_cleanly():
+                self._checkin(endpoint, connection)
+            else:
+                endpoint.every.discard(connection)
+                await connection.aclose()
+            return answer
 
     async def post(self, target: DeliveryTarget, event: PendingEvent) -> PostResult:
         body = event_body(event)
-        headers = self._signer.headers(
-            target.secrets, event.event_id, int(self._wall_seconds()), body
-        )
-        headers["content-type"] = "application/json"
-        headers["user-agent"] = self._user_agent
+        headers = [
+            *self._signer.raw_headers(
+                target.secrets, event.event_id, int(self._wall_seconds()), body
+            ),
+            *self._static_headers,
+        ]
         started = trio.current_time()
         status_code: int | None = None
         error: str | None = None
-        transport = self._checkout(target)
-        try:
-            with trio.move_on_after(self._timeout) as deadline:
-                try:
-                    request = httpx.Request("POST", target.url, content=body, headers=headers)
-                    response = await transport.handle_async_request(request)
-                    try:
-                        status_code = response.status_code
-                        kept = b""
-                        read = 0
-                        assert isinstance(response.stream, httpx.AsyncByteStream)
-                        async for chunk in response.stream:
-                            if len(kept) < ERROR_SNIPPET:
-                                kept += chunk[: ERROR_SNIPPET - len(kept)]
-                            read += len(chunk)
-                            if read >= self._max_response_bytes:
-                                break
-                    finally:  # bounded: closing a response only closes our side
-                        with trio.move_on_after(1, shield=True):
-                            await response.aclose()
-                    if 300 <= status_code < 400:
-                        error = f"HTTP {status_code}: redirects are not followed"
-                    elif not 200 <= status_code < 300:
-                        snippet = _snippet(kept)
-                        error = f"HTTP {status_code}" + (f": {snippet}" if snippet else "")
-                except httpx.HTTPError as exc:
-                    status_code = None
-                    error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-                except httpx.InvalidURL as exc:
-                    status_code = None
-                    error = f"invalid URL: {exc}"
-        finally:
-            self._checkin(target, transport)
-        if deadline.cancelled_caught and not (status_code and 200 <= status_code < 300):
-            # (a 2xx whose body was still dripping in at the deadline was delivered)
-            status_code = None
-            error = f"timed out after {self._timeout:g} s"
+        in_flight: list[Http1Connection] = []
+        with trio.move_on_after(self._timeout) as deadline:
+            try:
+                answer = await self._exchange(self._endpoint(target), body, headers, in_flight)
+            except ValueError as exc:  # the URL (checked at creation: only an old row)
+                error = str(exc)
+            except (ConnectError, *_BROKEN) as exc:
+                error = _describe(exc)
+            else:
+                status_code = answer.status_code
+                if 300 <= status_code < 400:
+                    error = f"HTTP {status_code}: redirects are not followed"
+                elif not 200 <= status_code < 300:
+                    snippet = _snippet(answer.kept)
+                    error = f"HTTP {status_code}" + (f": {snippet}" if snippet else "")
+        if deadline.cancelled_caught:
+            answered = in_flight[0].status_code if in_flight else None
+            if answered is not None and 200 <= answered < 300:
+                # a 2xx whose body was still dripping in at the deadline was delivered
+                status_code, error = answered, None
+            else:
+                status_code, error = None, f"timed out after {self._timeout:g} s"
         duration_ms = round((trio.current_time() - started) * 1000)
         return PostResult(status_code=status_code, error=error, duration_ms=duration_ms)

@@ -220,6 +220,27 @@ async def test_a_leased_event_is_not_claimed_again_until_its_lease_runs_out(
         assert len(await claim(store, "ep", NOW + 60_002)) == 3
 
 
+async def test_a_deliverer_process_frees_only_expired_leases_at_start(store: AnyStore) -> None:
+    """``sesender deliver-webhooks`` may run several times beside itself, on SQLite too: a
+    starting one frees no lease that still runs (by the wall clock), only those that ran out."""
+    await store.create_webhook(endpoint("ep", "email.sent"), now_ms=NOW)
+    ids = await submit(store, "t", 2)
+    await store.record_outcomes([Sent(i, f"m{i}", 1, NOW) for i in ids], now_ms=NOW)
+    wall = int(time.time() * 1000)
+    (expired,) = await store.claim_webhook_events(
+        "ep", now_ms=NOW, lease_until_ms=wall - 1, limit=1
+    )
+    (running,) = await store.claim_webhook_events(
+        "ep", now_ms=NOW, lease_until_ms=wall + 3_600_000, limit=1
+    )
+    assert await store.release_webhook_leases(only_expired=True) == 1
+    assert rows(store, "SELECT event_id FROM webhook_events WHERE lease_until IS NOT NULL") == [
+        (running.event_id,)
+    ]
+    (again,) = await claim(store, "ep", wall)
+    assert again.event_id == expired.event_id
+
+
 @pytest.mark.parametrize("engine", ["postgres"])
 async def test_postgres_frees_only_expired_leases_at_start(store: AnyStore) -> None:
     """On PostgreSQL other live instances hold leases: a starting instance frees none that still

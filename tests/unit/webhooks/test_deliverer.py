@@ -117,7 +117,7 @@ class MemoryDeliveryStore:
             self.results.append(result)
         return []
 
-    async def release_webhook_leases(self) -> int:
+    async def release_webhook_leases(self, *, only_expired: bool = False) -> int:
         return 0
 
 

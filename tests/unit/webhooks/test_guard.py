@@ -113,9 +113,7 @@ def event() -> PendingEvent:
 async def post(
     policy: AddressPolicy, url: str, *, deadline: float = 5.0
 ) -> tuple[int | None, str | None]:
-    poster = WebhookPoster(
-        policy=policy, timeout=deadline, connections_per_endpoint=2, max_response_bytes=1024
-    )
+    poster = WebhookPoster(policy=policy, timeout=deadline, max_response_bytes=1024)
     try:
         result = await poster.post(DeliveryTarget("ep_1", url, (SECRET,)), event())
     finally:
