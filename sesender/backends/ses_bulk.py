@@ -41,7 +41,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from html import escape, unescape
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from sesender.addresses import bare_address
 from sesender.backends.addresses import ascii_address
@@ -372,10 +372,28 @@ def chunk_sizes(count: int) -> Iterator[int]:
         yield count // calls + (1 if index < count % calls else 0)
 
 
+class BulkEntryParts(Protocol):
+    """What :func:`build_bulk_request` reads of each email (an ``OutgoingEmail``, or the
+    per-recipient tuple the SES client process gets, ``ses_bulk_call.BulkRecipient``)."""
+
+    @property
+    def sender(self) -> str: ...
+    @property
+    def recipient(self) -> str: ...
+    @property
+    def reply_to(self) -> str | None: ...
+    @property
+    def subject(self) -> str: ...
+    @property
+    def headers(self) -> tuple[tuple[str, str], ...]: ...
+    @property
+    def tags(self) -> tuple[tuple[str, str], ...]: ...
+
+
 def build_bulk_request(
     key: BulkKey,
     template: BulkTemplate,
-    emails: Sequence[OutgoingEmail],
+    emails: Sequence[BulkEntryParts],
     data: Sequence[Mapping[str, str]],
     addresses: Sequence[tuple[str, str]] | None = None,
 ) -> SendBulkEmailRequestTypeDef:

@@ -49,6 +49,8 @@ from typing import IO, Any
 
 from botocore.exceptions import HTTPClientError
 
+from sesender.backends.ses_bulk_call import BulkAnswer, BulkCall, send_bulk_call
+
 __all__ = ["ProcessSesClient", "worker_main"]
 
 logger = logging.getLogger(__name__)
@@ -58,6 +60,9 @@ _HEADER = struct.Struct("!I")
 CLOSE_TIMEOUT = 5.0
 #: The client methods the child runs; nothing else is callable through the pipe.
 METHODS = frozenset({"send_email", "send_bulk_email", "get_account"})
+#: The one call that is not a client method: a compact bulk call, checked and built in the
+#: child (:func:`~sesender.backends.ses_bulk_call.send_bulk_call`).
+BULK_CALL = "send_bulk_call"
 
 
 def _write_frame(stream: IO[bytes], payload: object) -> None:
@@ -192,6 +197,12 @@ class ProcessSesClient:
     def get_account(self) -> Any:
         return self._call("get_account", {})
 
+    def send_bulk_call(self, call: BulkCall) -> BulkAnswer:
+        """Run :func:`~sesender.backends.ses_bulk_call.send_bulk_call` in the child: the
+        request is checked and built there, from the compact ``call``."""
+        answer: BulkAnswer = self._call(BULK_CALL, call)
+        return answer
+
     def close(self) -> None:
         """Close the child's stdin (it finishes nothing more and exits), wait for it, and kill
         it if it does not exit in time. Calls still waiting raise as lost connections."""
@@ -236,7 +247,7 @@ class ProcessSesClient:
                 extra={"event": "ses_client_process_exited"},
             )
 
-    def _call(self, method: str, request: dict[str, Any]) -> Any:
+    def _call(self, method: str, request: object) -> Any:
         future: Future[Any] = Future()
         with self._lock:
             child = self._running_child()
@@ -254,12 +265,16 @@ class ProcessSesClient:
 
 
 def _answer(
-    client: Any, call_id: int, method: str, request: dict[str, Any], write: Callable[..., None]
+    client: Any, call_id: int, method: str, request: Any, write: Callable[..., None]
 ) -> None:
     try:
-        if method not in METHODS:
+        if method == BULK_CALL:
+            result: object = send_bulk_call(client, request)
+        elif method in METHODS:
+            result = getattr(client, method)(**request)
+        else:
             raise ValueError(f"not a client method of the SES client process: {method!r}")
-        answer: tuple[int, bool, object] = (call_id, True, getattr(client, method)(**request))
+        answer: tuple[int, bool, object] = (call_id, True, result)
     except Exception as exc:
         answer = (call_id, False, exc)
     try:
