@@ -41,6 +41,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from html import escape, unescape
+from operator import itemgetter
 from typing import TYPE_CHECKING, Protocol
 
 from sesender.addresses import bare_address
@@ -57,7 +58,7 @@ from sesender.errors import (
     TransientSendError,
 )
 from sesender.links import CLICK_FIELD
-from sesender.pipeline.pixel import insert_pixel, pixel_image
+from sesender.pipeline.pixel import PIXEL_POSITIONS, insert_pixel, pixel_image
 
 if TYPE_CHECKING:
     from mypy_boto3_sesv2.type_defs import (
@@ -106,6 +107,11 @@ HREF = re.compile(r"""\shref\s*=\s*(?:"([^"]*)"|'([^']*)')""", re.IGNORECASE)
 WHITESPACE = re.compile(r"\s+")
 LINK_OPEN = re.compile(r"<a[\s>/]", re.IGNORECASE)
 LINK_CLOSE = re.compile(r"</a[\s>]", re.IGNORECASE)
+
+# The name of a (name, value) pair, in C: the header and tag names of every email's key.
+FIRST = itemgetter(0)
+#: Longer contents have their pixel halves cut for every email rather than kept.
+MAX_KEPT_HALVES = 200_000
 
 # One encoder for every entry: ``json.dumps`` with any option builds a new encoder per call.
 COMPACT_JSON = json.JSONEncoder(separators=(",", ":")).encode
@@ -226,9 +232,11 @@ def bulk_key(email: OutgoingEmail) -> tuple[BulkKey, dict[str, str]] | None:
             return None
     pixel_url: str | None = None
     if email.pixel_url is not None:
-        shared = email.merge is None  # a rendered template's HTML is seen once: not cached
-        if tracked is None and email.html != insert_pixel(
-            email.source_html or "", email.pixel_url, cached=shared
+        if tracked is None and not (
+            pixel_inserted(email.html, email.source_html or "", email.pixel_url)
+            if email.merge is None
+            # A rendered template's HTML is seen once: searched, not cached.
+            else email.html == insert_pixel(email.source_html or "", email.pixel_url, cached=False)
         ):
             return None  # not the pixel compose inserts: nothing to rebuild it from
         pixel_url, tail = split_value(email.pixel_url)
@@ -245,11 +253,41 @@ def bulk_key(email: OutgoingEmail) -> tuple[BulkKey, dict[str, str]] | None:
         subject=subject,
         html=html,
         pixel_url=pixel_url,
-        header_names=tuple(name for name, _ in email.headers),
-        tag_names=tuple(name for name, _ in email.tags),
+        header_names=tuple(map(FIRST, email.headers)),
+        tag_names=tuple(map(FIRST, email.tags)),
         reply_to=email.reply_to,
     )
     return key, data
+
+
+def pixel_inserted(html: str, source_html: str, pixel_url: str) -> bool:
+    """Whether ``html`` is exactly ``insert_pixel(source_html, pixel_url)``, found without
+    building that text (an HTML-sized copy per email): the content's two halves around the
+    pixel's place are cut once per content (:func:`pixel_halves`), then compared in place."""
+    image = pixel_image(pixel_url)
+    if len(html) != len(source_html) + len(image):
+        return False
+    head, tail = pixel_halves(source_html)
+    return html.startswith(head) and html.startswith(image, len(head)) and html.endswith(tail)
+
+
+def pixel_halves(source_html: str) -> tuple[str, str]:
+    """``source_html`` cut where :func:`insert_pixel` puts the pixel (the tail is empty when it
+    is appended); kept for up to 16 contents of at most ``MAX_KEPT_HALVES`` characters, whose
+    emails share the very string object, so a lookup neither hashes nor compares the text."""
+    if len(source_html) > MAX_KEPT_HALVES:
+        return cut_at_pixel(source_html)
+    return kept_pixel_halves(source_html)
+
+
+def cut_at_pixel(source_html: str) -> tuple[str, str]:
+    position = PIXEL_POSITIONS.position(source_html)
+    if position is None:
+        return source_html, ""
+    return source_html[:position], source_html[position:]
+
+
+kept_pixel_halves = lru_cache(maxsize=16)(cut_at_pixel)
 
 
 def substitute(template: str, data: Mapping[str, str]) -> str:
