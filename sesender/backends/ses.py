@@ -417,12 +417,21 @@ class SesBackend:
         results: list[SendResult | None] = [None] * len(emails)
         singles: list[int] = []
         groups: dict[BulkKey, list[tuple[int, dict[str, str]]]] = {}
+        bulk = self.send_mode is SesSendMode.BULK
+        # The emails of one content come together and share one key object (kept by
+        # ``bulk_key``): the same key as the email before needs no hashing of it.
+        last_key: BulkKey | None = None
+        members: list[tuple[int, dict[str, str]]] = []
         for index, email in enumerate(emails):
-            shaped = bulk_key(email) if self.send_mode is SesSendMode.BULK else None
+            shaped = bulk_key(email) if bulk else None
             if shaped is None:
                 singles.append(index)
-            else:
-                groups.setdefault(shaped[0], []).append((index, shaped[1]))
+                continue
+            key, data = shaped
+            if key is not last_key:
+                members = groups.setdefault(key, [])
+                last_key = key
+            members.append((index, data))
         chunks: list[tuple[BulkKey, BulkTemplate, list[tuple[int, dict[str, str]]]]] = []
         for key, members in groups.items():
             template = bulk_template(key) if len(members) > 1 else None

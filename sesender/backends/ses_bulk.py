@@ -93,6 +93,10 @@ PLACEHOLDER = re.compile(r"\{\{ *([A-Za-z_][A-Za-z0-9_]*) *\}\}")
 # A placeholder as the filled template gives it to SES.
 SES_PLACEHOLDER = re.compile(r"\{\{([A-Za-z_][A-Za-z0-9_]*)\}\}")
 BRACES = re.compile(r"\{\{|\}\}")
+# One character that Handlebars-style escaping changes, a brace, a backslash or whitespace
+# other than a plain space; and a run of none of these and no space either.
+UNSAFE_CHARACTER = re.compile(r"[^\S ]|[&<>\"'`={}\\]")
+SAFE_TAIL = re.compile(r"[^\s&<>\"'`={}\\]*")
 # Everything up to the last character that Handlebars-style escaping changes, a brace, a
 # backslash or whitespace other than a plain space (spaces are looked at separately).
 LAST_UNSAFE = re.compile(r"(?s:.*)(?:[^\S ]|[&<>\"'`={}\\])")
@@ -110,6 +114,13 @@ LINK_CLOSE = re.compile(r"</a[\s>]", re.IGNORECASE)
 
 # The name of a (name, value) pair, in C: the header and tag names of every email's key.
 FIRST = itemgetter(0)
+#: The keys of plain contents, kept so that the emails of one content share one key object
+#: (built once, not per email: a frozen dataclass's construction is most of ``bulk_key``'s
+#: cost); emptied when it holds this many (contents are few at any one time).
+KEYS: dict[tuple[object, ...], BulkKey] = {}
+MAX_KEPT_KEYS = 32
+#: The last pixel URL prefix :func:`split_pixel_url` found (one item, replaced, never grown).
+LAST_PIXEL_PREFIX = [""]
 #: Longer contents have their pixel halves cut for every email rather than kept.
 MAX_KEPT_HALVES = 200_000
 
@@ -239,7 +250,7 @@ def bulk_key(email: OutgoingEmail) -> tuple[BulkKey, dict[str, str]] | None:
             else email.html == insert_pixel(email.source_html or "", email.pixel_url, cached=False)
         ):
             return None  # not the pixel compose inserts: nothing to rebuild it from
-        pixel_url, tail = split_value(email.pixel_url)
+        pixel_url, tail = split_pixel_url(email.pixel_url)
         if "{" in pixel_url or "}" in pixel_url:
             return None  # SES would read braces written into the template
         if tail:
@@ -247,17 +258,38 @@ def bulk_key(email: OutgoingEmail) -> tuple[BulkKey, dict[str, str]] | None:
             pixel_url += "{{" + PIXEL_FIELD + "}}"
     elif tracked is None and email.source_html is not None and email.html != email.source_html:
         return None
-    key = BulkKey(
-        sender=email.sender,
-        configuration_set=email.configuration_set,
-        subject=subject,
-        html=html,
-        pixel_url=pixel_url,
-        header_names=tuple(map(FIRST, email.headers)),
-        tag_names=tuple(map(FIRST, email.tags)),
-        reply_to=email.reply_to,
+    fields = (
+        email.sender,
+        email.configuration_set,
+        subject,
+        html,
+        pixel_url,
+        tuple(map(FIRST, email.headers)),
+        tuple(map(FIRST, email.tags)),
+        email.reply_to,
     )
+    if email.merge is not None:
+        return BulkKey(*fields), data  # a rendered template's key is seen once: not kept
+    key = KEYS.get(fields)
+    if key is None:
+        if len(KEYS) >= MAX_KEPT_KEYS:
+            KEYS.clear()
+        key = KEYS[fields] = BulkKey(*fields)
     return key, data
+
+
+def split_pixel_url(url: str) -> tuple[str, str]:
+    """:func:`split_value` of a pixel URL, without the backward search for most emails: the
+    URLs of one content differ only in their token, after the same prefix, so when ``url``
+    starts with the last prefix found, which ends in a character escaping changes, and the rest
+    holds no such character and no space, that prefix is where :func:`split_value` cuts too."""
+    prefix = LAST_PIXEL_PREFIX[0]
+    if prefix and url.startswith(prefix) and SAFE_TAIL.fullmatch(url, len(prefix)):
+        return prefix, url[len(prefix) :]
+    prefix, tail = split_value(url)
+    if prefix and UNSAFE_CHARACTER.fullmatch(prefix[-1]):
+        LAST_PIXEL_PREFIX[0] = prefix
+    return prefix, tail
 
 
 def pixel_inserted(html: str, source_html: str, pixel_url: str) -> bool:
