@@ -689,6 +689,38 @@ def loop_table(service: dict[str, Any]) -> str:
     )
 
 
+def cpu_split_table(ses: dict[str, Any]) -> str:
+    """Where the CPU of (b)'s runs went, per 1,000 emails: the service's main process, its SES
+    client process (both count as the service's), and the fake SES (not counted)."""
+    rows = []
+    for label, run in [("ses bulk", r) for r in ses["service_runs"]] + [
+        ("memory", r) for r in ses["memory_service_runs"]
+    ]:
+        per = 1000 / max(1, run["emails"])
+        child = run.get("ses_client_process_cpu_seconds", 0.0)
+        rows.append(
+            (
+                label,
+                f"{run['emails_per_second']:,.0f}",
+                f"{per * run['client_cpu_seconds']:.3f}",
+                f"{per * (run['client_cpu_seconds'] - child):.3f}",
+                f"{per * child:.3f}",
+                f"{per * run['server_cpu_seconds']:.3f}",
+            )
+        )
+    return format_table(
+        (
+            "(b) each run",
+            "emails/s",
+            "service CPU s / 1,000",
+            "main process",
+            "SES client process",
+            "fake SES (not counted)",
+        ),
+        rows,
+    )
+
+
 def report(figures: dict[str, Any]) -> str:
     parts: list[str] = []
     headers = (
@@ -773,6 +805,7 @@ def report(figures: dict[str, Any]) -> str:
                 ],
             )
         )
+        parts.append(cpu_split_table(ses))
         parts.append(
             f"ses bulk / memory = {ses['ratio_to_memory']:.2f}; aim >= {SES_AIM}:"
             f" {verdict(ses['passed_ratio'])}\n"

@@ -6,7 +6,9 @@ It answers just enough for sesender's ``ses`` backend and for boto3's ``sesv2`` 
   body is read and ignored (no validation, no signature check: it measures the client side)
   unless ``--reject`` or ``--record`` needs it;
 * ``POST /v2/email/outbound-bulk-emails`` (``SendBulkEmail``): 200 with one
-  ``BulkEmailEntryResults`` item per entry, in order (``SUCCESS`` and a message id each);
+  ``BulkEmailEntryResults`` item per entry, in order (``SUCCESS`` and a message id each); when
+  no option below can refuse, throttle or record an entry, the entries are counted in the body's
+  bytes without parsing it (``all_entries_succeed``), as cheap as the answer can be;
 * ``GET /v2/email/account`` (``GetAccount``): 200 with a plausible healthy production account;
 * ``GET /_bench/stats``: 200 ``{"send_email": <calls>, "send_bulk_email": <calls>,
   "bulk_entries": <entries>}``, for the benchmark's own checks;
@@ -78,6 +80,8 @@ NOT_FOUND = b'{"message": "no such operation in the fake SES"}'
 THROTTLED = b'{"message": "Maximum sending rate exceeded."}'
 REJECTED = b'{"message": "Email address is not verified."}'
 PAUSED = b'{"message": "Sending paused for this account."}'
+#: How each entry of a ``SendBulkEmail`` body begins its destination (see all_entries_succeed).
+ENTRY_KEY = b'"Destination":'
 PLACEHOLDER = re.compile(r"\{\{([A-Za-z_][A-Za-z0-9_]*)\}\}")
 
 
@@ -131,6 +135,18 @@ class State:
                     f" in region US-EAST-1: {address}"
                 )
         return None
+
+    def every_entry_succeeds(self) -> bool:
+        """Whether no setting can refuse, throttle or record an entry (a benchmark's fake)."""
+        settings = self.settings
+        return (
+            settings.reject_prefix is None
+            and not settings.unverified_senders
+            and not settings.record
+            and not settings.entry_throttle_every
+            and settings.pause_after is None
+            and not self.paused
+        )
 
     def entry_throttled(self) -> bool:
         every = self.settings.entry_throttle_every
@@ -234,6 +250,20 @@ def send_email(body: bytes) -> bytes:
     return response(b"200 OK", json.dumps({"MessageId": message_id}).encode())
 
 
+def all_entries_succeed(body: bytes) -> bytes:
+    """The answer to a bulk call whose every entry succeeds, without parsing the request: one
+    ``SUCCESS`` per entry, in order. The entries are counted by their ``"Destination":`` keys:
+    in JSON a string's own quotes are escaped, so those bytes occur only where an entry's
+    destination is (the entries hold the only destinations of a ``SendBulkEmail`` request).
+    A benchmark's fake then costs about a tenth of the CPU per recipient of a parsed call."""
+    count = body.count(ENTRY_KEY)
+    STATE.bulk_entries += count
+    results = b",".join(
+        b'{"Status":"SUCCESS","MessageId":"%s"}' % STATE.next_id().encode() for _ in range(count)
+    )
+    return response(b"200 OK", b'{"BulkEmailEntryResults":[' + results + b"]}")
+
+
 def substitute(template: str, values: dict[str, Any]) -> str:
     return PLACEHOLDER.sub(lambda m: str(values.get(m.group(1), "")), template)
 
@@ -242,6 +272,8 @@ def send_bulk_email(body: bytes) -> bytes:
     STATE.send_bulk_email += 1
     if STATE.throttled():
         return error(b"429 Too Many Requests", b"TooManyRequestsException", THROTTLED)
+    if STATE.every_entry_succeeds():
+        return all_entries_succeed(body)
     request = json.loads(body)
     template = request["DefaultContent"]["Template"]
     content = template.get("TemplateContent", {})

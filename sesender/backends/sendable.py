@@ -8,14 +8,31 @@ emails. The memory backend builds no message and checks nothing.
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from sesender.backends.addresses import ascii_address
-from sesender.backends.base import OutgoingEmail
 from sesender.backends.headers import require_single_line, validate_custom_headers
 
-__all__ = ["check_sendable"]
+__all__ = ["Sendable", "check_sendable"]
 
 
-def check_sendable(email: OutgoingEmail) -> tuple[str, str]:
+class Sendable(Protocol):
+    """What :func:`check_sendable` reads: an ``OutgoingEmail``, or the SES bulk path's
+    per-recipient tuple (``sesender.backends.ses_bulk_call.BulkRecipient``)."""
+
+    @property
+    def sender(self) -> str: ...
+    @property
+    def recipient(self) -> str: ...
+    @property
+    def reply_to(self) -> str | None: ...
+    @property
+    def subject(self) -> str: ...
+    @property
+    def headers(self) -> tuple[tuple[str, str], ...]: ...
+
+
+def check_sendable(email: Sendable) -> tuple[str, str]:
     """Check ``email`` and return its sender and recipient in the 7-bit form SES takes.
 
     Raises :class:`~sesender.errors.PermanentSendError` for an address that is not exactly one

@@ -41,7 +41,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from html import escape, unescape
-from typing import TYPE_CHECKING
+from operator import itemgetter
+from typing import TYPE_CHECKING, Protocol
 
 from sesender.addresses import bare_address
 from sesender.backends.addresses import ascii_address
@@ -57,7 +58,7 @@ from sesender.errors import (
     TransientSendError,
 )
 from sesender.links import CLICK_FIELD
-from sesender.pipeline.pixel import insert_pixel, pixel_image
+from sesender.pipeline.pixel import PIXEL_POSITIONS, insert_pixel, pixel_image
 
 if TYPE_CHECKING:
     from mypy_boto3_sesv2.type_defs import (
@@ -92,6 +93,10 @@ PLACEHOLDER = re.compile(r"\{\{ *([A-Za-z_][A-Za-z0-9_]*) *\}\}")
 # A placeholder as the filled template gives it to SES.
 SES_PLACEHOLDER = re.compile(r"\{\{([A-Za-z_][A-Za-z0-9_]*)\}\}")
 BRACES = re.compile(r"\{\{|\}\}")
+# One character that Handlebars-style escaping changes, a brace, a backslash or whitespace
+# other than a plain space; and a run of none of these and no space either.
+UNSAFE_CHARACTER = re.compile(r"[^\S ]|[&<>\"'`={}\\]")
+SAFE_TAIL = re.compile(r"[^\s&<>\"'`={}\\]*")
 # Everything up to the last character that Handlebars-style escaping changes, a brace, a
 # backslash or whitespace other than a plain space (spaces are looked at separately).
 LAST_UNSAFE = re.compile(r"(?s:.*)(?:[^\S ]|[&<>\"'`={}\\])")
@@ -106,6 +111,18 @@ HREF = re.compile(r"""\shref\s*=\s*(?:"([^"]*)"|'([^']*)')""", re.IGNORECASE)
 WHITESPACE = re.compile(r"\s+")
 LINK_OPEN = re.compile(r"<a[\s>/]", re.IGNORECASE)
 LINK_CLOSE = re.compile(r"</a[\s>]", re.IGNORECASE)
+
+# The name of a (name, value) pair, in C: the header and tag names of every email's key.
+FIRST = itemgetter(0)
+#: The keys of plain contents, kept so that the emails of one content share one key object
+#: (built once, not per email: a frozen dataclass's construction is most of ``bulk_key``'s
+#: cost); emptied when it holds this many (contents are few at any one time).
+KEYS: dict[tuple[object, ...], BulkKey] = {}
+MAX_KEPT_KEYS = 32
+#: The last pixel URL prefix :func:`split_pixel_url` found (one item, replaced, never grown).
+LAST_PIXEL_PREFIX = [""]
+#: Longer contents have their pixel halves cut for every email rather than kept.
+MAX_KEPT_HALVES = 200_000
 
 # One encoder for every entry: ``json.dumps`` with any option builds a new encoder per call.
 COMPACT_JSON = json.JSONEncoder(separators=(",", ":")).encode
@@ -226,12 +243,14 @@ def bulk_key(email: OutgoingEmail) -> tuple[BulkKey, dict[str, str]] | None:
             return None
     pixel_url: str | None = None
     if email.pixel_url is not None:
-        shared = email.merge is None  # a rendered template's HTML is seen once: not cached
-        if tracked is None and email.html != insert_pixel(
-            email.source_html or "", email.pixel_url, cached=shared
+        if tracked is None and not (
+            pixel_inserted(email.html, email.source_html or "", email.pixel_url)
+            if email.merge is None
+            # A rendered template's HTML is seen once: searched, not cached.
+            else email.html == insert_pixel(email.source_html or "", email.pixel_url, cached=False)
         ):
             return None  # not the pixel compose inserts: nothing to rebuild it from
-        pixel_url, tail = split_value(email.pixel_url)
+        pixel_url, tail = split_pixel_url(email.pixel_url)
         if "{" in pixel_url or "}" in pixel_url:
             return None  # SES would read braces written into the template
         if tail:
@@ -239,17 +258,68 @@ def bulk_key(email: OutgoingEmail) -> tuple[BulkKey, dict[str, str]] | None:
             pixel_url += "{{" + PIXEL_FIELD + "}}"
     elif tracked is None and email.source_html is not None and email.html != email.source_html:
         return None
-    key = BulkKey(
-        sender=email.sender,
-        configuration_set=email.configuration_set,
-        subject=subject,
-        html=html,
-        pixel_url=pixel_url,
-        header_names=tuple(name for name, _ in email.headers),
-        tag_names=tuple(name for name, _ in email.tags),
-        reply_to=email.reply_to,
+    fields = (
+        email.sender,
+        email.configuration_set,
+        subject,
+        html,
+        pixel_url,
+        tuple(map(FIRST, email.headers)),
+        tuple(map(FIRST, email.tags)),
+        email.reply_to,
     )
+    if email.merge is not None:
+        return BulkKey(*fields), data  # a rendered template's key is seen once: not kept
+    key = KEYS.get(fields)
+    if key is None:
+        if len(KEYS) >= MAX_KEPT_KEYS:
+            KEYS.clear()
+        key = KEYS[fields] = BulkKey(*fields)
     return key, data
+
+
+def split_pixel_url(url: str) -> tuple[str, str]:
+    """:func:`split_value` of a pixel URL, without the backward search for most emails: the
+    URLs of one content differ only in their token, after the same prefix, so when ``url``
+    starts with the last prefix found, which ends in a character escaping changes, and the rest
+    holds no such character and no space, that prefix is where :func:`split_value` cuts too."""
+    prefix = LAST_PIXEL_PREFIX[0]
+    if prefix and url.startswith(prefix) and SAFE_TAIL.fullmatch(url, len(prefix)):
+        return prefix, url[len(prefix) :]
+    prefix, tail = split_value(url)
+    if prefix and UNSAFE_CHARACTER.fullmatch(prefix[-1]):
+        LAST_PIXEL_PREFIX[0] = prefix
+    return prefix, tail
+
+
+def pixel_inserted(html: str, source_html: str, pixel_url: str) -> bool:
+    """Whether ``html`` is exactly ``insert_pixel(source_html, pixel_url)``, found without
+    building that text (an HTML-sized copy per email): the content's two halves around the
+    pixel's place are cut once per content (:func:`pixel_halves`), then compared in place."""
+    image = pixel_image(pixel_url)
+    if len(html) != len(source_html) + len(image):
+        return False
+    head, tail = pixel_halves(source_html)
+    return html.startswith(head) and html.startswith(image, len(head)) and html.endswith(tail)
+
+
+def pixel_halves(source_html: str) -> tuple[str, str]:
+    """``source_html`` cut where :func:`insert_pixel` puts the pixel (the tail is empty when it
+    is appended); kept for up to 16 contents of at most ``MAX_KEPT_HALVES`` characters, whose
+    emails share the very string object, so a lookup neither hashes nor compares the text."""
+    if len(source_html) > MAX_KEPT_HALVES:
+        return cut_at_pixel(source_html)
+    return kept_pixel_halves(source_html)
+
+
+def cut_at_pixel(source_html: str) -> tuple[str, str]:
+    position = PIXEL_POSITIONS.position(source_html)
+    if position is None:
+        return source_html, ""
+    return source_html[:position], source_html[position:]
+
+
+kept_pixel_halves = lru_cache(maxsize=16)(cut_at_pixel)
 
 
 def substitute(template: str, data: Mapping[str, str]) -> str:
@@ -372,10 +442,28 @@ def chunk_sizes(count: int) -> Iterator[int]:
         yield count // calls + (1 if index < count % calls else 0)
 
 
+class BulkEntryParts(Protocol):
+    """What :func:`build_bulk_request` reads of each email (an ``OutgoingEmail``, or the
+    per-recipient tuple the SES client process gets, ``ses_bulk_call.BulkRecipient``)."""
+
+    @property
+    def sender(self) -> str: ...
+    @property
+    def recipient(self) -> str: ...
+    @property
+    def reply_to(self) -> str | None: ...
+    @property
+    def subject(self) -> str: ...
+    @property
+    def headers(self) -> tuple[tuple[str, str], ...]: ...
+    @property
+    def tags(self) -> tuple[tuple[str, str], ...]: ...
+
+
 def build_bulk_request(
     key: BulkKey,
     template: BulkTemplate,
-    emails: Sequence[OutgoingEmail],
+    emails: Sequence[BulkEntryParts],
     data: Sequence[Mapping[str, str]],
     addresses: Sequence[tuple[str, str]] | None = None,
 ) -> SendBulkEmailRequestTypeDef:

@@ -16,8 +16,10 @@ import pytest
 from botocore.exceptions import ClientError, HTTPClientError
 
 from sesender.backends.ses import build_ses_client, translate_error
+from sesender.backends.ses_bulk import BulkKey, BulkTemplate
+from sesender.backends.ses_bulk_call import BulkAnswer, BulkCall, BulkRecipient, send_bulk_call
 from sesender.backends.ses_process import ProcessSesClient
-from sesender.errors import TransientSendError
+from sesender.errors import PermanentSendError, TransientSendError
 from tests.e2e.fake_ses_support import SENDER, FakeSes, running_fake_ses
 from tests.e2e.harness import ServiceProcess, submit, wait_topic
 from tests.waiting import wait_for
@@ -109,6 +111,51 @@ def test_calls_answer_as_the_client_in_process_does(
         assert all(isinstance(e, TransientSendError) and e.throttled for e in errors), name
     assert remote.pid is not None
     assert remote.pid != os.getpid()
+
+
+def test_a_compact_bulk_call_is_built_and_answered_in_the_child(
+    fake_ses: FakeSes, remote: ProcessSesClient
+) -> None:
+    local = build_ses_client(**client_arguments(fake_ses))
+    key = BulkKey(
+        sender=SENDER,
+        configuration_set=None,
+        subject="Hi",
+        html="<p>{{n}}</p>",
+        pixel_url=None,
+        header_names=(),
+        tag_names=("topic",),
+    )
+    template = BulkTemplate(subject="Hi", html="<p>{{n}}</p>", text="{{n}}")
+    recipients = ("a@example.org", "not an address", "rejected@example.org")
+    call = BulkCall(
+        key,
+        template,
+        tuple(BulkRecipient(SENDER, r, None, "Hi", (), (("topic", "t"),)) for r in recipients),
+        tuple({"n": str(index)} for index in range(len(recipients))),
+    )
+    try:
+        answers: dict[str, list[BulkAnswer]] = {"remote": [], "local": []}
+        for _ in range(6):  # one call in three is throttled: each side meets a throttle
+            answers["remote"].append(remote.send_bulk_call(call))
+            answers["local"].append(send_bulk_call(local, call))
+    finally:
+        local.close()
+    for name, results in answers.items():
+        for answer in results:
+            # The bad address was refused before the call, in the child as in process.
+            assert list(answer.refused) == [1], name
+            assert isinstance(answer.refused[1], PermanentSendError), name
+            assert answer.carried == (0, 2), name
+        answered = [a.results for a in results if a.error is None]
+        assert answered, name
+        for entries in answered:
+            assert entries is not None
+            assert [e["Status"] for e in entries] == ["SUCCESS", "MESSAGE_REJECTED"], name
+        # A throttled call's botocore error comes back in the answer, not raised.
+        errors = [a.error for a in results if a.error is not None]
+        assert errors, name
+        assert all(isinstance(translate_error(e), TransientSendError) for e in errors), name
 
 
 def test_a_killed_child_fails_its_calls_in_flight_and_is_replaced() -> None:

@@ -1,0 +1,94 @@
+"""SesBackend with a client that runs bulk calls elsewhere (``send_bulk_call``, as the SES
+client process does): the backend sends it the compact call, maps its answer entry by entry,
+and a call lost with its process retries every email it held."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+from typing import Any
+
+import pytest
+from botocore.exceptions import HTTPClientError
+
+from actors import ThreadLane
+from sesender.backends.ses import SesBackend
+from sesender.backends.ses_bulk_call import BulkAnswer, BulkCall, send_bulk_call
+from sesender.errors import PermanentSendError, TransientSendError
+from tests.unit.backends.test_ses_backend import isolate_aws_environment
+from tests.unit.backends.test_ses_bulk import RecordingClient, email, recipients_of
+
+
+@pytest.fixture(autouse=True)
+def isolated_aws_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    isolate_aws_environment(monkeypatch, tmp_path)
+
+
+class RemoteClient:
+    """Runs each bulk call as the SES client process does: the call pickled, run by
+    ``send_bulk_call`` next to a recording client, the answer pickled back."""
+
+    def __init__(self, status_of: Any = lambda _: "SUCCESS") -> None:
+        self.inner = RecordingClient(status_of)
+        self.calls: list[BulkCall] = []
+        self.lost = False
+
+    def send_bulk_call(self, call: BulkCall) -> BulkAnswer:
+        call = pickle.loads(pickle.dumps(call))
+        self.calls.append(call)
+        if self.lost:
+            raise HTTPClientError(error="the SES client process exited (code -9)")
+        answer: BulkAnswer = pickle.loads(pickle.dumps(send_bulk_call(self.inner, call)))
+        return answer
+
+    def send_bulk_email(self, **request: Any) -> Any:
+        raise AssertionError("bulk calls go through send_bulk_call")
+
+    def send_email(self, **request: Any) -> Any:
+        return self.inner.send_email(**request)
+
+
+def backend_for(client: RemoteClient) -> SesBackend:
+    return SesBackend(client=client, lane=ThreadLane("ses", 4))  # type: ignore[arg-type]
+
+
+async def test_the_compact_call_is_built_next_to_the_client_and_mapped_back() -> None:
+    client = RemoteClient(lambda r: "MESSAGE_REJECTED" if r == "user3@example.org" else "SUCCESS")
+    emails = [email(1), email(2, recipient="not an address"), email(3), email(4)]
+    backend = backend_for(client)
+    results = await backend.send_batch(emails)
+
+    (call,) = client.calls
+    assert [r.recipient for r in call.recipients] == [e.recipient for e in emails]
+    (request,) = client.inner.bulks  # validated against botocore's model by the client
+    assert recipients_of(request) == ["user1@example.org", "user3@example.org", "user4@example.org"]
+    assert results[0] == "bulk-user1@example.org"
+    assert isinstance(results[1], PermanentSendError)  # refused before the call, not carried
+    assert isinstance(results[2], PermanentSendError)
+    assert results[2].code == "MESSAGE_REJECTED"
+    assert results[3] == "bulk-user4@example.org"
+    stats = backend.statistics()
+    assert (stats.attempts, stats.bulk_calls, stats.bulk_emails) == (1, 1, 3)
+    assert (stats.sent, stats.permanent) == (2, 2)
+
+
+async def test_a_whole_call_error_crosses_in_the_answer_for_the_carried_emails_only() -> None:
+    client = RemoteClient()
+    client.inner.error = HTTPClientError(error="read timeout")
+    emails = [email(1), email(2, recipient="not an address"), email(3)]
+    results = await backend_for(client).send_batch(emails)
+    assert isinstance(results[0], TransientSendError)
+    assert isinstance(results[1], PermanentSendError)
+    assert isinstance(results[2], TransientSendError)
+
+
+async def test_a_call_lost_with_its_process_retries_every_email() -> None:
+    client = RemoteClient()
+    client.lost = True
+    emails = [email(1), email(2, recipient="not an address"), email(3)]
+    backend = backend_for(client)
+    results = await backend.send_batch(emails)
+    # Which emails the process would have refused is unknown: all are retried (the refused
+    # one is refused again at its next attempt).
+    assert all(isinstance(r, TransientSendError) for r in results)
+    assert backend.statistics().bulk_emails == 3
