@@ -298,35 +298,6 @@ def find_idempotency(
 # --- the queue ------------------------------------------------------------------------------
 
 
-# The claim reads the due rows, with the status each is about to get, as ONE result row (a JSON
-# array), then updates them with one statement per status (in practice one). ``UPDATE ...
-# RETURNING`` did it in one statement but gave one result row per email, and the sqlite3 module
-# releases and re-takes the GIL around every row it steps: up to 1,000 hand-offs of the GIL per
-# claim, each a wake-up of the event loop's thread when it was waiting for the GIL (the service's
-# event loop spent about 3 us of CPU per email less without them, in bench.ceiling; the claim
-# alone costs within a few percent of what it did). Everything runs in one ``BEGIN IMMEDIATE``
-# transaction, so the status the read computes is the one the updates write, and the checks of
-# cancellation and hold run once per row, as before.
-_CLAIM_DUE = (
-    "SELECT id, topic_id, content_id, email, attempts, due_at, data, track_opens, track_clicks"
-    f" FROM requests WHERE status = {Status.CREATED.value} AND due_at <= ?"
-    " ORDER BY due_at, id LIMIT ?"
-)
-_CLAIM_STATUS = (
-    f"CASE WHEN {_CANCELLED} THEN {Status.STOPPED.value} WHEN {_HELD} THEN {Status.HELD.value}"
-    f" ELSE {Status.PROCESSED.value} END"
-).replace("requests.", "due.")
-_CLAIM_READ_SQL = (
-    "SELECT json_group_array(json_array(id, topic_id, content_id, email, attempts, due_at,"
-    f" {_CLAIM_STATUS}, data, track_opens, track_clicks)) FROM ({_CLAIM_DUE}) AS due"
-)
-_CLAIM_WRITE_SQL = {
-    status: f"UPDATE requests SET updated_at = ?, status = {status.value}"
-    " WHERE id IN (SELECT value FROM json_each(?))"
-    for status in (Status.PROCESSED, Status.STOPPED, Status.HELD)
-}
-
-
 def claim_due(connection: sqlite3.Connection, now_ms: int, limit: int) -> ClaimBatch:
     """Claim due emails atomically, join their contents once, end suppressed ones.
 
@@ -338,14 +309,16 @@ def claim_due(connection: sqlite3.Connection, now_ms: int, limit: int) -> ClaimB
     if limit <= 0:
         return ClaimBatch(emails=(), suppressed=0)
     with transaction(connection):
-        (claimed_json,) = connection.execute(_CLAIM_READ_SQL, (now_ms, limit)).fetchone()
-        claimed: list[list[Any]] = json.loads(claimed_json)
-        if not claimed:
-            return ClaimBatch(emails=(), suppressed=0)
-        for status, sql in _CLAIM_WRITE_SQL.items():
-            ids = [row[0] for row in claimed if row[6] == status]
-            if ids:
-                connection.execute(sql, (now_ms, json.dumps(ids)))
+        claimed = connection.execute(
+            f"UPDATE requests SET updated_at = ?, status = CASE WHEN {_CANCELLED}"
+            f" THEN {Status.STOPPED.value} WHEN {_HELD} THEN {Status.HELD.value}"
+            f" ELSE {Status.PROCESSED.value} END WHERE id IN ("
+            f" SELECT id FROM requests WHERE status = {Status.CREATED.value} AND due_at <= ?"
+            " ORDER BY due_at, id LIMIT ?)"
+            " RETURNING id, topic_id, content_id, email, attempts, due_at, status, data,"
+            " track_opens, track_clicks",
+            (now_ms, now_ms, limit),
+        ).fetchall()
         stopped = sum(1 for row in claimed if row[6] == Status.STOPPED)
         rows = [row for row in claimed if row[6] == Status.PROCESSED]
         if not rows:
