@@ -5,13 +5,14 @@ held back). A batch is written when it holds ``flush_size`` outcomes or when its
 has waited ``flush_interval`` seconds, whichever comes first (an arriving group is never split,
 so a batch may hold a little more than ``flush_size``): one transaction per batch, not per email.
 
-Two tasks share the work so that the database never waits for the event loop: one writes a
-batch while the other gathers the next (up to ``flush_size``; what comes beyond that waits in the
-outcome pipe). With one task, the database thread sat idle after each write until the event
-loop, busy composing, had run the task again, received the next groups one checkpoint each and
-started the next write; at full speed the outcome pipe stayed full and that turn-taking set the
-pace of the whole pipeline. Batches are the same size as before and written one at a time, in
-order.
+Two tasks share the work so that the next write does not wait for the next batch to be
+received: one writes a batch while the other gathers the next (up to ``flush_size``; what comes
+beyond that waits in the outcome pipe). With one task, the database thread sat idle after each
+write until the event loop, busy composing, had run the task again, received the next groups one
+checkpoint each and only then started the next write; in a trace of the throughput benchmark the
+outcome pipe stayed full with hundreds of sends waiting to hand over their outcomes, so that
+turn-taking set the pace of the whole pipeline. Batches are the same size as before and written
+one at a time, in order.
 
 If the database refuses writes (read-only, disk full) the batch is kept and retried with backoff,
 never dropped; meanwhile the next batch fills, the bounded outcome pipe fills and the pipeline
