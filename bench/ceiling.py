@@ -17,7 +17,9 @@ Once started, the service's garbage collector is set as ``run_service`` sets it
 Baseline (**store floor**): the same database work done back to back by one task with nothing
 else running: submit in 10,000s, ``claim_due`` 1,000 at a time, ``record_outcomes`` of ``Sent``
 100 at a time (the post-processor's batch), on a fresh database. The ratio service / floor says
-how much the actors, the hand-offs and composing each message cost on top of SQLite.
+how much the actors, the hand-offs and composing each message cost on top of SQLite. Aim:
+service / floor >= 0.7 (best against best); the floor's CPU per email over the service's is
+printed beside it for context (it moves less with the load of a shared machine).
 
 **(b) ses backend in bulk mode against a local fake SES, versus (a) in the same run.**
 ``bench.fake_ses`` runs as a separate process on 127.0.0.1 (asyncio, keep-alive, answers
@@ -106,6 +108,8 @@ if TYPE_CHECKING:
 NAME = "ceiling"
 TOPIC = "bench_ceiling"
 MEMORY_AIM = 8000.0
+#: (a): the service's end-to-end rate over the store floor's, measured in the same run.
+MEMORY_FLOOR_AIM = 0.7
 #: (b): the SES backend's end-to-end rate over the memory backend's, measured in the same run.
 SES_AIM = 0.7
 #: (b): recipients per SES call on average, for recipients of one content.
@@ -544,15 +548,22 @@ def run_memory(arguments: argparse.Namespace, directory: Path) -> dict[str, Any]
             else:
                 floors.append(trio.run(measure_store_floor, database, emails))
     service, floor = best(services), best(floors)
+    ratio = service.rate / floor.rate
     return {
         "emails": arguments.emails,
         "service": service.as_dict(),
         "service_runs": [run.as_dict() for run in services],
         "store_floor": floor.as_dict(),
         "store_floor_runs": [run.as_dict() for run in floors],
-        "ratio_to_store_floor": service.rate / floor.rate,
+        "ratio_to_store_floor": ratio,
+        # For context (what the load moves less): the floor's CPU over the service's, per email.
+        "cpu_ratio_to_store_floor": (floor.client_cpu / floor.emails)
+        / max(1e-9, service.client_cpu / max(1, service.emails)),
         "aim_emails_per_second": MEMORY_AIM,
-        "passed": service.rate >= MEMORY_AIM,
+        "aim_ratio_to_store_floor": MEMORY_FLOOR_AIM,
+        "passed_rate": service.rate >= MEMORY_AIM,
+        "passed_ratio": ratio >= MEMORY_FLOOR_AIM,
+        "passed": service.rate >= MEMORY_AIM and ratio >= MEMORY_FLOOR_AIM,
     }
 
 
@@ -764,9 +775,11 @@ def report(figures: dict[str, Any]) -> str:
         )
         parts.append(loop_table(memory["service"]))
         parts.append(
+            f"aim >= {MEMORY_AIM:,.0f} emails/s: {verdict(memory['passed_rate'])}"
+            f" ({memory['service']['emails_per_second']:,.0f}/s)\n"
             f"service / store floor = {memory['ratio_to_store_floor']:.2f};"
-            f" aim >= {MEMORY_AIM:,.0f} emails/s:"
-            f" {verdict(memory['passed'])} ({memory['service']['emails_per_second']:,.0f}/s)"
+            f" aim >= {MEMORY_FLOOR_AIM}: {verdict(memory['passed_ratio'])}"
+            f" (by CPU per email, for context: {memory['cpu_ratio_to_store_floor']:.2f})"
         )
     if "ses" in figures:
         ses = figures["ses"]

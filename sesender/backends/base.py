@@ -22,9 +22,14 @@ from sesender.links import TrackedHtml
 from sesender.templating import MergeFields
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class OutgoingEmail:
     """Everything a backend needs to send one email to one recipient.
+
+    Not frozen, unlike the other records: one is built for every email on the send path, and a
+    frozen dataclass sets each of its 17 fields through ``object.__setattr__``, which made
+    building one cost twice as much (2.6 against 1.2 us, a tenth of the pipeline's own CPU per
+    email). Nothing changes one once built: backends only read it.
 
     ``html`` already carries the tracking pixel; ``headers`` are extra headers such as
     ``List-Unsubscribe``, not validated yet: a backend that builds a real message (SES, outbox)

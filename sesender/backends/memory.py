@@ -117,7 +117,7 @@ class MemoryBackend:
         self._peak_in_flight = 0
         # Message ids: one random prefix per backend and a counter, unique like a uuid4 each
         # but without reading os.urandom per email (a fifth of the pipeline's CPU at full speed).
-        self._id_prefix = f"memory-{uuid.uuid4()}"
+        self._id_prefix = f"memory-{uuid.uuid4()}-"
         self._ids = itertools.count(1)
 
     @property
@@ -162,8 +162,10 @@ class MemoryBackend:
             if self.latency_jitter:
                 jitter = max(draw.uniform(0.0, self.latency_jitter) for draw in draws if draw)
             await trio.sleep(self.latency + jitter)
+            # One call returns once: every email of it is recorded with the same finishing time.
+            finished_at = self.clock()
             results = [
-                self._settle(email, started_at, draw)
+                self._settle(email, started_at, finished_at, draw)
                 for email, draw in zip(emails, draws, strict=True)
             ]
             if any(isinstance(result, str) for result in results):
@@ -178,7 +180,11 @@ class MemoryBackend:
         return random.Random(f"{self.seed}:{email.request_id}:{email.attempt}:{email.recipient}")
 
     def _settle(
-        self, email: OutgoingEmail, started_at: float, draw: random.Random | None
+        self,
+        email: OutgoingEmail,
+        started_at: float,
+        finished_at: float,
+        draw: random.Random | None,
     ) -> SendResult:
         """Record the email, or count and return the failure chosen for it."""
         try:
@@ -192,12 +198,7 @@ class MemoryBackend:
         except SendError as exc:
             self._failed += 1
             return exc
-        record = SentRecord(
-            message_id=f"{self._id_prefix}-{next(self._ids)}",
-            email=email,
-            started_at=started_at,
-            finished_at=self.clock(),
-        )
+        record = SentRecord(self._id_prefix + str(next(self._ids)), email, started_at, finished_at)
         self._sent.append(record)
         return record.message_id
 

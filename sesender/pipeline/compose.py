@@ -4,12 +4,13 @@ configuration set."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from html import escape
 
 from sesender.backends.base import OutgoingEmail
 from sesender.feedback.ses_events import REQUEST_ID_TAG, TOPIC_TAG
 from sesender.links import CLICK_FIELD, LinkRewriter
 from sesender.models import ClaimedEmail
-from sesender.pipeline.pixel import insert_pixel, pixel_image
+from sesender.pipeline.pixel import PIXEL_IMAGE_HEAD, PIXEL_IMAGE_TAIL, insert_image, pixel_image
 from sesender.templating import (
     EMAIL_FIELD,
     UNSUBSCRIBE_FIELD,
@@ -32,14 +33,22 @@ class MessageComposer:
     open_tracking_enabled: bool = True
     #: rewrites a content's links once for all its emails (click tracking).
     rewriter: LinkRewriter = field(init=False, repr=False, compare=False)
+    #: the pixel URL up to its token, and the pixel image up to its token with that part
+    #: escaped: a token is URL-safe base64, which HTML escaping leaves as it is, so an email's
+    #: image is this head, its token and the tail (the same text as ``pixel_image(url)``).
+    open_url_head: str = field(init=False, repr=False, compare=False)
+    open_image_head: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         rewriter = LinkRewriter(public_url=self.public_url, signer=self.signer)
         object.__setattr__(self, "rewriter", rewriter)
+        open_url_head = f"{self.public_url}/v1/events/open?request_id="
+        object.__setattr__(self, "open_url_head", open_url_head)
+        image_head = PIXEL_IMAGE_HEAD + escape(open_url_head, quote=True)
+        object.__setattr__(self, "open_image_head", image_head)
 
     def pixel_url(self, request_id: int) -> str:
-        token = self.signer.sign("open", request_id)
-        return f"{self.public_url}/v1/events/open?request_id={token}"
+        return self.open_url_head + self.signer.sign("open", request_id)
 
     def unsubscribe_url(self, request_id: int) -> str:
         token = self.signer.sign("unsubscribe", request_id)
@@ -58,12 +67,15 @@ class MessageComposer:
                 ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),
             )
         # SES echoes tags back in events' ``mail.tags``; their names live where events are read.
-        tags = [(REQUEST_ID_TAG, str(email.request_id))]
-        if email.topic_id:
-            # As is: the SES backend makes tag names and values valid SES tags (ses_tag_part).
-            tags.append((TOPIC_TAG, email.topic_id))
+        # The topic's tag as is: the SES backend makes tag names and values valid SES tags.
+        tags: tuple[tuple[str, str], ...] = (
+            ((REQUEST_ID_TAG, str(email.request_id)), (TOPIC_TAG, email.topic_id))
+            if email.topic_id
+            else ((REQUEST_ID_TAG, str(email.request_id)),)
+        )
         track_opens = self.open_tracking_enabled if email.track_opens is None else email.track_opens
-        pixel_url = self.pixel_url(email.request_id) if track_opens else None
+        open_token = self.signer.sign("open", email.request_id) if track_opens else None
+        pixel_url = None if open_token is None else self.open_url_head + open_token
         # Click tracking: the content's links are rewritten once (cached per content); what
         # differs per recipient is only the token that goes into each link.
         tracked = self.rewriter.tracked(email.content.body) if email.track_clicks else None
@@ -84,10 +96,11 @@ class MessageComposer:
             tracked = click_token = None
         if tracked is not None and click_token is not None:
             body = tracked.render(click_token, "" if pixel_url is None else pixel_image(pixel_url))
-        elif pixel_url is None:
+        elif open_token is None:
             body = html
         else:
-            body = insert_pixel(html, pixel_url, cached=merge is None)
+            image = self.open_image_head + open_token + PIXEL_IMAGE_TAIL
+            body = insert_image(html, image, cached=merge is None)
         return OutgoingEmail(
             request_id=email.request_id,
             topic_id=email.topic_id,
@@ -96,7 +109,7 @@ class MessageComposer:
             subject=subject,
             html=body,
             headers=headers,
-            tags=tuple(tags),
+            tags=tags,
             configuration_set=self.configuration_set,
             attempt=email.attempts + 1,
             source_html=html,

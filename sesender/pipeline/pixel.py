@@ -32,7 +32,7 @@ class PixelPositions:
     object, which neither hashes nor compares the text again. The cache keeps the HTML it is
     keyed by alive, so it is bounded twice: at most ``max_entries`` contents and
     ``max_characters`` characters in all (oldest first out); HTML longer than that is searched
-    every time, as before there was a cache. A lock makes it safe from any thread.
+    every time, as before there was a cache. A lock keeps its updates safe from any thread.
     """
 
     def __init__(self, *, max_entries: int, max_characters: int) -> None:
@@ -43,11 +43,13 @@ class PixelPositions:
         self._lock = threading.Lock()
 
     def position(self, html: str) -> int | None:
-        with self._lock:
-            try:
-                return self._positions[html]
-            except KeyError:
-                pass
+        # Read without the lock: one dictionary lookup is atomic, and an entry evicted at that
+        # moment is only a miss (the position is searched again). Taking the lock for every
+        # email cost as much as the lookup itself.
+        try:
+            return self._positions[html]
+        except KeyError:
+            pass
         position = find_pixel_position(html)
         if len(html) <= self.max_characters:
             with self._lock:
@@ -86,21 +88,30 @@ class PixelPositions:
 PIXEL_POSITIONS = PixelPositions(max_entries=16, max_characters=2_000_000)
 
 
+#: The image around its (escaped) URL: the composer signs a token per email and puts it between a
+#: head escaped once per composer and this tail, instead of escaping every email's whole URL.
+PIXEL_IMAGE_HEAD = '<img src="'
+PIXEL_IMAGE_TAIL = '" width="1" height="1" alt="" style="display:none;border:0" />'
+
+
 def pixel_image(pixel_url: str) -> str:
     """The 1x1 tracking image for ``pixel_url``."""
-    return (
-        f'<img src="{escape(pixel_url, quote=True)}" width="1" height="1" alt="" '
-        'style="display:none;border:0" />'
-    )
+    return PIXEL_IMAGE_HEAD + escape(pixel_url, quote=True) + PIXEL_IMAGE_TAIL
 
 
-def insert_pixel(html: str, pixel_url: str, *, cached: bool = True) -> str:
-    """Insert the 1x1 tracking image before the last ``</body>``, or append it.
+def insert_image(html: str, image: str, *, cached: bool = True) -> str:
+    """Insert ``image`` (a :func:`pixel_image`) before the last ``</body>``, or append it.
 
     ``cached``: the HTML is a content shared by many emails, so its pixel position is kept;
     False for HTML seen once (a rendered template).
     """
     position = PIXEL_POSITIONS.position(html) if cached else find_pixel_position(html)
     if position is None:
-        return html + pixel_image(pixel_url)
-    return html[:position] + pixel_image(pixel_url) + html[position:]
+        return html + image
+    return html[:position] + image + html[position:]
+
+
+def insert_pixel(html: str, pixel_url: str, *, cached: bool = True) -> str:
+    """Insert the 1x1 tracking image for ``pixel_url`` before the last ``</body>``, or append
+    it (``cached`` as for :func:`insert_image`)."""
+    return insert_image(html, pixel_image(pixel_url), cached=cached)

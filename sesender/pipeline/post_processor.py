@@ -4,15 +4,27 @@ Outcomes arrive a group at a time (one pipe item per send call, or per group the
 held back). A batch is written when it holds ``flush_size`` outcomes or when its oldest outcome
 has waited ``flush_interval`` seconds, whichever comes first (an arriving group is never split,
 so a batch may hold a little more than ``flush_size``): one transaction per batch, not per email.
+
+Two tasks share the work so that the next write does not wait for the next batch to be
+received: one writes a batch while the other gathers the next (up to ``flush_size``; what comes
+beyond that waits in the outcome pipe). With one task, the database thread sat idle after each
+write until the event loop, busy composing, had run the task again, received the next groups one
+checkpoint each and only then started the next write; in a trace of the throughput benchmark the
+outcome pipe stayed full with hundreds of sends waiting to hand over their outcomes, so that
+turn-taking set the pace of the whole pipeline. Batches are the same size as before and written
+one at a time, in order.
+
 If the database refuses writes (read-only, disk full) the batch is kept and retried with backoff,
-never dropped; meanwhile the bounded outcome pipe fills and the pipeline slows to a stop instead of
-losing anything. After a flush it releases the emails from the "handed over" register and wakes
-the scheduler when retries or deferred emails went back to the queue.
+never dropped; meanwhile the next batch fills, the bounded outcome pipe fills and the pipeline
+slows to a stop instead of losing anything. After a write it releases the emails from the
+"handed over" register and wakes the scheduler when retries or deferred emails went back to the
+queue.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -56,35 +68,79 @@ class PostProcessor:
         self.flush_size = flush_size
         self.flush_interval = flush_interval
         self._on_flush = on_flush
+        #: the batch being gathered while the previous one is written, and when it is due.
         self._batch: list[Outcome] = []
+        self._due_at = math.inf
+        self._input_ended = False
+        self._changed = trio.Event()
         self._flushes = 0
         self._flushed = 0
         self._write_failures = 0
         self._largest = 0
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        async with self._outcome_rx:
+        async with self._outcome_rx, trio.open_nursery() as nursery:
+            nursery.start_soon(self._write_batches)
             task_status.started()
-            deadline = float("inf")
-            while True:
-                with trio.move_on_at(deadline):
-                    try:
-                        outcomes = await self._outcome_rx.receive()
-                    except trio.EndOfChannel:
-                        break
-                    if not self._batch:
-                        deadline = trio.current_time() + self.flush_interval
-                    self._batch.extend(outcomes)
-                    if len(self._batch) < self.flush_size:
-                        continue
-                await self._flush()
-                deadline = float("inf")
-            await self._flush()
+            try:
+                await self._gather()
+            finally:
+                self._input_ended = True
+                self._notify()
+        # Leaving the nursery waited for the writer to write what was left.
 
-    async def _flush(self) -> None:
+    def _notify(self) -> None:
+        """Wake the other task: a batch grew, was taken, or the input ended."""
+        self._changed.set()
+        self._changed = trio.Event()
+
+    def _add(self, outcomes: Sequence[Outcome]) -> None:
         if not self._batch:
-            return
-        batch, self._batch = self._batch, []
+            self._due_at = trio.current_time() + self.flush_interval
+        self._batch.extend(outcomes)
+
+    async def _gather(self) -> None:
+        """Receive outcomes into the next batch, up to ``flush_size`` (more waits in the pipe:
+        that is the backpressure), while the writer writes the previous one."""
+        receive_nowait = self._outcome_rx.receive_nowait
+        while True:
+            while len(self._batch) >= self.flush_size:
+                await self._changed.wait()
+            try:
+                outcomes = await self._outcome_rx.receive()
+            except trio.EndOfChannel:
+                return
+            self._add(outcomes)
+            # What already waits in the pipe joins at once, without a checkpoint per group.
+            while len(self._batch) < self.flush_size:
+                try:
+                    outcomes = receive_nowait()
+                except (trio.WouldBlock, trio.EndOfChannel):
+                    break
+                self._add(outcomes)
+            self._notify()
+
+    def _ready(self) -> bool:
+        return bool(self._batch) and (
+            len(self._batch) >= self.flush_size
+            or self._input_ended
+            or trio.current_time() >= self._due_at
+        )
+
+    async def _write_batches(self) -> None:
+        """Take the batch once it is due (full, old enough, or the input ended) and write it;
+        return once the input ended and everything is written."""
+        while True:
+            while not self._ready():
+                if self._input_ended and not self._batch:
+                    return
+                with trio.move_on_at(self._due_at if self._batch else math.inf):
+                    await self._changed.wait()
+            batch, self._batch = self._batch, []
+            self._notify()
+            await self._flush(batch)
+
+    async def _flush(self, batch: list[Outcome]) -> None:
         failures = 0
         while True:
             try:

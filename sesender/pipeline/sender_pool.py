@@ -247,10 +247,16 @@ class SenderPool:
         sent_before = counts["sent"]
         outcome_of = self._outcome_of
         answered_ms = self._now_ms()
-        outcomes.extend(
-            outcome_of(email, result, answered_ms)
-            for email, result in zip(sending, results, strict=True)
-        )
+        sent = 0
+        append = outcomes.append
+        for email, result in zip(sending, results, strict=True):
+            if isinstance(result, str):
+                # The common case, inline: a message id is Sent, counted once per call.
+                append(Sent(email.request_id, result, email.attempts + 1, answered_ms))
+                sent += 1
+            else:
+                append(outcome_of(email, result, answered_ms))
+        counts["sent"] += sent
         if self._on_sent is not None and counts["sent"] > sent_before:
             self._on_sent(counts["sent"] - sent_before)
         return outcomes
@@ -280,12 +286,7 @@ class SenderPool:
         attempts = email.attempts + 1
         if isinstance(result, str):
             self._counts["sent"] += 1
-            return Sent(
-                request_id=email.request_id,
-                message_id=result,
-                attempts=attempts,
-                sent_at_ms=answered_ms,
-            )
+            return Sent(email.request_id, result, attempts, answered_ms)
         if isinstance(result, SenderSendError):
             # The sender's identity: its emails fail one by one as SES refuses them, retryable
             # (POST /v1/topics/{id}/retry) once the identity is verified; other senders go on.

@@ -75,6 +75,9 @@ def test_ceiling_quick(tmp_path: Path) -> None:
     assert isinstance(memory, dict)
     assert isinstance(ses, dict)
     assert memory["service"]["complete"]
+    # Both aims of (a) are judged, and "passed" is both.
+    assert memory["passed"] == (memory["passed_rate"] and memory["passed_ratio"])
+    assert memory["passed_ratio"] == (memory["ratio_to_store_floor"] >= 0.7)
     assert ses["service"]["complete"]
     assert ses["memory_service"]["complete"]
     # Every recipient reached the fake exactly once, alone or as an entry of a bulk call.

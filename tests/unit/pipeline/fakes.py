@@ -52,6 +52,7 @@ class FakeQueueStore:
     suppressed: set[str] = field(default_factory=set)
     cancelled: dict[str, int] = field(default_factory=dict)  # topic -> up to request id
     unavailable_stops: int = 0  # the next N stop_topic calls fail
+    write_seconds: float = 0.0  # how long each record_outcomes call takes (trio time)
 
     def add(self, count: int, *, topic: str = "t", due: int = 0) -> list[int]:
         first = len(self.rows) + 1
@@ -107,7 +108,7 @@ class FakeQueueStore:
         return min(due) if due else None
 
     async def record_outcomes(self, outcomes: Sequence[Outcome], *, now_ms: int) -> None:
-        await trio.lowlevel.checkpoint()
+        await trio.sleep(self.write_seconds)
         if self.unavailable_writes:
             self.unavailable_writes -= 1
             raise StoreUnavailable("database unavailable: disk is full")

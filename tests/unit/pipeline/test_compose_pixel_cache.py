@@ -84,13 +84,18 @@ def test_many_contents_in_turn_never_get_another_contents_position(htmls: list[s
     body=HTML,
     data=st.none() | st.fixed_dictionaries({"name": st.text(max_size=10)}),
     request_ids=st.lists(st.integers(1, 10**9), min_size=1, max_size=5),
+    # The composer escapes the URL up to the token once and appends each token: a public URL
+    # with characters HTML escaping changes must come out as escaping the whole URL does.
+    public_url=st.sampled_from(
+        ["https://mail.example.com", "https://x.test/p?a=1&b='2'", 'https://x.test/"<q>&amp;']
+    ),
 )
 def test_compose_gives_the_same_html_as_the_uncached_path(
-    body: str, data: dict[str, str] | None, request_ids: list[int]
+    body: str, data: dict[str, str] | None, request_ids: list[int], public_url: str
 ) -> None:
     composer = MessageComposer(
         sender="news@example.com",
-        public_url="https://mail.example.com",
+        public_url=public_url,
         signer=SIGNER,
         configuration_set=None,
         unsubscribe_enabled=True,
@@ -102,6 +107,8 @@ def test_compose_gives_the_same_html_as_the_uncached_path(
         assert outgoing.pixel_url is not None
         assert outgoing.source_html is not None
         assert outgoing.html == uncached_insert_pixel(outgoing.source_html, outgoing.pixel_url)
+        token = SIGNER.sign("open", request_id)
+        assert outgoing.pixel_url == f"{public_url}/v1/events/open?request_id={token}"
 
 
 def test_the_cache_is_bounded_in_entries_and_in_characters() -> None:

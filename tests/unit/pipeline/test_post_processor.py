@@ -102,3 +102,25 @@ async def test_a_refusing_database_is_retried_and_nothing_is_lost(
     assert flushed == 5
     assert post.statistics().write_failures == 3
     assert len(store.by_status(Status.SENT)) == 5
+
+
+async def test_the_next_batch_is_gathered_while_one_is_written(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    store = FakeQueueStore(write_seconds=1.0)
+    ids = claimed(store, 300)
+    post, outcome_tx, _ = rig(store)
+    seen_while_writing: list[tuple[int, int]] = []
+    async with trio.open_nursery() as nursery:
+        await nursery.start(post.run)
+        for first in range(0, 300, 50):
+            await outcome_tx.send([Sent(i, "m", 1, 0) for i in ids[first : first + 50]])
+        for pause in (0.5, 1.0):  # at 0.5 and 1.5: halfway through the first and second writes
+            await trio.sleep(pause)
+            seen_while_writing.append((post.statistics().pending, outcome_tx.statistics().depth))
+        await outcome_tx.aclose()
+    # While the first batch is written (0 to 1 s), the second is already gathered (pending) and
+    # only the third waits in the pipe (two groups); while the second is written, the third is
+    # gathered. Each write starts as soon as the one before ends.
+    assert seen_while_writing == [(100, 2), (100, 0)]
+    assert store.flushes == [(1.0, 100), (2.0, 100), (3.0, 100)]
