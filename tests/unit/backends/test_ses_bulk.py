@@ -50,7 +50,8 @@ from sesender.errors import (
 )
 from sesender.pipeline.pixel import insert_pixel
 from sesender.templating import MergeFields
-from tests.unit.backends.test_ses_backend import isolate_aws_environment
+from tests.unit.backends.test_ses_backend import client_error, isolate_aws_environment
+from tests.waiting import wait_until
 
 REGION = "us-east-1"
 SOURCE_HTML = (
@@ -758,3 +759,52 @@ def test_a_failed_entry_says_what_ses_said(
     assert isinstance(result, SendError)
     assert str(result) == text
     assert result.code == (entry.get("Status", "") if code is None else code)
+
+
+# -- issue 20: the bulk engine's outcome mapping, found unchecked by mutation testing -------------
+
+
+class BlockingClient(RecordingClient):
+    """A recording client whose bulk calls wait until ``release`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered = 0
+        self.release = threading.Event()
+
+    def send_bulk_email(self, **request: Any) -> dict[str, Any]:
+        with self.lock:
+            self.entered += 1
+        assert self.release.wait(10), "the test never released the call"
+        return super().send_bulk_email(**request)
+
+
+async def test_each_running_bulk_call_is_one_call_in_flight() -> None:
+    client = BlockingClient()
+    backend = backend_for(client)
+    emails = [email(n, source_html=SOURCE_HTML if n % 2 else "<p>Other</p>") for n in range(1, 7)]
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(backend.send_batch, emails)
+
+        async def both_entered() -> bool:
+            return client.entered == 2
+
+        await wait_until(both_entered, timeout=10, interval=0.01)
+        assert backend.statistics().in_flight == 2  # two calls, whatever each carries
+        client.release.set()
+    assert backend.statistics().in_flight == 0
+    assert len(client.bulks) == 2
+
+
+async def test_a_whole_bulk_call_refused_for_its_unverified_sender_fails_as_the_senders() -> None:
+    """SES names the identity that failed the check; when it is the call's sender, every entry
+    fails as the sender's (retryable once verified), not as a permanent fault of each email."""
+    client = RecordingClient()
+    client.error = client_error(
+        "MessageRejected",
+        400,
+        "Email address is not verified. The following identities failed the check in region"
+        " US-EAST-1: news@example.com",
+    )
+    results = await backend_for(client).send_batch([email(n) for n in range(1, 4)])
+    assert [type(result) for result in results] == [SenderSendError] * 3
