@@ -6,11 +6,15 @@ from __future__ import annotations
 
 from zoneinfo import ZoneInfo
 
+import pytest
+import trio
+import trio.testing
 from hypothesis import given
 from hypothesis import strategies as st
 
 from sesender.config import PipelineConfig
 from sesender.pipeline.pipeline import MAX_BATCH, batch_size
+from tests.unit.pipeline.test_rate_limiter import BatchRig, email
 
 
 def config(rate: float, burst: float, max_in_flight: int) -> PipelineConfig:
@@ -46,3 +50,22 @@ def test_a_batch_is_the_largest_that_fits_the_burst_the_bulk_limit_and_in_flight
     assert size >= 1
     assert all(size <= bound for bound in bounds)
     assert not all(size + 1 <= bound for bound in bounds)
+
+
+@pytest.mark.parametrize(("rate", "burst", "max_batch", "count"), [(10, 5, 5, 23), (50, 7, 3, 20)])
+async def test_every_email_that_passes_took_one_token_in_a_batch_no_larger_than_allowed(
+    autojump_clock: trio.testing.MockClock, rate: float, burst: float, max_batch: int, count: int
+) -> None:
+    rig = BatchRig(rate=rate, burst=burst, max_batch=max_batch)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(rig.limiter.run)
+        nursery.start_soon(rig.consume)
+        for i in range(1, count + 1):
+            rig.send_tx.send_nowait(email(i))
+        await rig.send_tx.aclose()
+    sizes = [len(ids) for _, ids in rig.batches]
+    assert sum(sizes) == count
+    assert max(sizes) <= max_batch <= burst
+    statistics = rig.limiter.statistics()
+    assert (statistics.passed, statistics.batches) == (count, len(sizes))
+    assert rig.bucket.statistics().acquired_total == count
