@@ -937,3 +937,51 @@ async def test_an_email_sent_alone_that_ses_refuses_has_its_refusal_as_result() 
     (result,) = results
     assert isinstance(result, PermanentSendError)
     assert result.code == "MessageRejected"
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"sender": "Other <other@example.com>"},
+        {"headers": (("List-Unsubscribe", "<https://x.example/u>"),)},
+        {"tags": (("campaign", "spring"),)},
+        {"reply_to": "help@example.com"},
+        {"configuration_set": "transactional"},
+    ],
+    ids=["sender", "header-names", "tag-names", "reply-to", "configuration-set"],
+)
+def test_emails_share_a_call_only_with_the_same_call_wide_parts(change: dict[str, Any]) -> None:
+    """Sender, reply-to and configuration set are one value per call, and the names of headers
+    and tags must match: an email that differs in any of them is in another group."""
+    first, second = email(1), email(2)
+    assert key_of(first) == key_of(second)
+    assert key_of(first) != key_of(replace(second, **change))
+
+
+def key_of(mail: OutgoingEmail) -> Any:
+    shaped = bulk_key(mail)
+    assert shaped is not None
+    return shaped[0]
+
+
+@pytest.mark.parametrize(
+    ("url", "shares"),
+    [
+        (f"{PUBLIC_URL}/v1/x/open?request_id=tok-1", True),
+        (f"{PUBLIC_URL}/v1/{{x/open?request_id=tok-1", False),
+        (f"{PUBLIC_URL}/v1/x}}/open?request_id=tok-1", False),
+    ],
+    ids=["no-brace", "opening", "closing"],
+)
+def test_a_pixel_url_with_a_brace_before_its_tail_goes_alone(url: str, shares: bool) -> None:
+    """SES would read a brace written into the template's pixel URL."""
+    braced = replace(email(1), pixel_url=url, html=insert_pixel(SOURCE_HTML, url))
+    assert (bulk_key(braced) is not None) is shares
+
+
+def test_html_that_is_not_its_source_with_the_pixel_or_as_is_goes_alone() -> None:
+    """Without a pixel the HTML sent must be the source itself; otherwise the template (made
+    from the source) would not be what the recipient is to see."""
+    plain = email(1, pixel=False)
+    assert bulk_key(plain) is not None
+    assert bulk_key(replace(plain, html=plain.html + "<p>changed</p>")) is None

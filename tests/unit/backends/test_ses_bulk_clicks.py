@@ -156,3 +156,9 @@ def test_without_its_source_html_an_email_shares_a_call_only_if_nothing_was_inse
     if not opens:
         assert mail.pixel_url is None
     assert (bulk_key(replace(mail, source_html=None)) is not None) is shares
+
+
+def test_a_tracked_email_that_is_not_its_rendering_goes_alone() -> None:
+    (mail,) = composed(1, NEWSLETTER, opens=False)
+    assert bulk_key(mail) is not None
+    assert bulk_key(replace(mail, html=mail.html.replace("Sale", "Sold"))) is None
