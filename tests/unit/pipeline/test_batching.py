@@ -4,6 +4,7 @@ may be in flight; every batch takes one token per recipient before it goes."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -12,8 +13,14 @@ import trio.testing
 from hypothesis import given
 from hypothesis import strategies as st
 
+from actors import TokenBucket, open_pipe
 from sesender.config import PipelineConfig
+from sesender.models import ClaimedEmail, Outcome, Stopped
+from sesender.pipeline.control import PipelineControl
 from sesender.pipeline.pipeline import MAX_BATCH, batch_size
+from sesender.pipeline.rate_limiter import RateLimiter
+from sesender.pipeline.shared_rate import SharedRate
+from tests.unit.pipeline.fakes import trio_ms
 from tests.unit.pipeline.test_rate_limiter import BatchRig, email
 
 
@@ -69,3 +76,83 @@ async def test_every_email_that_passes_took_one_token_in_a_batch_no_larger_than_
     statistics = rig.limiter.statistics()
     assert (statistics.passed, statistics.batches) == (count, len(sizes))
     assert rig.bucket.statistics().acquired_total == count
+
+
+class FakeTokenStore:
+    """The shared bucket's row: refuses the first ``refusals`` requests (nothing available),
+    then grants every request and records its count."""
+
+    def __init__(self, refusals: int = 0) -> None:
+        self.refusals = refusals
+        self.taken: list[float] = []
+
+    async def take_tokens(
+        self, name: str, count: float, *, rate: float, burst: float
+    ) -> tuple[bool, float]:
+        if self.refusals:
+            self.refusals -= 1
+            return False, 0.0
+        self.taken.append(count)
+        return True, burst - count
+
+
+def cancel(rig: BatchRig, topic: str, up_to_id: int) -> None:
+    mark, _ = rig.control.cancel_topic_in_memory(topic, up_to_id=up_to_id)
+    rig.control.cancelled.confirm(mark)
+
+
+async def test_with_several_instances_a_batch_takes_its_tokens_from_the_shared_rate_too(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The shared bucket refuses at first (the batch waits for its refill); a cancellation while
+    it waits drops only the cancelled email, and the rest takes a token each, shared too."""
+    store = FakeTokenStore(refusals=1)
+    rig = BatchRig(rate=100, burst=3, max_batch=3)
+    rig.limiter.shared = SharedRate(store=store, rate=lambda: 1.0, burst=3)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(rig.limiter.run)
+        nursery.start_soon(rig.consume)
+        for i, topic in enumerate(("keep", "drop", "keep"), start=1):
+            rig.send_tx.send_nowait(email(i, topic))
+        await trio.sleep(1)  # the refusal means a wait of 3 s for 3 tokens at 1/s ...
+        cancel(rig, "drop", up_to_id=3)  # ... which this interrupts
+        await rig.send_tx.aclose()
+    assert rig.batches == [(1, [1, 3])]
+    assert rig.outcomes() == [Stopped(2)]
+    assert store.taken == [2]
+
+
+async def test_a_cancellation_while_the_gate_is_closed_leaves_the_batch_before_it_goes(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    rig = BatchRig(rate=100, burst=3, max_batch=3)
+    rig.control.gate.pause("SendingPausedException")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(rig.limiter.run)
+        nursery.start_soon(rig.consume)
+        for i, topic in enumerate(("keep", "drop", "keep"), start=1):
+            rig.send_tx.send_nowait(email(i, topic))
+        await trio.sleep(10)
+        cancel(rig, "drop", up_to_id=3)
+        await trio.sleep(10)
+        assert rig.batches == []
+        rig.control.gate.resume()
+        await rig.send_tx.aclose()
+    assert rig.batches == [(20, [1, 3])]
+    assert rig.outcomes() == [Stopped(2)]
+    assert rig.bucket.statistics().acquired_total == 2
+    statistics = rig.limiter.statistics()
+    assert (statistics.passed, statistics.stopped, statistics.deferred) == (2, 1, 0)
+
+
+async def test_a_limiter_given_no_batch_size_sends_one_email_at_a_time() -> None:
+    """The default fits any bucket, even one with a burst of one."""
+    limiter = RateLimiter(
+        bucket=TokenBucket(10, 1),
+        send_rx=open_pipe[ClaimedEmail]("send", 1)[1],
+        dispatch_tx=open_pipe[Sequence[ClaimedEmail]]("dispatch", 0)[0],
+        outcome_tx=open_pipe[Sequence[Outcome]]("outcome", 1)[0],
+        control=PipelineControl(),
+        now_ms=trio_ms,
+    )
+    assert limiter.max_batch == 1
