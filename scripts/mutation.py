@@ -1,21 +1,23 @@
 """Runs mutation testing over each module that carries a guarantee and reports its score.
 
 Why a wrapper: mutmut 3 runs one configuration ([tool.mutmut] in pyproject.toml: which files,
-which unit tests). This runs it module by module, restricted to the functions that carry the
-module's guarantee ([tool.sesender.mutation.modules.<name>] ``functions``: mutmut name patterns),
-with the extra operators that delete statements and negate conditions
-(mutation_testing/operators.py, added to mutmut's own). Module- and class-level tables
+which unit tests) and scores it as a whole. This runs mutmut once for the chosen modules,
+restricted to the functions that carry each module's guarantee
+([tool.sesender.mutation.modules.<name>] ``functions``: mutmut name patterns), with the extra
+operators that delete statements and negate conditions (mutation_testing/operators.py, added
+to mutmut's own), then scores each module on its own. Module- and class-level tables
 (``tables``: files) are outside every function, where mutmut does not reach: their
 drop-one-entry mutants are run here, each against the module's unit tests (``tests``;
-mutation_testing/table_runner.py). Each module's score is killed (or timed out) over all its
+mutation_testing/table_runner.py). A module's score is killed (or timed out) over all its
 mutants of both kinds, less the equivalent ones listed with their reason in
 mutation-equivalents.toml.
 
-mutmut keeps its results in ./mutants, so a second run only tests mutants whose function or
-tests changed; when the extra operators change, ./mutants is cleared (mutant numbers shift).
-Table mutants are run every time.
+mutmut keeps its results in ./mutants, but it re-tests every mutant it is given by name, as
+here, so each run is a full run; ./mutants is cleared when the extra operators change (mutant
+numbers shift, and old results would be read as other mutants').
 
-Usage: scripts/mutation [module ...]; exit status 1 when a module scores under 95 %.
+Usage: scripts/mutation [--no-mutmut] [--no-tables] [module ...]; exit status 1 when a module
+scores under 95 %.
 """
 
 from __future__ import annotations
@@ -159,6 +161,11 @@ def mutant_seconds(names: set[str]) -> float:
 
 
 def main(argv: list[str]) -> int:
+    # --no-mutmut: score mutmut's stored results without testing again (e.g. after re-testing
+    # only the survivors by name); --no-tables: leave the table mutants out of this run.
+    run_mutmut = "--no-mutmut" not in argv
+    run_tables = "--no-tables" not in argv
+    argv = [arg for arg in argv if arg not in ("--no-mutmut", "--no-tables")]
     modules = load_modules()
     chosen = argv or list(modules)
     unknown = [name for name in chosen if name not in modules]
@@ -172,17 +179,18 @@ def main(argv: list[str]) -> int:
     # its bookkeeping once per run, which cost as much as a small module's mutants.
     patterns = [pattern for name in chosen for pattern in modules[name].functions]
     log = ROOT / "mutants" / "mutmut.log"
-    with log.open("w") as output:
-        run = subprocess.run(
-            [*MUTMUT, "run", *patterns],
-            cwd=ROOT,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            check=False,
-        )
-    if run.returncode != 0:
-        print(f"mutmut failed (exit {run.returncode}); see {log}", file=sys.stderr)
-        return 2
+    if run_mutmut:
+        with log.open("w") as output:
+            run = subprocess.run(
+                [*MUTMUT, "run", *patterns],
+                cwd=ROOT,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                check=False,
+            )
+        if run.returncode != 0:
+            print(f"mutmut failed (exit {run.returncode}); see {log}", file=sys.stderr)
+            return 2
     mutmut_took, mutmut_cpu = time.monotonic() - started, children_cpu() - cpu_started
     print(f"mutmut: {mutmut_took:.0f} s, CPU {mutmut_cpu:.0f} s", flush=True)
     failed = False
@@ -194,7 +202,7 @@ def main(argv: list[str]) -> int:
         score.add(statuses, equivalents)
         testing = mutant_seconds(set(statuses))
         began, cpu_began = time.monotonic(), children_cpu()
-        tables = module_table_mutants(module)
+        tables = module_table_mutants(module) if run_tables else []
         score.add(
             run_table_mutants(ROOT, tables, module.tests, report=report_table_mutant),
             equivalents,
