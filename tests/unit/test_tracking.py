@@ -406,3 +406,21 @@ def test_deriving_from_an_empty_key_says_so() -> None:
         ValueError, match=r"^cannot derive a tracking secret from an empty API key$"
     ):
         derive_secret("")
+
+
+@pytest.mark.parametrize(
+    ("payload", "position"),
+    [
+        (tracking._encode_varint(tracking.MAX_LINK_POSITION + 1), tracking.MAX_LINK_POSITION),
+        (tracking._encode_varint(tracking.MAX_LINK_POSITION + 2), None),
+        (b"\x81\x00", None),  # 1 spelt with a needless zero group: not the canonical spelling
+    ],
+    ids=["last", "beyond", "non-minimal"],
+)
+def test_a_link_code_names_a_position_only_in_range_and_canonically_spelt(
+    payload: bytes, position: int | None
+) -> None:
+    """Whatever its tag, the position of a code is read from its canonical varint only, and
+    never beyond the last position a content can have."""
+    code = tracking._encode_token(payload + b"\x00" * tracking.LINK_TAG_BYTES)
+    assert SIGNER.link_position(code) == position
