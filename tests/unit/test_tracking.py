@@ -424,3 +424,46 @@ def test_a_link_code_names_a_position_only_in_range_and_canonically_spelt(
     never beyond the last position a content can have."""
     code = tracking._encode_token(payload + b"\x00" * tracking.LINK_TAG_BYTES)
     assert SIGNER.link_position(code) == position
+
+
+@pytest.mark.parametrize(
+    ("position", "message"),
+    [
+        (True, "position must be an int"),
+        (1.0, "position must be an int"),
+        ("1", "position must be an int"),
+        (-1, f"position must be between 0 and {tracking.MAX_LINK_POSITION}"),
+        (tracking.MAX_LINK_POSITION + 1, f"position must be between 0 and {2**31 - 1}"),
+    ],
+)
+def test_a_link_code_is_made_only_for_a_whole_position_in_range(
+    position: object, message: str
+) -> None:
+    with pytest.raises(ValueError, match=f"^{message}$"):
+        SIGNER.link_code(position, "https://example.com/")  # type: ignore[arg-type]
+
+
+def test_a_correctly_signed_code_for_a_position_beyond_the_last_is_refused() -> None:
+    url = "https://example.com/"
+    payload = tracking._encode_varint(tracking.MAX_LINK_POSITION + 2)
+    key = SIGNER._keys[tracking._LINK_PURPOSE].key
+    code = tracking._encode_token(payload + SIGNER._link_tag(key, payload, url))
+    assert not SIGNER.verify_link_code(code, url)
+    last = tracking._encode_varint(tracking.MAX_LINK_POSITION + 1)
+    assert SIGNER.verify_link_code(
+        tracking._encode_token(last + SIGNER._link_tag(key, last, url)), url
+    )
+
+
+def test_a_link_to_a_url_with_a_lone_surrogate_is_signed_and_verified() -> None:
+    """URLs come from the content's HTML as Python text; any of them must be signable."""
+    url = "https://example.com/\ud800"
+    code = SIGNER.link_code(0, url)
+    assert SIGNER.verify_link_code(code, url)
+    assert not SIGNER.verify_link_code(code, "https://example.com/\ud801")
+
+
+@pytest.mark.parametrize("code", [None, 12345, b"AAAAAAAAAAAAAAAAAAAA"])
+def test_a_link_code_that_is_not_text_is_refused_without_raising(code: object) -> None:
+    assert SIGNER.link_position(code) is None  # type: ignore[arg-type]
+    assert not SIGNER.verify_link_code(code, "https://example.com/")  # type: ignore[arg-type]
