@@ -512,3 +512,11 @@ def test_unsubscribe_links_are_available_unless_told_otherwise() -> None:
         parse_submission(
             body, max_recipients=10, timezone=ZoneInfo("UTC"), unsubscribe_available=False
         )
+
+
+def test_by_default_opens_are_tracked_and_clicks_are_not() -> None:
+    """The defaults of parse_submission are the service's defaults (TRACK_OPENS on,
+    TRACK_CLICKS off) for a message that does not choose."""
+    content = '<p><a href="https://a.example/">a</a></p>'
+    (chosen,) = parse({"messages": [message(content=content)]}).messages
+    assert (chosen.track_opens, chosen.track_clicks, chosen.links) == (True, False, ())
