@@ -467,3 +467,24 @@ def test_a_link_to_a_url_with_a_lone_surrogate_is_signed_and_verified() -> None:
 def test_a_link_code_that_is_not_text_is_refused_without_raising(code: object) -> None:
     assert SIGNER.link_position(code) is None  # type: ignore[arg-type]
     assert not SIGNER.verify_link_code(code, "https://example.com/")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("length", [0, 32, 63, 64, 65, 200])
+def test_precomputed_hmac_is_hmac_sha256_at_and_around_the_block_size(length: int) -> None:
+    """RFC 2104: a key longer than the 64-byte block is hashed first, one of exactly 64 is not."""
+    key = bytes(range(length % 256)) * (length // 256) + bytes(range(length % 256))
+    for message in (b"", b"payload"):
+        expected = hmac.new(key, message, hashlib.sha256).digest()
+        assert tracking._HmacSha256(key).digest(message) == expected
+
+
+@pytest.mark.parametrize(
+    ("first", "count"),
+    [(True, 1), (-1, 1), (tracking.MAX_LINK_POSITION, 2)],
+    ids=["bool", "negative", "past-the-last"],
+)
+def test_link_codes_are_made_only_for_positions_in_range(first: object, count: int) -> None:
+    urls = [f"https://example.com/{n}" for n in range(count)]
+    with pytest.raises(ValueError, match=r"^position must be "):
+        SIGNER.link_codes(urls, first=first)  # type: ignore[arg-type]
+    assert len(SIGNER.link_codes(urls, first=tracking.MAX_LINK_POSITION - count + 1)) == count
