@@ -488,3 +488,4 @@ def test_link_codes_are_made_only_for_positions_in_range(first: object, count: i
     with pytest.raises(ValueError, match=r"^position must be "):
         SIGNER.link_codes(urls, first=first)  # type: ignore[arg-type]
     assert len(SIGNER.link_codes(urls, first=tracking.MAX_LINK_POSITION - count + 1)) == count
+    assert [SIGNER.link_position(code) for code in SIGNER.link_codes(urls)] == list(range(count))

@@ -528,13 +528,14 @@ def test_an_allowed_sender_is_kept_and_a_refused_one_is_named_by_its_message() -
     payload = {
         "messages": [
             message(),
-            message(**{"from": "Sales <sales@example.org>"}),
+            message(**{"from": "Sales <sales@example.org>"}, reply_to="help@example.org"),
         ]
     }
     parsed = parse_submission(
         payload, max_recipients=10, timezone=ZoneInfo("UTC"), senders=policy
     ).messages
     assert [m.sender for m in parsed] == [None, "Sales <sales@example.org>"]
+    assert [m.reply_to for m in parsed] == [None, "help@example.org"]
     payload["messages"].append(message(**{"from": "x@elsewhere.example"}))
     with pytest.raises(ApiError, match=r"^messages\[2\]\.from 'x@elsewhere\.example' is not"):
         parse_submission(payload, max_recipients=10, timezone=ZoneInfo("UTC"), senders=policy)

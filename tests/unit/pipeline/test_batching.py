@@ -108,7 +108,17 @@ async def test_with_several_instances_a_batch_takes_its_tokens_from_the_shared_r
     it waits drops only the cancelled email, and the rest takes a token each, shared too."""
     store = FakeTokenStore(refusals=1)
     rig = BatchRig(rate=100, burst=3, max_batch=3)
-    rig.limiter.shared = SharedRate(store=store, rate=lambda: 1.0, burst=3)
+    plain = rig.limiter
+    rig.limiter = RateLimiter(
+        bucket=rig.bucket,
+        send_rx=plain._send_rx,
+        dispatch_tx=plain._dispatch_tx,
+        outcome_tx=plain._outcome_tx,
+        control=rig.control,
+        now_ms=trio_ms,
+        max_batch=3,
+        shared=SharedRate(store=store, rate=lambda: 1.0, burst=3),
+    )
     async with trio.open_nursery() as nursery:
         await nursery.start(rig.limiter.run)
         nursery.start_soon(rig.consume)
