@@ -231,11 +231,14 @@ def main(argv: list[str]) -> int:
     )
     total = time.monotonic() - started
     load = Path("/proc/loadavg").read_text().split()[:3]
+    timed = run_mutmut and run_tables
+    too_slow = timed and total >= 900
+    aim = ("PASS" if total < 900 else "FAIL") if timed else "not timed: a partial run"
     print(
-        f"\ntotal time {total:.0f} s (aim: < 900 s: {'PASS' if total < 900 else 'FAIL'}),"
+        f"\ntotal time {total:.0f} s (aim: < 900 s: {aim}),"
         f" CPU {children_cpu() - cpu_started:.0f} s; load average {' '.join(load)}"
     )
-    print("RESULT:", "FAIL" if failed or total >= 900 else "PASS")
+    print("RESULT:", "FAIL" if failed or too_slow else "PASS")
     return 1 if failed else 0
 
 
