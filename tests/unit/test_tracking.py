@@ -489,3 +489,12 @@ def test_link_codes_are_made_only_for_positions_in_range(first: object, count: i
         SIGNER.link_codes(urls, first=first)  # type: ignore[arg-type]
     assert len(SIGNER.link_codes(urls, first=tracking.MAX_LINK_POSITION - count + 1)) == count
     assert [SIGNER.link_position(code) for code in SIGNER.link_codes(urls)] == list(range(count))
+
+
+@pytest.mark.parametrize("position", [0, 0x7F, 0x80, tracking.MAX_LINK_POSITION])
+def test_a_link_code_names_each_boundary_position(position: int) -> None:
+    """The one-byte varint ends at 0x7F; the last position is 2**31 - 1, made and named."""
+    url = "https://example.com/"
+    code = SIGNER.link_code(position, url)
+    assert SIGNER.link_position(code) == position
+    assert SIGNER.link_position(SIGNER.link_codes([url], first=position)[0]) == position
