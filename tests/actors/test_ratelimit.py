@@ -220,3 +220,11 @@ def test_injected_clock_drives_the_sync_api_without_trio() -> None:
     now[0] += 0.5
     bucket.acquire_nowait()
     assert bucket.statistics().tokens == 0
+
+
+async def test_acquire_is_a_checkpoint_even_when_the_tokens_are_there() -> None:
+    """trio's rule for every async function: a call that did not wait still lets the scheduler
+    run other tasks, so a sender at full speed cannot starve the rest of the service."""
+    bucket = TokenBucket(10, 5)
+    with trio.testing.assert_checkpoints():
+        await bucket.acquire(1)

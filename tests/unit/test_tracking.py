@@ -406,3 +406,95 @@ def test_deriving_from_an_empty_key_says_so() -> None:
         ValueError, match=r"^cannot derive a tracking secret from an empty API key$"
     ):
         derive_secret("")
+
+
+@pytest.mark.parametrize(
+    ("payload", "position"),
+    [
+        (tracking._encode_varint(tracking.MAX_LINK_POSITION + 1), tracking.MAX_LINK_POSITION),
+        (tracking._encode_varint(tracking.MAX_LINK_POSITION + 2), None),
+        (b"\x81\x00", None),  # 1 spelt with a needless zero group: not the canonical spelling
+    ],
+    ids=["last", "beyond", "non-minimal"],
+)
+def test_a_link_code_names_a_position_only_in_range_and_canonically_spelt(
+    payload: bytes, position: int | None
+) -> None:
+    """Whatever its tag, the position of a code is read from its canonical varint only, and
+    never beyond the last position a content can have."""
+    code = tracking._encode_token(payload + b"\x00" * tracking.LINK_TAG_BYTES)
+    assert SIGNER.link_position(code) == position
+
+
+@pytest.mark.parametrize(
+    ("position", "message"),
+    [
+        (True, "position must be an int"),
+        (1.0, "position must be an int"),
+        ("1", "position must be an int"),
+        (-1, f"position must be between 0 and {tracking.MAX_LINK_POSITION}"),
+        (tracking.MAX_LINK_POSITION + 1, f"position must be between 0 and {2**31 - 1}"),
+    ],
+)
+def test_a_link_code_is_made_only_for_a_whole_position_in_range(
+    position: object, message: str
+) -> None:
+    with pytest.raises(ValueError, match=f"^{message}$"):
+        SIGNER.link_code(position, "https://example.com/")  # type: ignore[arg-type]
+
+
+def test_a_correctly_signed_code_for_a_position_beyond_the_last_is_refused() -> None:
+    url = "https://example.com/"
+    payload = tracking._encode_varint(tracking.MAX_LINK_POSITION + 2)
+    key = SIGNER._keys[tracking._LINK_PURPOSE].key
+    code = tracking._encode_token(payload + SIGNER._link_tag(key, payload, url))
+    assert not SIGNER.verify_link_code(code, url)
+    last = tracking._encode_varint(tracking.MAX_LINK_POSITION + 1)
+    assert SIGNER.verify_link_code(
+        tracking._encode_token(last + SIGNER._link_tag(key, last, url)), url
+    )
+
+
+def test_a_link_to_a_url_with_a_lone_surrogate_is_signed_and_verified() -> None:
+    """URLs come from the content's HTML as Python text; any of them must be signable."""
+    url = "https://example.com/\ud800"
+    code = SIGNER.link_code(0, url)
+    assert SIGNER.verify_link_code(code, url)
+    assert not SIGNER.verify_link_code(code, "https://example.com/\ud801")
+
+
+@pytest.mark.parametrize("code", [None, 12345, b"AAAAAAAAAAAAAAAAAAAA"])
+def test_a_link_code_that_is_not_text_is_refused_without_raising(code: object) -> None:
+    assert SIGNER.link_position(code) is None  # type: ignore[arg-type]
+    assert not SIGNER.verify_link_code(code, "https://example.com/")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("length", [0, 32, 63, 64, 65, 200])
+def test_precomputed_hmac_is_hmac_sha256_at_and_around_the_block_size(length: int) -> None:
+    """RFC 2104: a key longer than the 64-byte block is hashed first, one of exactly 64 is not."""
+    key = bytes(range(length % 256)) * (length // 256) + bytes(range(length % 256))
+    for message in (b"", b"payload"):
+        expected = hmac.new(key, message, hashlib.sha256).digest()
+        assert tracking._HmacSha256(key).digest(message) == expected
+
+
+@pytest.mark.parametrize(
+    ("first", "count"),
+    [(True, 1), (-1, 1), (tracking.MAX_LINK_POSITION, 2)],
+    ids=["bool", "negative", "past-the-last"],
+)
+def test_link_codes_are_made_only_for_positions_in_range(first: object, count: int) -> None:
+    urls = [f"https://example.com/{n}" for n in range(count)]
+    with pytest.raises(ValueError, match=r"^position must be "):
+        SIGNER.link_codes(urls, first=first)  # type: ignore[arg-type]
+    assert len(SIGNER.link_codes(urls, first=tracking.MAX_LINK_POSITION - count + 1)) == count
+    assert [SIGNER.link_position(code) for code in SIGNER.link_codes(urls)] == list(range(count))
+
+
+@pytest.mark.parametrize("position", [0, 0x7F, 0x80, tracking.MAX_LINK_POSITION])
+def test_a_link_code_names_each_boundary_position(position: int) -> None:
+    """The one-byte varint ends at 0x7F; the last position is 2**31 - 1, made and named."""
+    url = "https://example.com/"
+    code = SIGNER.link_code(position, url)
+    assert SIGNER.link_position(code) == position
+    assert SIGNER.link_position(SIGNER.link_codes([url], first=position)[0]) == position

@@ -11,6 +11,7 @@ import json
 import re
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from html import escape
 from pathlib import Path
 from typing import Any
@@ -50,7 +51,8 @@ from sesender.errors import (
 )
 from sesender.pipeline.pixel import insert_pixel
 from sesender.templating import MergeFields
-from tests.unit.backends.test_ses_backend import isolate_aws_environment
+from tests.unit.backends.test_ses_backend import client_error, isolate_aws_environment
+from tests.waiting import wait_until
 
 REGION = "us-east-1"
 SOURCE_HTML = (
@@ -758,3 +760,228 @@ def test_a_failed_entry_says_what_ses_said(
     assert isinstance(result, SendError)
     assert str(result) == text
     assert result.code == (entry.get("Status", "") if code is None else code)
+
+
+# -- issue 20: the bulk engine's outcome mapping, found unchecked by mutation testing -------------
+
+
+class BlockingClient(RecordingClient):
+    """A recording client whose bulk calls wait until ``release`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered = 0
+        self.release = threading.Event()
+
+    def send_bulk_email(self, **request: Any) -> dict[str, Any]:
+        with self.lock:
+            self.entered += 1
+        assert self.release.wait(10), "the test never released the call"
+        return super().send_bulk_email(**request)
+
+
+async def test_each_running_bulk_call_is_one_call_in_flight() -> None:
+    client = BlockingClient()
+    backend = backend_for(client)
+    emails = [email(n, source_html=SOURCE_HTML if n % 2 else "<p>Other</p>") for n in range(1, 7)]
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(backend.send_batch, emails)
+
+        async def both_entered() -> bool:
+            return client.entered == 2
+
+        await wait_until(both_entered, timeout=10, interval=0.01)
+        assert backend.statistics().in_flight == 2  # two calls, whatever each carries
+        client.release.set()
+    stats = backend.statistics()
+    assert stats.in_flight == 0
+    assert (stats.attempts, stats.bulk_calls, stats.bulk_emails, stats.sent) == (2, 2, 6, 6)
+    assert len(client.bulks) == 2
+
+
+async def test_a_whole_bulk_call_refused_for_its_unverified_sender_fails_as_the_senders() -> None:
+    """SES names the identity that failed the check; when it is the call's sender, every entry
+    fails as the sender's (retryable once verified), not as a permanent fault of each email."""
+    client = RecordingClient()
+    client.error = client_error("MessageRejected", 400, UNVERIFIED_SENDER)
+    results = await backend_for(client).send_batch([email(n) for n in range(1, 4)])
+    assert [type(result) for result in results] == [SenderSendError] * 3
+
+
+UNVERIFIED_SENDER = (
+    "Email address is not verified. The following identities failed the check in region"
+    " US-EAST-1: news@example.com"
+)
+
+
+class ShortAnsweringClient(RecordingClient):
+    """Answers only the first ``answered`` entries of a bulk call, each as ``status``."""
+
+    def __init__(self, answered: int, status: str = "SUCCESS", error: str = "") -> None:
+        super().__init__()
+        self.answered = answered
+        self.status = status
+        self.error_text = error
+
+    def send_bulk_email(self, **request: Any) -> dict[str, Any]:
+        super().send_bulk_email(**request)
+        entries = request["BulkEmailEntries"][: self.answered]
+        return {
+            "BulkEmailEntryResults": [
+                {"Status": "SUCCESS", "MessageId": f"bulk-{n}"}
+                if self.status == "SUCCESS"
+                else {"Status": self.status, "Error": self.error_text}
+                for n, _ in enumerate(entries)
+            ]
+        }
+
+
+async def test_an_entry_ses_did_not_answer_is_retried_and_the_answered_ones_keep_theirs() -> None:
+    results = await backend_for(ShortAnsweringClient(answered=2)).send_batch(
+        [email(n) for n in range(1, 5)]
+    )
+    assert results[:2] == ["bulk-0", "bulk-1"]
+    for missing in results[2:]:
+        assert isinstance(missing, TransientSendError)
+        assert missing.code == "MissingEntryResult"
+        assert str(missing) == "SES answered no result for this bulk entry"
+
+
+async def test_an_entry_refused_for_the_calls_unverified_sender_fails_as_the_senders() -> None:
+    client = ShortAnsweringClient(answered=3, status="MESSAGE_REJECTED", error=UNVERIFIED_SENDER)
+    results = await backend_for(client).send_batch([email(n) for n in range(1, 4)])
+    assert [type(result) for result in results] == [SenderSendError] * 3
+
+
+async def test_a_group_whose_every_email_ses_would_refuse_makes_no_call() -> None:
+    client = RecordingClient()
+    emails = [email(n, recipient=f"bad address {n}") for n in range(1, 4)]
+    backend = backend_for(client)
+    results = await backend.send_batch(emails)
+    assert client.bulks == []
+    assert client.singles == []
+    assert [type(result) for result in results] == [PermanentSendError] * 3
+    assert (backend.statistics().attempts, backend.statistics().permanent) == (0, 3)
+
+
+def shaped_group(count: int) -> tuple[Any, Any, list[OutgoingEmail], list[dict[str, str]]]:
+    """(key, template, emails, data) of ``count`` emails of one content."""
+    emails = [email(n) for n in range(1, count + 1)]
+    shaped = [bulk_key(e) for e in emails]
+    key = shaped[0][0] if shaped[0] else None
+    assert key is not None
+    template = bulk_template(key)
+    assert template is not None
+    return key, template, emails, [s[1] for s in shaped if s is not None]
+
+
+@pytest.mark.parametrize("count", [0, 1, 2])
+def test_a_request_carries_one_entry_per_email_from_the_groups_sender(count: int) -> None:
+    key, template, emails, data = shaped_group(max(count, 1))
+    request = build_bulk_request(key, template, emails[:count], data[:count])
+    assert recipients_of(dict(request)) == [e.recipient for e in emails[:count]]
+    assert request["FromEmailAddress"] == ("Shop <news@example.com>" if count else "")
+    # Every entry brings its own data; the template's default data is an empty JSON object.
+    assert json.loads(request["DefaultContent"]["Template"]["TemplateData"]) == {}
+
+
+def test_a_groups_reply_to_is_the_calls_in_ascii_and_an_unusable_one_is_named() -> None:
+    emails = [replace(email(n), reply_to="Help <help@bücher.example>") for n in (1, 2)]
+    shaped = [bulk_key(e) for e in emails]
+    key = shaped[0][0] if shaped[0] else None
+    assert key is not None
+    template = bulk_template(key)
+    assert template is not None
+    request = build_bulk_request(key, template, emails, [s[1] for s in shaped if s])
+    assert request["ReplyToAddresses"] == ["Help <help@xn--bcher-kva.example>"]
+    validate("SendBulkEmail", dict(request))
+    with pytest.raises(PermanentSendError, match=r"^reply-to "):
+        build_bulk_request(replace(key, reply_to="a@x.example, b@y.example"), template, [], [])
+
+
+def test_an_email_without_its_own_data_is_refused_not_dropped() -> None:
+    key, template, emails, data = shaped_group(3)
+    with pytest.raises(ValueError, match="zip"):
+        build_bulk_request(key, template, emails, data[:2])
+
+
+@pytest.mark.parametrize(("first", "second"), [(101, 0), (150, 3), (51, 49)])
+async def test_every_email_goes_in_exactly_one_call_of_one_content_and_at_most_50(
+    first: int, second: int
+) -> None:
+    """However many emails of however many contents: each is in exactly one call (its own
+    result in its own place), no call has more than 50 entries or mixes contents."""
+    emails = [email(n) for n in range(1, first + 1)] + [
+        email(n, source_html="<p>Another</p>") for n in range(1000, 1000 + second)
+    ]
+    client = RecordingClient()
+    results = await backend_for(client).send_batch(emails)
+    assert results == [f"bulk-{e.recipient}" for e in emails]
+    assert client.singles == []
+    carried = [r for request in client.bulks for r in recipients_of(request)]
+    assert sorted(carried) == sorted(e.recipient for e in emails)
+    for request in client.bulks:
+        assert len(request["BulkEmailEntries"]) <= MAX_BULK_ENTRIES
+        html = request["DefaultContent"]["Template"]["TemplateContent"]["Html"]
+        for recipient in recipients_of(request):
+            assert ("Another" in html) == (int(recipient[4:].split("@")[0]) >= 1000)
+
+
+async def test_an_email_sent_alone_that_ses_refuses_has_its_refusal_as_result() -> None:
+    class RefusingClient(RecordingClient):
+        def send_email(self, **request: Any) -> dict[str, Any]:
+            raise client_error("MessageRejected", 400, "Address on the suppression list")
+
+    client = RefusingClient()
+    results = await backend_for(client).send_batch([email(1, source_html="<p>alone</p>")])
+    (result,) = results
+    assert isinstance(result, PermanentSendError)
+    assert result.code == "MessageRejected"
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"sender": "Other <other@example.com>"},
+        {"headers": (("List-Unsubscribe", "<https://x.example/u>"),)},
+        {"tags": (("campaign", "spring"),)},
+        {"reply_to": "help@example.com"},
+        {"configuration_set": "transactional"},
+    ],
+    ids=["sender", "header-names", "tag-names", "reply-to", "configuration-set"],
+)
+def test_emails_share_a_call_only_with_the_same_call_wide_parts(change: dict[str, Any]) -> None:
+    """Sender, reply-to and configuration set are one value per call, and the names of headers
+    and tags must match: an email that differs in any of them is in another group."""
+    first, second = email(1), email(2)
+    assert key_of(first) == key_of(second)
+    assert key_of(first) != key_of(replace(second, **change))
+
+
+def key_of(mail: OutgoingEmail) -> Any:
+    shaped = bulk_key(mail)
+    assert shaped is not None
+    return shaped[0]
+
+
+@pytest.mark.parametrize(
+    ("url", "shares"),
+    [
+        (f"{PUBLIC_URL}/v1/x/open?request_id=tok-1", True),
+        (f"{PUBLIC_URL}/v1/{{x/open?request_id=tok-1", False),
+        (f"{PUBLIC_URL}/v1/x}}/open?request_id=tok-1", False),
+    ],
+    ids=["no-brace", "opening", "closing"],
+)
+def test_a_pixel_url_with_a_brace_before_its_tail_goes_alone(url: str, shares: bool) -> None:
+    """SES would read a brace written into the template's pixel URL."""
+    braced = replace(email(1), pixel_url=url, html=insert_pixel(SOURCE_HTML, url))
+    assert (bulk_key(braced) is not None) is shares
+
+
+def test_html_that_is_not_its_source_with_the_pixel_or_as_is_goes_alone() -> None:
+    """Without a pixel the HTML sent must be the source itself; otherwise the template (made
+    from the source) would not be what the recipient is to see."""
+    plain = email(1, pixel=False)
+    assert bulk_key(plain) is not None
+    assert bulk_key(replace(plain, html=plain.html + "<p>changed</p>")) is None

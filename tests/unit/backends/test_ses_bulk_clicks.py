@@ -4,6 +4,7 @@ SendEmail would send them, HTML and text part."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -13,9 +14,11 @@ from hypothesis import strategies as st
 
 from sesender.backends.base import OutgoingEmail
 from sesender.backends.ses import build_send_email_request
+from sesender.backends.ses_bulk import bulk_key
 from sesender.links import CLICK_FIELD
 from sesender.models import ClaimedEmail, Content
 from sesender.pipeline.compose import MessageComposer
+from sesender.pipeline.pixel import insert_pixel
 from sesender.tracking import TokenSigner
 from tests.unit.backends.test_ses_backend import isolate_aws_environment
 from tests.unit.backends.test_ses_bulk import (
@@ -132,3 +135,30 @@ def test_tracked_plain_content_reads_the_same_through_bulk_and_single(
     client = RecordingClient()
     trio.run(backend_for(client).send_batch, emails)
     assert_bulk_reads_as_single(client, emails)
+
+
+@pytest.mark.parametrize(
+    ("opens", "clicks", "shares"),
+    [(False, False, True), (True, False, False), (False, True, False), (True, True, False)],
+)
+def test_without_its_source_html_an_email_shares_a_call_only_if_nothing_was_inserted(
+    opens: bool, clicks: bool, shares: bool
+) -> None:
+    """The template is rebuilt from the HTML before the pixel and the link rewriting; an email
+    that does not carry it can go in a bulk call only as it is (no pixel, no tracked links)."""
+    (mail,) = composed(1, NEWSLETTER, opens=opens)
+    if not clicks:
+        mail = replace(mail, tracked=None, click_token=None, html=mail.source_html or "")
+        if opens:
+            mail = replace(mail, html=insert_pixel(mail.html, mail.pixel_url or ""))
+    else:
+        assert mail.tracked is not None
+    if not opens:
+        assert mail.pixel_url is None
+    assert (bulk_key(replace(mail, source_html=None)) is not None) is shares
+
+
+def test_a_tracked_email_that_is_not_its_rendering_goes_alone() -> None:
+    (mail,) = composed(1, NEWSLETTER, opens=False)
+    assert bulk_key(mail) is not None
+    assert bulk_key(replace(mail, html=mail.html.replace("Sale", "Sold"))) is None

@@ -25,7 +25,13 @@ from botocore.exceptions import (
 
 from sesender.backends import ses
 from sesender.backends.ses import classify_client_error, translate_error
-from sesender.errors import AccountSendError, PermanentSendError, SendError, TransientSendError
+from sesender.errors import (
+    AccountSendError,
+    PermanentSendError,
+    SendError,
+    SenderSendError,
+    TransientSendError,
+)
 
 #: (table, the class it maps to, throttled) -- the same tables the module classifies with.
 TABLES = [
@@ -200,3 +206,17 @@ def test_a_client_error_without_a_message_has_no_placeholder() -> None:
     error = translate_error(ClientError({"Error": {"Code": "MessageRejected"}}, "SendEmail"))
     assert str(error) == "SES MessageRejected"
     assert type(error) is PermanentSendError
+
+
+@pytest.mark.parametrize(
+    ("code", "message", "sender"),
+    [
+        ("MailFromDomainNotVerifiedException", "MAIL FROM not verified", None),
+        ("MessageRejected", "Email address is not verified: news@example.com", "news@example.com"),
+    ],
+)
+def test_a_sender_refusal_says_what_ses_said(code: str, message: str, sender: str | None) -> None:
+    error = classify_client_error(code, 400, message, sender=sender)
+    assert type(error) is SenderSendError
+    assert str(error) == f"SES {code}: {message}"
+    assert error.code == code

@@ -1111,3 +1111,16 @@ async def test_key_and_signature_rejections_say_why(
     assert str(topic.value) == (
         f"SNS message rejected (topic): TopicArn {long_arn[:300]!r} is not allowed"
     )
+
+
+async def test_verify_is_a_checkpoint_even_with_the_certificate_cached(
+    test_signed_body: Callable[[str], bytes], test_cert_pem: bytes
+) -> None:
+    """trio's rule: a verification that needs no download still lets other tasks run."""
+    envelope = parse_envelope(test_signed_body(TEST_SIGNED_NAMES[0]))
+    fetcher = MemoryCertificateFetcher().serve(DEFAULT_TEST_CERT_URL, test_cert_pem)
+    verifier = verifier_at(envelope, fetcher)
+    await verifier.verify(envelope)  # downloads the certificate once
+    with trio.testing.assert_checkpoints():
+        await verifier.verify(envelope)
+    assert fetcher.calls == [DEFAULT_TEST_CERT_URL]

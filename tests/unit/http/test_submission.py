@@ -21,6 +21,7 @@ from sesender.http.submission import (
     parse_scheduled_at,
     parse_submission,
 )
+from sesender.senders import SenderPolicy
 from tests.unit.http.conftest import API_KEY, build_app
 
 SEOUL = ZoneInfo("Asia/Seoul")
@@ -512,3 +513,29 @@ def test_unsubscribe_links_are_available_unless_told_otherwise() -> None:
         parse_submission(
             body, max_recipients=10, timezone=ZoneInfo("UTC"), unsubscribe_available=False
         )
+
+
+def test_by_default_opens_are_tracked_and_clicks_are_not() -> None:
+    """The defaults of parse_submission are the service's defaults (TRACK_OPENS on,
+    TRACK_CLICKS off) for a message that does not choose."""
+    content = '<p><a href="https://a.example/">a</a></p>'
+    (chosen,) = parse({"messages": [message(content=content)]}).messages
+    assert (chosen.track_opens, chosen.track_clicks, chosen.links) == (True, False, ())
+
+
+def test_an_allowed_sender_is_kept_and_a_refused_one_is_named_by_its_message() -> None:
+    policy = SenderPolicy("News <news@example.com>", ("example.org",))
+    payload = {
+        "messages": [
+            message(),
+            message(**{"from": "Sales <sales@example.org>"}, reply_to="help@example.org"),
+        ]
+    }
+    parsed = parse_submission(
+        payload, max_recipients=10, timezone=ZoneInfo("UTC"), senders=policy
+    ).messages
+    assert [m.sender for m in parsed] == [None, "Sales <sales@example.org>"]
+    assert [m.reply_to for m in parsed] == [None, "help@example.org"]
+    payload["messages"].append(message(**{"from": "x@elsewhere.example"}))
+    with pytest.raises(ApiError, match=r"^messages\[2\]\.from 'x@elsewhere\.example' is not"):
+        parse_submission(payload, max_recipients=10, timezone=ZoneInfo("UTC"), senders=policy)

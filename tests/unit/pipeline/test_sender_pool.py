@@ -417,3 +417,18 @@ async def test_a_held_topic_is_deferred_at_hand_over_not_sent(
     assert outcomes[0].request_id == 1
     assert isinstance(outcomes[1], Sent)
     assert [r.email.request_id for r in backend.sent] == [2]
+
+
+async def test_a_batch_smaller_than_announced_holds_only_its_own_room(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Room for the largest batch is taken before receiving; what a smaller batch does not use
+    is given back at once. With room for 4 and batches of up to 2, three single emails are in
+    flight together (the fourth place is the room kept for receiving the next batch); if each
+    single kept the room of two, only two would be."""
+    backend = MemoryBackend(latency=1.0)
+    batches = [[email(1), email(2)]] + [[email(n)] for n in range(3, 12)]
+    with trio.fail_after(60):  # trio time: room that is never given back stalls the pool
+        outcomes = await run_pool(backend, [], batches=batches, max_in_flight=4)
+    assert sorted(o.request_id for o in outcomes) == list(range(1, 12))
+    assert backend.statistics().peak_in_flight == 3
