@@ -23,6 +23,7 @@ prometheus-client, so it is flipped when a registry is built.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -37,7 +38,12 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 from actors import Supervisor
@@ -50,6 +56,44 @@ from sesender.webhooks.deliverer import DelivererStatistics
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class EmailLatencyHistogram(Collector):
+    """A histogram of durations observed once per call, counted once per email the call carried.
+
+    ``sesender_send_latency_seconds`` is per email (a batch of 50 is 50 observations of its
+    call's duration), but observing it 50 times through prometheus-client's ``Histogram`` took a
+    lock, a bucket search and two increments per email, about 1.5 us, on the send path's event
+    loop. Here one observation adds ``count`` to the bucket and ``seconds x count`` to the sum:
+    the same exposition, one step per call. Only the trio thread observes, so no lock; a scrape
+    reads the list while the loop may add to it, which at worst shows a call in the buckets one
+    scrape before the sum.
+    """
+
+    def __init__(self, name: str, documentation: str, buckets: Sequence[float]) -> None:
+        self._name = name
+        self._documentation = documentation
+        self._bounds = (*buckets, float("inf"))
+        #: the ``le`` labels, spelt as prometheus-client spells them ("0.005", "1.0", "+Inf").
+        self._labels = tuple(
+            "+Inf" if bound == float("inf") else repr(bound) for bound in self._bounds
+        )
+        self._counts = [0] * len(self._bounds)
+        self._sum = 0.0
+
+    def observe(self, seconds: float, count: int = 1) -> None:
+        """Record ``count`` emails whose call took ``seconds``."""
+        self._sum += seconds * count
+        self._counts[bisect_left(self._bounds, seconds)] += count
+
+    def collect(self) -> Iterable[Metric]:
+        cumulative, buckets = 0, []
+        for label, count in zip(self._labels, self._counts, strict=True):
+            cumulative += count
+            buckets.append((label, cumulative))
+        yield HistogramMetricFamily(
+            self._name, self._documentation, buckets=buckets, sum_value=self._sum
+        )
 
 
 @dataclass(slots=True)
@@ -353,12 +397,12 @@ class Metrics:
             ["type"],
             registry=self.registry,
         )
-        self.send_latency_histogram = Histogram(
+        self.send_latency_histogram = EmailLatencyHistogram(
             "sesender_send_latency_seconds",
-            "Duration of one send call to the backend",
-            buckets=LATENCY_BUCKETS,
-            registry=self.registry,
+            "Duration of the send call that carried each email to the backend",
+            LATENCY_BUCKETS,
         )
+        self.registry.register(self.send_latency_histogram)
         self.http_requests = Counter(
             "sesender_http_requests",
             "HTTP requests by route, method and status",
@@ -403,8 +447,8 @@ class Metrics:
     def emails_suppressed(self, count: int) -> None:
         self.count("suppressed", count)
 
-    def send_latency(self, seconds: float) -> None:
-        self.send_latency_histogram.observe(seconds)
+    def send_latency(self, seconds: float, emails: int = 1) -> None:
+        self.send_latency_histogram.observe(seconds, emails)
 
     def outcomes_persisted(self, outcomes: Sequence[Outcome]) -> None:
         """The post-processor's on_flush hook: only what was persisted is counted.

@@ -164,10 +164,13 @@ class MemoryBackend:
             await trio.sleep(self.latency + jitter)
             # One call returns once: every email of it is recorded with the same finishing time.
             finished_at = self.clock()
-            results = [
-                self._settle(email, started_at, finished_at, draw)
-                for email, draw in zip(emails, draws, strict=True)
-            ]
+            if drawing or self._pause_reason is not None or self.script is not None:
+                results = [
+                    self._settle(email, started_at, finished_at, draw)
+                    for email, draw in zip(emails, draws, strict=True)
+                ]
+            else:
+                results = self._settle_plain(emails, started_at, finished_at)
             if any(isinstance(result, str) for result in results):
                 self._sent_changed.set()
                 self._sent_changed = trio.Event()
@@ -201,6 +204,25 @@ class MemoryBackend:
         record = SentRecord(self._id_prefix + str(next(self._ids)), email, started_at, finished_at)
         self._sent.append(record)
         return record.message_id
+
+    def _settle_plain(
+        self, emails: Sequence[OutgoingEmail], started_at: float, finished_at: float
+    ) -> list[SendResult]:
+        """:meth:`_settle` for each of ``emails`` when nothing is drawn, nothing scripted and
+        the account not paused: then only the ``reject`` trigger can fail an email, and only
+        one whose address starts with it, which alone takes the whole check. The same results
+        in one loop (a benchmark sends tens of thousands of emails a second through here)."""
+        prefix, ids, sent = self._id_prefix, self._ids, self._sent
+        width = len(REJECT_PREFIX)
+        results: list[SendResult] = []
+        for email in emails:
+            if email.recipient[:width].lower() == REJECT_PREFIX:
+                results.append(self._settle(email, started_at, finished_at, None))
+                continue
+            record = SentRecord(prefix + str(next(ids)), email, started_at, finished_at)
+            sent.append(record)
+            results.append(record.message_id)
+        return results
 
     def _raise_failure_for(self, email: OutgoingEmail, *, throttle_draw: float) -> None:
         """Raise the failure this email gets, if any (the order is in the module docstring)."""

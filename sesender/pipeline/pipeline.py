@@ -76,8 +76,9 @@ class PipelineObserver(Protocol):
 
     def emails_suppressed(self, count: int) -> None: ...
 
-    def send_latency(self, seconds: float) -> None:
-        """Once per email handed to the backend, with the duration of the call that carried it."""
+    def send_latency(self, seconds: float, emails: int) -> None:
+        """Once per backend call: its duration, and how many emails it carried (the histogram
+        counts emails)."""
 
 
 class Pipeline:

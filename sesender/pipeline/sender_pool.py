@@ -109,7 +109,7 @@ class SenderPool:
         now_ms: Callable[[], int],
         max_batch: int = 1,
         rng: random.Random | None = None,
-        on_send_latency: Callable[[float], None] | None = None,
+        on_send_latency: Callable[[float, int], None] | None = None,
         on_sent: Callable[[int], None] | None = None,
     ) -> None:
         if not 1 <= max_batch <= max_in_flight:
@@ -241,9 +241,7 @@ class SenderPool:
         finally:
             self._in_flight -= count
             if self._on_send_latency is not None:
-                elapsed = time.perf_counter() - started
-                for _ in range(count):
-                    self._on_send_latency(elapsed)
+                self._on_send_latency(time.perf_counter() - started, count)
         sent_before = counts["sent"]
         outcome_of = self._outcome_of
         answered_ms = self._now_ms()

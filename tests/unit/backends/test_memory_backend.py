@@ -340,3 +340,39 @@ async def test_jitter_of_a_batch_is_its_slowest_email_and_draws_stay_per_email(
         for item in batch
     ]
     assert trio.current_time() - start == pytest.approx(max(alone))
+
+
+async def test_a_plain_batch_fails_only_the_reject_trigger_and_numbers_the_rest_in_order(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """No knob set: the one-loop path. Only a local part starting with ``reject`` (any case)
+    fails; an address that merely starts with the letters of it elsewhere does not."""
+    backend = MemoryBackend(latency=1.0)
+    recipients = [
+        "ada@example.org",
+        "Rejected+1@example.org",
+        "rej@ect.example.org",
+        "noreject@example.org",
+        "REJECT@example.org",
+        "bea@reject.example.org",
+    ]
+    results = await backend.send_batch(
+        [email(request_id=number, recipient=r) for number, r in enumerate(recipients, 1)]
+    )
+    failed = [index for index, result in enumerate(results) if not isinstance(result, str)]
+    assert failed == [1, 4]
+    assert all(
+        isinstance(results[index], PermanentSendError) and results[index].code == "MessageRejected"  # type: ignore[union-attr]
+        for index in failed
+    )
+    sent_ids = [result for result in results if isinstance(result, str)]
+    assert len(set(sent_ids)) == 4
+    assert [int(message_id.rsplit("-", 1)[1]) for message_id in sent_ids] == [1, 2, 3, 4]
+    assert [(r.message_id, r.email.request_id, r.finished_at) for r in backend.sent] == [
+        (sent_ids[0], 1, 1.0),
+        (sent_ids[1], 3, 1.0),
+        (sent_ids[2], 4, 1.0),
+        (sent_ids[3], 6, 1.0),
+    ]
+    stats = backend.statistics()
+    assert (stats.attempts, stats.sent, stats.failed) == (6, 4, 2)
