@@ -109,8 +109,11 @@ async def build_backend(config: Config) -> Backend:
     pool = min(MAX_SEND_THREADS, config.pipeline.in_flight_limit())
     match backend.kind:
         case BackendKind.MEMORY:
+            # A service's records could only be read in this process: none are kept.
             return MemoryBackend(
-                latency=backend.memory_latency, throttle_rate=backend.memory_throttle_rate
+                latency=backend.memory_latency,
+                throttle_rate=backend.memory_throttle_rate,
+                keep_sent=0,
             )
         case BackendKind.OUTBOX:
             return OutboxBackend(

@@ -2,7 +2,12 @@
 
 It delivers nothing: every accepted email is recorded as a :class:`SentRecord` with the trio-clock
 times at which ``send`` was entered and returned, so tests under ``MockClock`` can assert exact
-timing and concurrency. It can imitate what SES does to a sender:
+timing and concurrency. ``keep_sent`` bounds how many records are kept (the last ones); the
+service's own memory backend (``SENDER_BACKEND=memory``) keeps none, since nothing outside the
+process can read them and a record per email kept for ever grows without bound; it still counts
+every email in :meth:`MemoryBackend.statistics`.
+
+It can imitate what SES does to a sender:
 
 - ``latency`` (plus up to ``latency_jitter``) seconds of ``trio.sleep`` per call, so the autojump
   clock skips it and benchmarks can model a slow provider. A ``send_batch`` is one call, as a
@@ -32,6 +37,7 @@ import itertools
 import os
 import random
 import uuid
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -93,7 +99,10 @@ class MemoryBackend:
         script: Callable[[OutgoingEmail], None] | None = None,
         max_send_rate: float | None = None,
         clock: Callable[[], float] = trio.current_time,
+        keep_sent: int | None = None,
     ) -> None:
+        if keep_sent is not None and keep_sent < 0:
+            raise ValueError(f"keep_sent must not be negative, got {keep_sent}")
         if latency < 0 or latency_jitter < 0:
             raise ValueError("latency and latency_jitter must not be negative")
         if not 0.0 <= throttle_rate <= 1.0:
@@ -107,7 +116,12 @@ class MemoryBackend:
         self.max_send_rate = max_send_rate
         self.clock = clock
         self.closed = False
-        self._sent: list[SentRecord] = []
+        #: the records kept: every one (None, what tests read), or only the last ``keep_sent``
+        #: (a service's memory backend keeps none: nobody can read them, and a record per email
+        #: held forever made a long run grow without bound and every email dearer to build).
+        self._sent: deque[SentRecord] = deque(maxlen=keep_sent)
+        self._keep_records = keep_sent != 0
+        self._sent_total = 0
         self._sent_changed = trio.Event()
         self._pause_reason: str | None = None
         self._attempts = 0
@@ -122,7 +136,8 @@ class MemoryBackend:
 
     @property
     def sent(self) -> list[SentRecord]:
-        """Every accepted email so far, in the order ``send`` returned (a copy)."""
+        """Every accepted email so far (the last ``keep_sent`` of them when that was given), in
+        the order ``send`` returned (a copy)."""
         return list(self._sent)
 
     def pause(self, reason: str = "paused") -> None:
@@ -135,7 +150,7 @@ class MemoryBackend:
 
     async def wait_sent(self, count: int) -> None:
         """Return once at least ``count`` emails have been accepted (woken, never polling)."""
-        while len(self._sent) < count:
+        while self._sent_total < count:
             await self._sent_changed.wait()
 
     async def send(self, email: OutgoingEmail) -> str:
@@ -203,6 +218,7 @@ class MemoryBackend:
             return exc
         record = SentRecord(self._id_prefix + str(next(self._ids)), email, started_at, finished_at)
         self._sent.append(record)
+        self._sent_total += 1
         return record.message_id
 
     def _settle_plain(
@@ -212,16 +228,20 @@ class MemoryBackend:
         the account not paused: then only the ``reject`` trigger can fail an email, and only
         one whose address starts with it, which alone takes the whole check. The same results
         in one loop (a benchmark sends tens of thousands of emails a second through here)."""
-        prefix, ids, sent = self._id_prefix, self._ids, self._sent
+        prefix, ids, sent, keep = self._id_prefix, self._ids, self._sent, self._keep_records
         width = len(REJECT_PREFIX)
         results: list[SendResult] = []
+        accepted = 0
         for email in emails:
             if email.recipient[:width].lower() == REJECT_PREFIX:
                 results.append(self._settle(email, started_at, finished_at, None))
                 continue
-            record = SentRecord(prefix + str(next(ids)), email, started_at, finished_at)
-            sent.append(record)
-            results.append(record.message_id)
+            message_id = prefix + str(next(ids))
+            if keep:
+                sent.append(SentRecord(message_id, email, started_at, finished_at))
+            results.append(message_id)
+            accepted += 1
+        self._sent_total += accepted
         return results
 
     def _raise_failure_for(self, email: OutgoingEmail, *, throttle_draw: float) -> None:
@@ -263,7 +283,7 @@ class MemoryBackend:
         """Return a frozen snapshot of the counters."""
         return MemoryStatistics(
             attempts=self._attempts,
-            sent=len(self._sent),
+            sent=self._sent_total,
             throttled=self._throttled,
             failed=self._failed,
             in_flight=self._in_flight,

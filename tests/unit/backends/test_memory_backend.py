@@ -12,12 +12,14 @@ import trio.testing
 
 from sesender.backends import Backend, MemoryBackend
 from sesender.backends.base import OutgoingEmail
+from sesender.config import load_config
 from sesender.errors import (
     AccountSendError,
     PermanentSendError,
     SendError,
     TransientSendError,
 )
+from sesender.service import build_backend
 from tests.unit.backends.outgoing_changes import OutgoingChanges
 
 BASE = OutgoingEmail(
@@ -376,3 +378,47 @@ async def test_a_plain_batch_fails_only_the_reject_trigger_and_numbers_the_rest_
     ]
     stats = backend.statistics()
     assert (stats.attempts, stats.sent, stats.failed) == (6, 4, 2)
+
+
+@pytest.mark.parametrize("script", [None, lambda outgoing: None])  # one loop, and per email
+async def test_keep_sent_keeps_the_last_records_and_still_counts_every_email(
+    autojump_clock: trio.testing.MockClock, script: Any
+) -> None:
+    backend = MemoryBackend(keep_sent=3, script=script)
+    await backend.send_batch([email(request_id=number) for number in range(1, 6)])
+    with pytest.raises(PermanentSendError):
+        await backend.send(email(request_id=6, recipient="reject@example.org"))
+    assert [record.email.request_id for record in backend.sent] == [3, 4, 5]
+    assert backend.statistics().sent == 5
+    with trio.fail_after(1):
+        await backend.wait_sent(5)
+
+
+async def test_keep_sent_zero_keeps_no_record_and_waiting_still_works(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    backend = MemoryBackend(keep_sent=0)
+    results = await backend.send_batch([email(request_id=1), email(request_id=2)])
+    assert all(isinstance(result, str) for result in results)
+    assert backend.sent == []
+    assert backend.statistics().sent == 2
+    with trio.fail_after(1):
+        await backend.wait_sent(2)
+
+
+def test_keep_sent_must_not_be_negative() -> None:
+    with pytest.raises(ValueError, match="keep_sent"):
+        MemoryBackend(keep_sent=-1)
+
+
+async def test_the_services_memory_backend_keeps_no_record(tmp_path: Any) -> None:
+    """SENDER_BACKEND=memory: a long run must not keep a record per email (nothing outside
+    the process could read them); the statistics still count every email."""
+    config = load_config(
+        {"SENDER_BACKEND": "memory", "API_KEY": "k", "DATABASE_PATH": str(tmp_path / "db")}
+    )
+    backend = await build_backend(config)
+    assert isinstance(backend, MemoryBackend)
+    await backend.send_batch([email(request_id=1), email(request_id=2)])
+    assert backend.sent == []
+    assert backend.statistics().sent == 2
