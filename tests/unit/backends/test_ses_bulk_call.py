@@ -4,11 +4,14 @@ and a call lost with its process retries every email it held."""
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
+import trio
 from botocore.exceptions import HTTPClientError
 
 from actors import ThreadLane
@@ -92,3 +95,55 @@ async def test_a_call_lost_with_its_process_retries_every_email() -> None:
     # one is refused again at its next attempt).
     assert all(isinstance(r, TransientSendError) for r in results)
     assert backend.statistics().bulk_emails == 3
+
+
+async def test_a_lost_call_gives_each_email_the_calls_own_error() -> None:
+    """Not a stand-in "no result for this entry": the error the call ended with, translated."""
+    client = RemoteClient()
+    client.lost = True
+    results = await backend_for(client).send_batch([email(1), email(2)])
+    for result in results:
+        assert isinstance(result, TransientSendError)
+        assert result.code != "MissingEntryResult"
+        assert isinstance(result.__cause__, HTTPClientError)
+
+
+async def test_an_unsendable_reply_to_fails_each_email_before_the_call() -> None:
+    """Reply-To is checked per email with the addresses, so an address SES cannot take fails
+    those emails, and nothing goes to SES (the call's ReplyToAddresses would hold it)."""
+    client = RemoteClient()
+    emails = [dataclasses.replace(email(n), reply_to="jöhn@example.org") for n in (1, 2)]
+    results = await backend_for(client).send_batch(emails)
+    for result in results:
+        assert isinstance(result, PermanentSendError)
+        assert "reply-to" in str(result)
+    assert client.inner.bulks == []
+
+
+async def test_a_bulk_call_cancelled_in_flight_is_given_up_cleanly() -> None:
+    """A shutdown deadline cancels a call in flight: the call is abandoned to its thread and
+    the cancellation is all that comes out (nothing is counted for a call that never ended)."""
+    entered, release = threading.Event(), threading.Event()
+
+    class Blocking(RemoteClient):
+        def send_bulk_call(self, call: BulkCall) -> BulkAnswer:
+            entered.set()
+            release.wait(10)
+            return super().send_bulk_call(call)
+
+    backend = backend_for(Blocking())
+    try:
+        async with trio.open_nursery() as nursery:
+            with trio.CancelScope() as scope:
+
+                async def cancel_once_in_flight() -> None:
+                    await trio.to_thread.run_sync(entered.wait, 10)
+                    scope.cancel()
+
+                nursery.start_soon(cancel_once_in_flight)
+                await backend.send_batch([email(1), email(2)])
+    finally:
+        release.set()
+    assert scope.cancelled_caught
+    stats = backend.statistics()
+    assert (stats.in_flight, stats.attempts, stats.bulk_calls) == (0, 0, 0)
