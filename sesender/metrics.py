@@ -65,9 +65,9 @@ class EmailLatencyHistogram(Collector):
     call's duration), but observing it 50 times through prometheus-client's ``Histogram`` took a
     lock, a bucket search and two increments per email, about 1.5 us, on the send path's event
     loop. Here one observation adds ``count`` to the bucket and ``seconds x count`` to the sum:
-    the same exposition, one step per call. Only the trio thread observes, so no lock; a scrape
-    reads the list while the loop may add to it, which at worst shows a call in the buckets one
-    scrape before the sum.
+    the same exposition, one step per call. No lock: the pipeline observes on the trio thread,
+    and ``/metrics`` renders there too (synchronously), so a scrape never falls between the two
+    additions of one observation.
     """
 
     def __init__(self, name: str, documentation: str, buckets: Sequence[float]) -> None:
