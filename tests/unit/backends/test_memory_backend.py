@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+from pathlib import Path
 from typing import Any, Unpack
 
 import pytest
@@ -363,10 +364,10 @@ async def test_a_plain_batch_fails_only_the_reject_trigger_and_numbers_the_rest_
     )
     failed = [index for index, result in enumerate(results) if not isinstance(result, str)]
     assert failed == [1, 4]
-    assert all(
-        isinstance(results[index], PermanentSendError) and results[index].code == "MessageRejected"  # type: ignore[union-attr]
-        for index in failed
-    )
+    for index in failed:
+        result = results[index]
+        assert isinstance(result, PermanentSendError)
+        assert result.code == "MessageRejected"
     sent_ids = [result for result in results if isinstance(result, str)]
     assert len(set(sent_ids)) == 4
     assert [int(message_id.rsplit("-", 1)[1]) for message_id in sent_ids] == [1, 2, 3, 4]
@@ -411,7 +412,7 @@ def test_keep_sent_must_not_be_negative() -> None:
         MemoryBackend(keep_sent=-1)
 
 
-async def test_the_services_memory_backend_keeps_no_record(tmp_path: Any) -> None:
+async def test_the_services_memory_backend_keeps_no_record(tmp_path: Path) -> None:
     """SENDER_BACKEND=memory: a long run must not keep a record per email (nothing outside
     the process could read them); the statistics still count every email."""
     config = load_config(
