@@ -144,6 +144,7 @@ async def test_a_bulk_call_cancelled_in_flight_is_given_up_cleanly() -> None:
                 await backend.send_batch([email(1), email(2)])
     finally:
         release.set()
+    assert entered.is_set()  # the call was in flight when the cancellation came
     assert scope.cancelled_caught
     stats = backend.statistics()
     assert (stats.in_flight, stats.attempts, stats.bulk_calls) == (0, 0, 0)
