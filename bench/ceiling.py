@@ -89,7 +89,6 @@ from bench.common import (
     write_result,
 )
 from sesender.backends.base import OutgoingEmail
-from sesender.backends.memory import MemoryBackend
 from sesender.backends.ses import build_send_email_request, build_ses_client
 from sesender.backends.ses_bulk import build_bulk_request, bulk_key, bulk_template, chunk_sizes
 from sesender.backends.ses_process import ProcessSesClient
@@ -262,7 +261,6 @@ async def measure_service(
     *,
     poll: float,
     give_up_after: float,
-    backend: MemoryBackend | None = None,
     fake: FakeSes | None = None,
 ) -> Measurement:
     """From the first submit until ``topic_stats`` counts every email Sent (or ``give_up_after``
@@ -274,7 +272,7 @@ async def measure_service(
         peak_threads = max(peak_threads, threading.active_count())
 
     with ErrorCounter() as errors:
-        async with open_service(config, backend=backend, handle_signals=False) as service:
+        async with open_service(config, handle_signals=False) as service:
             tune_for_service()  # as ``run_service`` does once the service has started
             server_cpu = fake.cpu_seconds() if fake else 0.0
             child_cpu = ses_child_cpu_seconds(service.backend)

@@ -216,10 +216,15 @@ class MemoryBackend:
         except SendError as exc:
             self._failed += 1
             return exc
-        record = SentRecord(self._id_prefix + str(next(self._ids)), email, started_at, finished_at)
-        self._sent.append(record)
+        return self._accept(email, started_at, finished_at)
+
+    def _accept(self, email: OutgoingEmail, started_at: float, finished_at: float) -> str:
+        """Give ``email`` its message id, count it, and keep its record if records are kept."""
+        message_id = self._id_prefix + str(next(self._ids))
+        if self._keep_records:
+            self._sent.append(SentRecord(message_id, email, started_at, finished_at))
         self._sent_total += 1
-        return record.message_id
+        return message_id
 
     def _settle_plain(
         self, emails: Sequence[OutgoingEmail], started_at: float, finished_at: float
@@ -228,21 +233,13 @@ class MemoryBackend:
         the account not paused: then only the ``reject`` trigger can fail an email, and only
         one whose address starts with it, which alone takes the whole check. The same results
         in one loop (a benchmark sends tens of thousands of emails a second through here)."""
-        prefix, ids, sent, keep = self._id_prefix, self._ids, self._sent, self._keep_records
-        width = len(REJECT_PREFIX)
-        results: list[SendResult] = []
-        accepted = 0
-        for email in emails:
-            if email.recipient[:width].lower() == REJECT_PREFIX:
-                results.append(self._settle(email, started_at, finished_at, None))
-                continue
-            message_id = prefix + str(next(ids))
-            if keep:
-                sent.append(SentRecord(message_id, email, started_at, finished_at))
-            results.append(message_id)
-            accepted += 1
-        self._sent_total += accepted
-        return results
+        accept, settle, width = self._accept, self._settle, len(REJECT_PREFIX)
+        return [
+            settle(email, started_at, finished_at, None)
+            if email.recipient[:width].lower() == REJECT_PREFIX
+            else accept(email, started_at, finished_at)
+            for email in emails
+        ]
 
     def _raise_failure_for(self, email: OutgoingEmail, *, throttle_draw: float) -> None:
         """Raise the failure this email gets, if any (the order is in the module docstring)."""

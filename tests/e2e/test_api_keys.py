@@ -240,16 +240,16 @@ def test_rotation_without_a_failed_request_and_revocation_reaches_another_instan
     second = ServiceProcess(workdir, {**service.env, "SERVER_PORT": "0"}).start()
     try:
         with service.client() as admin:
-            shared = create_key(admin, "shared", "read")
-        answer = service_request(second, shared["key"], "GET", "/v1/api-keys/current", None)
+            everywhere = create_key(admin, "on-every-instance", "read")
+        answer = service_request(second, everywhere["key"], "GET", "/v1/api-keys/current", None)
         assert answer.status_code == 200, answer.text
-        assert answer.json()["name"] == "shared"
+        assert answer.json()["name"] == "on-every-instance"
         with service.client() as admin:
-            assert admin.delete(f"/v1/api-keys/{shared['id']}").status_code == 200
+            assert admin.delete(f"/v1/api-keys/{everywhere['id']}").status_code == 200
         wait_for(
             lambda: (
                 service_request(
-                    second, shared["key"], "GET", "/v1/api-keys/current", None
+                    second, everywhere["key"], "GET", "/v1/api-keys/current", None
                 ).status_code
                 == 401
             ),
@@ -449,7 +449,7 @@ def test_on_postgresql_a_revocation_reaches_every_instance_within_a_second(
                 instances.append(ServiceProcess(workdir, env).start())
             first, second = instances
             with first.client() as admin:
-                key = create_key(admin, "shared on postgres", "send", senders=[DEFAULT_SENDER])
+                key = create_key(admin, "one key on postgres", "send", senders=[DEFAULT_SENDER])
             assert service_request(second, key["key"], "GET", "/v1/topics", None).status_code == 403
             posted = httpx.post(
                 f"{second.url}/v1/messages",

@@ -195,9 +195,11 @@ def test_a_client_of_any_instance_sees_the_same_topic(database: str, tmp_path: P
             )
             instances.append(ServiceProcess(workdir, env).start())
         with instances[0].client() as first, instances[1].client() as second:
-            ids = submit(first, topic="shared", emails=[f"u{i}@example.com" for i in range(50)])
+            ids = submit(
+                first, topic="any-instance", emails=[f"u{i}@example.com" for i in range(50)]
+            )
             wait_for(
-                lambda: topic_counts(second, "shared").get("Sent") == 50,
+                lambda: topic_counts(second, "any-instance").get("Sent") == 50,
                 timeout=20,
                 what="50 sent",
             )
