@@ -11,7 +11,8 @@ It answers just enough for sesender's ``ses`` backend and for boto3's ``sesv2`` 
   bytes without parsing it (``all_entries_succeed``), as cheap as the answer can be;
 * ``GET /v2/email/account`` (``GetAccount``): 200 with a plausible healthy production account;
 * ``GET /_bench/stats``: 200 ``{"send_email": <calls>, "send_bulk_email": <calls>,
-  "bulk_entries": <entries>}``, for the benchmark's own checks;
+  "bulk_entries": <entries>, "peak_delayed": <sends>}``, for the benchmark's own checks
+  (``peak_delayed``: the most sends waiting for their answer at once, with ``--latency``);
 * ``GET /_bench/messages`` (with ``--record``): every message sent so far as SES would render
   it (``to``, ``subject``, ``html``, ``text``, ``headers``, ``tags``, ``message_id``, ``bulk``);
   ``?since=N`` only those after the first N, and ``&wait=SECONDS`` waits up to that long for one
@@ -105,6 +106,9 @@ class State:
     send_bulk_email: int = 0
     bulk_entries: int = 0
     message_ids: int = 0
+    #: Sends whose answer ``--latency`` holds back now, and the most at once so far.
+    delayed: int = 0
+    peak_delayed: int = 0
     messages: list[dict[str, Any]] = field(default_factory=list)
     paused: bool = False
     refused_while_paused: list[str] = field(default_factory=list)
@@ -351,6 +355,7 @@ def answer(request_line: bytes, body: bytes) -> bytes:
             "send_email": STATE.send_email,
             "send_bulk_email": STATE.send_bulk_email,
             "bulk_entries": STATE.bulk_entries,
+            "peak_delayed": STATE.peak_delayed,
         }
         return response(b"200 OK", json.dumps(stats).encode())
     if method == b"GET" and path == b"/_bench/messages":
@@ -402,11 +407,17 @@ class FakeSesProtocol(asyncio.Protocol):
                 STATE.answer_waiters()
             if STATE.settings.latency and b"/outbound-" in request_line:
                 # boto3 sends one request at a time per connection, so answers keep their order.
+                STATE.delayed += 1
+                STATE.peak_delayed = max(STATE.peak_delayed, STATE.delayed)
                 asyncio.get_running_loop().call_later(
-                    STATE.settings.latency, self.write_if_open, reply
+                    STATE.settings.latency, self.answer_late, reply
                 )
             else:
                 self.transport.write(reply)
+
+    def answer_late(self, reply: bytes) -> None:
+        STATE.delayed -= 1
+        self.write_if_open(reply)
 
     def long_poll(self, request_line: bytes) -> None:
         """``GET /_bench/messages?since=N[&wait=SECONDS]``: the messages after the first N, at

@@ -1,4 +1,5 @@
-"""The service process's garbage collector, set for a program that allocates per email.
+"""The service process's garbage collector (and its SES client process's), set for a program
+that allocates per email.
 
 Why: at CPython's default thresholds (700, 10, 10) the cyclic collector took 12 to 13 us of CPU
 per email in the throughput benchmark (``bench.ceiling``, part (a)), a sixth of the process's

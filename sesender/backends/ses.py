@@ -44,7 +44,7 @@ domains.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING
@@ -360,6 +360,12 @@ class SesBackend:
         self._remote_bulk_call: Callable[[BulkCall], BulkAnswer] | None = getattr(
             client, "send_bulk_call", None
         )
+        #: Its ``send_bulk_call_async``, awaited with no lane thread (the same limit on calls
+        #: at once as the lane's).
+        self._remote_bulk_call_async: Callable[[BulkCall], Awaitable[BulkAnswer]] | None = getattr(
+            client, "send_bulk_call_async", None
+        )
+        self._remote_calls = trio.CapacityLimiter(lane.limit)
         self._bulk_calls = 0
         self._bulk_emails = 0
         self._attempts = 0
@@ -503,15 +509,10 @@ class SesBackend:
             ),
             tuple(data),
         )
-        run: Callable[[], BulkAnswer]
-        if self._remote_bulk_call is not None:
-            run = partial(self._remote_bulk_call, call)
-        else:
-            run = partial(send_bulk_call, self.client, call)
         answer: BulkAnswer | None = None
         self._in_flight += 1
         try:
-            answer = await self.lane.run_abandonable(run)
+            answer = await self._bulk_answer(call)
         except (BotoCoreError, ClientError) as exc:
             # The SES client process died or is gone: which emails it would have refused is
             # unknown, so every one is retried as after a lost connection (at-least-once).
@@ -547,6 +548,20 @@ class SesBackend:
                 self._count_failure(result)
             results.append(result)
         return results
+
+    async def _bulk_answer(self, call: BulkCall) -> BulkAnswer:
+        """``call`` sent by the SES client process (awaited directly when it can be), or by
+        the client in this process in a lane thread. Cancelled, it returns at once either way
+        and the call runs on unheard (the lane's thread is abandoned)."""
+        if self._remote_bulk_call_async is not None:
+            async with self._remote_calls:
+                return await self._remote_bulk_call_async(call)
+        run: Callable[[], BulkAnswer]
+        if self._remote_bulk_call is not None:
+            run = partial(self._remote_bulk_call, call)
+        else:
+            run = partial(send_bulk_call, self.client, call)
+        return await self.lane.run_abandonable(run)
 
     def _count_failure(self, error: SendError) -> None:
         """Count a failed call under the kind of failure the pipeline will see."""

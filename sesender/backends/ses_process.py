@@ -10,15 +10,22 @@ other core.
 :class:`ProcessSesClient` stands in for the ``sesv2`` client inside
 :class:`~sesender.backends.ses.SesBackend`: the same blocking methods (``send_email``,
 ``send_bulk_email``, ``get_account``, ``close``), called from the SES thread lane exactly as
-before; each call is pickled to the child (``python -m sesender.backends.ses_process``) through
-its stdin, run there by the real client from :func:`~sesender.backends.ses.build_ses_client` in a
-thread pool as large as the lane, and its answer (the response, or the botocore exception, which
-botocore makes picklable) comes back through the child's stdout to the waiting lane thread.
-Errors are still translated in the service. ``SendEmail`` requests are built in the service too;
-a bulk call crosses as a compact :class:`~sesender.backends.ses_bulk_call.BulkCall`
-(:meth:`ProcessSesClient.send_bulk_call`) and is checked and built here, in the child, by the
-same code (:func:`~sesender.backends.ses_bulk_call.send_bulk_call`): that work, about 12 us per
-recipient, is then off the service's GIL too.
+before; each call is pickled to the child (``python -m sesender.backends.ses_process``) and
+queued for a writer thread, which writes every frame waiting in one write to the child's stdin;
+the child runs it with the real client from :func:`~sesender.backends.ses.build_ses_client`, and
+its answer (the response, or the botocore exception, which botocore makes picklable) comes back
+through the child's stdout to a reader thread, which answers the waiting caller. Errors are still
+translated in the service. ``SendEmail`` requests are built in the service too; a bulk call
+crosses as a compact :class:`~sesender.backends.ses_bulk_call.BulkCall` and is checked and built
+here, in the child, by the same code (:func:`~sesender.backends.ses_bulk_call.send_bulk_call`):
+that work, about 12 us per recipient, is then off the service's GIL too. The backend awaits a
+bulk call from the event loop itself (:meth:`ProcessSesClient.send_bulk_call_async`), with no
+lane thread between: queueing a frame never blocks, and the reader wakes the waiting task.
+
+In the child, calls run on a :class:`~sesender.backends.wait_aware_pool.WaitAwarePool` as wide
+as the lane: one call at a time on the CPU (the child has one GIL), and one more for each call
+waiting on SES's answer, which botocore announces (``before-send`` and ``before-parse``). The
+child's garbage collector is set as the service's (:mod:`sesender.gc_tuning`).
 
 Failure semantics, the same as a lost connection:
 
@@ -43,18 +50,23 @@ import itertools
 import logging
 import os
 import pickle
+import queue
 import signal
 import struct
 import subprocess
 import sys
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
+from functools import partial
 from typing import IO, Any
 
+import trio
 from botocore.exceptions import HTTPClientError
 
 from sesender.backends.ses_bulk_call import BulkAnswer, BulkCall, send_bulk_call
+from sesender.backends.wait_aware_pool import WaitAwarePool
+from sesender.gc_tuning import tune_for_service
 
 __all__ = ["ProcessSesClient", "worker_main"]
 
@@ -70,9 +82,13 @@ METHODS = frozenset({"send_email", "send_bulk_email", "get_account"})
 BULK_CALL = "send_bulk_call"
 
 
-def _write_frame(stream: IO[bytes], payload: object) -> None:
+def _frame(payload: object) -> bytes:
     data = pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
-    stream.write(_HEADER.pack(len(data)) + data)
+    return _HEADER.pack(len(data)) + data
+
+
+def _write_frame(stream: IO[bytes], payload: object) -> None:
+    stream.write(_frame(payload))
     stream.flush()
 
 
@@ -128,10 +144,53 @@ class _Child:
         if not ok:
             self._discard()
             raise payload
+        #: frames for the child's stdin, written in order by the writer thread; None closes it
+        self._outbox: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
         self._reader = threading.Thread(
             target=self._read_answers, name="ses client process reader", daemon=True
         )
         self._reader.start()
+        self._writer = threading.Thread(
+            target=self._write_calls, name="ses client process writer", daemon=True
+        )
+        self._writer.start()
+
+    def send(self, frame: bytes) -> None:
+        """Queue ``frame`` for the child (never blocks: a full pipe holds up the writer thread
+        only, never the caller, which may be the event loop)."""
+        self._outbox.put(frame)
+
+    def close_input(self) -> None:
+        """The child's stdin is closed once the frames queued before are written: it finishes
+        nothing more and exits."""
+        self._outbox.put(None)
+
+    def _write_calls(self) -> None:
+        """Write queued frames, all those waiting in one write: while the service is busy the
+        writer wakes once for many calls."""
+        outbox = self._outbox
+        try:
+            while True:
+                frame = outbox.get()
+                frames: list[bytes] = []
+                while frame is not None:
+                    frames.append(frame)
+                    try:
+                        frame = outbox.get_nowait()
+                    except queue.Empty:
+                        break
+                if frames:
+                    self.stdin.write(b"".join(frames))
+                    self.stdin.flush()
+                if frame is None:
+                    return
+        except OSError:
+            # The child is gone: the reader thread sees its end and fails every call still
+            # waiting, those queued here included.
+            return
+        finally:
+            with contextlib.suppress(OSError):
+                self.stdin.close()
 
     def _read_answers(self) -> None:
         try:
@@ -177,7 +236,7 @@ class ProcessSesClient:
 
     def __init__(self, arguments: dict[str, Any]) -> None:
         self._arguments = dict(arguments)
-        self._lock = threading.Lock()  # the child's start and exit, and writes to its stdin
+        self._lock = threading.Lock()  # the child's start and exit, and the calls it is sent
         self._child: _Child | None = None
         self._ids = itertools.count(1)
         self._closed = False
@@ -208,6 +267,30 @@ class ProcessSesClient:
         answer: BulkAnswer = self._call(BULK_CALL, call)
         return answer
 
+    async def send_bulk_call_async(self, call: BulkCall) -> BulkAnswer:
+        """:meth:`send_bulk_call` awaited in trio, with no thread of the caller's: the call is
+        queued for the child from the event loop and its answer wakes the waiting task.
+
+        Why: a blocking call from the event loop went through a thread of the SES lane, which
+        woke that thread, then the reader woke it again and it woke the event loop; each wake-up
+        on two busy cores let the woken thread take the CPU from the one holding the GIL
+        (docs/performance.md, "Issue 13, fifth pass"). Cancelled, the task stops
+        waiting at once; the call runs on in the child and its answer is dropped, as the lane's
+        abandoned thread's was.
+        """
+        token = trio.lowlevel.current_trio_token()
+        answered = trio.Event()
+
+        def wake(_: Future[Any]) -> None:
+            with contextlib.suppress(trio.RunFinishedError):
+                token.run_sync_soon(answered.set)
+
+        future = self._submit(BULK_CALL, call)
+        future.add_done_callback(wake)
+        await answered.wait()
+        answer: BulkAnswer = future.result()
+        return answer
+
     def close(self) -> None:
         """Close the child's stdin (it finishes nothing more and exits), wait for it, and kill
         it if it does not exit in time. Calls still waiting raise as lost connections."""
@@ -216,8 +299,7 @@ class ProcessSesClient:
             child, self._child = self._child, None
         if child is None:
             return
-        with contextlib.suppress(OSError):
-            child.stdin.close()
+        child.close_input()
         try:
             child.process.wait(timeout=CLOSE_TIMEOUT)
         except subprocess.TimeoutExpired:
@@ -241,8 +323,7 @@ class ProcessSesClient:
             child.fail_pending()
             if self._child is child:
                 self._child = None
-            with contextlib.suppress(OSError):
-                child.stdin.close()
+        child.close_input()
         child.stdout.close()
         code = child.process.wait()
         if not self._closed:
@@ -253,20 +334,40 @@ class ProcessSesClient:
             )
 
     def _call(self, method: str, request: object) -> Any:
+        return self._submit(method, request).result()
+
+    def _submit(self, method: str, request: object) -> Future[Any]:
+        """Queue one call for the child; its future is answered by the reader thread (or
+        failed as a lost connection if the child exits first)."""
         future: Future[Any] = Future()
+        call_id = next(self._ids)
+        frame = _frame((call_id, method, request))
         with self._lock:
             child = self._running_child()
-            call_id = next(self._ids)
             child.pending[call_id] = future
-            try:
-                _write_frame(child.stdin, (call_id, method, request))
-            except OSError as exc:
-                child.pending.pop(call_id, None)
-                raise HTTPClientError(error=f"the SES client process is gone: {exc}") from exc
-        return future.result()
+            child.send(frame)
+        return future
 
 
 # --- the child ------------------------------------------------------------------------------
+
+#: Calls the child runs at once on the CPU; more run while calls wait on SES
+#: (:class:`~sesender.backends.wait_aware_pool.WaitAwarePool`).
+RUNNING_CALLS = 1
+
+
+def _begin_wait(pool: WaitAwarePool) -> Callable[..., None]:
+    def handler(**_: Any) -> None:  # returns None: botocore reads a value as the HTTP answer
+        pool.begin_wait()
+
+    return handler
+
+
+def _end_wait(pool: WaitAwarePool) -> Callable[..., None]:
+    def handler(**_: Any) -> None:
+        pool.end_wait()
+
+    return handler
 
 
 def _answer(
@@ -307,21 +408,31 @@ def worker_main() -> None:
     except Exception as exc:
         _write_frame(stdout, (0, False, exc))
         raise
-    _write_frame(stdout, (0, True, None))  # ready: the first call may come
     write_lock = threading.Lock()
 
     def write(answer: object) -> None:
         with write_lock:
             _write_frame(stdout, answer)
 
-    executor = ThreadPoolExecutor(max_workers=max(1, int(arguments.get("pool_size", 1))))
+    pool = WaitAwarePool(
+        runnable=RUNNING_CALLS,
+        limit=max(1, int(arguments.get("pool_size", 1))),
+        name="SES client process pool",
+    )
+    # The network wait of every call, as botocore announces it: sent, then answered.
+    client.meta.events.register("before-send.sesv2", _begin_wait(pool))
+    client.meta.events.register("before-parse.sesv2", _end_wait(pool))
+    # As the service's: botocore's objects frozen, the young generation collected less often
+    # (about a tenth of the child's CPU per email at full speed).
+    tune_for_service()
+    _write_frame(stdout, (0, True, None))  # ready: the first call may come
     while True:
         try:
             call_id, method, request = _read_frame(stdin)
         except EOFError:
             # Nobody is left to read the answers of calls in flight: stop now, not after them.
             os._exit(0)
-        executor.submit(_answer, client, call_id, method, request, write)
+        pool.submit(partial(_answer, client, call_id, method, request, write))
 
 
 if __name__ == "__main__":

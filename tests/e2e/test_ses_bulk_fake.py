@@ -225,7 +225,12 @@ async def test_the_backend_sends_bulk_calls_over_http_that_the_fake_renders_per_
         assert message["html"] == sent.html  # the pixel of this very email
         assert message["headers"] == [{"Name": "List-Unsubscribe", "Value": sent.headers[0][1]}]
     stats = fake_ses.get("/_bench/stats")
-    assert stats == {"send_email": 0, "send_bulk_email": 3, "bulk_entries": 120}
+    assert stats == {
+        "send_email": 0,
+        "send_bulk_email": 3,
+        "bulk_entries": 120,
+        "peak_delayed": 0,
+    }
     assert backend.statistics().bulk_calls == 3
 
 

@@ -9,10 +9,12 @@ import os
 import signal
 import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
+import trio
 from botocore.exceptions import ClientError, HTTPClientError
 
 from sesender.backends.ses import build_ses_client, translate_error
@@ -22,7 +24,7 @@ from sesender.backends.ses_process import ProcessSesClient
 from sesender.errors import PermanentSendError, TransientSendError
 from tests.e2e.fake_ses_support import SENDER, FakeSes, running_fake_ses
 from tests.e2e.harness import ServiceProcess, submit, wait_topic
-from tests.waiting import wait_for
+from tests.waiting import wait_for, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -158,6 +160,107 @@ def test_a_compact_bulk_call_is_built_and_answered_in_the_child(
         assert all(isinstance(translate_error(e), TransientSendError) for e in errors), name
 
 
+def one_recipient_call(recipient: str) -> BulkCall:
+    key = BulkKey(
+        sender=SENDER,
+        configuration_set=None,
+        subject="Hi",
+        html="<p>{{n}}</p>",
+        pixel_url=None,
+        header_names=(),
+        tag_names=(),
+    )
+    template = BulkTemplate(subject="Hi", html="<p>{{n}}</p>", text="{{n}}")
+    return BulkCall(key, template, (BulkRecipient(SENDER, recipient, None, "Hi", (), ()),), ({},))
+
+
+async def test_a_bulk_call_awaited_from_trio_answers_as_the_blocking_one() -> None:
+    with running_fake_ses("--reject", "rejected") as fake:
+        remote = ProcessSesClient(client_arguments(fake))
+        try:
+            await trio.to_thread.run_sync(remote.start)
+            answers: dict[str, BulkAnswer] = {}
+
+            async def send(recipient: str) -> None:
+                answers[recipient] = await remote.send_bulk_call_async(
+                    one_recipient_call(recipient)
+                )
+
+            async with trio.open_nursery() as nursery:
+                for recipient in ("a@example.org", "rejected@example.org", "not an address"):
+                    nursery.start_soon(send, recipient)
+            blocking = await trio.to_thread.run_sync(
+                remote.send_bulk_call, one_recipient_call("b@example.org")
+            )
+        finally:
+            await trio.to_thread.run_sync(remote.close)
+    assert blocking.results is not None
+    assert blocking.results[0]["Status"] == "SUCCESS"
+    accepted = answers["a@example.org"].results
+    assert accepted is not None
+    assert accepted[0]["Status"] == "SUCCESS"
+    rejected = answers["rejected@example.org"].results
+    assert rejected is not None
+    assert rejected[0]["Status"] == "MESSAGE_REJECTED"
+    refused = answers["not an address"]
+    assert refused.carried == ()
+    assert isinstance(refused.refused[0], PermanentSendError)
+
+
+async def test_an_awaited_bulk_call_fails_as_a_lost_connection_when_the_child_dies() -> None:
+    with running_fake_ses("--latency", "30") as slow:
+        remote = ProcessSesClient(client_arguments(slow))
+        try:
+            await trio.to_thread.run_sync(remote.start)
+            pid = remote.pid
+            assert pid is not None
+            outcome: list[HTTPClientError] = []
+            cancelled_returned = trio.Event()
+
+            async def waits_for_the_answer() -> None:
+                try:
+                    await remote.send_bulk_call_async(one_recipient_call("a@example.org"))
+                except HTTPClientError as error:
+                    outcome.append(error)
+
+            async def is_cancelled() -> None:
+                with trio.move_on_after(0) as scope:
+                    scope.cancel()
+                    await remote.send_bulk_call_async(one_recipient_call("c@example.org"))
+                cancelled_returned.set()
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(waits_for_the_answer)
+                nursery.start_soon(is_cancelled)
+                # Cancelled, the waiting task returns at once: its call runs on unheard.
+                await cancelled_returned.wait()
+                await wait_until(
+                    lambda: trio.to_thread.run_sync(
+                        lambda: slow.get("/_bench/stats")["send_bulk_email"] >= 2
+                    ),
+                    timeout=20,
+                )
+                os.kill(pid, signal.SIGKILL)
+            (error,) = outcome
+            # Retried by the SES backend as a lost connection: the child may have sent it.
+            assert isinstance(translate_error(error), TransientSendError)
+            assert "exited" in str(error)
+            # The next call gets a new child.
+            with trio.fail_after(20):
+                while True:
+                    try:
+                        answer = await remote.send_bulk_call_async(
+                            one_recipient_call("b@example.org")
+                        )
+                    except HTTPClientError:
+                        continue  # raced the old child's death
+                    break
+            assert remote.pid not in (None, pid)
+            assert answer.carried == (0,)
+        finally:
+            await trio.to_thread.run_sync(remote.close)
+
+
 def test_a_killed_child_fails_its_calls_in_flight_and_is_replaced() -> None:
     with running_fake_ses("--latency", "30") as slow:
         remote = ProcessSesClient(client_arguments(slow))
@@ -201,6 +304,34 @@ def test_a_killed_child_fails_its_calls_in_flight_and_is_replaced() -> None:
         finally:
             remote.close()
     assert remote.pid is None
+
+
+def test_calls_waiting_on_a_slow_ses_all_wait_at_once() -> None:
+    """The child runs two calls at a time on the CPU, but a call waiting for SES's answer gives
+    its place to the next: twelve calls against a fake that answers after a second all wait at
+    the fake at once (two at a time would put at most two there), on no more threads than the
+    lane's."""
+    calls = 12
+    with running_fake_ses("--latency", "1") as slow:
+        remote = ProcessSesClient({**client_arguments(slow), "pool_size": 16})
+        try:
+            remote.start()
+            with ThreadPoolExecutor(max_workers=calls) as callers:
+                replies = list(
+                    callers.map(
+                        lambda i: remote.send_bulk_email(**bulk_request(f"r{i}@example.org")),
+                        range(calls),
+                    )
+                )
+            assert all(r["BulkEmailEntryResults"][0]["Status"] == "SUCCESS" for r in replies)
+            stats = slow.get("/_bench/stats")
+            assert stats["send_bulk_email"] == calls
+            assert stats["peak_delayed"] == calls
+            assert remote.pid is not None
+            threads = len(os.listdir(f"/proc/{remote.pid}/task"))
+            assert threads <= 16 + 1, threads  # the pool's and the one reading the calls
+        finally:
+            remote.close()
 
 
 def _send_or_none(remote: ProcessSesClient, recipient: str) -> Any:
