@@ -32,7 +32,9 @@ on 127.0.0.1, which answers each send after ``--latency`` seconds, with the back
 builds (``sesender.service.build_backend``) wrapped in a recorder that notes, for every email
 handed to ``send_batch``, the trio-clock instant the call began, and counts the recipients in calls
 under way (its peak is "peak in flight"). The fake's ``/_bench/stats`` says how many recipients
-each SES call carried on average.
+each SES call carried on average. ``--ses-mode single`` runs ``SES_SEND_MODE=single`` instead: one
+``SendEmail`` per email, so at R = 1000 and 50 ms the SES client process must keep about 50 calls
+waiting on the fake at once.
 
 It also draws sends per second (1-s bins from ``t0``) against the target for every R into
 ``--plot`` (default ``docs/rate.png``, with ``--backend ses`` ``docs/rate-ses-bulk.png``; pass
@@ -162,12 +164,13 @@ async def measure_rate(
     latency: float,
     directory: Path,
     fake: FakeSes | None = None,
+    ses_mode: str = "bulk",
 ) -> dict[str, Any]:
     settings = {"SENDER_BACKEND": "memory"}
     if fake is not None:
         settings = {
             "SENDER_BACKEND": "ses",
-            "SES_SEND_MODE": "bulk",
+            "SES_SEND_MODE": ses_mode,
             "AWS_REGION": "us-east-1",
             "AWS_ENDPOINT_URL_SESV2": fake.url,
             "AWS_ACCESS_KEY_ID": "testing",
@@ -226,7 +229,7 @@ async def measure_rate(
     seconds = int(triggered - origin)
     return {
         "rate": rate,
-        "backend": "memory" if fake is None else "ses bulk (fake SES)",
+        "backend": "memory" if fake is None else f"ses {ses_mode} (fake SES)",
         "ses_calls": ses_calls,
         "burst": burst,
         "latency": latency,
@@ -289,7 +292,7 @@ def plot(runs: Sequence[dict[str, Any]], path: Path, *, latency: float, backend:
     title = (
         f"memory backend with {latency * 1000:g} ms latency"
         if backend == "memory"
-        else f"ses backend, bulk calls, fake SES with {latency * 1000:g} ms latency"
+        else f"{backend}, fake SES with {latency * 1000:g} ms latency"
     )
     figure.suptitle(f"sesender send rate, {title}", fontsize=11)
     handles, _ = axes[0, 0].get_legend_handles_labels()
@@ -406,12 +409,18 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
         "--backend",
         choices=("memory", "ses"),
         default="memory",
-        help="memory, or ses in bulk mode against bench.fake_ses (both with --latency)",
+        help="memory, or ses against bench.fake_ses (both with --latency)",
+    )
+    parser.add_argument(
+        "--ses-mode",
+        choices=("bulk", "single"),
+        default="bulk",
+        help="SES_SEND_MODE with --backend ses (default bulk)",
     )
     add_output_arguments(parser)
     arguments = parser.parse_args(argv)
     if arguments.plot is None:
-        name = "rate.png" if arguments.backend == "memory" else "rate-ses-bulk.png"
+        name = "rate.png" if arguments.backend == "memory" else f"rate-ses-{arguments.ses_mode}.png"
         arguments.plot = str(DOCS_DIR / name)
     if arguments.quick:
         arguments.rates = [24.0, 200.0]
@@ -440,18 +449,26 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                         latency=arguments.latency,
                         directory=Path(directory),
                         fake=fake,
+                        ses_mode=arguments.ses_mode,
                     )
                 )
             )
     print(report(runs))
     if arguments.plot:
-        plot(runs, Path(arguments.plot), latency=arguments.latency, backend=arguments.backend)
+        label = (
+            "memory"
+            if arguments.backend == "memory"
+            else f"ses backend, {arguments.ses_mode} calls"
+        )
+        plot(runs, Path(arguments.plot), latency=arguments.latency, backend=label)
         print(f"\nplot: {arguments.plot}")
     figures = {
         "runs": runs,
         "passed": all(run["mean_ok"] and run["window_ok"] and run["in_flight_ok"] for run in runs),
     }
     name = NAME if arguments.backend == "memory" else f"{NAME}-{arguments.backend}"
+    if arguments.backend == "ses" and arguments.ses_mode == "single":
+        name += "-single"
     path = write_result(name, arguments.results_dir, arguments, figures)
     print(f"results: {path}")
     return figures
