@@ -35,7 +35,6 @@ calls"):
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -43,6 +42,8 @@ from functools import lru_cache
 from html import escape, unescape
 from operator import itemgetter
 from typing import TYPE_CHECKING, Protocol
+
+import orjson
 
 from sesender.addresses import bare_address
 from sesender.backends.addresses import ascii_address
@@ -124,8 +125,12 @@ LAST_PIXEL_PREFIX = [""]
 #: Longer contents have their pixel halves cut for every email rather than kept.
 MAX_KEPT_HALVES = 200_000
 
-# One encoder for every entry: ``json.dumps`` with any option builds a new encoder per call.
-COMPACT_JSON = json.JSONEncoder(separators=(",", ":")).encode
+
+def compact_json(values: Mapping[str, str]) -> str:
+    """An entry's replacement data as SES reads it: a JSON object, written by ``orjson`` (a
+    tenth of ``json.dumps``'s CPU for these small objects, 50 per call)."""
+    return orjson.dumps(values).decode()
+
 
 # Per-entry status -> how that email's attempt ended. Statuses not listed (FAILED and any
 # future one) are transient: the email is retried through the rate limiter.
@@ -484,7 +489,7 @@ def build_bulk_request(
         entry: BulkEmailEntryTypeDef = {
             "Destination": {"ToAddresses": [recipient]},
             "ReplacementEmailContent": {
-                "ReplacementTemplate": {"ReplacementTemplateData": COMPACT_JSON(values)}
+                "ReplacementTemplate": {"ReplacementTemplateData": compact_json(values)}
             },
         }
         if email.headers:
