@@ -64,7 +64,7 @@ from typing import IO, Any
 import trio
 from botocore.exceptions import HTTPClientError
 
-from sesender.backends.ses_bulk_call import BulkAnswer, BulkCall, send_bulk_call
+from sesender.backends.ses_bulk_call import BulkAnswer, BulkCall, BulkRecipient, send_bulk_call
 from sesender.backends.wait_aware_pool import WaitAwarePool
 from sesender.gc_tuning import tune_for_service
 
@@ -85,6 +85,18 @@ BULK_CALL = "send_bulk_call"
 def _frame(payload: object) -> bytes:
     data = pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
     return _HEADER.pack(len(data)) + data
+
+
+def _on_the_wire(call: BulkCall) -> BulkCall:
+    """``call`` with its recipients as plain tuples: pickle writes those in C, where each
+    named tuple costs a Python call (``__getnewargs__``), 1.2 us a recipient: half of a bulk
+    call's pickling time on the event loop."""
+    return call._replace(recipients=tuple(map(tuple, call.recipients)))  # type: ignore[arg-type]
+
+
+def _off_the_wire(call: BulkCall) -> BulkCall:
+    """The call :func:`_on_the_wire` sent, with its recipients named again."""
+    return call._replace(recipients=tuple(map(BulkRecipient._make, call.recipients)))
 
 
 def _write_frame(stream: IO[bytes], payload: object) -> None:
@@ -264,7 +276,7 @@ class ProcessSesClient:
     def send_bulk_call(self, call: BulkCall) -> BulkAnswer:
         """Run :func:`~sesender.backends.ses_bulk_call.send_bulk_call` in the child: the
         request is checked and built there, from the compact ``call``."""
-        answer: BulkAnswer = self._call(BULK_CALL, call)
+        answer: BulkAnswer = self._call(BULK_CALL, _on_the_wire(call))
         return answer
 
     async def send_bulk_call_async(self, call: BulkCall) -> BulkAnswer:
@@ -285,7 +297,7 @@ class ProcessSesClient:
             with contextlib.suppress(trio.RunFinishedError):
                 token.run_sync_soon(answered.set)
 
-        future = self._submit(BULK_CALL, call)
+        future = self._submit(BULK_CALL, _on_the_wire(call))
         future.add_done_callback(wake)
         await answered.wait()
         answer: BulkAnswer = future.result()
@@ -375,7 +387,7 @@ def _answer(
 ) -> None:
     try:
         if method == BULK_CALL:
-            result: object = send_bulk_call(client, request)
+            result: object = send_bulk_call(client, _off_the_wire(request))
         elif method in METHODS:
             result = getattr(client, method)(**request)
         else:
