@@ -288,7 +288,8 @@ class ProcessSesClient:
         on two busy cores let the woken thread take the CPU from the one holding the GIL
         (docs/performance.md, "Issue 13, fifth pass"). Cancelled, the task stops
         waiting at once; the call runs on in the child and its answer is dropped, as the lane's
-        abandoned thread's was.
+        abandoned thread's was. Never blocks the event loop: when no child runs, the call is
+        queued from a thread, which starts one.
         """
         token = trio.lowlevel.current_trio_token()
         answered = trio.Event()
@@ -297,7 +298,12 @@ class ProcessSesClient:
             with contextlib.suppress(trio.RunFinishedError):
                 token.run_sync_soon(answered.set)
 
-        future = self._submit(BULK_CALL, _on_the_wire(call))
+        call_id, frame = self._framed(BULK_CALL, _on_the_wire(call))
+        future = self._queue_nowait(call_id, frame)
+        if future is None:
+            # No child runs (or one is being started): starting one imports boto3, which
+            # must not hold up the event loop.
+            future = await trio.to_thread.run_sync(self._queue, call_id, frame)
         future.add_done_callback(wake)
         await answered.wait()
         answer: BulkAnswer = future.result()
@@ -349,16 +355,39 @@ class ProcessSesClient:
         return self._submit(method, request).result()
 
     def _submit(self, method: str, request: object) -> Future[Any]:
-        """Queue one call for the child; its future is answered by the reader thread (or
-        failed as a lost connection if the child exits first)."""
-        future: Future[Any] = Future()
+        """Queue one call for the child, starting one if none runs (blocking); its future is
+        answered by the reader thread (or failed as a lost connection if the child exits
+        first)."""
+        call_id, frame = self._framed(method, request)
+        return self._queue(call_id, frame)
+
+    def _framed(self, method: str, request: object) -> tuple[int, bytes]:
         call_id = next(self._ids)
-        frame = _frame((call_id, method, request))
+        return call_id, _frame((call_id, method, request))
+
+    def _queue(self, call_id: int, frame: bytes) -> Future[Any]:
+        future: Future[Any] = Future()
         with self._lock:
             child = self._running_child()
             child.pending[call_id] = future
             child.send(frame)
         return future
+
+    def _queue_nowait(self, call_id: int, frame: bytes) -> Future[Any] | None:
+        """:meth:`_queue` if that cannot block: None when no child runs, or when another
+        thread holds the lock (it may be starting one, which takes a second or more)."""
+        if not self._lock.acquire(blocking=False):
+            return None
+        try:
+            child = self._child
+            if self._closed or child is None or child.exited:
+                return None
+            future: Future[Any] = Future()
+            child.pending[call_id] = future
+            child.send(frame)
+            return future
+        finally:
+            self._lock.release()
 
 
 # --- the child ------------------------------------------------------------------------------

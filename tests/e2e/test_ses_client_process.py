@@ -17,6 +17,7 @@ import pytest
 import trio
 from botocore.exceptions import ClientError, HTTPClientError
 
+from sesender.backends import ses_process
 from sesender.backends.ses import build_ses_client, translate_error
 from sesender.backends.ses_bulk import BulkKey, BulkTemplate
 from sesender.backends.ses_bulk_call import BulkAnswer, BulkCall, BulkRecipient, send_bulk_call
@@ -205,6 +206,29 @@ async def test_a_bulk_call_awaited_from_trio_answers_as_the_blocking_one() -> No
     refused = answers["not an address"]
     assert refused.carried == ()
     assert isinstance(refused.refused[0], PermanentSendError)
+
+
+async def test_an_awaited_call_starts_the_child_off_the_event_loop(
+    fake_ses: FakeSes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Starting the child imports boto3 (a second or more): never on the event loop's thread,
+    which would stop the whole service meanwhile."""
+    started_in: list[threading.Thread] = []
+
+    class RecordedChild(ses_process._Child):
+        def __init__(self, *args: Any) -> None:
+            started_in.append(threading.current_thread())
+            super().__init__(*args)
+
+    monkeypatch.setattr(ses_process, "_Child", RecordedChild)
+    remote = ProcessSesClient(client_arguments(fake_ses))
+    try:
+        answer = await remote.send_bulk_call_async(one_recipient_call("a@example.org"))
+    finally:
+        await trio.to_thread.run_sync(remote.close)
+    assert answer.carried == (0,)
+    assert len(started_in) == 1
+    assert started_in[0] is not threading.current_thread()
 
 
 async def test_an_awaited_bulk_call_fails_as_a_lost_connection_when_the_child_dies() -> None:
