@@ -6,6 +6,9 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterator
+from functools import partial
+from operator import contains
+from uuid import uuid4
 
 import pytest
 
@@ -147,10 +150,10 @@ def test_a_job_that_raises_is_logged_and_the_pool_goes_on(
         gate.pool.submit(gate.job("after"))
         gate.release("after")
         wait_for(lambda: gate.finished == ["after"], timeout=TIMEOUT)
-    assert any(
-        record.exc_info is not None and str(record.exc_info[1]) == "boom"
-        for record in caplog.records
-    )
+    (record,) = [r for r in caplog.records if r.exc_info is not None]
+    assert record.getMessage() == "a job of the test pool raised"
+    assert record.exc_info is not None
+    assert str(record.exc_info[1]) == "boom"
     wait_for(settled(gate.pool, PoolStatistics(1, 0, 0, 0)), timeout=TIMEOUT)
 
 
@@ -159,6 +162,20 @@ def test_waits_outside_a_job_change_nothing() -> None:
     pool.begin_wait()
     pool.end_wait()
     assert pool.statistics() == PoolStatistics(0, 0, 0, 0)
+
+
+def test_a_pool_without_a_name_names_its_threads_as_such() -> None:
+    pool = WaitAwarePool(runnable=1, limit=1)
+    names: list[str] = []
+    done = threading.Event()
+
+    def job() -> None:
+        names.append(threading.current_thread().name)
+        done.set()
+
+    pool.submit(job)
+    assert done.wait(TIMEOUT)
+    assert names == ["wait-aware pool 1"]
 
 
 def test_a_second_begin_wait_or_an_end_without_a_begin_counts_once(pools: list[Gate]) -> None:
@@ -181,5 +198,56 @@ def test_a_second_begin_wait_or_an_end_without_a_begin_counts_once(pools: list[G
 
 @pytest.mark.parametrize(("runnable", "limit"), [(0, 1), (2, 1), (-1, 4)])
 def test_the_sizes_are_checked(runnable: int, limit: int) -> None:
-    with pytest.raises(ValueError, match="runnable"):
+    with pytest.raises(ValueError, match=r"^need 1 <= runnable <= limit$"):
         WaitAwarePool(runnable=runnable, limit=limit)
+
+
+def test_an_idle_thread_takes_the_next_job_before_a_new_one_is_started(pools: list[Gate]) -> None:
+    gate = gate_for(pools, runnable=1, limit=4)
+    gate.pool.submit(gate.job("first"))
+    gate.release("first")
+    wait_for(settled(gate.pool, PoolStatistics(1, 0, 0, 0)), timeout=TIMEOUT)
+    # Round after round, the idle thread is woken (no new one), and each wait frees a place
+    # that a new thread takes only once no idle one is left.
+    for round_ in range(3):
+        waiting, after = f"waiting{round_}", f"after{round_}"
+        gate.pool.submit(gate.job(waiting, waits=True))
+        gate.pool.submit(gate.job(after))
+        wait_for(partial(contains, gate.started, after), timeout=TIMEOUT)
+        wait_for(settled(gate.pool, PoolStatistics(2, 1, 1, 0)), timeout=TIMEOUT)
+        gate.release(waiting)
+        gate.release(after)
+        wait_for(partial(contains, gate.finished, after), timeout=TIMEOUT)
+        wait_for(settled(gate.pool, PoolStatistics(2, 0, 0, 0)), timeout=TIMEOUT)
+
+
+def test_a_job_counts_as_running_again_once_its_answer_is_there(pools: list[Gate]) -> None:
+    gate = gate_for(pools, runnable=1, limit=2)
+    answered, finish = threading.Event(), threading.Event()
+
+    def call() -> None:
+        gate.pool.begin_wait()
+        assert answered.wait(TIMEOUT)
+        gate.pool.end_wait()
+        assert finish.wait(TIMEOUT)  # parsing the answer: running, not waiting
+
+    gate.pool.submit(call)
+    wait_for(settled(gate.pool, PoolStatistics(1, 0, 1, 0)), timeout=TIMEOUT)
+    answered.set()
+    wait_for(settled(gate.pool, PoolStatistics(1, 1, 0, 0)), timeout=TIMEOUT)
+    finish.set()
+    wait_for(settled(gate.pool, PoolStatistics(1, 0, 0, 0)), timeout=TIMEOUT)
+
+
+def test_its_threads_are_named_after_it_and_never_keep_the_process_alive(
+    pools: list[Gate],
+) -> None:
+    name = f"pool {uuid4().hex}"  # its own: pools of earlier runs in this process live on
+    gate = Gate(WaitAwarePool(runnable=1, limit=3, name=name))
+    pools.append(gate)
+    for job in "ab":
+        gate.pool.submit(gate.job(job, waits=True))
+    wait_for(settled(gate.pool, PoolStatistics(2, 0, 2, 0)), timeout=TIMEOUT)
+    threads = [t for t in threading.enumerate() if t.name.startswith(name)]
+    assert sorted(t.name for t in threads) == [f"{name} 1", f"{name} 2"]
+    assert all(t.daemon for t in threads)  # the child exits at once when its stdin ends
