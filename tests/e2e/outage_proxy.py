@@ -117,7 +117,16 @@ def pump(source: socket.socket, target: socket.socket) -> None:
 
 
 def reset(connection: socket.socket) -> None:
-    """Close with RST (SO_LINGER 0), as a vanished host's connection ends for the client."""
+    """Close with RST (SO_LINGER 0), as a vanished host's connection ends for the client.
+
+    Shut down first: a pump thread blocked in ``recv`` on the socket keeps it open through a
+    plain ``close`` (the kernel releases it only when that call returns), so a connection whose
+    request was forwarded and whose answer had not come back stayed open, and its client waited
+    for its whole read timeout (15 s) instead of seeing the connection end. ``shutdown`` wakes
+    those calls; the last reference's close then aborts the connection.
+    """
     with contextlib.suppress(OSError):
         connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    with contextlib.suppress(OSError):
+        connection.shutdown(socket.SHUT_RDWR)
     connection.close()
