@@ -63,6 +63,22 @@ def bulk_request(*recipients: str) -> dict[str, Any]:
     }
 
 
+TEMPLATE = BulkTemplate(subject="Hi", html="<p>{{n}}</p>", text="{{n}}")
+
+
+def bulk_key(*, tag_names: tuple[str, ...]) -> BulkKey:
+    """The key of :data:`TEMPLATE`'s calls from ``SENDER``."""
+    return BulkKey(
+        sender=SENDER,
+        configuration_set=None,
+        subject="Hi",
+        html="<p>{{n}}</p>",
+        pixel_url=None,
+        header_names=(),
+        tag_names=tag_names,
+    )
+
+
 @pytest.fixture(scope="module")
 def fake_ses() -> Iterator[FakeSes]:
     """Refuses addresses starting with ``rejected``, throttles every third call."""
@@ -120,20 +136,11 @@ def test_a_compact_bulk_call_is_built_and_answered_in_the_child(
     fake_ses: FakeSes, remote: ProcessSesClient
 ) -> None:
     local = build_ses_client(**client_arguments(fake_ses))
-    key = BulkKey(
-        sender=SENDER,
-        configuration_set=None,
-        subject="Hi",
-        html="<p>{{n}}</p>",
-        pixel_url=None,
-        header_names=(),
-        tag_names=("topic",),
-    )
-    template = BulkTemplate(subject="Hi", html="<p>{{n}}</p>", text="{{n}}")
+    key = bulk_key(tag_names=("topic",))
     recipients = ("a@example.org", "not an address", "rejected@example.org")
     call = BulkCall(
         key,
-        template,
+        TEMPLATE,
         tuple(BulkRecipient(SENDER, r, None, "Hi", (), (("topic", "t"),)) for r in recipients),
         tuple({"n": str(index)} for index in range(len(recipients))),
     )
@@ -162,17 +169,8 @@ def test_a_compact_bulk_call_is_built_and_answered_in_the_child(
 
 
 def one_recipient_call(recipient: str) -> BulkCall:
-    key = BulkKey(
-        sender=SENDER,
-        configuration_set=None,
-        subject="Hi",
-        html="<p>{{n}}</p>",
-        pixel_url=None,
-        header_names=(),
-        tag_names=(),
-    )
-    template = BulkTemplate(subject="Hi", html="<p>{{n}}</p>", text="{{n}}")
-    return BulkCall(key, template, (BulkRecipient(SENDER, recipient, None, "Hi", (), ()),), ({},))
+    recipients = (BulkRecipient(SENDER, recipient, None, "Hi", (), ()),)
+    return BulkCall(bulk_key(tag_names=()), TEMPLATE, recipients, ({},))
 
 
 async def test_a_bulk_call_awaited_from_trio_answers_as_the_blocking_one() -> None:
