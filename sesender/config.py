@@ -170,6 +170,9 @@ class AwsConfig:
     allowed_senders: tuple[str, ...] = ()
     #: ``SES_CLIENT_PROCESS``: run the boto3 client in a child process (its CPU off the GIL).
     client_process: bool = True
+    #: ``SES_CLIENT_PROCESS_NICE``: added to that process's nice value: when the two compete
+    #: for a core, the event loop, which every email waits on, gets it first.
+    client_process_nice: int = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,6 +298,7 @@ class Config:
             "ses_send_mode": aws.send_mode.value,
             "allowed_senders": list(aws.allowed_senders),
             "ses_client_process": aws.client_process,
+            "ses_client_process_nice": aws.client_process_nice,
             "aws_credentials": "explicit" if aws.access_key_id else "default chain",
             "sentry": "enabled" if self.observability.sentry_dsn else "disabled",
             "log_level": self.observability.log_level,
@@ -557,6 +561,7 @@ def load_config(values: Mapping[str, str]) -> Config:
         send_mode=reader.choice("SES_SEND_MODE", SesSendMode, SesSendMode.BULK),
         allowed_senders=_allowed_senders(reader, "ALLOWED_SENDERS"),
         client_process=reader.boolean("SES_CLIENT_PROCESS", True),
+        client_process_nice=reader.integer("SES_CLIENT_PROCESS_NICE", 10, minimum=0, maximum=19),
     )
     backend = BackendConfig(
         kind=backend_kind,

@@ -134,7 +134,7 @@ async def build_backend(config: Config) -> Backend:
             }
             client: SESV2Client
             if aws.client_process:
-                remote = ProcessSesClient(arguments)
+                remote = ProcessSesClient(arguments, nice=aws.client_process_nice)
                 await lane.run(remote.start)
                 # It has the four methods SesBackend calls, with the client's own signatures.
                 client = cast("SESV2Client", remote)

@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from functools import lru_cache
 
 from sesender.errors import PermanentSendError
 
 __all__ = [
     "FORBIDDEN_CUSTOM_HEADERS",
     "MAX_CUSTOM_HEADERS",
+    "explain_custom_headers",
     "require_single_line",
     "validate_custom_headers",
 ]
@@ -75,8 +77,47 @@ def is_header_value(value: str) -> bool:
 
 
 def validate_custom_headers(headers: Iterable[tuple[str, str]]) -> None:
-    """Raise :class:`PermanentSendError` unless ``headers`` fit SES v2's custom-header rules."""
-    headers = list(headers)
+    """Raise :class:`PermanentSendError` unless ``headers`` fit SES v2's custom-header rules.
+
+    Runs for every email (every recipient of a bulk call, in the SES client process): the
+    emails of one content carry the same header names, so what depends on the names alone is
+    decided once per set of names (:func:`names_fit`) and each email's values take one regex
+    match each. Anything that does not pass that way goes through every check in order
+    (:func:`explain_custom_headers`), which raises the first problem with its message.
+    """
+    headers = tuple(headers)
+    if names_fit(tuple([name for name, _ in headers])):
+        for name, value in headers:
+            # Printable ASCII is what ``HEADER_VALUE`` matches (``str`` methods, no regex);
+            # a fitting name is 1 character at least, so the sum bounds the value's length.
+            if (
+                not value
+                or len(name) + len(value) > MAX_NAME_AND_VALUE_LENGTH
+                or not (value.isascii() and value.isprintable())
+            ):
+                break
+        else:
+            return
+    explain_custom_headers(headers)
+
+
+@lru_cache(maxsize=256)
+def names_fit(names: tuple[str, ...]) -> bool:
+    """Whether header ``names`` pass every check that reads the names alone: their number,
+    each name's characters, no header SES builds itself, no single-use header twice."""
+    if len(names) > MAX_CUSTOM_HEADERS:
+        return False
+    folded = [name.lower() for name in names]
+    return (
+        all(HEADER_NAME.fullmatch(name) for name in names)
+        and FORBIDDEN_CUSTOM_HEADERS.isdisjoint(folded)
+        and all(folded.count(name) == 1 for name in SINGLE_USE_HEADERS.intersection(folded))
+    )
+
+
+def explain_custom_headers(headers: tuple[tuple[str, str], ...]) -> None:
+    """Every custom-header check, in order: raise :class:`PermanentSendError` for the first
+    one ``headers`` fails."""
     if len(headers) > MAX_CUSTOM_HEADERS:
         raise PermanentSendError(
             f"{len(headers)} custom headers; SES allows at most {MAX_CUSTOM_HEADERS}",

@@ -59,7 +59,13 @@ from sesender.errors import (
     TransientSendError,
 )
 from sesender.links import CLICK_FIELD
-from sesender.pipeline.pixel import PIXEL_POSITIONS, insert_pixel, pixel_image
+from sesender.pipeline.pixel import (
+    PIXEL_IMAGE_HEAD,
+    PIXEL_IMAGE_TAIL,
+    PIXEL_POSITIONS,
+    insert_pixel,
+    pixel_image,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_sesv2.type_defs import (
@@ -248,14 +254,14 @@ def bulk_key(email: OutgoingEmail) -> tuple[BulkKey, dict[str, str]] | None:
             return None
     pixel_url: str | None = None
     if email.pixel_url is not None:
+        pixel_url, tail = split_pixel_url(email.pixel_url)
         if tracked is None and not (
-            pixel_inserted(email.html, email.source_html or "", email.pixel_url)
+            pixel_split_inserted(email.html, email.source_html or "", pixel_url, tail)
             if email.merge is None
             # A rendered template's HTML is seen once: searched, not cached.
             else email.html == insert_pixel(email.source_html or "", email.pixel_url, cached=False)
         ):
             return None  # not the pixel compose inserts: nothing to rebuild it from
-        pixel_url, tail = split_pixel_url(email.pixel_url)
         if "{" in pixel_url or "}" in pixel_url:
             return None  # SES would read braces written into the template
         if tail:
@@ -299,13 +305,36 @@ def split_pixel_url(url: str) -> tuple[str, str]:
 
 def pixel_inserted(html: str, source_html: str, pixel_url: str) -> bool:
     """Whether ``html`` is exactly ``insert_pixel(source_html, pixel_url)``, found without
-    building that text (an HTML-sized copy per email): the content's two halves around the
-    pixel's place are cut once per content (:func:`pixel_halves`), then compared in place."""
-    image = pixel_image(pixel_url)
-    if len(html) != len(source_html) + len(image):
+    building that text (an HTML-sized copy per email): see :func:`pixel_split_inserted`."""
+    prefix, tail = split_pixel_url(pixel_url)
+    return pixel_split_inserted(html, source_html, prefix, tail)
+
+
+def pixel_split_inserted(html: str, source_html: str, prefix: str, tail: str) -> bool:
+    """:func:`pixel_inserted` of the pixel URL ``prefix + tail`` as :func:`split_pixel_url`
+    cut it. The content's two halves around the pixel's place are cut once per content
+    (:func:`pixel_halves`) and compared in place; so is the image: its escaped head once per
+    prefix (:func:`escaped_image_head`), then the tail, which escaping leaves as it is (that is
+    what makes it a tail), then the image's end. No text is built or escaped per email."""
+    image_head = escaped_image_head(prefix)
+    if len(html) != len(source_html) + len(image_head) + len(tail) + len(PIXEL_IMAGE_TAIL):
         return False
-    head, tail = pixel_halves(source_html)
-    return html.startswith(head) and html.startswith(image, len(head)) and html.endswith(tail)
+    head, rest = pixel_halves(source_html)
+    token_at = len(head) + len(image_head)
+    return (
+        html.startswith(head)
+        and html.startswith(image_head, len(head))
+        and html.startswith(tail, token_at)
+        and html.startswith(PIXEL_IMAGE_TAIL, token_at + len(tail))
+        and html.endswith(rest)
+    )
+
+
+@lru_cache(maxsize=16)
+def escaped_image_head(prefix: str) -> str:
+    """The pixel image's text up to the URL's tail: :func:`pixel_image`'s head and ``prefix``
+    escaped (``pixel_image(prefix + tail)`` is this, ``tail`` and the image's end)."""
+    return PIXEL_IMAGE_HEAD + escape(prefix, quote=True)
 
 
 def pixel_halves(source_html: str) -> tuple[str, str]:

@@ -11,7 +11,8 @@ other core.
 :class:`~sesender.backends.ses.SesBackend`: the same blocking methods (``send_email``,
 ``send_bulk_email``, ``get_account``, ``close``), called from the SES thread lane exactly as
 before; each call is pickled to the child (``python -m sesender.backends.ses_process``) and
-queued for a writer thread, which writes every frame waiting in one write to the child's stdin;
+written to its stdin at once when the pipe has room, else queued for a writer thread, which
+writes every frame waiting in one write once there is;
 the child runs it with the real client from :func:`~sesender.backends.ses.build_ses_client`, and
 its answer (the response, or the botocore exception, which botocore makes picklable) comes back
 through the child's stdout to a reader thread, which answers the waiting caller. Errors are still
@@ -51,6 +52,7 @@ import logging
 import os
 import pickle
 import queue
+import select
 import signal
 import struct
 import subprocess
@@ -80,6 +82,13 @@ METHODS = frozenset({"send_email", "send_bulk_email", "get_account"})
 #: The one call that is not a client method: a compact bulk call, checked and built in the
 #: child (:func:`~sesender.backends.ses_bulk_call.send_bulk_call`).
 BULK_CALL = "send_bulk_call"
+#: The child's command-line option: how much to add to its nice value before it starts any
+#: thread (all its threads then have it). Why: the service's event loop is the one thread
+#: every email waits on; on a machine whose cores are all busy, the child (whose calls have
+#: time to spare) taking a core from it while it holds the GIL stalls the whole pipeline
+#: (docs/performance.md, "Issue 13, sixth pass").
+NICE_OPTION = "--nice"
+MAX_NICE = 19
 
 
 def _frame(payload: object) -> bytes:
@@ -97,6 +106,20 @@ def _on_the_wire(call: BulkCall) -> BulkCall:
 def _off_the_wire(call: BulkCall) -> BulkCall:
     """The call :func:`_on_the_wire` sent, with its recipients named again."""
     return call._replace(recipients=tuple(map(BulkRecipient._make, call.recipients)))
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """Write all of ``data`` to the non-blocking ``fd``, waiting for room when it is full."""
+    view = memoryview(data)
+    room = select.poll()
+    room.register(fd, select.POLLOUT)
+    while view:
+        try:
+            written = os.write(fd, view)
+        except BlockingIOError:
+            room.poll()  # until there is room, or the child is gone (the write then raises)
+            continue
+        view = view[written:]
 
 
 def _write_frame(stream: IO[bytes], payload: object) -> None:
@@ -130,9 +153,11 @@ class _Child:
     """One running child process, the calls waiting for it, and the thread reading its
     answers."""
 
-    def __init__(self, arguments: dict[str, Any], on_exit: Callable[[_Child], None]) -> None:
+    def __init__(
+        self, arguments: dict[str, Any], on_exit: Callable[[_Child], None], *, nice: int = 0
+    ) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "sesender.backends.ses_process"],
+            [sys.executable, "-m", "sesender.backends.ses_process", NICE_OPTION, str(nice)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             # Buffered both ways: a buffered writer writes a whole frame even when a signal
@@ -156,8 +181,19 @@ class _Child:
         if not ok:
             self._discard()
             raise payload
-        #: frames for the child's stdin, written in order by the writer thread; None closes it
+        # From here on, frames are written to the pipe without waiting: by the caller when
+        # nothing is queued before them and the pipe has room, else by the writer thread.
+        self._stdin_fd = self.stdin.fileno()
+        os.set_blocking(self._stdin_fd, False)
+        #: frames (or their unwritten ends) for the writer thread, in order; None closes stdin
         self._outbox: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        #: frames given to the writer thread and not yet written (under ``_send_lock``): while
+        #: any is, a new frame must queue behind it
+        self._queued = 0
+        #: the writer thread closed stdin (under ``_send_lock``): nothing may write to its
+        #: descriptor number again, which the process may reuse for another file
+        self._input_closed = False
+        self._send_lock = threading.Lock()
         self._reader = threading.Thread(
             target=self._read_answers, name="ses client process reader", daemon=True
         )
@@ -168,18 +204,40 @@ class _Child:
         self._writer.start()
 
     def send(self, frame: bytes) -> None:
-        """Queue ``frame`` for the child (never blocks: a full pipe holds up the writer thread
-        only, never the caller, which may be the event loop)."""
-        self._outbox.put(frame)
+        """Send ``frame`` to the child without ever blocking (the caller may be the event loop):
+        written at once when no frame waits before it and the pipe takes it whole; otherwise
+        what is left is queued for the writer thread, which waits for room.
+
+        Why not always the writer thread: waking it for every call cost the event loop about a
+        microsecond per email (docs/performance.md, "Issue 13, sixth pass"); with the child
+        keeping up, the pipe nearly always has room.
+        """
+        with self._send_lock:
+            if self._input_closed:
+                return  # the child is gone or going: the reader thread fails the call
+            if not self._queued:
+                try:
+                    written = os.write(self._stdin_fd, frame)
+                except (BlockingIOError, InterruptedError):
+                    written = 0
+                except OSError:
+                    # The child is gone: the reader thread sees its end and fails the call.
+                    return
+                if written == len(frame):
+                    return
+                frame = frame[written:]
+            self._queued += 1
+            self._outbox.put(frame)
 
     def close_input(self) -> None:
-        """The child's stdin is closed once the frames queued before are written: it finishes
+        """The child's stdin is closed once the frames sent before are written: it finishes
         nothing more and exits."""
-        self._outbox.put(None)
+        with self._send_lock:
+            self._outbox.put(None)
 
     def _write_calls(self) -> None:
-        """Write queued frames, all those waiting in one write: while the service is busy the
-        writer wakes once for many calls."""
+        """Write queued frames, all those waiting in one go, waiting for room in the pipe as
+        long as it takes (the child reads its calls as they come)."""
         outbox = self._outbox
         try:
             while True:
@@ -192,8 +250,9 @@ class _Child:
                     except queue.Empty:
                         break
                 if frames:
-                    self.stdin.write(b"".join(frames))
-                    self.stdin.flush()
+                    _write_all(self._stdin_fd, b"".join(frames))
+                    with self._send_lock:
+                        self._queued -= len(frames)
                 if frame is None:
                     return
         except OSError:
@@ -201,8 +260,10 @@ class _Child:
             # waiting, those queued here included.
             return
         finally:
-            with contextlib.suppress(OSError):
-                self.stdin.close()
+            with self._send_lock:
+                self._input_closed = True
+                with contextlib.suppress(OSError):
+                    self.stdin.close()
 
     def _read_answers(self) -> None:
         try:
@@ -242,12 +303,16 @@ class ProcessSesClient:
     """A ``sesv2`` client whose calls run in a child process (see the module docstring).
 
     ``arguments``: the keyword arguments of :func:`~sesender.backends.ses.build_ses_client`
-    (picklable: strings, numbers, booleans). Thread-safe, like the client it stands in for; the
-    child is started by the first call (or :meth:`start`) and again after it died.
+    (picklable: strings, numbers, booleans); ``nice``: added to the child's nice value (0 to
+    19; see :data:`NICE_OPTION`). Thread-safe, like the client it stands in for; the child is
+    started by the first call (or :meth:`start`) and again after it died.
     """
 
-    def __init__(self, arguments: dict[str, Any]) -> None:
+    def __init__(self, arguments: dict[str, Any], *, nice: int = 0) -> None:
+        if not 0 <= nice <= MAX_NICE:
+            raise ValueError(f"nice must be between 0 and {MAX_NICE}")
         self._arguments = dict(arguments)
+        self._nice = nice
         self._lock = threading.Lock()  # the child's start and exit, and the calls it is sent
         self._child: _Child | None = None
         self._ids = itertools.count(1)
@@ -331,7 +396,7 @@ class ProcessSesClient:
         if self._closed:
             raise HTTPClientError(error="the SES client is closed")
         if self._child is None or self._child.exited:
-            self._child = _Child(self._arguments, self._child_exited)
+            self._child = _Child(self._arguments, self._child_exited, nice=self._nice)
         return self._child
 
     def _child_exited(self, child: _Child) -> None:
@@ -436,6 +501,8 @@ def worker_main() -> None:
     and write its answer back; exit as soon as stdin ends (the service stopped or died)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if NICE_OPTION in sys.argv:
+        os.nice(int(sys.argv[sys.argv.index(NICE_OPTION) + 1]))
     from sesender.backends.ses import build_ses_client
 
     stdin = sys.stdin.buffer

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from mypy_boto3_sesv2.type_defs import MessageTagTypeDef
 
-__all__ = ["ses_tag_part", "ses_tags"]
+__all__ = ["kept_tag_names", "ses_tag_part", "ses_tags"]
 
 TAG_FORBIDDEN = re.compile(r"[^A-Za-z0-9_-]")
 MAX_TAG_LENGTH = 256
@@ -35,9 +35,19 @@ def _sanitised(value: str) -> str:
 
 
 def ses_tags(pairs: tuple[tuple[str, str], ...]) -> list[MessageTagTypeDef]:
-    """The SES tags of ``pairs`` (name, value): sanitised, keeping the first of each name."""
-    tags: dict[str, MessageTagTypeDef] = {}
-    for name, value in pairs:
-        tag_name = ses_tag_part(name)
-        tags.setdefault(tag_name, {"Name": tag_name, "Value": ses_tag_part(value)})
-    return list(tags.values())
+    """The SES tags of ``pairs`` (name, value): sanitised, keeping the first of each name.
+
+    Every email's tags have the same names (those of its content and topic): which of them
+    are kept, and under which sanitised name, is decided once per set of names
+    (:func:`kept_tag_names`)."""
+    kept = kept_tag_names(tuple([name for name, _ in pairs]))
+    return [{"Name": name, "Value": ses_tag_part(pairs[index][1])} for index, name in kept]
+
+
+@lru_cache(maxsize=256)
+def kept_tag_names(names: tuple[str, ...]) -> tuple[tuple[int, str], ...]:
+    """(position, sanitised name) of the first tag of each sanitised name, in order."""
+    first: dict[str, int] = {}
+    for index, name in enumerate(names):
+        first.setdefault(ses_tag_part(name), index)
+    return tuple((index, name) for name, index in first.items())

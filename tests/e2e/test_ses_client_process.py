@@ -5,6 +5,7 @@ it."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
@@ -214,9 +215,9 @@ async def test_an_awaited_call_starts_the_child_off_the_event_loop(
     started_in: list[threading.Thread] = []
 
     class RecordedChild(ses_process._Child):
-        def __init__(self, *args: Any) -> None:
+        def __init__(self, *args: Any, **options: Any) -> None:
             started_in.append(threading.current_thread())
-            super().__init__(*args)
+            super().__init__(*args, **options)
 
     monkeypatch.setattr(ses_process, "_Child", RecordedChild)
     remote = ProcessSesClient(client_arguments(fake_ses))
@@ -227,6 +228,55 @@ async def test_an_awaited_call_starts_the_child_off_the_event_loop(
     assert answer.carried == (0,)
     assert len(started_in) == 1
     assert started_in[0] is not threading.current_thread()
+
+
+async def test_calls_the_pipe_cannot_take_wait_for_the_writer_thread_in_order() -> None:
+    """A call's frame goes into the pipe at once when it has room; a stopped child reads
+    nothing, so the pipe fills and later frames (whole or their unwritten ends) queue for the
+    writer thread, without blocking the event loop; once the child runs again every call gets
+    its own answer (a frame written out of order or cut would break the child's stream)."""
+    padding = "x" * 40_000  # each frame about 40 KB: two fill a pipe (64 KB on Linux)
+    template = BulkTemplate(subject="Hi", html=f"<p>{padding}{{{{n}}}}</p>", text="{{n}}")
+    recipients = [f"{'rejected' if i % 3 == 0 else 'a'}{i}@example.org" for i in range(8)]
+    with running_fake_ses("--reject", "rejected") as fake:
+        remote = ProcessSesClient(client_arguments(fake))
+        try:
+            await trio.to_thread.run_sync(remote.start)
+            child = remote._child
+            assert child is not None
+            os.kill(child.process.pid, signal.SIGSTOP)
+            answers: dict[str, BulkAnswer] = {}
+
+            async def frames_queued() -> bool:
+                return child._queued > 0
+
+            async def send(recipient: str) -> None:
+                call = BulkCall(
+                    bulk_key(tag_names=()),
+                    template,
+                    (BulkRecipient(SENDER, recipient, None, "Hi", (), ()),),
+                    ({"n": recipient},),
+                )
+                answers[recipient] = await remote.send_bulk_call_async(call)
+
+            try:
+                async with trio.open_nursery() as nursery:
+                    for recipient in recipients:
+                        nursery.start_soon(send, recipient)
+                    # The loop runs on (this wait polls from it) while frames queue.
+                    await wait_until(frames_queued, timeout=20)
+                    assert not answers
+                    os.kill(child.process.pid, signal.SIGCONT)
+            finally:
+                os.kill(child.process.pid, signal.SIGCONT)
+            assert child._queued == 0
+        finally:
+            await trio.to_thread.run_sync(remote.close)
+    for recipient in recipients:
+        results = answers[recipient].results
+        assert results is not None, recipient
+        expected = "MESSAGE_REJECTED" if recipient.startswith("rejected") else "SUCCESS"
+        assert [entry["Status"] for entry in results] == [expected], recipient
 
 
 async def test_an_awaited_bulk_call_fails_as_a_lost_connection_when_the_child_dies() -> None:
@@ -390,10 +440,45 @@ def test_sigkill_of_the_service_takes_its_client_process_with_it(
     children = _children(service.process.pid)
     assert len(children) == 1, children
     (child,) = children
+    # SES_CLIENT_PROCESS_NICE, 10 by default: the child yields a contended core to the service.
+    service_nice = os.getpriority(os.PRIO_PROCESS, service.process.pid)
+    assert _nice_of_every_thread(child) == {min(19, service_nice + 10)}
     service.signal(signal.SIGKILL)
     assert service.wait(timeout=10) == -signal.SIGKILL
     # End of file on its stdin: the child exits at once (its parent is gone, so init reaps it).
     wait_for(lambda: not _alive(child), timeout=20, what="the client process to exit")
+
+
+def _nice_of_every_thread(pid: int) -> set[int]:
+    """The nice value of each of ``pid``'s threads (field 19 of ``/proc/<pid>/task/<tid>/stat``,
+    counted after the command name, which may hold spaces)."""
+    values: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        values.add(int(fields[16]))
+    return values
+
+
+def test_every_thread_of_the_child_runs_at_the_lower_priority_asked(fake_ses: FakeSes) -> None:
+    remote = ProcessSesClient(client_arguments(fake_ses), nice=7)
+    try:
+
+        def send(recipient: str) -> None:
+            with contextlib.suppress(ClientError):  # the module's fake throttles some calls
+                remote.send_bulk_email(**bulk_request(recipient))
+
+        # Calls at once: the pool has started threads of its own by the time they answer.
+        with ThreadPoolExecutor(4) as pool:
+            list(pool.map(send, ["a@example.org"] * 8))
+        assert remote.pid is not None
+        assert len(os.listdir(f"/proc/{remote.pid}/task")) > 1
+        ours = os.getpriority(os.PRIO_PROCESS, 0)
+        assert _nice_of_every_thread(remote.pid) == {min(19, ours + 7)}
+    finally:
+        remote.close()
+    for nice in (-1, 20):
+        with pytest.raises(ValueError, match="nice"):
+            ProcessSesClient(client_arguments(fake_ses), nice=nice)
 
 
 def test_the_child_ignores_sigterm_and_exits_when_closed(fake_ses: FakeSes) -> None:

@@ -294,6 +294,19 @@ def test_ses_client_process_defaults_to_on() -> None:
     assert "SES_CLIENT_PROCESS" in problem
 
 
+def test_ses_client_process_nice_defaults_to_ten_and_stays_in_range() -> None:
+    assert load_config({}).backend.aws.client_process_nice == 10
+    assert load_config({}).public_settings()["ses_client_process_nice"] == 10
+    for value in ("0", "19"):
+        config = load_config({"SES_CLIENT_PROCESS_NICE": value})
+        assert config.backend.aws.client_process_nice == int(value)
+    for value in ("-1", "20", "5.5", "low"):
+        with pytest.raises(ConfigError) as caught:
+            load_config({"SES_CLIENT_PROCESS_NICE": value})
+        (problem,) = caught.value.problems
+        assert "SES_CLIENT_PROCESS_NICE" in problem, value
+
+
 def test_ses_send_mode_defaults_to_bulk_and_refuses_unknown_modes() -> None:
     assert load_config({}).backend.aws.send_mode is SesSendMode.BULK
     assert load_config({}).public_settings()["ses_send_mode"] == "bulk"

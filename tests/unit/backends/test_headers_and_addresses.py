@@ -7,10 +7,16 @@ import dataclasses
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sesender.backends.addresses import PLAIN_ADDRESS, ascii_address, parsed_ascii_address
 from sesender.backends.base import OutgoingEmail
-from sesender.backends.headers import require_single_line, validate_custom_headers
+from sesender.backends.headers import (
+    explain_custom_headers,
+    require_single_line,
+    validate_custom_headers,
+)
 from sesender.backends.outbox import build_message
 from sesender.backends.sendable import check_sendable
 from sesender.backends.ses import build_send_email_request
@@ -66,6 +72,60 @@ def test_invalid_headers_fail_permanently(
     with pytest.raises(PermanentSendError, match=problem) as caught:
         validate_custom_headers(headers)
     assert caught.value.code == "InvalidHeaders"
+
+
+# Names and values near every rule's edge: SES's own, builtin ones, forbidden and single-use
+# names in any case, control and non-ASCII characters, lengths around the limits.
+HEADER_TEXT = st.one_of(
+    st.sampled_from(
+        [
+            "X-Custom",
+            "List-Unsubscribe",
+            "list-UNSUBSCRIBE",
+            "List-Unsubscribe-Post",
+            "Bcc",
+            "Message-ID",
+            "X:Colon",
+            "X Space",
+            "",
+            "a\r\nBcc: x",
+            "café",
+            "a\tb",
+            "a\x7fb",
+            "N" * 126,
+            "N" * 127,
+            "v" * 870,
+            "v" * 871,
+            "v" * 995,
+            "v" * 996,
+        ]
+    ),
+    st.text(max_size=12),
+    st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=0x80), max_size=20),
+)
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.lists(st.tuples(HEADER_TEXT, HEADER_TEXT), max_size=17))
+def test_the_fast_check_refuses_exactly_what_the_full_check_refuses(
+    pairs: list[tuple[str, str]],
+) -> None:
+    """``validate_custom_headers`` decides the names once per set and the values by ``str``
+    methods; ``explain_custom_headers`` runs every rule in order: the same headers pass, and
+    the same first problem is reported, asked once or twice (the names' verdict is cached)."""
+    headers = tuple(pairs)
+    expected: str | None = None
+    try:
+        explain_custom_headers(headers)
+    except PermanentSendError as error:
+        expected = str(error)
+    for _ in range(2):
+        if expected is None:
+            validate_custom_headers(headers)
+        else:
+            with pytest.raises(PermanentSendError) as caught:
+                validate_custom_headers(headers)
+            assert str(caught.value) == expected
 
 
 @pytest.mark.parametrize("value", ["a\rb", "a\nb", "a\r\nb"])

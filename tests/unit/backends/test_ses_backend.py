@@ -43,7 +43,7 @@ from sesender.backends.ses import (
     translate_error,
 )
 from sesender.backends.ses_bulk import entry_result
-from sesender.backends.ses_tags import TAG_FORBIDDEN
+from sesender.backends.ses_tags import TAG_FORBIDDEN, ses_tags
 from sesender.errors import (
     AccountSendError,
     PermanentSendError,
@@ -307,6 +307,27 @@ def test_ses_tag_part_fast_path_agrees_with_the_substitution(value: str) -> None
     ones directly: all three agree with the plain substitution, asked once or twice."""
     for _ in range(2):
         assert ses_tag_part(value) == (TAG_FORBIDDEN.sub("_", value)[:256] or "_")
+
+
+@pytest.mark.parametrize(
+    "pairs",
+    [
+        (),
+        (("sesender_request_id", "12"), ("sesender_topic", "spring.sale")),
+        (("a.b", "1"), ("a/b", "2"), ("c", "3")),  # one sanitised name: the first is kept
+        (("x", "1"), ("x", "2"), ("", "3"), ("é", "4")),
+        (("campaign", "x" * 300),),
+    ],
+)
+def test_ses_tags_keep_the_first_tag_of_each_sanitised_name(
+    pairs: tuple[tuple[str, str], ...],
+) -> None:
+    """The tags as a plain loop over the pairs makes them, the names' plan cached or not."""
+    expected: dict[str, str] = {}
+    for name, value in pairs:
+        expected.setdefault(ses_tag_part(name), ses_tag_part(value))
+    for _ in range(2):
+        assert ses_tags(pairs) == [{"Name": n, "Value": v} for n, v in expected.items()]
 
 
 # ---------------------------------------------------------------------------------------------

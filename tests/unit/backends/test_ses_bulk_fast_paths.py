@@ -49,6 +49,27 @@ def test_pixel_inserted_is_equality_with_the_built_html(
         assert pixel_inserted(html, source, url) == (html == built), html
 
 
+@settings(max_examples=300, deadline=None)
+@given(
+    source=contents,
+    url=st.lists(
+        st.sampled_from([*"aZ09_-.~/?:%", "=", "&", "&amp;", " ", "\t", '"', "'", "<", ">"]),
+        max_size=10,
+    ).map("".join),
+    other=st.sampled_from(["", "x", "&", '"']),
+)
+def test_pixel_inserted_checks_the_escaped_url_whatever_it_holds(
+    source: str, url: str, other: str
+) -> None:
+    """The image's head is escaped once per URL prefix, the tail compared as it is: for URLs
+    whose prefix holds characters escaping changes, the check still equals building it."""
+    built = insert_pixel(source, url)
+    assert pixel_inserted(built, source, url)
+    for candidate in (insert_pixel(source, url + other), insert_pixel(source, other + url)):
+        assert pixel_inserted(candidate, source, url) == (candidate == built)
+    assert pixel_inserted(built, source, url + other) == (not other)
+
+
 def test_long_contents_are_cut_for_every_email_not_kept() -> None:
     source = "<p>" + "x" * MAX_KEPT_HALVES + "</p></body></html>"
     head, tail = pixel_halves(source)
