@@ -47,6 +47,7 @@ import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
+from operator import attrgetter
 from typing import TYPE_CHECKING
 
 import boto3.session
@@ -78,7 +79,13 @@ from sesender.backends.ses_bulk import (
     entry_result,
 )
 from sesender.backends.ses_bulk_body import install_bulk_body
-from sesender.backends.ses_bulk_call import BulkAnswer, BulkCall, BulkRecipient, send_bulk_call
+from sesender.backends.ses_bulk_call import (
+    BulkAnswer,
+    BulkCall,
+    BulkRecipient,
+    RecipientFields,
+    send_bulk_call,
+)
 from sesender.backends.ses_tags import ses_tag_part, ses_tags
 from sesender.backends.text import text_part
 from sesender.config import SesSendMode
@@ -165,6 +172,8 @@ AUTHORISATION_CODES = frozenset(
 # The sender's identity cannot send: fail that sender's emails (kind ``config``), not the account.
 SENDER_CODES = frozenset({"MailFromDomainNotVerifiedException"})
 DAILY_QUOTA = re.compile(r"daily|24[ -]?hour", re.IGNORECASE)
+#: An email's fields that a bulk call carries (``ses_bulk_call.RecipientFields``), in one C call.
+RECIPIENT_FIELDS: Callable[[OutgoingEmail], RecipientFields] = attrgetter(*BulkRecipient._fields)
 UTF8 = "UTF-8"
 
 
@@ -493,22 +502,7 @@ class SesBackend:
         (:mod:`sesender.backends.ses_bulk_call`): emails SES would refuse (addresses, headers)
         fail at once and leave the call.
         """
-        call = BulkCall(
-            key,
-            template,
-            tuple(
-                BulkRecipient(
-                    email.sender,
-                    email.recipient,
-                    email.reply_to,
-                    email.subject,
-                    email.headers,
-                    email.tags,
-                )
-                for email in emails
-            ),
-            tuple(data),
-        )
+        call = BulkCall(key, template, tuple(map(RECIPIENT_FIELDS, emails)), tuple(data))
         answer: BulkAnswer | None = None
         self._in_flight += 1
         try:

@@ -66,7 +66,7 @@ from typing import IO, Any
 import trio
 from botocore.exceptions import HTTPClientError
 
-from sesender.backends.ses_bulk_call import BulkAnswer, BulkCall, BulkRecipient, send_bulk_call
+from sesender.backends.ses_bulk_call import BulkAnswer, BulkCall, send_bulk_call
 from sesender.backends.wait_aware_pool import WaitAwarePool
 from sesender.gc_tuning import tune_for_service
 
@@ -94,18 +94,6 @@ MAX_NICE = 19
 def _frame(payload: object) -> bytes:
     data = pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
     return _HEADER.pack(len(data)) + data
-
-
-def _on_the_wire(call: BulkCall) -> BulkCall:
-    """``call`` with its recipients as plain tuples: pickle writes those in C, where each
-    named tuple costs a Python call (``__getnewargs__``), 1.2 us a recipient: half of a bulk
-    call's pickling time on the event loop."""
-    return call._replace(recipients=tuple(map(tuple, call.recipients)))  # type: ignore[arg-type]
-
-
-def _off_the_wire(call: BulkCall) -> BulkCall:
-    """The call :func:`_on_the_wire` sent, with its recipients named again."""
-    return call._replace(recipients=tuple(map(BulkRecipient._make, call.recipients)))
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -341,7 +329,7 @@ class ProcessSesClient:
     def send_bulk_call(self, call: BulkCall) -> BulkAnswer:
         """Run :func:`~sesender.backends.ses_bulk_call.send_bulk_call` in the child: the
         request is checked and built there, from the compact ``call``."""
-        answer: BulkAnswer = self._call(BULK_CALL, _on_the_wire(call))
+        answer: BulkAnswer = self._call(BULK_CALL, call)
         return answer
 
     async def send_bulk_call_async(self, call: BulkCall) -> BulkAnswer:
@@ -363,7 +351,7 @@ class ProcessSesClient:
             with contextlib.suppress(trio.RunFinishedError):
                 token.run_sync_soon(answered.set)
 
-        call_id, frame = self._framed(BULK_CALL, _on_the_wire(call))
+        call_id, frame = self._framed(BULK_CALL, call)
         future = self._queue_nowait(call_id, frame)
         if future is None:
             # No child runs (or one is being started): starting one imports boto3, which
@@ -481,7 +469,7 @@ def _answer(
 ) -> None:
     try:
         if method == BULK_CALL:
-            result: object = send_bulk_call(client, _off_the_wire(request))
+            result: object = send_bulk_call(client, request)
         elif method in METHODS:
             result = getattr(client, method)(**request)
         else:

@@ -16,7 +16,7 @@ from botocore.exceptions import HTTPClientError
 
 from actors import ThreadLane
 from sesender.backends.ses import SesBackend
-from sesender.backends.ses_bulk_call import BulkAnswer, BulkCall, send_bulk_call
+from sesender.backends.ses_bulk_call import BulkAnswer, BulkCall, BulkRecipient, send_bulk_call
 from sesender.errors import PermanentSendError, TransientSendError
 from tests.unit.backends.test_ses_backend import isolate_aws_environment
 from tests.unit.backends.test_ses_bulk import RecordingClient, email, recipients_of
@@ -62,7 +62,12 @@ async def test_the_compact_call_is_built_next_to_the_client_and_mapped_back() ->
     results = await backend.send_batch(emails)
 
     (call,) = client.calls
-    assert [r.recipient for r in call.recipients] == [e.recipient for e in emails]
+    # Each email's fields, in BulkRecipient's order, as a plain tuple (pickled in C).
+    assert [BulkRecipient._make(r) for r in call.recipients] == [
+        BulkRecipient(e.sender, e.recipient, e.reply_to, e.subject, e.headers, e.tags)
+        for e in emails
+    ]
+    assert all(type(r) is tuple for r in call.recipients)
     (request,) = client.inner.bulks  # validated against botocore's model by the client
     assert recipients_of(request) == ["user1@example.org", "user3@example.org", "user4@example.org"]
     assert results[0] == "bulk-user1@example.org"
