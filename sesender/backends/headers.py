@@ -81,8 +81,8 @@ def validate_custom_headers(headers: Iterable[tuple[str, str]]) -> None:
 
     Runs for every email (every recipient of a bulk call, in the SES client process): the
     emails of one content carry the same header names, so what depends on the names alone is
-    decided once per set of names (:func:`names_fit`) and each email's values take one regex
-    match each. Anything that does not pass that way goes through every check in order
+    decided once per set of names (:func:`names_fit`, cached) and each email's values take two
+    ``str`` checks each. Anything that does not pass that way goes through every check in order
     (:func:`explain_custom_headers`), which raises the first problem with its message.
     """
     headers = tuple(headers)

@@ -148,8 +148,9 @@ class _Child:
             [sys.executable, "-m", "sesender.backends.ses_process", NICE_OPTION, str(nice)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            # Buffered both ways: a buffered writer writes a whole frame even when a signal
-            # interrupts the system call half-way (a raw pipe write may then be partial).
+            # Buffered: the first frame (the client's settings) goes through the buffered writer,
+            # which writes it whole; later frames are written to the descriptor by ``send`` and
+            # the writer thread, which finish partial writes themselves.
             bufsize=-1,
         )
         assert self.process.stdin is not None
@@ -485,8 +486,9 @@ def _answer(
 
 
 def worker_main() -> None:
-    """The child: build the client from the first frame, then run every call in a thread pool
-    and write its answer back; exit as soon as stdin ends (the service stopped or died)."""
+    """The child: lower its priority by ``--nice`` (before any thread starts), build the client
+    from the first frame, then run every call in a thread pool and write its answer back; exit
+    as soon as stdin ends (the service stopped or died)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if NICE_OPTION in sys.argv:
