@@ -303,19 +303,14 @@ def split_pixel_url(url: str) -> tuple[str, str]:
     return prefix, tail
 
 
-def pixel_inserted(html: str, source_html: str, pixel_url: str) -> bool:
-    """Whether ``html`` is exactly ``insert_pixel(source_html, pixel_url)``, found without
-    building that text (an HTML-sized copy per email): see :func:`pixel_split_inserted`."""
-    prefix, tail = split_pixel_url(pixel_url)
-    return pixel_split_inserted(html, source_html, prefix, tail)
-
-
 def pixel_split_inserted(html: str, source_html: str, prefix: str, tail: str) -> bool:
-    """:func:`pixel_inserted` of the pixel URL ``prefix + tail`` as :func:`split_pixel_url`
-    cut it. The content's two halves around the pixel's place are cut once per content
-    (:func:`pixel_halves`) and compared in place; so is the image: its escaped head once per
-    prefix (:func:`escaped_image_head`), then the tail, which escaping leaves as it is (that is
-    what makes it a tail), then the image's end. No text is built or escaped per email."""
+    """Whether ``html`` is exactly ``insert_pixel(source_html, prefix + tail)`` for a pixel URL
+    :func:`split_pixel_url` cut into ``prefix`` and ``tail``, found without building that text
+    (an HTML-sized copy per email). The content's two halves around the pixel's place are cut
+    once per content (:func:`pixel_halves`) and compared in place; so is the image: its escaped
+    head once per prefix (:func:`escaped_image_head`), then the tail, which escaping leaves as
+    it is (that is what makes it a tail), then the image's end. No text is built or escaped per
+    email."""
     image_head = escaped_image_head(prefix)
     if len(html) != len(source_html) + len(image_head) + len(tail) + len(PIXEL_IMAGE_TAIL):
         return False

@@ -207,7 +207,7 @@ class _Child:
             if not self._queued:
                 try:
                     written = os.write(self._stdin_fd, frame)
-                except (BlockingIOError, InterruptedError):
+                except BlockingIOError:
                     written = 0
                 except OSError:
                     # The child is gone: the reader thread sees its end and fails the call.

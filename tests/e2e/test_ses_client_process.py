@@ -9,8 +9,9 @@ import contextlib
 import os
 import signal
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -169,16 +170,27 @@ def test_a_compact_bulk_call_is_built_and_answered_in_the_child(
         assert all(isinstance(translate_error(e), TransientSendError) for e in errors), name
 
 
-def one_recipient_call(recipient: str) -> BulkCall:
+def one_recipient_call(
+    recipient: str, *, template: BulkTemplate = TEMPLATE, data: Mapping[str, str] | None = None
+) -> BulkCall:
     recipients = (BulkRecipient(SENDER, recipient, None, "Hi", (), ()),)
-    return BulkCall(bulk_key(tag_names=()), TEMPLATE, recipients, ({},))
+    return BulkCall(bulk_key(tag_names=()), template, recipients, (data or {},))
+
+
+@asynccontextmanager
+async def started_from_trio(fake: FakeSes) -> AsyncIterator[ProcessSesClient]:
+    """A client whose child is started, and closed after, off the event loop (both block)."""
+    remote = ProcessSesClient(client_arguments(fake))
+    try:
+        await trio.to_thread.run_sync(remote.start)
+        yield remote
+    finally:
+        await trio.to_thread.run_sync(remote.close)
 
 
 async def test_a_bulk_call_awaited_from_trio_answers_as_the_blocking_one() -> None:
     with running_fake_ses("--reject", "rejected") as fake:
-        remote = ProcessSesClient(client_arguments(fake))
-        try:
-            await trio.to_thread.run_sync(remote.start)
+        async with started_from_trio(fake) as remote:
             answers: dict[str, BulkAnswer] = {}
 
             async def send(recipient: str) -> None:
@@ -192,8 +204,6 @@ async def test_a_bulk_call_awaited_from_trio_answers_as_the_blocking_one() -> No
             blocking = await trio.to_thread.run_sync(
                 remote.send_bulk_call, one_recipient_call("b@example.org")
             )
-        finally:
-            await trio.to_thread.run_sync(remote.close)
     assert blocking.results is not None
     assert blocking.results[0]["Status"] == "SUCCESS"
     accepted = answers["a@example.org"].results
@@ -239,9 +249,7 @@ async def test_calls_the_pipe_cannot_take_wait_for_the_writer_thread_in_order() 
     template = BulkTemplate(subject="Hi", html=f"<p>{padding}{{{{n}}}}</p>", text="{{n}}")
     recipients = [f"{'rejected' if i % 3 == 0 else 'a'}{i}@example.org" for i in range(8)]
     with running_fake_ses("--reject", "rejected") as fake:
-        remote = ProcessSesClient(client_arguments(fake))
-        try:
-            await trio.to_thread.run_sync(remote.start)
+        async with started_from_trio(fake) as remote:
             child = remote._child
             assert child is not None
             os.kill(child.process.pid, signal.SIGSTOP)
@@ -251,12 +259,7 @@ async def test_calls_the_pipe_cannot_take_wait_for_the_writer_thread_in_order() 
                 return child._queued > 0
 
             async def send(recipient: str) -> None:
-                call = BulkCall(
-                    bulk_key(tag_names=()),
-                    template,
-                    (BulkRecipient(SENDER, recipient, None, "Hi", (), ()),),
-                    ({"n": recipient},),
-                )
+                call = one_recipient_call(recipient, template=template, data={"n": recipient})
                 answers[recipient] = await remote.send_bulk_call_async(call)
 
             try:
@@ -270,8 +273,6 @@ async def test_calls_the_pipe_cannot_take_wait_for_the_writer_thread_in_order() 
             finally:
                 os.kill(child.process.pid, signal.SIGCONT)
             assert child._queued == 0
-        finally:
-            await trio.to_thread.run_sync(remote.close)
     for recipient in recipients:
         results = answers[recipient].results
         assert results is not None, recipient
@@ -281,9 +282,7 @@ async def test_calls_the_pipe_cannot_take_wait_for_the_writer_thread_in_order() 
 
 async def test_an_awaited_bulk_call_fails_as_a_lost_connection_when_the_child_dies() -> None:
     with running_fake_ses("--latency", "30") as slow:
-        remote = ProcessSesClient(client_arguments(slow))
-        try:
-            await trio.to_thread.run_sync(remote.start)
+        async with started_from_trio(slow) as remote:
             pid = remote.pid
             assert pid is not None
             outcome: list[HTTPClientError] = []
@@ -329,8 +328,6 @@ async def test_an_awaited_bulk_call_fails_as_a_lost_connection_when_the_child_di
                     break
             assert remote.pid not in (None, pid)
             assert answer.carried == (0,)
-        finally:
-            await trio.to_thread.run_sync(remote.close)
 
 
 def test_a_killed_child_fails_its_calls_in_flight_and_is_replaced() -> None:
