@@ -255,6 +255,12 @@ class PipelineCollector(Collector):
             "Most sends allowed at once",
             value=pool.max_in_flight,
         )
+        if pool.backend_room is not None:
+            yield GaugeMetricFamily(
+                "sesender_sends_backend_room",
+                "Most sends the backend can usefully hold now (the SES client process's room)",
+                value=pool.backend_room,
+            )
 
         scheduler = pipeline.scheduler.statistics()
         yield CounterMetricFamily(

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from sesender.errors import SendError
 from sesender.links import TrackedHtml
@@ -112,4 +112,18 @@ class Backend(Protocol):
 
     async def aclose(self) -> None:
         """Release clients, pools and files."""
+        ...
+
+
+@runtime_checkable
+class LimitsItsBacklog(Protocol):
+    """A backend that can say how many emails the pipeline should have with it at once.
+
+    The sender pool then takes no more batches than that (and at least one), so emails the
+    backend cannot start soon wait in the store rather than composed in memory in front of it.
+    Implemented by the SES backend in bulk mode through its client process.
+    """
+
+    def emails_it_can_hold(self) -> int | None:
+        """The most emails to have with this backend now; None: no limit of its own."""
         ...

@@ -71,6 +71,7 @@ from sesender.backends.addresses import ascii_address
 from sesender.backends.base import AccountStatus, OutgoingEmail, SendResult
 from sesender.backends.sendable import check_sendable
 from sesender.backends.ses_bulk import (
+    MAX_BULK_ENTRIES,
     BulkKey,
     BulkTemplate,
     bulk_key,
@@ -346,6 +347,11 @@ class SesStatistics:
     bulk_emails: int = 0
 
 
+#: Bulk calls the SES client process may have waiting beyond those it works on: enough that it
+#: never waits for the event loop's next call (see :meth:`SesBackend.emails_it_can_hold`).
+CALLS_QUEUED_AHEAD = 8
+
+
 class SesBackend:
     """Sends through the shared client, in the SES lane: ``send`` makes one ``SendEmail``
     call; ``send_batch`` groups emails of one content into ``SendBulkEmail`` calls (in
@@ -375,6 +381,9 @@ class SesBackend:
             client, "send_bulk_call_async", None
         )
         self._remote_calls = trio.CapacityLimiter(lane.limit)
+        #: How many calls the SES client process is working on (None: no such process); looked
+        #: up as ``send_bulk_call`` is.
+        self._child_busy_calls: Callable[[], int] | None = getattr(client, "busy_calls", None)
         self._bulk_calls = 0
         self._bulk_emails = 0
         self._attempts = 0
@@ -568,6 +577,24 @@ class SesBackend:
             self._account += 1
         else:
             self._permanent += 1
+
+    def emails_it_can_hold(self) -> int | None:
+        """How many emails the pipeline should have with this backend at once (None: no limit
+        of its own, the pipeline's in-flight limit holds).
+
+        In bulk mode through the SES client process: room for twice the calls the child is
+        working on, plus :data:`CALLS_QUEUED_AHEAD`, of 50 emails each. Why: without it the
+        event loop hands batches over faster than a busy child takes them, and up to the
+        in-flight limit (2R) of composed emails wait in memory in front of it, where every
+        garbage collection walks them (9,000 to 17,000 at full speed; docs/performance.md,
+        "Issue 13, seventh pass"); emails wait in the store instead. Twice: against a slow SES
+        the child's calls are mostly waiting on its answer, and the room doubles with each
+        round trip, as a TCP window does in slow start, until the latency is covered.
+        """
+        busy = self._child_busy_calls
+        if busy is None or self.send_mode is not SesSendMode.BULK:
+            return None
+        return (2 * busy() + CALLS_QUEUED_AHEAD) * MAX_BULK_ENTRIES
 
     async def account_status(self) -> AccountStatus:
         """Read ``GetAccount``: can the account send, and at what ``MaxSendRate``.

@@ -158,12 +158,15 @@ class _Child:
         self.stdin: IO[bytes] = self.process.stdin
         self.stdout: IO[bytes] = self.process.stdout
         self.pending: dict[int, Future[Any]] = {}
+        #: calls the child was working on (running, or waiting on SES) when it last answered,
+        #: besides the one it answered
+        self.busy = 0
         self.exited = False
         self._on_exit = on_exit
         try:
             _write_frame(self.stdin, arguments)
             # The child answers once its client is built and its signals are set.
-            _, ok, payload = _read_frame(self.stdout)
+            _, ok, payload, _ = _read_frame(self.stdout)
         except (EOFError, OSError) as exc:
             self._discard()
             raise HTTPClientError(error=f"the SES client process did not start: {exc}") from exc
@@ -257,7 +260,7 @@ class _Child:
     def _read_answers(self) -> None:
         try:
             while True:
-                call_id, ok, payload = _read_frame(self.stdout)
+                call_id, ok, payload, self.busy = _read_frame(self.stdout)
                 future = self.pending.pop(call_id, None)
                 if future is None:
                     continue
@@ -312,6 +315,14 @@ class ProcessSesClient:
         """The running child's process id (benchmarks read its CPU time), or None."""
         child = self._child
         return child.process.pid if child is not None and not child.exited else None
+
+    def busy_calls(self) -> int:
+        """How many calls the child was working on (running, or waiting on SES's answer) when
+        it last answered, besides the one it answered; 0 with no child. The SES backend sizes
+        the backlog it accepts by it
+        (:meth:`~sesender.backends.ses.SesBackend.emails_it_can_hold`)."""
+        child = self._child
+        return child.busy if child is not None and not child.exited else 0
 
     def start(self) -> None:
         """Start the child now rather than at the first call (blocking: it imports boto3)."""
@@ -466,7 +477,11 @@ def _end_wait(pool: WaitAwarePool) -> Callable[..., None]:
 
 
 def _answer(
-    client: Any, call_id: int, method: str, request: Any, write: Callable[..., None]
+    client: Any,
+    call_id: int,
+    method: str,
+    request: Any,
+    write: Callable[[tuple[int, bool, object]], None],
 ) -> None:
     try:
         if method == BULK_CALL:
@@ -504,26 +519,29 @@ def worker_main() -> None:
     try:
         client = build_ses_client(**arguments)
     except Exception as exc:
-        _write_frame(stdout, (0, False, exc))
+        _write_frame(stdout, (0, False, exc, 0))
         raise
-    write_lock = threading.Lock()
-
-    def write(answer: object) -> None:
-        with write_lock:
-            _write_frame(stdout, answer)
-
     pool = WaitAwarePool(
         runnable=RUNNING_CALLS,
         limit=max(1, int(arguments.get("pool_size", 1))),
         name="SES client process pool",
     )
+    write_lock = threading.Lock()
+
+    def write(answer: tuple[int, bool, object]) -> None:
+        # Every answer (written by its call's job) says how many other calls the child is
+        # working on: the service sends it no more than it can start soon
+        # (``ProcessSesClient.busy_calls``).
+        with write_lock:
+            _write_frame(stdout, (*answer, pool.busy() - 1))
+
     # The network wait of every call, as botocore announces it: sent, then answered.
     client.meta.events.register("before-send.sesv2", _begin_wait(pool))
     client.meta.events.register("before-parse.sesv2", _end_wait(pool))
     # As the service's: botocore's objects frozen, the young generation collected less often
     # (about a tenth of the child's CPU per email at full speed).
     tune_for_service()
-    _write_frame(stdout, (0, True, None))  # ready: the first call may come
+    _write_frame(stdout, (0, True, None, 0))  # ready: the first call may come
     while True:
         try:
             call_id, method, request = _read_frame(stdin)

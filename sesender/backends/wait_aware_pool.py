@@ -104,6 +104,11 @@ class WaitAwarePool:
             self._waiting -= 1
             self._running += 1
 
+    def busy(self) -> int:
+        """Jobs started and not finished: running, or waiting on the network."""
+        with self._lock:
+            return self._running + self._waiting
+
     def statistics(self) -> PoolStatistics:
         with self._lock:
             return PoolStatistics(self._threads, self._running, self._waiting, len(self._jobs))

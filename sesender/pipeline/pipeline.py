@@ -34,7 +34,7 @@ from typing import Protocol
 import trio
 
 from actors import PipeStatistics, Supervisor, TokenBucket, open_pipe
-from sesender.backends.base import Backend
+from sesender.backends.base import Backend, LimitsItsBacklog
 from sesender.config import GuardConfig, PipelineConfig
 from sesender.models import ClaimedEmail, Outcome
 from sesender.pipeline.account_monitor import AccountMonitor
@@ -145,6 +145,9 @@ class Pipeline:
             rng=rng,
             on_send_latency=observer.send_latency if observer else None,
             on_sent=self.rate_history.record,
+            backend_room=(
+                backend.emails_it_can_hold if isinstance(backend, LimitsItsBacklog) else None
+            ),
         )
         self.post_processor = PostProcessor(
             store=store,

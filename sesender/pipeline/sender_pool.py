@@ -3,6 +3,9 @@ outcome.
 
 At most ``max_in_flight`` emails (recipients, not calls) are with the backend at once: a batch
 takes room for each of its emails, and gives it back once its outcomes are in the outcome pipe.
+A backend that can say how many emails it can usefully hold at once (the SES backend in bulk
+mode: ``emails_it_can_hold``) lowers that limit to what it says, so that what it cannot start
+soon waits in the store, not composed in memory.
 Each batch's outcomes go to the post-processor as one item.
 
 Per-email failures are values, not exceptions: a transient error becomes ``Retry`` (or ``Failed``
@@ -68,29 +71,48 @@ class SenderPoolStatistics:
     deferred: int
     stopped: int
     calls: int
+    #: what the backend says it can hold now (None: it sets no limit of its own)
+    backend_room: int | None = None
 
 
 class WeightedSlots:
-    """Room for ``total`` emails in flight, taken and given back by the batch.
+    """Room for ``total`` emails in flight, taken and given back by the batch; and, when
+    ``room`` is given, no more than it says at the time (the backend's
+    ``emails_it_can_hold``), though always room for one batch when nothing is in flight.
 
     Only the pool's receiving loop takes room, so a plain level check and a wake-up event are
-    enough: no queue of waiters, no fairness to keep.
+    enough: no queue of waiters, no fairness to keep. ``room`` is asked again whenever room is
+    given back; it changes as the backend's calls are answered, which give room back.
     """
 
-    def __init__(self, total: int) -> None:
+    def __init__(self, total: int, room: Callable[[], int | None] | None = None) -> None:
         self.total = total
-        self.free = total
+        self.used = 0
+        self._room = room
         self._released = trio.Event()
+
+    def room(self) -> int | None:
+        """The backend's room now (None without one)."""
+        return None if self._room is None else self._room()
+
+    def _fits(self, count: int) -> bool:
+        wanted = self.used + count
+        if wanted > self.total:
+            return False
+        if not self.used:
+            return True
+        room = self.room()
+        return room is None or wanted <= room
 
     async def acquire(self, count: int) -> None:
         await trio.lowlevel.checkpoint_if_cancelled()
-        while self.free < count:
+        while not self._fits(count):
             await self._released.wait()
-        self.free -= count
+        self.used += count
 
     def release(self, count: int) -> None:
         if count:
-            self.free += count
+            self.used -= count
             self._released.set()
             self._released = trio.Event()
 
@@ -111,6 +133,7 @@ class SenderPool:
         rng: random.Random | None = None,
         on_send_latency: Callable[[float, int], None] | None = None,
         on_sent: Callable[[int], None] | None = None,
+        backend_room: Callable[[], int | None] | None = None,
     ) -> None:
         if not 1 <= max_batch <= max_in_flight:
             raise ValueError(
@@ -127,7 +150,9 @@ class SenderPool:
         self.max_in_flight = max_in_flight
         #: the largest batch the rate limiter sends: room for it is taken before receiving one.
         self.max_batch = max_batch
-        self._slots = WeightedSlots(max_in_flight)
+        #: ``backend_room``: how many emails the backend can usefully hold at once now (its
+        #: ``emails_it_can_hold``); more wait in the store rather than in memory here.
+        self._slots = WeightedSlots(max_in_flight, backend_room)
         self._now_ms = now_ms
         self._rng = rng or random.Random()
         self._on_send_latency = on_send_latency
@@ -356,6 +381,7 @@ class SenderPool:
             max_in_flight=self.max_in_flight,
             in_flight=self._in_flight,
             peak_in_flight=self._peak,
+            backend_room=self._slots.room(),
             **self._counts,
         )
 

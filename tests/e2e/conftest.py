@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -31,6 +32,9 @@ def start_service(tmp_path: Path) -> Iterator[Callable[..., ServiceProcess]]:
 
     yield start
     for service in started:
+        # Shown by pytest only when the test failed: a service that died or stopped answering
+        # says why in its own log, which the test's assertion cannot show.
+        print(service.report(), file=sys.stderr)
         service.kill()
 
 

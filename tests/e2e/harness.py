@@ -125,6 +125,16 @@ class ServiceProcess:
         with self._lock:
             return [line for line in self.lines if line.get("event") == event]
 
+    def report(self, lines: int = 60) -> str:
+        """Whether the process still runs (or how it ended) and the last ``lines`` of its log."""
+        if self.process is None:
+            return "sesender: never started"
+        code = self.process.poll()
+        state = "still running" if code is None else f"exited with {code}"
+        with self._lock:
+            tail = self.raw_lines[-lines:]
+        return f"sesender at {self.url or '(no URL)'}: {state}; last log lines:\n" + "\n".join(tail)
+
     def client(self, **kwargs: Any) -> httpx.Client:
         headers = {"X-API-KEY": self.env.get("API_KEY", "")}
         headers.update(kwargs.pop("headers", {}))

@@ -26,7 +26,8 @@ from sesender.backends.ses_bulk_call import BulkAnswer, BulkCall, BulkRecipient,
 from sesender.backends.ses_process import ProcessSesClient
 from sesender.errors import PermanentSendError, TransientSendError
 from tests.e2e.fake_ses_support import SENDER, FakeSes, running_fake_ses
-from tests.e2e.harness import ServiceProcess, submit, wait_topic
+from tests.e2e.harness import ServiceProcess, submit, topic_counts, wait_topic
+from tests.e2e.test_observability import scrape
 from tests.waiting import wait_for, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -385,22 +386,75 @@ def test_calls_waiting_on_a_slow_ses_all_wait_at_once() -> None:
         remote = ProcessSesClient({**client_arguments(slow), "pool_size": 16})
         try:
             remote.start()
+            assert remote.busy_calls() == 0  # no answer yet
+            busy_seen: list[int] = []
+
+            def call(index: int) -> Any:
+                reply = remote.send_bulk_email(**bulk_request(f"r{index}@example.org"))
+                busy_seen.append(remote.busy_calls())
+                return reply
+
             with ThreadPoolExecutor(max_workers=calls) as callers:
-                replies = list(
-                    callers.map(
-                        lambda i: remote.send_bulk_email(**bulk_request(f"r{i}@example.org")),
-                        range(calls),
-                    )
-                )
+                replies = list(callers.map(call, range(calls)))
             assert all(r["BulkEmailEntryResults"][0]["Status"] == "SUCCESS" for r in replies)
+            # Each answer says how many other calls the child worked on: the first ones while
+            # the others still waited on the fake; never more than the others.
+            assert max(busy_seen) > 0, busy_seen
+            assert max(busy_seen) < calls
             stats = slow.get("/_bench/stats")
             assert stats["send_bulk_email"] == calls
             assert stats["peak_delayed"] == calls
+            remote.send_bulk_email(**bulk_request("alone@example.org"))
+            assert remote.busy_calls() == 0  # that call alone
             assert remote.pid is not None
             threads = len(os.listdir(f"/proc/{remote.pid}/task"))
             assert threads <= 16 + 1, threads  # the pool's and the one reading the calls
         finally:
             remote.close()
+
+
+def test_a_stopped_client_process_holds_back_the_pipeline_not_the_store(
+    start_service: Callable[..., ServiceProcess],
+) -> None:
+    """With its SES client process SIGSTOPped, the service has no more emails with the backend
+    than the child's room (CALLS_QUEUED_AHEAD calls of 50, as it answered nothing yet): the
+    rest stay queued in the store, not composed in memory up to the in-flight limit (2R,
+    10,000 here). After SIGCONT every email is sent once."""
+    emails = 3000
+    with running_fake_ses() as fake:
+        service = start_service(
+            **fake.service_env(MAX_SEND_PER_SECOND="5000", SEND_CHANNEL_SIZE="200")
+        )
+        assert service.process is not None
+        (child,) = _children(service.process.pid)
+        os.kill(child, signal.SIGSTOP)
+        try:
+            with service.client() as client:
+                recipients = [f"held{n}@example.org" for n in range(emails)]
+                submit(client, topic="held", emails=recipients)
+                room = 8 * 50  # CALLS_QUEUED_AHEAD calls of 50: the child answered nothing
+
+                def filled_up() -> bool:
+                    rate = client.get("/v1/stats/send-rate").json()
+                    counts = topic_counts(client, "held")
+                    # Checked at every poll: never more with the backend than its room, and the
+                    # rest not claimed but for the send pipe's (200) and the rate limiter's
+                    # batch (without the room the pool takes all 3,000 within milliseconds).
+                    assert rate["in_flight"] <= room, rate
+                    assert counts["Created"] >= emails - room - 200 - 50, counts
+                    # The least the pipeline holds once it cannot move: the pool stops under
+                    # 350 + 50, the scheduler claims again only below 100 in the pipe.
+                    return counts["Processed"] >= 351 + 100 + 1
+
+                wait_for(filled_up, timeout=30, what="the pipeline to fill up to the room")
+                assert scrape(service)[("sesender_sends_backend_room", ())] == room
+                os.kill(child, signal.SIGCONT)
+                wait_topic(client, "held", count=emails, timeout=60)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signal.SIGCONT)
+        assert service.stop() == 0
+        assert sorted(fake.count_to().values()) == [1] * emails
 
 
 def _send_or_none(remote: ProcessSesClient, recipient: str) -> Any:

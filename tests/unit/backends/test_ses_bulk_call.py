@@ -15,8 +15,10 @@ import trio
 from botocore.exceptions import HTTPClientError
 
 from actors import ThreadLane
-from sesender.backends.ses import SesBackend
+from sesender.backends.base import LimitsItsBacklog
+from sesender.backends.ses import CALLS_QUEUED_AHEAD, SesBackend
 from sesender.backends.ses_bulk_call import BulkAnswer, BulkCall, BulkRecipient, send_bulk_call
+from sesender.config import SesSendMode
 from sesender.errors import PermanentSendError, TransientSendError
 from tests.unit.backends.test_ses_backend import isolate_aws_environment
 from tests.unit.backends.test_ses_bulk import RecordingClient, email, recipients_of
@@ -153,3 +155,36 @@ async def test_a_bulk_call_cancelled_in_flight_is_given_up_cleanly() -> None:
     assert scope.cancelled_caught
     stats = backend.statistics()
     assert (stats.in_flight, stats.attempts, stats.bulk_calls) == (0, 0, 0)
+
+
+class BusyRemoteClient(RemoteClient):
+    """A remote client whose process says it works on ``busy`` calls."""
+
+    busy = 0
+
+    def busy_calls(self) -> int:
+        return self.busy
+
+
+def test_in_bulk_mode_the_backend_holds_what_its_client_process_can_start_soon() -> None:
+    """Room for twice the calls the child works on plus CALLS_QUEUED_AHEAD, of 50 each: the
+    room doubles with each round trip against a slow SES, and a busy child does not get the
+    pipeline's whole in-flight limit queued in front of it."""
+    client = BusyRemoteClient()
+    backend = SesBackend(client=client, lane=ThreadLane("ses", 4))  # type: ignore[arg-type]
+    assert CALLS_QUEUED_AHEAD == 8
+    assert backend.emails_it_can_hold() == 8 * 50
+    client.busy = 3
+    assert backend.emails_it_can_hold() == (2 * 3 + 8) * 50
+    assert isinstance(backend, LimitsItsBacklog)
+
+
+def test_single_mode_and_a_client_in_this_process_set_no_limit_of_their_own() -> None:
+    single = SesBackend(
+        client=BusyRemoteClient(),  # type: ignore[arg-type]
+        lane=ThreadLane("ses", 4),
+        send_mode=SesSendMode.SINGLE,
+    )
+    assert single.emails_it_can_hold() is None
+    in_process = SesBackend(client=RecordingClient(), lane=ThreadLane("ses", 4))  # type: ignore[arg-type]
+    assert in_process.emails_it_can_hold() is None

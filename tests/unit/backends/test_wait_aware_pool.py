@@ -115,6 +115,22 @@ def test_an_answered_job_runs_on_even_above_runnable(pools: list[Gate]) -> None:
     wait_for(lambda: gate.started[-1] == "queued", timeout=TIMEOUT)
 
 
+def test_busy_counts_jobs_running_or_waiting_not_queued(pools: list[Gate]) -> None:
+    """What the SES client process reports with each answer: the calls it works on."""
+    gate = gate_for(pools, runnable=1, limit=8)
+    assert gate.pool.busy() == 0
+    gate.pool.submit(gate.job("waiting", waits=True))
+    gate.pool.submit(gate.job("running"))
+    gate.pool.submit(gate.job("queued"))
+    wait_for(settled(gate.pool, PoolStatistics(2, 1, 1, 1)), timeout=TIMEOUT)
+    assert gate.pool.busy() == 2
+    gate.release("waiting")
+    wait_for(lambda: gate.finished == ["waiting"], timeout=TIMEOUT)
+    wait_for(lambda: gate.pool.busy() == 1, timeout=TIMEOUT)
+    gate.release_all()
+    wait_for(lambda: gate.pool.busy() == 0 and len(gate.finished) == 3, timeout=TIMEOUT)
+
+
 def test_never_more_threads_than_the_limit(pools: list[Gate]) -> None:
     gate = gate_for(pools, runnable=1, limit=3)
     for name in "abcd":

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import pytest
 import trio
@@ -60,6 +60,7 @@ async def run_pool(
     control: PipelineControl | None = None,
     composer: MessageComposer = COMPOSER,
     batches: list[list[ClaimedEmail]] | None = None,
+    backend_room: Callable[[], int | None] | None = None,
 ) -> list[Outcome]:
     """Run a pool over ``emails`` (each its own batch) or over ``batches``; return every
     outcome, in the order they reached the outcome pipe."""
@@ -78,6 +79,7 @@ async def run_pool(
         now_ms=trio_ms,
         max_batch=max((len(batch) for batch in batches), default=1),
         rng=random.Random(1),
+        backend_room=backend_room,
     )
     async with trio.open_nursery() as nursery:
         await nursery.start(pool.run)
@@ -432,3 +434,61 @@ async def test_a_batch_smaller_than_announced_holds_only_its_own_room(
         outcomes = await run_pool(backend, [], batches=batches, max_in_flight=4)
     assert sorted(o.request_id for o in outcomes) == list(range(1, 12))
     assert backend.statistics().peak_in_flight == 3
+
+
+async def test_a_backend_that_says_how_many_emails_it_can_hold_gets_no_more(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The backend's room (the SES backend's ``emails_it_can_hold``) lowers the in-flight
+    limit: with room for 2 of the 10 allowed, 20 one-second sends take 10 s, two at a time."""
+    backend = MemoryBackend(latency=1.0)
+    outcomes = await run_pool(
+        backend, [email(i) for i in range(1, 21)], max_in_flight=10, backend_room=lambda: 2
+    )
+    assert sorted(o.request_id for o in outcomes) == list(range(1, 21))
+    assert backend.statistics().peak_in_flight == 2
+    assert trio.current_time() == 10.0
+
+
+async def test_the_backend_s_room_is_asked_again_as_its_calls_are_answered(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Room for one email until the first call is answered, then for four: one send alone,
+    then the other eight four at a time (1 s + 2 s)."""
+    backend = MemoryBackend(latency=1.0)
+
+    def room() -> int:
+        return 1 if backend.statistics().sent == 0 else 4
+
+    outcomes = await run_pool(
+        backend, [email(i) for i in range(1, 10)], max_in_flight=10, backend_room=room
+    )
+    assert len(outcomes) == 9
+    assert backend.statistics().peak_in_flight == 4
+    assert trio.current_time() == 3.0
+
+
+async def test_a_backend_with_no_room_still_gets_one_batch_at_a_time(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Room below one batch (0 here) never stalls the pool: with nothing in flight, a batch
+    is always taken."""
+    backend = MemoryBackend(latency=1.0)
+    batches = [[email(2 * k + 1), email(2 * k + 2)] for k in range(3)]
+    with trio.fail_after(60):  # trio time
+        outcomes = await run_pool(backend, [], batches=batches, backend_room=lambda: 0)
+    assert len(outcomes) == 6
+    assert backend.statistics().peak_in_flight == 2
+    assert trio.current_time() == 3.0
+
+
+async def test_a_backend_with_no_limit_of_its_own_gets_the_pool_s(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    backend = MemoryBackend(latency=1.0)
+    outcomes = await run_pool(
+        backend, [email(i) for i in range(1, 9)], max_in_flight=4, backend_room=lambda: None
+    )
+    assert len(outcomes) == 8
+    assert backend.statistics().peak_in_flight == 4
+    assert trio.current_time() == 2.0
