@@ -585,11 +585,12 @@ class SesBackend:
         In bulk mode through the SES client process: room for twice the calls the child is
         working on, plus :data:`CALLS_QUEUED_AHEAD`, of 50 emails each. Why: without it the
         event loop hands batches over faster than a busy child takes them, and up to the
-        in-flight limit (2R) of composed emails wait in memory in front of it, where every
-        garbage collection walks them (9,000 to 17,000 at full speed; docs/performance.md,
-        "Issue 13, seventh pass"); emails wait in the store instead. Twice: against a slow SES
-        the child's calls are mostly waiting on its answer, and the room doubles with each
-        round trip, as a TCP window does in slow start, until the latency is covered.
+        in-flight limit (2R) of composed emails waited in memory in front of it (9,000 to
+        16,500 at full speed, up to 200,000 at the highest rate setting; docs/performance.md,
+        "Issue 13, seventh pass"); now they wait in the store, and a stuck child holds only
+        its room. Twice: against a slow SES the child's calls are mostly waiting on its
+        answer, and the room doubles with each round trip, as a TCP window does in slow start,
+        until the latency is covered.
         """
         busy = self._child_busy_calls
         if busy is None or self.send_mode is not SesSendMode.BULK:
