@@ -4,8 +4,8 @@ outcome.
 At most ``max_in_flight`` emails (recipients, not calls) are with the backend at once: a batch
 takes room for each of its emails, and gives it back once its outcomes are in the outcome pipe.
 A backend that can say how many emails it can usefully hold at once (the SES backend in bulk
-mode: ``emails_it_can_hold``) lowers that limit to what it says, so that what it cannot start
-soon waits in the store, not composed in memory.
+mode: ``emails_it_can_hold``) gets no more than that until it answers them, so that what it
+cannot start soon waits in the store, not composed in memory (:class:`WeightedSlots`).
 Each batch's outcomes go to the post-processor as one item.
 
 Per-email failures are values, not exceptions: a transient error becomes ``Retry`` (or ``Failed``
@@ -77,8 +77,14 @@ class SenderPoolStatistics:
 
 class WeightedSlots:
     """Room for ``total`` emails in flight, taken and given back by the batch; and, when
-    ``room`` is given, no more than it says at the time (the backend's
-    ``emails_it_can_hold``), though always room for one batch when nothing is in flight.
+    ``room`` is given, no more emails *with the backend* than it says at the time (the
+    backend's ``emails_it_can_hold``), though always room for one batch when none is.
+
+    An email is with the backend from the moment its room is taken until the backend answers
+    it (:meth:`returned`); it stays in flight until its outcome is handed over
+    (:meth:`release`). The two differ while outcomes wait for room in the outcome pipe: those
+    hold the in-flight limit (a stalled database slows the pipeline to a stop) but not the
+    backend's room, so a post-processor writing in bursts does not leave the backend idle.
 
     Only the pool's receiving loop takes room, so a plain level check and a wake-up event are
     enough: no queue of waiters, no fairness to keep. ``room`` is asked again whenever room is
@@ -88,6 +94,8 @@ class WeightedSlots:
     def __init__(self, total: int, room: Callable[[], int | None] | None = None) -> None:
         self.total = total
         self.used = 0
+        #: of ``used``, emails the backend has answered (their outcomes not handed over yet)
+        self.answered = 0
         self._room = room
         self._released = trio.Event()
 
@@ -96,13 +104,13 @@ class WeightedSlots:
         return None if self._room is None else self._room()
 
     def _fits(self, count: int) -> bool:
-        wanted = self.used + count
-        if wanted > self.total:
+        if self.used + count > self.total:
             return False
-        if not self.used:
+        with_backend = self.used - self.answered
+        if not with_backend:
             return True
         room = self.room()
-        return room is None or wanted <= room
+        return room is None or with_backend + count <= room
 
     async def acquire(self, count: int) -> None:
         await trio.lowlevel.checkpoint_if_cancelled()
@@ -110,11 +118,23 @@ class WeightedSlots:
             await self._released.wait()
         self.used += count
 
-    def release(self, count: int) -> None:
+    def returned(self, count: int) -> None:
+        """The backend answered ``count`` emails: their room with it is free."""
+        self.answered += count
+        self._wake()
+
+    def release(self, count: int, *, returned: bool = False) -> None:
+        """Give back the room of ``count`` emails: never sent, or (``returned``) answered by
+        the backend and their outcomes handed over."""
         if count:
             self.used -= count
-            self._released.set()
-            self._released = trio.Event()
+            if returned:
+                self.answered -= count
+            self._wake()
+
+    def _wake(self) -> None:
+        self._released.set()
+        self._released = trio.Event()
 
 
 class SenderPool:
@@ -193,12 +213,16 @@ class SenderPool:
     async def _send_batch(self, batch: Sequence[ClaimedEmail]) -> None:
         # The room is given back only once the outcomes are in the outcome pipe: when the
         # database stalls, the pipe fills, the pool stops taking batches and the pipeline slows
-        # to a stop instead of piling up finished sends.
+        # to a stop instead of piling up finished sends. The backend's room comes back as soon
+        # as it answered.
         try:
-            outcomes = await self._attempt(batch)
+            try:
+                outcomes = await self._attempt(batch)
+            finally:
+                self._slots.returned(len(batch))
             await self._hand_over(batch, outcomes)
         finally:
-            self._slots.release(len(batch))
+            self._slots.release(len(batch), returned=True)
 
     async def _hand_over(self, batch: Sequence[ClaimedEmail], outcomes: list[Outcome]) -> None:
         """Wait as long as it takes for room in the outcome pipe; only when cancelled (the

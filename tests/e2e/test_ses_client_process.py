@@ -364,13 +364,16 @@ def test_a_killed_child_fails_its_calls_in_flight_and_is_replaced() -> None:
         remote = ProcessSesClient(client_arguments(fake))
         try:
             remote.start()
-            os.kill(remote.pid or 0, signal.SIGKILL)
+            # Never ``os.kill(0, ...)``: pid 0 is the whole process group, pytest included.
+            second_pid = remote.pid
+            assert second_pid is not None
+            os.kill(second_pid, signal.SIGKILL)
             # The next call finds the child gone and starts another.
             reply = wait_for(
                 lambda: _send_or_none(remote, "b@example.org"), timeout=20, what="a new child"
             )
             assert reply["BulkEmailEntryResults"][0]["Status"] == "SUCCESS"
-            assert remote.pid not in (None, first_pid)
+            assert remote.pid not in (None, first_pid, second_pid)
         finally:
             remote.close()
     assert remote.pid is None

@@ -492,3 +492,43 @@ async def test_a_backend_with_no_limit_of_its_own_gets_the_pool_s(
     assert len(outcomes) == 8
     assert backend.statistics().peak_in_flight == 4
     assert trio.current_time() == 2.0
+
+
+async def test_outcomes_waiting_to_be_handed_over_hold_the_pool_s_limit_not_the_backend_s(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Nobody reads the outcome pipe (a rendezvous) for the first 10 s. Answered batches keep
+    their place in flight (up to 6), but not in the backend's room (2): the backend goes on
+    sending two at a time until 6 are in flight, instead of stopping after its first two."""
+    backend = MemoryBackend(latency=1.0)
+    dispatch_tx, dispatch_rx = open_pipe[Sequence[ClaimedEmail]]("dispatch", 0)
+    outcome_tx, outcome_rx = open_pipe[Sequence[Outcome]]("outcome", 0)
+    pool = SenderPool(
+        backend=backend,
+        composer=COMPOSER,
+        dispatch_rx=dispatch_rx,
+        outcome_tx=outcome_tx,
+        control=PipelineControl(),
+        retry=RetryPolicy(max_attempts=3, base_delay=1.0, max_delay=10.0),
+        max_in_flight=6,
+        now_ms=trio_ms,
+        backend_room=lambda: 2,
+    )
+    outcomes: list[Outcome] = []
+    sent_by_then: list[int] = []
+
+    async def read_outcomes_late() -> None:
+        await trio.sleep(10)
+        sent_by_then.append(backend.statistics().sent)
+        async for group in outcome_rx:
+            outcomes.extend(group)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(read_outcomes_late)
+        await nursery.start(pool.run)
+        async with dispatch_tx:
+            for n in range(1, 11):
+                await dispatch_tx.send([email(n)])
+    assert sent_by_then == [6]  # three rounds of two, then the pool's own limit
+    assert sorted(o.request_id for o in outcomes) == list(range(1, 11))
+    assert backend.statistics().peak_in_flight == 2
