@@ -532,3 +532,22 @@ async def test_outcomes_waiting_to_be_handed_over_hold_the_pool_s_limit_not_the_
     assert sent_by_then == [6]  # three rounds of two, then the pool's own limit
     assert sorted(o.request_id for o in outcomes) == list(range(1, 11))
     assert backend.statistics().peak_in_flight == 2
+
+
+async def test_room_a_smaller_batch_does_not_use_is_given_back_to_the_backend_s_room_too(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Room for the largest batch (2) is taken before receiving, then what a single does not
+    use is given back: to the in-flight limit and to the backend's room (2) alike. Counted as
+    answered instead, it would grow the backend's share with every single until the pool
+    stalls; here the singles go one at a time (the second place is the one kept for receiving
+    the next batch), nine in 9 s after the pair's 1 s."""
+    backend = MemoryBackend(latency=1.0)
+    batches = [[email(1), email(2)]] + [[email(n)] for n in range(3, 12)]
+    with trio.fail_after(60):  # trio time: a miscounted room stalls the pool
+        outcomes = await run_pool(
+            backend, [], batches=batches, max_in_flight=10, backend_room=lambda: 2
+        )
+    assert sorted(o.request_id for o in outcomes) == list(range(1, 12))
+    assert backend.statistics().peak_in_flight == 2
+    assert trio.current_time() == 10.0
