@@ -61,13 +61,25 @@ async def run_pool(
     composer: MessageComposer = COMPOSER,
     batches: list[list[ClaimedEmail]] | None = None,
     backend_room: Callable[[], int | None] | None = None,
+    read_outcomes_after: float | None = None,
 ) -> list[Outcome]:
     """Run a pool over ``emails`` (each its own batch) or over ``batches``; return every
-    outcome, in the order they reached the outcome pipe."""
+    outcome, in the order they reached the outcome pipe. By default the outcome pipe holds
+    them all and is read at the end; with ``read_outcomes_after`` it is a rendezvous that
+    nobody reads for that many seconds."""
     control = control or PipelineControl()
     batches = batches if batches is not None else [[item] for item in emails]
     dispatch_tx, dispatch_rx = open_pipe[Sequence[ClaimedEmail]]("dispatch", 0)
-    outcome_tx, outcome_rx = open_pipe[Sequence[Outcome]]("outcome", 1000)
+    outcome_tx, outcome_rx = open_pipe[Sequence[Outcome]](
+        "outcome", 1000 if read_outcomes_after is None else 0
+    )
+    outcomes: list[Outcome] = []
+
+    async def read_outcomes(delay: float) -> None:
+        await trio.sleep(delay)
+        async for group in outcome_rx:
+            outcomes.extend(group)
+
     pool = SenderPool(
         backend=backend,
         composer=composer,
@@ -82,11 +94,15 @@ async def run_pool(
         backend_room=backend_room,
     )
     async with trio.open_nursery() as nursery:
+        if read_outcomes_after is not None:
+            nursery.start_soon(read_outcomes, read_outcomes_after)
         await nursery.start(pool.run)
         async with dispatch_tx:
             for batch in batches:
                 await dispatch_tx.send(batch)
-    return [o async for group in outcome_rx for o in group]
+    if read_outcomes_after is None:
+        await read_outcomes(0)
+    return outcomes
 
 
 async def test_in_flight_never_exceeds_the_limit(autojump_clock: trio.testing.MockClock) -> None:
@@ -501,36 +517,18 @@ async def test_outcomes_waiting_to_be_handed_over_hold_the_pool_s_limit_not_the_
     their place in flight (up to 6), but not in the backend's room (2): the backend goes on
     sending two at a time until 6 are in flight, instead of stopping after its first two."""
     backend = MemoryBackend(latency=1.0)
-    dispatch_tx, dispatch_rx = open_pipe[Sequence[ClaimedEmail]]("dispatch", 0)
-    outcome_tx, outcome_rx = open_pipe[Sequence[Outcome]]("outcome", 0)
-    pool = SenderPool(
-        backend=backend,
-        composer=COMPOSER,
-        dispatch_rx=dispatch_rx,
-        outcome_tx=outcome_tx,
-        control=PipelineControl(),
-        retry=RetryPolicy(max_attempts=3, base_delay=1.0, max_delay=10.0),
+    outcomes = await run_pool(
+        backend,
+        [email(n) for n in range(1, 11)],
         max_in_flight=6,
-        now_ms=trio_ms,
         backend_room=lambda: 2,
+        read_outcomes_after=10,
     )
-    outcomes: list[Outcome] = []
-    sent_by_then: list[int] = []
-
-    async def read_outcomes_late() -> None:
-        await trio.sleep(10)
-        sent_by_then.append(backend.statistics().sent)
-        async for group in outcome_rx:
-            outcomes.extend(group)
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(read_outcomes_late)
-        await nursery.start(pool.run)
-        async with dispatch_tx:
-            for n in range(1, 11):
-                await dispatch_tx.send([email(n)])
-    assert sent_by_then == [6]  # three rounds of two, then the pool's own limit
     assert sorted(o.request_id for o in outcomes) == list(range(1, 11))
+    sent_at = sorted(o.sent_at_ms for o in outcomes if isinstance(o, Sent))
+    # Three rounds of two before anyone read (then the pool's own limit), the rest after.
+    assert sum(at <= 10_000 for at in sent_at) == 6
+    assert sent_at == [1000, 1000, 2000, 2000, 3000, 3000, 11_000, 11_000, 12_000, 12_000]
     assert backend.statistics().peak_in_flight == 2
 
 
