@@ -267,3 +267,30 @@ def test_its_threads_are_named_after_it_and_never_keep_the_process_alive(
     threads = [t for t in threading.enumerate() if t.name.startswith(name)]
     assert sorted(t.name for t in threads) == [f"{name} 1", f"{name} 2"]
     assert all(t.daemon for t in threads)  # the child exits at once when its stdin ends
+
+
+def test_idle_threads_woken_in_a_row_each_hold_a_place(pools: list[Gate]) -> None:
+    """Jobs submitted faster than woken threads get to them: each woken thread holds a place
+    until it arrives, so no more than ``runnable`` run, however many are idle."""
+    gate = gate_for(pools, runnable=2, limit=4)
+    pool = gate.pool
+    # A reentrant lock in place of the pool's (before any thread starts): the test holds it
+    # while it submits, so the threads it wakes cannot take a job before the last submit, as
+    # when submits come in a burst. The pool itself never takes its lock twice.
+    pool._lock = threading.RLock()  # type: ignore[assignment]
+    pool._wake = threading.Condition(pool._lock)
+    # Three threads, idle: three jobs that wait on the network (a place each), then end.
+    for name in ("w1", "w2", "w3"):
+        pool.submit(gate.job(name, waits=True))
+    wait_for(settled(pool, PoolStatistics(3, 0, 3, 0)), timeout=TIMEOUT)
+    gate.release_all()
+    wait_for(settled(pool, PoolStatistics(3, 0, 0, 0)), timeout=TIMEOUT)
+    with pool._lock:
+        for name in ("a", "b", "c"):
+            pool.submit(gate.job(name))
+    # Two were woken for a and b; c waits for a place (a third woken thread would run it too).
+    wait_for(settled(pool, PoolStatistics(3, 2, 0, 1)), timeout=TIMEOUT)
+    assert sorted(gate.started[3:]) == ["a", "b"]
+    gate.release("a")
+    wait_for(lambda: gate.started[-1] == "c", timeout=TIMEOUT)
+    wait_for(settled(pool, PoolStatistics(3, 2, 0, 0)), timeout=TIMEOUT)
