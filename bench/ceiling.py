@@ -40,6 +40,12 @@ the SES lane, and the submitting code; plus the SES client process of ``SES_CLIE
 where boto3 runs, reported apart too as ``ses_client_process_cpu_seconds``; the fake's CPU is
 reported apart).
 
+Both parts also report the ratio of each round's two adjacent runs (service and floor, SES and
+memory) and the median of those pair ratios: on a machine whose speed changes from one minute to
+the next, the best against the best can pair a fast minute with a slow one, and the pairs show
+how far the ratio moves (``--repeats 8`` gives eight pairs). The aims are judged best against
+best, as before; the pairs' median is printed beside it.
+
 For context only, plain boto3 loops against the same fake with a client built by the same
 ``sesender.backends.ses.build_ses_client``: ``send_bulk_email`` of 50 in one thread over the
 same emails, and ``send_email`` (one thread, and a ``ThreadPoolExecutor`` as wide as the SES
@@ -48,6 +54,7 @@ sesender builds (composed before the clock starts).
 
     python -m bench.ceiling                            # (a) 30,000 emails; (b) 20,000 emails
     python -m bench.ceiling --part ses --repeats 3     # (b) only, three interleaved rounds
+    python -m bench.ceiling --part ses --repeats 8     # eight rounds: eight adjacent pairs
     python -m bench.ceiling --quick                    # tiny, for the CI smoke test
 """
 
@@ -57,6 +64,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -516,6 +524,18 @@ def ses_config(database: Path, fake: FakeSes, rate: float) -> Config:
     )
 
 
+def pair_ratios(
+    numerators: Sequence[Measurement], denominators: Sequence[Measurement]
+) -> list[float]:
+    """The rate ratio of each round's two runs (run i of one side against run i of the other:
+    measured one right after the other)."""
+    return [
+        top.rate / bottom.rate
+        for top, bottom in zip(numerators, denominators, strict=True)
+        if bottom.rate > 0
+    ]
+
+
 def best(measurements: Sequence[Measurement]) -> Measurement:
     """The fastest complete run (a run that timed out counts only when all did)."""
     complete = [m for m in measurements if (m.extra or {}).get("complete", True)]
@@ -547,8 +567,11 @@ def run_memory(arguments: argparse.Namespace, directory: Path) -> dict[str, Any]
                 floors.append(trio.run(measure_store_floor, database, emails))
     service, floor = best(services), best(floors)
     ratio = service.rate / floor.rate
+    pairs = pair_ratios(services, floors)
     return {
         "emails": arguments.emails,
+        "ratio_to_store_floor_by_pair": pairs,
+        "ratio_to_store_floor_pair_median": statistics.median(pairs) if pairs else None,
         "service": service.as_dict(),
         "service_runs": [run.as_dict() for run in services],
         "store_floor": floor.as_dict(),
@@ -639,6 +662,7 @@ def run_ses(arguments: argparse.Namespace, directory: Path) -> dict[str, Any]:
             client.close()
     service, memory = best(services), best(memories)
     ratio = service.rate / memory.rate
+    pairs = pair_ratios(services, memories)
     extra = service.extra or {}
     per_call = float(extra.get("recipients_per_call", 0.0))
     cpu_per_1000 = 1000 * service.client_cpu / max(1, service.emails)
@@ -657,6 +681,8 @@ def run_ses(arguments: argparse.Namespace, directory: Path) -> dict[str, Any]:
         "boto3_thread_pool": best(threaded).as_dict(),
         "boto3_thread_pool_runs": [run.as_dict() for run in threaded],
         "ratio_to_memory": ratio,
+        "ratio_to_memory_by_pair": pairs,
+        "ratio_to_memory_pair_median": statistics.median(pairs) if pairs else None,
         "recipients_per_call": per_call,
         "cpu_seconds_per_1000_emails": cpu_per_1000,
         "aim_ratio_to_memory": SES_AIM,
@@ -729,6 +755,14 @@ def cpu_split_table(ses: dict[str, Any]) -> str:
     )
 
 
+def pairs_line(pairs: Sequence[float], median: float | None) -> str:
+    """The ratio of each round's adjacent runs, and their median (context beside the aim)."""
+    if median is None:
+        return "per round (adjacent runs): none"
+    listed = ", ".join(f"{ratio:.2f}" for ratio in pairs)
+    return f"per round (adjacent runs): {listed}; median {median:.2f}"
+
+
 def report(figures: dict[str, Any]) -> str:
     parts: list[str] = []
     headers = (
@@ -776,7 +810,10 @@ def report(figures: dict[str, Any]) -> str:
             f" ({memory['service']['emails_per_second']:,.0f}/s)\n"
             f"service / store floor = {memory['ratio_to_store_floor']:.2f};"
             f" aim >= {MEMORY_FLOOR_AIM}: {verdict(memory['passed_ratio'])}"
-            f" (by CPU per email, for context: {memory['cpu_ratio_to_store_floor']:.2f})"
+            f" (by CPU per email, for context: {memory['cpu_ratio_to_store_floor']:.2f})\n"
+            + pairs_line(
+                memory["ratio_to_store_floor_by_pair"], memory["ratio_to_store_floor_pair_median"]
+            )
         )
     if "ses" in figures:
         ses = figures["ses"]
@@ -819,6 +856,8 @@ def report(figures: dict[str, Any]) -> str:
         parts.append(
             f"ses bulk / memory = {ses['ratio_to_memory']:.2f}; aim >= {SES_AIM}:"
             f" {verdict(ses['passed_ratio'])}\n"
+            + pairs_line(ses["ratio_to_memory_by_pair"], ses["ratio_to_memory_pair_median"])
+            + "\n"
             f"recipients per SES call = {ses['recipients_per_call']:.1f};"
             f" aim >= {SES_RECIPIENTS_PER_CALL_AIM:g}:"
             f" {verdict(ses['passed_recipients_per_call'])}\n"

@@ -7,6 +7,7 @@ nothing about speed: no timing is asserted. The real figures are in docs/perform
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 
 import pytest
@@ -86,6 +87,19 @@ def test_ceiling_quick(tmp_path: Path) -> None:
     # Bulk mode with one content: the recipients went in SendBulkEmail calls.
     assert calls["send_bulk_email_calls"] >= 1
     assert calls["recipients_per_call"] > 1
+    # Each round's adjacent runs are paired: one ratio per round, and their median.
+    for part, runs, others, key in (
+        (memory, "service_runs", "store_floor_runs", "ratio_to_store_floor"),
+        (ses, "service_runs", "memory_service_runs", "ratio_to_memory"),
+    ):
+        pairs = part[f"{key}_by_pair"]
+        expected = [
+            top["emails_per_second"] / bottom["emails_per_second"]
+            for top, bottom in zip(part[runs], part[others], strict=True)
+        ]
+        assert pairs == pytest.approx(expected)
+        assert len(pairs) == len(part[runs]) >= 1
+        assert part[f"{key}_pair_median"] == pytest.approx(statistics.median(expected))
 
 
 def test_auth_quick(tmp_path: Path) -> None:
