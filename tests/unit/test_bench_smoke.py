@@ -102,6 +102,15 @@ def test_ceiling_quick(tmp_path: Path) -> None:
         assert part[f"{key}_pair_median"] == pytest.approx(statistics.median(expected))
 
 
+@pytest.mark.parametrize(
+    ("ratio", "text"),
+    [(0.6996, "0.699"), (0.7, "0.700"), (0.70049, "0.700"), (0.5, "0.500"), (1.23456, "1.234")],
+)
+def test_a_ratio_is_never_printed_above_what_it_is(ratio: float, text: str) -> None:
+    """0.6996 printed as 0.70 beside FAIL read as a contradiction: ratios are cut, not rounded."""
+    assert ceiling.ratio_text(ratio) == text
+
+
 def test_auth_quick(tmp_path: Path) -> None:
     auth.main(["--quick", "--results-dir", str(tmp_path)])
 
