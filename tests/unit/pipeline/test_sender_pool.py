@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 import pytest
 import trio
@@ -452,18 +453,38 @@ async def test_a_batch_smaller_than_announced_holds_only_its_own_room(
     assert backend.statistics().peak_in_flight == 3
 
 
+class RoomRun(NamedTuple):
+    """What a pool run against a backend with a room did: the emails answered (their ids, in
+    order), the most the backend had at once, and when (trio time) the last outcome was in."""
+
+    answered: tuple[int, ...]
+    peak_in_flight: int
+    finished_at: float
+
+
+async def run_with_room(
+    backend_room: Callable[[MemoryBackend], int | None],
+    emails: list[ClaimedEmail],
+    **options: Any,
+) -> RoomRun:
+    """:func:`run_pool` of one-second sends, with ``backend_room(backend)`` as the room."""
+    backend = MemoryBackend(latency=1.0)
+    with trio.fail_after(60):  # trio time: a pool that stalls fails here
+        outcomes = await run_pool(
+            backend, emails, backend_room=lambda: backend_room(backend), **options
+        )
+    answered = tuple(sorted(outcome.request_id for outcome in outcomes))
+    return RoomRun(answered, backend.statistics().peak_in_flight, trio.current_time())
+
+
 async def test_a_backend_that_says_how_many_emails_it_can_hold_gets_no_more(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     """The backend's room (the SES backend's ``emails_it_can_hold``) lowers the in-flight
     limit: with room for 2 of the 10 allowed, 20 one-second sends take 10 s, two at a time."""
-    backend = MemoryBackend(latency=1.0)
-    outcomes = await run_pool(
-        backend, [email(i) for i in range(1, 21)], max_in_flight=10, backend_room=lambda: 2
-    )
-    assert sorted(o.request_id for o in outcomes) == list(range(1, 21))
-    assert backend.statistics().peak_in_flight == 2
-    assert trio.current_time() == 10.0
+    emails = [email(i) for i in range(1, 21)]
+    run = await run_with_room(lambda _: 2, emails, max_in_flight=10)
+    assert run == RoomRun(answered=tuple(range(1, 21)), peak_in_flight=2, finished_at=10.0)
 
 
 async def test_the_backend_s_room_is_asked_again_as_its_calls_are_answered(
@@ -471,17 +492,12 @@ async def test_the_backend_s_room_is_asked_again_as_its_calls_are_answered(
 ) -> None:
     """Room for one email until the first call is answered, then for four: one send alone,
     then the other eight four at a time (1 s + 2 s)."""
-    backend = MemoryBackend(latency=1.0)
 
-    def room() -> int:
+    def room(backend: MemoryBackend) -> int:
         return 1 if backend.statistics().sent == 0 else 4
 
-    outcomes = await run_pool(
-        backend, [email(i) for i in range(1, 10)], max_in_flight=10, backend_room=room
-    )
-    assert len(outcomes) == 9
-    assert backend.statistics().peak_in_flight == 4
-    assert trio.current_time() == 3.0
+    run = await run_with_room(room, [email(i) for i in range(1, 10)], max_in_flight=10)
+    assert run == RoomRun(answered=tuple(range(1, 10)), peak_in_flight=4, finished_at=3.0)
 
 
 async def test_a_backend_with_no_room_still_gets_one_batch_at_a_time(
@@ -489,25 +505,16 @@ async def test_a_backend_with_no_room_still_gets_one_batch_at_a_time(
 ) -> None:
     """Room below one batch (0 here) never stalls the pool: with nothing in flight, a batch
     is always taken."""
-    backend = MemoryBackend(latency=1.0)
     batches = [[email(2 * k + 1), email(2 * k + 2)] for k in range(3)]
-    with trio.fail_after(60):  # trio time
-        outcomes = await run_pool(backend, [], batches=batches, backend_room=lambda: 0)
-    assert len(outcomes) == 6
-    assert backend.statistics().peak_in_flight == 2
-    assert trio.current_time() == 3.0
+    run = await run_with_room(lambda _: 0, [], batches=batches)
+    assert run == RoomRun(answered=tuple(range(1, 7)), peak_in_flight=2, finished_at=3.0)
 
 
 async def test_a_backend_with_no_limit_of_its_own_gets_the_pool_s(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    backend = MemoryBackend(latency=1.0)
-    outcomes = await run_pool(
-        backend, [email(i) for i in range(1, 9)], max_in_flight=4, backend_room=lambda: None
-    )
-    assert len(outcomes) == 8
-    assert backend.statistics().peak_in_flight == 4
-    assert trio.current_time() == 2.0
+    run = await run_with_room(lambda _: None, [email(i) for i in range(1, 9)], max_in_flight=4)
+    assert run == RoomRun(answered=tuple(range(1, 9)), peak_in_flight=4, finished_at=2.0)
 
 
 async def test_outcomes_waiting_to_be_handed_over_hold_the_pool_s_limit_not_the_backend_s(
