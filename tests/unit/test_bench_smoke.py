@@ -13,6 +13,12 @@ from pathlib import Path
 import pytest
 
 from bench import auth, bulk, ceiling, compose, guard_counters, idle, rate, store_ingest
+from bench.common import BODY, SUBJECT
+from sesender.backends.base import OutgoingEmail
+from sesender.config import BackendKind, Config
+from sesender.models import ClaimedEmail, Content
+from sesender.pipeline.compose import MessageComposer
+from sesender.tracking import TokenSigner
 
 
 def result(directory: Path, name: str) -> dict[str, object]:
@@ -100,6 +106,50 @@ def test_ceiling_quick(tmp_path: Path) -> None:
         assert pairs == pytest.approx(expected)
         assert len(pairs) == len(part[runs]) >= 1
         assert part[f"{key}_pair_median"] == pytest.approx(statistics.median(expected))
+
+
+def test_ceiling_ses_baseline_composes_what_the_ses_run_composes(tmp_path: Path) -> None:
+    """(b) measures what the SES backend costs over the memory backend: the memory run must
+    compose the very email the SES run composes (on its defaults it signs no unsubscribe token
+    and adds no List-Unsubscribe header), with the same pipeline settings; only the backend
+    differs."""
+    rate = 5_000.0
+    ses = ceiling.ses_config(tmp_path / "ses.db", "http://127.0.0.1:9", rate)
+    memory = ceiling.memory_config_as_ses(tmp_path / "memory.db", rate)
+    assert ses.backend.kind is BackendKind.SES
+    assert memory.backend.kind is BackendKind.MEMORY
+    for section in ("pipeline", "guard", "tracking", "feedback"):
+        assert getattr(memory, section) == getattr(ses, section), section
+    assert memory.server.public_url == ses.server.public_url
+    assert memory.backend.aws.from_email == ses.backend.aws.from_email
+    assert memory.feedback.unsubscribe_enabled  # the SES default, off by default with memory
+    assert not ceiling.memory_config(tmp_path / "a.db").feedback.unsubscribe_enabled
+
+    def composed(config: Config) -> OutgoingEmail:
+        assert config.tracking.secret is not None
+        composer = MessageComposer(
+            sender=config.backend.aws.from_email,
+            public_url=config.server.public_url,
+            signer=TokenSigner(config.tracking.secret),
+            configuration_set=config.backend.aws.configuration_set,
+            unsubscribe_enabled=config.feedback.unsubscribe_enabled,
+            open_tracking_enabled=config.tracking.open_tracking_enabled,
+        )
+        content = Content(subject=SUBJECT, body=BODY)
+        return composer.compose(
+            ClaimedEmail(
+                request_id=7,
+                topic_id=ceiling.TOPIC,
+                email="a@example.com",
+                content=content,
+                attempts=0,
+            )
+        )
+
+    email = composed(memory)
+    assert email == composed(ses)
+    assert dict(email.headers)["List-Unsubscribe"].startswith("<https://bench.example.test/")
+    assert email.pixel_url is not None
 
 
 @pytest.mark.parametrize(
