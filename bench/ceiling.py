@@ -405,13 +405,7 @@ BASELINE_TRACKING_SECRET = "bench-ceiling-tracking-secret"
 
 def composed_emails(config: Config, emails: Sequence[str]) -> list[OutgoingEmail]:
     """Exactly what the service composes for these emails: pixel, tags, unsubscribe headers."""
-    composer = MessageComposer(
-        sender=config.backend.aws.from_email,
-        public_url=config.server.public_url,
-        signer=TokenSigner(BASELINE_TRACKING_SECRET.encode()),
-        configuration_set=config.backend.aws.configuration_set,
-        unsubscribe_enabled=config.feedback.unsubscribe_enabled,
-    )
+    composer = MessageComposer.from_config(config, TokenSigner(BASELINE_TRACKING_SECRET.encode()))
     content = Content(subject=SUBJECT, body=BODY)
     return [
         composer.compose(
@@ -570,6 +564,15 @@ def pair_ratios(
     ]
 
 
+def pair_figures(name: str, pairs: Sequence[float]) -> dict[str, Any]:
+    """The rounds' ratios under ``<name>_by_pair`` and their median under
+    ``<name>_pair_median`` (None without a round), as both parts report them."""
+    return {
+        f"{name}_by_pair": list(pairs),
+        f"{name}_pair_median": statistics.median(pairs) if pairs else None,
+    }
+
+
 def best(measurements: Sequence[Measurement]) -> Measurement:
     """The fastest complete run (a run that timed out counts only when all did)."""
     complete = [m for m in measurements if (m.extra or {}).get("complete", True)]
@@ -604,8 +607,7 @@ def run_memory(arguments: argparse.Namespace, directory: Path) -> dict[str, Any]
     pairs = pair_ratios(services, floors)
     return {
         "emails": arguments.emails,
-        "ratio_to_store_floor_by_pair": pairs,
-        "ratio_to_store_floor_pair_median": statistics.median(pairs) if pairs else None,
+        **pair_figures("ratio_to_store_floor", pairs),
         "service": service.as_dict(),
         "service_runs": [run.as_dict() for run in services],
         "store_floor": floor.as_dict(),
@@ -717,8 +719,7 @@ def run_ses(arguments: argparse.Namespace, directory: Path) -> dict[str, Any]:
         "boto3_thread_pool": best(threaded).as_dict(),
         "boto3_thread_pool_runs": [run.as_dict() for run in threaded],
         "ratio_to_memory": ratio,
-        "ratio_to_memory_by_pair": pairs,
-        "ratio_to_memory_pair_median": statistics.median(pairs) if pairs else None,
+        **pair_figures("ratio_to_memory", pairs),
         "recipients_per_call": per_call,
         "cpu_seconds_per_1000_emails": cpu_per_1000,
         "aim_ratio_to_memory": SES_AIM,

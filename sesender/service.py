@@ -198,14 +198,7 @@ async def open_service(
         if backend is None:
             backend = await build_backend(config)
         try:
-            composer = MessageComposer(
-                sender=config.backend.aws.from_email,
-                public_url=config.server.public_url,
-                signer=startup.signer,
-                configuration_set=config.backend.aws.configuration_set,
-                unsubscribe_enabled=config.feedback.unsubscribe_enabled,
-                open_tracking_enabled=config.tracking.open_tracking_enabled,
-            )
+            composer = MessageComposer.from_config(config, startup.signer)
             metrics = (
                 Metrics(instance_id=coordinator.instance_id if coordinator else None)
                 if config.observability.metrics_enabled

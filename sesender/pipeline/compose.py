@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from html import escape
+from typing import TYPE_CHECKING
 
 from sesender.backends.base import OutgoingEmail
 from sesender.feedback.ses_events import REQUEST_ID_TAG, TOPIC_TAG
@@ -19,6 +20,9 @@ from sesender.templating import (
     render_text,
 )
 from sesender.tracking import TokenSigner
+
+if TYPE_CHECKING:
+    from sesender.config import Config
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +50,20 @@ class MessageComposer:
         object.__setattr__(self, "open_url_head", open_url_head)
         image_head = PIXEL_IMAGE_HEAD + escape(open_url_head, quote=True)
         object.__setattr__(self, "open_image_head", image_head)
+
+    @classmethod
+    def from_config(cls, config: Config, signer: TokenSigner) -> MessageComposer:
+        """The composer the service builds from ``config``, signing with ``signer``: one place
+        that reads the settings a composed email depends on (benchmarks and tests that must
+        compose what the service composes use it too)."""
+        return cls(
+            sender=config.backend.aws.from_email,
+            public_url=config.server.public_url,
+            signer=signer,
+            configuration_set=config.backend.aws.configuration_set,
+            unsubscribe_enabled=config.feedback.unsubscribe_enabled,
+            open_tracking_enabled=config.tracking.open_tracking_enabled,
+        )
 
     def pixel_url(self, request_id: int) -> str:
         return self.open_url_head + self.signer.sign("open", request_id)

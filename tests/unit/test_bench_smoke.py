@@ -127,14 +127,7 @@ def test_ceiling_ses_baseline_composes_what_the_ses_run_composes(tmp_path: Path)
 
     def composed(config: Config) -> OutgoingEmail:
         assert config.tracking.secret is not None
-        composer = MessageComposer(
-            sender=config.backend.aws.from_email,
-            public_url=config.server.public_url,
-            signer=TokenSigner(config.tracking.secret),
-            configuration_set=config.backend.aws.configuration_set,
-            unsubscribe_enabled=config.feedback.unsubscribe_enabled,
-            open_tracking_enabled=config.tracking.open_tracking_enabled,
-        )
+        composer = MessageComposer.from_config(config, TokenSigner(config.tracking.secret))
         content = Content(subject=SUBJECT, body=BODY)
         return composer.compose(
             ClaimedEmail(

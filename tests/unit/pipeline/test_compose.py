@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
+
+from sesender.config import load_config
 from sesender.models import ClaimedEmail, Content
 from sesender.pipeline.compose import MessageComposer
 from sesender.tracking import TokenSigner
@@ -79,3 +84,31 @@ def test_content_that_is_not_a_template_is_sent_as_given_braces_included() -> No
     assert (outgoing.subject, outgoing.html) == (TEMPLATE.subject, TEMPLATE.body)
     assert outgoing.merge is None
     assert outgoing.pixel_url is None
+
+
+@pytest.mark.parametrize("flags", [("true", "false"), ("false", "true")])
+def test_from_config_reads_every_setting_a_composed_email_depends_on(
+    tmp_path: Path, flags: tuple[str, str]
+) -> None:
+    unsubscribe, open_tracking = flags
+    config = load_config(
+        {
+            "DATABASE_PATH": str(tmp_path / "db"),
+            "SENDER_BACKEND": "memory",
+            "AWS_SES_FROM_EMAIL": "News <news@example.com>",
+            "AWS_SES_CONFIGURATION_SET": "bulk-set",
+            "SERVER_URL": "https://mail.example.test",
+            "UNSUBSCRIBE_ENABLED": unsubscribe,
+            "OPEN_TRACKING_ENABLED": open_tracking,
+        }
+    )
+    signer = TokenSigner(b"k" * 32)
+    composer = MessageComposer.from_config(config, signer)
+    assert composer == MessageComposer(
+        sender="News <news@example.com>",
+        public_url="https://mail.example.test",
+        signer=signer,
+        configuration_set="bulk-set",
+        unsubscribe_enabled=unsubscribe == "true",
+        open_tracking_enabled=open_tracking == "true",
+    )
