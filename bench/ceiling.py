@@ -49,6 +49,11 @@ the next, the best against the best can pair a fast minute with a slow one, and 
 how far the ratio moves (``--repeats 8`` gives eight pairs). The aims are judged best against
 best, as before; the pairs' median is printed beside it.
 
+With both parts, for context: the best SES run over the best store floor run. (a) x (b) is that
+figure times (a)'s service run over (b)'s memory run, so the two aims can pass together only if
+it reaches 0.49 (0.7 x 0.7) times (b)'s memory run over (a)'s service run; a change to the memory
+path alone trades one aim for the other and does not move it.
+
 For context only, plain boto3 loops against the same fake with a client built by the same
 ``sesender.backends.ses.build_ses_client``: ``send_bulk_email`` of 50 in one thread over the
 same emails, and ``send_email`` (one thread, and a ``ThreadPoolExecutor`` as wide as the SES
@@ -792,6 +797,22 @@ def cpu_split_table(ses: dict[str, Any]) -> str:
     )
 
 
+def both_aims(memory: dict[str, Any], ses: dict[str, Any]) -> dict[str, Any]:
+    """What (a) and (b) ask together, for context. (a) is memory / floor and (b) SES / memory,
+    so (a) x (b) is SES / floor times (a)'s service run over (b)'s memory run (the same path,
+    (b)'s composing a little more): both aims can pass in one run only if SES / floor reaches
+    ``MEMORY_FLOOR_AIM * SES_AIM`` (0.49) times (b)'s memory run over (a)'s service run. A
+    change that speeds up the memory path alone moves (a) up and (b) down together and leaves
+    SES / floor where it was; only the SES path's own speed moves it (docs/performance.md,
+    "Issue 13, tenth pass")."""
+    ratio = ses["service"]["emails_per_second"] / memory["store_floor"]["emails_per_second"]
+    memory_runs = (
+        ses["memory_service"]["emails_per_second"] / memory["service"]["emails_per_second"]
+    )
+    needed = MEMORY_FLOOR_AIM * SES_AIM * memory_runs
+    return {"ses_to_store_floor": ratio, "needed": needed, "reached": ratio >= needed}
+
+
 def ratio_text(ratio: float) -> str:
     """A ratio to three decimals, cut rather than rounded, so that a ratio printed as the aim
     (0.700) has reached it: 0.6996 reads 0.699, as its verdict says."""
@@ -911,6 +932,14 @@ def report(figures: dict[str, Any]) -> str:
             f" {ses['cpu_seconds_per_1000_emails']:.3f}; aim <= {SES_CPU_AIM}:"
             f" {verdict(ses['passed_cpu'])}"
         )
+    if "both" in figures:
+        both = figures["both"]
+        parts.append(
+            f"both aims at once (context): ses bulk / store floor ="
+            f" {ratio_text(both['ses_to_store_floor'])}; (a) and (b) can both pass only at"
+            f" >= {ratio_text(both['needed'])} (0.7 x 0.7 x (b)'s memory run / (a)'s service"
+            f" run): {'reached' if both['reached'] else 'not reached'}"
+        )
     return "\n\n".join(parts)
 
 
@@ -968,6 +997,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             figures["memory"] = run_memory(arguments, directory)
         if arguments.part in ("all", "ses"):
             figures["ses"] = run_ses(arguments, directory)
+        if "memory" in figures and "ses" in figures:
+            figures["both"] = both_aims(figures["memory"], figures["ses"])
     finally:
         shutil.rmtree(directory, ignore_errors=True)
     print(report(figures))

@@ -106,6 +106,18 @@ def test_ceiling_quick(tmp_path: Path) -> None:
         assert pairs == pytest.approx(expected)
         assert len(pairs) == len(part[runs]) >= 1
         assert part[f"{key}_pair_median"] == pytest.approx(statistics.median(expected))
+    # The two aims together: (a) x (b) = SES / floor x (a)'s service run / (b)'s memory run,
+    # so both pass only if SES / floor reaches 0.49 x (b)'s memory run / (a)'s service run.
+    both = figures["both"]
+    assert isinstance(both, dict)
+    memory_runs = (
+        ses["memory_service"]["emails_per_second"] / memory["service"]["emails_per_second"]
+    )
+    assert both["ses_to_store_floor"] == pytest.approx(
+        memory["ratio_to_store_floor"] * ses["ratio_to_memory"] * memory_runs
+    )
+    assert both["needed"] == pytest.approx(0.49 * memory_runs)
+    assert both["reached"] == (both["ses_to_store_floor"] >= both["needed"])
 
 
 def test_ceiling_ses_baseline_composes_what_the_ses_run_composes(tmp_path: Path) -> None:
