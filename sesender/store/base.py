@@ -94,6 +94,16 @@ class QueueStore(Protocol):
         """Persist a batch of send outcomes in one transaction (per-row fallback on failure)."""
         ...
 
+    async def record_outcome_batches(
+        self, batches: Sequence[Sequence[Outcome]], *, now_ms: int
+    ) -> None:
+        """:meth:`record_outcomes` of each batch, in order, each in its own transaction, in one
+        trip to the database thread (the post-processor's batches that gathered while the last
+        write ran). If one raises, those before it stay written; writing an outcome again
+        changes nothing (each statement only changes an email still in the state the outcome
+        applies to), so the caller retries them all."""
+        ...
+
     async def recover_claimed(self, *, now_ms: int) -> int:
         """Requeue emails a previous run left ``Processed``; return how many (at-least-once)."""
         ...

@@ -616,6 +616,14 @@ def record_outcomes(connection: Connection, outcomes: Sequence[Outcome], now_ms:
     return failed
 
 
+def record_outcome_batches(
+    connection: Connection, batches: Sequence[Sequence[Outcome]], now_ms: int
+) -> int:
+    """:func:`record_outcomes` of each batch in turn (one transaction each); the outcomes that
+    could not be written even alone, in all."""
+    return sum(record_outcomes(connection, batch, now_ms) for batch in batches)
+
+
 def _sent_batch(connection: Connection, sent: list[tuple[Any, ...]], now_ms: int) -> None:
     connection.execute(
         _SENT_BATCH_SQL,

@@ -314,7 +314,12 @@ class PostgresStore:
         return await self._read(queries.next_due_at)
 
     async def record_outcomes(self, outcomes: Sequence[Outcome], *, now_ms: int) -> None:
-        unwritten = await self._write(queries.record_outcomes, outcomes, now_ms)
+        await self.record_outcome_batches((outcomes,), now_ms=now_ms)
+
+    async def record_outcome_batches(
+        self, batches: Sequence[Sequence[Outcome]], *, now_ms: int
+    ) -> None:
+        unwritten = await self._write(queries.record_outcome_batches, batches, now_ms)
         if unwritten:
             logger.error(
                 "%d outcomes could not be recorded; their emails are requeued after the lease",

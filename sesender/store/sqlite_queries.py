@@ -528,6 +528,14 @@ def record_outcomes(
     return failed
 
 
+def record_outcome_batches(
+    connection: sqlite3.Connection, batches: Sequence[Sequence[Outcome]], now_ms: int
+) -> int:
+    """:func:`record_outcomes` of each batch in turn (one transaction each); the outcomes that
+    could not be written even alone, in all."""
+    return sum(record_outcomes(connection, batch, now_ms) for batch in batches)
+
+
 # --- cancellation ---------------------------------------------------------------------------
 
 

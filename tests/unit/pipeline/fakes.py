@@ -46,13 +46,14 @@ class Row:
 class FakeQueueStore:
     rows: dict[int, Row] = field(default_factory=dict)
     claims: list[tuple[float, int]] = field(default_factory=list)  # (trio time, how many)
-    flushes: list[tuple[float, int]] = field(default_factory=list)
+    flushes: list[tuple[float, int]] = field(default_factory=list)  # one per batch written
+    write_calls: list[int] = field(default_factory=list)  # batches per call, in order
     unavailable_writes: int = 0  # the next N record_outcomes calls fail
     unavailable_claims: int = 0  # the next N claim_due calls fail
     suppressed: set[str] = field(default_factory=set)
     cancelled: dict[str, int] = field(default_factory=dict)  # topic -> up to request id
     unavailable_stops: int = 0  # the next N stop_topic calls fail
-    write_seconds: float = 0.0  # how long each record_outcomes call takes (trio time)
+    write_seconds: float = 0.0  # how long each batch's write takes (trio time)
 
     def add(self, count: int, *, topic: str = "t", due: int = 0) -> list[int]:
         first = len(self.rows) + 1
@@ -108,10 +109,22 @@ class FakeQueueStore:
         return min(due) if due else None
 
     async def record_outcomes(self, outcomes: Sequence[Outcome], *, now_ms: int) -> None:
-        await trio.sleep(self.write_seconds)
+        await self.record_outcome_batches((outcomes,), now_ms=now_ms)
+
+    async def record_outcome_batches(
+        self, batches: Sequence[Sequence[Outcome]], *, now_ms: int
+    ) -> None:
+        # Like the real stores: one call, each batch its own write (write_seconds each).
+        self.write_calls.append(len(batches))
         if self.unavailable_writes:
+            await trio.sleep(self.write_seconds)
             self.unavailable_writes -= 1
             raise StoreUnavailable("database unavailable: disk is full")
+        for batch in batches:
+            await trio.sleep(self.write_seconds)
+            self._apply(batch)
+
+    def _apply(self, outcomes: Sequence[Outcome]) -> None:
         self.flushes.append((trio.current_time(), len(outcomes)))
         for outcome in outcomes:
             row = self.rows[outcome.request_id]

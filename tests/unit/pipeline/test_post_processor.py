@@ -11,7 +11,7 @@ import trio.testing
 from actors import open_pipe
 from sesender.models import Outcome, Sent, Status
 from sesender.pipeline.control import PipelineControl
-from sesender.pipeline.post_processor import PostProcessor
+from sesender.pipeline.post_processor import CHAINED_BATCHES, PostProcessor
 from tests.unit.pipeline.fakes import FakeQueueStore, trio_ms
 
 
@@ -104,7 +104,7 @@ async def test_a_refusing_database_is_retried_and_nothing_is_lost(
     assert len(store.by_status(Status.SENT)) == 5
 
 
-async def test_the_next_batch_is_gathered_while_one_is_written(
+async def test_the_next_batches_are_gathered_while_one_is_written_and_go_together(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     store = FakeQueueStore(write_seconds=1.0)
@@ -119,8 +119,62 @@ async def test_the_next_batch_is_gathered_while_one_is_written(
             await trio.sleep(pause)
             seen_while_writing.append((post.statistics().pending, outcome_tx.statistics().depth))
         await outcome_tx.aclose()
-    # While the first batch is written (0 to 1 s), the second is already gathered (pending) and
-    # only the third waits in the pipe (two groups); while the second is written, the third is
-    # gathered. Each write starts as soon as the one before ends.
-    assert seen_while_writing == [(100, 2), (100, 0)]
+    # While the first batch is written (0 to 1 s), the next two are gathered (pending) and the
+    # pipe is empty; at 1 s both go to the store in one call, each its own write of 100, one
+    # after the other (1 to 2 and 2 to 3 s). Each write starts as soon as the one before ends.
+    assert seen_while_writing == [(200, 0), (0, 0)]
+    assert store.write_calls == [1, 2]
     assert store.flushes == [(1.0, 100), (2.0, 100), (3.0, 100)]
+    assert post.statistics().flushes == 3
+
+
+async def test_at_most_a_few_full_batches_wait_and_go_in_one_call(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Outcomes arrive far faster than they are written: the writer takes what filled while it
+    # wrote, never more than CHAINED_BATCHES batches at once, and the rest waits in the pipe.
+    store = FakeQueueStore(write_seconds=1.0)
+    ids = claimed(store, 1200)
+    post, outcome_tx, _ = rig(store)
+    most_pending = 0
+
+    async def watch() -> None:
+        nonlocal most_pending
+        while True:
+            most_pending = max(most_pending, post.statistics().pending)
+            await trio.sleep(0.25)
+
+    async with trio.open_nursery() as watching:
+        watching.start_soon(watch)
+        async with trio.open_nursery() as nursery:  # until everything is written
+            await nursery.start(post.run)
+            for first in range(0, 1200, 50):
+                await outcome_tx.send([Sent(i, "m", 1, 0) for i in ids[first : first + 50]])
+            await outcome_tx.aclose()
+        watching.cancel_scope.cancel()
+    assert max(store.write_calls) == CHAINED_BATCHES
+    assert sum(store.write_calls) == 12
+    assert [count for _, count in store.flushes] == [100] * 12
+    assert most_pending <= CHAINED_BATCHES * 100
+    assert len(store.by_status(Status.SENT)) == 1200
+
+
+async def test_a_refused_call_of_several_batches_is_retried_whole_and_loses_nothing(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    store = FakeQueueStore(write_seconds=1.0)
+    ids = claimed(store, 300)
+    post, outcome_tx, control = rig(store)
+    control.handed_over.update(dict.fromkeys(ids, "t"))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(post.run)
+        for first in range(0, 300, 50):
+            await outcome_tx.send([Sent(i, "m", 1, 0) for i in ids[first : first + 50]])
+        await trio.sleep(0.5)  # the first batch is being written, the next two are gathered
+        store.unavailable_writes = 1  # so the call that carries those two is refused once
+        await outcome_tx.aclose()
+    assert store.write_calls == [1, 2, 2]
+    assert [count for _, count in store.flushes] == [100, 100, 100]
+    assert post.statistics().write_failures == 1
+    assert len(store.by_status(Status.SENT)) == 300
+    assert control.handed_over == {}
