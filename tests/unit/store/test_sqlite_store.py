@@ -171,6 +171,28 @@ async def test_per_row_fallback_when_the_bulk_update_fails(store: AnyStore, db: 
     assert (await store.topic_stats("t")).request_counts == {"Sent": 2, "Processed": 1}
 
 
+async def test_batches_in_one_call_are_all_written_and_writing_them_again_changes_nothing(
+    store: AnyStore, db: Db
+) -> None:
+    # The post-processor's call of several batches; after a refusal it writes them all again.
+    await store.submit(submission(message("t", 6)))
+    ids = [e.request_id for e in (await store.claim_due(now_ms=NOW, limit=6)).emails]
+    db.refuse("requests", "UPDATE OF message_id", "NEW.message_id = 'poison'")
+    first = [Sent(request_id=i, message_id=f"m-{i}", attempts=1, sent_at_ms=NOW) for i in ids[:3]]
+    second: list[Outcome] = [
+        Sent(request_id=ids[3], message_id="ok", attempts=1, sent_at_ms=NOW),
+        Sent(request_id=ids[4], message_id="poison", attempts=1, sent_at_ms=NOW),
+        Failed(request_id=ids[5], error="no", kind=FailureKind.PERMANENT, attempts=1),
+    ]
+    for now in (NOW, NOW + 1):
+        await store.record_outcome_batches([first, second], now_ms=now)
+        stats = await store.topic_stats("t")
+        assert stats.request_counts == {"Sent": 4, "Failed": 1, "Processed": 1}
+    detail = await store.request_detail(ids[0])
+    assert detail is not None
+    assert (detail.status, detail.message_id) == (Status.SENT, f"m-{ids[0]}")
+
+
 async def test_recover_requeues_claimed_emails(store: AnyStore) -> None:
     await store.submit(submission(message("t", 4)))
     await store.claim_due(now_ms=NOW, limit=3)
