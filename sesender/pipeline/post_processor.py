@@ -165,12 +165,13 @@ class PostProcessor:
             await self._flush(batches)
 
     async def _flush(self, batches: list[list[Outcome]]) -> None:
+        """Write ``batches``, in order, until every one is written: a refused call is retried
+        with backoff, and a call that wrote only the first few is followed by one for the rest
+        (a written batch is never written again; see ``record_outcome_batches``)."""
         failures = 0
-        while True:
+        while batches:
             try:
-                # A retry writes them all again: what was written already changes nothing.
-                await self._store.record_outcome_batches(batches, now_ms=self._now_ms())
-                break
+                written = await self._store.record_outcome_batches(batches, now_ms=self._now_ms())
             except StoreError as exc:
                 self._write_failures += 1
                 failures += 1
@@ -186,6 +187,13 @@ class PostProcessor:
                     extra={"event": "outcome_write_failed"},
                 )
                 await trio.sleep(delay)
+                continue
+            self._written(batches[:written])
+            batches = batches[written:]
+
+    def _written(self, batches: list[list[Outcome]]) -> None:
+        """What follows a write: the emails leave the "handed over" register, the scheduler is
+        woken when some went back to the queue, and the flush is reported."""
         handed_over = self._control.handed_over
         requeued = False
         for batch in batches:

@@ -96,12 +96,14 @@ class QueueStore(Protocol):
 
     async def record_outcome_batches(
         self, batches: Sequence[Sequence[Outcome]], *, now_ms: int
-    ) -> None:
+    ) -> int:
         """:meth:`record_outcomes` of each batch, in order, each in its own transaction, in one
-        trip to the database thread (the post-processor's batches that gathered while the last
-        write ran). If one raises, those before it stay written; writing an outcome again
-        changes nothing (each statement only changes an email still in the state the outcome
-        applies to), so the caller retries them all."""
+        trip to the database thread (the post-processor's batches that filled while the last
+        write ran); return how many batches were written, from the first. Raises a
+        ``StoreError`` when the first is refused; when a later one is, returns how many came
+        before it and the caller writes the rest again. So no batch is written twice: an
+        outcome that put its email back in the queue would apply again to the email once it is
+        claimed anew."""
         ...
 
     async def recover_claimed(self, *, now_ms: int) -> int:

@@ -618,10 +618,24 @@ def record_outcomes(connection: Connection, outcomes: Sequence[Outcome], now_ms:
 
 def record_outcome_batches(
     connection: Connection, batches: Sequence[Sequence[Outcome]], now_ms: int
-) -> int:
-    """:func:`record_outcomes` of each batch in turn (one transaction each); the outcomes that
-    could not be written even alone, in all."""
-    return sum(record_outcomes(connection, batch, now_ms) for batch in batches)
+) -> tuple[int, int]:
+    """:func:`record_outcomes` of each batch in turn (one transaction each). Returns how many
+    batches were written and how many outcomes could not be written even alone, in all.
+
+    A batch the database refuses ends the call; when batches were written before it, it returns
+    (the caller writes the rest again) rather than raise, so that no batch is ever written
+    twice: an outcome that put its email back in the queue (``Retry``, ``Deferred``) would apply
+    again to that email once it is claimed anew. Raises when the first batch is refused
+    (a deadlock there is retried by the store, which runs the call again: nothing was written)."""
+    unwritten = 0
+    for index, batch in enumerate(batches):
+        try:
+            unwritten += record_outcomes(connection, batch, now_ms)
+        except psycopg.Error:
+            if index == 0:
+                raise
+            return index, unwritten
+    return len(batches), unwritten
 
 
 def _sent_batch(connection: Connection, sent: list[tuple[Any, ...]], now_ms: int) -> None:

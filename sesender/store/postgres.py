@@ -318,13 +318,14 @@ class PostgresStore:
 
     async def record_outcome_batches(
         self, batches: Sequence[Sequence[Outcome]], *, now_ms: int
-    ) -> None:
-        unwritten = await self._write(queries.record_outcome_batches, batches, now_ms)
+    ) -> int:
+        written, unwritten = await self._write(queries.record_outcome_batches, batches, now_ms)
         if unwritten:
             logger.error(
                 "%d outcomes could not be recorded; their emails are requeued after the lease",
                 unwritten,
             )
+        return written
 
     async def recover_claimed(self, *, now_ms: int) -> int:
         """At start: requeue the claims of instances that are gone (no heartbeat within the

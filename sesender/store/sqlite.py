@@ -306,12 +306,15 @@ class SqliteStore:
 
     async def record_outcome_batches(
         self, batches: Sequence[Sequence[Outcome]], *, now_ms: int
-    ) -> None:
-        unwritten = await self._with_writer(queries.record_outcome_batches, batches, now_ms)
+    ) -> int:
+        written, unwritten = await self._with_writer(
+            queries.record_outcome_batches, batches, now_ms
+        )
         if unwritten:
             logger.error(
                 "%d outcomes could not be recorded; they will be retried after restart", unwritten
             )
+        return written
 
     async def recover_claimed(self, *, now_ms: int) -> int:
         return await self._with_writer(queries.recover_claimed, now_ms)

@@ -48,6 +48,7 @@ class FakeQueueStore:
     claims: list[tuple[float, int]] = field(default_factory=list)  # (trio time, how many)
     flushes: list[tuple[float, int]] = field(default_factory=list)  # one per batch written
     write_calls: list[int] = field(default_factory=list)  # batches per call, in order
+    refuse_after_batches: int | None = None  # the next call of more writes only this many
     unavailable_writes: int = 0  # the next N record_outcomes calls fail
     unavailable_claims: int = 0  # the next N claim_due calls fail
     suppressed: set[str] = field(default_factory=set)
@@ -113,16 +114,22 @@ class FakeQueueStore:
 
     async def record_outcome_batches(
         self, batches: Sequence[Sequence[Outcome]], *, now_ms: int
-    ) -> None:
-        # Like the real stores: one call, each batch its own write (write_seconds each).
+    ) -> int:
+        # Like the real stores: one call, each batch its own write (write_seconds each), and a
+        # refusal after the first batch returns how many were written.
         self.write_calls.append(len(batches))
         if self.unavailable_writes:
             await trio.sleep(self.write_seconds)
             self.unavailable_writes -= 1
             raise StoreUnavailable("database unavailable: disk is full")
-        for batch in batches:
+        written = len(batches)
+        if self.refuse_after_batches is not None:
+            written = min(written, max(1, self.refuse_after_batches))
+            self.refuse_after_batches = None
+        for batch in batches[:written]:
             await trio.sleep(self.write_seconds)
             self._apply(batch)
+        return written
 
     def _apply(self, outcomes: Sequence[Outcome]) -> None:
         self.flushes.append((trio.current_time(), len(outcomes)))

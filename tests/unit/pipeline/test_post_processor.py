@@ -178,3 +178,26 @@ async def test_a_refused_call_of_several_batches_is_retried_whole_and_loses_noth
     assert post.statistics().write_failures == 1
     assert len(store.by_status(Status.SENT)) == 300
     assert control.handed_over == {}
+
+
+async def test_a_call_that_wrote_only_its_first_batch_is_followed_by_one_for_the_rest(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # A written batch is never written again (a Retry written twice would requeue an email
+    # claimed anew): only the batch the store did not write goes in the next call.
+    store = FakeQueueStore(write_seconds=1.0)
+    ids = claimed(store, 300)
+    post, outcome_tx, control = rig(store)
+    control.handed_over.update(dict.fromkeys(ids, "t"))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(post.run)
+        for first in range(0, 300, 50):
+            await outcome_tx.send([Sent(i, "m", 1, 0) for i in ids[first : first + 50]])
+        await trio.sleep(0.5)  # the first batch is being written, the next two are gathered
+        store.refuse_after_batches = 1  # so the call that carries those two writes one
+        await outcome_tx.aclose()
+    assert store.write_calls == [1, 2, 1]
+    assert [count for _, count in store.flushes] == [100, 100, 100]
+    assert len(store.by_status(Status.SENT)) == 300
+    assert post.statistics().flushes == 3
+    assert control.handed_over == {}

@@ -1,11 +1,12 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
+import psycopg
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -25,6 +26,7 @@ from sesender.models import (
     Stopped,
     Submission,
 )
+from sesender.store import pg_queries, sqlite_queries
 from sesender.store.postgres import open_postgres_store
 from sesender.store.schema import LATEST_VERSION
 from sesender.store.sqlite import SqliteStore, migrate, open_sqlite_store
@@ -171,10 +173,10 @@ async def test_per_row_fallback_when_the_bulk_update_fails(store: AnyStore, db: 
     assert (await store.topic_stats("t")).request_counts == {"Sent": 2, "Processed": 1}
 
 
-async def test_batches_in_one_call_are_all_written_and_writing_them_again_changes_nothing(
+async def test_batches_in_one_call_are_all_written_and_sent_or_failed_again_change_nothing(
     store: AnyStore, db: Db
 ) -> None:
-    # The post-processor's call of several batches; after a refusal it writes them all again.
+    # The post-processor's call of several batches; a final outcome written again is ignored.
     await store.submit(submission(message("t", 6)))
     ids = [e.request_id for e in (await store.claim_due(now_ms=NOW, limit=6)).emails]
     db.refuse("requests", "UPDATE OF message_id", "NEW.message_id = 'poison'")
@@ -191,6 +193,39 @@ async def test_batches_in_one_call_are_all_written_and_writing_them_again_change
     detail = await store.request_detail(ids[0])
     assert detail is not None
     assert (detail.status, detail.message_id) == (Status.SENT, f"m-{ids[0]}")
+
+
+async def test_a_refused_later_batch_ends_the_call_with_the_count_of_those_written(
+    store: AnyStore, engine: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The database refuses the second batch (unavailable): the first stays written and the call
+    # says so instead of raising, so the caller writes only the rest again; a refused first
+    # batch raises as a single batch would.
+    queries = sqlite_queries if engine == "sqlite" else pg_queries
+    refusal = sqlite3.OperationalError if engine == "sqlite" else psycopg.OperationalError
+    real = queries.record_outcomes
+    calls: list[int] = []
+
+    def second_refused(connection: Any, outcomes: Sequence[Outcome], now_ms: int) -> int:
+        calls.append(len(outcomes))
+        if len(calls) == 2:
+            raise refusal("database is unavailable")
+        return int(real(connection, outcomes, now_ms))
+
+    monkeypatch.setattr(queries, "record_outcomes", second_refused)
+    await store.submit(submission(message("t", 4)))
+    ids = [e.request_id for e in (await store.claim_due(now_ms=NOW, limit=4)).emails]
+    batches = [
+        [Sent(request_id=i, message_id=f"m-{i}", attempts=1, sent_at_ms=NOW) for i in pair]
+        for pair in (ids[:2], ids[2:])
+    ]
+    assert await store.record_outcome_batches(batches, now_ms=NOW) == 1
+    assert (await store.topic_stats("t")).request_counts == {"Sent": 2, "Processed": 2}
+    calls[:] = [0]  # the next call's first batch is the one refused
+    with pytest.raises(StoreError):
+        await store.record_outcome_batches(batches[1:], now_ms=NOW)
+    assert await store.record_outcome_batches(batches[1:], now_ms=NOW) == 1
+    assert (await store.topic_stats("t")).request_counts == {"Sent": 4}
 
 
 async def test_recover_requeues_claimed_emails(store: AnyStore) -> None:
