@@ -69,8 +69,8 @@ class PostProcessor:
         outcome_rx: PipeReceiver[Sequence[Outcome]],
         control: PipelineControl,
         now_ms: Callable[[], int],
-        flush_size: int = 100,
-        flush_interval: float = 0.5,
+        flush_size: int,
+        flush_interval: float,
         on_flush: Callable[[Sequence[Outcome]], None] | None = None,
     ) -> None:
         self._store = store
@@ -82,7 +82,7 @@ class PostProcessor:
         self._on_flush = on_flush
         #: full batches waiting for the writer, oldest first (at most CHAINED_BATCHES).
         self._full: list[list[Outcome]] = []
-        #: the batch being gathered, and when it is due.
+        #: the batch being gathered, and when it is due (read only while it holds outcomes).
         self._batch: list[Outcome] = []
         self._due_at = math.inf
         self._input_ended = False
@@ -118,7 +118,6 @@ class PostProcessor:
         if len(self._batch) >= self.flush_size:
             self._full.append(self._batch)
             self._batch = []
-            self._due_at = math.inf
 
     def _room(self) -> bool:
         return len(self._full) < CHAINED_BATCHES
@@ -160,7 +159,7 @@ class PostProcessor:
             batches, self._full = self._full, []
             if self._partial_due():
                 batches.append(self._batch)
-                self._batch, self._due_at = [], math.inf
+                self._batch = []
             self._notify()
             await self._flush(batches)
 

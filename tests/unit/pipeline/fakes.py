@@ -48,6 +48,7 @@ class FakeQueueStore:
     claims: list[tuple[float, int]] = field(default_factory=list)  # (trio time, how many)
     flushes: list[tuple[float, int]] = field(default_factory=list)  # one per batch written
     write_calls: list[int] = field(default_factory=list)  # batches per call, in order
+    write_now_ms: list[int] = field(default_factory=list)  # the now_ms of each call
     refuse_after_batches: int | None = None  # the next call of more writes only this many
     unavailable_writes: int = 0  # the next N record_outcomes calls fail
     unavailable_claims: int = 0  # the next N claim_due calls fail
@@ -118,6 +119,7 @@ class FakeQueueStore:
         # Like the real stores: one call, each batch its own write (write_seconds each), and a
         # refusal after the first batch returns how many were written.
         self.write_calls.append(len(batches))
+        self.write_now_ms.append(now_ms)
         if self.unavailable_writes:
             await trio.sleep(self.write_seconds)
             self.unavailable_writes -= 1

@@ -2,20 +2,28 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Callable, Sequence
 
 import pytest
 import trio
 import trio.testing
 
 from actors import open_pipe
-from sesender.models import Outcome, Sent, Status
-from sesender.pipeline.control import PipelineControl
-from sesender.pipeline.post_processor import CHAINED_BATCHES, PostProcessor
+from sesender.errors import StoreError, StoreUnavailable
+from sesender.models import Deferred, Outcome, Retry, Sent, Status
+from sesender.pipeline.control import PipelineControl, Wakeup
+from sesender.pipeline.post_processor import (
+    CHAINED_BATCHES,
+    PostProcessor,
+    PostProcessorStatistics,
+)
 from tests.unit.pipeline.fakes import FakeQueueStore, trio_ms
 
 
-def rig(store: FakeQueueStore):  # type: ignore[no-untyped-def]
+def rig(  # type: ignore[no-untyped-def]
+    store: FakeQueueStore, on_flush: Callable[[Sequence[Outcome]], None] | None = None
+):
     outcome_tx, outcome_rx = open_pipe[Sequence[Outcome]]("outcome", 1000)
     control = PipelineControl()
     post = PostProcessor(
@@ -25,6 +33,7 @@ def rig(store: FakeQueueStore):  # type: ignore[no-untyped-def]
         now_ms=trio_ms,
         flush_size=100,
         flush_interval=0.5,
+        on_flush=on_flush,
     )
     return post, outcome_tx, control
 
@@ -201,3 +210,90 @@ async def test_a_call_that_wrote_only_its_first_batch_is_followed_by_one_for_the
     assert len(store.by_status(Status.SENT)) == 300
     assert post.statistics().flushes == 3
     assert control.handed_over == {}
+
+
+async def test_each_written_batch_is_reported_and_counted_and_the_store_gets_the_time(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    store = FakeQueueStore()
+    ids = claimed(store, 250)
+    reported: list[int] = []
+    post, outcome_tx, _ = rig(store, on_flush=lambda batch: reported.append(len(batch)))
+    assert post.statistics() == PostProcessorStatistics(0, 0, 0, 0, 0)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(post.run)
+        await trio.sleep(3)
+        for request_id in ids:
+            await outcome_tx.send([Sent(request_id, f"m{request_id}", 1, 0)])
+        await trio.sleep(2)
+        await outcome_tx.aclose()
+    assert reported == [100, 100, 50]
+    stats = post.statistics()
+    assert (stats.flushes, stats.flushed, stats.largest_batch, stats.pending) == (3, 250, 100, 0)
+    # The time each call is made, from the post-processor's clock (trio's, in ms, here).
+    assert store.write_now_ms == [3000] * (len(store.write_calls) - 1) + [3500]
+
+
+async def woken(wakeup: Wakeup) -> bool:
+    """Whether ``wakeup`` was set (its wait returns at once)."""
+    with trio.move_on_after(0.001) as waiting:
+        await wakeup.wait()
+    return not waiting.cancelled_caught
+
+
+async def test_outcomes_that_requeue_wake_the_scheduler_and_others_do_not(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    store = FakeQueueStore()
+    ids = claimed(store, 4)
+    post, outcome_tx, control = rig(store)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(post.run)
+        await outcome_tx.send([Sent(ids[0], "a", 1, 0), Sent(ids[1], "b", 1, 0)])
+        await trio.sleep(1)  # written at 0.5
+        assert not await woken(control.scheduler_wakeup)
+        await outcome_tx.send([Retry(ids[2], "throttled", 1, 0), Sent(ids[3], "d", 1, 0)])
+        await trio.sleep(1)
+        assert await woken(control.scheduler_wakeup)
+        control.scheduler_wakeup.clear()
+        await outcome_tx.send([Deferred(ids[2], 0)])
+        await outcome_tx.aclose()
+    assert await woken(control.scheduler_wakeup)
+
+
+@pytest.mark.parametrize(
+    ("error", "level"),
+    [
+        (StoreUnavailable("database unavailable: disk is full"), logging.WARNING),
+        (StoreError("database error: constraint"), logging.ERROR),
+    ],
+)
+async def test_a_refused_write_is_logged_with_what_waits_and_when_it_is_tried_again(
+    autojump_clock: trio.testing.MockClock,
+    caplog: pytest.LogCaptureFixture,
+    error: StoreError,
+    level: int,
+) -> None:
+    refusals = [error]
+
+    class RefusingOnce(FakeQueueStore):
+        async def record_outcome_batches(
+            self, batches: Sequence[Sequence[Outcome]], *, now_ms: int
+        ) -> int:
+            if refusals:
+                raise refusals.pop()
+            return await super().record_outcome_batches(batches, now_ms=now_ms)
+
+    store = RefusingOnce()
+    ids = claimed(store, 3)
+    post, outcome_tx, _ = rig(store)
+    with caplog.at_level(logging.WARNING, logger="sesender.pipeline.post_processor"):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(post.run)
+            await outcome_tx.send([Sent(i, "m", 1, 0) for i in ids])
+            await outcome_tx.aclose()
+    (record,) = caplog.records
+    assert record.levelno == level
+    assert record.getMessage() == f"could not persist 3 outcomes ({error}); retrying in 0.1s"
+    assert record.__dict__["event"] == "outcome_write_failed"
+    assert len(store.by_status(Status.SENT)) == 3
