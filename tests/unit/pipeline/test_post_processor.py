@@ -9,7 +9,7 @@ import pytest
 import trio
 import trio.testing
 
-from actors import open_pipe
+from actors import PipeSender, open_pipe
 from sesender.errors import StoreError, StoreUnavailable
 from sesender.models import Deferred, Outcome, Retry, Sent, Status
 from sesender.pipeline.control import PipelineControl, Wakeup
@@ -113,6 +113,16 @@ async def test_a_refusing_database_is_retried_and_nothing_is_lost(
     assert len(store.by_status(Status.SENT)) == 5
 
 
+async def send_in_groups(outcome_tx: PipeSender[Sequence[Outcome]], ids: list[int]) -> None:
+    """Outcomes of ``ids`` in groups of 50: the first 100 (one batch, whose write starts at
+    once), then at 0.1 s the rest, which is gathered while that write runs (in whatever order
+    trio runs the two tasks at first, the first write carries exactly the first batch)."""
+    for first in range(0, len(ids), 50):
+        if first == 100:
+            await trio.sleep(0.1)
+        await outcome_tx.send([Sent(i, "m", 1, 0) for i in ids[first : first + 50]])
+
+
 async def test_the_next_batches_are_gathered_while_one_is_written_and_go_together(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
@@ -122,9 +132,8 @@ async def test_the_next_batches_are_gathered_while_one_is_written_and_go_togethe
     seen_while_writing: list[tuple[int, int]] = []
     async with trio.open_nursery() as nursery:
         await nursery.start(post.run)
-        for first in range(0, 300, 50):
-            await outcome_tx.send([Sent(i, "m", 1, 0) for i in ids[first : first + 50]])
-        for pause in (0.5, 1.0):  # at 0.5 and 1.5: halfway through the first and second writes
+        await send_in_groups(outcome_tx, ids)
+        for pause in (0.4, 1.0):  # at 0.5 and 1.5: halfway through the first and second writes
             await trio.sleep(pause)
             seen_while_writing.append((post.statistics().pending, outcome_tx.statistics().depth))
         await outcome_tx.aclose()
@@ -177,9 +186,8 @@ async def test_a_refused_call_of_several_batches_is_retried_whole_and_loses_noth
     control.handed_over.update(dict.fromkeys(ids, "t"))
     async with trio.open_nursery() as nursery:
         await nursery.start(post.run)
-        for first in range(0, 300, 50):
-            await outcome_tx.send([Sent(i, "m", 1, 0) for i in ids[first : first + 50]])
-        await trio.sleep(0.5)  # the first batch is being written, the next two are gathered
+        await send_in_groups(outcome_tx, ids)
+        await trio.sleep(0.4)  # the first batch is being written, the next two are gathered
         store.unavailable_writes = 1  # so the call that carries those two is refused once
         await outcome_tx.aclose()
     assert store.write_calls == [1, 2, 2]
@@ -200,9 +208,8 @@ async def test_a_call_that_wrote_only_its_first_batch_is_followed_by_one_for_the
     control.handed_over.update(dict.fromkeys(ids, "t"))
     async with trio.open_nursery() as nursery:
         await nursery.start(post.run)
-        for first in range(0, 300, 50):
-            await outcome_tx.send([Sent(i, "m", 1, 0) for i in ids[first : first + 50]])
-        await trio.sleep(0.5)  # the first batch is being written, the next two are gathered
+        await send_in_groups(outcome_tx, ids)
+        await trio.sleep(0.4)  # the first batch is being written, the next two are gathered
         store.refuse_after_batches = 1  # so the call that carries those two writes one
         await outcome_tx.aclose()
     assert store.write_calls == [1, 2, 1]
