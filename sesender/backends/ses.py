@@ -426,8 +426,16 @@ class SesBackend:
             self._in_flight -= 1
             if built:
                 self._attempts += 1
+        message_id = response.get("MessageId")
+        if not isinstance(message_id, str) or not message_id:
+            # An answer without its MessageId (a cut or garbled answer that botocore still
+            # parsed) must not crash the sender pool: whether SES took the email is unknown, so
+            # it is retried, as after a lost connection (at-least-once).
+            error = TransientSendError("SES answered without a MessageId", code="MissingMessageId")
+            self._count_failure(error)
+            raise error
         self._sent += 1
-        return response["MessageId"]
+        return message_id
 
     async def send_batch(self, emails: Sequence[OutgoingEmail]) -> list[SendResult]:
         """Send every email; one result per email, in order (see ``Backend.send_batch``).

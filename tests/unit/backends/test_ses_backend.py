@@ -191,6 +191,20 @@ def test_bulk_entries_refusing_the_sender_fail_as_the_sender_s() -> None:
     assert type(entry_result(refused, sender="c@b.example")) is PermanentSendError
 
 
+async def test_an_answer_without_a_message_id_is_a_transient_error_not_a_crash(
+    stubbed: tuple[SesBackend, Stubber],
+) -> None:
+    # Seen once in the SES outage test (a connection reset mid-answer): the sender pool crashed
+    # on the missing key and the service stopped.
+    backend, stubber = stubbed
+    stubber.add_response("send_email", {}, expected_params=dict(build_send_email_request(BASE)))
+    with pytest.raises(TransientSendError) as raised:
+        await backend.send(BASE)
+    assert raised.value.code == "MissingMessageId"
+    stats = backend.statistics()
+    assert (stats.sent, stats.transient) == (0, 1)
+
+
 @pytest.mark.parametrize(
     ("code", "status", "message", "kind", "throttled"),
     [
