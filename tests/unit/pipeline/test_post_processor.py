@@ -177,10 +177,11 @@ async def test_at_most_a_few_full_batches_wait_and_go_in_one_call(
     assert len(store.by_status(Status.SENT)) == 1200
 
 
-async def test_a_refused_call_of_several_batches_is_retried_whole_and_loses_nothing(
-    autojump_clock: trio.testing.MockClock,
-) -> None:
-    store = FakeQueueStore(write_seconds=1.0)
+async def three_batches(
+    store: FakeQueueStore, during_the_first_write: Callable[[], None]
+) -> tuple[PostProcessor, PipelineControl]:
+    """300 outcomes of handed-over emails through a post-processor whose store takes 1 s per
+    batch; ``during_the_first_write`` runs at 0.5 s, while the next two batches wait."""
     ids = claimed(store, 300)
     post, outcome_tx, control = rig(store)
     control.handed_over.update(dict.fromkeys(ids, "t"))
@@ -188,13 +189,25 @@ async def test_a_refused_call_of_several_batches_is_retried_whole_and_loses_noth
         await nursery.start(post.run)
         await send_in_groups(outcome_tx, ids)
         await trio.sleep(0.4)  # the first batch is being written, the next two are gathered
-        store.unavailable_writes = 1  # so the call that carries those two is refused once
+        during_the_first_write()
         await outcome_tx.aclose()
-    assert store.write_calls == [1, 2, 2]
-    assert [count for _, count in store.flushes] == [100, 100, 100]
-    assert post.statistics().write_failures == 1
     assert len(store.by_status(Status.SENT)) == 300
     assert control.handed_over == {}
+    assert [count for _, count in store.flushes] == [100, 100, 100]
+    return post, control
+
+
+async def test_a_refused_call_of_several_batches_is_retried_whole_and_loses_nothing(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    store = FakeQueueStore(write_seconds=1.0)
+
+    def refuse_the_next_call() -> None:  # the call that carries the next two, refused once
+        store.unavailable_writes = 1
+
+    post, _ = await three_batches(store, refuse_the_next_call)
+    assert store.write_calls == [1, 2, 2]
+    assert post.statistics().write_failures == 1
 
 
 async def test_a_call_that_wrote_only_its_first_batch_is_followed_by_one_for_the_rest(
@@ -203,20 +216,13 @@ async def test_a_call_that_wrote_only_its_first_batch_is_followed_by_one_for_the
     # A written batch is never written again (a Retry written twice would requeue an email
     # claimed anew): only the batch the store did not write goes in the next call.
     store = FakeQueueStore(write_seconds=1.0)
-    ids = claimed(store, 300)
-    post, outcome_tx, control = rig(store)
-    control.handed_over.update(dict.fromkeys(ids, "t"))
-    async with trio.open_nursery() as nursery:
-        await nursery.start(post.run)
-        await send_in_groups(outcome_tx, ids)
-        await trio.sleep(0.4)  # the first batch is being written, the next two are gathered
-        store.refuse_after_batches = 1  # so the call that carries those two writes one
-        await outcome_tx.aclose()
+
+    def write_one_of_the_next_call() -> None:  # the call that carries the next two writes one
+        store.refuse_after_batches = 1
+
+    post, _ = await three_batches(store, write_one_of_the_next_call)
     assert store.write_calls == [1, 2, 1]
-    assert [count for _, count in store.flushes] == [100, 100, 100]
-    assert len(store.by_status(Status.SENT)) == 300
     assert post.statistics().flushes == 3
-    assert control.handed_over == {}
 
 
 async def test_each_written_batch_is_reported_and_counted_and_the_store_gets_the_time(
